@@ -1,0 +1,1 @@
+"""Command-line tools: domtool, domtool-admin, dbtool, vmail."""

@@ -1,0 +1,1 @@
+"""The dispatcher: TLS front door, store, policy, planning and two-phase apply."""

@@ -1,0 +1,1 @@
+"""The Domtool configuration language: lexer, parser, type checker, evaluator."""

@@ -1,0 +1,300 @@
+"""The typed desired state: what the evaluator produces and the slaves apply.
+
+Every object here is a frozen attrs value. Collections are tuples, sorted where order
+carries no meaning, so that the same source and permissions always give an equal (and
+identically serialised) state. Every unit of configuration carries its ``owner``: the
+member whose submission produced it. The slave uses the owner to isolate one member's
+failure from the others and to re-check paths and users locally.
+
+Values in here have already passed the language's type checker (their extern types'
+grammars), but renderers and the slave must still treat them as untrusted and validate
+them again (``domtool.validate``) before they reach a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+# ---------------------------------------------------------------------------
+# Site: nodes (hosts) and their roles. Defined by the site, not by members.
+
+ROLES = ("dns", "web", "mail", "lists", "db")
+
+
+@attrs.frozen
+class Node:
+    """One host of the site: its name, the roles it serves and its public address."""
+
+    name: str
+    roles: tuple[str, ...]
+    ipv4: str = "127.0.0.1"
+    ipv6: str | None = None
+
+
+@attrs.frozen
+class Site:
+    """Site-wide settings the evaluator needs: nodes, name servers and defaults."""
+
+    nodes: tuple[Node, ...]
+    nameservers: tuple[str, ...] = ("ns1.coop.example", "ns2.coop.example")
+    default_ttl: int = 3600
+    hostmaster: str = "hostmaster.coop.example"
+
+    def nodes_with(self, role: str) -> tuple[str, ...]:
+        return tuple(n.name for n in self.nodes if role in n.roles)
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+
+DEFAULT_SITE = Site(nodes=(Node(name="local", roles=ROLES, ipv4="127.0.0.1"),))
+
+
+# ---------------------------------------------------------------------------
+# DNS
+
+
+@attrs.frozen
+class Record:
+    """One resource record. ``name`` is relative to the zone: "@" for the apex,
+    otherwise one or more labels ("www", "_sip._tcp"). ``data`` depends on ``rtype``:
+
+    - A: (ipv4,)            AAAA: (ipv6,)          CNAME: (fqdn,)       NS: (fqdn,)
+    - MX: (priority, fqdn)  TXT: (text,)           SRV: (priority, weight, port, fqdn)
+    - CAA: (flags, tag, value)
+
+    Host names in data are absolute (no trailing dot; the renderer adds it).
+    """
+
+    name: str
+    rtype: str
+    data: tuple[Any, ...]
+    ttl: int | None = None
+
+
+@attrs.frozen
+class Zone:
+    """A DNS zone a member owns, with its records (sorted) and the DNS nodes serving it."""
+
+    name: str
+    owner: str
+    records: tuple[Record, ...]
+    nodes: tuple[str, ...]
+    ttl: int = 3600
+
+
+# ---------------------------------------------------------------------------
+# Web
+
+
+@attrs.frozen
+class Redirect:
+    """Redirect requests for ``path`` (and below) to ``target`` with an HTTP status."""
+
+    path: str
+    target: str
+    status: int = 302
+
+
+@attrs.frozen
+class Rewrite:
+    """A mod_rewrite rule with optional conditions ((test string, pattern, flags), ...)."""
+
+    pattern: str
+    target: str
+    flags: tuple[str, ...] = ()
+    conditions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+
+@attrs.frozen
+class ProxyPass:
+    """Reverse-proxy URL ``path`` to the member's own daemon at http://127.0.0.1:port/target."""
+
+    path: str
+    port: int
+    target: str = "/"
+
+
+@attrs.frozen
+class BasicAuth:
+    """HTTP basic authentication with a member-owned htpasswd file."""
+
+    realm: str
+    user_file: str
+    require: tuple[str, ...] = ("valid-user",)
+
+
+@attrs.frozen
+class WebSettings:
+    """Settings that may appear on a vhost and inside location/directory blocks."""
+
+    directory_index: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()  # e.g. "+Indexes", "-FollowSymLinks"
+    error_documents: tuple[tuple[int, str], ...] = ()
+    redirects: tuple[Redirect, ...] = ()
+    rewrites: tuple[Rewrite, ...] = ()
+    auth: BasicAuth | None = None
+    ssi: bool = False
+    cgi: bool = False  # ExecCGI handler for .cgi files
+
+
+@attrs.frozen
+class Block:
+    """A ``<Location>`` or ``<Directory>`` block: kind is "location" or "directory"."""
+
+    kind: str
+    path: str
+    settings: WebSettings = WebSettings()
+
+
+@attrs.frozen
+class TLS:
+    """TLS for a vhost: member-owned certificate and key files (and optional chain)."""
+
+    certificate: str
+    key: str
+    chain: str | None = None
+
+
+@attrs.frozen
+class Vhost:
+    """One virtual host: a host name served by the given web nodes."""
+
+    fqdn: str
+    owner: str
+    domain: str
+    nodes: tuple[str, ...]
+    document_root: str
+    user: str
+    group: str
+    server_admin: str
+    aliases: tuple[str, ...] = ()
+    tls: TLS | None = None
+    url_aliases: tuple[tuple[str, str], ...] = ()  # (url path, filesystem path)
+    script_aliases: tuple[tuple[str, str], ...] = ()  # CGI through suexec
+    proxies: tuple[ProxyPass, ...] = ()
+    settings: WebSettings = WebSettings()
+    blocks: tuple[Block, ...] = ()
+
+
+# ---------------------------------------------------------------------------
+# Mail
+
+
+@attrs.frozen
+class Alias:
+    """One mail routing rule of a domain.
+
+    source: ("user", LOCALPART) | ("default",) | ("catchall",)
+    targets: addresses (a bare member user name means that member's mailbox); empty means drop.
+    """
+
+    source: tuple[str, ...]
+    targets: tuple[str, ...]
+
+
+@attrs.frozen
+class MailDomain:
+    """Mail for a domain: handled locally (``handle="local"``) or relayed to ``relay_host``."""
+
+    name: str
+    owner: str
+    nodes: tuple[str, ...]
+    handle: str = "local"
+    relay_host: str | None = None
+    aliases: tuple[Alias, ...] = ()
+    spam_filter: bool = False
+
+
+# ---------------------------------------------------------------------------
+# The whole state
+
+
+@attrs.frozen
+class DesiredState:
+    """Everything one member's sources (or a whole site) ask of the hosts."""
+
+    zones: tuple[Zone, ...] = ()
+    vhosts: tuple[Vhost, ...] = ()
+    mail: tuple[MailDomain, ...] = ()
+
+    def normalised(self) -> DesiredState:
+        """Sort every collection so equal content gives an equal value."""
+        return DesiredState(
+            zones=tuple(sorted(self.zones, key=lambda z: z.name)),
+            vhosts=tuple(sorted(self.vhosts, key=lambda v: (v.fqdn, v.nodes))),
+            mail=tuple(sorted(self.mail, key=lambda m: m.name)),
+        )
+
+    def merge(self, other: DesiredState) -> DesiredState:
+        return DesiredState(
+            zones=self.zones + other.zones,
+            vhosts=self.vhosts + other.vhosts,
+            mail=self.mail + other.mail,
+        ).normalised()
+
+    def for_node(self, node: str) -> DesiredState:
+        """The part of the state one host serves."""
+        return DesiredState(
+            zones=tuple(z for z in self.zones if node in z.nodes),
+            vhosts=tuple(v for v in self.vhosts if node in v.nodes),
+            mail=tuple(m for m in self.mail if node in m.nodes),
+        )
+
+
+# ---------------------------------------------------------------------------
+# JSON form (used by ``domtool -tc --show --json`` and the wire schema)
+
+_CLASSES = {
+    c.__name__: c
+    for c in (
+        Node,
+        Site,
+        Record,
+        Zone,
+        Redirect,
+        Rewrite,
+        ProxyPass,
+        BasicAuth,
+        WebSettings,
+        Block,
+        TLS,
+        Vhost,
+        Alias,
+        MailDomain,
+        DesiredState,
+    )
+}
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON data for a model value; objects carry their class under ``"kind"``."""
+    if attrs.has(type(value)):
+        out: dict[str, Any] = {"kind": type(value).__name__}
+        for f in attrs.fields(type(value)):
+            out[f.name] = to_json(getattr(value, f.name))
+        return out
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    return value
+
+
+def from_json(data: Any) -> Any:
+    """Inverse of :func:`to_json`. Only the classes of this module can be built."""
+    if isinstance(data, dict):
+        cls = _CLASSES.get(data.get("kind", ""))
+        if cls is None:
+            raise ValueError(f"unknown model object kind {data.get('kind')!r}")
+        names = {f.name for f in attrs.fields(cls)}
+        extra = set(data) - names - {"kind"}
+        if extra:
+            raise ValueError(f"unexpected fields for {cls.__name__}: {sorted(extra)}")
+        return cls(**{k: from_json(v) for k, v in data.items() if k != "kind"})
+    if isinstance(data, list):
+        return tuple(from_json(v) for v in data)
+    return data

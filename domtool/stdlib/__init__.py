@@ -1,0 +1,1 @@
+"""The standard library, as .dtl files with {{ }} documentation."""

@@ -1,0 +1,1 @@
+"""Site policy: ownership, quotas, reserved names, which hosts serve what."""

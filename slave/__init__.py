@@ -1,0 +1,1 @@
+"""The slave agent: applies a host's part of the desired state to its daemons."""

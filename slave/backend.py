@@ -1,0 +1,96 @@
+"""The contract between the apply engine and the per-daemon backends.
+
+A backend is pure where it can be: it renders a host's part of the desired state into
+*units* (one unit per zone, per vhost, per mail domain...), each owned by one member, and
+an *index* (the small files that name every unit, such as the list of zones for
+``named.conf`` or the ``Include`` lines for Apache). It names the argv lists that check a
+staged tree, reload the daemon and probe that it answers. It never runs anything itself;
+the engine does that through the process seam (``domtool.slave.seams``).
+
+On-disk layout on a host (``state_dir`` is the slave's state directory)::
+
+    state_dir/units/<backend>/<sha256>.<ext>     immutable unit files, content-addressed
+    state_dir/generations/<N>/<backend>/...      the index files of generation N
+    state_dir/generations/<N>/manifest.json      which units generation N holds, per owner
+    state_dir/current -> generations/<N>         the live generation (atomic symlink swap)
+
+The daemon's own top-level config (written once by the site setup, not by members)
+includes ``state_dir/current/<backend>/<index file>``; the index names unit files by
+absolute path under ``state_dir/units``. A generation therefore costs one small index
+rewrite plus only the units that changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import PurePosixPath
+from typing import Protocol
+
+import attrs
+
+from domtool.model import DesiredState
+
+
+@attrs.frozen
+class Command:
+    """One process to run: an argument list (never a shell string) and a time limit."""
+
+    argv: tuple[str, ...]
+    timeout: float = 60.0
+
+
+@attrs.frozen
+class Unit:
+    """One independently owned piece of a backend's configuration.
+
+    ``key`` is unique within the backend ("zone:example.org", "vhost:www.example.org").
+    ``content`` is the rendered file. ``checks`` are the commands that validate this unit
+    on its own once it is staged at ``path`` (e.g. ``named-checkzone``); ``{path}`` in an
+    argument is replaced by the unit's staged absolute path.
+    """
+
+    key: str
+    owner: str
+    ext: str
+    content: bytes
+    checks: tuple[Command, ...] = ()
+
+
+@attrs.frozen
+class Probe:
+    """After a reload, something the engine verifies the daemon now serves.
+
+    kind "dns": ``target`` is (server, port, qname, rtype, expected SOA serial or None).
+    kind "http": ``target`` is (address, port, host header, expected status).
+    """
+
+    kind: str
+    target: tuple
+    owner: str
+
+
+class Backend(Protocol):
+    """What every daemon backend provides. All methods are pure."""
+
+    name: str
+
+    def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
+        """Render every unit of this host's state for this daemon.
+
+        ``previous`` holds the units of the live generation by key, so a backend can keep
+        a unit byte-identical when nothing in it changed (and so skip its checks and
+        writes), and keep counters such as a zone's SOA serial increasing. ``now`` is the
+        time in seconds from the engine's clock seam.
+        """
+
+    def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
+        """Render the index files, given each unit key's absolute unit-file path."""
+
+    def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
+        """Commands that check the whole staged configuration of this generation."""
+
+    def reload(self) -> tuple[Command, ...]:
+        """Commands that make the running daemon load the current generation."""
+
+    def probes(self, state: DesiredState) -> list[Probe]:
+        """What to verify after a reload."""
