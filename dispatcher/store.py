@@ -1,0 +1,469 @@
+"""The dispatcher's knowledge in embedded SQLite: members, grants, sources, generations, audit.
+
+One file (``<state_dir>/domtool.sqlite3``, mode 0600) opened by the dispatcher only.
+Every write is one transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any
+error), so a crash leaves either the whole change or none of it. The schema is versioned:
+``schema_version`` holds the number of migrations applied, ``MIGRATIONS`` lists them in
+order, and opening a database applies the missing ones (a database newer than this code
+is refused rather than misread).
+
+Synchronous on purpose: calls are small and local; the Twisted side may run them in a
+thread if they ever show up in latency figures.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+
+DB_NAME = "domtool.sqlite3"
+
+# Grant classes and the Permissions field each one fills.
+GRANT_CLASSES = {"domain": "domains", "path": "paths", "user": "users", "group": "groups"}
+
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE members (
+        name TEXT PRIMARY KEY,
+        added TEXT NOT NULL,
+        removed TEXT,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        cert_serial TEXT
+    );
+    CREATE TABLE grants (
+        member TEXT NOT NULL REFERENCES members(name),
+        class TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (member, class, value)
+    );
+    CREATE INDEX grants_by_value ON grants (class, value);
+    CREATE TABLE sources (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        member TEXT NOT NULL REFERENCES members(name),
+        domain TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        submitted_at TEXT NOT NULL,
+        accepted INTEGER NOT NULL,
+        UNIQUE (domain, version)
+    );
+    CREATE TABLE generations (
+        host TEXT NOT NULL,
+        number INTEGER NOT NULL,
+        applied_at TEXT NOT NULL,
+        status TEXT NOT NULL,
+        PRIMARY KEY (host, number)
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        time TEXT NOT NULL,
+        who TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        outcome TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_who ON audit (who, id);
+    """,
+]
+
+
+class StoreError(Exception):
+    """The store refused an operation (the message says which and why)."""
+
+
+@frozen
+class MemberRecord:
+    """A member as the store knows them (``removed`` is set once they are removed)."""
+
+    name: str
+    added: datetime.datetime
+    removed: datetime.datetime | None
+    is_admin: bool
+    cert_serial: int | None
+
+    @property
+    def active(self) -> bool:
+        """Whether the member may still authenticate."""
+        return self.removed is None
+
+
+@frozen
+class Grants:
+    """What a member may use (the shape of ``domtool.perms.Permissions``)."""
+
+    user: str
+    domains: frozenset[str]
+    paths: frozenset[str]
+    users: frozenset[str]
+    groups: frozenset[str]
+
+
+@frozen
+class SourceRecord:
+    """One submitted version of a domain's source."""
+
+    member: str
+    domain: str
+    version: int
+    text: str
+    submitted_at: datetime.datetime
+    accepted: bool
+
+
+@frozen
+class GenerationRecord:
+    """One generation a host was sent, and how it went."""
+
+    host: str
+    number: int
+    applied_at: datetime.datetime
+    status: str
+
+
+@frozen
+class AuditEntry:
+    """One audited action."""
+
+    time: datetime.datetime
+    who: str
+    action: str
+    detail: Any
+    outcome: str
+
+
+def _ts(now: datetime.datetime | None) -> str:
+    return (now or datetime.datetime.now(datetime.UTC)).isoformat()
+
+
+def _dt(text: str | None) -> datetime.datetime | None:
+    return None if text is None else datetime.datetime.fromisoformat(text)
+
+
+class Store:
+    """The dispatcher's SQLite store. Open with ``Store.open(state_dir)``."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    def open(cls, state_dir: str | os.PathLike) -> Store:
+        """Open (creating and migrating as needed) the store in ``state_dir``."""
+        path = Path(state_dir) / DB_NAME
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        return cls.connect(str(path))
+
+    @classmethod
+    def connect(cls, target: str) -> Store:
+        """Open a store at an SQLite path (``":memory:"`` for a throwaway one)."""
+        db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA foreign_keys = ON")
+        if target != ":memory:":
+            db.execute("PRAGMA journal_mode = WAL")
+        store = cls(db)
+        store._migrate()
+        return store
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- schema ---------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._tx() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                db.execute("INSERT INTO schema_version VALUES (0)")
+        version = self.schema_version()
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"the database is at schema version {version}, newer than this domtool "
+                f"({len(MIGRATIONS)}); upgrade domtool instead of opening it"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            with self._tx() as db:
+                for statement in MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("UPDATE schema_version SET version = ?", (number + 1,))
+
+    def schema_version(self) -> int:
+        """How many migrations this database has had."""
+        return self._db.execute("SELECT version FROM schema_version").fetchone()[0]
+
+    # -- members --------------------------------------------------------------
+
+    def add_member(
+        self,
+        name: str,
+        *,
+        is_admin: bool = False,
+        cert_serial: int | None = None,
+        now: datetime.datetime | None = None,
+    ) -> MemberRecord:
+        """Add a member (or bring a removed one back); an active member is a StoreError."""
+        with self._tx() as db:
+            row = db.execute("SELECT removed FROM members WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] is None:
+                raise StoreError(f"{name} is already a member")
+            serial = None if cert_serial is None else format(cert_serial, "x")
+            db.execute(
+                "INSERT INTO members (name, added, removed, is_admin, cert_serial)"
+                " VALUES (?, ?, NULL, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET added = excluded.added, removed = NULL,"
+                " is_admin = excluded.is_admin, cert_serial = excluded.cert_serial",
+                (name, _ts(now), int(is_admin), serial),
+            )
+        record = self.member(name)
+        assert record is not None
+        return record
+
+    def remove_member(self, name: str, *, now: datetime.datetime | None = None) -> None:
+        """Mark a member removed (kept for history); their certificate stops working."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE members SET removed = ? WHERE name = ? AND removed IS NULL",
+                (_ts(now), name),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"{name} is not an active member")
+
+    def set_admin(self, name: str, is_admin: bool) -> None:
+        """Make an active member an admin or not."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE members SET is_admin = ? WHERE name = ? AND removed IS NULL",
+                (int(is_admin), name),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"{name} is not an active member")
+
+    def set_cert_serial(self, name: str, serial: int | None) -> None:
+        """Record the serial of the member's current certificate (None: any valid one)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE members SET cert_serial = ? WHERE name = ?",
+                (None if serial is None else format(serial, "x"), name),
+            )
+            if cur.rowcount != 1:
+                raise StoreError(f"{name} is not a member")
+
+    def member(self, name: str) -> MemberRecord | None:
+        """The member called ``name`` (removed or not), or None if never added."""
+        row = self._db.execute(
+            "SELECT name, added, removed, is_admin, cert_serial FROM members WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return None if row is None else _member(row)
+
+    def members(self, *, include_removed: bool = False) -> list[MemberRecord]:
+        """All members, by name."""
+        sql = "SELECT name, added, removed, is_admin, cert_serial FROM members"
+        if not include_removed:
+            sql += " WHERE removed IS NULL"
+        return [_member(r) for r in self._db.execute(sql + " ORDER BY name")]
+
+    # -- grants ---------------------------------------------------------------
+
+    def _active(self, db: sqlite3.Connection, name: str) -> None:
+        row = db.execute("SELECT removed FROM members WHERE name = ?", (name,)).fetchone()
+        if row is None or row[0] is not None:
+            raise StoreError(f"{name} is not an active member")
+
+    def grant(self, member: str, cls: str, value: str) -> bool:
+        """Grant ``member`` the ``cls`` value (True if new, False if already held)."""
+        if cls not in GRANT_CLASSES:
+            raise StoreError(f"unknown grant class {cls!r} (one of {', '.join(GRANT_CLASSES)})")
+        with self._tx() as db:
+            self._active(db, member)
+            cur = db.execute(
+                "INSERT OR IGNORE INTO grants (member, class, value) VALUES (?, ?, ?)",
+                (member, cls, value),
+            )
+            return cur.rowcount == 1
+
+    def revoke(self, member: str, cls: str, value: str) -> bool:
+        """Take a grant away (True if it was held)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM grants WHERE member = ? AND class = ? AND value = ?",
+                (member, cls, value),
+            )
+            return cur.rowcount == 1
+
+    def grants_of(self, member: str):
+        """The member's permissions: ``domtool.perms.Permissions`` when that module exists,
+        else ``Grants`` of the same shape. A removed or unknown member has none."""
+        fields: dict[str, set[str]] = {f: set() for f in GRANT_CLASSES.values()}
+        record = self.member(member)
+        if record is not None and record.active:
+            for cls, value in self._db.execute(
+                "SELECT class, value FROM grants WHERE member = ?", (member,)
+            ):
+                fields[GRANT_CLASSES[cls]].add(value)
+        frozen_fields = {k: frozenset(v) for k, v in fields.items()}
+        try:
+            from domtool.perms import Permissions
+        except ImportError:
+            return Grants(user=member, **frozen_fields)
+        return Permissions(user=member, **frozen_fields)
+
+    def whohas(self, cls: str, value: str) -> list[str]:
+        """Active members holding the ``cls`` grant ``value``, by name."""
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT g.member FROM grants g JOIN members m ON m.name = g.member"
+                " WHERE g.class = ? AND g.value = ? AND m.removed IS NULL ORDER BY g.member",
+                (cls, value),
+            )
+        ]
+
+    # -- sources --------------------------------------------------------------
+
+    def put_source(
+        self,
+        member: str,
+        domain: str,
+        text: str,
+        *,
+        accepted: bool,
+        now: datetime.datetime | None = None,
+    ) -> int:
+        """Record a submitted source for ``domain``; returns its version (1, 2, ...)."""
+        with self._tx() as db:
+            self._active(db, member)
+            (last,) = db.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM sources WHERE domain = ?", (domain,)
+            ).fetchone()
+            db.execute(
+                "INSERT INTO sources (member, domain, version, text, submitted_at, accepted)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (member, domain, last + 1, text, _ts(now), int(accepted)),
+            )
+            return last + 1
+
+    def history(self, domain: str) -> list[SourceRecord]:
+        """Every version submitted for ``domain``, oldest first (refused ones included)."""
+        return [
+            _source(r)
+            for r in self._db.execute(
+                "SELECT member, domain, version, text, submitted_at, accepted FROM sources"
+                " WHERE domain = ? ORDER BY version",
+                (domain,),
+            )
+        ]
+
+    def source(self, domain: str, version: int) -> SourceRecord | None:
+        """One version of a domain's source (for undo), or None."""
+        row = self._db.execute(
+            "SELECT member, domain, version, text, submitted_at, accepted FROM sources"
+            " WHERE domain = ? AND version = ?",
+            (domain, version),
+        ).fetchone()
+        return None if row is None else _source(row)
+
+    def latest_sources(self, member: str | None = None) -> list[SourceRecord]:
+        """The newest accepted version of every domain (of ``member`` if given), by domain.
+
+        This is what ``regen`` replays."""
+        sql = (
+            "SELECT s.member, s.domain, s.version, s.text, s.submitted_at, s.accepted"
+            " FROM sources s JOIN (SELECT domain, MAX(version) AS v FROM sources"
+            " WHERE accepted = 1 GROUP BY domain) l ON s.domain = l.domain AND s.version = l.v"
+        )
+        args: tuple = ()
+        if member is not None:
+            sql += " WHERE s.member = ?"
+            args = (member,)
+        return [_source(r) for r in self._db.execute(sql + " ORDER BY s.domain", args)]
+
+    # -- generations ----------------------------------------------------------
+
+    def record_generation(
+        self, host: str, number: int, status: str, *, now: datetime.datetime | None = None
+    ) -> None:
+        """Record (or update the status of) generation ``number`` on ``host``."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO generations (host, number, applied_at, status) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (host, number) DO UPDATE SET"
+                " applied_at = excluded.applied_at, status = excluded.status",
+                (host, number, _ts(now), status),
+            )
+
+    def generations(self, host: str | None = None) -> list[GenerationRecord]:
+        """Generations (of ``host`` if given), by host then number."""
+        sql = "SELECT host, number, applied_at, status FROM generations"
+        args: tuple = ()
+        if host is not None:
+            sql += " WHERE host = ?"
+            args = (host,)
+        return [
+            GenerationRecord(r[0], r[1], _dt(r[2]), r[3])
+            for r in self._db.execute(sql + " ORDER BY host, number", args)
+        ]
+
+    # -- audit ----------------------------------------------------------------
+
+    def audit(
+        self,
+        who: str,
+        action: str,
+        detail: Any,
+        outcome: str,
+        *,
+        now: datetime.datetime | None = None,
+    ) -> None:
+        """Append an audit entry (``detail`` must be JSON-serialisable)."""
+        text = json.dumps(detail, sort_keys=True)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO audit (time, who, action, detail, outcome) VALUES (?, ?, ?, ?, ?)",
+                (_ts(now), who, action, text, outcome),
+            )
+
+    def audit_log(self, *, who: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries (of ``who`` if given), oldest first."""
+        sql = "SELECT time, who, action, detail, outcome FROM audit"
+        args: tuple = ()
+        if who is not None:
+            sql += " WHERE who = ?"
+            args = (who,)
+        rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [AuditEntry(_dt(r[0]), r[1], r[2], json.loads(r[3]), r[4]) for r in reversed(rows)]
+
+
+def _member(row: tuple) -> MemberRecord:
+    return MemberRecord(
+        name=row[0],
+        added=_dt(row[1]),
+        removed=_dt(row[2]),
+        is_admin=bool(row[3]),
+        cert_serial=None if row[4] is None else int(row[4], 16),
+    )
+
+
+def _source(row: tuple) -> SourceRecord:
+    return SourceRecord(row[0], row[1], row[2], row[3], _dt(row[4]), bool(row[5]))

@@ -1,0 +1,1 @@
+"""Tests of the dispatcher: CA, TLS front door, authentication, store, request schema."""
