@@ -1,0 +1,149 @@
+"""The wire format between members, the dispatcher and the slaves (pure encode/decode).
+
+Transport: a TLS connection (see ``domtool.dispatcher.tls``) carrying frames of a 4-byte
+big-endian length followed by that many bytes of UTF-8 JSON (Twisted's
+``Int32StringReceiver`` with ``MAX_LENGTH = MAX_FRAME``). One JSON object per frame.
+
+Request::   {"v": 1, "id": 7, "op": "submit", "args": {...}}
+Progress::  {"id": 7, "progress": {"done": 3, "total": 10, "what": "host web1 prepared"}}
+Response::  {"id": 7, "ok": true, "result": {...}}
+            {"id": 7, "ok": false, "error": {"kind": "refused", "message": "...",
+                                            "details": ["...", ...]}}
+
+Requests on one connection may be pipelined; responses carry the request's id. The op
+names are a closed set per listener (``MEMBER_OPS``, ``ADMIN_OPS``, ``SLAVE_OPS``); a
+frame naming anything else is refused before any logic runs. The arguments of each op
+are checked against a schema with size limits (``domtool.dispatcher.schema``) before
+they reach a controller.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+
+VERSION = 1
+MAX_FRAME = 8 * 1024 * 1024  # bytes; a submit is at most 64 files of 256 KiB
+
+# What a member may ask the dispatcher.
+MEMBER_OPS = frozenset(
+    {"submit", "check", "plan", "perms", "describe", "history", "undo", "rmdom", "whoami"}
+)
+# What an admin may ask in addition.
+ADMIN_OPS = frozenset(
+    {
+        "adduser",
+        "rmuser",
+        "grant",
+        "revoke",
+        "perms_of",
+        "whohas",
+        "regen",
+        "admin_rmdom",
+        "hosts",
+        "ping",
+        "admin_describe",
+        "audit",
+        "quota",
+        "set_quota",
+    }
+)
+# What the dispatcher may ask a slave: a closed set of typed operations.
+SLAVE_OPS = frozenset({"prepare", "commit", "abort", "status", "describe"})
+
+ERROR_KINDS = frozenset(
+    {"bad_request", "unauthorized", "refused", "type_errors", "policy", "failed", "internal"}
+)
+
+
+class WireError(ValueError):
+    """A frame that is not a well-formed message of this protocol."""
+
+
+@attrs.frozen
+class Request:
+    id: int
+    op: str
+    args: dict[str, Any]
+
+
+@attrs.frozen
+class Failure:
+    kind: str
+    message: str
+    details: tuple[str, ...] = ()
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    data = json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+    if len(data) > MAX_FRAME:
+        raise WireError(f"message of {len(data)} bytes exceeds the {MAX_FRAME}-byte frame limit")
+    return data
+
+
+def request(id: int, op: str, args: dict[str, Any]) -> bytes:
+    return encode({"v": VERSION, "id": id, "op": op, "args": args})
+
+
+def ok(id: int, result: Any) -> bytes:
+    return encode({"id": id, "ok": True, "result": result})
+
+
+def error(id: int, failure: Failure) -> bytes:
+    return encode(
+        {
+            "id": id,
+            "ok": False,
+            "error": {
+                "kind": failure.kind,
+                "message": failure.message,
+                "details": list(failure.details),
+            },
+        }
+    )
+
+
+def progress(id: int, done: int, total: int, what: str) -> bytes:
+    return encode({"id": id, "progress": {"done": done, "total": total, "what": what}})
+
+
+def decode_request(frame: bytes, allowed_ops: frozenset[str]) -> Request:
+    """Parse and check the envelope of a request frame; refuse unknown ops."""
+    if len(frame) > MAX_FRAME:
+        raise WireError("frame too large")
+    try:
+        obj = json.loads(frame.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WireError(f"not a JSON message: {e}") from None
+    if not isinstance(obj, dict):
+        raise WireError("a request must be a JSON object")
+    if obj.get("v") != VERSION:
+        raise WireError(
+            f"unsupported protocol version {obj.get('v')!r} (this side speaks {VERSION})"
+        )
+    rid = obj.get("id")
+    if not isinstance(rid, int) or isinstance(rid, bool) or not 0 <= rid < 2**53:
+        raise WireError("request id must be a non-negative integer")
+    op = obj.get("op")
+    if not isinstance(op, str) or op not in allowed_ops:
+        raise WireError(f"unknown operation {str(op)[:40]!r}")
+    args = obj.get("args", {})
+    if not isinstance(args, dict):
+        raise WireError("args must be a JSON object")
+    extra = set(obj) - {"v", "id", "op", "args"}
+    if extra:
+        raise WireError(f"unexpected fields {sorted(extra)}")
+    return Request(rid, op, args)
+
+
+def decode_response(frame: bytes) -> dict[str, Any]:
+    """Parse a response or progress frame (client side)."""
+    try:
+        obj = json.loads(frame.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WireError(f"not a JSON message: {e}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("id"), int):
+        raise WireError("a response must be a JSON object with an integer id")
+    return obj
