@@ -8,16 +8,21 @@ Nothing is mocked: both ends are pyOpenSSL connections driven through
 from __future__ import annotations
 
 import attrs
+from OpenSSL import SSL
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 from zope.interface import implementer
 
-from domtool.dispatcher.auth import login_member
+from domtool.dispatcher.auth import login_host, login_member
 from domtool.dispatcher.tls import peer_certificate
 
 
@@ -37,12 +42,12 @@ class WhoAmI(Protocol):
     """Server side: after the handshake, log in with the peer certificate and write the
     member's name, or hang up."""
 
-    def __init__(self, portal, outcome: Outcome) -> None:
-        self.portal = portal
+    def __init__(self, login, outcome: Outcome) -> None:
+        self.login = login
         self.outcome = outcome
 
     def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted API)
-        d = defer.ensureDeferred(login_member(self.portal, peer_certificate(self.transport)))
+        d = defer.ensureDeferred(self.login(peer_certificate(self.transport)))
         d.addCallbacks(self._welcome, self._refuse)
 
     def _welcome(self, member) -> None:
@@ -71,13 +76,25 @@ class Listener(Protocol):
         self.outcome.client_lost = str(reason.value)
 
 
-def connect(server_tls, client_tls, portal) -> Outcome:
-    """Handshake ``client_tls`` against ``server_tls`` in memory and report what happened."""
+def member_login(portal):
+    """The login a dispatcher's member listener does (``auth.login_member``)."""
+    return lambda certificate: login_member(portal, certificate)
+
+
+def host_login(portal):
+    """The login a slave's listener does (``auth.login_host``)."""
+    return lambda certificate: login_host(portal, certificate)
+
+
+def connect(server_tls, client_tls, login) -> Outcome:
+    """Handshake ``client_tls`` against ``server_tls`` in memory and report what happened.
+
+    ``login(certificate)`` is awaited after the server's handshake (see member_login)."""
     outcome = Outcome()
     # TLS transports aggregate small writes with clock.callLater(0): the pump's clock runs them.
     clock = Clock()
     server_factory = TLSMemoryBIOFactory(
-        server_tls, False, Factory.forProtocol(lambda: WhoAmI(portal, outcome)), clock
+        server_tls, False, Factory.forProtocol(lambda: WhoAmI(login, outcome)), clock
     )
     client_factory = TLSMemoryBIOFactory(
         client_tls, True, Factory.forProtocol(lambda: Listener(outcome)), clock
@@ -90,3 +107,28 @@ def connect(server_tls, client_tls, portal) -> Outcome:
     )
     pump.flush()
     return outcome
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class RawClient:
+    """A client built straight from a pyOpenSSL context: what a hostile or outdated client
+    can do (no certificate, old TLS versions) without going through ``tls.ClientTLS``."""
+
+    def __init__(self, context: SSL.Context) -> None:
+        self.context = context
+
+    def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:  # noqa: N802
+        conn = SSL.Connection(self.context, None)
+        conn.set_connect_state()
+        return conn
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class RawServer:
+    """A server built straight from a pyOpenSSL context (to show what a misconfigured one does)."""
+
+    def __init__(self, context: SSL.Context) -> None:
+        self.context = context
+
+    def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:  # noqa: N802
+        return SSL.Connection(self.context, None)
