@@ -1,0 +1,160 @@
+"""The request schema: checked at the edge, with size limits, before any logic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domtool.dispatcher import schema
+from domtool.dispatcher.schema import Request, SchemaError, decode, validate
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+def _request(kind, **args):
+    return json.dumps({"kind": kind, **args}).encode()
+
+
+def test_a_valid_submit_passes():
+    """A well-formed submit decodes to a Request with its files."""
+    req = decode(_request("submit", files=[{"name": "example.org", "text": 'web "www";'}]))
+    assert req == Request("submit", {"files": [{"name": "example.org", "text": 'web "www";'}]})
+
+
+@pytest.mark.parametrize(
+    "kind,args",
+    [
+        ("check", {"files": [{"name": "a.example", "text": ""}]}),
+        ("plan", {"files": [{"name": "a.example", "text": "x"}]}),
+        ("perms", {}),
+        ("describe", {"domain": "example.org"}),
+        ("history", {"domain": "example.org"}),
+        ("undo", {"domain": "example.org", "version": 3}),
+        ("rmdom", {"domain": "example.org"}),
+    ],
+)
+def test_every_kind_accepts_its_shape(kind, args):
+    """Each request kind accepts a well-formed request."""
+    assert decode(_request(kind, **args)) == Request(kind, args)
+
+
+def test_all_problems_are_reported_at_once():
+    """Several problems in one request are all reported, each with its JSON path."""
+    with pytest.raises(SchemaError) as e:
+        validate({"kind": "undo", "domain": "bad domain!", "version": 0, "extra": 1})
+    assert e.value.problems == [
+        ("domain", "not a valid name"),
+        ("version", "must be at least 1"),
+        ("", "unknown field(s): 'extra'"),
+    ]
+
+
+def test_unknown_kind_and_missing_field_are_refused():
+    """An unknown kind, or a missing required field, is refused by name."""
+    with pytest.raises(SchemaError, match="kind: must be one of"):
+        validate({"kind": "shell", "cmd": "rm -rf /"})
+    with pytest.raises(SchemaError, match="domain: required"):
+        validate({"kind": "rmdom"})
+
+
+def test_booleans_are_not_integers():
+    """JSON true is not accepted where an integer version is expected."""
+    with pytest.raises(SchemaError, match="version: expected int, got bool"):
+        validate({"kind": "undo", "domain": "example.org", "version": True})
+
+
+def test_oversize_file_is_refused_with_a_clear_error():
+    """A file one byte over 256 KiB is refused, saying how big it was and the limit."""
+    ok = "x" * schema.MAX_FILE_BYTES
+    assert validate({"kind": "submit", "files": [{"name": "a.org", "text": ok}]})
+    with pytest.raises(SchemaError) as e:
+        validate({"kind": "submit", "files": [{"name": "a.org", "text": ok + "x"}]})
+    assert str(e.value) == "files[0].text: too long: 262145 bytes, at most 262144"
+
+
+def test_length_is_counted_in_utf8_bytes():
+    """A file of 256 KiB characters that are 2 bytes each is over the limit."""
+    with pytest.raises(SchemaError, match="too long: 524288 bytes"):
+        validate({"kind": "check", "files": [{"name": "a.org", "text": "é" * (256 * 1024)}]})
+
+
+def test_too_many_files_are_refused():
+    """65 files are refused (64 is the limit), without checking each one."""
+    files = [{"name": f"d{i}.org", "text": ""} for i in range(65)]
+    with pytest.raises(SchemaError, match=r"files: too many items: 65, at most 64"):
+        validate({"kind": "submit", "files": files})
+    assert validate({"kind": "submit", "files": files[:64]})
+
+
+def test_oversize_request_is_refused_before_parsing():
+    """Bytes over the request cap are refused by size alone (not even parsed)."""
+    with pytest.raises(SchemaError, match="request too large"):
+        decode(b"[" * (schema.MAX_REQUEST_BYTES + 1))
+
+
+def test_deep_nesting_is_refused_before_parsing():
+    """A deeply nested document is refused without handing it to the JSON parser."""
+    with pytest.raises(SchemaError, match="nested deeper"):
+        decode(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_lone_surrogates_and_bad_utf8_are_refused():
+    """Text that is not valid Unicode is refused, whether raw bytes or a JSON escape."""
+    with pytest.raises(SchemaError, match="not UTF-8"):
+        decode(b'{"kind": "perms", "x": "\xff"}')
+    with pytest.raises(SchemaError, match="lone surrogate"):
+        decode(b'{"kind": "describe", "domain": "\\ud800"}')
+
+
+def test_nan_and_huge_numbers_are_refused():
+    """NaN/Infinity are not JSON; an integer with thousands of digits is refused cleanly."""
+    with pytest.raises(SchemaError, match="not JSON"):
+        decode(b'{"kind": "undo", "domain": "a.org", "version": NaN}')
+    with pytest.raises(SchemaError):
+        decode(b'{"kind": "undo", "domain": "a.org", "version": ' + b"9" * 5000 + b"}")
+
+
+@settings(max_examples=300)
+@given(json_values)
+def test_random_json_never_crashes_the_validator(value):
+    """Any JSON value either validates or raises SchemaError: never anything else."""
+    try:
+        validate(value)
+    except SchemaError as e:
+        assert e.problems
+    try:
+        decode(json.dumps(value).encode())
+    except SchemaError as e:
+        assert e.problems
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=200))
+def test_random_bytes_never_crash_decode(raw):
+    """Arbitrary bytes either decode to a request or raise SchemaError."""
+    try:
+        decode(raw)
+    except SchemaError as e:
+        assert e.problems
+
+
+@settings(max_examples=200)
+@given(
+    st.sampled_from(sorted(schema.KINDS)),
+    st.dictionaries(st.sampled_from(["files", "domain", "version", "x"]), json_values, max_size=4),
+)
+def test_random_fields_for_real_kinds_never_crash(kind, args):
+    """Real kinds with random field values: a Request or a SchemaError, nothing else."""
+    try:
+        validate({"kind": kind, **args})
+    except SchemaError as e:
+        assert e.problems
