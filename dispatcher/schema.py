@@ -1,7 +1,8 @@
 """Requests on the wire: JSON objects checked against a declarative schema, with size limits,
 BEFORE any logic sees them.
 
-A request is one JSON object ``{"kind": <kind>, ...fields}``. ``decode(raw)`` refuses
+A request is one JSON object ``{"kind": <kind>, ...fields}``, or, inside a
+``domtool.wire`` envelope, an op and its args object (``validate_args(op, args)``). ``decode(raw)`` refuses
 oversize input before parsing, parses, and checks the object against the kind's schema:
 every field's type, length (UTF-8 bytes for strings, items for lists), range, allowed
 values or pattern; required fields present; no unknown fields. All problems are reported
@@ -86,6 +87,7 @@ KINDS: dict[str, dict[str, Field]] = {
     "check": {"files": FILES},
     "plan": {"files": FILES},
     "perms": {},
+    "whoami": {},
     "describe": {"domain": DOMAIN_FIELD},
     "history": {"domain": DOMAIN_FIELD},
     "undo": {"domain": DOMAIN_FIELD, "version": Field("int", minimum=1, maximum=2**31 - 1)},
@@ -163,11 +165,17 @@ def validate(obj: Any) -> Request:
     """Check a decoded JSON value as a request; the Request, or SchemaError with every problem."""
     if not isinstance(obj, dict):
         raise SchemaError([("", f"a request is a JSON object, got {_json_type(obj)}")])
-    kind = obj.get("kind")
+    return validate_args(obj.get("kind"), {k: v for k, v in obj.items() if k != "kind"})
+
+
+def validate_args(kind: Any, args: Any) -> Request:
+    """Check the arguments of a request of ``kind`` (the ``op`` and ``args`` of a
+    ``domtool.wire`` envelope); the Request, or SchemaError with every problem."""
     if not isinstance(kind, str) or kind not in KINDS:
         raise SchemaError([("kind", f"must be one of {', '.join(sorted(KINDS))}")])
+    if not isinstance(args, dict):
+        raise SchemaError([("", f"arguments are a JSON object, got {_json_type(args)}")])
     problems: list[tuple[str, str]] = []
-    args = {k: v for k, v in obj.items() if k != "kind"}
     check_fields(args, KINDS[kind], "", problems)
     if problems:
         raise SchemaError(problems)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domtool.dispatcher import schema
-from domtool.dispatcher.schema import Request, SchemaError, decode, validate
+from domtool.dispatcher.schema import Request, SchemaError, decode, validate, validate_args
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -158,3 +158,15 @@ def test_random_fields_for_real_kinds_never_crash(kind, args):
         validate({"kind": kind, **args})
     except SchemaError as e:
         assert e.problems
+
+
+def test_wire_envelope_args_are_checked_the_same_way():
+    """validate_args checks a domtool.wire envelope's op and args with the same rules."""
+    assert validate_args("describe", {"domain": "example.org"}) == Request(
+        "describe", {"domain": "example.org"}
+    )
+    assert validate_args("whoami", {}) == Request("whoami", {})
+    with pytest.raises(SchemaError, match="arguments are a JSON object"):
+        validate_args("perms", [1])
+    with pytest.raises(SchemaError, match="unknown field"):
+        validate_args("perms", {"member": "bob"})
