@@ -1,0 +1,853 @@
+"""The Apache 2.4 backend: one ``<VirtualHost>`` unit per vhost, an ``Include`` index.
+
+Rendering is pure. Every member-controlled value is validated against a strict grammar
+and then quoted for Apache's own tokeniser (``ap_getword_conf``: ``\\`` and ``\\"`` are the
+only escapes inside double quotes; mod_rewrite's ``parseargline`` has none, so rewrite
+arguments may not contain a double quote at all). A value that fails is refused with
+:class:`VhostRefused` naming the owner, vhost and field; it is never rendered. Apache
+also expands ``${NAME}`` anywhere on a config line, so ``${`` is refused everywhere.
+
+Files and commands (``state_dir`` is the slave's state directory)::
+
+    state_dir/units/apache/<sha256>.conf   one vhost (both its http and TLS listeners)
+    generation/apache/sites.conf            site-wide log format, the catch-all vhosts,
+                                            then one ``Include`` per unit, sorted by key
+
+The site's own top-level config is split in two (see :func:`site_config`): ``base.conf``
+(modules, ``Listen``, ``PidFile``, ``ErrorLog``, ``User``...) and the live ``apache2.conf``
+that includes ``base.conf`` and ``state_dir/current/apache/sites.conf``. The checker runs
+``apache2 -t -f base.conf -c 'Include "<staged sites.conf>"'``, i.e. exactly what the live
+config will load, with the staged generation in place of the current one. Reload is
+``apache2 -f apache2.conf -k graceful``.
+
+Logs: no vhost gets a ``CustomLog`` or ``ErrorLog`` of its own, since each costs a file
+descriptor in every Apache process and 20,000 of them stop Apache from starting. The index
+declares ONE site-wide access log whose lines start with ``%v`` (the vhost's ServerName),
+and an ``ErrorLogFormat`` carrying ``%v``. Per-member logs are split afterwards: the
+generation's manifest maps each vhost key (``vhost:<fqdn>``) to its owner, and the log
+rotation job (or Apache's own ``split-logfile``, which splits on the first field) moves
+each line to ``<member's log dir>/<fqdn>.log``.
+
+Catch-all: the first vhost of an address is Apache's default for unknown ``Host`` names,
+so ``sites.conf`` starts with a site-owned vhost answering ``421 Misdirected Request``;
+no member's site ever answers for a name it does not carry. Probes rely on this.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
+
+import attrs
+
+from domtool.model import Block, DesiredState, Vhost, WebSettings
+from domtool.slave.backend import Command, Probe, Unit
+
+__all__ = [
+    "ApacheBackend",
+    "ApacheConfig",
+    "RenderRefused",
+    "VhostRefused",
+    "apache_quote",
+    "site_config",
+]
+
+MISDIRECTED = 421
+INDEX_FILE = "sites.conf"
+# Modules the rendered units need; site_config loads them (mpm and authz_core first).
+MODULES = (
+    "mpm_event",
+    "authz_core",
+    "authz_host",
+    "authz_user",
+    "authn_core",
+    "authn_file",
+    "auth_basic",
+    "alias",
+    "dir",
+    "mime",
+    "rewrite",
+    "proxy",
+    "proxy_http",
+    "include",
+    "cgid",
+    "socache_shmcb",
+    "ssl",
+    "suexec",
+)
+# What a member's .htaccess may override: not "All" (RLimit*, Options=ExecCGI...).
+ALLOW_OVERRIDE = "AuthConfig FileInfo Indexes Limit"
+BASE_OPTIONS = "SymLinksIfOwnerMatch"
+OPTION_NAMES = frozenset({"Indexes", "MultiViews", "SymLinksIfOwnerMatch", "IncludesNOEXEC"})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+RULE_FLAGS = frozenset({"L", "NC", "QSA", "QSD", "NE", "PT", "F", "G", "END", "R", "NS"})
+COND_FLAGS = frozenset({"NC", "OR", "NV"})
+MAX_VALUE = 1024
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+
+class VhostRefused(ValueError):
+    """A member-controlled value of a vhost failed its grammar; nothing was rendered."""
+
+    def __init__(self, owner: str, fqdn: str, field: str, value: object, reason: str):
+        self.owner, self.fqdn, self.field, self.value, self.reason = (
+            owner,
+            fqdn,
+            field,
+            value,
+            reason,
+        )
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{owner}: vhost {fqdn!r}: {field}: {reason} (value {shown})")
+
+
+class RenderRefused(ValueError):
+    """Some vhosts were refused; ``errors`` holds each one and ``owners`` whose they were.
+
+    The engine can drop those owners' changes and render the rest again.
+    """
+
+    def __init__(self, errors: Iterable[VhostRefused]):
+        self.errors = tuple(errors)
+        self.owners = tuple(sorted({e.owner for e in self.errors}))
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+
+class _Bad(ValueError):
+    """Internal: a grammar check failed (reason only; the caller adds owner and field)."""
+
+
+# ---------------------------------------------------------------------------
+# Grammars. TODO(validate): these are minimal local checks until domtool.validate lands;
+# then they become thin calls into it (defence in depth stays here, duplicates go).
+
+_CTRL = re.compile(r"[\x00-\x1f\x7f]")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_UNIX = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_FILE = re.compile(r"[A-Za-z0-9._-]{1,255}")
+_URL_PATH = re.compile(r"/(?:[A-Za-z0-9._~!&()*+,=:@/-]|%[0-9A-Fa-f]{2})*")
+_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?")
+_EMAIL = re.compile(r"[A-Za-z0-9._+-]{1,64}@[a-z0-9.-]{1,253}")
+_REALM = re.compile(
+    r"[\x21\x23-\x5b\x5d-\x7e](?:[\x20\x21\x23-\x5b\x5d-\x7e]{0,198}[\x21\x23-\x5b\x5d-\x7e])?"
+)
+_AUTH_USER = re.compile(r"[A-Za-z0-9_@.][A-Za-z0-9_@.-]{0,63}")
+_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._+@=,-]{1,255}")
+_REGEX_CHARS = re.compile(r"[\x21\x24-\x26\x28-\x3b\x3d\x3f-\x7a\x7c\x7e]+")
+_REWRITE_TARGET = re.compile(r"(?:-|/[!-~]*|https?://[!-~]+)")
+_COND_TEST = re.compile(r"[!-~]{1,1024}")
+
+
+def _text(value: object, limit: int = MAX_VALUE) -> str:
+    if not isinstance(value, str):
+        raise _Bad(f"expected text, got {type(value).__name__}")
+    if not value:
+        raise _Bad("empty")
+    if len(value) > limit:
+        raise _Bad(f"longer than {limit} characters")
+    if _CTRL.search(value):
+        raise _Bad("contains a control character (newline, NUL...)")
+    if "${" in value:
+        raise _Bad("contains '${', which Apache would expand as a variable")
+    return value
+
+
+def check_domain(value: object) -> str:
+    v = _text(value, 253)
+    if not v.isascii():
+        raise _Bad("not ASCII: write an internationalised name in its xn-- (punycode) form")
+    labels = v.split(".")
+    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise _Bad("not a lowercase host name (letters, digits, '-', dot-separated)")
+    return v
+
+
+def check_abs_path(value: object) -> str:
+    v = _text(value, 4096)
+    if not v.startswith("/"):
+        raise _Bad("not an absolute path")
+    parts = [p for p in v.split("/") if p]
+    if not all(_PATH_SEGMENT.fullmatch(p) for p in parts):
+        raise _Bad("a path may hold letters, digits, '/' and ._+@=,- only")
+    if any(p in (".", "..") for p in parts):
+        raise _Bad("path contains '.' or '..'")
+    return "/" + "/".join(parts)
+
+
+def check_url_path(value: object) -> str:
+    v = _text(value, 2048)
+    if not _URL_PATH.fullmatch(v):
+        raise _Bad("not a URL path ('/' then letters, digits, %XX escapes and ._~!&()*+,=:@/-)")
+    if any(p in (".", "..") for p in v.split("/")):
+        raise _Bad("URL path contains '.' or '..' segments")
+    return v
+
+
+def check_url(value: object) -> str:
+    v = _text(value)
+    if not _URL.fullmatch(v):
+        raise _Bad("not an http(s) URL without spaces, quotes or backslashes")
+    return v
+
+
+def check_email(value: object) -> str:
+    v = _text(value, 254)
+    if not _EMAIL.fullmatch(v):
+        raise _Bad("not an e-mail address")
+    check_domain(v.split("@", 1)[1])
+    return v
+
+
+def check_unix_name(value: object) -> str:
+    v = _text(value, 32)
+    if not _UNIX.fullmatch(v):
+        raise _Bad("not a Unix user or group name")
+    if v == "root":
+        raise _Bad("root is never a member")
+    return v
+
+
+def check_member_port(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1024 <= value <= 65535:
+        raise _Bad("not a member port (1024-65535)")
+    return value
+
+
+def check_file_name(value: object) -> str:
+    v = _text(value, 255)
+    if not _FILE.fullmatch(v):
+        raise _Bad("not a plain file name (letters, digits, ._+=,@-; no '/')")
+    return v
+
+
+def check_realm(value: object) -> str:
+    v = _text(value, 200)
+    if not _REALM.fullmatch(v):
+        raise _Bad(
+            "a realm is printable ASCII without '\"' or '\\', not starting or ending in a space"
+        )
+    if "%{" in v:
+        raise _Bad("'%{' would be evaluated: Apache reads AuthName as an expression")
+    return v
+
+
+def check_regex(value: object) -> str:
+    v = _text(value, 512)
+    if not _REGEX_CHARS.fullmatch(v):
+        raise _Bad("whitespace, quotes, '#', '<', '>', '{' and '}' are not allowed in a pattern")
+    body = v[1:] if v.startswith("!") else v
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            re.compile(body)
+        except (re.error, Warning) as exc:
+            raise _Bad(f"not a regular expression: {exc}") from None
+    return v
+
+
+def apache_quote(value: str) -> str:
+    """``value`` as one double-quoted argument for ``ap_getword_conf``.
+
+    Refuses what no quoting can carry: control characters (a newline ends the
+    directive) and ``${`` (expanded by Apache before tokenising).
+    """
+    _text(value, 8192)
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _rewrite_quote(value: str) -> str:
+    """One argument for mod_rewrite's own tokeniser: quotes delimit, nothing escapes."""
+    if '"' in value:
+        raise _Bad("a double quote cannot be quoted for mod_rewrite")
+    return '"' + value + '"'
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+
+
+@attrs.frozen
+class ApacheConfig:
+    """How this host's Apache is laid out: listeners, binary, site config files, logs.
+
+    ``base_config`` holds everything but the sites (modules, ``Listen``, ``PidFile``...);
+    ``live_config`` includes it and ``state_dir/current/apache/sites.conf`` (see
+    :func:`site_config`). ``tls_port`` None means this host has no TLS listener.
+    ``default_certificate``/``default_key`` serve the TLS catch-all vhost.
+    """
+
+    base_config: str
+    live_config: str
+    server_root: str
+    log_dir: str
+    address: str = "127.0.0.1"
+    port: int = 80
+    tls_port: int | None = 443
+    binary: str = "/usr/sbin/apache2"
+    suexec: bool = False
+    node: str | None = None
+    default_certificate: str | None = None
+    default_key: str | None = None
+    check_timeout: float = 120.0
+
+    def check_argv(self, sites_conf: str) -> tuple[str, ...]:
+        """``apache2 -t`` over the base config plus the given sites index (or unit)."""
+        return (
+            self.binary,
+            "-t",
+            "-f",
+            self.base_config,
+            "-d",
+            self.server_root,
+            "-c",
+            f"Include {apache_quote(sites_conf)}",
+        )
+
+    def reload_argv(self) -> tuple[str, ...]:
+        return (self.binary, "-f", self.live_config, "-d", self.server_root, "-k", "graceful")
+
+
+def site_config(
+    config: ApacheConfig,
+    sites_include: str,
+    *,
+    run_dir: str,
+    modules_dir: str = "/usr/lib/apache2/modules",
+    user: str | None = None,
+    group: str | None = None,
+    extra: Iterable[str] = (),
+) -> dict[str, bytes]:
+    """The site-owned top-level files: ``{base_config path: ..., live_config path: ...}``.
+
+    ``sites_include`` is the index the live config loads, normally
+    ``state_dir/current/apache/sites.conf``. Written once by site setup (never from
+    member input). ``user``/``group`` are the
+    unprivileged identity Apache's children take when started as root.
+    """
+    listens = [f"Listen {config.address}:{config.port}"]
+    if config.tls_port is not None:
+        listens.append(f"Listen {config.address}:{config.tls_port} https")
+    lines = [
+        "# domtool: the site's Apache base configuration (no sites). Generated by site setup.",
+        f"ServerRoot {apache_quote(config.server_root)}",
+        *(
+            f"LoadModule {m}_module {apache_quote(f'{modules_dir}/mod_{m}.so')}"
+            for m in MODULES
+            if config.suexec or m != "suexec"
+        ),
+        *([f"User {user}", f"Group {group}"] if user else []),
+        f"PidFile {apache_quote(run_dir + '/apache2.pid')}",
+        f"Mutex file:{run_dir} default",
+        f"DefaultRuntimeDir {apache_quote(run_dir)}",
+        f"ErrorLog {apache_quote(config.log_dir + '/error.log')}",
+        "LogLevel warn",
+        "ServerName localhost",
+        "ServerTokens Prod",
+        "TypesConfig /etc/mime.types",
+        "AddDefaultCharset utf-8",
+        f"SSLSessionCache {apache_quote('shmcb:' + run_dir + '/ssl_scache(512000)')}",
+        "SSLProtocol all -SSLv3 -TLSv1 -TLSv1.1",
+        "<Directory />",
+        "    Options None",
+        "    AllowOverride None",
+        "    Require all denied",
+        "</Directory>",
+        '<FilesMatch "^\\.ht">',
+        "    Require all denied",
+        "</FilesMatch>",
+        *listens,
+        *extra,
+    ]
+    live = [
+        "# domtool: the live Apache configuration. Generated by site setup.",
+        f"Include {apache_quote(config.base_config)}",
+        f"Include {apache_quote(sites_include)}",
+    ]
+    return {
+        config.base_config: ("\n".join(lines) + "\n").encode(),
+        config.live_config: ("\n".join(live) + "\n").encode(),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Rendering
+
+
+class _Lines:
+    """Indented config lines; ``field`` names the value being rendered for errors."""
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.depth = 0
+
+    def add(self, line: str) -> None:
+        self.out.append("    " * self.depth + line)
+
+    def open(self, line: str) -> None:
+        self.add(line)
+        self.depth += 1
+
+    def close(self, line: str) -> None:
+        self.depth -= 1
+        self.add(line)
+
+
+class _VhostRenderer:
+    """Renders one vhost; collects every refused field instead of stopping at the first."""
+
+    def __init__(self, config: ApacheConfig, vhost: Vhost):
+        self.config = config
+        self.vhost = vhost
+        self.errors: list[VhostRefused] = []
+
+    def check(self, field: str, checker, value):
+        try:
+            return checker(value)
+        except _Bad as exc:
+            self.errors.append(
+                VhostRefused(self.vhost.owner, str(self.vhost.fqdn), field, value, str(exc))
+            )
+            return None
+
+    def q(self, field: str, checker, value) -> str | None:
+        return self.check(field, lambda x: apache_quote(checker(x)), value)
+
+    # -- pieces ------------------------------------------------------------
+
+    def options(self, field: str, values: tuple[str, ...], ws: WebSettings) -> list[str]:
+        words = []
+        for i, opt in enumerate(values):
+            name = opt[1:] if isinstance(opt, str) and opt[:1] in "+-" else None
+            if name not in OPTION_NAMES:
+                self.errors.append(
+                    VhostRefused(
+                        self.vhost.owner,
+                        self.vhost.fqdn,
+                        f"{field}.options[{i}]",
+                        opt,
+                        "options are +/- one of " + ", ".join(sorted(OPTION_NAMES)),
+                    )
+                )
+                continue
+            words.append(opt)
+        if ws.ssi:
+            words.append("+IncludesNOEXEC")
+        if ws.cgi:
+            words.append("+ExecCGI")
+        return [f"Options {' '.join(words)}"] if words else []
+
+    def settings(self, out: _Lines, field: str, ws: WebSettings, *, vhost_level: bool) -> None:
+        """Directives of a WebSettings. At vhost level the directory-only ones go to the
+        document root's ``<Directory>`` (see :meth:`dir_settings`)."""
+        if ws.directory_index:
+            names = [
+                self.q(f"{field}.directory_index[{i}]", check_file_name, n)
+                for i, n in enumerate(ws.directory_index)
+            ]
+            if None not in names:
+                out.add("DirectoryIndex " + " ".join(names))  # type: ignore[arg-type]
+        for i, (status, doc) in enumerate(ws.error_documents):
+            f = f"{field}.error_documents[{i}]"
+            st = self.check(f + ".status", _error_status, status)
+            d = self.q(f + ".document", _error_document, doc)
+            if st is not None and d is not None:
+                out.add(f"ErrorDocument {st} {d}")
+        for i, r in enumerate(ws.redirects):
+            f = f"{field}.redirects[{i}]"
+            st = self.check(f + ".status", _redirect_status, r.status)
+            p = self.q(f + ".path", check_url_path, r.path)
+            t = self.q(f + ".target", check_url, r.target)
+            if None not in (st, p, t):
+                out.add(f"Redirect {st} {p} {t}")
+        if ws.rewrites:
+            lines = []
+            for i, rw in enumerate(ws.rewrites):
+                lines.extend(self.rewrite(f"{field}.rewrites[{i}]", rw, vhost_level))
+            out.add("RewriteEngine on")
+            for line in lines:
+                out.add(line)
+        if not vhost_level:
+            self.dir_settings(out, field, ws)
+        elif ws.auth is not None:
+            out.open('<Location "/">')
+            self.auth(out, field, ws)
+            out.close("</Location>")
+
+    def dir_settings(self, out: _Lines, field: str, ws: WebSettings) -> None:
+        """Directory-context directives: Options, SSI, CGI handler, and (in blocks) auth."""
+        for line in self.options(field, ws.options, ws):
+            out.add(line)
+        if ws.ssi:
+            out.add('AddOutputFilter INCLUDES ".shtml"')
+        if ws.cgi:
+            if not self.config.suexec:
+                self.refuse(field + ".cgi", True, "CGI needs suexec, which this host lacks")
+            out.add('AddHandler cgi-script ".cgi"')
+
+    def auth(self, out: _Lines, field: str, ws: WebSettings) -> None:
+        a = ws.auth
+        if a is None:
+            return
+        realm = self.q(field + ".auth.realm", check_realm, a.realm)
+        ufile = self.q(field + ".auth.user_file", check_abs_path, a.user_file)
+        require = self.require(field + ".auth.require", a.require)
+        if None in (realm, ufile, require):
+            return
+        out.add("AuthType Basic")
+        out.add(f"AuthName {realm}")
+        out.add("AuthBasicProvider file")
+        out.add(f"AuthUserFile {ufile}")
+        out.add(f"Require {require}")
+
+    def require(self, field: str, values: tuple[str, ...]) -> str | None:
+        if not values:
+            self.refuse(field, values, "empty: say valid-user or name the users")
+            return None
+        if "valid-user" in values:
+            return "valid-user"
+        users = []
+        for i, v in enumerate(values):
+            if not isinstance(v, str) or not _AUTH_USER.fullmatch(v):
+                self.refuse(f"{field}[{i}]", v, "not valid-user nor a user name")
+                return None
+            users.append(v)
+        return "user " + " ".join(users)
+
+    def rewrite(self, field: str, rw, vhost_level: bool) -> list[str]:
+        out = []
+        for j, cond in enumerate(rw.conditions):
+            f = f"{field}.conditions[{j}]"
+            if not (isinstance(cond, tuple) and len(cond) == 3):
+                self.refuse(f, cond, "a condition is (test string, pattern, flags)")
+                continue
+            test, pattern, flags = cond
+            t = self.check(f + ".test", _cond_test, test)
+            p = self.check(f + ".pattern", check_regex, pattern)
+            fl = self.check(f + ".flags", _flags(COND_FLAGS), flags)
+            if None not in (t, p, fl):
+                out.append(
+                    f"RewriteCond {_rewrite_quote(t)} {_rewrite_quote(p)}"
+                    + (f" [{','.join(fl)}]" if fl else "")
+                )
+        p = self.check(field + ".pattern", check_regex, rw.pattern)
+        t = self.check(field + ".target", _rewrite_target, rw.target)
+        fl = self.check(field + ".flags", _flags(RULE_FLAGS), rw.flags)
+        if None in (p, t, fl):
+            return out
+        fl = list(fl)
+        # A local target in vhost context could name a file outside the member's tree
+        # (mod_rewrite guesses file paths); PT makes it a URL path that goes through
+        # Alias and <Directory> access control like any request.
+        stops = {"F", "G"} | {f for f in fl if f == "R" or f.startswith("R=")}
+        if vhost_level and t.startswith("/") and not (stops & set(fl)) and "PT" not in fl:
+            fl.append("PT")
+        out.append(
+            f"RewriteRule {_rewrite_quote(p)} {_rewrite_quote(t)}"
+            + (f" [{','.join(fl)}]" if fl else "")
+        )
+        return out
+
+    def refuse(self, field: str, value, reason: str) -> None:
+        self.errors.append(VhostRefused(self.vhost.owner, self.vhost.fqdn, field, value, reason))
+
+    # -- the vhost -----------------------------------------------------------
+
+    def body(self, out: _Lines) -> None:
+        v = self.vhost
+        out.add(f"ServerName {self.q('fqdn', check_domain, v.fqdn)}")
+        aliases = [self.q(f"aliases[{i}]", check_domain, a) for i, a in enumerate(v.aliases)]
+        if aliases and None not in aliases:
+            out.add("ServerAlias " + " ".join(aliases))  # type: ignore[arg-type]
+        out.add(f"ServerAdmin {self.q('server_admin', check_email, v.server_admin)}")
+        root = self.check("document_root", check_abs_path, v.document_root)
+        user = self.check("user", check_unix_name, v.user)
+        group = self.check("group", check_unix_name, v.group)
+        out.add(f"DocumentRoot {apache_quote(root or '/')}")
+        if self.config.suexec and user and group:
+            out.add(f"SuexecUserGroup {user} {group}")
+        out.open(f"<Directory {apache_quote(root or '/')}>")
+        out.add(f"Options {BASE_OPTIONS}")
+        out.add(f"AllowOverride {ALLOW_OVERRIDE}")
+        out.add("Require all granted")
+        self.dir_settings(out, "settings", v.settings)
+        out.close("</Directory>")
+        for i, (url, path) in enumerate(v.url_aliases):
+            u = self.q(f"url_aliases[{i}].url_path", check_url_path, url)
+            p = self.q(f"url_aliases[{i}].path", check_abs_path, path)
+            if u and p:
+                out.add(f"Alias {u} {p}")
+                out.open(f"<Directory {p}>")
+                out.add(f"Options {BASE_OPTIONS}")
+                out.add(f"AllowOverride {ALLOW_OVERRIDE}")
+                out.add("Require all granted")
+                out.close("</Directory>")
+        for i, (url, path) in enumerate(v.script_aliases):
+            f = f"script_aliases[{i}]"
+            if not self.config.suexec:
+                self.refuse(f, (url, path), "CGI needs suexec, which this host lacks")
+                continue
+            u = self.q(f + ".url_path", check_url_path, url)
+            p = self.q(f + ".path", check_abs_path, path)
+            if u and p:
+                out.add(f"ScriptAlias {u} {p}")
+                out.open(f"<Directory {p}>")
+                out.add("Options +ExecCGI")
+                out.add("AllowOverride None")
+                out.add("Require all granted")
+                out.close("</Directory>")
+        for i, px in enumerate(v.proxies):
+            f = f"proxies[{i}]"
+            path = self.q(f + ".path", check_url_path, px.path)
+            port = self.check(f + ".port", check_member_port, px.port)
+            target = self.check(f + ".target", check_url_path, px.target)
+            if path and port and target:
+                url = apache_quote(f"http://127.0.0.1:{port}{target}")
+                out.add(f"ProxyPass {path} {url}")
+                out.add(f"ProxyPassReverse {path} {url}")
+        self.settings(out, "settings", v.settings, vhost_level=True)
+        for i, b in enumerate(v.blocks):
+            self.block(out, f"blocks[{i}]", b)
+
+    def block(self, out: _Lines, field: str, b: Block) -> None:
+        if b.kind == "location":
+            path = self.q(field + ".path", check_url_path, b.path)
+            tag = "Location"
+        elif b.kind == "directory":
+            path = self.q(field + ".path", check_abs_path, b.path)
+            tag = "Directory"
+        else:
+            self.refuse(field + ".kind", b.kind, "a block is a location or a directory")
+            return
+        if path is None:
+            return
+        out.open(f"<{tag} {path}>")
+        self.settings(out, field + ".settings", b.settings, vhost_level=False)
+        self.auth(out, field + ".settings", b.settings)
+        out.close(f"</{tag}>")
+
+    def render(self) -> bytes:
+        v, c = self.vhost, self.config
+        out = _Lines()
+        out.add(f"# domtool: vhost {_comment_safe(v.fqdn)} of {_comment_safe(v.owner)}")
+        self.check("owner", check_unix_name, v.owner)
+        listeners = [(c.port, None)]
+        if v.tls is not None:
+            if c.tls_port is None:
+                self.refuse("tls", v.tls, "this host has no TLS listener")
+            else:
+                listeners.append((c.tls_port, v.tls))
+        for port, tls in listeners:
+            out.open(f"<VirtualHost {c.address}:{port}>")
+            self.body(out)
+            if tls is not None:
+                cert = self.q("tls.certificate", check_abs_path, tls.certificate)
+                key = self.q("tls.key", check_abs_path, tls.key)
+                out.add("SSLEngine on")
+                out.add(f"SSLCertificateFile {cert}")
+                out.add(f"SSLCertificateKeyFile {key}")
+                if tls.chain is not None:
+                    chain = self.q("tls.chain", check_abs_path, tls.chain)
+                    out.add(f"SSLCertificateChainFile {chain}")
+            out.close("</VirtualHost>")
+            if self.errors:
+                break  # the TLS copy would only repeat the same errors
+        if self.errors:
+            raise RenderRefused(_dedupe(self.errors))
+        return ("\n".join(out.out) + "\n").encode()
+
+
+def _comment_safe(value: object) -> str:
+    s = str(value)
+    return s if s.isascii() and s.isprintable() and len(s) <= 253 else "(refused)"
+
+
+def _dedupe(errors: list[VhostRefused]) -> list[VhostRefused]:
+    seen, out = set(), []
+    for e in errors:
+        if str(e) not in seen:
+            seen.add(str(e))
+            out.append(e)
+    return out
+
+
+def _error_status(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 400 <= value <= 599:
+        raise _Bad("an error document is for a status from 400 to 599")
+    return value
+
+
+def _redirect_status(value: object) -> int:
+    if value not in REDIRECT_STATUSES or isinstance(value, bool):
+        raise _Bad("redirect status is one of " + ", ".join(map(str, sorted(REDIRECT_STATUSES))))
+    return value  # type: ignore[return-value]
+
+
+def _error_document(value: object) -> str:
+    v = _text(value)
+    if v.startswith("/"):
+        return check_url_path(v)
+    return check_url(v)
+
+
+def _rewrite_target(value: object) -> str:
+    v = _text(value)
+    if not _REWRITE_TARGET.fullmatch(v) or '"' in v or "\\" in v:
+        raise _Bad(
+            "a rewrite target is '-', a URL path or an http(s) URL, without spaces or quotes"
+        )
+    return v
+
+
+def _cond_test(value: object) -> str:
+    v = _text(value)
+    if not _COND_TEST.fullmatch(v) or '"' in v or "\\" in v:
+        raise _Bad("a condition test string has no spaces, quotes or backslashes")
+    return v
+
+
+def _flags(allowed: frozenset[str]):
+    def check(value: object) -> tuple[str, ...]:
+        if not isinstance(value, tuple):
+            raise _Bad("flags are a tuple of names")
+        for f in value:
+            if f in allowed or (
+                allowed is RULE_FLAGS
+                and isinstance(f, str)
+                and f.startswith("R=")
+                and f[2:].isdigit()
+                and int(f[2:]) in REDIRECT_STATUSES
+            ):
+                continue
+            raise _Bad(f"flag {f!r} is not one of {', '.join(sorted(allowed))}")
+        return value
+
+    return check
+
+
+# ---------------------------------------------------------------------------
+# The backend
+
+
+@attrs.frozen
+class ApacheBackend:
+    """The Backend protocol for Apache 2.4 (see ``domtool.slave.backend``)."""
+
+    config: ApacheConfig
+    name: str = "apache"
+
+    def _vhosts(self, state: DesiredState) -> list[Vhost]:
+        node = self.config.node
+        return [v for v in state.vhosts if node is None or node in v.nodes]
+
+    def render_vhost(self, vhost: Vhost) -> Unit:
+        """One vhost's unit; raises :class:`RenderRefused` listing every refused field."""
+        content = _VhostRenderer(self.config, vhost).render()
+        check = Command(self.config.check_argv("{path}"), timeout=self.config.check_timeout)
+        return Unit(
+            key=f"vhost:{vhost.fqdn}",
+            owner=vhost.owner,
+            ext="conf",
+            content=content,
+            checks=(check,),
+        )
+
+    def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
+        """Every vhost of this host. Raises :class:`RenderRefused` with all refusals (of
+        every owner) if any vhost has a value that fails its grammar, or if two vhosts
+        claim the same name."""
+        units, errors = self.render(state)
+        if errors:
+            raise RenderRefused(errors)
+        return units
+
+    def render(self, state: DesiredState) -> tuple[list[Unit], list[VhostRefused]]:
+        """The units that rendered and the refusals, so a caller can keep the good ones."""
+        units: dict[str, Unit] = {}
+        errors: list[VhostRefused] = []
+        served: dict[str, str] = {}  # every ServerName and ServerAlias -> its vhost
+        for v in self._vhosts(state):
+            try:
+                unit = self.render_vhost(v)
+            except RenderRefused as exc:
+                errors.extend(exc.errors)
+                continue
+            taken = [n for n in (v.fqdn, *v.aliases) if n in served]
+            if taken:
+                errors.append(
+                    VhostRefused(
+                        v.owner,
+                        v.fqdn,
+                        "fqdn" if taken[0] == v.fqdn else "aliases",
+                        taken[0],
+                        f"the name is already served by vhost {served[taken[0]]}",
+                    )
+                )
+                continue
+            served.update((n, v.fqdn) for n in (v.fqdn, *v.aliases))
+            units[unit.key] = unit
+        return sorted(units.values(), key=lambda u: u.key), errors
+
+    def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
+        """``sites.conf``: log format, the catch-all vhosts, one Include per unit by key."""
+        c = self.config
+        lines = [
+            "# domtool: the Apache sites of this generation. Generated; do not edit.",
+            # One access log for the whole site; %v first so it can be split per vhost.
+            'LogFormat "%v %h %l %u %t \\"%r\\" %>s %O \\"%{Referer}i\\" \\"%{User-Agent}i\\"" '
+            "domtool_vhost",
+            f"CustomLog {apache_quote(c.log_dir + '/access.log')} domtool_vhost",
+            'ErrorLogFormat "[%{u}t] [%-m:%l] [%v] [pid %P] %F: %E: [client %a] %M"',
+            f"<VirtualHost {c.address}:{c.port}>",
+            '    ServerName "default.invalid"',
+            f"    Redirect {MISDIRECTED} /",
+            "</VirtualHost>",
+        ]
+        if c.tls_port is not None and c.default_certificate and c.default_key:
+            lines += [
+                f"<VirtualHost {c.address}:{c.tls_port}>",
+                '    ServerName "default.invalid"',
+                "    SSLEngine on",
+                f"    SSLCertificateFile {apache_quote(c.default_certificate)}",
+                f"    SSLCertificateKeyFile {apache_quote(c.default_key)}",
+                f"    Redirect {MISDIRECTED} /",
+                "</VirtualHost>",
+            ]
+        for key in sorted(units):
+            path = str(units[key])
+            if not path.startswith("/") or _CTRL.search(path):
+                raise ValueError(f"unit path for {key!r} is not absolute: {path!r}")
+            lines.append(f"Include {apache_quote(path)}")
+        return {INDEX_FILE: ("\n".join(lines) + "\n").encode()}
+
+    def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
+        """``apache2 -t`` over the base config and the staged ``sites.conf``."""
+        staged = str(PurePosixPath(generation_dir) / self.name / INDEX_FILE)
+        return (Command(self.config.check_argv(staged), timeout=self.config.check_timeout),)
+
+    def reload(self) -> tuple[Command, ...]:
+        """A graceful restart: children finish their requests, then the new config serves."""
+        return (Command(self.config.reload_argv(), timeout=self.config.check_timeout),)
+
+    def probes(self, state: DesiredState) -> list[Probe]:
+        """One GET / per vhost on the http listener.
+
+        The expected status is the vhost's own redirect of "/" if it has one; otherwise
+        None, meaning "any answer from this vhost": anything but a 5xx and but 421, which
+        only the catch-all gives (a name missing from the live config falls to it).
+        """
+        out = []
+        c = self.config
+        for v in self._vhosts(state):
+            expected: int | None = None
+            for r in v.settings.redirects:
+                if r.path == "/":
+                    expected = r.status
+            out.append(Probe("http", (c.address, c.port, v.fqdn, expected), v.owner))
+        return out

@@ -1,0 +1,195 @@
+"""Test helpers that run a real apache2 on loopback with a config root of its own.
+
+``start_apache(root, port, include)`` writes the site's base config (through the
+backend's own :func:`site_config`, so tests exercise what a site runs) and a top-level
+config that includes ``include`` (a sites index or a glob), starts
+``apache2 -f CONF -d ROOT -k start`` and returns an :class:`ApacheProcess`; its ``stop()``
+waits until the server is gone. Run as root, Apache's children become www-data, so
+files they serve must live in a world-readable directory (:func:`public_dir`).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import attrs
+
+from domtool.slave.backends.apache import ApacheConfig, site_config
+
+APACHE = shutil.which("apache2", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/apache2"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def public_dir(prefix: str = "domtool-web-") -> Path:
+    """A fresh directory under /tmp that Apache's unprivileged children can read."""
+    d = Path(tempfile.mkdtemp(prefix=prefix))
+    d.chmod(0o755)
+    return d
+
+
+def apache_config(
+    root: Path, port: int, *, tls_port: int | None = None, suexec: bool = False, **kw
+) -> ApacheConfig:
+    """The backend configuration matching a server started by :func:`start_apache`."""
+    return ApacheConfig(
+        base_config=str(root / "base.conf"),
+        live_config=str(root / "apache2.conf"),
+        server_root=str(root),
+        log_dir=str(root / "logs"),
+        port=port,
+        tls_port=tls_port,
+        binary=APACHE,
+        suexec=suexec,
+        **kw,
+    )
+
+
+@attrs.define
+class ApacheProcess:
+    """A running apache2: its config, and how to reload and stop it."""
+
+    config: ApacheConfig
+    root: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "run" / "apache2.pid"
+
+    def _ctl(self, verb: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [APACHE, "-f", self.config.live_config, "-d", self.config.server_root, "-k", verb],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    def graceful(self) -> None:
+        done = self._ctl("graceful")
+        if done.returncode != 0:
+            raise RuntimeError(f"apache2 -k graceful failed: {done.stderr}{done.stdout}")
+
+    def error_log(self) -> str:
+        p = Path(self.config.log_dir) / "error.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def stop(self) -> None:
+        """Stop the server and wait (up to 10 s) until its parent process is gone."""
+        pid = None
+        if self.pid_file.exists():
+            pid = int(self.pid_file.read_text().strip() or 0) or None
+        self._ctl("stop")
+        deadline = time.monotonic() + 10
+        while pid is not None and time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        if pid is not None:
+            os.kill(pid, 9)
+
+
+def start_apache(
+    root: Path,
+    port: int,
+    include: str,
+    *,
+    tls_port: int | None = None,
+    suexec: bool = False,
+    **config_kw,
+) -> ApacheProcess:
+    """Start apache2 on 127.0.0.1:port (and tls_port) loading ``include`` as its sites."""
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("run", "logs"):
+        (root / sub).mkdir(exist_ok=True)
+    config = apache_config(root, port, tls_port=tls_port, suexec=suexec, **config_kw)
+    as_root = os.geteuid() == 0
+    files = site_config(
+        config,
+        include,
+        run_dir=str(root / "run"),
+        user="www-data" if as_root else None,
+        group="www-data" if as_root else None,
+    )
+    for path, content in files.items():
+        Path(path).write_bytes(content)
+    proc = ApacheProcess(config, root)
+    done = proc._ctl("start")
+    if done.returncode != 0:
+        raise RuntimeError(f"apache2 did not start: {done.stderr}{done.stdout}{proc.error_log()}")
+    try:
+        wait_for(lambda: _connects(port), what=f"apache2 listening on {port}")
+    except Exception:
+        proc.stop()
+        raise
+    return proc
+
+
+def _connects(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value; return it or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@attrs.frozen
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    peer_cert: bytes | None = None
+
+
+def get(
+    port: int, host: str, path: str = "/", *, tls: bool = False, timeout: float = 5.0
+) -> Response:
+    """One GET to 127.0.0.1:port with a Host header (and SNI when ``tls``); no redirects."""
+    if tls:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+            host, port, timeout=timeout, context=ctx
+        )
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    # Connect to loopback whatever the name says; the name still goes out as the Host
+    # header and (for TLS) as SNI.
+    conn._create_connection = lambda _addr, *a, **k: socket.create_connection(  # type: ignore[attr-defined]
+        ("127.0.0.1", port), *a, **k
+    )
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        r = conn.getresponse()
+        body = r.read()
+        cert = conn.sock.getpeercert(binary_form=True) if tls else None  # type: ignore[union-attr]
+        return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, body, cert)
+    finally:
+        conn.close()
