@@ -134,6 +134,22 @@ def _reporting(on_error):
     return verify
 
 
+class CRLError(ValueError):
+    """The CRL is not one the pinned CA signed; it was not loaded."""
+
+
+def check_crl(ca_pem: bytes, crl_pem: bytes) -> x509.CertificateRevocationList:
+    """Parse a CRL and make sure the CA signed it (issuer and signature)."""
+    ca_cert = x509.load_pem_x509_certificate(ca_pem)
+    try:
+        crl = x509.load_pem_x509_crl(crl_pem)
+    except ValueError as e:
+        raise CRLError(f"not a PEM CRL: {e}") from None
+    if crl.issuer != ca_cert.subject or not crl.is_signature_valid(ca_cert.public_key()):
+        raise CRLError(f"the CRL was not signed by {ca_cert.subject.rfc4514_string()}")
+    return crl
+
+
 def server_context(own: KeyPair, trust: Trust, on_verify_error=None) -> SSL.Context:
     """A server context that requires a client certificate issued by ``trust.ca_pem``.
 
@@ -143,6 +159,7 @@ def server_context(own: KeyPair, trust: Trust, on_verify_error=None) -> SSL.Cont
     """
     if trust.crl_pem is None:
         raise ValueError("a server context needs the CA's CRL (revocation cannot be off)")
+    check_crl(trust.ca_pem, trust.crl_pem)
     ctx = _base_context(own, trust)
     ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _reporting(on_verify_error))
     ctx.set_verify_depth(1)
@@ -167,10 +184,20 @@ class ServerTLS:
         return self._trust
 
     def reload_crl(self, crl_pem: bytes) -> None:
-        """Use a newly signed CRL for every handshake from now on."""
+        """Use a newly signed CRL for every handshake from now on.
+
+        The new CRL must be signed by the pinned CA; otherwise CRLError is raised and the
+        old one stays in force (a wrong file must not lock members out, or let anyone in).
+        """
+        check_crl(self._trust.ca_pem, crl_pem)
         trust = Trust(self._trust.ca_pem, crl_pem)
         self._context = server_context(self._own, trust, self._on_verify_error)
         self._trust = trust
+
+    def reload_crl_file(self, path: str | os.PathLike) -> None:
+        """``reload_crl`` from a file (what the dispatcher does on SIGHUP or a timer)."""
+        with open(path, "rb") as f:
+            self.reload_crl(f.read())
 
     def serverConnectionForTLS(self, tlsProtocol) -> SSL.Connection:  # noqa: N802 (Twisted API)
         """A connection for one accepted socket."""

@@ -254,3 +254,27 @@ def test_member_refuses_a_server_presenting_a_member_certificate(site):
     )
     assert refused(out)
     assert "certificate verify failed" in out.client_lost
+
+
+def test_a_crl_from_another_ca_is_not_loaded(site, tmp_path):
+    """Reloading a CRL the member CA did not sign fails and keeps the old CRL in force:
+    a revoked certificate stays refused, valid ones stay accepted."""
+    pair = ca.issue_member(site.ca_dir, "alice")
+    other = tmp_path / "other-ca"
+    ca.init_ca(other, SITE)
+    with pytest.raises(tls.CRLError, match="not signed by"):
+        site.server.reload_crl(ca.current_crl(other))
+    with pytest.raises(tls.CRLError, match="not signed by"):
+        site.server.reload_crl(ca.current_crl(site.ca_dir, ca.HOST))
+    with pytest.raises(tls.CRLError, match="not a PEM CRL"):
+        site.server.reload_crl(b"garbage")
+    assert site.connect(pair).received == b"alice\n"
+
+
+def test_reload_crl_file_applies_the_renewed_crl(site):
+    """The dispatcher's reload path: the admin tool writes crl.pem, the server reads it."""
+    pair = ca.issue_member(site.ca_dir, "alice")
+    ca.revoke(site.ca_dir, "alice")
+    assert site.connect(pair).received == b"alice\n"  # old CRL still loaded
+    site.server.reload_crl_file(site.ca_dir / "member" / "crl.pem")
+    assert refused(site.connect(pair))
