@@ -103,7 +103,7 @@ class ApacheProcess:
             os.kill(pid, 9)
 
 
-def start_apache(
+def prepare_site(
     root: Path,
     port: int,
     include: str,
@@ -111,8 +111,8 @@ def start_apache(
     tls_port: int | None = None,
     suexec: bool = False,
     **config_kw,
-) -> ApacheProcess:
-    """Start apache2 on 127.0.0.1:port (and tls_port) loading ``include`` as its sites."""
+) -> ApacheConfig:
+    """Write the site's base and live configs under ``root``; return the backend config."""
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("run", "logs"):
         (root / sub).mkdir(exist_ok=True)
@@ -127,6 +127,13 @@ def start_apache(
     )
     for path, content in files.items():
         Path(path).write_bytes(content)
+    return config
+
+
+def start_apache(root: Path, port: int, include: str, **kw) -> ApacheProcess:
+    """Start apache2 on 127.0.0.1:port (and ``tls_port``) loading ``include`` as its sites;
+    keyword arguments go to :func:`prepare_site`."""
+    config = prepare_site(root, port, include, **kw)
     proc = ApacheProcess(config, root)
     done = proc._ctl("start")
     if done.returncode != 0:

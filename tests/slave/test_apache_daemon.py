@@ -1,0 +1,311 @@
+"""The Apache backend against a real apache2 on loopback.
+
+Each test starts apache2 on 127.0.0.1 with free ports and a config root of its own,
+installs members' vhosts the way the slave does (content-addressed unit files, a
+generation's ``sites.conf``, ``apache2 -t`` over the staged generation, an atomic
+``current`` switch, a graceful reload) and asks the server over HTTP and HTTPS.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import http.server
+import os
+import subprocess
+import threading
+from pathlib import Path, PurePosixPath
+
+import attrs
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from domtool.model import TLS, DesiredState, ProxyPass, Redirect, Vhost, WebSettings
+from domtool.slave.backend import Command
+from domtool.slave.backends.apache import ApacheBackend
+from tests.conftest import require_binary
+from tests.slave.apache_daemon import (
+    free_port,
+    get,
+    prepare_site,
+    public_dir,
+    start_apache,
+    wait_for,
+)
+
+pytestmark = pytest.mark.daemons
+
+
+@attrs.define
+class Outcome:
+    """What one apply did: the generation, and the checker's failure if it refused."""
+
+    generation: int
+    switched: bool
+    failed: subprocess.CompletedProcess | None = None
+
+
+@attrs.define
+class Site:
+    """A running apache2 and the slave-side layout it serves from."""
+
+    backend: ApacheBackend
+    state_dir: Path
+    port: int
+    tls_port: int
+    generation: int = 0
+    proc: object = None
+
+    def stage(self, state: DesiredState) -> Path:
+        """Write changed units and a new generation's index; return the generation dir."""
+        self.generation += 1
+        paths = {}
+        for unit in self.backend.units(state, {}, 0):
+            digest = hashlib.sha256(unit.content).hexdigest()
+            path = self.state_dir / "units" / "apache" / f"{digest}.{unit.ext}"
+            if not path.exists():
+                path.write_bytes(unit.content)
+            paths[unit.key] = PurePosixPath(path)
+        gen = self.state_dir / "generations" / str(self.generation)
+        (gen / "apache").mkdir(parents=True)
+        for name, content in self.backend.index(paths).items():
+            (gen / "apache" / name).write_bytes(content)
+        return gen
+
+    def apply(self, state: DesiredState) -> Outcome:
+        """Stage, check the whole staged tree, switch ``current`` and reload, or refuse."""
+        gen = self.stage(state)
+        for cmd in self.backend.check_all(PurePosixPath(gen)):
+            done = run(cmd)
+            if done.returncode != 0:
+                return Outcome(self.generation, False, done)
+        link = self.state_dir / "current.new"
+        link.symlink_to(gen)
+        os.replace(link, self.state_dir / "current")
+        if self.proc is not None:
+            for cmd in self.backend.reload():
+                assert run(cmd).returncode == 0
+            wait_for(lambda: self.probes_pass(state), what="probes after graceful reload")
+        return Outcome(self.generation, True)
+
+    def probes_pass(self, state: DesiredState) -> bool:
+        for probe in self.backend.probes(state):
+            _addr, port, host, expected = probe.target
+            status = get(port, host).status
+            if expected is None and (status == 421 or status >= 500):
+                return False
+            if expected is not None and status != expected:
+                return False
+        return True
+
+
+def run(cmd: Command, path: str | None = None) -> subprocess.CompletedProcess:
+    argv = [a.replace("{path}", path) if path else a for a in cmd.argv]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=cmd.timeout)
+
+
+def self_signed(directory: Path, name: str) -> tuple[str, str]:
+    """A self-signed certificate and key for ``name``; returns (cert path, key path)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def web():
+    """World-readable document roots for alice and bob (Apache's children are www-data)."""
+    root = public_dir()
+    for member, text in (("alice", "alice's site"), ("bob", "bob's site")):
+        (root / member / "www" / "errors").mkdir(parents=True)
+        (root / member / "www" / "index.html").write_text(f"<p>{text}</p>\n")
+        (root / member / "www" / "errors" / "404.html").write_text(f"{member} lost it\n")
+        (root / member / "files").mkdir()
+        (root / member / "files" / "doc.txt").write_text(f"{member}'s aliased file\n")
+    for p in root.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    yield root
+    subprocess.run(["rm", "-rf", "--", str(root)], check=True)
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    """apache2 on free loopback ports serving generation 0 (the catch-all only)."""
+    require_binary("apache2")
+    port, tls_port = free_port(), free_port()
+    state_dir = tmp_path / "state"
+    (state_dir / "units" / "apache").mkdir(parents=True)
+    cert, key = self_signed(tmp_path, "default.invalid")
+    root = tmp_path / "apache"
+    sites = str(state_dir / "current" / "apache" / "sites.conf")
+    tls = dict(tls_port=tls_port, default_certificate=cert, default_key=key)
+    config = prepare_site(root, port, sites, **tls)
+    s = Site(ApacheBackend(config), state_dir, port, tls_port)
+    assert s.apply(DesiredState()).switched
+    proc = start_apache(root, port, sites, **tls)
+    assert proc.config == config
+    s.proc = proc
+    yield s
+    proc.stop()
+
+
+def alice(web: Path, **kw) -> Vhost:
+    base = dict(
+        fqdn="www.example.org",
+        owner="alice",
+        domain="example.org",
+        nodes=("local",),
+        document_root=str(web / "alice" / "www"),
+        user="alice",
+        group="alice",
+        server_admin="alice@example.org",
+        aliases=("example.org",),
+        url_aliases=(("/files", str(web / "alice" / "files")),),
+        settings=WebSettings(
+            redirects=(Redirect("/old", "https://www.example.org/new", 301),),
+            error_documents=((404, "/errors/404.html"),),
+        ),
+    )
+    base.update(kw)
+    return Vhost(**base)
+
+
+def bob(web: Path, **kw) -> Vhost:
+    base = dict(
+        fqdn="www.bob.example",
+        owner="bob",
+        domain="bob.example",
+        nodes=("local",),
+        document_root=str(web / "bob" / "www"),
+        user="bob",
+        group="bob",
+        server_admin="bob@bob.example",
+    )
+    base.update(kw)
+    return Vhost(**base)
+
+
+def test_each_member_serves_their_own_content(site: Site, web: Path):
+    """Two members' vhosts answer with their own files, by Host header; an unknown name
+    gets the site's 421, never a member's page; the alias, URL alias, redirect and error
+    document all work."""
+    assert get(site.port, "www.example.org").status == 421  # nothing installed yet
+    out = site.apply(DesiredState(vhosts=(alice(web), bob(web))))
+    assert out.switched
+    a = get(site.port, "www.example.org")
+    assert (a.status, a.body) == (200, b"<p>alice's site</p>\n")
+    b = get(site.port, "www.bob.example")
+    assert (b.status, b.body) == (200, b"<p>bob's site</p>\n")
+    assert get(site.port, "example.org").body == b"<p>alice's site</p>\n"
+    assert get(site.port, "www.example.org", "/files/doc.txt").body == b"alice's aliased file\n"
+    assert get(site.port, "www.bob.example", "/files/doc.txt").status == 404
+    r = get(site.port, "www.example.org", "/old/page")
+    assert r.status == 301 and r.headers["location"] == "https://www.example.org/new/page"
+    e = get(site.port, "www.example.org", "/missing")
+    assert (e.status, e.body) == (404, b"alice lost it\n")
+    assert get(site.port, "nobody.example").status == 421
+    log = (Path(site.backend.config.log_dir) / "access.log").read_text()
+    assert any(line.startswith("www.bob.example ") for line in log.splitlines())
+
+
+def test_proxy_to_a_member_daemon(site: Site, web: Path):
+    """ProxyPass sends a vhost's path to the member's own HTTP server on a member port."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"member daemon saw {self.path}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        assert port >= 1024
+        v = bob(web, proxies=(ProxyPass("/app/", port, "/api/"),))
+        assert site.apply(DesiredState(vhosts=(v,))).switched
+        r = get(site.port, "www.bob.example", "/app/hello?x=1")
+        assert (r.status, r.body) == (200, b"member daemon saw /api/hello?x=1")
+        assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_tls_vhost_serves_its_own_certificate(site: Site, web: Path, tmp_path: Path):
+    """A TLS vhost answers on the TLS listener with its own certificate (chosen by SNI);
+    a name without TLS gets the site's default certificate and the 421 catch-all."""
+    cert, key = self_signed(tmp_path, "www.example.org")
+    v = alice(web, tls=TLS(cert, key))
+    assert site.apply(DesiredState(vhosts=(v, bob(web)))).switched
+    r = get(site.tls_port, "www.example.org", tls=True)
+    assert (r.status, r.body) == (200, b"<p>alice's site</p>\n")
+    served = x509.load_der_x509_certificate(r.peer_cert)
+    assert served.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        "www.example.org"
+    )
+    other = get(site.tls_port, "www.bob.example", tls=True)
+    assert other.status == 421
+    cn = x509.load_der_x509_certificate(other.peer_cert).subject
+    assert cn.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "default.invalid"
+
+
+def test_a_change_apache_refuses_never_goes_live(site: Site, web: Path, tmp_path: Path):
+    """bob adds TLS with a certificate file that does not exist: the renderer accepts it,
+    apache2 -t refuses the staged generation with Apache's own message, ``current`` does
+    not move, no reload happens and both sites keep answering. bob's unit check names
+    the culprit, and the same change without bob's part goes live."""
+    assert site.apply(DesiredState(vhosts=(alice(web), bob(web)))).switched
+    live = os.readlink(site.state_dir / "current")
+    missing = str(tmp_path / "no-such.crt")
+    bad_bob = bob(web, tls=TLS(missing, missing))
+    new_alice = alice(web, aliases=("example.org", "alice.example.org"))
+    out = site.apply(DesiredState(vhosts=(new_alice, bad_bob)))
+    assert not out.switched
+    assert "SSLCertificateFile" in out.failed.stderr and "no-such.crt" in out.failed.stderr
+    assert os.readlink(site.state_dir / "current") == live
+    assert get(site.port, "www.example.org").body == b"<p>alice's site</p>\n"
+    assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
+    assert get(site.port, "alice.example.org").status == 421
+
+    # Per-unit checks find the owner, as the engine's bisection would.
+    failing = []
+    for unit in site.backend.units(DesiredState(vhosts=(new_alice, bad_bob)), {}, 0):
+        path = tmp_path / f"check-{unit.owner}.conf"
+        path.write_bytes(unit.content)
+        if any(run(c, str(path)).returncode != 0 for c in unit.checks):
+            failing.append(unit.owner)
+    assert failing == ["bob"]
+    assert site.apply(DesiredState(vhosts=(new_alice, bob(web)))).switched
+    assert get(site.port, "alice.example.org").body == b"<p>alice's site</p>\n"
+    assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
