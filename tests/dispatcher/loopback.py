@@ -116,10 +116,15 @@ class RawClient:
 
     def __init__(self, context: SSL.Context) -> None:
         self.context = context
+        self.session: SSL.Session | None = None  # offered for resumption if set
+        self.last: SSL.Connection | None = None
 
     def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:  # noqa: N802
         conn = SSL.Connection(self.context, None)
+        if self.session is not None:
+            conn.set_session(self.session)
         conn.set_connect_state()
+        self.last = conn
         return conn
 
 

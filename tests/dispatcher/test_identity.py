@@ -9,6 +9,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domtool.identity import IdentityError, Principal, principal_from_uris, principal_of
 
@@ -84,3 +86,14 @@ def test_host_certificate_needs_its_dns_name():
         x509.DNSName("ns1.example.org"),
     )
     assert principal_of(ok) == Principal("host", "ns1.example.org")
+
+
+@given(st.lists(st.text(max_size=60), max_size=4))
+def test_random_uris_never_crash(uris):
+    """Any list of strings names a principal or raises IdentityError; a principal it names
+    round-trips through its URI."""
+    try:
+        p = principal_from_uris(uris)
+    except IdentityError:
+        return
+    assert principal_from_uris([p.uri()]) == p

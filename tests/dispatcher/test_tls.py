@@ -13,6 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
+from OpenSSL._util import lib as _ssl_lib  # SSL_session_reused: no public wrapper
 
 from domtool.dispatcher import ca, tls
 from domtool.dispatcher.auth import Member
@@ -278,3 +279,17 @@ def test_reload_crl_file_applies_the_renewed_crl(site):
     assert site.connect(pair).received == b"alice\n"  # old CRL still loaded
     site.server.reload_crl_file(site.ca_dir / "member" / "crl.pem")
     assert refused(site.connect(pair))
+
+
+@pytest.mark.parametrize("version", [SSL.TLS1_2_VERSION, SSL.TLS1_3_VERSION])
+def test_sessions_are_never_resumed(site, version):
+    """A client offering its previous session gets a full handshake again (no session cache,
+    no tickets), so every connection's certificate meets the current CRL and clock."""
+    client = RawClient(
+        _raw_client_context(site, max_version=version, cert=ca.issue_member(site.ca_dir, "alice"))
+    )
+    assert site.connect_with(client).received == b"alice\n"
+    client.session = client.last.get_session()
+    assert client.session is not None
+    assert site.connect_with(client).received == b"alice\n"
+    assert _ssl_lib.SSL_session_reused(client.last._ssl) == 0
