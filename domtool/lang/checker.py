@@ -584,10 +584,11 @@ class Checker:
     # -- declarations ---------------------------------------------------------------
 
     def check_val(self, d: ast.DVal, scope: Scope) -> T.Type:
+        # The annotation first: its {C : T} declare environment variables the value reads.
+        declared = self.type(d.type, declare=True) if d.type is not None else None
         t = self.infer(d.value, scope, None)
-        if d.type is None:
+        if declared is None:
             return t
-        declared = self.type(d.type, declare=True)
         if not self.sub(t, declared):
             self.mismatch(
                 d.value, t, declared, f"Value of {d.name} does not have its declared type."

@@ -24,7 +24,6 @@ from typing import Any
 
 import attrs
 
-from domtool import perms as _perms
 from domtool import validate as _v
 from domtool.model import Site
 
@@ -68,13 +67,13 @@ def _either(*preds: Callable[[Any, Any, Site], bool]) -> Callable[[Any, Any, Sit
 
 
 def _owns(what: str) -> Callable[[Any, Any, Site], bool]:
-    fn = getattr(_perms, f"owns_{what}")
+    method = f"owns_{what}"
 
     def pred(value: Any, perms: Any, site: Site) -> bool:
         if perms is None:
-            return False
+            return False  # fail closed: no member, no ownership
         try:
-            return bool(fn(perms, value))
+            return bool(getattr(perms, method)(value))
         except Exception:
             return False
 
@@ -89,19 +88,19 @@ def _listing(label: str, values: Any) -> str:
     vals = sorted(values or ())
     if not vals:
         return f"you have no {label} granted"
-    return f"you own: {', '.join(vals)}" if label == "domains" else f"{label}: {', '.join(vals)}"
+    return f"{label}: {', '.join(vals)}"
 
 
 def _domain_hint(perms: Any, site: Site) -> str | None:
     if perms is None:
         return None
-    return _listing("domains", perms.domains)
+    return perms.owned_domains_hint()
 
 
 def _path_hint(perms: Any, site: Site) -> str | None:
     if perms is None:
         return None
-    return _listing("your granted paths (and their subdirectories)", perms.paths)
+    return perms.owned_paths_hint()
 
 
 def _user_hint(perms: Any, site: Site) -> str | None:

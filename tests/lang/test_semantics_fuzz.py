@@ -1,0 +1,138 @@
+"""Property tests: whatever a member writes, checking and evaluation never crash, never
+give anything owned by someone else, and only accept values the member may use."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domtool import validate
+from domtool.lang.api import check_source
+from domtool.perms import parse_perms
+
+pytest.importorskip("domtool.lang.parser", reason="parser not landed yet")
+
+ALICE = parse_perms(
+    "domain: example.org example.net\npath: /home/alice\nuser: alice\ngroup: alice\n", "alice"
+)
+
+# Characters that can appear inside a string literal without escapes.
+LITERAL_CHARS = st.characters(blacklist_categories=("Cs",), blacklist_characters='"\\\n\r')
+NAMEISH = st.one_of(
+    st.text(LITERAL_CHARS, max_size=30),
+    st.sampled_from(
+        [
+            "example.org",
+            "EXAMPLE.org",
+            "www.example.org",
+            "example.org.",
+            "xexample.org",
+            "example.org.evil",
+            "bob.example",
+            "org",
+            "a..example.org",
+            "ex ample.org",
+        ]
+    ),
+)
+
+
+@settings(max_examples=150)
+@given(NAMEISH)
+def test_a_domain_is_accepted_exactly_when_it_is_valid_and_owned(name):
+    """``domain "NAME"`` checks iff NAME is a domain name alice owns."""
+    r = check_source([("f", f'domain "{name}" with end')], ALICE)
+    allowed = validate.is_domain(name) and ALICE.owns_domain(name)
+    parse_only = any(
+        "parse" in d.message.lower() or "syntax" in d.message.lower() for d in r.diagnostics
+    )
+    if parse_only:
+        return
+    assert r.ok == allowed, (name, [d.format() for d in r.diagnostics])
+    if r.ok:
+        assert [z.owner for z in r.state.zones] == ["alice"]
+
+
+PATHS = st.one_of(
+    st.text(LITERAL_CHARS, max_size=30),
+    st.sampled_from(
+        [
+            "/home/alice",
+            "/home/alice/x",
+            "/home/alice/../bob",
+            "/home/alicex",
+            "/home/bob/public_html",
+            "/etc",
+            "/",
+            "home/alice",
+            "/home/alice/./a//b",
+        ]
+    ),
+)
+
+
+@settings(max_examples=150)
+@given(PATHS)
+def test_a_document_root_is_accepted_exactly_when_it_is_the_members(path):
+    """``DocumentRoot = "P"`` checks iff P is an absolute path under alice's grants."""
+    text = f'domain "example.org" with web "w" where DocumentRoot = "{path}" with end end'
+    r = check_source([("f", text)], ALICE)
+    allowed = validate.is_abs_path(path) and ALICE.owns_path(path)
+    assert r.ok == allowed, (path, [d.format() for d in r.diagnostics])
+    if r.ok:
+        (v,) = r.state.vhosts
+        assert v.document_root.startswith("/home/alice")
+
+
+SNIPPETS = [
+    "handleMail",
+    'emailAlias "sales" "alice@example.org"',
+    'aliasMulti "t" ["alice", "x@y.example"]',
+    'aliasDrop "noreply"',
+    "defaultAliasDrop",
+    'catchAllAlias "alice"',
+    'dnsA "h" "192.0.2.1"',
+    'dnsTXT "@" "v=spf1 -all"',
+    "TTL = 60",
+    'web "a" with end',
+    'web "b" where DocumentRoot = "/home/alice/b" with alias "/m" "/home/alice/m" end',
+    'web "c" with location "/p" with options ["+Indexes"] end end',
+    'alias "/x" "/home/alice/x"',
+    'web "d" where DocumentRoot = "/home/bob" with end',
+    'dnsA "h" "999.1.1.1"',
+    'domain "example.net" with end',
+    'let DocumentRoot = "/home/alice/s" in web "e" with end end',
+    "u <- User; defaultAlias u",
+    "spamFilter true",
+]
+
+
+@settings(max_examples=120)
+@given(st.lists(st.sampled_from(SNIPPETS), max_size=8))
+def test_random_domain_bodies_never_crash_and_stay_the_members(items):
+    """Any mix of directives gives diagnostics or a state owned by alice only, the same
+    state every time."""
+    body = ";\n  ".join(items)
+    text = f'dom "example.org" with\n  {body}\nend' if items else 'dom "example.org" with end'
+    r1 = check_source([("f", text)], ALICE)
+    r2 = check_source([("f", text)], ALICE)
+    assert r1 == r2
+    if r1.ok:
+        s = r1.state
+        assert {z.owner for z in s.zones} | {v.owner for v in s.vhosts} | {
+            m.owner for m in s.mail
+        } == {"alice"}
+        assert all(v.document_root.startswith("/home/alice/") for v in s.vhosts)
+    else:
+        assert r1.state is None
+        for d in r1.diagnostics:
+            assert d.format().startswith("f:")
+
+
+@settings(max_examples=100)
+@given(st.text(max_size=200))
+def test_arbitrary_text_never_crashes(text):
+    """Random text gives diagnostics or a state, never an exception."""
+    r = check_source([("f", text)], ALICE)
+    assert r.ok or r.diagnostics
