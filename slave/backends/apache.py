@@ -42,6 +42,7 @@ from pathlib import PurePosixPath
 
 import attrs
 
+from domtool import validate as V
 from domtool.model import Block, DesiredState, Vhost, WebSettings
 from domtool.slave.backend import Command, Probe, Unit
 
@@ -81,7 +82,7 @@ MODULES = (
 ALLOW_OVERRIDE = "AuthConfig FileInfo Indexes Limit"
 BASE_OPTIONS = "SymLinksIfOwnerMatch"
 OPTION_NAMES = frozenset({"Indexes", "MultiViews", "SymLinksIfOwnerMatch", "IncludesNOEXEC"})
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+REDIRECT_STATUSES = V.REDIRECT_STATUSES
 RULE_FLAGS = frozenset({"L", "NC", "QSA", "QSD", "NE", "PT", "F", "G", "END", "R", "NS"})
 COND_FLAGS = frozenset({"NC", "OR", "NV"})
 MAX_VALUE = 1024
@@ -125,24 +126,38 @@ class _Bad(ValueError):
 
 
 # ---------------------------------------------------------------------------
-# Grammars. TODO(validate): these are minimal local checks until domtool.validate lands;
-# then they become thin calls into it (defence in depth stays here, duplicates go).
+# Grammars: domtool.validate's, checked again here (defence in depth), plus the few
+# rules only Apache needs. Each check returns the canonical value or raises _Bad.
 
 _CTRL = re.compile(r"[\x00-\x1f\x7f]")
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-_UNIX = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-_FILE = re.compile(r"[A-Za-z0-9._-]{1,255}")
-_URL_PATH = re.compile(r"/(?:[A-Za-z0-9._~!&()*+,=:@/-]|%[0-9A-Fa-f]{2})*")
-_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?")
-_EMAIL = re.compile(r"[A-Za-z0-9._+-]{1,64}@[a-z0-9.-]{1,253}")
-_REALM = re.compile(
-    r"[\x21\x23-\x5b\x5d-\x7e](?:[\x20\x21\x23-\x5b\x5d-\x7e]{0,198}[\x21\x23-\x5b\x5d-\x7e])?"
-)
 _AUTH_USER = re.compile(r"[A-Za-z0-9_@.][A-Za-z0-9_@.-]{0,63}")
-_PATH_SEGMENT = re.compile(r"[A-Za-z0-9._+@=,-]{1,255}")
-_REGEX_CHARS = re.compile(r"[\x21\x24-\x26\x28-\x3b\x3d\x3f-\x7a\x7c\x7e]+")
 _REWRITE_TARGET = re.compile(r"(?:-|/[!-~]*|https?://[!-~]+)")
 _COND_TEST = re.compile(r"[!-~]{1,1024}")
+
+
+def _v(checker):
+    """A validate.check_* turned into a renderer check (Invalid -> _Bad)."""
+
+    def check(value: object):
+        try:
+            return checker(value)
+        except V.Invalid as exc:
+            raise _Bad(str(exc)) from None
+
+    check.__name__ = checker.__name__
+    return check
+
+
+check_domain = _v(V.check_domain)
+check_abs_path = _v(V.check_abs_path)
+check_url_path = _v(V.check_url_path)
+check_url = _v(V.check_url)
+check_email = _v(V.check_email)
+check_member_port = _v(V.check_member_port)
+check_file_name = _v(V.check_file_name)
+_check_error_status = _v(V.check_error_status)
+_check_redirect_status = _v(V.check_redirect_status)
+_check_option = _v(V.check_apache_option)
 
 
 def _text(value: object, limit: int = MAX_VALUE) -> str:
@@ -159,107 +174,34 @@ def _text(value: object, limit: int = MAX_VALUE) -> str:
     return value
 
 
-def check_domain(value: object) -> str:
-    v = _text(value, 253)
-    if not v.isascii():
-        raise _Bad("not ASCII: write an internationalised name in its xn-- (punycode) form")
-    labels = v.split(".")
-    if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise _Bad("not a lowercase host name (letters, digits, '-', dot-separated)")
-    return v
-
-
-def check_abs_path(value: object) -> str:
-    v = _text(value, 4096)
-    if not v.startswith("/"):
-        raise _Bad("not an absolute path")
-    parts = [p for p in v.split("/") if p]
-    if not all(_PATH_SEGMENT.fullmatch(p) for p in parts):
-        raise _Bad("a path may hold letters, digits, '/' and ._+@=,- only")
-    if any(p in (".", "..") for p in parts):
-        raise _Bad("path contains '.' or '..'")
-    return "/" + "/".join(parts)
-
-
-def check_url_path(value: object) -> str:
-    v = _text(value, 2048)
-    if not _URL_PATH.fullmatch(v):
-        raise _Bad("not a URL path ('/' then letters, digits, %XX escapes and ._~!&()*+,=:@/-)")
-    if any(p in (".", "..") for p in v.split("/")):
-        raise _Bad("URL path contains '.' or '..' segments")
-    return v
-
-
-def check_url(value: object) -> str:
-    v = _text(value)
-    if not _URL.fullmatch(v):
-        raise _Bad("not an http(s) URL without spaces, quotes or backslashes")
-    return v
-
-
-def check_email(value: object) -> str:
-    v = _text(value, 254)
-    if not _EMAIL.fullmatch(v):
-        raise _Bad("not an e-mail address")
-    check_domain(v.split("@", 1)[1])
-    return v
-
-
 def check_unix_name(value: object) -> str:
-    v = _text(value, 32)
-    if not _UNIX.fullmatch(v):
-        raise _Bad("not a Unix user or group name")
+    v = _v(V.check_unix_name)(value)
     if v == "root":
         raise _Bad("root is never a member")
     return v
 
 
-def check_member_port(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1024 <= value <= 65535:
-        raise _Bad("not a member port (1024-65535)")
-    return value
-
-
-def check_file_name(value: object) -> str:
-    v = _text(value, 255)
-    if not _FILE.fullmatch(v):
-        raise _Bad("not a plain file name (letters, digits, ._+=,@-; no '/')")
-    return v
-
-
 def check_realm(value: object) -> str:
-    v = _text(value, 200)
-    if not _REALM.fullmatch(v):
-        raise _Bad(
-            "a realm is printable ASCII without '\"' or '\\', not starting or ending in a space"
-        )
+    v = _v(V.check_realm)(value)
     if "%{" in v:
         raise _Bad("'%{' would be evaluated: Apache reads AuthName as an expression")
     return v
 
 
 def check_regex(value: object) -> str:
-    v = _text(value, 512)
-    if not _REGEX_CHARS.fullmatch(v):
-        raise _Bad("whitespace, quotes, '#', '<', '>', '{' and '}' are not allowed in a pattern")
-    body = v[1:] if v.startswith("!") else v
+    """validate's pattern grammar; a pattern Python's re only warns about is refused."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
-            re.compile(body)
-        except (re.error, Warning) as exc:
-            raise _Bad(f"not a regular expression: {exc}") from None
-    return v
+            return _v(V.check_regex)(value)
+        except Warning as exc:
+            raise _Bad(f"ambiguous regular expression: {exc}") from None
 
 
 def apache_quote(value: str) -> str:
-    """``value`` as one double-quoted argument for ``ap_getword_conf``.
-
-    Refuses what no quoting can carry: control characters (a newline ends the
-    directive) and ``${`` (expanded by Apache before tokenising).
-    """
-    _text(value, 8192)
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """``value`` as one double-quoted argument for ``ap_getword_conf`` (validate's
+    quoting: refuses control characters, non-ASCII and ``${``)."""
+    return _v(V.apache_quote)(value)
 
 
 def _rewrite_quote(value: str) -> str:
@@ -424,8 +366,11 @@ class _VhostRenderer:
     def options(self, field: str, values: tuple[str, ...], ws: WebSettings) -> list[str]:
         words = []
         for i, opt in enumerate(values):
-            name = opt[1:] if isinstance(opt, str) and opt[:1] in "+-" else None
-            if name not in OPTION_NAMES:
+            try:
+                opt = _check_option(opt)
+            except _Bad:
+                opt = ""
+            if opt[1:] not in OPTION_NAMES or opt[:1] not in ("+", "-"):
                 self.errors.append(
                     VhostRefused(
                         self.vhost.owner,
@@ -455,13 +400,13 @@ class _VhostRenderer:
                 out.add("DirectoryIndex " + " ".join(names))  # type: ignore[arg-type]
         for i, (status, doc) in enumerate(ws.error_documents):
             f = f"{field}.error_documents[{i}]"
-            st = self.check(f + ".status", _error_status, status)
+            st = self.check(f + ".status", _check_error_status, status)
             d = self.q(f + ".document", _error_document, doc)
             if st is not None and d is not None:
                 out.add(f"ErrorDocument {st} {d}")
         for i, r in enumerate(ws.redirects):
             f = f"{field}.redirects[{i}]"
-            st = self.check(f + ".status", _redirect_status, r.status)
+            st = self.check(f + ".status", _check_redirect_status, r.status)
             p = self.q(f + ".path", check_url_path, r.path)
             t = self.q(f + ".target", check_url, r.target)
             if None not in (st, p, t):
@@ -677,18 +622,6 @@ def _dedupe(errors: list[VhostRefused]) -> list[VhostRefused]:
     return out
 
 
-def _error_status(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 400 <= value <= 599:
-        raise _Bad("an error document is for a status from 400 to 599")
-    return value
-
-
-def _redirect_status(value: object) -> int:
-    if value not in REDIRECT_STATUSES or isinstance(value, bool):
-        raise _Bad("redirect status is one of " + ", ".join(map(str, sorted(REDIRECT_STATUSES))))
-    return value  # type: ignore[return-value]
-
-
 def _error_document(value: object) -> str:
     v = _text(value)
     if v.startswith("/"):
@@ -751,7 +684,7 @@ class ApacheBackend:
         content = _VhostRenderer(self.config, vhost).render()
         check = Command(self.config.check_argv("{path}"), timeout=self.config.check_timeout)
         return Unit(
-            key=f"vhost:{vhost.fqdn}",
+            key=f"vhost:{vhost.fqdn.lower()}",
             owner=vhost.owner,
             ext="conf",
             content=content,
@@ -778,19 +711,20 @@ class ApacheBackend:
             except RenderRefused as exc:
                 errors.extend(exc.errors)
                 continue
-            taken = [n for n in (v.fqdn, *v.aliases) if n in served]
+            names = [n.lower() for n in (v.fqdn, *v.aliases)]
+            taken = [n for n in names if n in served]
             if taken:
                 errors.append(
                     VhostRefused(
                         v.owner,
                         v.fqdn,
-                        "fqdn" if taken[0] == v.fqdn else "aliases",
+                        "fqdn" if taken[0] == names[0] else "aliases",
                         taken[0],
                         f"the name is already served by vhost {served[taken[0]]}",
                     )
                 )
                 continue
-            served.update((n, v.fqdn) for n in (v.fqdn, *v.aliases))
+            served.update((n, v.fqdn) for n in names)
             units[unit.key] = unit
         return sorted(units.values(), key=lambda u: u.key), errors
 

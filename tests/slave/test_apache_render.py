@@ -400,8 +400,14 @@ FIELDS = {
     ),
 }
 
-# Normalisation the renderer applies to an accepted value (paths lose '//' and a final '/').
+# Normalisation the renderer applies to an accepted value: paths lose '//', '.', '..' and a
+# final '/'; names and URL hosts are lower-cased.
 NORMALISE = {
+    "fqdn": apache.check_domain,
+    "aliases[0]": apache.check_domain,
+    "server_admin": apache.check_email,
+    "settings.redirects[0].target": apache.check_url,
+    "settings.error_documents[0].document": apache._error_document,
     "document_root": apache.check_abs_path,
     "url_aliases[0].path": apache.check_abs_path,
     "script_aliases[0].path": apache.check_abs_path,
