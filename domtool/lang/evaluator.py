@@ -162,7 +162,7 @@ class Interpreter:
                     f"evaluation nested more than {MAX_DEPTH} function calls deep", span
                 )
             try:
-                return self.eval(f.body, f.env.bind(f.param, arg))
+                return self.value(f.body, f.env.bind(f.param, arg))
             finally:
                 self.depth -= 1
         if isinstance(f, PrimValue):
@@ -174,7 +174,7 @@ class Interpreter:
             raise unimplemented(f.name, span)
         raise EvalError("internal: applying a non-function", span)
 
-    def eval(self, e: ast.Expr, env: Env) -> Any:
+    def value(self, e: ast.Expr, env: Env) -> Any:
         self.tick(e.span)
         if isinstance(e, ast.EString | ast.EInt | ast.EBool):
             return e.value
@@ -184,27 +184,27 @@ class Interpreter:
                 return PrimAction(v.prim, v.args, e.span)
             return v
         if isinstance(e, ast.EApp):
-            f = self.eval(e.func, env)
+            f = self.value(e.func, env)
             for a in e.args:
-                f = self.apply(f, self.eval(a, env), e.span)
+                f = self.apply(f, self.value(a, env), e.span)
             return f
         if isinstance(e, ast.EList):
-            return tuple(self.eval(i, env) for i in e.items)
+            return tuple(self.value(i, env) for i in e.items)
         if isinstance(e, ast.ELambda):
             return Closure(e.param, e.body, env)
         if isinstance(e, ast.EBlockLambda):
             return BlockClosure(e.param, e.body, env)
         if isinstance(e, ast.EIf):
-            return self.eval(e.then if self.eval(e.cond, env) else e.orelse, env)
+            return self.value(e.then if self.value(e.cond, env) else e.orelse, env)
         if isinstance(e, ast.ELocal) and e.settings is None:
-            return self.eval(e.body, self.declare_local(e.decls, env))
+            return self.value(e.body, self.declare_local(e.decls, env))
         # ESet, EGet, ESeq, EWith, ELocal with settings: actions, run later.
         return Thunk(e, env)
 
     def declare_local(self, decls: tuple[ast.Decl, ...], env: Env) -> Env:
         for d in decls:
             if isinstance(d, ast.DVal):
-                env = env.bind(d.name, self.eval(d.value, env))
+                env = env.bind(d.name, self.value(d.value, env))
         return env
 
     # -- actions -------------------------------------------------------------------
@@ -255,7 +255,7 @@ class Interpreter:
                 self.tick(item.span)
             return
         if isinstance(e, ast.ESet):
-            b.env[e.name] = self.eval(e.value, env)
+            b.env[e.name] = self.value(e.value, env)
             return
         if isinstance(e, ast.EGet):
             if e.env not in b.env:
@@ -267,7 +267,7 @@ class Interpreter:
             self.run_expr(e.body, env.bind(e.var, b.env[e.env]))
             return
         if isinstance(e, ast.EWith):
-            blk = self.eval(e.block, env)
+            blk = self.value(e.block, env)
             saved = b.env.copy()
             try:
                 if e.settings is not None:
@@ -287,7 +287,7 @@ class Interpreter:
             finally:
                 b.env = saved
             return
-        self.run(self.eval(e, env), e.span)
+        self.run(self.value(e, env), e.span)
 
     def invoke(self, blk: Any, body: Thunk, span: ast.Span) -> None:
         if isinstance(blk, PrimAction) and blk.prim.kind == "block":
@@ -298,7 +298,7 @@ class Interpreter:
             if self.depth > MAX_DEPTH:
                 raise EvalError(f"evaluation nested more than {MAX_DEPTH} blocks deep", span)
             try:
-                self.run(self.eval(blk.body, blk.env.bind(blk.param, body)), span)
+                self.run(self.value(blk.body, blk.env.bind(blk.param, body)), span)
             finally:
                 self.depth -= 1
             return
@@ -337,7 +337,7 @@ def library_env(library: Library) -> Env:
             if isinstance(d, ast.DExternVal):
                 env.vars[d.name] = prim_value(d.name, library.extern_vals[d.name])
             elif isinstance(d, ast.DVal):
-                env.vars[d.name] = interp.eval(d.value, env)
+                env.vars[d.name] = interp.value(d.value, env)
     return env
 
 
@@ -393,7 +393,7 @@ def evaluate(
             if isinstance(d, ast.DExternVal):
                 env = env.bind(d.name, Unimplemented(d.name))  # never a library primitive
             elif isinstance(d, ast.DVal):
-                env = env.bind(d.name, interp.eval(d.value, env))
+                env = env.bind(d.name, interp.value(d.value, env))
         if file.body is not None:
             interp.run_expr(file.body, env)
     except EvalError as e:
