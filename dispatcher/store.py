@@ -170,7 +170,11 @@ class Store:
         if target != ":memory:":
             db.execute("PRAGMA journal_mode = WAL")
         store = cls(db)
-        store._migrate()
+        try:
+            store._migrate()
+        except BaseException:
+            db.close()
+            raise
         return store
 
     def close(self) -> None:
@@ -202,11 +206,16 @@ class Store:
                 f"({len(MIGRATIONS)}); upgrade domtool instead of opening it"
             )
         for number in range(version, len(MIGRATIONS)):
-            with self._tx() as db:
-                for statement in MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("UPDATE schema_version SET version = ?", (number + 1,))
+            # One transaction per migration, the version bump included: all or nothing.
+            try:
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE;\n{MIGRATIONS[number]};\n"
+                    f"UPDATE schema_version SET version = {number + 1};\nCOMMIT;"
+                )
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     def schema_version(self) -> int:
         """How many migrations this database has had."""

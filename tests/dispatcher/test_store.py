@@ -173,3 +173,25 @@ def test_audit_log(db):
     assert log[0].detail == {"domain": "example.org", "files": 1} and log[0].time == T0
     assert [e.who for e in db.audit_log(who="admin")] == ["admin"]
     assert len(db.audit_log(limit=1)) == 1
+
+
+def test_a_failing_migration_changes_nothing(tmp_path, monkeypatch):
+    """A migration that fails half way leaves the schema and its version as they were."""
+    Store.open(tmp_path).close()
+    bad = "ALTER TABLE members ADD note TEXT; ALTER TABLE nosuchtable ADD x TEXT"
+    monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, bad])
+    with pytest.raises(sqlite3.OperationalError, match="nosuchtable"):
+        Store.open(tmp_path)
+    monkeypatch.undo()
+    s = Store.open(tmp_path)
+    assert s.schema_version() == len(store_mod.MIGRATIONS)
+    assert "note" not in [r[1] for r in s._db.execute("PRAGMA table_info(members)")]
+    s.close()
+
+
+def test_write_ahead_log_files_are_private_too(tmp_path, db):
+    """SQLite's -wal and -shm files get the database file's 0600 mode."""
+    db.add_member("alice")
+    side = [p for p in tmp_path.iterdir() if p.name.startswith(store_mod.DB_NAME + "-")]
+    assert side
+    assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in side)
