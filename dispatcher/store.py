@@ -24,10 +24,14 @@ from typing import Any
 
 from attrs import frozen
 
+from domtool import identity, perms
+from domtool.perms import Permissions
+from domtool.validate import Invalid
+
 DB_NAME = "domtool.sqlite3"
 
-# Grant classes and the Permissions field each one fills.
-GRANT_CLASSES = {"domain": "domains", "path": "paths", "user": "users", "group": "groups"}
+# Grant classes (domain, path, user, group): the ones domtool.perms defines.
+GRANT_CLASSES = perms.CLASSES
 
 MIGRATIONS: list[str] = [
     # 1: the first schema.
@@ -94,17 +98,6 @@ class MemberRecord:
     def active(self) -> bool:
         """Whether the member may still authenticate."""
         return self.removed is None
-
-
-@frozen
-class Grants:
-    """What a member may use (the shape of ``domtool.perms.Permissions``)."""
-
-    user: str
-    domains: frozenset[str]
-    paths: frozenset[str]
-    users: frozenset[str]
-    groups: frozenset[str]
 
 
 @frozen
@@ -232,6 +225,8 @@ class Store:
         now: datetime.datetime | None = None,
     ) -> MemberRecord:
         """Add a member (or bring a removed one back); an active member is a StoreError."""
+        if not identity.valid_name(identity.MEMBER, name):
+            raise StoreError(f"{name!r} is not a valid member (Unix user) name")
         with self._tx() as db:
             row = db.execute("SELECT removed FROM members WHERE name = ?", (name,)).fetchone()
             if row is not None and row[0] is None:
@@ -301,9 +296,11 @@ class Store:
             raise StoreError(f"{name} is not an active member")
 
     def grant(self, member: str, cls: str, value: str) -> bool:
-        """Grant ``member`` the ``cls`` value (True if new, False if already held)."""
-        if cls not in GRANT_CLASSES:
-            raise StoreError(f"unknown grant class {cls!r} (one of {', '.join(GRANT_CLASSES)})")
+        """Grant ``member`` the ``cls`` value (True if new, False if already held).
+
+        The value is validated and canonicalised by ``domtool.perms`` (a domain is
+        lower-cased, a path normalised); an invalid one is a StoreError, never stored."""
+        value = _canonical(cls, value)
         with self._tx() as db:
             self._active(db, member)
             cur = db.execute(
@@ -314,6 +311,7 @@ class Store:
 
     def revoke(self, member: str, cls: str, value: str) -> bool:
         """Take a grant away (True if it was held)."""
+        value = _canonical(cls, value)
         with self._tx() as db:
             cur = db.execute(
                 "DELETE FROM grants WHERE member = ? AND class = ? AND value = ?",
@@ -321,25 +319,19 @@ class Store:
             )
             return cur.rowcount == 1
 
-    def grants_of(self, member: str):
-        """The member's permissions: ``domtool.perms.Permissions`` when that module exists,
-        else ``Grants`` of the same shape. A removed or unknown member has none."""
-        fields: dict[str, set[str]] = {f: set() for f in GRANT_CLASSES.values()}
+    def grants_of(self, member: str) -> Permissions:
+        """The member's ``domtool.perms.Permissions``; a removed or unknown member has none."""
         record = self.member(member)
-        if record is not None and record.active:
-            for cls, value in self._db.execute(
-                "SELECT class, value FROM grants WHERE member = ?", (member,)
-            ):
-                fields[GRANT_CLASSES[cls]].add(value)
-        frozen_fields = {k: frozenset(v) for k, v in fields.items()}
-        try:
-            from domtool.perms import Permissions
-        except ImportError:
-            return Grants(user=member, **frozen_fields)
-        return Permissions(user=member, **frozen_fields)
+        if record is None or not record.active:
+            return Permissions.none(member)
+        rows = self._db.execute(
+            "SELECT class, value FROM grants WHERE member = ? ORDER BY class, value", (member,)
+        ).fetchall()
+        return Permissions.from_grants(member, rows)
 
     def whohas(self, cls: str, value: str) -> list[str]:
-        """Active members holding the ``cls`` grant ``value``, by name."""
+        """Active members holding exactly the ``cls`` grant ``value``, by name."""
+        value = _canonical(cls, value)
         return [
             r[0]
             for r in self._db.execute(
@@ -462,6 +454,15 @@ class Store:
             args = (who,)
         rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [AuditEntry(_dt(r[0]), r[1], r[2], json.loads(r[3]), r[4]) for r in reversed(rows)]
+
+
+def _canonical(cls: str, value: str) -> str:
+    if cls not in GRANT_CLASSES:
+        raise StoreError(f"unknown grant class {cls!r} (one of {', '.join(GRANT_CLASSES)})")
+    try:
+        return GRANT_CLASSES[cls][1](value)
+    except Invalid as e:
+        raise StoreError(f"{cls}: {e}") from None
 
 
 def _member(row: tuple) -> MemberRecord:

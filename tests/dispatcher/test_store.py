@@ -11,6 +11,7 @@ import pytest
 
 from domtool.dispatcher import store as store_mod
 from domtool.dispatcher.store import Store, StoreError
+from domtool.perms import Permissions
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
@@ -195,3 +196,29 @@ def test_write_ahead_log_files_are_private_too(tmp_path, db):
     side = [p for p in tmp_path.iterdir() if p.name.startswith(store_mod.DB_NAME + "-")]
     assert side
     assert all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in side)
+
+
+def test_grants_are_validated_and_canonical(db):
+    """Grant values go through domtool.perms: canonicalised, invalid ones never stored;
+    grants_of gives a real Permissions whose ownership rules apply."""
+    db.add_member("alice")
+    db.grant("alice", "domain", "Example.ORG")
+    assert db.whohas("domain", "example.org") == ["alice"]
+    for cls, bad in [
+        ("path", "/"),
+        ("path", "relative/x"),
+        ("domain", "a b.org"),
+        ("user", "Root!"),
+    ]:
+        with pytest.raises(StoreError):
+            db.grant("alice", cls, bad)
+    p = db.grants_of("alice")
+    assert isinstance(p, Permissions)
+    assert p.owns_domain("www.example.org") and not p.owns_domain("notexample.org")
+    assert p.grants() == (("domain", "example.org"),)
+
+
+def test_malformed_member_names_are_refused(db):
+    """Only Unix user names become members."""
+    with pytest.raises(StoreError, match="not a valid member"):
+        db.add_member("Alice; DROP TABLE members")
