@@ -442,19 +442,34 @@ class Checker:
         raise TypeError(e)
 
     def infer_list(self, e: ast.EList, scope: Scope) -> T.Type:
+        # Literal items are pooled (one set union per item, not one per pair), so a long
+        # list of literals costs linear time.
+        strs: set[str] = set()
+        ints: set[int] = set()
         elem: T.Type | None = None
         for item in e.items:
-            t = self.infer(item, scope, None)
-            if elem is None:
-                elem = t
+            t = T.prune(self.infer(item, scope, None))
+            if isinstance(t, T.LitStr):
+                strs.update(t.values)
                 continue
-            j = self.lub(elem, t)
-            if j is None:
-                self.mismatch(item, t, elem, "List items have different types.")
-                elem = T.ERROR
-            else:
-                elem = j
+            if isinstance(t, T.LitInt):
+                ints.update(t.values)
+                continue
+            elem = self.join_item(elem, t, item)
+        if strs:
+            elem = self.join_item(elem, T.LitStr(frozenset(strs)), e)
+        if ints:
+            elem = self.join_item(elem, T.LitInt(frozenset(ints)), e)
         return T.List(elem if elem is not None else T.Unif())
+
+    def join_item(self, elem: T.Type | None, t: T.Type, item: ast.Expr) -> T.Type:
+        if elem is None:
+            return t
+        j = self.lub(elem, t)
+        if j is None:
+            self.mismatch(item, t, elem, "List items have different types.")
+            return T.ERROR
+        return j
 
     def infer_app(self, e: ast.EApp, scope: Scope) -> T.Type:
         ft = self.infer(e.func, scope, None)

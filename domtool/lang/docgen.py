@@ -62,7 +62,9 @@ def reference_markdown(library: Library | None = None) -> str:
     for f in library.files:
         lines += [f"## {_TITLES.get(f.name, f.name)} (`{f.name}`)", ""]
         for name, sig, doc in _entries(library, f):
-            lines += [f"### `{name}`", "", f"    {sig}", "", doc, ""]
+            suffix = " (type)" if sig.startswith("extern type") else ""
+            suffix = " (context)" if sig.startswith("context") else suffix
+            lines += [f"### `{name}`{suffix}", "", f"    {sig}", "", doc, ""]
     lines += ["## Environment variables", ""]
     lines += ["| variable | type |", "|---|---|"]
     for name, t in sorted(library.env_types.items()):
@@ -85,8 +87,9 @@ def reference_html(library: Library | None = None) -> str:
     for f in library.files:
         parts.append(f"<h2>{html.escape(_TITLES.get(f.name, f.name))}</h2>")
         for name, sig, doc in _entries(library, f):
+            anchor = name + ("-type" if sig.startswith("extern type") else "")
             parts.append(
-                f"<h3 id='{html.escape(name)}'>{html.escape(name)}</h3>"
+                f"<h3 id='{html.escape(anchor)}'>{html.escape(name)}</h3>"
                 f"<pre>{html.escape(sig)}</pre><p>{html.escape(doc)}</p>"
             )
     parts.append("<h2>Environment variables</h2><table>")

@@ -128,6 +128,8 @@ class Interpreter:
 
     def __init__(self, builder: Builder | None, budget: int = STEP_BUDGET) -> None:
         self.b = builder
+        self.file: str | None = None  # the member's file: errors are placed in it
+        self.user_span: ast.Span | None = None
         self.steps = 0
         self.budget = budget
         self.depth = 0
@@ -249,6 +251,8 @@ class Interpreter:
     def run_expr(self, e: ast.Expr, env: Env) -> None:
         b = self.b
         assert b is not None
+        if e.span.file == self.file:
+            self.user_span = e.span
         if isinstance(e, ast.ESeq):
             for item in e.items:
                 self.run_expr(item, env)
@@ -387,6 +391,7 @@ def evaluate(
     }
     b = Builder(perms, site, env_defaults, max_units)
     interp = Interpreter(b, budget)
+    interp.file = file.name
     env = Env({}, lib_env)
     try:
         for d in file.decls:
@@ -397,7 +402,10 @@ def evaluate(
         if file.body is not None:
             interp.run_expr(file.body, env)
     except EvalError as e:
-        diag = Diagnostic(file.name, e.span, e.message, hint=e.hint)
+        span = e.span
+        if span is None or span.file != file.name:  # inside the library: blame the caller
+            span = interp.user_span
+        diag = Diagnostic(file.name, span, e.message, hint=e.hint)
         return Evaluation(None, (diag,), interp.steps)
     except RecursionError:
         diag = Diagnostic(file.name, None, "evaluation nested too deeply")

@@ -408,7 +408,13 @@ def web(b: Builder, label: str, body: Callable[[], None]) -> None:
     label = validate.check_label(label)
     fqdn = f"{label}.{dom.name}"
     if fqdn in b.vhosts or fqdn in dom.vhosts:
-        b.fail(f"Virtual host {fqdn} is configured twice.")
+        b.fail(
+            f"Virtual host {fqdn} is configured twice.",
+            "`dom` already defines www; to change it, use `dom ... where DocumentRoot = ... "
+            "with` or write the domain out with `domain`"
+            if label == "www"
+            else None,
+        )
     dom.vhosts.add(fqdn)
     frame = VhostFrame(domain=dom, label=label, fqdn=fqdn)
     b.stack.append(frame)
