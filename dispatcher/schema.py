@@ -94,6 +94,37 @@ KINDS: dict[str, dict[str, Field]] = {
     "rmdom": {"domain": DOMAIN_FIELD},
 }
 
+USER_FIELD = _str(32, pattern=re.compile(r"[a-z_][a-z0-9_-]{0,31}"))
+GRANT_CLASS = Field("str", allowed=frozenset({"domain", "path", "user", "group"}))
+GRANT_VALUE = _str(4096)
+# Destructive admin verbs are dry runs unless ``apply`` is true.
+APPLY = Field("bool", required=False)
+
+# What admins may ask in addition (the avatar's is_admin decides who may). Closed table.
+ADMIN_KINDS: dict[str, dict[str, Field]] = {
+    "adduser": {"user": USER_FIELD, "admin": Field("bool", required=False)},
+    "rmuser": {"user": USER_FIELD, "apply": APPLY},
+    "grant": {"user": USER_FIELD, "class": GRANT_CLASS, "value": GRANT_VALUE},
+    "revoke": {"user": USER_FIELD, "class": GRANT_CLASS, "value": GRANT_VALUE},
+    "perms_of": {"user": USER_FIELD},
+    "whohas": {"class": GRANT_CLASS, "value": GRANT_VALUE},
+    "regen": {"apply": APPLY},
+    "admin_rmdom": {"domain": DOMAIN_FIELD, "apply": APPLY},
+    "hosts": {},
+    "ping": {"host": _str(253, required=False, pattern=DOMAIN)},
+    "admin_describe": {"domain": DOMAIN_FIELD},
+    "audit": {
+        "user": Field("str", required=False, max_bytes=32, pattern=USER_FIELD.pattern),
+        "limit": Field("int", required=False, minimum=1, maximum=10_000),
+    },
+    "quota": {"user": USER_FIELD},
+    "set_quota": {
+        "user": USER_FIELD,
+        "resource": _str(64, pattern=re.compile(r"[a-z][a-z0-9_]{0,63}")),
+        "value": Field("int", minimum=0, maximum=2**53),
+    },
+}
+
 _TYPES = {"str": str, "int": int, "bool": bool, "list": list, "object": dict}
 
 
@@ -161,22 +192,26 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
-def validate(obj: Any) -> Request:
+def validate(obj: Any, *, admin: bool = False) -> Request:
     """Check a decoded JSON value as a request; the Request, or SchemaError with every problem."""
     if not isinstance(obj, dict):
         raise SchemaError([("", f"a request is a JSON object, got {_json_type(obj)}")])
-    return validate_args(obj.get("kind"), {k: v for k, v in obj.items() if k != "kind"})
+    kind = obj.get("kind")
+    return validate_args(kind, {k: v for k, v in obj.items() if k != "kind"}, admin=admin)
 
 
-def validate_args(kind: Any, args: Any) -> Request:
+def validate_args(kind: Any, args: Any, *, admin: bool = False) -> Request:
     """Check the arguments of a request of ``kind`` (the ``op`` and ``args`` of a
-    ``domtool.wire`` envelope); the Request, or SchemaError with every problem."""
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise SchemaError([("kind", f"must be one of {', '.join(sorted(KINDS))}")])
+    ``domtool.wire`` envelope); the Request, or SchemaError with every problem.
+
+    Admin kinds are known only with ``admin=True`` (the admin listener or an admin avatar)."""
+    table = {**KINDS, **ADMIN_KINDS} if admin else KINDS
+    if not isinstance(kind, str) or kind not in table:
+        raise SchemaError([("kind", f"must be one of {', '.join(sorted(table))}")])
     if not isinstance(args, dict):
         raise SchemaError([("", f"arguments are a JSON object, got {_json_type(args)}")])
     problems: list[tuple[str, str]] = []
-    check_fields(args, KINDS[kind], "", problems)
+    check_fields(args, table[kind], "", problems)
     if problems:
         raise SchemaError(problems)
     return Request(kind, args)
@@ -204,7 +239,7 @@ def _depth(text: str) -> int:
     return deepest
 
 
-def decode(raw: bytes, *, max_bytes: int = MAX_REQUEST_BYTES) -> Request:
+def decode(raw: bytes, *, max_bytes: int = MAX_REQUEST_BYTES, admin: bool = False) -> Request:
     """Size-check, parse and validate one request's bytes (UTF-8 JSON)."""
     if len(raw) > max_bytes:
         raise SchemaError([("", f"request too large: {len(raw)} bytes, at most {max_bytes}")])
@@ -218,7 +253,7 @@ def decode(raw: bytes, *, max_bytes: int = MAX_REQUEST_BYTES) -> Request:
         obj = json.loads(text, parse_constant=_no_constant)
     except (ValueError, RecursionError) as e:
         raise SchemaError([("", f"not JSON: {str(e)[:200]}")]) from None
-    return validate(obj)
+    return validate(obj, admin=admin)
 
 
 def _no_constant(name: str):
