@@ -33,7 +33,7 @@ from domtool.lang.primitives import (
 )
 from domtool.model import DEFAULT_SITE, DesiredState, Site
 
-STEP_BUDGET = 1_000_000
+STEP_BUDGET = 500_000
 MAX_DEPTH = 150
 
 

@@ -14,8 +14,8 @@ Context predicates describe a stack of context names (the innermost on top):
   satisfies ``P``;
 - :class:`Not`, :class:`And`; ``And(())`` is the predicate that always holds.
 
-Implication between predicates is decided by enumerating every stack over the names
-both mention plus one fresh name, up to a length bounded by the predicates' size.
+Implication between predicates is decided exactly, by exploring the finitely many states
+of an automaton that reads a stack from the bottom up (see :func:`_implies`).
 """
 
 from __future__ import annotations
@@ -142,9 +142,46 @@ def _names(pred: Pred, acc: set[str]) -> int:
     return sum(_names(p, acc) for p in pred.items)
 
 
-MAX_STACK = 6
-MAX_WORK = 400_000
+MAX_STATES = 3_000
 FRESH = "\x00other"
+
+
+def _ancs(pred: Pred, acc: dict[Anc, int]) -> int:
+    """Collect the ``^`` subformulas into ``acc`` (with their size); return ``pred``'s size."""
+    if isinstance(pred, Anc):
+        n = 1 + _ancs(pred.pred, acc)
+        acc.setdefault(pred, n)
+        return n
+    if isinstance(pred, Not):
+        return 1 + _ancs(pred.pred, acc)
+    if isinstance(pred, And):
+        return 1 + sum(_ancs(p, acc) for p in pred.items)
+    return 1
+
+
+def _ev(pred: Pred, top: str | None, ancs: frozenset[Anc] | set[Anc]) -> bool:
+    """``pred`` at one stack position: ``top`` is the innermost context (None: empty
+    stack) and ``ancs`` the ``^`` subformulas true there."""
+    if isinstance(pred, Root):
+        return top is None
+    if isinstance(pred, Ctx):
+        return top == pred.name
+    if isinstance(pred, Anc):
+        return pred in ancs
+    if isinstance(pred, Not):
+        return not _ev(pred.pred, top, ancs)
+    if isinstance(pred, And):
+        return all(_ev(p, top, ancs) for p in pred.items)
+    return True  # an unbound predicate variable
+
+
+def _step(order: list[Anc], prev: frozenset[Anc], top: str | None) -> frozenset[Anc]:
+    """The ``^`` subformulas true after pushing ``top`` (or at the empty stack)."""
+    now: set[Anc] = set()
+    for a in order:  # inner subformulas first
+        if a in prev or _ev(a.pred, top, now):
+            now.add(a)
+    return frozenset(now)
 
 
 def implies(have: Pred, need: Pred) -> bool:
@@ -163,33 +200,44 @@ def implies(have: Pred, need: Pred) -> bool:
 
 @lru_cache(maxsize=4096)
 def _implies(have: Pred, need: Pred) -> bool:
-    """:func:`implies` on predicates without variables (memoised).
+    """:func:`implies` on predicates without variables (memoised), decided exactly.
 
-    Decided over all stacks built from the names both predicates mention plus one name
-    neither mentions, up to the size of the two predicates (capped, and shortened when the
-    alphabet is large so the enumeration stays bounded).
+    A stack is read from the bottom up; what a predicate says about it depends only on
+    the innermost name and on which ``^`` subformulas hold, and ``^P`` holds after a push
+    iff it held before or ``P`` holds now. So the reachable (top, true-``^``-set) states,
+    over the names both predicates mention plus one they do not, are finitely many: visit
+    them all and look for one where ``have`` holds and ``need`` does not. Absurdly large
+    predicates (more than ``MAX_STATES`` states) are refused (not implied): fail closed.
     """
     if need == TRUE or have == need:
         return True
+    acc: dict[Anc, int] = {}
+    _ancs(have, acc)
+    _ancs(need, acc)
+    order = sorted(acc, key=acc.__getitem__)
     names: set[str] = set()
-    size = _names(have, names) + _names(need, names)
-    alphabet = sorted(names) + [FRESH]
-    depth = min(size, MAX_STACK)
-    # Bound the work (models x predicate size). Only huge hand-written predicates are
-    # affected; missing a counterexample there can only let an action run in a context
-    # its primitive does not expect, which the evaluator reports as an error.
-    budget = max(200, MAX_WORK // max(size, 1))
-    while depth > 1 and sum(len(alphabet) ** k for k in range(depth + 1)) > budget:
-        depth -= 1
-    for n in range(depth + 1):
-        for stack in itertools.product(alphabet, repeat=n):
-            if holds(have, stack) and not holds(need, stack):
-                return False
+    _names(have, names)
+    _names(need, names)
+    alphabet = [*sorted(names), FRESH]
+    start = (None, _step(order, frozenset(), None))
+    seen = {start}
+    todo = [start]
+    while todo:
+        top, ancs = todo.pop()
+        if _ev(have, top, ancs) and not _ev(need, top, ancs):
+            return False
+        for c in alphabet:
+            nxt = (c, _step(order, ancs, c))
+            if nxt not in seen:
+                if len(seen) >= MAX_STATES:
+                    return False
+                seen.add(nxt)
+                todo.append(nxt)
     return True
 
 
 def satisfiable(pred: Pred) -> bool:
-    """Whether some stack satisfies ``pred`` (within the same bounds as :func:`implies`)."""
+    """Whether some stack satisfies ``pred``."""
     return not implies(pred, Not(TRUE))
 
 

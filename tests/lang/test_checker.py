@@ -3,7 +3,11 @@ error shapes, and checking without the standard library."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domtool.lang import types as T
 from domtool.lang.api import check_source, load_library
@@ -333,3 +337,27 @@ def test_conflicting_environment_declaration(decl):
     """Redeclaring a library environment variable with another type is an error."""
     errs = errors(decl + "\n")
     assert any("conflicting types" in e.message for e in errs)
+
+
+PREDS = st.recursive(
+    st.one_of(st.just(T.Root()), st.sampled_from([T.Ctx("A"), T.Ctx("B"), T.Ctx("C")])),
+    lambda sub: st.one_of(
+        sub.map(T.Anc), sub.map(T.Not), st.tuples(sub, sub).map(lambda ab: T.conj(*ab))
+    ),
+    max_leaves=5,
+)
+
+
+@settings(max_examples=200)
+@given(PREDS, PREDS)
+def test_implication_agrees_with_brute_force_enumeration(have, need):
+    """The automaton decision agrees with checking every stack over A, B, C and a fresh
+    name up to length 4."""
+    alphabet = ["A", "B", "C", "D"]
+    brute = all(
+        T.holds(need, s)
+        for n in range(5)
+        for s in itertools.product(alphabet, repeat=n)
+        if T.holds(have, s)
+    )
+    assert T.implies(have, need) == brute

@@ -3,15 +3,18 @@ give anything owned by someone else, and only accept values the member may use."
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domtool import validate
 from domtool.lang.api import check_source
+from domtool.lang.checker import EMPTY_LIBRARY, check_file
 from domtool.perms import parse_perms
 
-pytest.importorskip("domtool.lang.parser", reason="parser not landed yet")
+parse_file = pytest.importorskip("domtool.lang.parser", reason="parser not landed yet").parse_file
 
 ALICE = parse_perms(
     "domain: example.org example.net\npath: /home/alice\nuser: alice\ngroup: alice\n", "alice"
@@ -135,4 +138,63 @@ def test_random_domain_bodies_never_crash_and_stay_the_members(items):
 def test_arbitrary_text_never_crashes(text):
     """Random text gives diagnostics or a state, never an exception."""
     r = check_source([("f", text)], ALICE)
+    assert r.ok or r.diagnostics
+
+
+# -- hostile shapes: bounded time, clean errors ----------------------------------------------
+
+
+def test_a_long_literal_list_checks_in_linear_time():
+    """20,000 addresses in one list check and evaluate quickly."""
+    items = ", ".join(f'"u{i}@elsewhere.example"' for i in range(20_000))
+    text = f'domain "example.org" with aliasMulti "all" [{items}] end'
+    t0 = time.perf_counter()
+    r = check_source([("f", text)], ALICE)
+    assert r.ok, r.diagnostics[:1]
+    assert len(r.state.mail[0].aliases[0].targets) == 20_000
+    assert time.perf_counter() - t0 < 3.0
+
+
+def _pred_program(n: int) -> str:
+    names = [f"C{i}" for i in range(n)]
+    have = " & ".join([f"^{c}" for c in names[:-1]] + [names[-1]])
+    return "\n".join(f"context {c}" for c in names) + (
+        f"\nextern val act : [{have}]\n"
+        f"extern val blk : {have} => [Root]\n"
+        "extern val other : [C0]\n"
+        "blk with act; other end\n"
+    )
+
+
+@pytest.mark.parametrize("n", [8, 16])
+def test_big_predicates_are_decided_in_bounded_time(n):
+    """Implication over many contexts stays fast; with 8 it is exact (only ``other`` is
+    misplaced), with 16 it may fail closed, but never hangs."""
+    text = _pred_program(n)
+    f, diags = parse_file("p", text)
+    assert f is not None and not diags
+    t0 = time.perf_counter()
+    errs = check_file(f, ALICE, EMPTY_LIBRARY, source=text)
+    assert time.perf_counter() - t0 < 2.0
+    msgs = [e.message for e in errs]
+    assert msgs.count("Context incompatibility for nested action.") == len(msgs) >= 1
+    if n == 8:
+        assert len(errs) == 1 and errs[0].details[1] == "Need: C0"
+
+
+def test_deeply_chained_functions_stop_with_a_clear_error():
+    """A chain of 300 functions calling each other is cut off by the depth limit."""
+    lines = ["val g0 = \\x -> x"] + [f"val g{i} = \\x -> g{i - 1} x" for i in range(1, 300)]
+    lines.append('domain "example.org" with g299 handleMail end')
+    r = check_source([("f", "\n".join(lines))], ALICE)
+    assert r.state is None
+    (d,) = r.diagnostics
+    assert "nested" in d.message
+
+
+def test_deeply_nested_list_types_do_not_crash():
+    """Values whose types nest hundreds of lists deep give a state or a clean error."""
+    lines = ['val a0 = "x"'] + [f"val a{i} = [a{i - 1}]" for i in range(1, 400)]
+    lines.append('domain "example.org" with end')
+    r = check_source([("f", "\n".join(lines))], ALICE)
     assert r.ok or r.diagnostics
