@@ -133,6 +133,7 @@ _CTRL = re.compile(r"[\x00-\x1f\x7f]")
 _AUTH_USER = re.compile(r"[A-Za-z0-9_@.][A-Za-z0-9_@.-]{0,63}")
 _REWRITE_TARGET = re.compile(r"(?:-|/[!-~]*|https?://[!-~]+)")
 _COND_TEST = re.compile(r"[!-~]{1,1024}")
+_UNIT_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,4095}")
 
 
 def _v(checker):
@@ -755,9 +756,14 @@ class ApacheBackend:
             ]
         for key in sorted(units):
             path = str(units[key])
-            if not path.startswith("/") or _CTRL.search(path):
+            # Unit paths come from the engine (state_dir/units/apache/<sha256>.conf): the
+            # common shape is quoted directly, anything else through the full quoting.
+            if _UNIT_PATH.fullmatch(path):
+                lines.append(f'Include "{path}"')
+            elif path.startswith("/") and not _CTRL.search(path):
+                lines.append(f"Include {apache_quote(path)}")
+            else:
                 raise ValueError(f"unit path for {key!r} is not absolute: {path!r}")
-            lines.append(f"Include {apache_quote(path)}")
         return {INDEX_FILE: ("\n".join(lines) + "\n").encode()}
 
     def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
