@@ -224,3 +224,65 @@ def test_later_alias_for_the_same_source_wins():
     st = state('dom "example.org" with defaultAlias "someone@elsewhere.example" end')
     (m,) = st.mail
     assert {a.source: a.targets for a in m.aliases}[("default",)] == ("someone@elsewhere.example",)
+
+
+EVERYTHING = """
+domain "example.org" with
+  nameservers ["ns1.coop.example", "ns2.coop.example"];
+  dnsAAAA "v6" "2001:db8::1";
+  dnsCNAME "blog" "example.github.io";
+  dnsNS "lab" "ns.lab.example";
+  dnsSRV "_xmpp-client._tcp" 5 0 5222 "chat.example.org";
+  dnsCAA "@" 0 "issue" "letsencrypt.org";
+  relayMail "mx.home.example";
+  spamFilter true;
+  catchAllAlias "alice";
+  web "www" where ServerAdmin = "alice@example.org"; SSL = true with
+    serverAliasDefault;
+    serverAlias "w3.example.org";
+    scriptAlias "/cgi-bin" "/home/alice/cgi-bin";
+    ssl "/home/alice/tls/cert.pem" "/home/alice/tls/key.pem";
+    errorDocument 404 "/404.html";
+    rewriteRule "^/old/(.*)$" "/new/$1";
+    redirectPermanent "/x" "https://example.net/";
+    directory "/home/alice/public_html/files" with
+      options ["+Indexes"];
+      execCGI;
+      ssi
+    end
+  end
+end
+"""
+
+
+def test_every_directive_reaches_the_state():
+    """Each library directive leaves its mark on the desired state."""
+    st = state(EVERYTHING)
+    (zone,) = st.zones
+    recs = {(r.name, r.rtype): r.data for r in zone.records}
+    assert recs[("v6", "AAAA")] == ("2001:db8::1",)
+    assert recs[("blog", "CNAME")] == ("example.github.io",)
+    assert recs[("lab", "NS")] == ("ns.lab.example",)
+    assert recs[("_xmpp-client._tcp", "SRV")] == (5, 0, 5222, "chat.example.org")
+    assert recs[("@", "CAA")] == (0, "issue", "letsencrypt.org")
+    assert ("w3", "A") in recs and ("@", "A") in recs and ("mail", "A") in recs
+    (m,) = st.mail
+    assert (m.handle, m.relay_host, m.spam_filter) == ("relay", "mx.home.example", True)
+    assert m.aliases[0].source == ("catchall",)
+    (v,) = st.vhosts
+    assert v.server_admin == "alice@example.org"
+    assert v.aliases == ("example.org", "w3.example.org")
+    assert v.script_aliases == (("/cgi-bin", "/home/alice/cgi-bin"),)
+    assert v.tls.certificate == "/home/alice/tls/cert.pem"
+    assert v.settings.error_documents == ((404, "/404.html"),)
+    assert v.settings.rewrites[0].target == "/new/$1"
+    assert v.settings.redirects[0].status == 301
+    (blk,) = v.blocks
+    assert blk.kind == "directory"
+    assert blk.settings.options == ("+Indexes",) and blk.settings.cgi and blk.settings.ssi
+
+
+def test_ssl_without_certificate_is_refused():
+    """SSL = true on a vhost without ``ssl`` is an evaluation error."""
+    diags = eval_errors('domain "example.org" with web "w" where SSL = true with end end')
+    assert len(diags) == 1 and "no certificate" in diags[0].message
