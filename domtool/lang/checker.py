@@ -632,15 +632,19 @@ class Checker:
 
 
 def _no_unknowns(t: T.Type) -> bool:
+    """No unbound type or predicate variable in ``t`` (a library type must be fixed, or
+    the first member file to use it would fix it for everyone)."""
     t = T.prune(t)
     if isinstance(t, T.Unif):
         return False
+    if isinstance(t, T.Action):
+        return not T.free_pvars(T.resolve(t.pred), [])
     if isinstance(t, T.List):
         return _no_unknowns(t.elem)
     if isinstance(t, T.Arrow):
         return _no_unknowns(t.arg) and _no_unknowns(t.res)
     if isinstance(t, T.Nested):
-        return _no_unknowns(t.outer)
+        return not T.free_pvars(T.resolve(t.body), []) and _no_unknowns(t.outer)
     return True
 
 

@@ -88,3 +88,16 @@ def test_reference_lists_every_declaration_with_its_doc():
     assert "| `DocumentRoot` | `your_path` |" in md
     html = reference_html(lib)
     assert "<h3 id='alias'>alias</h3>" in html
+
+
+def test_library_values_must_have_fixed_types():
+    """A library value whose type is still open (``\\x -> x``, or an action parameter)
+    is a library error, so no member file can fix it for everyone."""
+    from domtool.lang.checker import check_library
+    from domtool.lang.parser import parse_file
+
+    for text in ("val ident = \\x -> x\n", "context C\nval twice = \\x -> (x; x)\n"):
+        f, diags = parse_file("lib.dtl", text)
+        assert f is not None and not diags
+        _, problems = check_library([f])
+        assert len(problems) == 1 and "not fully known" in problems[0].message
