@@ -61,7 +61,9 @@ class Probe:
     """After a reload, something the engine verifies the daemon now serves.
 
     kind "dns": ``target`` is (server, port, qname, rtype, expected SOA serial or None).
-    kind "http": ``target`` is (address, port, host header, expected status).
+    kind "http": ``target`` is (address, port, host header, expected status) or, with a
+    fifth element, (address, port, host header, expected status, URL path); the path is
+    "/" when absent. GET it without following redirects.
     """
 
     kind: str
