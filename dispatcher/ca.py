@@ -19,8 +19,11 @@ passed in (``now``) so tests can issue expired and not-yet-valid certificates.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from attrs import frozen
@@ -71,6 +74,17 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+@contextmanager
+def _locked(d: Path) -> Iterator[None]:
+    """Hold the CA directory's lock: two admin commands never lose each other's index updates."""
+    fd = os.open(d / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -248,16 +262,17 @@ def _issue(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    index = _index(d)
-    index["issued"].append(
-        {
-            "serial": format(serial, "x"),
-            "name": principal.name,
-            "not_after": cert.not_valid_after_utc.isoformat(),
-            "revoked_at": None,
-        }
-    )
-    _write(d / "index.json", json.dumps(index, indent=1).encode())
+    with _locked(d):
+        index = _index(d)
+        index["issued"].append(
+            {
+                "serial": format(serial, "x"),
+                "name": principal.name,
+                "not_after": cert.not_valid_after_utc.isoformat(),
+                "revoked_at": None,
+            }
+        )
+        _write(d / "index.json", json.dumps(index, indent=1).encode())
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
@@ -304,25 +319,26 @@ def revoke(
     """
     d = _dir(ca_dir, kind)
     now = _now(now)
-    index = _index(d)
-    matched = [
-        e
-        for e in index["issued"]
-        if (
-            e["serial"] == format(serial_or_user, "x")
-            if isinstance(serial_or_user, int)
-            else e["name"] == serial_or_user
-        )
-    ]
-    if not matched:
-        raise CAError(f"the {kind} CA never issued a certificate for {serial_or_user!r}")
-    newly = []
-    for e in matched:
-        if e["revoked_at"] is None:
-            e["revoked_at"] = now.isoformat()
-            newly.append(int(e["serial"], 16))
-    _write(d / "index.json", json.dumps(index, indent=1).encode())
-    crl(ca_dir, kind=kind, now=now)
+    with _locked(d):
+        index = _index(d)
+        matched = [
+            e
+            for e in index["issued"]
+            if (
+                e["serial"] == format(serial_or_user, "x")
+                if isinstance(serial_or_user, int)
+                else e["name"] == serial_or_user
+            )
+        ]
+        if not matched:
+            raise CAError(f"the {kind} CA never issued a certificate for {serial_or_user!r}")
+        newly = []
+        for e in matched:
+            if e["revoked_at"] is None:
+                e["revoked_at"] = now.isoformat()
+                newly.append(int(e["serial"], 16))
+        _write(d / "index.json", json.dumps(index, indent=1).encode())
+        _sign_crl(d, CRL_DAYS, now)
     return newly
 
 
@@ -339,8 +355,13 @@ def crl(
     zero, and the dispatcher reloads the file (``tls.ServerTLS.reload_crl``).
     """
     d = _dir(ca_dir, kind)
+    with _locked(d):
+        return _sign_crl(d, days, _now(now))
+
+
+def _sign_crl(d: Path, days: int, now: datetime.datetime) -> bytes:
+    """Sign and write the CRL of the CA in ``d`` (the caller holds the lock)."""
     ca_cert, ca_key = _load(d)
-    now = _now(now)
     index = _index(d)
     index["crl_number"] += 1
     builder = (
@@ -366,6 +387,19 @@ def crl(
     _write(d / "index.json", json.dumps(index, indent=1).encode())
     _write(d / "crl.pem", pem)
     return pem
+
+
+def expiring(
+    ca_dir: str | os.PathLike,
+    kind: str = MEMBER,
+    *,
+    within: datetime.timedelta = datetime.timedelta(days=30),
+    now: datetime.datetime | None = None,
+) -> list[Issued]:
+    """Unrevoked certificates that expire within ``within`` (already expired ones too), so
+    admin tooling can reissue them before their holders are locked out."""
+    limit = _now(now) + within
+    return [i for i in issued(ca_dir, kind) if i.revoked_at is None and i.not_after <= limit]
 
 
 def current_crl(ca_dir: str | os.PathLike, kind: str = MEMBER) -> bytes:

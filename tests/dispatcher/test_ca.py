@@ -135,3 +135,32 @@ def test_host_revocation_is_separate(ca_dir):
     ca.revoke(ca_dir, "ns1.example.coop", kind=ca.HOST)
     assert len(list(x509.load_pem_x509_crl(ca.current_crl(ca_dir, ca.HOST)))) == 1
     assert len(list(x509.load_pem_x509_crl(ca.current_crl(ca_dir, ca.MEMBER)))) == 0
+
+
+def test_expiring_lists_unrevoked_certificates_near_their_end(ca_dir):
+    """expiring() lists what needs reissuing soon; revoked and long-lived ones are left out."""
+    ca.issue_member(ca_dir, "alice", days=10, now=NOW)
+    ca.issue_member(ca_dir, "bob", days=365, now=NOW)
+    ca.issue_member(ca_dir, "carol", days=5, now=NOW)
+    ca.revoke(ca_dir, "carol", now=NOW)
+    assert [i.name for i in ca.expiring(ca_dir, now=NOW)] == ["alice"]
+    assert [i.name for i in ca.expiring(ca_dir, now=NOW + datetime.timedelta(days=340))] == [
+        "alice",
+        "bob",
+    ]
+
+
+def test_concurrent_issuing_loses_no_index_entry(ca_dir):
+    """Eight threads issuing at once: the index lists all 80 certificates (the lock works)."""
+    import threading
+
+    def work(n):
+        for i in range(10):
+            ca.issue_member(ca_dir, f"u{n}x{i}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ca.issued(ca_dir)) == 80

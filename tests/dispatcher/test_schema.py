@@ -185,7 +185,7 @@ def test_admin_kinds_only_with_admin():
     assert validate({"kind": "audit", "limit": 5}, admin=True).args == {"limit": 5}
 
 
-@settings(max_examples=200)
+@settings(max_examples=100)
 @given(
     st.sampled_from(sorted(schema.ADMIN_KINDS)),
     st.dictionaries(st.sampled_from(["user", "class", "value", "apply", "limit"]), json_values),
