@@ -111,6 +111,15 @@ class Checker:
         self.env_types: dict[str, T.Type] = dict(library.env_types)
         self.extern_vals: dict[str, T.Type] = {}
         self._lines: dict[str, list[str]] = {}
+        self._accepted: dict[tuple[str, object], bool] = {}
+
+    def accepts(self, name: str, value: object) -> bool:
+        """Memoised :func:`externs.accepts` for this member and site."""
+        key = (name, value)
+        hit = self._accepted.get(key)
+        if hit is None:
+            hit = self._accepted[key] = externs.accepts(name, value, self.perms, self.site)
+        return hit
 
     # -- diagnostics -------------------------------------------------------------
 
@@ -296,7 +305,7 @@ class Checker:
                 if b.name == "string":
                     return True
                 if externs.carrier(b.name) == "string":
-                    return all(externs.accepts(b.name, v, self.perms, self.site) for v in a.values)
+                    return all(self.accepts(b.name, v) for v in a.values)
             return False
         if isinstance(a, T.LitInt):
             if isinstance(b, T.LitInt):
@@ -305,7 +314,7 @@ class Checker:
                 if b.name == "int":
                     return True
                 if externs.carrier(b.name) == "int":
-                    return all(externs.accepts(b.name, v, self.perms, self.site) for v in a.values)
+                    return all(self.accepts(b.name, v) for v in a.values)
             return False
         if isinstance(a, T.Base):
             if not isinstance(b, T.Base):

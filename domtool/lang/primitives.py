@@ -153,6 +153,7 @@ class Builder:
         self.units = 0
         self.max_units = max_units
         self.span: Span | None = None
+        self._owned: set[tuple[str, Any]] = set()
 
     def fail(self, message: str, hint: str | None = None) -> None:
         raise EvalError(message, self.span, hint)
@@ -194,7 +195,12 @@ class Builder:
 
     def owns(self, type_name: str, value: Any) -> None:
         """Re-check a security type at evaluation time (defence in depth)."""
-        if not externs.accepts(type_name, value, self.perms, self.site):
+        key = (type_name, value)
+        if key in self._owned:
+            return
+        if externs.accepts(type_name, value, self.perms, self.site):
+            self._owned.add(key)
+        else:
             self.fail(
                 f"{value!r} is not {type_name} for {self.owner}.",
                 externs.hint(type_name, self.perms, self.site),
