@@ -70,9 +70,11 @@ async def main(reactor, state_dir: str, n: str) -> None:
     store = Store.open(state)
     store.add_member("alice")
     store.add_member("mallory")
+    verify_errors: list[tls.VerifyError] = []
     server = tls.member_front_door(
         tls.KeyPair(*ca.issue_host(ca_dir, DISPATCHER)),
         tls.Trust(ca.ca_certificate(ca_dir), ca.current_crl(ca_dir)),
+        verify_errors.append,
     )
     portal = auth.member_portal(store)
     outcomes: list[Outcome] = []
@@ -120,6 +122,8 @@ async def main(reactor, state_dir: str, n: str) -> None:
         "revoked": revoked.decode(),
         "anonymous": anonymous.decode(),
         "server_logins": sum(1 for o in outcomes if o.avatar is not None),
+        "verify_errors": [e.code for e in verify_errors],
+        "server_lost": sorted({o.server_lost for o in outcomes if o.server_lost}),
     }
     print(json.dumps(report))
 

@@ -27,3 +27,6 @@ def test_real_sockets_welcome_alice_and_refuse_revoked_and_anonymous(tmp_path):
     assert report["server_logins"] == 100
     assert report["revoked"] == ""
     assert report["anonymous"] == ""
+    # Why: the revoked certificate (X509_V_ERR 23), and the missing one.
+    assert report["verify_errors"] == [23]
+    assert any("peer did not return a certificate" in r for r in report["server_lost"])
