@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -570,7 +571,7 @@ _REALM_CHAR = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]")
 
 def check_realm(value: Any) -> str:
     """An authentication realm: 1-200 printable ASCII characters (spaces allowed), no
-    '"' or '\\', not starting or ending with a space."""
+    '"' or '\\', no '${' or '%{', not starting or ending with a space."""
     kind = "an authentication realm"
     value = _need_str(kind, value)
     if value == "" or len(value) > 200:
@@ -582,8 +583,10 @@ def check_realm(value: Any) -> str:
             "only printable ASCII without '\"' or '\\' is allowed; "
             f"found {_describe_bad_char(value, _REALM_CHAR)}",
         )
-    if "${" in value:
-        raise Invalid(kind, value, "'${' is not allowed (Apache would expand it)")
+    if "${" in value or "%{" in value:
+        raise Invalid(
+            kind, value, "'${' and '%{' are not allowed (Apache reads AuthName as an expression)"
+        )
     if value != value.strip(" "):
         raise Invalid(kind, value, "it starts or ends with a space")
     return value
@@ -640,10 +643,14 @@ def check_regex(value: Any) -> str:
             f"found {_describe_bad_char(value, _REGEX_CHAR)}",
             "write repetition without braces, and spaces as \\x20",
         )
-    try:
-        re.compile(value)
-    except re.error as e:
-        raise Invalid(kind, value, f"it does not compile: {e}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise Invalid(kind, value, f"it does not compile: {e}") from None
+        except Warning as e:  # FutureWarning "Possible nested set": ambiguous across engines
+            raise Invalid(kind, value, f"it is ambiguous: {e}") from None
     return value
 
 
