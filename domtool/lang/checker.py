@@ -365,8 +365,27 @@ class Checker:
                 span,
                 "Context incompatibility for nested action.",
                 (f"Have: {T.show_pred(have)}", f"Need: {T.show_pred(t.pred)}"),
+                self.context_hint(t.pred),
             )
         return T.Action(T.TRUE, t.reads, t.writes)
+
+    def context_hint(self, need: T.Pred) -> str | None:
+        """Which block directives open the contexts ``need`` asks for."""
+        need = T.resolve(need)
+        wanted = [
+            p.pred if isinstance(p, T.Anc) else p
+            for p in (need.items if isinstance(need, T.And) else (need,))
+        ]
+        parts = []
+        for w in wanted:
+            if isinstance(w, T.Root):
+                parts.append("Root is the top level of the file, outside every block")
+            elif isinstance(w, T.Ctx):
+                names = sorted(n for n, t in self.globals.items() if _opens(t, w.name))
+                if names:
+                    shown = " or ".join(f"`{n} ... with ... end`" for n in names[:3])
+                    parts.append(f"{w.name} is the inside of {shown}")
+        return "; ".join(parts) or None
 
     def as_action(self, t: T.Type, e: ast.Expr) -> T.Action | None:
         """``t`` as an action type (binding an unknown type to one), or None after an error."""
@@ -638,6 +657,17 @@ class Checker:
 
     def check_body(self, body: ast.Expr, scope: Scope) -> None:
         self.as_action(self.infer(body, scope, T.Root()), body)
+
+
+def _opens(t: T.Type, ctx: str) -> bool:
+    """Whether ``t`` is (a function giving) a block directive whose body has ``ctx`` on top."""
+    t = T.prune(t)
+    while isinstance(t, T.Arrow):
+        t = T.prune(t.res)
+    if not isinstance(t, T.Nested):
+        return False
+    body = T.resolve(t.body)
+    return T.Ctx(ctx) in (body.items if isinstance(body, T.And) else (body,))
 
 
 def _no_unknowns(t: T.Type) -> bool:
