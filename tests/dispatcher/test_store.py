@@ -8,6 +8,8 @@ import sqlite3
 import stat
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domtool.dispatcher import store as store_mod
 from domtool.dispatcher.store import Store, StoreError
@@ -222,3 +224,34 @@ def test_malformed_member_names_are_refused(db):
     """Only Unix user names become members."""
     with pytest.raises(StoreError, match="not a valid member"):
         db.add_member("Alice; DROP TABLE members")
+
+
+@settings(max_examples=50)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["grant", "revoke"]),
+            st.sampled_from(["alice", "bob"]),
+            st.sampled_from(["a.org", "b.org", "www.a.org"]),
+        ),
+        max_size=20,
+    )
+)
+def test_grants_match_a_simple_model(ops):
+    """Any sequence of grants and revokes leaves exactly what a set model predicts."""
+    s = Store.connect(":memory:")
+    s.add_member("alice")
+    s.add_member("bob")
+    model: set[tuple[str, str]] = set()
+    for op, who, dom in ops:
+        if op == "grant":
+            assert s.grant(who, "domain", dom) == ((who, dom) not in model)
+            model.add((who, dom))
+        else:
+            assert s.revoke(who, "domain", dom) == ((who, dom) in model)
+            model.discard((who, dom))
+    for who in ("alice", "bob"):
+        assert set(s.grants_of(who).domains) == {d for w, d in model if w == who}
+    for dom in ("a.org", "b.org", "www.a.org"):
+        assert s.whohas("domain", dom) == sorted(w for w, d in model if d == dom)
+    s.close()
