@@ -30,7 +30,9 @@ each line to ``<member's log dir>/<fqdn>.log``.
 
 Catch-all: the first vhost of an address is Apache's default for unknown ``Host`` names,
 so ``sites.conf`` starts with a site-owned vhost answering ``421 Misdirected Request``;
-no member's site ever answers for a name it does not carry. Probes rely on this.
+no member's site ever answers for a name it does not carry. Probes: every vhost answers
+``204`` at the reserved ``/.well-known/domtool-probe`` ahead of the member's own
+directives, so "204 there" means "this name is live", whatever the member's site does.
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ __all__ = [
 ]
 
 MISDIRECTED = 421
+# Reserved in every vhost: answers PROBE_STATUS, so the engine can see the vhost is live.
+PROBE_PATH = "/.well-known/domtool-probe"
+PROBE_STATUS = 204
+PROBE_PATTERN = "^/\\.well-known/domtool-probe$"
 INDEX_FILE = "sites.conf"
 # Modules the rendered units need; site_config loads them (mpm and authz_core first).
 MODULES = (
@@ -417,6 +423,8 @@ class _VhostRenderer:
             for i, rw in enumerate(ws.rewrites):
                 lines.extend(self.rewrite(f"{field}.rewrites[{i}]", rw, vhost_level))
             out.add("RewriteEngine on")
+            if vhost_level:
+                out.add(f'RewriteRule "{PROBE_PATTERN}" "-" [L]')
             for line in lines:
                 out.add(line)
         if not vhost_level:
@@ -512,6 +520,8 @@ class _VhostRenderer:
         if aliases and None not in aliases:
             out.add("ServerAlias " + " ".join(aliases))  # type: ignore[arg-type]
         out.add(f"ServerAdmin {self.q('server_admin', check_email, v.server_admin)}")
+        # The probe answers before any member directive (mod_alias, translate phase).
+        out.add(f'Redirect {PROBE_STATUS} "{PROBE_PATH}"')
         root = self.check("document_root", check_abs_path, v.document_root)
         user = self.check("user", check_unix_name, v.user)
         group = self.check("group", check_unix_name, v.group)
@@ -548,6 +558,8 @@ class _VhostRenderer:
                 out.add("AllowOverride None")
                 out.add("Require all granted")
                 out.close("</Directory>")
+        if v.proxies:
+            out.add(f'ProxyPass "{PROBE_PATH}" "!"')
         for i, px in enumerate(v.proxies):
             f = f"proxies[{i}]"
             path = self.q(f + ".path", check_url_path, px.path)
@@ -776,18 +788,15 @@ class ApacheBackend:
         return (Command(self.config.reload_argv(), timeout=self.config.check_timeout),)
 
     def probes(self, state: DesiredState) -> list[Probe]:
-        """One GET / per vhost on the http listener.
+        """One GET of the reserved probe path per vhost on the http listener.
 
-        The expected status is the vhost's own redirect of "/" if it has one; otherwise
-        None, meaning "any answer from this vhost": anything but a 5xx and but 421, which
-        only the catch-all gives (a name missing from the live config falls to it).
+        Every vhost answers :data:`PROBE_STATUS` there before any member directive
+        (rewrites, proxies, auth) can act, and the catch-all answers 421, so the probe
+        shows the name is live in the running configuration whatever the member's site
+        does (a member's dead backend cannot fail another member's apply).
         """
-        out = []
         c = self.config
-        for v in self._vhosts(state):
-            expected: int | None = None
-            for r in v.settings.redirects:
-                if r.path == "/":
-                    expected = r.status
-            out.append(Probe("http", (c.address, c.port, v.fqdn, expected), v.owner))
-        return out
+        return [
+            Probe("http", (c.address, c.port, v.fqdn.lower(), PROBE_STATUS, PROBE_PATH), v.owner)
+            for v in self._vhosts(state)
+        ]

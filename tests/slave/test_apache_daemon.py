@@ -23,7 +23,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from domtool.model import TLS, DesiredState, ProxyPass, Redirect, Vhost, WebSettings
+from domtool.model import (
+    TLS,
+    BasicAuth,
+    Block,
+    DesiredState,
+    ProxyPass,
+    Redirect,
+    Rewrite,
+    Vhost,
+    WebSettings,
+)
 from domtool.slave.backend import Command
 from domtool.slave.backends.apache import ApacheBackend
 from tests.conftest import require_binary
@@ -93,11 +103,8 @@ class Site:
 
     def probes_pass(self, state: DesiredState) -> bool:
         for probe in self.backend.probes(state):
-            _addr, port, host, expected = probe.target
-            status = get(port, host).status
-            if expected is None and (status == 421 or status >= 500):
-                return False
-            if expected is not None and status != expected:
+            _addr, port, host, expected, path = probe.target
+            if get(port, host, path).status != expected:
                 return False
         return True
 
@@ -309,3 +316,26 @@ def test_a_change_apache_refuses_never_goes_live(site: Site, web: Path, tmp_path
     assert site.apply(DesiredState(vhosts=(new_alice, bob(web)))).switched
     assert get(site.port, "alice.example.org").body == b"<p>alice's site</p>\n"
     assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
+
+
+def test_probe_answers_whatever_the_member_site_does(site: Site, web: Path):
+    """The probe path answers 204 on a vhost whose member proxies everything to a dead
+    port, forbids every URL by rewrite and demands a password; the catch-all answers
+    421 there. So a member's broken site cannot fail the probe of an apply."""
+    dead = free_port()
+    hostile = bob(
+        web,
+        proxies=(ProxyPass("/", dead, "/"),),
+        settings=WebSettings(
+            rewrites=(Rewrite("^/(.*)$", "-", ("F",)),),
+            auth=BasicAuth("locked", str(web / "bob" / "pw")),
+        ),
+        blocks=(Block("location", "/", WebSettings(auth=BasicAuth("x", str(web / "bob" / "p")))),),
+    )
+    assert site.apply(DesiredState(vhosts=(hostile,))).switched
+    (probe,) = site.backend.probes(DesiredState(vhosts=(hostile,)))
+    _addr, port, host, expected, path = probe.target
+    assert (port, host, expected) == (site.port, "www.bob.example", 204)
+    assert get(port, host, path).status == 204
+    assert get(port, host, "/").status == 403
+    assert get(port, "unknown.example", path).status == 421

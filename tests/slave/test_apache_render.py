@@ -261,7 +261,12 @@ def test_units_index_and_commands():
     (reload,) = BACKEND.reload()
     assert reload.argv[-2:] == ("-k", "graceful") and CONFIG.live_config in reload.argv
     probes = BACKEND.probes(state)
-    assert {p.target[2] for p in probes} == {"a.example.org", "b.example.org"}
+    assert sorted(p.target for p in probes) == [
+        ("127.0.0.1", 8080, f"{n}.example.org", 204, "/.well-known/domtool-probe") for n in "ab"
+    ]
+    first = [(n.name, n.args) for n in parse(units[0].content.decode())[0].children]
+    probe = ("Redirect", ("204", "/.well-known/domtool-probe"))
+    assert first.index(probe) < first.index(("DocumentRoot", ("/home/alice/www",)))
 
 
 def test_two_vhosts_claiming_one_name_are_refused():
