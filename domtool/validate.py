@@ -67,7 +67,6 @@ def _show(value: Any) -> str:
 # Shared pieces
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _LDH_CHARS = re.compile(r"[a-z0-9-]*\Z")
 
 
@@ -105,11 +104,21 @@ def _first_non_ascii(text: str) -> str:
     return next(ch for ch in text if ord(ch) > 127)
 
 
-def _punycode_hint(value: str) -> str | None:
+def _punycode_hint(value: str) -> str:
+    """Suggest the punycode form of an internationalised name, when there is a valid one."""
+    general = "write internationalised names in punycode (xn--...)"
     try:
-        return "write it in punycode: " + value.encode("idna").decode("ascii").lower()
+        ascii_form = value.encode("idna").decode("ascii").lower()
+        # Python's codec is IDNA 2003, which maps some letters (ß -> ss); only suggest a
+        # form that decodes back to what the member wrote.
+        if ascii_form.encode("ascii").decode("idna") != value.lower():
+            return general
     except UnicodeError:
-        return "write internationalised names in punycode (xn--...)"
+        return general
+    labels = ascii_form.split(".")
+    if len(ascii_form) <= _MAX_NAME and all(_LDH_CHARS.match(x) and x for x in labels):
+        return "write it in punycode: " + ascii_form
+    return general
 
 
 # ---------------------------------------------------------------------------

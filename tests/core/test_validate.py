@@ -323,7 +323,8 @@ def texts():
         nasty,
     )
     mixed = st.lists(st.one_of(nasty, st.sampled_from(SEEDS), st.text(max_size=3))).map("".join)
-    return st.one_of(st.text(), spliced, mixed, st.text(min_size=5000, max_size=6000))
+    long = st.builds(lambda seed, n: seed * n, st.sampled_from(SEEDS), st.integers(50, 3000))
+    return st.one_of(st.text(), spliced, mixed, long)
 
 
 @pytest.mark.parametrize("kind", STRING_KINDS)
@@ -496,3 +497,17 @@ def test_regex_keeps_backslashes():
     """Regex escapes are kept verbatim; only apache_quote doubles them for the file."""
     assert v.check_regex(r"\.php$") == r"\.php$"
     assert re.compile(v.check_regex(r"^/a/(\d+)$")).match("/a/12")
+
+
+def test_punycode_hint_only_when_faithful():
+    """Non-ASCII names get their punycode form as a hint only when it round-trips; IDNA
+    2003's lossy mappings (ß -> ss) get the general advice instead."""
+    with pytest.raises(Invalid) as info:
+        v.check_domain("Bücher.de")
+    assert info.value.hint == "write it in punycode: xn--bcher-kva.de"
+    with pytest.raises(Invalid) as info:
+        v.check_domain("straße.de")
+    assert "strasse" not in str(info.value) and "xn--" in str(info.value)
+    with pytest.raises(Invalid) as info:
+        v.check_label("bücher")
+    assert info.value.hint == "write it in punycode: xn--bcher-kva"
