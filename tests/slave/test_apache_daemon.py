@@ -239,10 +239,14 @@ def test_each_member_serves_their_own_content(site: Site, web: Path):
 
 
 def test_proxy_to_a_member_daemon(site: Site, web: Path):
-    """ProxyPass sends a vhost's path to the member's own HTTP server on a member port."""
+    """ProxyPass sends a vhost's path to the member's own HTTP server on a member port;
+    an .htaccess RewriteRule [P] towards that same server (proxying as www-data, past
+    <Proxy> access control) is refused and never reaches it."""
+    seen: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            seen.append(self.path)
             body = f"member daemon saw {self.path}".encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -263,6 +267,12 @@ def test_proxy_to_a_member_daemon(site: Site, web: Path):
         r = get(site.port, "www.bob.example", "/app/hello?x=1")
         assert (r.status, r.body) == (200, b"member daemon saw /api/hello?x=1")
         assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
+        assert seen == ["/api/hello?x=1"]
+        htaccess = web / "bob" / "www" / ".htaccess"
+        htaccess.write_text(f"RewriteEngine on\nRewriteRule ^x$ http://127.0.0.1:{port}/s [P]\n")
+        htaccess.chmod(0o644)
+        assert get(site.port, "www.bob.example", "/x").status == 500
+        assert seen == ["/api/hello?x=1"]
     finally:
         server.shutdown()
         server.server_close()
