@@ -663,6 +663,140 @@ def check_regex(value: Any) -> str:
     return value
 
 
+# mod_rewrite: substitutions, flags and conditions. Closed sets where Apache offers
+# power a member must not have: [P] would proxy to internal services, [H=] forces a
+# handler (CGI where the site did not enable it), [E=] sets environment variables,
+# [N] loops; ``%{ENV:...}`` and friends would read the server's variables.
+
+_REWRITE_CHAR = re.compile(r"[A-Za-z0-9._~!&()*+,=:@/?-]")
+_BACKREF = re.compile(r"[$%][0-9]")
+# Top-level directories of a Debian host: mod_rewrite treats a vhost-level substitution
+# whose first segment exists in / as a filesystem path.
+_ROOT_DIRS = frozenset(
+    "bin boot dev etc home lib lib32 lib64 libx32 media mnt opt proc root run sbin srv "
+    "sys tmp usr var".split()
+)
+
+
+def check_rewrite_target(value: Any) -> str:
+    """A RewriteRule substitution: ``-`` (no substitution), a URL path starting with '/',
+    or an ``http``/``https`` URL; characters of a URL path plus '?', and '$N' / '%N'
+    back-references. No literal '%XX' escapes (mod_rewrite would read '%2' as a
+    back-reference), no '${' or '%{', no '\\', quotes, whitespace, '#' or braces."""
+    kind = "a rewrite target"
+    value = _need_str(kind, value)
+    if value == "-":
+        return value
+    if value == "" or len(value) > _URL_MAX:
+        raise Invalid(kind, value, f"expected 1 to {_URL_MAX} characters")
+    body = value
+    m = re.match(r"(?i)(https?)://([^/?$%]+)", value)
+    if m:
+        host = m[2]
+        port = ""
+        if re.fullmatch(r"[^:]+:[0-9]{1,5}", host):
+            host, port = host.rsplit(":", 1)
+            if not 1 <= int(port) <= 65535:
+                raise Invalid(kind, value, "bad port")
+            port = ":" + port
+        try:
+            host = check_hostname(host)
+        except Invalid as e:
+            raise Invalid(kind, value, f"bad host: {e.reason}", e.hint) from None
+        body = value[m.end() :]
+        prefix = f"{m[1].lower()}://{host}{port}"
+        if body and not body.startswith(("/", "?")):
+            raise Invalid(kind, value, "expected '/' or '?' after the host")
+    elif value.startswith("/"):
+        prefix = ""
+        first = value[1:].split("/", 1)[0].split("?", 1)[0]
+        if first in _ROOT_DIRS:
+            raise Invalid(
+                kind,
+                value,
+                f"'/{first}' exists on the server, and in a vhost mod_rewrite would serve "
+                "a substitution starting with it from the filesystem",
+                "use a different first path segment, or a full http(s) URL",
+            )
+    else:
+        raise Invalid(kind, value, "expected '-', a path starting with '/', or an http(s) URL")
+    rest = _BACKREF.sub("", body)
+    if not all(_REWRITE_CHAR.match(ch) for ch in rest):
+        raise Invalid(
+            kind,
+            value,
+            "only URL characters and $N / %N back-references are allowed; "
+            f"found {_describe_bad_char(rest, _REWRITE_CHAR)}",
+        )
+    return prefix + body
+
+
+REWRITE_FLAGS = ("B", "END", "F", "G", "L", "NC", "NE", "NS", "PT", "QSA", "QSD", "R")
+_REWRITE_FLAG_NAMES = {f.lower(): f for f in REWRITE_FLAGS} | {
+    "last": "L",
+    "nocase": "NC",
+    "noescape": "NE",
+    "nosubreq": "NS",
+    "passthrough": "PT",
+    "qsappend": "QSA",
+    "qsdiscard": "QSD",
+    "forbidden": "F",
+    "gone": "G",
+    "redirect": "R",
+}
+
+
+def check_rewrite_flag(value: Any) -> str:
+    """One RewriteRule flag from a closed set (B, END, F, G, L, NC, NE, NS, PT, QSA, QSD,
+    R, or R=301/302/303/307/308; long names such as ``nocase`` accepted); returned in
+    canonical upper case. P, H, E, T, CO, S, C, N and the rest are refused."""
+    kind = "a rewrite flag"
+    value = _need_str(kind, value)
+    name, eq, arg = value.partition("=")
+    canon = _REWRITE_FLAG_NAMES.get(name.lower())
+    if canon is None:
+        raise Invalid(kind, value, "expected one of " + ", ".join(REWRITE_FLAGS) + " or R=3xx")
+    if not eq:
+        return canon
+    if canon != "R" or not re.fullmatch(r"[0-9]{3}", arg) or int(arg) not in REDIRECT_STATUSES:
+        raise Invalid(kind, value, "only R takes a value: R=301, 302, 303, 307 or 308")
+    return f"R={arg}"
+
+
+REWRITE_COND_TESTS = (
+    "%{HTTP_HOST}",
+    "%{HTTP_REFERER}",
+    "%{HTTP_USER_AGENT}",
+    "%{HTTPS}",
+    "%{QUERY_STRING}",
+    "%{REMOTE_ADDR}",
+    "%{REQUEST_FILENAME}",
+    "%{REQUEST_METHOD}",
+    "%{REQUEST_URI}",
+)
+
+
+def check_rewrite_cond_test(value: Any) -> str:
+    """A RewriteCond test string: one of a closed set of request variables
+    (``%{HTTP_HOST}``, ``%{REQUEST_URI}``...), case-insensitive; canonical spelling."""
+    kind = "a rewrite condition variable"
+    value = _need_str(kind, value)
+    for t in REWRITE_COND_TESTS:
+        if value.upper() == t:
+            return t
+    raise Invalid(kind, value, "expected one of " + ", ".join(REWRITE_COND_TESTS))
+
+
+def check_rewrite_cond_flag(value: Any) -> str:
+    """A RewriteCond flag: NC, OR or NV (``nocase``, ``ornext``, ``novary``)."""
+    kind = "a rewrite condition flag"
+    value = _need_str(kind, value)
+    canon = {"nc": "NC", "nocase": "NC", "or": "OR", "ornext": "OR", "nv": "NV", "novary": "NV"}
+    if value.lower() not in canon:
+        raise Invalid(kind, value, "expected NC, OR or NV")
+    return canon[value.lower()]
+
+
 # ---------------------------------------------------------------------------
 # Registry: kind name -> checker. The extern types are wired through this table.
 
@@ -693,6 +827,10 @@ KINDS: dict[str, Callable[[Any], Any]] = {
     "apache_option": check_apache_option,
     "file_name": check_file_name,
     "regex": check_regex,
+    "rewrite_target": check_rewrite_target,
+    "rewrite_flag": check_rewrite_flag,
+    "rewrite_cond_test": check_rewrite_cond_test,
+    "rewrite_cond_flag": check_rewrite_cond_flag,
 }
 
 
@@ -748,6 +886,10 @@ is_realm = _make_is(check_realm)
 is_apache_option = _make_is(check_apache_option)
 is_file_name = _make_is(check_file_name)
 is_regex = _make_is(check_regex)
+is_rewrite_target = _make_is(check_rewrite_target)
+is_rewrite_flag = _make_is(check_rewrite_flag)
+is_rewrite_cond_test = _make_is(check_rewrite_cond_test)
+is_rewrite_cond_flag = _make_is(check_rewrite_cond_flag)
 
 __all__ += [f"check_{k}" for k in KINDS] + [f"is_{k}" for k in KINDS]
 

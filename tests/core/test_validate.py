@@ -88,6 +88,18 @@ ACCEPTED = [
     ("file_name", "index.cgi", "index.cgi"),
     ("regex", r"^/old/(.*)\.html$", r"^/old/(.*)\.html$"),
     ("regex", "^/(a|b)+/?$", "^/(a|b)+/?$"),
+    ("rewrite_target", "-", "-"),
+    ("rewrite_target", "/new/$1?page=%2", "/new/$1?page=%2"),
+    ("rewrite_target", "HTTPS://Example.org:8443/$1", "https://example.org:8443/$1"),
+    ("rewrite_target", "https://example.org", "https://example.org"),
+    ("rewrite_flag", "L", "L"),
+    ("rewrite_flag", "nocase", "NC"),
+    ("rewrite_flag", "r=308", "R=308"),
+    ("rewrite_flag", "QSA", "QSA"),
+    ("rewrite_cond_test", "%{HTTP_HOST}", "%{HTTP_HOST}"),
+    ("rewrite_cond_test", "%{request_uri}", "%{REQUEST_URI}"),
+    ("rewrite_cond_flag", "ornext", "OR"),
+    ("rewrite_cond_flag", "NC", "NC"),
 ]
 
 REFUSED = [
@@ -218,6 +230,29 @@ REFUSED = [
     ("regex", '"', "'\"'"),
     ("regex", "", "1 to 512"),
     ("regex", "a" * 513, "1 to 512"),
+    ("rewrite_target", "", "1 to 2048"),
+    ("rewrite_target", "new/$1", "expected '-'"),
+    ("rewrite_target", "/${HOME}", "'$'"),
+    ("rewrite_target", "/%{ENV:SECRET}", "'%'"),
+    ("rewrite_target", "/a b", "whitespace"),
+    ("rewrite_target", '/a"', "'\"'"),
+    ("rewrite_target", "/a\\b", "'\\\\'"),
+    ("rewrite_target", "/a#b", "'#'"),
+    ("rewrite_target", "/etc/passwd", "from the filesystem"),
+    ("rewrite_target", "/var", "from the filesystem"),
+    ("rewrite_target", "ftp://example.org/", "expected '-'"),
+    ("rewrite_target", "http://ex_ample.org/", "bad host"),
+    ("rewrite_target", "http://example.org:0/", "bad port"),
+    ("rewrite_target", "http://example.org$1", "after the host"),
+    ("rewrite_flag", "P", "expected one of"),
+    ("rewrite_flag", "H=cgi-script", "expected one of"),
+    ("rewrite_flag", "E=VAR:1", "expected one of"),
+    ("rewrite_flag", "N", "expected one of"),
+    ("rewrite_flag", "R=200", "only R takes a value"),
+    ("rewrite_flag", "L=1", "only R takes a value"),
+    ("rewrite_cond_test", "%{ENV:SECRET}", "expected one of"),
+    ("rewrite_cond_test", "%{HTTP_HOST}x", "expected one of"),
+    ("rewrite_cond_flag", "X", "expected NC"),
 ]
 
 
@@ -289,6 +324,10 @@ FORBIDDEN = {
     "apache_option": STRICT,
     "file_name": STRICT | set("/"),
     "regex": CONTROL | set(" \"'{}<>#"),
+    "rewrite_target": STRICT - set("$"),  # '$' only as a $N back-reference, see below
+    "rewrite_flag": STRICT | set("$%/:"),
+    "rewrite_cond_test": (STRICT | set("/:")) - set("{}"),
+    "rewrite_cond_flag": STRICT | set("=/"),
 }
 STRING_KINDS = sorted(FORBIDDEN)
 INT_KINDS = {
@@ -341,7 +380,11 @@ def test_accepted_text_contains_nothing_forbidden(kind, text):
     assert not (set(out) & FORBIDDEN[kind]), (kind, out)
     if kind == "record_name":
         assert out == "@" or "@" not in out
-    if kind != "txt":  # Apache would expand these; only TXT text (quoted for BIND) may hold them
+    if kind == "rewrite_target":
+        assert re.fullmatch(r"(?:[^$%]|[$%][0-9])*", out), out
+    if kind == "rewrite_cond_test":
+        assert out in v.REWRITE_COND_TESTS
+    if kind not in ("txt", "rewrite_cond_test"):  # only these may hold '%{' (or '${' for TXT)
         assert "${" not in out and "%{" not in out
     assert v.check(kind, out) == out
 
