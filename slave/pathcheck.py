@@ -71,7 +71,12 @@ def resolve(path: str) -> tuple[str, bool]:
             links += 1
             if links > MAX_LINKS:
                 raise PathRefused(f"{path!r}: too many levels of symbolic links (a loop?)")
-            target = os.readlink(candidate)
+            try:
+                target = os.readlink(candidate)
+            except OSError as e:  # replaced between lstat and readlink
+                raise PathRefused(
+                    f"{path!r}: cannot read link {candidate!r}: {e.strerror}"
+                ) from None
             if target.startswith("/"):
                 cur = "/"
             pending.extend(p for p in reversed(target.split("/")) if p)
@@ -109,7 +114,10 @@ def check_member_path(path: str, granted: Iterable[str], *, must_exist: bool = F
         raise PathRefused(f"{path!r} is not under any granted path")
     real_grants = []
     for g in grants:
-        real_g, _ = resolve(g)
+        try:
+            real_g, _ = resolve(g)
+        except PathRefused:
+            continue  # a broken grant grants nothing
         if real_g != "/":
             real_grants.append(real_g)
     real, exists = resolve(lexical)

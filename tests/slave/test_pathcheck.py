@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+import domtool.slave.pathcheck as pc
 from domtool.slave.pathcheck import PathRefused, check_member_path, open_nofollow, resolve
 
 
@@ -162,3 +163,30 @@ def test_open_nofollow_without_grants_refuses_any_symlink(tree):
             open_nofollow(f"{a}/{name}")
     with pytest.raises(PathRefused):
         open_nofollow("/")
+
+
+def test_open_nofollow_under_a_symlinked_grant(tree):
+    """A granted directory that is itself a symlink still works: the walk uses the
+    resolved path, which holds no links."""
+    c = tree["carol"]
+    (tree["root"] / "real" / "carol" / "site" / "key.pem").write_text("k")
+    with open_nofollow(c + "/site/key.pem", [c]) as f:
+        assert f.read() == b"k"
+
+
+def test_open_nofollow_refuses_a_link_swapped_in_after_the_check(tree, monkeypatch):
+    """If a directory is replaced by a symlink between the check and the open, the
+    O_NOFOLLOW walk refuses it (simulated by a check that returns the swapped path)."""
+    a = tree["alice"]
+    monkeypatch.setattr(pc, "check_member_path", lambda *args, **kw: a + "/link_out/secret")
+    with pytest.raises(PathRefused, match="symbolic link"):
+        pc.open_nofollow(a + "/www/index.html", [a])
+
+
+def test_broken_grant_grants_nothing_but_others_still_apply(tree):
+    """A grant that cannot be resolved is ignored; the other grants still count."""
+    a = tree["alice"]
+    broken = a + "/www/index.html/sub"
+    with pytest.raises(PathRefused):
+        check_member_path(broken + "/x", [broken])
+    assert check_member_path(a + "/www", [broken, a]) == a + "/www"
