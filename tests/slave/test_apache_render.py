@@ -403,6 +403,25 @@ FIELDS = {
         lambda x: vhost(tls=TLS(x, "/home/alice/key.pem")),
         f"/home/alice/{S}",
     ),
+    "tls.key": (lambda x: vhost(tls=TLS("/home/alice/c.pem", x)), f"/home/alice/{S}"),
+    "tls.chain": (
+        lambda x: vhost(tls=TLS("/home/alice/c", "/home/alice/k", x)),
+        f"/home/alice/{S}",
+    ),
+    "group": (lambda x: vhost(group=x), S),
+    "script_aliases[0].url_path": (
+        lambda x: vhost(script_aliases=((x, "/home/alice/cgi"),)),
+        f"/{S}/",
+    ),
+    "blocks[1].path": (
+        lambda x: vhost(blocks=(Block("location", "/a"), Block("directory", x))),
+        f"/home/alice/{S}",
+    ),
+    "settings.options[0]": (lambda x: vhost(settings=_ws(options=(x,))), "+Indexes"),
+    "blocks[0].settings.rewrites[0].pattern": (
+        lambda x: vhost(blocks=(Block("location", "/b", _ws(rewrites=(Rewrite(x, "/t"),))),)),
+        f"^{S}$",
+    ),
 }
 
 # Normalisation the renderer applies to an accepted value: paths lose '//', '.', '..' and a
@@ -418,6 +437,10 @@ NORMALISE = {
     "script_aliases[0].path": apache.check_abs_path,
     "settings.auth.user_file": apache.check_abs_path,
     "tls.certificate": apache.check_abs_path,
+    "tls.key": apache.check_abs_path,
+    "tls.chain": apache.check_abs_path,
+    "blocks[1].path": apache.check_abs_path,
+    "settings.options[0]": apache._check_option,
 }
 
 HOSTILE_CHARS = "\n\r\x00\"'\\<>#$ {}%*?[]\t\x0b\x7f/.:@&;=,-_|~`éü\u2028"
