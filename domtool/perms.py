@@ -93,8 +93,8 @@ class Permissions:
 
     @classmethod
     def from_grants(cls, user: str, grants: Iterable[tuple[str, str]]) -> Permissions:
-        """Build from stored (class, value) pairs; unknown classes or invalid values raise
-        :class:`PermsError`."""
+        """Build from stored (class, value) pairs; an unknown class, an invalid value or
+        an invalid member name raises :class:`PermsError`."""
         fields: dict[str, set[str]] = {f: set() for f, _ in CLASSES.values()}
         for cls_name, value in grants:
             if cls_name not in CLASSES:
@@ -104,7 +104,10 @@ class Permissions:
                 fields[field].add(check(value))
             except Invalid as e:
                 raise PermsError(f"{cls_name}: {e}") from None
-        return cls(user=user, **fields)
+        try:
+            return cls(user=user, **fields)
+        except Invalid as e:
+            raise PermsError(f"bad member name: {e}") from None
 
     def grants(self) -> tuple[tuple[str, str], ...]:
         """The (class, value) pairs, sorted: the form the dispatcher stores."""
@@ -176,10 +179,7 @@ def parse_perms(text: str, user: str) -> Permissions:
                 grants.append((cls_name, check(value)))
             except Invalid as e:
                 raise PermsError(str(e), n) from None
-    try:
-        return Permissions.from_grants(user, grants)
-    except Invalid as e:
-        raise PermsError(f"bad member name: {e}") from None
+    return Permissions.from_grants(user, grants)
 
 
 def format_perms(perms: Permissions) -> str:

@@ -224,3 +224,9 @@ def test_parse_perms_never_crashes_on_random_text(text):
     except PermsError:
         return
     assert all("\n" not in d and " " not in d for d in p.domains | p.paths)
+
+
+def test_from_grants_refuses_a_bad_member_name():
+    """A member name that is not a Unix name is a PermsError, like any other bad grant."""
+    with pytest.raises(PermsError, match="bad member name"):
+        Permissions.from_grants("Not A User", [("domain", "example.org")])
