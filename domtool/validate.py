@@ -33,6 +33,7 @@ __all__ = [
     "is_valid",
     "apache_quote",
     "zone_fqdn",
+    "zone_quote",
     "zone_txt_strings",
     "normalise_path",
 ]
@@ -632,6 +633,26 @@ def check_caa_tag(value: Any) -> str:
     return value.lower()
 
 
+_CAA_VALUE_CHAR = re.compile(r"[\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def check_caa_value(value: Any) -> str:
+    """A CAA property value (``letsencrypt.org``, ``;``, ``mailto:x@example.org``): at
+    most 255 printable ASCII characters without '"' or '\\'; quoted by :func:`zone_quote`."""
+    kind = "a CAA value"
+    value = _need_str(kind, value)
+    if len(value) > 255:
+        raise Invalid(kind, value, "it is longer than 255 characters")
+    if not all(_CAA_VALUE_CHAR.match(ch) for ch in value):
+        raise Invalid(
+            kind,
+            value,
+            "only printable ASCII without '\"' or '\\' is allowed; "
+            f"found {_describe_bad_char(value, _CAA_VALUE_CHAR)}",
+        )
+    return value
+
+
 _REGEX_CHAR = re.compile(r"[\x21\x24-\x26\x28-\x3b\x3d\x3f-\x7a\x7c\x7e]")
 _REGEX_MAX = 512
 
@@ -818,6 +839,7 @@ KINDS: dict[str, Callable[[Any], Any]] = {
     "url": check_url,
     "txt": check_txt,
     "caa_tag": check_caa_tag,
+    "caa_value": check_caa_value,
     "ttl": check_ttl,
     "priority": check_priority,
     "http_status": check_http_status,
@@ -877,6 +899,7 @@ is_url_path = _make_is(check_url_path)
 is_url = _make_is(check_url)
 is_txt = _make_is(check_txt)
 is_caa_tag = _make_is(check_caa_tag)
+is_caa_value = _make_is(check_caa_value)
 is_ttl = _make_is(check_ttl)
 is_priority = _make_is(check_priority)
 is_http_status = _make_is(check_http_status)
@@ -906,6 +929,15 @@ _ESCAPES = {ord("\\"): "\\\\", ord('"'): '\\"'}
 def zone_fqdn(name: Any) -> str:
     """A host name made absolute for a zone file: ``www.example.org`` -> ``www.example.org.``."""
     return check_hostname(name) + "."
+
+
+def zone_quote(text: Any) -> str:
+    """One zone-file character-string (a CAA value, say): ``txt`` text of at most 255
+    characters, quoted with '"' and '\\' escaped."""
+    text = check_txt(text)
+    if len(text) > 255:
+        raise Invalid("a DNS character-string", text, "it is longer than 255 characters")
+    return '"' + text.translate(_ESCAPES) + '"'
 
 
 def zone_txt_strings(text: Any) -> list[str]:

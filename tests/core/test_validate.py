@@ -70,6 +70,13 @@ ACCEPTED = [
     ("caa_tag", "issue", "issue"),
     ("caa_tag", "IssueWild", "issuewild"),
     ("caa_tag", "iodef", "iodef"),
+    (
+        "caa_value",
+        "letsencrypt.org; accounturi=https://a.example/1",
+        "letsencrypt.org; accounturi=https://a.example/1",
+    ),
+    ("caa_value", ";", ";"),
+    ("caa_value", "mailto:security@example.org", "mailto:security@example.org"),
     ("ttl", 0, 0),
     ("ttl", 2147483647, 2147483647),
     ("priority", 0, 0),
@@ -201,6 +208,9 @@ REFUSED = [
     ("txt", "caf\u00e9", "non-ASCII"),
     ("txt", "x" * 4001, "longer than 4000"),
     ("caa_tag", "issuer", "expected issue"),
+    ("caa_value", 'a"b', "'\"'"),
+    ("caa_value", "a\nb", "newline"),
+    ("caa_value", "x" * 256, "longer than 255"),
     ("ttl", -1, "between 0"),
     ("ttl", 2147483648, "between 0"),
     ("priority", 65536, "between 0 and 65535"),
@@ -320,6 +330,7 @@ FORBIDDEN = {
     "url": STRICT,
     "txt": CONTROL,
     "caa_tag": STRICT,
+    "caa_value": CONTROL | set('"\\'),
     "realm": CONTROL | set('"\\'),
     "apache_option": STRICT,
     "file_name": STRICT | set("/"),
@@ -384,7 +395,11 @@ def test_accepted_text_contains_nothing_forbidden(kind, text):
         assert re.fullmatch(r"(?:[^$%]|[$%][0-9])*", out), out
     if kind == "rewrite_cond_test":
         assert out in v.REWRITE_COND_TESTS
-    if kind not in ("txt", "rewrite_cond_test"):  # only these may hold '%{' (or '${' for TXT)
+    if kind not in (
+        "txt",
+        "caa_value",
+        "rewrite_cond_test",
+    ):  # only these may hold '%{' (or '${' for TXT)
         assert "${" not in out and "%{" not in out
     assert v.check(kind, out) == out
 
@@ -554,3 +569,13 @@ def test_punycode_hint_only_when_faithful():
     with pytest.raises(Invalid) as info:
         v.check_label("bücher")
     assert info.value.hint == "write it in punycode: xn--bcher-kva"
+
+
+def test_zone_quote():
+    """One character-string: escaped, and refused beyond 255 characters."""
+    assert v.zone_quote('a"b\\c;') == '"a\\"b\\\\c;"'
+    assert _unquote_zone(v.zone_quote('a"b\\c;')) == 'a"b\\c;'
+    assert v.zone_quote("") == '""'
+    for bad in ["x" * 256, "a\nb", "caf\u00e9"]:
+        with pytest.raises(Invalid):
+            v.zone_quote(bad)
