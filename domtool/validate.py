@@ -5,14 +5,17 @@ returns the value in its canonical form (domain names lower-cased, paths normali
 IPv6 addresses compressed) or raises :class:`Invalid` with a message a person can act on.
 The language's extern types use these grammars to decide whether a literal inhabits a
 type; the BIND and Apache renderers call them again just before writing (defence in
-depth), and then quote with :func:`zone_txt_strings`, :func:`zone_fqdn` and
-:func:`apache_quote`.
+depth), and then quote with :func:`zone_txt_strings`, :func:`zone_quote`,
+:func:`zone_fqdn` and :func:`apache_quote`.
 
-The grammars are deliberately narrower than what the daemons accept: whatever passes
-contains no newline, carriage return, NUL or other control character, and (apart from
-``txt`` and ``realm``, which are always quoted by the renderer) no whitespace, quote,
-backslash, brace, angle bracket, ``;`` or ``#``. ``docs/grammars.md`` lists every grammar
-with examples accepted and refused.
+The grammars are deliberately narrower than what the daemons accept: whatever passes is
+ASCII and contains no newline, carriage return, NUL or other control character. Apart
+from the free-text kinds that the renderers always quote (``txt``, ``caa_value``,
+``realm``) and the rewrite kinds that need ``$``, ``%``, ``\\`` or ``{`` for their own
+syntax (``regex``, ``rewrite_target``, ``rewrite_cond_test``), nothing that passes
+contains whitespace, a quote, a backquote, a backslash, a brace, an angle bracket,
+``;``, ``#``, ``$`` or ``|``. ``docs/grammars.md`` lists every grammar with examples
+accepted and refused; ``tests/core/test_validate.py`` asserts each kind's forbidden set.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ __all__ = [
     "APACHE_OPTIONS",
     "CAA_TAGS",
     "REDIRECT_STATUSES",
+    "REWRITE_FLAGS",
+    "REWRITE_COND_TESTS",
     "KINDS",
     "check",
     "is_valid",
