@@ -366,7 +366,7 @@ FIELDS = {
     ),
     "settings.rewrites[0].conditions[0].test": (
         lambda x: _cond(x, "^a"),
-        f"%{{HTTP:{S}}}",
+        "%{QUERY_STRING}",
     ),
     "settings.rewrites[0].conditions[0].pattern": (
         lambda x: _cond("%{HTTP_HOST}", x),
@@ -441,6 +441,8 @@ NORMALISE = {
     "tls.chain": apache.check_abs_path,
     "blocks[1].path": apache.check_abs_path,
     "settings.options[0]": apache._check_option,
+    "settings.rewrites[0].target": apache._check_rewrite_target,
+    "settings.rewrites[0].conditions[0].test": apache._check_cond_test,
 }
 
 HOSTILE_CHARS = "\n\r\x00\"'\\<>#$ {}%*?[]\t\x0b\x7f/.:@&;=,-_|~`éü\u2028"
@@ -520,7 +522,7 @@ LEGAL_HOSTILE = {
     "document_root": "/tmp/a,b=c+d@e-f_g.h",
     "url_aliases[0].url_path": "/a(b)!~x,=:@%41+&",
     "settings.rewrites[0].pattern": "^/a\\.b/(.*)\\x20(c|d)?[\\\\;]$",
-    "settings.rewrites[0].target": "/t/$1?h=%{HTTP_HOST}&x='y'",
+    "settings.rewrites[0].target": "/t/$1?h=%1&x=(y)!*,~",
     "settings.redirects[0].target": "https://t.example/a?b=(c)&d=!*",
     "settings.auth.realm": "Alice's 'private' #1 <keep> {out} 100%",
     "settings.error_documents[0].document": "/err/a(1)!.html",
