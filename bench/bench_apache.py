@@ -166,6 +166,14 @@ def main() -> None:
                 (f"apache2 -t, {size:,} vhosts", f"{best:.3f} s", f"floor {floors.get(size, '?')}")
             )
 
+        # One unit's own check (base config plus that vhost): what a changed unit costs.
+        unit = backend.render_vhost(vhosts[1])
+        upath = work / "one-unit.conf"
+        upath.write_bytes(unit.content)
+        argv = [a.replace("{path}", str(upath)) for a in unit.checks[0].argv]
+        best = min(timed(argv) for _ in range(5))
+        rows.append(("apache2 -t, one unit's own check", f"{best:.3f} s", "per changed unit"))
+
         # Graceful reload until a new vhost answers, at reload_size vhosts.
         size = args.reload_size
         layout.switch(layout.stage(vhosts[:size]))

@@ -281,6 +281,19 @@ def test_two_vhosts_claiming_one_name_are_refused():
     assert [u.key for u in units] == ["vhost:www.example.org"] and len(errors) == 1
 
 
+def test_tls_without_a_tls_listener_is_refused_and_index_wants_absolute_paths():
+    """A TLS vhost on a host without a TLS listener is refused, naming the field; the
+    index refuses a unit path that is not absolute (an engine bug, never member input)."""
+    backend = ApacheBackend(attrs.evolve(CONFIG, tls_port=None))
+    with pytest.raises(RenderRefused) as e:
+        render(vhost(tls=TLS("/home/alice/c", "/home/alice/k")), backend)
+    assert [x.field for x in e.value.errors] == ["tls"]
+    with pytest.raises(ValueError, match="not absolute"):
+        BACKEND.index({"vhost:a.example": PurePosixPath("units/a.conf")})
+    with pytest.raises(ValueError, match="not absolute"):
+        BACKEND.index({"vhost:a.example": PurePosixPath("/u/a\n.conf")})
+
+
 def test_cgi_without_suexec_is_refused():
     """Without suexec a member's CGI would run as the web server's user: refused."""
     backend = ApacheBackend(attrs.evolve(CONFIG, suexec=False))
