@@ -18,7 +18,6 @@ variable of one type can be passed where the other is needed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -126,8 +125,6 @@ def _int_in(lo: int, hi: int) -> Callable[[Any, Any, Site], bool]:
 
 
 _E = ExternType
-_REWRITE_TARGET = re.compile(r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]{1,2048}\Z")
-_REWRITE_FLAG = re.compile(r"[A-Za-z]{1,16}(=[A-Za-z0-9_]{1,32})?\Z")
 
 EXTERN_TYPES: dict[str, ExternType] = {
     t.name: t
@@ -178,6 +175,7 @@ EXTERN_TYPES: dict[str, ExternType] = {
         _E("url_path", "string", _syntax("url_path"), "a URL path starting with /"),
         _E("txt", "string", _syntax("txt"), "the text of a TXT record"),
         _E("caa_tag", "string", _syntax("caa_tag"), "a CAA tag: issue, issuewild or iodef"),
+        _E("caa_value", "string", _syntax("caa_value"), "the value of a CAA record"),
         _E("hostname", "string", _syntax("hostname"), "a host name such as mail.example.org"),
         _E("ttl", "int", _syntax("ttl"), "a DNS time to live in seconds"),
         _E("priority", "int", _syntax("priority"), "an MX or SRV priority (0-65535)"),
@@ -194,13 +192,13 @@ EXTERN_TYPES: dict[str, ExternType] = {
         _E(
             "rewrite_target",
             "string",
-            lambda value, perms, site: bool(_REWRITE_TARGET.match(value)),
-            "a rewrite target: a URL path or URL without spaces or quotes",
+            _syntax("rewrite_target"),
+            "a rewrite target: a URL path or URL, without spaces or quotes",
         ),
         _E(
             "rewrite_flag",
             "string",
-            lambda value, perms, site: bool(_REWRITE_FLAG.match(value)),
+            _syntax("rewrite_flag"),
             "a mod_rewrite flag such as L, NC, QSA or R=301",
         ),
         _E("realm", "string", _syntax("realm"), "an authentication realm name"),

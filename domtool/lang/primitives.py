@@ -400,7 +400,9 @@ def dns_srv(b: Builder, name: str, priority: int, weight: int, port: int, host: 
 
 @action("dnsCAA")
 def dns_caa(b: Builder, name: str, flags: int, tag: str, value: str) -> None:
-    data = (flags, validate.check_caa_tag(tag), validate.check_txt(value))
+    if not 0 <= flags <= 255:
+        b.fail(f"CAA flags must be 0-255, not {flags}")
+    data = (flags, validate.check_caa_tag(tag), validate.check_caa_value(value))
     b.record(b.top(DomainFrame), _rname(name), "CAA", data)
 
 
@@ -559,13 +561,14 @@ def redirect_with(b: Builder, status: int, path: str, url: str) -> None:
 
 @action("rewriteRuleFlags")
 def rewrite_rule_flags(b: Builder, pattern: str, target: str, flags: tuple[str, ...]) -> None:
-    for f in flags:
-        if not externs.accepts("rewrite_flag", f, b.perms, b.site):
-            b.fail(f"{f!r} is not a rewrite flag")
-    if not externs.accepts("rewrite_target", target, b.perms, b.site):
-        b.fail(f"{target!r} is not a rewrite target")
     b.count()
-    b.settings().rewrites.append(Rewrite(validate.check_regex(pattern), target, tuple(flags)))
+    b.settings().rewrites.append(
+        Rewrite(
+            validate.check_regex(pattern),
+            validate.check_rewrite_target(target),
+            tuple(validate.check_rewrite_flag(f) for f in flags),
+        )
+    )
 
 
 @action("errorDocument")
