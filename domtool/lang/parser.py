@@ -1,0 +1,628 @@
+"""The parser of the configuration language: tokens to the AST of :mod:`domtool.lang.ast`.
+
+Public API (none of them raises; syntax errors come back as diagnostics, all of a file's
+where recovery allows)::
+
+    parse_file(filename, text) -> (ast.File | None, [Diagnostic])
+    parse_expr(filename, text) -> (ast.Expr | None, [Diagnostic])
+    parse_type(filename, text) -> (ast.Type | None, [Diagnostic])
+    decode_source(filename, data: bytes) -> (str | None, [Diagnostic])
+
+The node is returned exactly when there are no diagnostics. Tokens are described in
+:mod:`domtool.lang.lexer`.
+
+Grammar (EBNF; ``x?`` optional, ``x*`` repeated, ``'...'`` a token)::
+
+    file      ::= decl* seq? EOF                  -- declarations, then the config's body
+    decl      ::= ( 'extern' 'type' lname
+                  | 'extern' 'val' lname ':' type
+                  | 'val' lname (':' type)? '=' expr
+                  | 'context' Cname ) ';'? DOC*   -- {{ }} after a decl documents it
+
+    seq       ::= item (';' item)* ';'?           -- ESeq (flat) when 2+ items; a
+                                                  -- trailing ';' is ignored
+    item      ::= lname '<-' Cname ';' seq        -- EGet: the rest of the sequence
+                | expr
+    expr      ::= Cname '=' app                   -- ESet
+                | '\\' lname (':' tatom)? '->' expr       -- ELambda
+                | '\\\\' lname ':' pred '->' expr         -- EBlockLambda
+                | app block*
+    block     ::= 'with' seq? 'end'               -- EWith (body None when empty)
+                | 'where' seq 'end'               -- ELocal(decls=(), settings)
+                | 'where' seq 'with' seq? 'end'   -- EWith with settings
+    app       ::= atom atom*                      -- EApp(func, args), flat
+    atom      ::= INT | STRING | 'true' | 'false' | lname
+                | '[' (expr (',' expr)*)? ']'
+                | '(' seq ')' | 'begin' seq 'end'
+                | 'let' (valdecl ';'?)* seq? 'in' seq 'end'   -- ELocal
+                | 'if' seq 'then' seq 'else' seq 'end'        -- EIf
+
+    type      ::= pred '=>' type                  -- TNested (block directive)
+                | tatom ('->' type)?              -- TArrow, right-associative
+    tatom     ::= lname                           -- TName
+                | '[' type ']'                    -- TList
+                | '[' pred ']' row? ('=>' row)?   -- TAction (reads, writes)
+                | '(' type ')'
+    row       ::= '{' (Cname ':' type (',' Cname ':' type)*)? '}'
+    pred      ::= punary ('&' punary)*            -- PAnd, left-associative
+    punary    ::= 'Root' | Cname | '^' punary | '!' punary | '(' pred ')'
+
+Choices where the original was silent (each is tested in ``tests/lang/test_parser.py``):
+
+- ``;`` binds loosest. A lambda's body, a list item and a declaration's value are an
+  ``expr``: they stop at ``;``. A setting's value (``C = e``) is an application
+  without blocks, so in ``web "w" where DocumentRoot = "/x" with ... end`` the ``with``
+  belongs to ``where``; put anything else in parentheses. So ``\\x -> a; b`` is the
+  sequence of a lambda and ``b``; write ``\\x -> (a; b)`` or ``\\x -> begin a; b end``
+  for a sequence in the body. ``with``/``where`` blocks bind tighter than lambdas:
+  ``\\x -> f x with e end`` is a lambda whose body is the block.
+- ``x <- C;`` takes the rest of its sequence as its body (``a; x <- C; b; c`` is
+  ``ESeq(a, EGet(x, C, ESeq(b, c)))``).
+- In ``[X]`` (type or action), ``X`` is a context predicate when its first token after
+  any ``(`` is ``Root``, ``^``, ``!`` or a capitalised name; otherwise a type. The same
+  test decides between ``P => T`` and an ordinary type.
+- ``\\x : T -> e``: the annotation is a type atom, so an arrow or block type needs the
+  parentheses of the published ``\\x : (T) -> e``; ``\\x : string -> e`` also works.
+- Declarations: the terminating ``;`` is optional. The value of a top-level ``val`` ends
+  at ``;``, at a ``{{ }}`` comment, at the next declaration, or at a token in column 0
+  of a later line that would otherwise be one more argument of an application (outside
+  any brackets or blocks). So ``val d = "example.org"`` on one line and ``dom d with
+  end`` on the next are a declaration and the body, while a value continues on indented
+  lines. Declarations come before the body; ``let`` holds ``val`` declarations first,
+  then settings.
+- Parentheses and ``begin ... end`` only group: the node inside keeps its own span.
+- Spans: a node spans from its first token's first character to its last token's last
+  character (``dom "x" with\\nend`` spans ``1.0-2.2``).
+
+Bounds: sources over 2 MiB, strings over 64 Ki characters and integers over 2**63 - 1
+are refused by the lexer; nesting deeper than :data:`MAX_DEPTH` (brackets, blocks,
+lambdas, settings, gets, arrows, predicates) stops the parse with "expression nested too
+deeply (limit 100)", so no tree handed to the checker is deeper than that and the
+parser itself uses a bounded amount of Python stack. Everything is linear in the input.
+
+Recovery: after a syntax error the parser skips to the next ``extern`` or ``context``,
+a ``val`` in column 0 or after ``;``, or an expression-starting token in column 0, and
+goes on, so an error in one declaration does not hide an error in a later one.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from domtool.lang import ast
+from domtool.lang.errors import Diagnostic
+from domtool.lang.lexer import MAX_DIAGNOSTICS, Token, decode_source, lex
+
+__all__ = ["MAX_DEPTH", "decode_source", "parse_expr", "parse_file", "parse_type"]
+
+#: Deepest nesting of brackets, blocks, lambdas and type/predicate constructors.
+MAX_DEPTH = 100
+
+_ATOM_START = frozenset(["INT", "STRING", "LNAME", "true", "false", "[", "(", "begin", "let", "if"])
+_EXPR_START = _ATOM_START | {"CNAME", "\\", "\\\\"}
+_PRED_START = frozenset(["Root", "CNAME", "^", "!"])
+_DECL_START = frozenset(["extern", "val", "context"])
+
+
+class _Abort(Exception):
+    """A syntax error: unwinds to the nearest recovery point."""
+
+    def __init__(self, diag: Diagnostic, fatal: bool = False):
+        super().__init__(diag.message)
+        self.diag = diag
+        self.fatal = fatal
+
+
+def _describe(tok: Token) -> str:
+    k = tok.kind
+    if k == "EOF":
+        return "end of file"
+    if k == "INT":
+        return f"integer {tok.value}"
+    if k == "STRING":
+        return "string literal"
+    if k == "DOC":
+        return "documentation comment {{ }}"
+    if k in ("LNAME", "CNAME"):
+        name = str(tok.value)
+        if len(name) > 40:
+            name = name[:40] + "..."
+        return f"{'identifier' if k == 'LNAME' else 'name'} '{name}'"
+    if k.isalpha():
+        return f"keyword '{k}'"
+    return f"'{k}'"
+
+
+class _Parser:
+    def __init__(self, file: str, toks: list[Token]):
+        self.file = file
+        self.toks = toks
+        self.i = 0
+        self.depth = 0
+        self.layout = False  # inside a top-level declaration's value, outside brackets
+        self.diags: list[Diagnostic] = []
+
+    # -- token helpers ------------------------------------------------------------------
+
+    @property
+    def tok(self) -> Token:
+        return self.toks[self.i]
+
+    def peek(self, k: int = 1) -> Token:
+        return self.toks[min(self.i + k, len(self.toks) - 1)]
+
+    def advance(self) -> Token:
+        t = self.toks[self.i]
+        if t.kind != "EOF":
+            self.i += 1
+        return t
+
+    def span(self, first: Token, last: Token) -> ast.Span:
+        return ast.Span(self.file, ast.Pos(first.line, first.col), ast.Pos(last.eline, last.ecol))
+
+    def join(self, first: Token, node) -> ast.Span:
+        return ast.Span(self.file, ast.Pos(first.line, first.col), node.span.end)
+
+    def fail(self, tok: Token, expected: str, message: str | None = None):
+        msg = message or f"unexpected {_describe(tok)}, expected {expected}"
+        raise _Abort(Diagnostic(self.file, tok.span(self.file), msg))
+
+    def expect(self, kind: str, expected: str) -> Token:
+        t = self.toks[self.i]
+        if t.kind != kind:
+            self.fail(t, expected)
+        return self.advance()
+
+    def push(self, tok: Token) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            msg = f"expression nested too deeply (limit {MAX_DEPTH})"
+            raise _Abort(Diagnostic(self.file, tok.span(self.file), msg), fatal=True)
+
+    def report(self, diag: Diagnostic) -> None:
+        if len(self.diags) < MAX_DIAGNOSTICS:
+            self.diags.append(diag)
+
+    # -- recovery -------------------------------------------------------------------------
+
+    def sync(self, start: int) -> None:
+        """Skip to the next plausible start of a declaration or top-level expression,
+        at least one token past ``start``."""
+        toks = self.toks
+        last = len(toks) - 1
+        i = max(self.i, start + 1)
+        while i < last:
+            t = toks[i]
+            k = t.kind
+            if k in ("extern", "context"):
+                break
+            if k == "val" and (t.col == 0 or toks[i - 1].kind == ";"):
+                break
+            if t.col == 0 and k in _EXPR_START:
+                break
+            i += 1
+        self.i = min(i, last)
+        self.depth = 0
+        self.layout = False
+
+    # -- files and declarations ---------------------------------------------------------
+
+    def parse_file(self) -> ast.File:
+        decls: list[ast.Decl] = []
+        body: ast.Expr | None = None
+        seen_body = False
+        while self.tok.kind != "EOF":
+            start = self.i
+            tok = self.tok
+            try:
+                if tok.kind == "DOC":
+                    if decls or seen_body:
+                        self.fail(
+                            tok,
+                            "",
+                            "a documentation comment {{ }} must follow a declaration",
+                        )
+                    self.advance()  # a leading comment documents the file: ignored
+                elif tok.kind in _DECL_START:
+                    if seen_body:
+                        self.report(
+                            Diagnostic(
+                                self.file,
+                                tok.span(self.file),
+                                "declarations must come before the file's expression",
+                            )
+                        )
+                    decls.append(self.parse_decl(top=True))
+                elif seen_body:
+                    self.fail(tok, "';' or end of file")
+                else:
+                    seen_body = True
+                    body = self.parse_seq()
+            except _Abort as exc:
+                self.report(exc.diag)
+                if exc.fatal:
+                    break
+                self.sync(start)
+        return ast.File(self.file, tuple(decls), body)
+
+    def parse_decl(self, top: bool) -> ast.Decl:
+        first = self.advance()
+        d: ast.Decl
+        if first.kind == "extern":
+            what = self.tok
+            if what.kind == "type":
+                self.advance()
+                name = self.expect("LNAME", "a type name (lower-case initial)")
+                d = ast.DExternType(name.value, None, self.span(first, name))
+            elif what.kind == "val":
+                self.advance()
+                name = self.expect("LNAME", "a value name (lower-case initial)")
+                self.expect(":", "':' and the type of the extern value")
+                t = self.parse_type()
+                d = ast.DExternVal(name.value, t, None, self.join(first, t))
+            else:
+                self.fail(what, "'type' or 'val' after 'extern'")
+        elif first.kind == "context":
+            name = self.expect("CNAME", "a context name (capitalised)")
+            d = ast.DContext(name.value, None, self.span(first, name))
+        else:  # val
+            name = self.expect("LNAME", "a value name (lower-case initial)")
+            t = None
+            if self.tok.kind == ":":
+                self.advance()
+                t = self.parse_type()
+            self.expect("=", "'=' and the value" if t else "'=' (or ':' and a type)")
+            self.layout = top
+            value = self.parse_expr()
+            self.layout = False
+            d = ast.DVal(name.value, t, value, None, self.join(first, value))
+        docs: list[str] = []
+        semi = False
+        while True:
+            k = self.tok.kind
+            if k == "DOC":
+                docs.append(self.advance().value)
+            elif k == ";" and not semi:
+                semi = True
+                self.advance()
+            else:
+                break
+        if docs:
+            d = attrs.evolve(d, doc="\n\n".join(x for x in docs if x) or None)
+        return d
+
+    # -- expressions --------------------------------------------------------------------
+
+    def parse_seq(self) -> ast.Expr:
+        items: list[ast.Expr] = []
+        first = self.tok
+        while True:
+            tok = self.tok
+            if tok.kind == "LNAME" and self.peek().kind == "<-":
+                self.advance()
+                self.advance()
+                env = self.expect("CNAME", "an environment variable name (capitalised)")
+                self.expect(";", "';' after 'x <- Variable'")
+                self.push(tok)
+                body = self.parse_seq()
+                self.depth -= 1
+                items.append(ast.EGet(tok.value, env.value, body, self.join(tok, body)))
+                break
+            items.append(self.parse_expr())
+            if self.tok.kind != ";":
+                break
+            self.advance()
+            if self.tok.kind not in _EXPR_START:
+                break
+        if len(items) == 1:
+            return items[0]
+        return ast.ESeq(tuple(items), self.join(first, items[-1]))
+
+    def parse_expr(self) -> ast.Expr:
+        tok = self.tok
+        k = tok.kind
+        if k == "CNAME":
+            if self.peek().kind != "=":
+                self.fail(
+                    tok,
+                    "",
+                    f"unexpected {_describe(tok)}, expected an expression (set an "
+                    f"environment variable with '{tok.value} = ...', read it with "
+                    f"'x <- {tok.value}; ...')",
+                )
+            self.advance()
+            self.advance()
+            value = self.parse_app()
+            return ast.ESet(tok.value, value, self.join(tok, value))
+        if k == "\\":
+            self.advance()
+            name = self.expect("LNAME", "a parameter name after '\\'")
+            ptype = None
+            if self.tok.kind == ":":
+                self.advance()
+                ptype = self.parse_type_atom()
+            self.expect("->", "'->' after the parameter" if ptype else "'->' or ': (type)'")
+            self.push(tok)
+            body = self.parse_expr()
+            self.depth -= 1
+            return ast.ELambda(name.value, ptype, body, self.join(tok, body))
+        if k == "\\\\":
+            self.advance()
+            name = self.expect("LNAME", "a parameter name after '\\\\'")
+            self.expect(":", "':' and the context predicate of the block's body")
+            pred = self.parse_pred()
+            self.expect("->", "'->' after the context predicate")
+            self.push(tok)
+            body = self.parse_expr()
+            self.depth -= 1
+            return ast.EBlockLambda(name.value, pred, body, self.join(tok, body))
+        e = self.parse_app()
+        while self.tok.kind in ("with", "where"):
+            e = self.parse_block(tok, e)
+        return e
+
+    def parse_app(self) -> ast.Expr:
+        tok = self.tok
+        e = self.parse_atom()
+        args: list[ast.Expr] = []
+        while True:
+            t = self.tok
+            if t.kind not in _ATOM_START or (self.layout and t.col == 0):
+                break
+            args.append(self.parse_atom())
+        if args:
+            e = ast.EApp(e, tuple(args), self.join(tok, args[-1]))
+        return e
+
+    def parse_block(self, first: Token, e: ast.Expr) -> ast.Expr:
+        kw = self.advance()
+        self.push(kw)
+        saved, self.layout = self.layout, False
+        if kw.kind == "with":
+            body = None if self.tok.kind == "end" else self.parse_seq()
+            end = self.expect("end", "';' or 'end' (to close 'with')")
+            out: ast.Expr = ast.EWith(e, None, body, self.span(first, end))
+        else:
+            settings = self.parse_seq()
+            if self.tok.kind == "with":
+                self.advance()
+                body = None if self.tok.kind == "end" else self.parse_seq()
+                end = self.expect("end", "';' or 'end' (to close 'where ... with')")
+                out = ast.EWith(e, settings, body, self.span(first, end))
+            else:
+                end = self.expect("end", "';', 'with' or 'end' (after the settings of 'where')")
+                out = ast.ELocal((), settings, e, self.span(first, end))
+        self.layout = saved
+        self.depth -= 1
+        return out
+
+    def parse_atom(self) -> ast.Expr:
+        tok = self.tok
+        k = tok.kind
+        if k == "LNAME":
+            self.advance()
+            return ast.EVar(tok.value, tok.span(self.file))
+        if k == "STRING":
+            self.advance()
+            return ast.EString(tok.value, tok.span(self.file))
+        if k == "INT":
+            self.advance()
+            return ast.EInt(tok.value, tok.span(self.file))
+        if k in ("true", "false"):
+            self.advance()
+            return ast.EBool(k == "true", tok.span(self.file))
+        if k not in ("[", "(", "begin", "let", "if"):
+            if k == "DOC":
+                self.fail(tok, "", "a documentation comment {{ }} must follow a declaration")
+            self.fail(tok, "an expression")
+        self.advance()
+        self.push(tok)
+        saved, self.layout = self.layout, False
+        out: ast.Expr
+        if k == "[":
+            items: list[ast.Expr] = []
+            if self.tok.kind != "]":
+                items.append(self.parse_expr())
+                while self.tok.kind == ",":
+                    self.advance()
+                    items.append(self.parse_expr())
+            close = self.expect("]", "',' or ']'")
+            out = ast.EList(tuple(items), self.span(tok, close))
+        elif k == "(":
+            out = self.parse_seq()
+            self.expect(")", "';' or ')'")
+        elif k == "begin":
+            out = self.parse_seq()
+            self.expect("end", "';' or 'end' (to close 'begin')")
+        elif k == "let":
+            decls: list[ast.Decl] = []
+            while self.tok.kind == "val":
+                decls.append(self.parse_decl(top=False))
+            settings = None if self.tok.kind == "in" else self.parse_seq()
+            self.expect("in", "';' or 'in'" if settings else "'val', a setting or 'in'")
+            body = self.parse_seq()
+            end = self.expect("end", "';' or 'end' (to close 'let')")
+            out = ast.ELocal(tuple(decls), settings, body, self.span(tok, end))
+        else:  # if
+            cond = self.parse_seq()
+            self.expect("then", "'then'")
+            then = self.parse_seq()
+            self.expect("else", "';' or 'else'")
+            orelse = self.parse_seq()
+            end = self.expect("end", "';' or 'end' (to close 'if')")
+            out = ast.EIf(cond, then, orelse, self.span(tok, end))
+        self.layout = saved
+        self.depth -= 1
+        return out
+
+    # -- types and predicates -------------------------------------------------------------
+
+    def starts_pred(self) -> bool:
+        """Whether the tokens here begin a context predicate (looking past ``(``)."""
+        toks, j, last = self.toks, self.i, len(self.toks) - 1
+        limit = j + MAX_DEPTH + 2
+        while j < last and j < limit and toks[j].kind == "(":
+            j += 1
+        return toks[j].kind in _PRED_START
+
+    def parse_type(self) -> ast.Type:
+        tok = self.tok
+        if self.starts_pred():
+            pred = self.parse_pred()
+            self.expect("=>", "'=>' (a context predicate begins a block type 'P => T')")
+            self.push(tok)
+            outer = self.parse_type()
+            self.depth -= 1
+            return ast.TNested(pred, outer, ast.Span(self.file, pred.span.start, outer.span.end))
+        t = self.parse_type_atom()
+        if self.tok.kind != "->":
+            return t
+        self.advance()
+        self.push(tok)
+        result = self.parse_type()
+        self.depth -= 1
+        return ast.TArrow(t, result, ast.Span(self.file, t.span.start, result.span.end))
+
+    def parse_type_atom(self) -> ast.Type:
+        tok = self.tok
+        k = tok.kind
+        if k == "LNAME":
+            self.advance()
+            return ast.TName(tok.value, tok.span(self.file))
+        if k not in ("(", "["):
+            self.fail(tok, "a type")
+        self.advance()
+        self.push(tok)
+        out: ast.Type
+        if k == "(":
+            out = self.parse_type()
+            self.expect(")", "')'")
+        elif self.starts_pred():
+            pred = self.parse_pred()
+            last = self.expect("]", "']' after the context predicate")
+            reads: tuple[tuple[str, ast.Type], ...] = ()
+            writes: tuple[tuple[str, ast.Type], ...] = ()
+            if self.tok.kind == "{":
+                reads, last = self.parse_row()
+            if self.tok.kind == "=>" and self.peek().kind == "{":
+                self.advance()
+                writes, last = self.parse_row()
+            out = ast.TAction(pred, reads, writes, self.span(tok, last))
+        else:
+            elem = self.parse_type()
+            close = self.expect("]", "']'")
+            out = ast.TList(elem, self.span(tok, close))
+        self.depth -= 1
+        return out
+
+    def parse_row(self) -> tuple[tuple[tuple[str, ast.Type], ...], Token]:
+        self.expect("{", "'{'")
+        row: list[tuple[str, ast.Type]] = []
+        if self.tok.kind != "}":
+            while True:
+                name = self.expect("CNAME", "an environment variable name (capitalised)")
+                self.expect(":", "':' and the variable's type")
+                row.append((name.value, self.parse_type()))
+                if self.tok.kind != ",":
+                    break
+                self.advance()
+        close = self.expect("}", "',' or '}'")
+        return tuple(row), close
+
+    def parse_pred(self) -> ast.Pred:
+        left = self.parse_pred_unary()
+        n = 0
+        while self.tok.kind == "&":
+            amp = self.advance()
+            self.push(amp)
+            n += 1
+            right = self.parse_pred_unary()
+            left = ast.PAnd(left, right, ast.Span(self.file, left.span.start, right.span.end))
+        self.depth -= n
+        return left
+
+    def parse_pred_unary(self) -> ast.Pred:
+        tok = self.tok
+        k = tok.kind
+        if k == "Root":
+            self.advance()
+            return ast.PRoot(tok.span(self.file))
+        if k == "CNAME":
+            self.advance()
+            return ast.PCtx(tok.value, tok.span(self.file))
+        if k not in ("^", "!", "("):
+            self.fail(tok, "a context predicate (Root, a context name, ^P, !P or (P))")
+        self.advance()
+        self.push(tok)
+        if k == "(":
+            p = self.parse_pred()
+            self.expect(")", "'&' or ')'")
+        else:
+            inner = self.parse_pred_unary()
+            span = self.join(tok, inner)
+            p = ast.PAnc(inner, span) if k == "^" else ast.PNot(inner, span)
+        self.depth -= 1
+        return p
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _finish(lex_diags: list[Diagnostic], parser: _Parser) -> list[Diagnostic]:
+    """Lexical and syntax errors together, in source order. When the lexer swallowed the
+    rest of the file (an unterminated comment), "unexpected end of file" is noise."""
+    diags = list(lex_diags)
+    eof = parser.toks[-1]
+    for d in parser.diags:
+        at_eof = d.span is not None and (d.span.start.line, d.span.start.col) == (
+            eof.line,
+            eof.col,
+        )
+        if lex_diags and at_eof:
+            continue
+        diags.append(d)
+    diags.sort(key=Diagnostic.sort_key)
+    return diags[: MAX_DIAGNOSTICS + 1]
+
+
+def _run(filename: str, text: str, what):
+    if isinstance(text, bytes | bytearray):
+        decoded, diags = decode_source(filename, bytes(text))
+        if decoded is None:
+            return None, diags
+        text = decoded
+    toks, lex_diags = lex(filename, text)
+    p = _Parser(filename, toks)
+    node = what(p)
+    diags = _finish(lex_diags, p)
+    return (None if diags else node), diags
+
+
+def parse_file(filename: str, text: str) -> tuple[ast.File | None, list[Diagnostic]]:
+    """A file: declarations, then an optional expression. The File exactly when there
+    are no diagnostics (``bytes`` are decoded as UTF-8 first)."""
+    return _run(filename, text, _Parser.parse_file)
+
+
+def _whole(parse):
+    def run(p: _Parser):
+        try:
+            node = parse(p)
+            if p.tok.kind != "EOF":
+                p.fail(p.tok, "end of input")
+            return node
+        except _Abort as exc:
+            p.report(exc.diag)
+            return None
+
+    return run
+
+
+def parse_expr(filename: str, text: str) -> tuple[ast.Expr | None, list[Diagnostic]]:
+    """One expression (a sequence allowed), and nothing after it."""
+    return _run(filename, text, _whole(_Parser.parse_seq))
+
+
+def parse_type(filename: str, text: str) -> tuple[ast.Type | None, list[Diagnostic]]:
+    """One type, and nothing after it."""
+    return _run(filename, text, _whole(_Parser.parse_type))
