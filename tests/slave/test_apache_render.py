@@ -622,3 +622,18 @@ def test_ten_thousand_hostile_values_per_field(field):
     _build, benign = FIELDS[field]
     for _ in range(10_000):
         check_one(field, _random_hostile(rng, benign))
+
+
+@given(st.text(max_size=30) | st.text(alphabet=HOSTILE_CHARS + "ab", max_size=30))
+def test_fast_quoting_agrees_with_validate(value):
+    """The renderer's quoting fast path gives exactly validate.apache_quote's result,
+    and refuses exactly what it refuses."""
+    from domtool import validate
+
+    try:
+        want = validate.apache_quote(value)
+    except validate.Invalid:
+        with pytest.raises(ValueError):
+            apache.apache_quote(value)
+        return
+    assert apache.apache_quote(value) == want
