@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 from domtool.lang import types as T
 from domtool.lang.api import check_source, load_library
 from domtool.lang.checker import EMPTY_LIBRARY, check_file
+from domtool.lang.parser import parse_file
 from domtool.perms import parse_perms
-
-parse_file = pytest.importorskip("domtool.lang.parser", reason="parser not landed yet").parse_file
 
 ALICE = parse_perms(
     "domain: example.org example.net\npath: /home/alice\nuser: alice\ngroup: alice\n", "alice"

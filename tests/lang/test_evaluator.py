@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from domtool.lang.api import check_source, load_library
 from domtool.lang.checker import check_file
 from domtool.lang.evaluator import evaluate
+from domtool.lang.parser import parse_file
 from domtool.model import DEFAULT_SITE, Node, Record, Site
 from domtool.perms import parse_perms
-
-parse_file = pytest.importorskip("domtool.lang.parser", reason="parser not landed yet").parse_file
 
 ALICE = parse_perms(
     "domain: example.org example.net\npath: /home/alice\nuser: alice\ngroup: alice\n", "alice"

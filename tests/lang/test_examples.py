@@ -11,8 +11,6 @@ from domtool.lang.api import check_source
 from domtool.model import Alias, Record
 from domtool.perms import parse_perms
 
-pytest.importorskip("domtool.lang.parser", reason="parser not landed yet")
-
 _HERE = Path(__file__).resolve().parent
 _CANDIDATES = [_HERE.parent / "data" / "examples", _HERE.parents[2] / "shared" / "examples"]
 EXAMPLES = next((p for p in _CANDIDATES if (p / "alice.perms").exists()), _CANDIDATES[-1])

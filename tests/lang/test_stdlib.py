@@ -3,16 +3,12 @@ documented, and the reference is generated from it."""
 
 from __future__ import annotations
 
-import pytest
-
 from domtool.lang import ast
 from domtool.lang import types as T
 from domtool.lang.api import load_library
 from domtool.lang.docgen import reference_html, reference_markdown
 from domtool.lang.evaluator import Unimplemented, prim_value
 from domtool.lang.primitives import REGISTRY
-
-pytest.importorskip("domtool.lang.parser", reason="parser not landed yet")
 
 REQUIRED = """domain dom nameserver dnsA dnsAAAA dnsCNAME dnsMX dnsNS dnsTXT dnsSRV dnsCAA
 web vhost serverAlias serverAliasDefault alias scriptAlias location directory redirect
