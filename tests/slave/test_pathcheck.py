@@ -4,8 +4,11 @@ lead out of it, and open_nofollow never follows a link."""
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import domtool.slave.pathcheck as pc
 from domtool.slave.pathcheck import PathRefused, check_member_path, open_nofollow, resolve
@@ -190,3 +193,53 @@ def test_broken_grant_grants_nothing_but_others_still_apply(tree):
     with pytest.raises(PathRefused):
         check_member_path(broken + "/x", [broken])
     assert check_member_path(a + "/www", [broken, a]) == a + "/www"
+
+
+NAMES = ["a", "b", "d", "l1", "l2"]
+TARGETS = ["a", "d", "d/a", "..", "../..", "../bob", "/", "l1", "l2", "d/../a", "nowhere", "."]
+
+
+LINK = st.tuples(st.sampled_from(["", "d/"]), st.sampled_from(NAMES), st.sampled_from(TARGETS))
+STEP = st.sampled_from([*NAMES, "..", ".", "x"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    links=st.lists(LINK, min_size=1, max_size=6),
+    query=st.tuples(
+        st.sampled_from(["", "d/"]), st.sampled_from(NAMES), st.lists(STEP, max_size=3)
+    ),
+    abs_target=st.booleans(),
+)
+def test_agrees_with_the_kernel_on_random_symlink_trees(links, query, abs_target):
+    """On random trees of links (relative, absolute, up, loops, dangling), an accepted
+    path's answer is the kernel's realpath and lies under the grant; an existing path
+    whose real location and text are both under the grant is accepted."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = os.path.realpath(tmp)
+        alice = os.path.join(root, "home", "alice")
+        os.makedirs(os.path.join(alice, "d", "a"))
+        os.makedirs(os.path.join(alice, "a"))
+        os.makedirs(os.path.join(root, "home", "bob"))
+        for where, name, target in links:
+            link = os.path.join(alice, where, name)
+            if os.path.lexists(link):
+                continue
+            if abs_target and not target.startswith("/"):
+                target = os.path.join(alice, where, target)
+            os.symlink(target, link)
+        where, first, rest = query
+        path = alice + "/" + where + "/".join([first, *rest])
+        lexical = os.path.normpath(path)
+        try:
+            got = check_member_path(path, [alice])
+        except PathRefused:
+            got = None
+        if got is not None:
+            assert got == alice or got.startswith(alice + "/")
+            if os.path.exists(lexical):
+                assert got == os.path.realpath(lexical)
+        elif os.path.exists(lexical):
+            real = os.path.realpath(lexical)
+            under = real == alice or real.startswith(alice + "/")
+            assert not (under and (lexical == alice or lexical.startswith(alice + "/")))
