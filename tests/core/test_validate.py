@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+import subprocess
 
+import dns.zone
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from domtool import validate as v
 from domtool.validate import Invalid
+from tests.conftest import require_binary
 
 # ---------------------------------------------------------------------------
 # Concrete examples per kind: (kind, input, expected canonical output) and refusals.
@@ -579,3 +583,103 @@ def test_zone_quote():
     for bad in ["x" * 256, "a\nb", "caf\u00e9"]:
         with pytest.raises(Invalid):
             v.zone_quote(bad)
+
+
+# ---------------------------------------------------------------------------
+# Against the real parsers: dnspython (always), named-checkzone and apache2 (daemons).
+
+ZONE_HEAD = (
+    "$TTL 3600\n"
+    "@ IN SOA ns1.coop.example. hostmaster.coop.example. 1 7200 900 1209600 300\n"
+    "@ IN NS ns1.coop.example.\n"
+)
+PRINTABLE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=700)
+
+
+def _zone(records: list[str]) -> str:
+    return ZONE_HEAD + "".join(r + "\n" for r in records)
+
+
+def _txt_of(zone_text: str, name: str) -> list[bytes]:
+    zone = dns.zone.from_text(zone_text, origin="example.org", relativize=True)
+    rdataset = zone.find_rdataset(name, "TXT")
+    return [b"".join(r.strings) for r in rdataset]
+
+
+@given(text=PRINTABLE, name=st.sampled_from(["@", "www", "_dmarc", "s1._domainkey", "*.dev"]))
+def test_dnspython_reads_back_zone_txt_strings(text, name):
+    """A TXT record written with zone_txt_strings under a checked record name parses
+    (dnspython) back to exactly the text, whatever quotes, ';' or '(' it holds."""
+    owner = v.check_record_name(name)
+    zone = _zone([f"{owner} 300 IN TXT {' '.join(v.zone_txt_strings(text))}"])
+    assert _txt_of(zone, owner) == [text.encode()]
+
+
+NASTY_TXT = [
+    'v=spf1 "include:x" ; -all',
+    "back\\slash\\",
+    "(paren) $ORIGIN evil. @ IN A 1.2.3.4",
+    '"' * 300,
+    "\\" * 300,
+    "x" * 4000,
+]
+
+
+@pytest.mark.daemons
+def test_named_checkzone_reads_back_zone_txt_strings(tmp_path):
+    """BIND's own parser accepts the quoted TXT records and dumps back the same texts."""
+    require_binary("named-checkzone")
+    records = [f"t{i} IN TXT {' '.join(v.zone_txt_strings(t))}" for i, t in enumerate(NASTY_TXT)]
+    records.append(f"@ IN CAA 0 issue {v.zone_quote('letsencrypt.org; accounturi=x')}")
+    records.append(f"mx IN MX 10 {v.zone_fqdn('Mail.Example.org')}")
+    zone_file = tmp_path / "example.org.zone"
+    zone_file.write_text(_zone(records))
+    out = subprocess.run(
+        ["named-checkzone", "-o", "-", "example.org", str(zone_file)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    for i, t in enumerate(NASTY_TXT):
+        assert _txt_of(out, f"t{i}") == [t.encode()]
+
+
+APACHE_VALUES = [
+    "a\"b\\c d#e;f'g",
+    "ends with backslash\\",
+    '\\"',
+    "%{REMOTE_ADDR} <Directory /> </VirtualHost>",
+    "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "$"),
+]
+
+
+@pytest.mark.daemons
+def test_apache_reads_back_apache_quote(tmp_path):
+    """apache2's config parser reads each apache_quote'd value back as one word, equal to
+    the original (seen through ``Define`` and ``-D DUMP_RUN_CFG``)."""
+    require_binary("apache2")
+    lines = [
+        f"ServerRoot {tmp_path}",
+        "LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so",
+        "ServerName localhost",
+        f"PidFile {tmp_path}/pid",
+        f"ErrorLog {tmp_path}/error.log",
+    ]
+    lines += [f"Define V{i} {v.apache_quote(x)}" for i, x in enumerate(APACHE_VALUES)]
+    conf = tmp_path / "t.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    apache2 = "/usr/sbin/apache2" if os.path.exists("/usr/sbin/apache2") else "apache2"
+    out = subprocess.run(
+        [apache2, "-f", str(conf), "-t", "-D", "DUMP_RUN_CFG"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    defines = dict(
+        line.split(": ", 1)[1].split("=", 1)
+        for line in out.splitlines()
+        if "=" in line and line.startswith("Define: ")
+    )
+    assert defines == {f"V{i}": x for i, x in enumerate(APACHE_VALUES)}
