@@ -143,6 +143,9 @@ class WebSettings:
     cgi: bool = False  # ExecCGI handler for .cgi files
 
 
+BLOCK_KINDS = ("location", "directory")
+
+
 @attrs.frozen
 class Block:
     """A ``<Location>`` or ``<Directory>`` block: kind is "location" or "directory"."""
@@ -287,6 +290,13 @@ def to_json(value: Any) -> Any:
 def from_json(data: Any) -> Any:
     """Inverse of :func:`to_json`. Only the classes of this module can be built."""
     if isinstance(data, dict):
+        if data.get("kind") in BLOCK_KINDS:
+            # A Block's own ``kind`` field ("location"/"directory") overwrites the class
+            # tag in to_json, so a block is recognised by that field instead.
+            extra = set(data) - {f.name for f in attrs.fields(Block)}
+            if extra:
+                raise ValueError(f"unexpected fields for Block: {sorted(extra)}")
+            return Block(**{k: from_json(v) for k, v in data.items()})
         cls = _CLASSES.get(data.get("kind", ""))
         if cls is None:
             raise ValueError(f"unknown model object kind {data.get('kind')!r}")
