@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import posixpath
 import re
@@ -688,8 +689,6 @@ def test_apache_reads_back_apache_quote(tmp_path):
 def test_ipv4_mapped_ipv6_is_accepted():
     """An IPv4-mapped IPv6 address is accepted (its printed form varies across Python
     versions, so compare addresses)."""
-    import ipaddress
-
     out = v.check_ipv6("::ffff:192.0.2.1")
     assert ipaddress.IPv6Address(out) == ipaddress.IPv6Address("::ffff:192.0.2.1")
     assert v.check_ipv6(out) == out
