@@ -24,6 +24,21 @@ _TITLES = {
 }
 
 
+#: What each environment variable of the library means, and its default.
+ENV_DOCS = {
+    "DocumentRoot": "directory a vhost serves; default /home/USER/public_html",
+    "WebNodes": "web nodes serving a vhost; default every web node of the site",
+    "MailNodes": "mail nodes handling a domain's mail; default every mail node",
+    "DnsNodes": "DNS nodes serving a zone; default every DNS node",
+    "User": "Unix user CGI and other programs of a vhost run as; default you",
+    "Group": "Unix group for a vhost's programs; default your own group",
+    "TTL": "time to live of records (seconds); default the site's (3600)",
+    "SSL": "when true, every vhost must have a certificate (`ssl`); default false",
+    "ServerAdmin": "contact address on a vhost's error pages; default webmaster@DOMAIN",
+    "Nameservers": "name servers `dom` declares; default the site's",
+}
+
+
 def _doc(text: str | None) -> str:
     if not text:
         return "_(undocumented)_"
@@ -66,9 +81,9 @@ def reference_markdown(library: Library | None = None) -> str:
             suffix = " (context)" if sig.startswith("context") else suffix
             lines += [f"### `{name}`{suffix}", "", f"    {sig}", "", doc, ""]
     lines += ["## Environment variables", ""]
-    lines += ["| variable | type |", "|---|---|"]
+    lines += ["| variable | type | meaning |", "|---|---|---|"]
     for name, t in sorted(library.env_types.items()):
-        lines.append(f"| `{name}` | `{T.show(t)}` |")
+        lines.append(f"| `{name}` | `{T.show(t)}` | {ENV_DOCS.get(name, '')} |")
     lines.append("")
     return "\n".join(lines)
 
@@ -94,6 +109,9 @@ def reference_html(library: Library | None = None) -> str:
             )
     parts.append("<h2>Environment variables</h2><table>")
     for name, t in sorted(library.env_types.items()):
-        parts.append(f"<tr><td>{html.escape(name)}</td><td>{html.escape(T.show(t))}</td></tr>")
+        parts.append(
+            f"<tr><td>{html.escape(name)}</td><td>{html.escape(T.show(t))}</td>"
+            f"<td>{html.escape(ENV_DOCS.get(name, ''))}</td></tr>"
+        )
     parts.append("</table></body></html>")
     return "\n".join(parts)

@@ -81,7 +81,8 @@ def test_reference_lists_every_declaration_with_its_doc():
         for d in f.decls:
             assert f"### `{d.name}`" in md, d.name
     assert "    alias : url_path -> your_path -> [Vhost]" in md
-    assert "| `DocumentRoot` | `your_path` |" in md
+    assert "| `DocumentRoot` | `your_path` | directory a vhost serves" in md
+    assert all(f"| `{v}` |" in md for v in lib.env_types)
     html = reference_html(lib)
     assert "<h3 id='alias'>alias</h3>" in html
 
