@@ -17,7 +17,11 @@ How it works, in short:
   it, and an error points at that action. Inside a lambda body nothing is known, so the
   requirements accumulate in the inferred action type and are checked where it is used.
 - Environment variables have one global type each, declared by the ``{C : T}`` reads and
-  writes of the library's signatures; ``C = e`` checks ``e`` against it at once.
+  writes of the library's signatures; ``C = e`` checks ``e`` against it at once. Because
+  the types are global, the reads and writes of action types are informational (shown
+  in types and the reference) and play no part in subtyping.
+- Unannotated lambda parameters get unification variables, and an action passed to one
+  gets a predicate variable fixed by its first use: monomorphic, no generalisation.
 - After an error, the expression gets :data:`~domtool.lang.types.ERROR`, compatible with
   everything, so the rest of the file is still checked and all errors are reported.
 """

@@ -283,3 +283,13 @@ def test_ssl_without_certificate_is_refused():
     """SSL = true on a vhost without ``ssl`` is an evaluation error."""
     diags = eval_errors('domain "example.org" with web "w" where SSL = true with end end')
     assert len(diags) == 1 and "no certificate" in diags[0].message
+
+
+def test_reading_a_variable_without_value_is_a_clear_error():
+    """ServerAdmin has no default: reading it before setting it names the variable."""
+    text = 'domain "example.org" with a <- ServerAdmin; emailAlias "admin" a end'
+    diags = eval_errors(text)
+    assert len(diags) == 1
+    assert diags[0].message == "Environment variable ServerAdmin has no value here."
+    st = state('domain "example.org" with ServerAdmin = "x@y.example"; ' + text[26:])
+    assert st.mail[0].aliases[0].targets == ("x@y.example",)

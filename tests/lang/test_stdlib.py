@@ -6,7 +6,7 @@ from __future__ import annotations
 from domtool.lang import ast
 from domtool.lang import types as T
 from domtool.lang.api import load_library
-from domtool.lang.docgen import reference_html, reference_markdown
+from domtool.lang.docgen import ENV_DOCS, reference_html, reference_markdown
 from domtool.lang.evaluator import Unimplemented, prim_value
 from domtool.lang.primitives import REGISTRY
 
@@ -83,6 +83,7 @@ def test_reference_lists_every_declaration_with_its_doc():
     assert "    alias : url_path -> your_path -> [Vhost]" in md
     assert "| `DocumentRoot` | `your_path` | directory a vhost serves" in md
     assert all(f"| `{v}` |" in md for v in lib.env_types)
+    assert set(lib.env_types) <= set(ENV_DOCS)
     html = reference_html(lib)
     assert "<h3 id='alias'>alias</h3>" in html
 
