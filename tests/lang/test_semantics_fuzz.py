@@ -3,6 +3,7 @@ give anything owned by someone else, and only accept values the member may use."
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from domtool import validate
 from domtool.lang.api import check_source
 from domtool.lang.checker import EMPTY_LIBRARY, check_file
 from domtool.lang.parser import parse_file
+from domtool.model import to_json
 from domtool.perms import parse_perms
 
 ALICE = parse_perms(
@@ -197,3 +199,69 @@ def test_deeply_nested_list_types_do_not_crash():
     lines.append('domain "example.org" with end')
     r = check_source([("f", "\n".join(lines))], ALICE)
     assert r.ok or r.diagnostics
+
+
+# -- nothing escapes its slot -------------------------------------------------------------------
+
+SLOTS = [
+    'domain "example.org" with dnsTXT "@" "{}" end',
+    'domain "example.org" with dnsA "{}" "192.0.2.1" end',
+    'domain "example.org" with dnsCNAME "x" "{}" end',
+    'domain "example.org" with dnsCAA "@" 0 "issue" "{}" end',
+    'domain "example.org" with nameserver "{}" end',
+    'domain "example.org" with relayMail "{}" end',
+    'domain "example.org" with emailAlias "{}" "alice" end',
+    'domain "example.org" with emailAlias "x" "{}" end',
+    'domain "example.org" with web "{}" with end end',
+    'domain "example.org" with web "w" with serverAlias "{}" end end',
+    'domain "example.org" with web "w" with alias "{}" "/home/alice/x" end end',
+    'domain "example.org" with web "w" with alias "/x" "/home/alice/{}" end end',
+    'domain "example.org" with web "w" with redirect "/x" "{}" end end',
+    'domain "example.org" with web "w" with rewriteRule "{}" "/x" end end',
+    'domain "example.org" with web "w" with rewriteRule "^/x" "{}" end end',
+    'domain "example.org" with web "w" with basicAuth "{}" "/home/alice/.htpasswd" end end',
+    'domain "example.org" with web "w" with directoryIndex ["{}"] end end',
+    'domain "example.org" with web "w" with options ["{}"] end end',
+    'domain "example.org" with web "w" with location "{}" with ssi end end end',
+    'domain "example.org" with web "w" where ServerAdmin = "{}" with end end',
+]
+HOSTILE = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["a\nb", 'a"b', "a;b", "a b", "a{b}", "a<b>", "a#b", "a\\b", "..", "\x00"]),
+    st.builds(
+        lambda a, b: a + b,
+        st.sampled_from(["www", "/x", "alice", "x@y.example"]),
+        st.text(max_size=5),
+    ),
+)
+_ESC = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SPECIAL = re.compile(r"[\s\"'\\{}<>;#]")
+
+
+def _strings(value, path=()):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, (*path, k))
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v, path)
+    elif isinstance(value, str):
+        yield path, value
+
+
+@settings(max_examples=400)
+@given(st.sampled_from(SLOTS), HOSTILE)
+def test_member_values_never_carry_control_or_special_characters(template, value):
+    """Whatever string a member puts in any slot, an accepted state has no control
+    characters anywhere and no whitespace, quotes, braces, angle brackets, ``;`` or ``#``
+    outside the texts the renderers always quote (TXT, realms, CAA values, rewrite rules)."""
+    text = template.replace("{}", value.translate(_ESC))
+    r = check_source([("f", text)], ALICE)
+    if not r.ok:
+        assert r.state is None
+        return
+    for path, s in _strings(to_json(r.state)):
+        assert not _CONTROL.search(s), (path, s)
+        if not ({"data", "realm", "pattern", "target"} & set(path)):
+            assert not _SPECIAL.search(s), (path, s)
