@@ -1,4 +1,4 @@
-"""The parser of the configuration language: tokens to the AST of :mod:`domtool.lang.ast`.
+r"""The parser of the configuration language: tokens to the AST of :mod:`domtool.lang.ast`.
 
 Public API (none of them raises; syntax errors come back as diagnostics, all of a file's
 where recovery allows)::
@@ -16,16 +16,17 @@ Grammar (EBNF; ``x?`` optional, ``x*`` repeated, ``'...'`` a token)::
     file      ::= decl* seq? EOF                  -- declarations, then the config's body
     decl      ::= ( 'extern' 'type' lname
                   | 'extern' 'val' lname ':' type
-                  | 'val' lname (':' type)? '=' expr
+                  | valdecl
                   | 'context' Cname ) ';'? DOC*   -- {{ }} after a decl documents it
+    valdecl   ::= 'val' lname (':' type)? '=' expr
 
     seq       ::= item (';' item)* ';'?           -- ESeq (flat) when 2+ items; a
                                                   -- trailing ';' is ignored
     item      ::= lname '<-' Cname ';' seq        -- EGet: the rest of the sequence
                 | expr
     expr      ::= Cname '=' app                   -- ESet
-                | '\\' lname (':' tatom)? '->' expr       -- ELambda
-                | '\\\\' lname ':' pred '->' expr         -- EBlockLambda
+                | '\' lname (':' tatom)? '->' expr        -- ELambda
+                | '\\' lname ':' pred '->' expr          -- EBlockLambda
                 | app block*
     block     ::= 'with' seq? 'end'               -- EWith (body None when empty)
                 | 'where' seq 'end'               -- ELocal(decls=(), settings)
@@ -50,29 +51,34 @@ Grammar (EBNF; ``x?`` optional, ``x*`` repeated, ``'...'`` a token)::
 Choices where the original was silent (each is tested in ``tests/lang/test_parser.py``):
 
 - ``;`` binds loosest. A lambda's body, a list item and a declaration's value are an
-  ``expr``: they stop at ``;``. A setting's value (``C = e``) is an application
-  without blocks, so in ``web "w" where DocumentRoot = "/x" with ... end`` the ``with``
-  belongs to ``where``; put anything else in parentheses. So ``\\x -> a; b`` is the
-  sequence of a lambda and ``b``; write ``\\x -> (a; b)`` or ``\\x -> begin a; b end``
-  for a sequence in the body. ``with``/``where`` blocks bind tighter than lambdas:
-  ``\\x -> f x with e end`` is a lambda whose body is the block.
+  ``expr``: they stop at ``;``. So ``\x -> a; b`` is the sequence of a lambda and
+  ``b``; write ``\x -> (a; b)`` or ``\x -> begin a; b end`` for a sequence in the
+  body. ``with``/``where`` blocks bind tighter than lambdas: ``\x -> f x with e end``
+  is a lambda whose body is the block.
+- A setting's value (``C = e``) is an application, without blocks. In the settings of
+  ``where`` (outside brackets) a ``with`` always belongs to that ``where``: in
+  ``web "w" where DocumentRoot = "/x" with ... end`` the body is the ``where``'s.
 - ``x <- C;`` takes the rest of its sequence as its body (``a; x <- C; b; c`` is
   ``ESeq(a, EGet(x, C, ESeq(b, c)))``).
-- In ``[X]`` (type or action), ``X`` is a context predicate when its first token after
-  any ``(`` is ``Root``, ``^``, ``!`` or a capitalised name; otherwise a type. The same
-  test decides between ``P => T`` and an ordinary type.
-- ``\\x : T -> e``: the annotation is a type atom, so an arrow or block type needs the
-  parentheses of the published ``\\x : (T) -> e``; ``\\x : string -> e`` also works.
+- Predicates and types are told apart as they are read: ``Root``, ``^``, ``!`` and
+  capitalised names begin a predicate, lower-case names and ``[`` a type, and ``(``
+  either (``(A) => T``, ``(A => T) -> U`` and ``((a -> b))`` all parse). So in
+  ``[X]`` (type or action), ``X`` is a predicate when it begins like one.
+- ``\x : T -> e``: the annotation is a type atom, so an arrow or block type needs the
+  parentheses of the published ``\x : (T) -> e``; ``\x : string -> e`` also works.
 - Declarations: the terminating ``;`` is optional. The value of a top-level ``val`` ends
   at ``;``, at a ``{{ }}`` comment, at the next declaration, or at a token in column 0
   of a later line that would otherwise be one more argument of an application (outside
   any brackets or blocks). So ``val d = "example.org"`` on one line and ``dom d with
   end`` on the next are a declaration and the body, while a value continues on indented
   lines. Declarations come before the body; ``let`` holds ``val`` declarations first,
-  then settings.
-- Parentheses and ``begin ... end`` only group: the node inside keeps its own span.
+  then settings. A ``{{ }}`` comment at the very start of a file documents the file and
+  is dropped; one anywhere else but after a declaration is an error.
+- Parentheses and ``begin ... end`` only group: the node inside keeps its own span,
+  while an enclosing node ends at the closing parenthesis.
 - Spans: a node spans from its first token's first character to its last token's last
-  character (``dom "x" with\\nend`` spans ``1.0-2.2``).
+  character (``dom "x" with\nend`` spans ``1.0-2.2``); a sequence's span leaves out a
+  trailing ``;``.
 
 Bounds: sources over 2 MiB, strings over 64 Ki characters and integers over 2**63 - 1
 are refused by the lexer; nesting deeper than :data:`MAX_DEPTH` (brackets, blocks,
@@ -86,6 +92,8 @@ goes on, so an error in one declaration does not hide an error in a later one.
 """
 
 from __future__ import annotations
+
+from typing import NoReturn
 
 import attrs
 
@@ -102,6 +110,9 @@ _ATOM_START = frozenset(["INT", "STRING", "LNAME", "true", "false", "[", "(", "b
 _EXPR_START = _ATOM_START | {"CNAME", "\\", "\\\\"}
 _PRED_START = frozenset(["Root", "CNAME", "^", "!"])
 _DECL_START = frozenset(["extern", "val", "context"])
+_PRED_NODES = (ast.PRoot, ast.PCtx, ast.PAnc, ast.PNot, ast.PAnd)
+_PRED_EXPECTED = "a context predicate (Root, a context name, ^P, !P or (P))"
+_DOC_PLACE = "a documentation comment {{ }} must follow a declaration"
 
 
 class _Abort(Exception):
@@ -140,6 +151,7 @@ class _Parser:
         self.i = 0
         self.depth = 0
         self.layout = False  # inside a top-level declaration's value, outside brackets
+        self.in_where = False  # in the settings of 'where', outside brackets
         self.diags: list[Diagnostic] = []
 
     # -- token helpers ------------------------------------------------------------------
@@ -157,13 +169,14 @@ class _Parser:
             self.i += 1
         return t
 
-    def span(self, first: Token, last: Token) -> ast.Span:
-        return ast.Span(self.file, ast.Pos(first.line, first.col), ast.Pos(last.eline, last.ecol))
+    def upto(self, start: Token | ast.Pos) -> ast.Span:
+        """From ``start`` to the end of the last consumed token."""
+        if isinstance(start, Token):
+            start = ast.Pos(start.line, start.col)
+        last = self.toks[self.i - 1]
+        return ast.Span(self.file, start, ast.Pos(last.eline, last.ecol))
 
-    def join(self, first: Token, node) -> ast.Span:
-        return ast.Span(self.file, ast.Pos(first.line, first.col), node.span.end)
-
-    def fail(self, tok: Token, expected: str, message: str | None = None):
+    def fail(self, tok: Token, expected: str, message: str | None = None) -> NoReturn:
         msg = message or f"unexpected {_describe(tok)}, expected {expected}"
         raise _Abort(Diagnostic(self.file, tok.span(self.file), msg))
 
@@ -204,6 +217,7 @@ class _Parser:
         self.i = min(i, last)
         self.depth = 0
         self.layout = False
+        self.in_where = False
 
     # -- files and declarations ---------------------------------------------------------
 
@@ -211,37 +225,32 @@ class _Parser:
         decls: list[ast.Decl] = []
         body: ast.Expr | None = None
         seen_body = False
+        broken = False  # after an error, further expressions are parsed for errors only
         while self.tok.kind != "EOF":
             start = self.i
             tok = self.tok
             try:
                 if tok.kind == "DOC":
                     if decls or seen_body:
-                        self.fail(
-                            tok,
-                            "",
-                            "a documentation comment {{ }} must follow a declaration",
-                        )
+                        self.fail(tok, "", _DOC_PLACE)
                     self.advance()  # a leading comment documents the file: ignored
                 elif tok.kind in _DECL_START:
                     if seen_body:
-                        self.report(
-                            Diagnostic(
-                                self.file,
-                                tok.span(self.file),
-                                "declarations must come before the file's expression",
-                            )
-                        )
+                        msg = "declarations must come before the file's expression"
+                        self.report(Diagnostic(self.file, tok.span(self.file), msg))
                     decls.append(self.parse_decl(top=True))
-                elif seen_body:
+                elif seen_body and not broken:
                     self.fail(tok, "';' or end of file")
                 else:
                     seen_body = True
-                    body = self.parse_seq()
+                    e = self.parse_seq()
+                    if body is None:
+                        body = e
             except _Abort as exc:
                 self.report(exc.diag)
                 if exc.fatal:
                     break
+                broken = True
                 self.sync(start)
         return ast.File(self.file, tuple(decls), body)
 
@@ -253,18 +262,18 @@ class _Parser:
             if what.kind == "type":
                 self.advance()
                 name = self.expect("LNAME", "a type name (lower-case initial)")
-                d = ast.DExternType(name.value, None, self.span(first, name))
+                d = ast.DExternType(name.value, None, self.upto(first))
             elif what.kind == "val":
                 self.advance()
                 name = self.expect("LNAME", "a value name (lower-case initial)")
                 self.expect(":", "':' and the type of the extern value")
                 t = self.parse_type()
-                d = ast.DExternVal(name.value, t, None, self.join(first, t))
+                d = ast.DExternVal(name.value, t, None, self.upto(first))
             else:
                 self.fail(what, "'type' or 'val' after 'extern'")
         elif first.kind == "context":
             name = self.expect("CNAME", "a context name (capitalised)")
-            d = ast.DContext(name.value, None, self.span(first, name))
+            d = ast.DContext(name.value, None, self.upto(first))
         else:  # val
             name = self.expect("LNAME", "a value name (lower-case initial)")
             t = None
@@ -275,7 +284,7 @@ class _Parser:
             self.layout = top
             value = self.parse_expr()
             self.layout = False
-            d = ast.DVal(name.value, t, value, None, self.join(first, value))
+            d = ast.DVal(name.value, t, value, None, self.upto(first))
         docs: list[str] = []
         semi = False
         while True:
@@ -306,9 +315,11 @@ class _Parser:
                 self.push(tok)
                 body = self.parse_seq()
                 self.depth -= 1
-                items.append(ast.EGet(tok.value, env.value, body, self.join(tok, body)))
+                items.append(ast.EGet(tok.value, env.value, body, self.upto(tok)))
+                end = self.toks[self.i - 1]
                 break
             items.append(self.parse_expr())
+            end = self.toks[self.i - 1]
             if self.tok.kind != ";":
                 break
             self.advance()
@@ -316,7 +327,8 @@ class _Parser:
                 break
         if len(items) == 1:
             return items[0]
-        return ast.ESeq(tuple(items), self.join(first, items[-1]))
+        span = ast.Span(self.file, ast.Pos(first.line, first.col), ast.Pos(end.eline, end.ecol))
+        return ast.ESeq(tuple(items), span)
 
     def parse_expr(self) -> ast.Expr:
         tok = self.tok
@@ -333,7 +345,7 @@ class _Parser:
             self.advance()
             self.advance()
             value = self.parse_app()
-            return ast.ESet(tok.value, value, self.join(tok, value))
+            return ast.ESet(tok.value, value, self.upto(tok))
         if k == "\\":
             self.advance()
             name = self.expect("LNAME", "a parameter name after '\\'")
@@ -345,7 +357,7 @@ class _Parser:
             self.push(tok)
             body = self.parse_expr()
             self.depth -= 1
-            return ast.ELambda(name.value, ptype, body, self.join(tok, body))
+            return ast.ELambda(name.value, ptype, body, self.upto(tok))
         if k == "\\\\":
             self.advance()
             name = self.expect("LNAME", "a parameter name after '\\\\'")
@@ -355,11 +367,14 @@ class _Parser:
             self.push(tok)
             body = self.parse_expr()
             self.depth -= 1
-            return ast.EBlockLambda(name.value, pred, body, self.join(tok, body))
+            return ast.EBlockLambda(name.value, pred, body, self.upto(tok))
         e = self.parse_app()
-        while self.tok.kind in ("with", "where"):
-            e = self.parse_block(tok, e)
-        return e
+        while True:
+            k = self.tok.kind
+            if k == "where" or (k == "with" and not self.in_where):
+                e = self.parse_block(tok, e)
+            else:
+                return e
 
     def parse_app(self) -> ast.Expr:
         tok = self.tok
@@ -371,28 +386,43 @@ class _Parser:
                 break
             args.append(self.parse_atom())
         if args:
-            e = ast.EApp(e, tuple(args), self.join(tok, args[-1]))
+            e = ast.EApp(e, tuple(args), self.upto(tok))
         return e
+
+    def parse_body(self, closes: str) -> ast.Expr | None:
+        """The body of ``with``: empty, or a sequence, up to its ``end``."""
+        k = self.tok.kind
+        if k == "end":
+            body = None
+        elif k in _EXPR_START:
+            body = self.parse_seq()
+        else:
+            self.fail(self.tok, f"an expression or 'end' (to close '{closes}')")
+        self.expect("end", f"';' or 'end' (to close '{closes}')")
+        return body
 
     def parse_block(self, first: Token, e: ast.Expr) -> ast.Expr:
         kw = self.advance()
         self.push(kw)
-        saved, self.layout = self.layout, False
+        saved = self.layout, self.in_where
+        self.layout = False
+        out: ast.Expr
         if kw.kind == "with":
-            body = None if self.tok.kind == "end" else self.parse_seq()
-            end = self.expect("end", "';' or 'end' (to close 'with')")
-            out: ast.Expr = ast.EWith(e, None, body, self.span(first, end))
+            self.in_where = False
+            body = self.parse_body("with")
+            out = ast.EWith(e, None, body, self.upto(first))
         else:
+            self.in_where = True
             settings = self.parse_seq()
+            self.in_where = False
             if self.tok.kind == "with":
                 self.advance()
-                body = None if self.tok.kind == "end" else self.parse_seq()
-                end = self.expect("end", "';' or 'end' (to close 'where ... with')")
-                out = ast.EWith(e, settings, body, self.span(first, end))
+                body = self.parse_body("where ... with")
+                out = ast.EWith(e, settings, body, self.upto(first))
             else:
-                end = self.expect("end", "';', 'with' or 'end' (after the settings of 'where')")
-                out = ast.ELocal((), settings, e, self.span(first, end))
-        self.layout = saved
+                self.expect("end", "';', 'with' or 'end' (after the settings of 'where')")
+                out = ast.ELocal((), settings, e, self.upto(first))
+        self.layout, self.in_where = saved
         self.depth -= 1
         return out
 
@@ -413,11 +443,12 @@ class _Parser:
             return ast.EBool(k == "true", tok.span(self.file))
         if k not in ("[", "(", "begin", "let", "if"):
             if k == "DOC":
-                self.fail(tok, "", "a documentation comment {{ }} must follow a declaration")
+                self.fail(tok, "", _DOC_PLACE)
             self.fail(tok, "an expression")
         self.advance()
         self.push(tok)
-        saved, self.layout = self.layout, False
+        saved = self.layout, self.in_where
+        self.layout = self.in_where = False
         out: ast.Expr
         if k == "[":
             items: list[ast.Expr] = []
@@ -426,8 +457,8 @@ class _Parser:
                 while self.tok.kind == ",":
                     self.advance()
                     items.append(self.parse_expr())
-            close = self.expect("]", "',' or ']'")
-            out = ast.EList(tuple(items), self.span(tok, close))
+            self.expect("]", "',' or ']'")
+            out = ast.EList(tuple(items), self.upto(tok))
         elif k == "(":
             out = self.parse_seq()
             self.expect(")", "';' or ')'")
@@ -441,47 +472,105 @@ class _Parser:
             settings = None if self.tok.kind == "in" else self.parse_seq()
             self.expect("in", "';' or 'in'" if settings else "'val', a setting or 'in'")
             body = self.parse_seq()
-            end = self.expect("end", "';' or 'end' (to close 'let')")
-            out = ast.ELocal(tuple(decls), settings, body, self.span(tok, end))
+            self.expect("end", "';' or 'end' (to close 'let')")
+            out = ast.ELocal(tuple(decls), settings, body, self.upto(tok))
         else:  # if
             cond = self.parse_seq()
             self.expect("then", "'then'")
             then = self.parse_seq()
             self.expect("else", "';' or 'else'")
             orelse = self.parse_seq()
-            end = self.expect("end", "';' or 'end' (to close 'if')")
-            out = ast.EIf(cond, then, orelse, self.span(tok, end))
-        self.layout = saved
+            self.expect("end", "';' or 'end' (to close 'if')")
+            out = ast.EIf(cond, then, orelse, self.upto(tok))
+        self.layout, self.in_where = saved
         self.depth -= 1
         return out
 
     # -- types and predicates -------------------------------------------------------------
-
-    def starts_pred(self) -> bool:
-        """Whether the tokens here begin a context predicate (looking past ``(``)."""
-        toks, j, last = self.toks, self.i, len(self.toks) - 1
-        limit = j + MAX_DEPTH + 2
-        while j < last and j < limit and toks[j].kind == "(":
-            j += 1
-        return toks[j].kind in _PRED_START
+    #
+    # Predicates and types share '(' and are told apart as they are read: parse_either
+    # returns a Pred when what it read is a predicate not followed by '=>' (the caller
+    # decides whether that is allowed), otherwise a Type.
 
     def parse_type(self) -> ast.Type:
+        x = self.parse_either()
+        if isinstance(x, _PRED_NODES):
+            self.fail(self.tok, "'=>' (a context predicate begins a block type 'P => T')")
+        return x
+
+    def parse_pred(self) -> ast.Pred:
         tok = self.tok
-        if self.starts_pred():
-            pred = self.parse_pred()
-            self.expect("=>", "'=>' (a context predicate begins a block type 'P => T')")
-            self.push(tok)
-            outer = self.parse_type()
-            self.depth -= 1
-            return ast.TNested(pred, outer, ast.Span(self.file, pred.span.start, outer.span.end))
-        t = self.parse_type_atom()
+        if tok.kind not in _PRED_START and tok.kind != "(":
+            self.fail(tok, _PRED_EXPECTED)
+        x = self.parse_either()
+        if not isinstance(x, _PRED_NODES):
+            msg = f"expected {_PRED_EXPECTED}, found a type"
+            raise _Abort(Diagnostic(self.file, x.span, msg))
+        return x
+
+    def parse_either(self) -> ast.Type | ast.Pred:
+        tok = self.tok
+        if tok.kind not in _PRED_START and tok.kind != "(":
+            t = self.parse_type_atom()
+            return self.arrow_rest(tok, t)
+        left = self.parse_unary()
+        if not isinstance(left, _PRED_NODES):  # a parenthesised type
+            return self.arrow_rest(tok, left)
+        n = 0
+        while self.tok.kind == "&":
+            amp = self.advance()
+            self.push(amp)
+            n += 1
+            right = self.parse_unary()
+            if not isinstance(right, _PRED_NODES):
+                msg = f"expected {_PRED_EXPECTED} after '&', found a type"
+                raise _Abort(Diagnostic(self.file, right.span, msg))
+            left = ast.PAnd(left, right, self.upto(tok))
+        self.depth -= n
+        if self.tok.kind != "=>":
+            return left
+        arrow = self.advance()
+        self.push(arrow)
+        outer = self.parse_type()
+        self.depth -= 1
+        return ast.TNested(left, outer, self.upto(tok))
+
+    def arrow_rest(self, first: Token, t: ast.Type) -> ast.Type:
         if self.tok.kind != "->":
             return t
-        self.advance()
-        self.push(tok)
+        arrow = self.advance()
+        self.push(arrow)
         result = self.parse_type()
         self.depth -= 1
-        return ast.TArrow(t, result, ast.Span(self.file, t.span.start, result.span.end))
+        return ast.TArrow(t, result, self.upto(first))
+
+    def parse_unary(self) -> ast.Pred | ast.Type:
+        """``Root``, ``C``, ``^P``, ``!P``, or a parenthesised predicate or type."""
+        tok = self.tok
+        k = tok.kind
+        if k == "Root":
+            self.advance()
+            return ast.PRoot(tok.span(self.file))
+        if k == "CNAME":
+            self.advance()
+            return ast.PCtx(tok.value, tok.span(self.file))
+        if k not in ("^", "!", "("):
+            self.fail(tok, _PRED_EXPECTED)
+        self.advance()
+        self.push(tok)
+        x: ast.Pred | ast.Type
+        if k == "(":
+            x = self.parse_either()
+            self.expect(")", "'&' or ')'" if isinstance(x, _PRED_NODES) else "')'")
+        else:
+            inner = self.parse_unary()
+            if not isinstance(inner, _PRED_NODES):
+                msg = f"expected {_PRED_EXPECTED} after '{k}', found a type"
+                raise _Abort(Diagnostic(self.file, inner.span, msg))
+            span = self.upto(tok)
+            x = ast.PAnc(inner, span) if k == "^" else ast.PNot(inner, span)
+        self.depth -= 1
+        return x
 
     def parse_type_atom(self) -> ast.Type:
         tok = self.tok
@@ -497,25 +586,25 @@ class _Parser:
         if k == "(":
             out = self.parse_type()
             self.expect(")", "')'")
-        elif self.starts_pred():
-            pred = self.parse_pred()
-            last = self.expect("]", "']' after the context predicate")
-            reads: tuple[tuple[str, ast.Type], ...] = ()
-            writes: tuple[tuple[str, ast.Type], ...] = ()
-            if self.tok.kind == "{":
-                reads, last = self.parse_row()
-            if self.tok.kind == "=>" and self.peek().kind == "{":
-                self.advance()
-                writes, last = self.parse_row()
-            out = ast.TAction(pred, reads, writes, self.span(tok, last))
         else:
-            elem = self.parse_type()
-            close = self.expect("]", "']'")
-            out = ast.TList(elem, self.span(tok, close))
+            x = self.parse_either()
+            if isinstance(x, _PRED_NODES):
+                self.expect("]", "'&' or ']' after the context predicate")
+                reads: tuple[tuple[str, ast.Type], ...] = ()
+                writes: tuple[tuple[str, ast.Type], ...] = ()
+                if self.tok.kind == "{":
+                    reads = self.parse_row()
+                if self.tok.kind == "=>" and self.peek().kind == "{":
+                    self.advance()
+                    writes = self.parse_row()
+                out = ast.TAction(x, reads, writes, self.upto(tok))
+            else:
+                self.expect("]", "']'")
+                out = ast.TList(x, self.upto(tok))
         self.depth -= 1
         return out
 
-    def parse_row(self) -> tuple[tuple[tuple[str, ast.Type], ...], Token]:
+    def parse_row(self) -> tuple[tuple[str, ast.Type], ...]:
         self.expect("{", "'{'")
         row: list[tuple[str, ast.Type]] = []
         if self.tok.kind != "}":
@@ -526,43 +615,8 @@ class _Parser:
                 if self.tok.kind != ",":
                     break
                 self.advance()
-        close = self.expect("}", "',' or '}'")
-        return tuple(row), close
-
-    def parse_pred(self) -> ast.Pred:
-        left = self.parse_pred_unary()
-        n = 0
-        while self.tok.kind == "&":
-            amp = self.advance()
-            self.push(amp)
-            n += 1
-            right = self.parse_pred_unary()
-            left = ast.PAnd(left, right, ast.Span(self.file, left.span.start, right.span.end))
-        self.depth -= n
-        return left
-
-    def parse_pred_unary(self) -> ast.Pred:
-        tok = self.tok
-        k = tok.kind
-        if k == "Root":
-            self.advance()
-            return ast.PRoot(tok.span(self.file))
-        if k == "CNAME":
-            self.advance()
-            return ast.PCtx(tok.value, tok.span(self.file))
-        if k not in ("^", "!", "("):
-            self.fail(tok, "a context predicate (Root, a context name, ^P, !P or (P))")
-        self.advance()
-        self.push(tok)
-        if k == "(":
-            p = self.parse_pred()
-            self.expect(")", "'&' or ')'")
-        else:
-            inner = self.parse_pred_unary()
-            span = self.join(tok, inner)
-            p = ast.PAnc(inner, span) if k == "^" else ast.PNot(inner, span)
-        self.depth -= 1
-        return p
+        self.expect("}", "',' or '}'")
+        return tuple(row)
 
 
 # ---------------------------------------------------------------------------------------
