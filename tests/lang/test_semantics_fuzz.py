@@ -265,3 +265,84 @@ def test_member_values_never_carry_control_or_special_characters(template, value
         assert not _CONTROL.search(s), (path, s)
         if not ({"data", "realm", "pattern", "target"} & set(path)):
             assert not _SPECIAL.search(s), (path, s)
+
+
+# -- random well-formed programs ------------------------------------------------------------------
+
+_ARGS = {
+    "dom": ['"example.org"', '"example.net"', '"sub.example.org"', '"bob.example"'],
+    "label": ['"www"', '"a"', '"mail"'],
+    "path": ['"/home/alice/x"', '"/home/alice"', '"/home/bob"'],
+    "url": ['"/p"', '"/q/r"'],
+    "user": ['"sales"', '"team"'],
+    "addr": ['"alice"', '"x@y.example"'],
+    "rname": ['"@"', '"www"', '"x"'],
+    "ip": ['"192.0.2.1"', '"300.1.1.1"'],
+}
+_DIRECTIVES = {
+    "Domain": [
+        ("handleMail", []),
+        ("emailAlias", ["user", "addr"]),
+        ("aliasDrop", ["user"]),
+        ("defaultAlias", ["addr"]),
+        ("dnsA", ["rname", "ip"]),
+        ("alias", ["url", "path"]),
+    ],
+    "Vhost": [
+        ("serverAliasDefault", []),
+        ("alias", ["url", "path"]),
+        ("options", []),
+        ("handleMail", []),
+    ],
+    "Location": [("ssi", []), ("execCGI", []), ("alias", ["url", "path"])],
+}
+_BLOCKS = {
+    "Root": [("dom", "dom", "Domain"), ("domain", "dom", "Domain")],
+    "Domain": [("web", "label", "Vhost")],
+    "Vhost": [("location", "url", "Location"), ("directory", "path", "Location")],
+    "Location": [],
+}
+
+
+def _program(rnd, ctx="Root", depth=3) -> str:
+    items = []
+    for _ in range(rnd.randint(1, 3)):
+        r = rnd.random()
+        if ctx != "Root" and (depth == 0 or r < 0.4):
+            name, kinds = rnd.choice(_DIRECTIVES[ctx])
+            args = " ".join(rnd.choice(_ARGS[k]) for k in kinds)
+            items.append(f"{name} {args}".strip() if name != "options" else 'options ["+Indexes"]')
+        elif r < 0.75 and _BLOCKS[ctx] and depth > 0:
+            name, kind, inner = rnd.choice(_BLOCKS[ctx])
+            where = (
+                f" where DocumentRoot = {rnd.choice(_ARGS['path'])}" if rnd.random() < 0.3 else ""
+            )
+            items.append(
+                f"{name} {rnd.choice(_ARGS[kind])}{where} with {_program(rnd, inner, depth - 1)} end"
+            )
+        elif depth > 0:
+            items.append(
+                f"let DocumentRoot = {rnd.choice(_ARGS['path'])} in "
+                f"{_program(rnd, ctx, depth - 1)} end"
+            )
+    return "; ".join(items) or "handleMail"
+
+
+@settings(max_examples=150)
+@given(st.randoms(use_true_random=False))
+def test_random_programs_check_and_evaluate_safely(rnd):
+    """Random nestings of blocks, settings and directives (some misplaced, some naming
+    another member's things) give diagnostics or a state that is alice's alone, and the
+    same result twice."""
+    text = _program(rnd)
+    r = check_source([("f", text)], ALICE)
+    assert r == check_source([("f", text)], ALICE)
+    if r.ok:
+        s = r.state
+        owners = {z.owner for z in s.zones} | {v.owner for v in s.vhosts}
+        assert owners <= {"alice"}
+        assert all(z.name.endswith(("example.org", "example.net")) for z in s.zones)
+        assert all(v.document_root.startswith("/home/alice") for v in s.vhosts)
+        assert all(p.startswith("/home/alice") for v in s.vhosts for _, p in v.url_aliases)
+    else:
+        assert r.state is None and all(d.file == "f" for d in r.diagnostics)
