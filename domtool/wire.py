@@ -25,7 +25,9 @@ from typing import Any
 import attrs
 
 VERSION = 1
-MAX_FRAME = 20 * 1024 * 1024  # bytes; a submit is at most 64 files of 256 KiB (16 MiB) plus JSON escaping headroom
+MAX_FRAME = (
+    20 * 1024 * 1024
+)  # bytes; a submit is at most 64 files of 256 KiB (16 MiB) plus JSON escaping headroom
 
 # What a member may ask the dispatcher.
 MEMBER_OPS = frozenset(
