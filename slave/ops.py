@@ -1,0 +1,627 @@
+"""The slave's operations on the wire: their argument schemas, and the local re-check.
+
+Two layers, both run before the agent (``domtool.slave.agent``) decides anything:
+
+1. :func:`parse` checks an op's ``args`` object against a closed schema with size limits
+   (every string's UTF-8 length, every list's item count, every integer's range, no
+   unknown fields, nothing deeper than the model allows) and only then builds typed values:
+   :class:`PrepareArgs` (per owner, a :class:`domtool.model.DesiredState` and the owner's
+   :class:`Grants`), :class:`TxArgs`, :class:`DescribeArgs`, :class:`StatusArgs`. Every
+   problem is reported at once (:class:`BadArgs`, each with its JSON path).
+2. :func:`recheck` is the slave's own check of one owner's part, with what only this
+   host knows: every zone, vhost and mail domain names the owner it came under; names pass
+   ``domtool.validate``; a vhost runs as a user and group the owner was granted, never
+   ``root`` nor anything that is uid/gid 0 here; every member path (document root, alias
+   and script alias targets, directory blocks, TLS files, the htpasswd file) really lies
+   under one of the owner's granted paths once symlinks are resolved on THIS host
+   (``slave.pathcheck.check_member_path``). Each refusal names the owner and the field.
+
+The ops (``domtool.wire.SLAVE_OPS``)::
+
+    prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
+                                      grants: {paths: [...], users: [...], groups: [...]}}}}
+    commit   {txid}
+    abort    {txid}
+    status   {}
+    describe {domain}
+"""
+
+from __future__ import annotations
+
+import grp
+import pwd
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from domtool import model, validate
+from domtool.model import Block, DesiredState, Vhost, WebSettings
+from domtool.slave.pathcheck import PathRefused, check_member_path
+from domtool.validate import Invalid
+
+__all__ = [
+    "BadArgs",
+    "DescribeArgs",
+    "Grants",
+    "OwnerChange",
+    "PrepareArgs",
+    "StatusArgs",
+    "TxArgs",
+    "parse",
+    "recheck",
+    "OP_SCHEMAS",
+]
+
+# ---------------------------------------------------------------------------
+# Limits
+
+MAX_OWNERS = 10_000  # members touched by one prepare (a whole-site regen)
+MAX_UNITS = 20_000  # zones, vhosts or mail domains of one member on one host
+MAX_RECORDS = 100_000  # records of one zone
+MAX_NODES = 64
+MAX_NAME = 253
+MAX_PATH = 4096
+MAX_TEXT = 4096
+MAX_SMALL_LIST = 256
+MAX_GRANTS = 10_000
+# object > list > object > ... : DesiredState > vhosts > Vhost > blocks > Block > WebSettings
+# > rewrites > Rewrite > conditions > (test, pattern, flags) > flag, under args > changes > owner.
+MAX_DEPTH = 16
+
+TXID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+UNIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# A loose shape check only; the real grammar is domtool.validate's, in recheck.
+NAME = re.compile(r"[A-Za-z0-9*_.-]{1,253}")
+
+
+class BadArgs(ValueError):
+    """The arguments do not match the op's schema; ``problems`` lists every (path, message)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        shown = "; ".join(f"{p}: {m}" if p else m for p, m in problems[:20])
+        more = f" (and {len(problems) - 20} more)" if len(problems) > 20 else ""
+        super().__init__(shown + more)
+
+    @property
+    def details(self) -> tuple[str, ...]:
+        """Every problem as ``path: message``."""
+        return tuple(f"{p}: {m}" if p else m for p, m in self.problems)
+
+
+# ---------------------------------------------------------------------------
+# Schema nodes: a closed, declarative description of the JSON each op accepts.
+
+Problems = list[tuple[str, str]]
+
+
+def _json_type(value: Any) -> str:
+    for name, t in (("bool", bool), ("int", int), ("str", str), ("list", list), ("object", dict)):
+        if isinstance(value, t):
+            return name
+    return "null" if value is None else type(value).__name__
+
+
+@attrs.frozen
+class Str:
+    """A string of at most ``max_bytes`` UTF-8 bytes, optionally matching ``pattern`` fully
+    or one of ``allowed``."""
+
+    max_bytes: int
+    pattern: re.Pattern | None = None
+    allowed: frozenset[str] | None = None
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if not isinstance(value, str):
+            problems.append((path, f"expected a string, got {_json_type(value)}"))
+            return
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            problems.append((path, "contains a lone surrogate (not valid Unicode text)"))
+            return
+        if size > self.max_bytes:
+            problems.append((path, f"too long: {size} bytes, at most {self.max_bytes}"))
+        elif self.allowed is not None and value not in self.allowed:
+            problems.append((path, f"must be one of {', '.join(sorted(self.allowed))}"))
+        elif self.pattern is not None and not self.pattern.fullmatch(value):
+            problems.append((path, "not a valid value here"))
+
+
+@attrs.frozen
+class Int:
+    """An integer (never a JSON boolean) in [minimum, maximum]."""
+
+    minimum: int
+    maximum: int
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            problems.append((path, f"expected an integer, got {_json_type(value)}"))
+        elif not self.minimum <= value <= self.maximum:
+            problems.append((path, f"must be between {self.minimum} and {self.maximum}"))
+
+
+@attrs.frozen
+class Bool:
+    """A JSON boolean."""
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if not isinstance(value, bool):
+            problems.append((path, f"expected a boolean, got {_json_type(value)}"))
+
+
+@attrs.frozen
+class Nullable:
+    """``null`` or the inner schema."""
+
+    inner: Any
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if value is not None:
+            self.inner.check(value, path, problems, depth)
+
+
+@attrs.frozen
+class StrOrInt:
+    """A string or an integer (a DNS record's data items)."""
+
+    string: Str
+    integer: Int
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if isinstance(value, str):
+            self.string.check(value, path, problems, depth)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            self.integer.check(value, path, problems, depth)
+        else:
+            problems.append((path, f"expected a string or an integer, got {_json_type(value)}"))
+
+
+def _nest(path: str, depth: int, problems: Problems) -> bool:
+    if depth >= MAX_DEPTH:
+        problems.append((path, f"nested deeper than {MAX_DEPTH}"))
+        return False
+    return True
+
+
+@attrs.frozen
+class List:
+    """A list of at most ``max_items`` items, each matching ``items``."""
+
+    items: Any
+    max_items: int
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if not isinstance(value, list):
+            problems.append((path, f"expected a list, got {_json_type(value)}"))
+            return
+        if len(value) > self.max_items:
+            problems.append((path, f"too many items: {len(value)}, at most {self.max_items}"))
+            return
+        if not _nest(path, depth, problems):
+            return
+        for i, item in enumerate(value):
+            self.items.check(item, f"{path}[{i}]", problems, depth + 1)
+
+
+@attrs.frozen
+class Tuple:
+    """A list of exactly ``len(items)`` items, the i-th matching ``items[i]``."""
+
+    items: tuple[Any, ...]
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if not isinstance(value, list) or len(value) != len(self.items):
+            problems.append((path, f"expected a list of {len(self.items)} items"))
+            return
+        if not _nest(path, depth, problems):
+            return
+        for i, (item, rules) in enumerate(zip(value, self.items, strict=True)):
+            rules.check(item, f"{path}[{i}]", problems, depth + 1)
+
+
+@attrs.frozen
+class Obj:
+    """A closed JSON object: ``required`` and ``optional`` fields, nothing else. With
+    ``kind``, the object must carry ``"kind": kind`` (the model's JSON form)."""
+
+    required: Mapping[str, Any]
+    optional: Mapping[str, Any] = attrs.field(factory=dict)
+    kind: str | None = None
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if not isinstance(value, dict):
+            problems.append((path, f"expected an object, got {_json_type(value)}"))
+            return
+        if not _nest(path, depth, problems):
+            return
+        if self.kind is not None and value.get("kind") != self.kind:
+            problems.append((_at(path, "kind"), f"must be {self.kind!r}"))
+            return
+        for name, rules in self.required.items():
+            if name in value:
+                rules.check(value[name], _at(path, name), problems, depth + 1)
+            else:
+                problems.append((_at(path, name), "required"))
+        for name, rules in self.optional.items():
+            if name in value:
+                rules.check(value[name], _at(path, name), problems, depth + 1)
+        known = set(self.required) | set(self.optional) | ({"kind"} if self.kind else set())
+        unknown = sorted(str(k)[:40] for k in value if k not in known)
+        if unknown:
+            problems.append((path, f"unknown field(s): {', '.join(map(repr, unknown[:5]))}"))
+
+
+@attrs.frozen
+class Map:
+    """An object used as a map: at most ``max_items`` keys matching ``key``, values ``value``."""
+
+    key: Str
+    value: Any
+    max_items: int
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if not isinstance(value, dict):
+            problems.append((path, f"expected an object, got {_json_type(value)}"))
+            return
+        if len(value) > self.max_items:
+            problems.append((path, f"too many entries: {len(value)}, at most {self.max_items}"))
+            return
+        if not _nest(path, depth, problems):
+            return
+        for k, v in value.items():
+            where = _at(path, str(k)[:64])
+            before = len(problems)
+            self.key.check(k, where, problems, depth + 1)
+            if len(problems) == before:
+                self.value.check(v, where, problems, depth + 1)
+
+
+def _at(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+# ---------------------------------------------------------------------------
+# The model's JSON form (domtool.model.to_json), field by field.
+
+_name = Str(MAX_NAME, NAME)
+_owner = Str(32, UNIX_NAME)
+_path = Str(MAX_PATH)
+_text = Str(MAX_TEXT)
+_names = List(_name, MAX_SMALL_LIST)
+_texts = List(_text, MAX_SMALL_LIST)
+_nodes = List(_name, MAX_NODES)
+_u32 = Int(0, 2**32 - 1)
+_port = Int(0, 65535)
+_status = Int(100, 999)
+
+RECORD = Obj(
+    {"name": _name, "rtype": Str(8), "data": List(StrOrInt(_text, _u32), 8)},
+    {"ttl": Nullable(_u32)},
+    kind="Record",
+)
+ZONE = Obj(
+    {"name": _name, "owner": _owner, "records": List(RECORD, MAX_RECORDS), "nodes": _nodes},
+    {"ttl": _u32},
+    kind="Zone",
+)
+REDIRECT = Obj({"path": _text, "target": _text}, {"status": _status}, kind="Redirect")
+REWRITE = Obj(
+    {"pattern": _text, "target": _text},
+    {
+        "flags": _texts,
+        "conditions": List(Tuple((_text, _text, _texts)), MAX_SMALL_LIST),
+    },
+    kind="Rewrite",
+)
+PROXY = Obj({"path": _text, "port": _port}, {"target": _text}, kind="ProxyPass")
+AUTH = Obj({"realm": _text, "user_file": _path}, {"require": _texts}, kind="BasicAuth")
+SETTINGS = Obj(
+    {},
+    {
+        "directory_index": _texts,
+        "options": _texts,
+        "error_documents": List(Tuple((_status, _text)), MAX_SMALL_LIST),
+        "redirects": List(REDIRECT, MAX_SMALL_LIST),
+        "rewrites": List(REWRITE, MAX_SMALL_LIST),
+        "auth": Nullable(AUTH),
+        "ssi": Bool(),
+        "cgi": Bool(),
+    },
+    kind="WebSettings",
+)
+# A Block's JSON carries its own kind ("location"/"directory") instead of a class tag.
+BLOCK = Obj(
+    {"kind": Str(16, allowed=frozenset(model.BLOCK_KINDS)), "path": _path},
+    {"settings": SETTINGS},
+)
+TLS = Obj({"certificate": _path, "key": _path}, {"chain": Nullable(_path)}, kind="TLS")
+VHOST = Obj(
+    {
+        "fqdn": _name,
+        "owner": _owner,
+        "domain": _name,
+        "nodes": _nodes,
+        "document_root": _path,
+        "user": _owner,
+        "group": _owner,
+        "server_admin": _text,
+    },
+    {
+        "aliases": _names,
+        "tls": Nullable(TLS),
+        "url_aliases": List(Tuple((_text, _path)), MAX_SMALL_LIST),
+        "script_aliases": List(Tuple((_text, _path)), MAX_SMALL_LIST),
+        "proxies": List(PROXY, MAX_SMALL_LIST),
+        "settings": SETTINGS,
+        "blocks": List(BLOCK, MAX_SMALL_LIST),
+    },
+    kind="Vhost",
+)
+ALIAS = Obj(
+    {"source": List(_text, 2), "targets": _texts},
+    kind="Alias",
+)
+MAIL = Obj(
+    {"name": _name, "owner": _owner, "nodes": _nodes},
+    {
+        "handle": Str(16, allowed=frozenset({"local", "relay"})),
+        "relay_host": Nullable(_name),
+        "aliases": List(ALIAS, MAX_UNITS),
+        "spam_filter": Bool(),
+    },
+    kind="MailDomain",
+)
+STATE = Obj(
+    {},
+    {
+        "zones": List(ZONE, MAX_UNITS),
+        "vhosts": List(VHOST, MAX_UNITS),
+        "mail": List(MAIL, MAX_UNITS),
+    },
+    kind="DesiredState",
+)
+GRANTS = Obj(
+    {},
+    {
+        "paths": List(_path, MAX_GRANTS),
+        "users": List(_owner, MAX_GRANTS),
+        "groups": List(_owner, MAX_GRANTS),
+    },
+)
+TXID_FIELD = Str(64, TXID)
+
+# The arguments of every op. Closed table: its keys are exactly domtool.wire.SLAVE_OPS.
+OP_SCHEMAS: dict[str, Obj] = {
+    "prepare": Obj(
+        {
+            "txid": TXID_FIELD,
+            "changes": Map(
+                Str(32, UNIX_NAME), Obj({"state": STATE}, {"grants": GRANTS}), MAX_OWNERS
+            ),
+        }
+    ),
+    "commit": Obj({"txid": TXID_FIELD}),
+    "abort": Obj({"txid": TXID_FIELD}),
+    "status": Obj({}),
+    "describe": Obj({"domain": _name}),
+}
+
+
+# ---------------------------------------------------------------------------
+# Typed arguments
+
+
+@attrs.frozen
+class Grants:
+    """What the dispatcher says an owner may use on this host: paths, Unix users, groups."""
+
+    paths: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class OwnerChange:
+    """One member's COMPLETE desired state on this host, and their grants."""
+
+    state: DesiredState
+    grants: Grants
+
+
+@attrs.frozen
+class PrepareArgs:
+    """``prepare``: stage these owners' new parts under transaction ``txid``."""
+
+    txid: str
+    changes: Mapping[str, OwnerChange]
+
+
+@attrs.frozen
+class TxArgs:
+    """``commit`` / ``abort`` of transaction ``txid``."""
+
+    txid: str
+
+
+@attrs.frozen
+class StatusArgs:
+    """``status``: no arguments."""
+
+
+@attrs.frozen
+class DescribeArgs:
+    """``describe``: what this host serves for ``domain``."""
+
+    domain: str
+
+
+def _prepare(args: dict) -> PrepareArgs:
+    changes: dict[str, OwnerChange] = {}
+    problems: Problems = []
+    for owner, change in sorted(args["changes"].items()):
+        try:
+            state = model.from_json(change["state"])
+        except (TypeError, ValueError) as e:
+            problems.append((f"changes.{owner}.state", str(e)[:200]))
+            continue
+        g = change.get("grants", {})
+        grants = Grants(
+            tuple(g.get("paths", ())), tuple(g.get("users", ())), tuple(g.get("groups", ()))
+        )
+        changes[owner] = OwnerChange(state.normalised(), grants)
+    if problems:
+        raise BadArgs(problems)
+    return PrepareArgs(args["txid"], changes)
+
+
+_BUILDERS: dict[str, Callable[[dict], Any]] = {
+    "prepare": _prepare,
+    "commit": lambda a: TxArgs(a["txid"]),
+    "abort": lambda a: TxArgs(a["txid"]),
+    "status": lambda a: StatusArgs(),
+    "describe": lambda a: DescribeArgs(a["domain"].lower()),
+}
+
+
+def parse(op: str, args: Any) -> Any:
+    """Check ``args`` against ``op``'s schema and build its typed arguments.
+
+    ``op`` must already be one of ``domtool.wire.SLAVE_OPS`` (``wire.decode_request``
+    refuses anything else). Raises :class:`BadArgs` listing every problem.
+    """
+    schema = OP_SCHEMAS.get(op)
+    if schema is None:
+        raise BadArgs([("", f"unknown operation {op[:40]!r}")])
+    problems: Problems = []
+    schema.check(args, "", problems, 0)
+    if problems:
+        raise BadArgs(problems)
+    return _BUILDERS[op](args)
+
+
+# ---------------------------------------------------------------------------
+# The local re-check of one owner's part
+
+
+def _is_superuser(user: str | None = None, group: str | None = None) -> bool:
+    """True when the name is root or maps to uid/gid 0 on this host."""
+    if user is not None:
+        if user == "root":
+            return True
+        try:
+            return pwd.getpwnam(user).pw_uid == 0
+        except KeyError:
+            return False
+    if group is not None:
+        if group == "root":
+            return True
+        try:
+            return grp.getgrnam(group).gr_gid == 0
+        except KeyError:
+            return False
+    return False
+
+
+def _settings_paths(field: str, ws: WebSettings) -> Iterable[tuple[str, str]]:
+    if ws.auth is not None:
+        yield f"{field}.auth.user_file", ws.auth.user_file
+
+
+def _block_paths(field: str, b: Block) -> Iterable[tuple[str, str]]:
+    if b.kind == "directory":
+        yield f"{field}.path", b.path
+    yield from _settings_paths(f"{field}.settings", b.settings)
+
+
+def member_paths(v: Vhost) -> list[tuple[str, str]]:
+    """Every filesystem path of a vhost that must lie under its owner's granted paths,
+    with the field it came from."""
+    out = [("document_root", v.document_root)]
+    out += [(f"url_aliases[{i}].path", p) for i, (_u, p) in enumerate(v.url_aliases)]
+    out += [(f"script_aliases[{i}].path", p) for i, (_u, p) in enumerate(v.script_aliases)]
+    if v.tls is not None:
+        out += [("tls.certificate", v.tls.certificate), ("tls.key", v.tls.key)]
+        if v.tls.chain is not None:
+            out.append(("tls.chain", v.tls.chain))
+    out += list(_settings_paths("settings", v.settings))
+    for i, b in enumerate(v.blocks):
+        out += list(_block_paths(f"blocks[{i}]", b))
+    return out
+
+
+def recheck(owner: str, change: OwnerChange, node: str | None = None) -> list[str]:
+    """Every reason this host refuses ``owner``'s part (empty: accepted).
+
+    ``node`` is this host's node name in the model; when given, every unit must list it
+    among its nodes (the dispatcher sends a host only its own part)."""
+    problems: list[str] = []
+    g = change.grants
+
+    def refuse(what: str, field: str, reason: str) -> None:
+        problems.append(f"{owner}: {what}: {field}: {reason}")
+
+    def name(what: str, field: str, checker, value) -> None:
+        try:
+            checker(value)
+        except Invalid as e:
+            refuse(what, field, str(e))
+
+    def units(kind: str, items, label) -> None:
+        for u in items:
+            what = f"{kind} {str(label(u))[:253]}"
+            if u.owner != owner:
+                refuse(what, "owner", f"belongs to {str(u.owner)[:32]!r}, not to {owner!r}")
+            if node is not None and node not in u.nodes:
+                refuse(what, "nodes", f"not served by this host ({node})")
+
+    st = change.state
+    units("zone", st.zones, lambda z: z.name)
+    units("vhost", st.vhosts, lambda v: v.fqdn)
+    units("mail domain", st.mail, lambda m: m.name)
+    for z in st.zones:
+        what = f"zone {z.name}"
+        name(what, "name", validate.check_domain, z.name)
+        for i, r in enumerate(z.records):
+            name(what, f"records[{i}].name", validate.check_record_name, r.name)
+    for m in st.mail:
+        name(f"mail domain {m.name}", "name", validate.check_domain, m.name)
+        if m.relay_host is not None:
+            name(f"mail domain {m.name}", "relay_host", validate.check_domain, m.relay_host)
+    for v in st.vhosts:
+        what = f"vhost {v.fqdn}"
+        name(what, "fqdn", validate.check_domain, v.fqdn)
+        name(what, "domain", validate.check_domain, v.domain)
+        for i, a in enumerate(v.aliases):
+            name(what, f"aliases[{i}]", validate.check_domain, a)
+        if _is_superuser(user=v.user):
+            refuse(what, "user", f"{v.user!r} is the superuser")
+        elif v.user not in g.users:
+            refuse(what, "user", f"{v.user!r} is not one of {owner}'s granted users")
+        if _is_superuser(group=v.group):
+            refuse(what, "group", f"{v.group!r} is the superuser's group")
+        elif v.group not in g.groups:
+            refuse(what, "group", f"{v.group!r} is not one of {owner}'s granted groups")
+        for field, path in member_paths(v):
+            try:
+                check_member_path(path, g.paths)
+            except PathRefused as e:
+                refuse(what, field, str(e))
+    return problems
+
+
+def holders(state: DesiredState) -> dict[tuple[str, str], str]:
+    """Who holds each name a daemon serves: (kind, name) -> owner. A vhost holds its fqdn
+    and every alias; names are compared lower-cased."""
+    out: dict[tuple[str, str], str] = {}
+    for z in state.zones:
+        out.setdefault(("zone", z.name.lower()), z.owner)
+    for v in state.vhosts:
+        for n in (v.fqdn, *v.aliases):
+            out.setdefault(("vhost", n.lower()), v.owner)
+    for m in state.mail:
+        out.setdefault(("mail domain", m.name.lower()), m.owner)
+    return out
