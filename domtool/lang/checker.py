@@ -40,6 +40,9 @@ from domtool.lang.errors import Diagnostic
 from domtool.model import DEFAULT_SITE, Site
 
 BUILTIN_TYPES = ("int", "string", "bool")
+#: Work allowed for deciding context predicates in one file (about a second); past it,
+#: every further implication is refused (fail closed) and one error says why.
+PRED_BUDGET = 3_000_000
 MAX_EXPR_CHARS = 120
 
 
@@ -116,6 +119,24 @@ class Checker:
         self.extern_vals: dict[str, T.Type] = {}
         self._lines: dict[str, list[str]] = {}
         self._accepted: dict[tuple[str, object], bool] = {}
+        self.pred_work = 0
+        self.file = "<library>"  # the file being checked, for errors without a span
+        self._pred_budget_reported = False
+
+    def implies(self, have: T.Pred, need: T.Pred, span: ast.Span | None = None) -> bool:
+        """:func:`types.implies` within the file's work budget."""
+        if self.pred_work > PRED_BUDGET:
+            if not self._pred_budget_reported:
+                self._pred_budget_reported = True
+                self.error(
+                    span,
+                    "Context predicates in this file are too complex to check.",
+                    hint="simplify the contexts of your block directives",
+                )
+            return False
+        ok, work = T.implies_costed(have, need)
+        self.pred_work += work
+        return ok
 
     def accepts(self, name: str, value: object) -> bool:
         """Memoised :func:`externs.accepts` for this member and site."""
@@ -134,7 +155,7 @@ class Checker:
         details: tuple[str, ...] = (),
         hint: str | None = None,
     ) -> T.Type:
-        file = span.file if span is not None else "<library>"
+        file = span.file if span is not None else self.file
         self.diags.append(Diagnostic(file, span, message, details, hint))
         return T.ERROR
 
@@ -285,7 +306,7 @@ class Checker:
         if isinstance(have, T.PVar):
             have.ref = need
             return True
-        return T.implies(have, need)
+        return self.implies(have, need)
 
     def sub(self, a: T.Type, b: T.Type) -> bool:
         """``a`` ≤ ``b``, binding unification variables as needed."""
@@ -364,7 +385,7 @@ class Checker:
         t = T.prune(t)
         if have is None or not isinstance(t, T.Action):
             return t
-        if not T.implies(have, t.pred):
+        if not self.implies(have, t.pred, span):
             self.error(
                 span,
                 "Context incompatibility for nested action.",
@@ -727,6 +748,7 @@ def check_file(
 ) -> list[Diagnostic]:
     """Check one file for one member; return all its errors (empty when it checks)."""
     ck = Checker(perms, site, library, {file.name: source} if source is not None else None)
+    ck.file = file.name
     scope = Scope({}, Scope(ck.globals))
     ck.declare(file.decls, scope)
     if file.body is not None:

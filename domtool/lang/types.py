@@ -21,7 +21,6 @@ of an automaton that reads a stack from the bottom up (see :func:`_implies`).
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
 
 import attrs
 
@@ -143,6 +142,7 @@ def _names(pred: Pred, acc: set[str]) -> int:
 
 
 MAX_STATES = 3_000
+MAX_WORK = 300_000
 FRESH = "\x00other"
 
 
@@ -190,50 +190,73 @@ def implies(have: Pred, need: Pred) -> bool:
     Unbound predicate variables in ``need`` are fixed to ``have`` (the weakest
     requirement that fits here); any in ``have`` are treated as holding everywhere.
     """
+    return implies_costed(have, need)[0]
+
+
+def implies_costed(have: Pred, need: Pred) -> tuple[bool, int]:
+    """:func:`implies`, and the work it took (1 when the answer was remembered), so a
+    caller can bound the total work of checking one file."""
     have, need = resolve(have), resolve(need)
     for v in free_pvars(need, []):
         v.ref = have
     if free_pvars(have, []):
         have = TRUE
-    return _implies(have, resolve(need))
+    need = resolve(need)
+    key = (have, need)
+    hit = _MEMO.get(key)
+    if hit is not None:
+        return hit, 1
+    result, work = _implies(have, need)
+    if len(_MEMO) >= MEMO_SIZE:
+        _MEMO.clear()
+    _MEMO[key] = result
+    return result, work
 
 
-@lru_cache(maxsize=4096)
-def _implies(have: Pred, need: Pred) -> bool:
-    """:func:`implies` on predicates without variables (memoised), decided exactly.
+MEMO_SIZE = 4096
+_MEMO: dict[tuple[Pred, Pred], bool] = {}
+
+
+def _implies(have: Pred, need: Pred) -> tuple[bool, int]:
+    """:func:`implies` on predicates without variables, decided exactly; with its work.
 
     A stack is read from the bottom up; what a predicate says about it depends only on
     the innermost name and on which ``^`` subformulas hold, and ``^P`` holds after a push
     iff it held before or ``P`` holds now. So the reachable (top, true-``^``-set) states,
     over the names both predicates mention plus one they do not, are finitely many: visit
     them all and look for one where ``have`` holds and ``need`` does not. Absurdly large
-    predicates (more than ``MAX_STATES`` states) are refused (not implied): fail closed.
+    predicates (more than ``MAX_STATES`` states, or ``MAX_WORK`` steps) are refused (not
+    implied): fail closed.
     """
     if need == TRUE or have == need:
-        return True
+        return True, 1
     acc: dict[Anc, int] = {}
-    _ancs(have, acc)
-    _ancs(need, acc)
+    size = _ancs(have, acc) + _ancs(need, acc)
     order = sorted(acc, key=acc.__getitem__)
     names: set[str] = set()
     _names(have, names)
     _names(need, names)
     alphabet = [*sorted(names), FRESH]
+    per_state = len(alphabet) * (len(order) + 1) + size
     start = (None, _step(order, frozenset(), None))
     seen = {start}
     todo = [start]
+    work = 0
     while todo:
+        work += per_state
+        if work > MAX_WORK:
+            return False, work
         top, ancs = todo.pop()
         if _ev(have, top, ancs) and not _ev(need, top, ancs):
-            return False
+            return False, work
         for c in alphabet:
             nxt = (c, _step(order, ancs, c))
             if nxt not in seen:
                 if len(seen) >= MAX_STATES:
-                    return False
+                    return False, work
                 seen.add(nxt)
                 todo.append(nxt)
-    return True
+    return True, work
 
 
 def satisfiable(pred: Pred) -> bool:

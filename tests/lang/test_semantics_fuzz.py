@@ -346,3 +346,26 @@ def test_random_programs_check_and_evaluate_safely(rnd):
         assert all(p.startswith("/home/alice") for v in s.vhosts for _, p in v.url_aliases)
     else:
         assert r.state is None and all(d.file == "f" for d in r.diagnostics)
+
+
+def test_many_hard_predicates_exhaust_the_files_budget_quickly():
+    """Dozens of distinct hard implications stop at the file's work budget with one
+    clear error, in bounded time."""
+    names = [f"C{i}" for i in range(12)]
+    have = " & ".join([f"^{c}" for c in names[:-1]] + [names[-1]])
+    lines = [f"context {c}" for c in names] + [f"extern val blk : {have} => [Root]"]
+    uses = []
+    for i in range(40):
+        need = " & ".join(f"^{c}" for j, c in enumerate(names[:-1]) if j != i % 11)
+        lines.append(f"extern val a{i} : [{need} & !C{i % 11}]")
+        uses.append(f"a{i}")
+    lines.append(f"blk with {'; '.join(uses)} end")
+    text = "\n".join(lines)
+    f, diags = parse_file("p", text)
+    assert f is not None and not diags
+    t0 = time.perf_counter()
+    errs = check_file(f, ALICE, EMPTY_LIBRARY, source=text)
+    assert time.perf_counter() - t0 < 4.0
+    assert [e.message for e in errs].count(
+        "Context predicates in this file are too complex to check."
+    ) == 1
