@@ -1,0 +1,804 @@
+"""The slave's apply engine: stage, check, switch, reload, probe, roll back.
+
+A host must never run a half-written or broken configuration, and one member's mistake
+must never stop another member's site or zone. The engine turns a host's desired state
+into a new *generation* (layout in ``domtool.slave.backend``) and makes it live only
+once the daemons' own checkers accept it:
+
+``prepare(state)``
+    Each backend renders its units, given the live generation's units as ``previous``.
+    Only new or changed unit files are written (content-addressed, immutable, skipped
+    when present), then generation N+1 is staged under ``staging/N+1/`` (index files and
+    ``manifest.json``). Each changed unit's own checks run (``{path}`` replaced by the
+    unit file's absolute path), then every changed backend's ``check_all``. When checks
+    fail, the culprits are found by owner: per-unit checks name themselves; a failing
+    ``check_all`` is bisected (every owner's change alone on top of the live generation,
+    then the passing ones together, then one by one if the combination still fails).
+    Refused owners keep their previous units; the others go ahead. If nothing changes
+    (same units by key and sha, same index bytes), nothing is written or run.
+
+    A backend's ``units()`` may raise an exception carrying ``owners`` (and optionally
+    ``errors``, each with an ``owner``), as the Apache backend's ``RenderRefused`` does:
+    those owners are refused with that message and the backend renders again without
+    their objects.
+
+``commit(prepared)``
+    Renames ``staging/N+1`` to ``generations/N+1`` (fsync), swaps ``current`` to it
+    (symlink ``current.tmp``, rename over ``current``, fsync), runs each changed
+    backend's reload commands, then its probes (retried until ``probe_timeout``). If a
+    reload or a probe fails, ``current`` goes back to generation N, the daemons reload
+    again and the outcome says "rolled back to generation N: <the daemon's message>".
+    On success, generations beyond the last ``keep`` are removed, and unit files no kept
+    generation names.
+
+``recover()``
+    At start-up: removes staging leftovers and temporary files; if ``current`` is
+    missing, dangling or incomplete, points it at the highest complete generation (one
+    whose manifest parses and whose index files and units all exist); removes
+    generations that never went live (newer than ``current``) or are incomplete.
+
+Commands run only through the process seam with argv lists. The only substitution the
+engine makes is ``{path}``, always an absolute path under the (absolute) state
+directory, so no argument the engine builds starts with ``-``. All file operations go
+through the file system seam, so crashes and full disks are tested at every step
+(``tests/slave/test_engine_crash.py``). The engine is synchronous; the agent runs it in
+a thread and serialises calls (one prepare/commit at a time).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import PurePosixPath
+from typing import Protocol
+
+import attrs
+
+from domtool.model import DesiredState
+from domtool.slave.backend import Backend, Command, Probe, Unit
+from domtool.slave.seams import (
+    Clock,
+    FileSystem,
+    ProcessRunner,
+    Result,
+    makedirs,
+    replace_symlink,
+)
+
+MANIFEST = "manifest.json"
+FORMAT = 1
+KEEP = 5
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+_EXT = re.compile(r"[a-z0-9]{1,16}")
+_INDEX_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+_GEN = re.compile(r"[1-9][0-9]{0,17}")
+
+
+class EngineError(Exception):
+    """The apply could not be carried out; the live configuration was not changed."""
+
+
+class DiskFull(EngineError):
+    """Disk full (ENOSPC): the apply was abandoned, staging removed, nothing live changed."""
+
+
+class StalePrepare(EngineError):
+    """The live generation moved since this prepare; prepare again."""
+
+
+class BackendFailed(EngineError):
+    """A backend could not render the state at all (not attributable to an owner)."""
+
+
+class Prober(Protocol):
+    """Checks one probe against the running daemon: True, or False / a reason string."""
+
+    def probe(self, probe: Probe) -> bool | str: ...
+
+
+@attrs.frozen
+class UnitRef:
+    """A unit as a manifest names it: its file is ``units/<backend>/<sha>.<ext>``."""
+
+    key: str
+    owner: str
+    sha: str
+    ext: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.sha}.{self.ext}"
+
+
+@attrs.frozen
+class OwnerResult:
+    """What happened to one member's changes: "applied", "refused" or "rolled back"."""
+
+    owner: str
+    status: str
+    message: str = ""
+
+
+@attrs.frozen
+class Prepared:
+    """A staged generation (``generation`` is None when nothing changed)."""
+
+    base: int
+    generation: int | None
+    owners: tuple[OwnerResult, ...]
+    changed_backends: tuple[str, ...] = ()
+    probes: tuple[Probe, ...] = ()
+    message: str = ""
+    manifest: Mapping = attrs.field(factory=dict, eq=False, repr=False)
+
+    @property
+    def changed(self) -> bool:
+        return self.generation is not None
+
+    @property
+    def refused(self) -> dict[str, str]:
+        return {o.owner: o.message for o in self.owners if o.status == "refused"}
+
+    @property
+    def applied(self) -> tuple[str, ...]:
+        return tuple(o.owner for o in self.owners if o.status == "applied")
+
+
+@attrs.frozen
+class Outcome:
+    """The result of a commit: "applied", "unchanged" or "rolled back"."""
+
+    status: str
+    generation: int
+    previous: int
+    message: str
+    owners: tuple[OwnerResult, ...] = ()
+
+    @property
+    def refused(self) -> dict[str, str]:
+        return {o.owner: o.message for o in self.owners if o.status == "refused"}
+
+    @property
+    def applied(self) -> tuple[str, ...]:
+        return tuple(o.owner for o in self.owners if o.status == "applied")
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def without_owners(state: DesiredState, owners: set[str]) -> DesiredState:
+    """The state with every object owned by one of ``owners`` left out."""
+    changes = {}
+    for f in attrs.fields(type(state)):
+        value = getattr(state, f.name)
+        if isinstance(value, tuple):
+            changes[f.name] = tuple(v for v in value if getattr(v, "owner", None) not in owners)
+    return attrs.evolve(state, **changes)
+
+
+class _PreviousUnits(Mapping):
+    """The live generation's units of one backend, read from disk only when asked for."""
+
+    def __init__(self, engine: Engine, backend: str, refs: Mapping[str, UnitRef]):
+        self._engine, self._backend, self._refs = engine, backend, refs
+
+    def __getitem__(self, key: str) -> Unit:
+        ref = self._refs[key]
+        content = self._engine._unit_content(self._backend, ref)
+        return Unit(key=ref.key, owner=ref.owner, ext=ref.ext, content=content)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
+Selection = dict[str, dict[str, UnitRef]]  # backend -> key -> unit
+
+
+@attrs.define
+class _Plan:
+    """Working state of one prepare."""
+
+    base: int
+    current: dict  # the live manifest (or an empty one)
+    previous: Selection
+    proposed: Selection
+    units: dict[tuple[str, str], Unit]  # (backend, key) -> rendered unit
+    changes: dict[str, list[tuple[str, str]]]  # owner -> [(backend, key)]
+    refused: dict[str, str]
+    carried: dict[str, dict[str, bytes]]  # backends not in the registry: their index files
+
+
+class Engine:
+    """Applies desired states to one host's daemons (see the module docstring)."""
+
+    def __init__(
+        self,
+        state_dir: str,
+        backends: Mapping[str, Backend],
+        fs: FileSystem,
+        runner: ProcessRunner,
+        clock: Clock,
+        prober: Prober | None = None,
+        *,
+        keep: int = KEEP,
+        probe_timeout: float = 10.0,
+        probe_interval: float = 0.1,
+    ):
+        state_dir = str(state_dir).rstrip("/")
+        if not state_dir.startswith("/") or "\0" in state_dir:
+            raise ValueError(f"state_dir must be an absolute path, not {state_dir!r}")
+        for name, backend in backends.items():
+            if not _NAME.fullmatch(name) or getattr(backend, "name", name) != name:
+                raise ValueError(f"bad backend registry entry {name!r}")
+        if keep < 2:
+            raise ValueError("keep at least 2 generations (the live one and the one before)")
+        self.state_dir = state_dir
+        self.backends = dict(backends)
+        self.fs, self.runner, self.clock, self.prober = fs, runner, clock, prober
+        self.keep, self.probe_timeout, self.probe_interval = keep, probe_timeout, probe_interval
+        self._manifests: dict[int, dict] = {}
+        self._contents: dict[tuple[str, str], bytes] = {}
+        self._staged: tuple | None = None  # (generation, body) last written to staging
+
+    # -- paths ----------------------------------------------------------------
+
+    def _p(self, *parts: str | int) -> str:
+        return "/".join([self.state_dir, *map(str, parts)])
+
+    def unit_path(self, backend: str, ref: UnitRef) -> str:
+        return self._p("units", backend, ref.filename)
+
+    # -- reading the live state ------------------------------------------------
+
+    def current_generation(self) -> int:
+        """The live generation's number, 0 when there is none."""
+        try:
+            target = self.fs.readlink(self._p("current"))
+        except OSError:
+            return 0
+        m = re.fullmatch(r"generations/([1-9][0-9]{0,17})", target)
+        return int(m.group(1)) if m else 0
+
+    def _manifest(self, gen: int) -> dict:
+        if gen == 0:
+            return {"format": FORMAT, "generation": 0, "backends": {}}
+        cached = self._manifests.get(gen)
+        if cached is None:
+            raw = self.fs.read(self._p("generations", gen, MANIFEST))
+            cached = json.loads(raw)
+            if cached.get("format") != FORMAT or cached.get("generation") != gen:
+                raise ValueError(f"generation {gen}: manifest format or number mismatch")
+            self._manifests[gen] = cached
+        return cached
+
+    def manifest(self, gen: int | None = None) -> dict:
+        """A generation's manifest (the live one by default)."""
+        return self._manifest(self.current_generation() if gen is None else gen)
+
+    @staticmethod
+    def _selection(manifest: dict) -> Selection:
+        return {
+            b: {u["key"]: UnitRef(u["key"], u["owner"], u["sha"], u["ext"]) for u in body["units"]}
+            for b, body in manifest["backends"].items()
+        }
+
+    def _unit_content(self, backend: str, ref: UnitRef) -> bytes:
+        got = self._contents.get((backend, ref.sha))
+        if got is None:
+            got = self.fs.read(self.unit_path(backend, ref))
+            self._contents[(backend, ref.sha)] = got
+        return got
+
+    # -- prepare -----------------------------------------------------------------
+
+    def prepare(self, state: DesiredState) -> Prepared:
+        """Render, stage and check the next generation (see the module docstring)."""
+        plan = self._plan(state)
+        everyone = set(plan.changes) - set(plan.refused)
+        gen = self._next_generation(plan.base)
+        body, indexes = self._body(plan, everyone)
+        if body == self._strip(plan.current):
+            return self._unchanged(plan)
+        try:
+            self._write_units(plan, everyone)
+            self._unit_checks(plan, everyone)
+            accepted, message = self._check_and_bisect(plan, gen, everyone - set(plan.refused))
+            body, indexes = self._body(plan, accepted)
+            if body == self._strip(plan.current):
+                self._remove_staging(gen)
+                return self._unchanged(plan, message)
+            if self._staged != (gen, body):
+                self._stage(gen, body, indexes)
+        except OSError as exc:
+            self._remove_staging(gen)
+            raise self._fs_error(exc, "staging") from exc
+        except Exception:
+            # (A simulated Crash is a BaseException: it passes through untouched.)
+            self._remove_staging(gen)
+            raise
+        changed = tuple(
+            b for b in body["backends"] if body["backends"][b] != plan.current["backends"].get(b)
+        )
+        probes = tuple(
+            p
+            for b in changed
+            if b in self.backends
+            for p in self.backends[b].probes(without_owners(state, set(plan.refused)))
+            if p.owner not in plan.refused
+        )
+        manifest = {"format": FORMAT, "generation": gen, **body}
+        return Prepared(
+            base=plan.base,
+            generation=gen,
+            owners=self._owner_results(plan, accepted),
+            changed_backends=changed,
+            probes=probes,
+            message=message,
+            manifest=manifest,
+        )
+
+    def _plan(self, state: DesiredState) -> _Plan:
+        base = self.current_generation()
+        current = self._manifest(base)
+        previous = self._selection(current)
+        now = int(self.clock.time())
+        refused: dict[str, str] = {}
+        proposed: Selection = {}
+        units: dict[tuple[str, str], Unit] = {}
+        for name, backend in self.backends.items():
+            prev = previous.get(name, {})
+            rendered = self._render(
+                name, backend, state, _PreviousUnits(self, name, prev), now, refused
+            )
+            refs: dict[str, UnitRef] = {}
+            for u in rendered:
+                if u.key in refs:
+                    raise BackendFailed(f"backend {name} rendered unit {u.key!r} twice")
+                if not _EXT.fullmatch(u.ext) or not isinstance(u.owner, str) or not u.owner:
+                    raise BackendFailed(
+                        f"backend {name}: bad unit {u.key!r} ({u.ext!r}, {u.owner!r})"
+                    )
+                refs[u.key] = UnitRef(u.key, u.owner, sha256(u.content), u.ext)
+                units[(name, u.key)] = u
+            proposed[name] = refs
+        carried = {}
+        for name in previous:
+            if name not in self.backends:
+                proposed[name] = previous[name]
+                carried[name] = {
+                    f: self.fs.read(self._p("generations", base, name, f))
+                    for f in current["backends"][name]["index"]
+                }
+        changes: dict[str, list[tuple[str, str]]] = {}
+        for name in self.backends:
+            prev, new = previous.get(name, {}), proposed[name]
+            for key in prev.keys() | new.keys():
+                a, b = prev.get(key), new.get(key)
+                if a != b:
+                    owner = b.owner if b is not None else a.owner
+                    changes.setdefault(owner, []).append((name, key))
+        return _Plan(base, current, previous, proposed, units, changes, refused, carried)
+
+    def _render(self, name, backend, state, previous, now, refused) -> list[Unit]:
+        try:
+            return list(backend.units(state, previous, now))
+        except Exception as exc:
+            owners = getattr(exc, "owners", None)
+            if not owners or not all(isinstance(o, str) for o in owners):
+                raise BackendFailed(f"backend {name} could not render: {exc}") from exc
+            for owner in owners:
+                mine = [
+                    str(e) for e in getattr(exc, "errors", ()) if getattr(e, "owner", None) == owner
+                ]
+                msg = f"{name}: " + ("; ".join(mine) if mine else str(exc))
+                refused[owner] = (refused[owner] + "; " + msg) if owner in refused else msg
+        try:
+            return list(backend.units(without_owners(state, set(refused)), previous, now))
+        except Exception as exc:
+            raise BackendFailed(f"backend {name} could not render: {exc}") from exc
+
+    def _select(self, plan: _Plan, owners: set[str]) -> Selection:
+        sel = {b: dict(units) for b, units in plan.previous.items() if b in plan.proposed}
+        for b in plan.proposed:
+            sel.setdefault(b, {})
+        for owner in owners:
+            for b, key in plan.changes.get(owner, ()):
+                new = plan.proposed[b].get(key)
+                if new is None:
+                    sel[b].pop(key, None)
+                else:
+                    sel[b][key] = new
+        return sel
+
+    def _body(self, plan: _Plan, owners: set[str]) -> tuple[dict, dict[str, dict[str, bytes]]]:
+        """The manifest (without its number) and the index files for these owners' changes."""
+        sel = self._select(plan, owners)
+        backends, indexes = {}, {}
+        for b in sorted(sel):
+            units = sel[b]
+            if b in plan.carried:
+                files = plan.carried[b]
+            else:
+                paths = {k: PurePosixPath(self.unit_path(b, r)) for k, r in units.items()}
+                files = dict(self.backends[b].index(paths))
+                for f in files:
+                    if not _INDEX_NAME.fullmatch(f) or f == MANIFEST or f.endswith(".tmp"):
+                        raise BackendFailed(f"backend {b}: bad index file name {f!r}")
+            indexes[b] = files
+            backends[b] = {
+                "units": [
+                    {"key": r.key, "owner": r.owner, "sha": r.sha, "ext": r.ext}
+                    for r in sorted(units.values(), key=lambda r: r.key)
+                ],
+                "index": {f: sha256(data) for f, data in sorted(files.items())},
+            }
+        return {"backends": backends}, indexes
+
+    @staticmethod
+    def _strip(manifest: dict) -> dict:
+        return {"backends": manifest["backends"]}
+
+    def _unchanged(self, plan: _Plan, message: str = "") -> Prepared:
+        return Prepared(
+            base=plan.base,
+            generation=None,
+            owners=self._owner_results(plan, set()),
+            message=message or f"unchanged at generation {plan.base}",
+        )
+
+    def _owner_results(self, plan: _Plan, accepted: set[str]) -> tuple[OwnerResult, ...]:
+        out = []
+        for owner in sorted(set(plan.changes) | set(plan.refused)):
+            if owner in plan.refused:
+                out.append(OwnerResult(owner, "refused", plan.refused[owner]))
+            elif owner in accepted:
+                out.append(OwnerResult(owner, "applied"))
+        return tuple(out)
+
+    def _next_generation(self, base: int) -> int:
+        names = self._listdir(self._p("generations"))
+        nums = [int(n) for n in names if _GEN.fullmatch(n)]
+        return max([base, *nums]) + 1
+
+    def _listdir(self, path: str) -> list[str]:
+        try:
+            return self.fs.listdir(path)
+        except FileNotFoundError:
+            return []
+
+    def _write_units(self, plan: _Plan, owners: set[str]) -> None:
+        """Write the changed units of these owners that are not on disk yet."""
+        touched: set[str] = set()
+        for owner in sorted(owners):
+            for b, key in plan.changes[owner]:
+                ref = plan.proposed[b].get(key)
+                if ref is None:
+                    continue
+                path = self.unit_path(b, ref)
+                if self.fs.exists(path) and sha256(self.fs.read(path)) == ref.sha:
+                    continue
+                if b not in touched:
+                    makedirs(self.fs, self._p("units", b))
+                    touched.add(b)
+                content = plan.units[(b, key)].content
+                tmp = path + ".tmp"
+                self.fs.write(tmp, content)
+                self.fs.fsync(tmp)
+                self.fs.rename(tmp, path)
+                self._contents[(b, ref.sha)] = content
+        for b in sorted(touched):
+            self.fs.fsync_dir(self._p("units", b))
+
+    def _run(self, cmd: Command) -> Result:
+        return self.runner.run(cmd)
+
+    def _unit_checks(self, plan: _Plan, owners: set[str]) -> None:
+        """Each changed unit's own checks; a failing one refuses its owner."""
+        for owner in sorted(owners):
+            for b, key in plan.changes[owner]:
+                ref = plan.proposed[b].get(key)
+                if ref is None:
+                    continue
+                path = self.unit_path(b, ref)
+                failed = None
+                for cmd in plan.units[(b, key)].checks:
+                    argv = tuple(a.replace("{path}", path) for a in cmd.argv)
+                    result = self._run(attrs.evolve(cmd, argv=argv))
+                    if not result.ok:
+                        failed = (
+                            f"{b} {key}: {result.output() or f'exit status {result.returncode}'}"
+                        )
+                        break
+                if failed:
+                    plan.refused[owner] = failed
+                    break
+
+    def _check_staged(self, plan: _Plan, gen: int, owners: set[str]) -> str | None:
+        """Stage these owners' changes as ``gen`` and run check_all of each changed
+        backend; None if all pass, else the failing checker's message."""
+        body, indexes = self._body(plan, owners)
+        self._stage(gen, body, indexes)
+        gen_dir = PurePosixPath(self._p("staging", gen))
+        for b in body["backends"]:
+            if b not in self.backends or body["backends"][b] == plan.current["backends"].get(b):
+                continue
+            for cmd in self.backends[b].check_all(gen_dir):
+                result = self._run(cmd)
+                if not result.ok:
+                    return f"{b}: {result.output() or f'exit status {result.returncode}'}"
+        return None
+
+    def _check_and_bisect(self, plan: _Plan, gen: int, owners: set[str]) -> tuple[set[str], str]:
+        """The largest set of owners found whose changes pass check_all together."""
+        failure = self._check_staged(plan, gen, owners)
+        if failure is None:
+            return owners, ""
+        if not owners:
+            return set(), f"the configuration fails its check: {failure}"
+        if len(owners) == 1:
+            plan.refused[next(iter(owners))] = failure
+            return set(), ""
+        passing = []
+        for owner in sorted(owners):
+            alone = self._check_staged(plan, gen, {owner})
+            if alone is None:
+                passing.append(owner)
+            else:
+                plan.refused[owner] = alone
+        if not passing:
+            return set(), ""
+        if len(passing) == 1 or self._check_staged(plan, gen, set(passing)) is None:
+            return set(passing), ""
+        accepted: set[str] = set()
+        for owner in passing:
+            failure = self._check_staged(plan, gen, accepted | {owner})
+            if failure is None:
+                accepted.add(owner)
+            else:
+                plan.refused[owner] = f"conflicts with other changes in this batch: {failure}"
+        return accepted, ""
+
+    def _stage(self, gen: int, body: dict, indexes: dict[str, dict[str, bytes]]) -> None:
+        """Write ``staging/<gen>/`` durably: each backend's index files and the manifest."""
+        self._staged = None
+        staging = self._p("staging")
+        makedirs(self.fs, staging)
+        d = self._p("staging", gen)
+        if self.fs.is_dir(d):
+            self.fs.rmtree(d)
+        self.fs.mkdir(d)
+        for b in sorted(indexes):
+            self.fs.mkdir(f"{d}/{b}")
+            for f, data in sorted(indexes[b].items()):
+                self.fs.write(f"{d}/{b}/{f}", data)
+                self.fs.fsync(f"{d}/{b}/{f}")
+            self.fs.fsync_dir(f"{d}/{b}")
+        manifest = {"format": FORMAT, "generation": gen, **body}
+        self.fs.write(f"{d}/{MANIFEST}", _dump(manifest))
+        self.fs.fsync(f"{d}/{MANIFEST}")
+        self.fs.fsync_dir(d)
+        self._staged = (gen, body)
+
+    def _remove_staging(self, gen: int) -> None:
+        self._staged = None
+        d = self._p("staging", gen)
+        try:
+            if self.fs.is_dir(d):
+                self.fs.rmtree(d)
+        except OSError:
+            pass
+        self._manifests.pop(gen, None)
+
+    @staticmethod
+    def _fs_error(exc: OSError, doing: str) -> EngineError:
+        where = f" at {exc.filename}" if exc.filename else ""
+        if exc.errno == errno.ENOSPC:
+            return DiskFull(
+                f"disk full (ENOSPC){where} while {doing}: the apply was abandoned; "
+                "the live configuration is unchanged"
+            )
+        return EngineError(
+            f"file system error{where} while {doing}: {exc.strerror or exc}; "
+            "the live configuration is unchanged"
+        )
+
+    def abort(self, prepared: Prepared) -> None:
+        """Drop a prepared generation that will not be committed."""
+        if prepared.generation is not None:
+            self._remove_staging(prepared.generation)
+
+    # -- commit --------------------------------------------------------------------
+
+    def commit(self, prepared: Prepared) -> Outcome:
+        """Make the prepared generation live; roll back if a reload or probe fails."""
+        base = prepared.base
+        if not prepared.changed:
+            return Outcome("unchanged", base, base, prepared.message, prepared.owners)
+        if self.current_generation() != base:
+            raise StalePrepare(
+                f"generation {self.current_generation()} is live, this was prepared on {base}"
+            )
+        gen = prepared.generation
+        try:
+            makedirs(self.fs, self._p("generations"))
+            self.fs.rename(self._p("staging", gen), self._p("generations", gen))
+            self._staged = None
+            self.fs.fsync_dir(self._p("generations"))
+            self._manifests[gen] = dict(prepared.manifest)
+            replace_symlink(self.fs, f"generations/{gen}", self._p("current"))
+        except OSError as exc:
+            self._switch_back(base, gen)
+            raise self._fs_error(exc, "switching generations") from exc
+
+        failure = self._reload(prepared.changed_backends)
+        if failure is None:
+            failure = self._probe(prepared.probes)
+        if failure is not None:
+            return self._rollback(prepared, failure)
+        self._collect_garbage()
+        applied = ", ".join(prepared.applied) or "no member changes"
+        refused = prepared.refused
+        message = f"applied generation {gen} ({applied})"
+        if refused:
+            message += "; refused: " + ", ".join(sorted(refused))
+        return Outcome("applied", gen, base, message, prepared.owners)
+
+    def apply(self, state: DesiredState) -> Outcome:
+        """``prepare`` then ``commit``."""
+        return self.commit(self.prepare(state))
+
+    def _switch_back(self, base: int, gen: int) -> None:
+        """Undo a switch that failed half-way: ``current`` to ``base``, drop ``gen``."""
+        try:
+            if base:
+                if self.current_generation() != base or self.fs.is_symlink(self._p("current.tmp")):
+                    replace_symlink(self.fs, f"generations/{base}", self._p("current"))
+            elif self.fs.is_symlink(self._p("current")):
+                self.fs.remove(self._p("current"))
+                self.fs.fsync_dir(self.state_dir)
+        finally:
+            for path in (self._p("current.tmp"),):
+                if self.fs.is_symlink(path):
+                    self.fs.remove(path)
+            for path in (self._p("staging", gen), self._p("generations", gen)):
+                if self.fs.is_dir(path):
+                    self.fs.rmtree(path)
+            self._manifests.pop(gen, None)
+            self._staged = None
+
+    def _reload(self, backends: tuple[str, ...]) -> str | None:
+        for b in backends:
+            if b not in self.backends:
+                continue
+            for cmd in self.backends[b].reload():
+                result = self._run(cmd)
+                if not result.ok:
+                    return f"{b} reload failed: {result.output() or f'exit status {result.returncode}'}"
+        return None
+
+    def _probe(self, probes: tuple[Probe, ...]) -> str | None:
+        if not probes:
+            return None
+        if self.prober is None:
+            raise EngineError("backends named probes but the engine has no prober")
+        deadline = self.clock.time() + self.probe_timeout
+        pending = list(probes)
+        while True:
+            failed = []
+            for p in pending:
+                answer = self.prober.probe(p)
+                if answer is not True:
+                    failed.append((p, answer))
+            if not failed:
+                return None
+            if self.clock.time() >= deadline:
+                p, answer = failed[0]
+                why = answer if isinstance(answer, str) and answer else "no answer"
+                more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+                return f"{p.kind} probe {p.target!r} of {p.owner} failed: {why}{more}"
+            self.clock.sleep(self.probe_interval)
+            pending = [p for p, _ in failed]
+
+    def _rollback(self, prepared: Prepared, reason: str) -> Outcome:
+        base, gen = prepared.base, prepared.generation
+        self._switch_back(base, gen)
+        again = self._reload(prepared.changed_backends)
+        message = f"rolled back to generation {base}: {reason}"
+        if again is not None:
+            message += f"; reloading generation {base} also failed: {again}"
+        owners = tuple(
+            OwnerResult(o.owner, "rolled back", reason) if o.status == "applied" else o
+            for o in prepared.owners
+        )
+        return Outcome("rolled back", base, base, message, owners)
+
+    # -- garbage and recovery ---------------------------------------------------------
+
+    def generations(self) -> list[int]:
+        """Generation numbers present on disk, ascending."""
+        return sorted(int(n) for n in self._listdir(self._p("generations")) if _GEN.fullmatch(n))
+
+    def _collect_garbage(self) -> None:
+        """Keep the last ``keep`` generations (and the live one); remove unit files none
+        of them names. Removals are not fsynced: one that comes back after a crash is
+        removed again next time."""
+        try:
+            live = self.current_generation()
+            gens = self.generations()
+            kept = set(gens[-self.keep :]) | {live}
+            for g in gens:
+                if g not in kept:
+                    self.fs.rmtree(self._p("generations", g))
+                    self._manifests.pop(g, None)
+            wanted: dict[str, set[str]] = {}
+            for g in sorted(kept):
+                try:
+                    sel = self._selection(self._manifest(g))
+                except (OSError, ValueError, KeyError):
+                    continue
+                for b, units in sel.items():
+                    wanted.setdefault(b, set()).update(r.filename for r in units.values())
+            for b in self._listdir(self._p("units")):
+                keep = wanted.get(b, set())
+                for f in self._listdir(self._p("units", b)):
+                    if f not in keep:
+                        self.fs.remove(self._p("units", b, f))
+                        sha = f.split(".", 1)[0]
+                        self._contents.pop((b, sha), None)
+        except OSError:
+            pass  # garbage is harmless; the next commit tries again
+
+    def _complete(self, gen: int) -> bool:
+        """Whether a generation's manifest parses and every file it names is there."""
+        try:
+            manifest = self._manifest(gen)
+            for b, body in manifest["backends"].items():
+                for f, sha in body["index"].items():
+                    if sha256(self.fs.read(self._p("generations", gen, b, f))) != sha:
+                        return False
+                for u in body["units"]:
+                    if not self.fs.exists(self._p("units", b, f"{u['sha']}.{u['ext']}")):
+                        return False
+        except (OSError, ValueError, KeyError, TypeError):
+            self._manifests.pop(gen, None)
+            return False
+        return True
+
+    def recover(self) -> int:
+        """Start-up repair (see the module docstring); returns the live generation."""
+        self._manifests.clear()
+        self._contents.clear()
+        self._staged = None
+        for name in self._listdir(self._p("staging")):
+            self.fs.rmtree(self._p("staging", name))
+        if self.fs.is_symlink(self._p("current.tmp")) or self.fs.exists(self._p("current.tmp")):
+            self.fs.remove(self._p("current.tmp"))
+        for b in self._listdir(self._p("units")):
+            for f in self._listdir(self._p("units", b)):
+                if f.endswith(".tmp"):
+                    self.fs.remove(self._p("units", b, f))
+        live = self.current_generation()
+        complete = [g for g in self.generations() if self._complete(g)]
+        if live not in complete:
+            live = complete[-1] if complete else 0
+            if live:
+                replace_symlink(self.fs, f"generations/{live}", self._p("current"))
+            elif self.fs.is_symlink(self._p("current")):
+                self.fs.remove(self._p("current"))
+                self.fs.fsync_dir(self.state_dir)
+        for g in self.generations():
+            if g > live or g not in complete:
+                self.fs.rmtree(self._p("generations", g))
+                self._manifests.pop(g, None)
+        return live
+
+
+def _dump(manifest: dict) -> bytes:
+    return (json.dumps(manifest, sort_keys=True, indent=1) + "\n").encode()

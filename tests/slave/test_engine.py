@@ -1,0 +1,387 @@
+"""The apply engine: generations, idempotence, isolation of members, rollback, recovery.
+
+All of it runs over the fake file system and a fake daemon (``fake_backend.py``), and
+one cycle over the real file system in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import attrs
+import pytest
+
+from domtool.slave.engine import BackendFailed, Engine, StalePrepare
+from domtool.slave.seams import (
+    FakeClock,
+    FakeFileSystem,
+    FakeProcessRunner,
+    RealFileSystem,
+    makedirs,
+)
+from tests.slave.fake_backend import FakeBackend, FakeDaemon, state, zone
+
+STATE_DIR = "/var/lib/domtool"
+
+
+@attrs.define
+class Host:
+    """An engine over fakes, with handles on each fake."""
+
+    engine: Engine
+    fs: FakeFileSystem
+    runner: FakeProcessRunner
+    daemon: FakeDaemon
+    clock: FakeClock
+    backend: FakeBackend
+
+    def live(self) -> dict[str, bytes]:
+        """What the daemon would load from ``current``: unit key -> content."""
+        return self.daemon.read_index(f"{STATE_DIR}/current/fake/index")
+
+    def reset(self) -> None:
+        self.runner.ran.clear()
+        self.fs.ops.clear()
+
+
+def make_host(fs=None, state_dir=STATE_DIR, **kw) -> Host:
+    fs = fs if fs is not None else FakeFileSystem()
+    makedirs(fs, state_dir)
+    daemon = FakeDaemon(fs, state_dir)
+    runner = FakeProcessRunner(handler=daemon)
+    clock = FakeClock()
+    backend = FakeBackend()
+    engine = Engine(state_dir, {"fake": backend}, fs, runner, clock, daemon, **kw)
+    return Host(engine, fs, runner, daemon, clock, backend)
+
+
+def abc(**texts: str):
+    """alice, bob and carol each with one zone; ``texts`` override a member's record."""
+    return state(
+        *(
+            zone(f"{who}.example", who, texts.get(who, f"{who} v1"))
+            for who in ("alice", "bob", "carol")
+        )
+    )
+
+
+@pytest.fixture
+def host() -> Host:
+    return make_host()
+
+
+def test_first_apply_makes_generation_one_live(host: Host):
+    """A first apply writes three units, stages, checks each unit and the whole, switches
+    ``current`` to generation 1, reloads once and the daemon serves all three zones."""
+    out = host.engine.apply(abc())
+    assert out.status == "applied" and out.generation == 1 and out.previous == 0
+    assert out.applied == ("alice", "bob", "carol")
+    assert host.fs.readlink(f"{STATE_DIR}/current") == "generations/1"
+    assert host.engine.current_generation() == 1
+    assert sorted(host.daemon.loaded) == [
+        "zone:alice.example",
+        "zone:bob.example",
+        "zone:carol.example",
+    ]
+    verbs = [c.argv[0] for c in host.runner.ran]
+    assert verbs == ["fake-check-unit"] * 3 + ["fake-check-all", "fake-reload"]
+    for cmd in host.runner.ran[:3]:
+        assert cmd.argv[1].startswith(f"{STATE_DIR}/units/fake/") and cmd.argv[1].endswith(".zone")
+    assert host.fs.listdir(f"{STATE_DIR}/staging") == []
+    manifest = json.loads(host.fs.read(f"{STATE_DIR}/current/manifest.json"))
+    assert [u["owner"] for u in manifest["backends"]["fake"]["units"]] == ["alice", "bob", "carol"]
+
+
+def test_applying_the_same_state_twice_writes_and_runs_nothing(host: Host):
+    """The second apply of an equal state says "unchanged at generation 1": the fake
+    file system saw no mutating operation and the fake runner no command."""
+    host.engine.apply(abc())
+    host.reset()
+    out = host.engine.apply(abc())
+    assert out.status == "unchanged" and out.generation == 1
+    assert out.message == "unchanged at generation 1"
+    assert host.fs.ops == []
+    assert host.runner.ran == []
+    # A fresh engine over the same disk (a restarted agent) agrees.
+    again = Engine(STATE_DIR, {"fake": host.backend}, host.fs, host.runner, host.clock, host.daemon)
+    assert again.apply(abc()).status == "unchanged"
+    assert host.fs.ops == [] and host.runner.ran == []
+
+
+def test_one_change_writes_one_unit_and_the_index(host: Host):
+    """Changing alice's zone writes her new unit, the index and the manifest (and the
+    switch), checks only her unit, and leaves bob's and carol's unit files alone."""
+    host.engine.apply(abc())
+    host.reset()
+    out = host.engine.apply(abc(alice="alice v2"))
+    assert out.status == "applied" and out.generation == 2 and out.applied == ("alice",)
+    written = [p for k, p in host.fs.ops if k == "write"]
+    assert len(written) == 3
+    assert written[0].startswith(f"{STATE_DIR}/units/fake/") and written[0].endswith(".zone.tmp")
+    assert written[1:] == [
+        f"{STATE_DIR}/staging/2/fake/index",
+        f"{STATE_DIR}/staging/2/manifest.json",
+    ]
+    assert [c.argv[0] for c in host.runner.ran] == [
+        "fake-check-unit",
+        "fake-check-all",
+        "fake-reload",
+    ]
+    assert b"alice v2" in host.daemon.loaded["zone:alice.example"]
+
+
+def test_a_broken_unit_refuses_only_its_owner(host: Host):
+    """bob's new unit fails its own check: alice's and carol's changes go live, bob keeps
+    his previous zone, and the outcome names bob with the checker's message. No whole
+    check or reload ever saw bob's broken unit."""
+    host.engine.apply(abc())
+    host.daemon.checked_all.clear()
+    out = host.engine.apply(abc(alice="alice v2", bob="bob BROKEN", carol="carol v2"))
+    assert out.status == "applied" and out.applied == ("alice", "carol")
+    assert list(out.refused) == ["bob"]
+    assert "BROKEN record: bad rdata" in out.refused["bob"]
+    assert "zone:bob.example" in out.refused["bob"]
+    live = host.live()
+    assert b"alice v2" in live["zone:alice.example"] and b"carol v2" in live["zone:carol.example"]
+    assert b"bob v1" in live["zone:bob.example"]
+    assert host.daemon.loaded == live
+    assert not any(b"BROKEN" in d for seen in host.daemon.checked_all for d in seen.values())
+
+
+def test_a_broken_new_member_is_left_out_of_the_first_generation(host: Host):
+    """On an empty host, dave's broken zone is refused and the others go live without it."""
+    out = host.engine.apply(
+        state(zone("a.example", "alice", "ok"), zone("d.example", "dave", "BROKEN"))
+    )
+    assert out.status == "applied" and out.applied == ("alice",) and list(out.refused) == ["dave"]
+    assert list(host.live()) == ["zone:a.example"]
+
+
+def test_whole_check_failure_is_bisected_by_owner(host: Host):
+    """bob's unit passes its own check but the whole-configuration check refuses it:
+    bisection by owner finds bob, alice's and carol's changes go live, bob keeps v1 and
+    gets the whole check's own message."""
+    host.engine.apply(abc())
+    out = host.engine.apply(abc(alice="alice v2", bob="bob CONFLICT", carol="carol v2"))
+    assert out.applied == ("alice", "carol") and list(out.refused) == ["bob"]
+    assert "refused by the whole-configuration check" in out.refused["bob"]
+    live = host.live()
+    assert b"bob v1" in live["zone:bob.example"]
+    assert b"alice v2" in live["zone:alice.example"] and b"carol v2" in live["zone:carol.example"]
+    assert host.daemon.reloads == 2
+
+
+def test_changes_that_pass_alone_but_conflict_together_keep_the_first(host: Host):
+    """alice and carol each claim "x": each passes alone on top of the live generation,
+    together they fail; the first (by name) is kept and carol is told she conflicts."""
+    host.engine.apply(abc())
+    out = host.engine.apply(abc(alice="CLAIM:x", bob="bob v2", carol="CLAIM:x"))
+    assert out.applied == ("alice", "bob")
+    assert "conflicts with other changes" in out.refused["carol"]
+    assert "x already claimed" in out.refused["carol"]
+    live = host.live()
+    assert b"CLAIM:x" in live["zone:alice.example"] and b"carol v1" in live["zone:carol.example"]
+
+
+def test_every_owner_refused_means_unchanged(host: Host):
+    """When the only change is refused, the generation does not move and staging is
+    cleaned; the outcome still names the refused owner."""
+    host.engine.apply(abc())
+    out = host.engine.apply(abc(bob="bob CONFLICT"))
+    assert out.status == "unchanged" and out.generation == 1
+    assert list(out.refused) == ["bob"]
+    assert host.fs.listdir(f"{STATE_DIR}/staging") == []
+    assert host.engine.generations() == [1]
+
+
+def test_render_refusal_refuses_those_owners_and_renders_the_rest(host: Host):
+    """A backend whose ``units()`` raises an error naming owners (as Apache's
+    RenderRefused does): those owners keep their previous units with the renderer's
+    message, the backend renders again without them, and the others go live."""
+    host.backend.refuse_marker = "EVIL"
+    host.engine.apply(abc())
+    out = host.engine.apply(abc(alice="alice v2", bob="EVIL"))
+    assert out.applied == ("alice",) and list(out.refused) == ["bob"]
+    assert out.refused["bob"] == "fake: bob: zone text holds a forbidden byte"
+    assert b"bob v1" in host.live()["zone:bob.example"]
+
+
+def test_a_backend_that_cannot_render_changes_nothing(host: Host):
+    """A render error that names no owner is a BackendFailed; nothing live changes."""
+    host.engine.apply(abc())
+    before = host.fs.snapshot(f"{STATE_DIR}/generations")
+
+    class Boom(FakeBackend):
+        def units(self, state, previous, now):
+            raise RuntimeError("template missing")
+
+    host.engine.backends["fake"] = Boom()
+    with pytest.raises(BackendFailed, match="template missing"):
+        host.engine.apply(abc(alice="v2"))
+    assert host.fs.snapshot(f"{STATE_DIR}/generations") == before
+    assert host.engine.current_generation() == 1
+
+
+def test_a_failed_reload_rolls_back(host: Host):
+    """The daemon refuses to reload generation 2: ``current`` goes back to generation 1,
+    the daemon reloads it, generation 2 is removed and the outcome quotes the daemon."""
+    host.engine.apply(abc())
+    out = host.engine.apply(abc(alice="NORELOAD"))
+    assert out.status == "rolled back" and out.generation == 1
+    assert out.message == (
+        "rolled back to generation 1: fake reload failed: rndc: 'reload' failed: failure"
+    )
+    assert host.fs.readlink(f"{STATE_DIR}/current") == "generations/1"
+    assert host.engine.generations() == [1]
+    assert [c.argv[0] for c in host.runner.ran[-2:]] == ["fake-reload", "fake-reload"]
+    assert b"alice v1" in host.daemon.loaded["zone:alice.example"]
+    assert {o.owner: o.status for o in out.owners} == {"alice": "rolled back"}
+    # The next good change goes ahead as generation 2.
+    assert host.engine.apply(abc(alice="alice v3")).generation == 2
+
+
+def test_a_failing_probe_rolls_back_after_retrying(host: Host):
+    """The daemon loads generation 2 but alice's zone never answers: the engine retries
+    until the probe timeout (on the fake clock), then rolls back to generation 1."""
+    host.engine.apply(abc())
+    t0 = host.clock.time()
+    out = host.engine.apply(abc(alice="DEAD"))
+    assert out.status == "rolled back"
+    assert "probe" in out.message and "alice.example" in out.message and "timed out" in out.message
+    assert host.clock.time() - t0 >= host.engine.probe_timeout
+    assert b"alice v1" in host.daemon.loaded["zone:alice.example"]
+    assert host.engine.current_generation() == 1
+
+
+def test_probes_skip_refused_owners(host: Host):
+    """A refused new member's zone is not live, so it is not probed (its absence would
+    otherwise roll back everyone)."""
+    host.engine.apply(abc())
+    out = host.engine.apply(state(*abc().zones, zone("d.example", "dave", "BROKEN")))
+    assert out.status == "unchanged" and list(out.refused) == ["dave"]
+    out = host.engine.apply(
+        state(*abc(alice="alice v2").zones, zone("d.example", "dave", "BROKEN"))
+    )
+    assert out.status == "applied" and list(out.refused) == ["dave"]
+
+
+def test_a_removed_zone_leaves_the_live_generation(host: Host):
+    """Dropping bob's zone from the state removes it from the next generation."""
+    host.engine.apply(abc())
+    out = host.engine.apply(state(zone("alice.example", "alice", "alice v1")))
+    assert out.applied == ("bob", "carol")
+    assert list(host.live()) == ["zone:alice.example"]
+
+
+def test_old_generations_and_unreferenced_units_are_collected(host: Host):
+    """After eight changes with keep=5, five generations remain and every unit file on
+    disk is named by one of them."""
+    for i in range(8):
+        host.engine.apply(abc(alice=f"alice v{i}"))
+    assert host.engine.generations() == [4, 5, 6, 7, 8]
+    named = set()
+    for g in host.engine.generations():
+        m = host.engine.manifest(g)
+        named |= {f"{u['sha']}.{u['ext']}" for u in m["backends"]["fake"]["units"]}
+    assert set(host.fs.listdir(f"{STATE_DIR}/units/fake")) == named
+    assert len(named) == 5 + 2  # alice's last five versions, bob's and carol's
+
+
+def test_prepare_is_refused_after_the_live_generation_moved(host: Host):
+    """A prepared generation cannot be committed over a newer live one."""
+    host.engine.apply(abc())
+    stale = host.engine.prepare(abc(alice="a2"))
+    host.engine.abort(stale)
+    host.engine.apply(abc(bob="b2"))
+    with pytest.raises(StalePrepare):
+        host.engine.commit(stale)
+
+
+def test_recover_repairs_a_dangling_current_and_leftovers(host: Host):
+    """recover() removes staging leftovers, temporary files and generations newer than
+    the live one, and points a dangling ``current`` at the highest complete generation
+    (skipping one whose unit file is missing)."""
+    host.engine.apply(abc())
+    host.engine.apply(abc(alice="alice v2"))
+    host.engine.apply(abc(alice="alice v3"))
+    fs = host.fs
+    # Generation 3 loses a unit file; current dangles; leftovers lie around.
+    m3 = host.engine.manifest(3)
+    alice3 = next(u for u in m3["backends"]["fake"]["units"] if u["owner"] == "alice")
+    fs.remove(f"{STATE_DIR}/units/fake/{alice3['sha']}.zone")
+    fs.remove(f"{STATE_DIR}/current")
+    fs.symlink("generations/9", f"{STATE_DIR}/current")
+    fs.mkdir(f"{STATE_DIR}/staging/4")
+    fs.write(f"{STATE_DIR}/units/fake/abc.zone.tmp", b"half")
+    fs.symlink("generations/1", f"{STATE_DIR}/current.tmp")
+    engine = make_host(fs).engine
+    assert engine.recover() == 2
+    assert fs.readlink(f"{STATE_DIR}/current") == "generations/2"
+    assert engine.generations() == [1, 2]
+    assert fs.listdir(f"{STATE_DIR}/staging") == []
+    assert not fs.is_symlink(f"{STATE_DIR}/current.tmp")
+    assert not any(f.endswith(".tmp") for f in fs.listdir(f"{STATE_DIR}/units/fake"))
+
+
+def test_recover_removes_a_generation_that_never_went_live(host: Host):
+    """A generation renamed into place whose switch never happened is removed, so the
+    live one stays and the next apply does not reuse a stale directory."""
+    host.engine.apply(abc())
+    prepared = host.engine.prepare(abc(alice="a2"))
+    host.fs.rename(f"{STATE_DIR}/staging/2", f"{STATE_DIR}/generations/2")
+    engine = make_host(host.fs).engine
+    assert engine.recover() == 1
+    assert engine.generations() == [1]
+    assert prepared.generation == 2
+
+
+def test_backends_left_out_of_the_registry_are_carried_over():
+    """A backend in the live generation but not in this engine's registry keeps its
+    index and units in the next generation (its daemon still includes them)."""
+    host = make_host()
+    host.engine.apply(abc())
+    index = host.fs.read(f"{STATE_DIR}/current/fake/index")
+
+    class Other(FakeBackend):
+        pass
+
+    other = Other(name="other")
+    engine = Engine(STATE_DIR, {"other": other}, host.fs, host.runner, host.clock, host.daemon)
+    out = engine.apply(abc(alice="a2"))
+    assert out.status == "applied" and out.generation == 2
+    assert host.fs.read(f"{STATE_DIR}/current/fake/index") == index
+    assert sorted(engine.manifest()["backends"]) == ["fake", "other"]
+    assert engine.recover() == 2
+
+
+def test_state_dir_must_be_absolute():
+    """``{path}`` substitutions are absolute paths, never an argument starting with "-"."""
+    with pytest.raises(ValueError, match="absolute"):
+        Engine("-rf", {}, FakeFileSystem(), FakeProcessRunner(), FakeClock())
+
+
+def test_apply_and_rollback_on_the_real_file_system(tmp_path):
+    """One apply, one idempotent apply, one rollback and one more apply over the real
+    file system seam in tmp_path: ``current`` is a real symlink, unit files are real,
+    staging is empty, and a fresh engine's recover() agrees."""
+    state_dir = str(tmp_path / "state")
+    fs = RealFileSystem()
+    host = make_host(fs, state_dir=state_dir)
+    out = host.engine.apply(abc())
+    assert out.status == "applied" and out.generation == 1
+    assert (tmp_path / "state" / "current").is_symlink()
+    assert (tmp_path / "state" / "current" / "fake" / "index").read_bytes().count(b"\n") == 3
+    assert host.engine.apply(abc()).status == "unchanged"
+    out = host.engine.apply(abc(bob="NORELOAD", carol="carol v2"))
+    assert out.status == "rolled back" and "rndc" in out.message
+    assert fs.readlink(f"{state_dir}/current") == "generations/1"
+    assert sorted((tmp_path / "state" / "generations").iterdir()) == [
+        tmp_path / "state/generations/1"
+    ]
+    out = host.engine.apply(abc(bob="bob BROKEN", carol="carol v2"))
+    assert out.status == "applied" and out.generation == 2 and list(out.refused) == ["bob"]
+    assert b"carol v2" in host.daemon.loaded["zone:carol.example"]
+    assert list((tmp_path / "state" / "staging").iterdir()) == []
+    units = sorted(p.name for p in (tmp_path / "state" / "units" / "fake").iterdir())
+    assert len(units) == 4 and not any(u.endswith(".tmp") for u in units)
+    assert make_host(fs, state_dir=state_dir).engine.recover() == 2
