@@ -124,7 +124,9 @@ class Permissions:
             name = validate.check_domain(domain)
         except Invalid:
             return False
-        return any(name == g or name.endswith("." + g) for g in self.domains)
+        # Look up the name and each of its parent domains: O(labels), not O(grants).
+        labels = name.split(".")
+        return any(".".join(labels[i:]) in self.domains for i in range(len(labels)))
 
     def owns_path(self, path: Any) -> bool:
         """True when ``path``, lexically normalised, is a granted path or lies under one."""
@@ -132,7 +134,13 @@ class Permissions:
             p = validate.check_abs_path(path)
         except Invalid:
             return False
-        return any(p == g or p.startswith(g + "/") for g in self.paths)
+        # Look up the path and each of its ancestors: O(depth), not O(grants).
+        while True:
+            if p in self.paths:
+                return True
+            if p == "/":
+                return False
+            p = p.rsplit("/", 1)[0] or "/"
 
     def owns_user(self, user: Any) -> bool:
         """True when ``user`` is one of the granted Unix users."""
