@@ -43,6 +43,14 @@ BUILTIN_TYPES = ("int", "string", "bool")
 #: Work allowed for deciding context predicates in one file (about a second); past it,
 #: every further implication is refused (fail closed) and one error says why.
 PRED_BUDGET = 3_000_000
+#: Errors reported per file before the checker stops (the rest would be noise).
+MAX_ERRORS = 100
+
+
+class _TooManyErrors(Exception):
+    pass
+
+
 MAX_EXPR_CHARS = 120
 
 
@@ -92,6 +100,8 @@ class Scope:
 
 
 def _nearest(name: str, candidates: Iterable[str]) -> str | None:
+    if len(name) > 64:
+        return None
     near = difflib.get_close_matches(name, sorted(candidates), n=3, cutoff=0.6)
     if not near:
         return None
@@ -156,6 +166,11 @@ class Checker:
         hint: str | None = None,
     ) -> T.Type:
         file = span.file if span is not None else self.file
+        if len(self.diags) >= MAX_ERRORS:
+            self.diags.append(
+                Diagnostic(file, span, f"Too many errors; checking stopped after {MAX_ERRORS}.")
+            )
+            raise _TooManyErrors
         self.diags.append(Diagnostic(file, span, message, details, hint))
         return T.ERROR
 
@@ -721,10 +736,13 @@ def check_library(
     files = tuple(files)
     ck = Checker(None, site, EMPTY_LIBRARY, sources)
     scope = Scope({})
-    for f in files:
-        ck.declare(f.decls, scope, library=True)
-        if f.body is not None:
-            ck.error(None, f"Library file {f.name} has a body; only declarations are allowed.")
+    try:
+        for f in files:
+            ck.declare(f.decls, scope, library=True)
+            if f.body is not None:
+                ck.error(None, f"Library file {f.name} has a body; only declarations are allowed.")
+    except _TooManyErrors:
+        pass
     for name, t in scope.vars.items():
         if not _no_unknowns(t):
             ck.error(None, f"Library value {name} has a type that is not fully known: {T.show(t)}.")
@@ -750,7 +768,10 @@ def check_file(
     ck = Checker(perms, site, library, {file.name: source} if source is not None else None)
     ck.file = file.name
     scope = Scope({}, Scope(ck.globals))
-    ck.declare(file.decls, scope)
-    if file.body is not None:
-        ck.check_body(file.body, scope)
+    try:
+        ck.declare(file.decls, scope)
+        if file.body is not None:
+            ck.check_body(file.body, scope)
+    except _TooManyErrors:
+        pass
     return sorted(ck.diags, key=Diagnostic.sort_key)

@@ -360,3 +360,13 @@ def test_implication_agrees_with_brute_force_enumeration(have, need):
         if T.holds(have, s)
     )
     assert T.implies(have, need) == brute
+
+
+def test_error_count_is_capped():
+    """A file of thousands of mistakes stops after the cap with one closing error."""
+    from domtool.lang.checker import MAX_ERRORS
+
+    text = 'domain "example.org" with ' + "; ".join(["nosuchthing"] * 3000) + " end"
+    errs = errors(text)
+    assert len(errs) == MAX_ERRORS + 1
+    assert errs[-1].message.startswith("Too many errors")
