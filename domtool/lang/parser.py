@@ -334,6 +334,8 @@ class _Parser:
         tok = self.tok
         k = tok.kind
         if k == "CNAME":
+            if self.peek().kind == "EOF":
+                self.fail(self.peek(), f"'=' (to set {tok.value})")
             if self.peek().kind != "=":
                 self.fail(
                     tok,

@@ -502,8 +502,11 @@ def test_error_messages(text, expected):
 
 def test_context_name_alone_suggests_set_or_get():
     """A capitalised name where an expression is needed explains both uses."""
-    (msg,) = errors("f; DocumentRoot")
+    (msg,) = errors("f; DocumentRoot; g")
     assert "DocumentRoot = ..." in msg and "x <- DocumentRoot" in msg
+    assert errors("f; DocumentRoot") == [
+        "1.15-1.15 unexpected end of file, expected '=' (to set DocumentRoot)"
+    ]
 
 
 def test_errors_in_several_declarations_are_all_reported():
