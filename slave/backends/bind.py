@@ -1,0 +1,580 @@
+"""The BIND 9 backend: one zone file per zone, a ``zones.conf`` index, rndc to reload.
+
+Rendering is pure. Every name and value of a zone is validated again with
+``domtool.validate`` (defence in depth: the language already checked them) and written
+so that nothing escapes its slot: owner names and host names are absolute (no
+``$ORIGIN`` is ever relied on, no ``$`` directive but ``$TTL`` is ever written), text is
+quoted with ``"`` and ``\\`` escaped and split into character-strings of at most 255
+bytes. A zone with a value that fails is refused with :class:`ZoneRefused` naming the
+owner, the zone and the field; it is never rendered. What the grammars allow but BIND
+refuses (a CNAME beside other data at one name, an A record at an ``_underscore`` name,
+an in-zone NS without an address) is left to ``named-checkzone``, whose own message the
+engine reports for the owner's unit.
+
+The system owns the SOA: primary name server (the zone's first apex NS record, else the
+site's first name server), hostmaster and timers from :class:`BindConfig`, and the
+serial. A zone without an apex NS record gets the site's name servers.
+
+Serial: ``YYYYMMDDnn`` in UTC. When a zone's rendered text differs from the previous
+unit's, the new serial is today's ``YYYYMMDD00`` if that is greater than the previous
+serial in RFC 1982 serial arithmetic, else the previous serial plus one (mod 2**32): a
+zone changed more than 100 times a day runs ahead into tomorrow's numbers and stays
+increasing. When nothing changed, :meth:`BindBackend.units` returns the previous unit
+itself, byte-identical, so the engine writes and checks nothing.
+
+Files and commands (``state_dir`` is the slave's state directory)::
+
+    state_dir/units/bind/<sha256>.zone   one zone
+    generation/bind/zones.conf           one ``zone "NAME" { type primary; file ...; };``
+                                         per zone, sorted by name
+    generation/bind/check.conf           ``include "<base_config>";`` plus the same zone
+                                         statements: what the live named.conf will load,
+                                         with this generation's zones in place
+
+The site's own config is split in two (see :func:`site_config`): ``base_config`` (options,
+listeners, the rndc key and ``controls``; no zones) and the live ``named.conf`` that
+includes it and ``state_dir/current/bind/zones.conf``. Each unit is checked with
+``named-checkzone -k fail -i local ZONE {path}`` (named's own rules for a primary zone,
+without looking names up on the network); the whole generation with ``named-checkconf
+[-z] generation/bind/check.conf`` (named-checkconf resolves a relative ``include`` from
+its working directory, not the including file, so ``check.conf`` holds the zone
+statements itself rather than including the staged ``zones.conf``). Reload is ``rndc
+reload`` with the site's rndc config.
+
+Probes: one SOA query per zone expecting the serial this backend rendered. The protocol's
+``probes(state)`` does not receive the units, so the backend remembers the serial each
+zone got in its latest :meth:`BindBackend.units` call (a cache, not a decision: with
+nothing cached the probe expects no particular serial); :func:`probes_for` computes the
+same probes from units alone.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
+
+import attrs
+
+from domtool import validate as V
+from domtool.model import DesiredState, Record, Zone
+from domtool.slave.backend import Command, Probe, Unit
+
+__all__ = [
+    "BindBackend",
+    "BindConfig",
+    "RenderRefused",
+    "ZoneRefused",
+    "next_serial",
+    "probes_for",
+    "serial_of",
+    "site_config",
+]
+
+INDEX_FILE = "zones.conf"
+CHECK_FILE = "check.conf"
+RTYPES = ("A", "AAAA", "CNAME", "MX", "NS", "TXT", "SRV", "CAA")
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,4095}")
+_SOA_LINE = re.compile(rb"^\S+\t\d+\tIN\tSOA\t\S+ \S+ (\d+) ", re.MULTILINE)
+_SERIAL_MOD = 2**32
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+
+class ZoneRefused(ValueError):
+    """A value of a zone failed its grammar; the zone was not rendered."""
+
+    def __init__(self, owner: str, zone: str, field: str, value: object, reason: str):
+        self.owner, self.zone, self.field, self.value, self.reason = (
+            owner,
+            zone,
+            field,
+            value,
+            reason,
+        )
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{owner}: zone {zone!r}: {field}: {reason} (value {shown})")
+
+
+class RenderRefused(ValueError):
+    """Some zones were refused; ``errors`` holds each refusal and ``owners`` whose they were.
+
+    The engine can drop those owners' changes and render the rest again.
+    """
+
+    def __init__(self, errors: Iterable[ZoneRefused]):
+        self.errors = tuple(errors)
+        self.owners = tuple(sorted({e.owner for e in self.errors}))
+        super().__init__("; ".join(str(e) for e in self.errors))
+
+
+class _Bad(ValueError):
+    """Internal: a check failed (reason only; the caller adds owner, zone and field)."""
+
+
+# ---------------------------------------------------------------------------
+# Configuration
+
+
+@attrs.frozen
+class BindConfig:
+    """How this host's named is laid out, and the site's SOA settings.
+
+    ``base_config``: the site's options file (``options``, the rndc ``key`` and
+    ``controls``; no zones), included by the live ``named.conf`` and by every
+    generation's ``check.conf``. ``rndc_config`` holds the key rndc uses; rndc talks to
+    ``control_address``:``control_port``. Probes query ``address``:``port``.
+    ``node``: only zones served by this node are rendered (None: every zone).
+    ``unit_checks``: a ``named-checkzone`` per unit (about 10 ms each); ``check_zones``:
+    ``named-checkconf -z`` loads every zone of the generation again in the final check.
+    """
+
+    base_config: str
+    live_config: str
+    rndc_config: str
+    address: str = "127.0.0.1"
+    port: int = 53
+    control_address: str = "127.0.0.1"
+    control_port: int = 953
+    hostmaster: str = "hostmaster.coop.example"
+    nameservers: tuple[str, ...] = ("ns1.coop.example", "ns2.coop.example")
+    default_ttl: int = 3600
+    refresh: int = 3600
+    retry: int = 900
+    expire: int = 1209600
+    negative_ttl: int = 300
+    node: str | None = None
+    checkzone: str = "/usr/bin/named-checkzone"
+    checkconf: str = "/usr/bin/named-checkconf"
+    rndc: str = "/usr/sbin/rndc"
+    check_timeout: float = 120.0
+    unit_checks: bool = True
+    check_zones: bool = True
+
+    def checkzone_argv(self, zone: str, path: str) -> tuple[str, ...]:
+        """named-checkzone with named's rules for a primary zone, no network lookups."""
+        return (self.checkzone, "-k", "fail", "-i", "local", zone, path)
+
+    def checkconf_argv(self, conf: str) -> tuple[str, ...]:
+        return (self.checkconf, *(("-z",) if self.check_zones else ()), conf)
+
+    def rndc_argv(self, *verb: str) -> tuple[str, ...]:
+        return (
+            self.rndc,
+            "-c",
+            self.rndc_config,
+            "-s",
+            self.control_address,
+            "-p",
+            str(self.control_port),
+            *verb,
+        )
+
+
+def _conf_path(path: str) -> str:
+    """A path for a named.conf string: absolute, and nothing that needs quoting."""
+    if not _SAFE_PATH.fullmatch(path) or "/../" in path + "/":
+        raise ValueError(f"not a plain absolute path for named.conf: {path!r}")
+    return path
+
+
+def site_config(
+    config: BindConfig,
+    zones_include: str,
+    *,
+    directory: str,
+    rndc_secret: str,
+    key_name: str = "domtool-rndc",
+    extra_options: Iterable[str] = (),
+) -> dict[str, bytes]:
+    """The site's BIND files, by path: ``base_config``, ``live_config`` and ``rndc_config``.
+
+    ``zones_include`` is the live index (``state_dir/current/bind/zones.conf``);
+    ``directory`` is named's working directory (pid file, session key); ``rndc_secret`` is
+    a base64 HMAC-SHA256 secret (the caller generates it: this function is pure).
+    """
+    if not re.fullmatch(r"[A-Za-z0-9+/=]{16,200}", rndc_secret):
+        raise ValueError("rndc_secret must be base64")
+    if not re.fullmatch(r"[a-z0-9-]{1,64}", key_name):
+        raise ValueError(f"bad key name {key_name!r}")
+    d = _conf_path(directory)
+    key = f'key "{key_name}" {{\n    algorithm hmac-sha256;\n    secret "{rndc_secret}";\n}};\n'
+    options = [
+        f'directory "{d}";',
+        f'pid-file "{d}/named.pid";',
+        f'session-keyfile "{d}/session.key";',
+        f'managed-keys-directory "{d}";',
+        f"listen-on port {int(config.port)} {{ {V.check_ipv4(config.address)}; }};",
+        "listen-on-v6 { none; };",
+        "recursion no;",
+        "allow-query { any; };",
+        "allow-transfer { none; };",
+        "notify no;",
+        "dnssec-validation no;",
+        *extra_options,
+    ]
+    base = (
+        "# domtool: the site's BIND options (no zones). Written by the site setup.\n"
+        + key
+        + "controls {\n"
+        + f"    inet {V.check_ipv4(config.control_address)} port {int(config.control_port)}"
+        + f' allow {{ 127.0.0.1; }} keys {{ "{key_name}"; }};\n}};\n'
+        + "options {\n"
+        + "".join(f"    {o}\n" for o in options)
+        + "};\n"
+    )
+    live = (
+        "# domtool: the live named.conf. Written by the site setup.\n"
+        f'include "{_conf_path(config.base_config)}";\n'
+        f'include "{_conf_path(zones_include)}";\n'
+    )
+    rndc = (
+        key
+        + f'options {{\n    default-key "{key_name}";\n'
+        + f"    default-server {V.check_ipv4(config.control_address)};\n"
+        + f"    default-port {int(config.control_port)};\n}};\n"
+    )
+    return {
+        config.base_config: base.encode(),
+        config.live_config: live.encode(),
+        config.rndc_config: rndc.encode(),
+    }
+
+
+# ---------------------------------------------------------------------------
+# Serials
+
+
+def serial_of(content: bytes) -> int | None:
+    """The SOA serial of a zone file this backend rendered (None if it has none)."""
+    m = _SOA_LINE.search(content)
+    return int(m.group(1)) if m else None
+
+
+def _serial_gt(a: int, b: int) -> bool:
+    """RFC 1982: is serial ``a`` greater than serial ``b``?"""
+    return a != b and (a - b) % _SERIAL_MOD < 2**31
+
+
+def next_serial(previous: int | None, now: int) -> int:
+    """The serial of a changed zone: today's ``YYYYMMDD00`` (UTC) if that is greater than
+    ``previous`` (RFC 1982), else ``previous + 1`` modulo 2**32."""
+    today = int(time.strftime("%Y%m%d", time.gmtime(now))) * 100
+    if previous is None or _serial_gt(today, previous):
+        return today
+    return (previous + 1) % _SERIAL_MOD
+
+
+# ---------------------------------------------------------------------------
+# Checks: domtool.validate's grammars turned into renderer checks
+
+
+def _v(checker):
+    def check(value: object):
+        try:
+            return checker(value)
+        except V.Invalid as exc:
+            raise _Bad(str(exc)) from None
+
+    check.__name__ = checker.__name__
+    return check
+
+
+check_domain = _v(V.check_domain)
+check_hostname = _v(V.check_hostname)
+check_record_name = _v(V.check_record_name)
+check_ipv4 = _v(V.check_ipv4)
+check_ipv6 = _v(V.check_ipv6)
+check_ttl = _v(V.check_ttl)
+check_priority = _v(V.check_priority)
+check_port = _v(V.check_port)
+check_caa_tag = _v(V.check_caa_tag)
+check_caa_value = _v(V.check_caa_value)
+check_owner = _v(V.check_unix_name)
+zone_fqdn = _v(V.zone_fqdn)
+zone_quote = _v(V.zone_quote)
+zone_txt_strings = _v(V.zone_txt_strings)
+
+
+def check_caa_flags(value: object) -> int:
+    if type(value) is not int or not 0 <= value <= 255:
+        raise _Bad(f"{value!r} is not CAA flags: expected a number 0-255")
+    return value
+
+
+def _rname(hostmaster: str) -> str:
+    """The SOA RNAME for a hostmaster given as ``user@domain`` or as a domain name."""
+    if "@" in hostmaster:
+        address = V.check_email(hostmaster)
+        local, domain = address.split("@")
+        return local.replace(".", "\\.") + "." + domain + "."
+    return V.check_domain(hostmaster) + "."
+
+
+# ---------------------------------------------------------------------------
+# Rendering one zone
+
+
+def _rdata(rtype: str, data: tuple) -> str:
+    """The presentation form of one record's data, every part checked first."""
+
+    def arity(n: int) -> None:
+        if not isinstance(data, tuple) or len(data) != n:
+            raise _Bad(f"{rtype} data needs {n} values, got {data!r}")
+
+    if rtype == "A":
+        arity(1)
+        return check_ipv4(data[0])
+    if rtype == "AAAA":
+        arity(1)
+        return check_ipv6(data[0])
+    if rtype in ("CNAME", "NS"):
+        arity(1)
+        return zone_fqdn(data[0])
+    if rtype == "MX":
+        arity(2)
+        return f"{check_priority(data[0])} {zone_fqdn(data[1])}"
+    if rtype == "TXT":
+        arity(1)
+        return " ".join(zone_txt_strings(data[0]))
+    if rtype == "SRV":
+        arity(4)
+        return (
+            f"{check_priority(data[0])} {check_priority(data[1])} "
+            f"{check_port(data[2])} {zone_fqdn(data[3])}"
+        )
+    if rtype == "CAA":
+        arity(3)
+        value = check_caa_value(data[2])
+        return f"{check_caa_flags(data[0])} {check_caa_tag(data[1])} {zone_quote(value)}"
+    raise _Bad(f"record type {rtype!r} is not one of {', '.join(RTYPES)}")
+
+
+class _ZoneRenderer:
+    """Renders one zone's text (serial left as a parameter), collecting every refusal."""
+
+    def __init__(self, config: BindConfig, zone: Zone):
+        self.config = config
+        self.zone = zone
+        self.errors: list[ZoneRefused] = []
+        self.owner = zone.owner if isinstance(zone.owner, str) else repr(zone.owner)
+        self.name = zone.name if isinstance(zone.name, str) else repr(zone.name)
+        self.origin = ""
+
+    def refuse(self, field: str, value: object, reason: str) -> None:
+        self.errors.append(ZoneRefused(self.owner, self.name, field, value, reason))
+
+    def check(self, field: str, checker, value):
+        try:
+            return checker(value)
+        except _Bad as exc:
+            self.refuse(field, value, str(exc))
+            return None
+
+    def owner_name(self, field: str, name: object, origin: str) -> str | None:
+        rel = self.check(field, check_record_name, name)
+        if rel is None:
+            return None
+        if rel == "@":
+            return origin + "."
+        full = f"{rel}.{origin}"
+        if len(full) > 253:
+            self.refuse(
+                field, name, f"with the zone it makes a name of {len(full)} > 253 characters"
+            )
+            return None
+        return full + "."
+
+    def record(self, i: int, r: Record, origin: str) -> str | None:
+        if not isinstance(r, Record):
+            self.refuse(f"records[{i}]", r, "not a Record")
+            return None
+        field = f"records[{i}] ({r.name!r} {r.rtype!r})"
+        owner = self.owner_name(f"{field} name", r.name, origin)
+        ttl = ""
+        if r.ttl is not None:
+            t = self.check(f"{field} ttl", check_ttl, r.ttl)
+            if t is None:
+                return None
+            ttl = f"{t}\t"
+        try:
+            rdata = _rdata(r.rtype, r.data)
+        except _Bad as exc:
+            self.refuse(f"{field} data", r.data, str(exc))
+            return None
+        if owner is None:
+            return None
+        return f"{owner}\t{ttl}IN\t{r.rtype}\t{rdata}"
+
+    def render(self) -> tuple[str, str] | None:
+        """(text before the serial, text after it), or None with ``self.errors`` set."""
+        c, z = self.config, self.zone
+        owner = self.check("owner", check_owner, z.owner)
+        origin = self.check("name", check_domain, z.name)
+        zttl = self.check("ttl", check_ttl, z.ttl)
+        if not isinstance(z.records, tuple):
+            self.refuse("records", z.records, "not a tuple of records")
+            return None
+        if origin is None:
+            return None
+        self.origin = origin
+        lines = [self.record(i, r, origin) for i, r in enumerate(z.records)]
+        if self.errors or owner is None or zttl is None:
+            return None
+        apex_ns = [
+            r.data[0] for r in z.records if r.rtype == "NS" and check_record_name(r.name) == "@"
+        ]
+        extra = []
+        if not apex_ns:
+            extra = [f"{origin}.\tIN\tNS\t{V.zone_fqdn(ns)}" for ns in c.nameservers]
+        primary = V.zone_fqdn(apex_ns[0] if apex_ns else c.nameservers[0])
+        head = (
+            f"; domtool: zone {origin} of {owner}. Generated; do not edit.\n"
+            f"$TTL {zttl}\n"
+            f"{origin}.\t{zttl}\tIN\tSOA\t{primary} {_rname(c.hostmaster)} "
+        )
+        tail = (
+            f" {int(c.refresh)} {int(c.retry)} {int(c.expire)} {int(c.negative_ttl)}\n"
+            + "".join(line + "\n" for line in extra + lines)
+        )
+        return head, tail
+
+
+# ---------------------------------------------------------------------------
+# The backend
+
+
+def probes_for(config: BindConfig, units: Iterable[Unit]) -> list[Probe]:
+    """One SOA probe per zone unit, expecting the serial written in the unit."""
+    return [
+        Probe(
+            "dns",
+            (config.address, config.port, u.key.split(":", 1)[1], "SOA", serial_of(u.content)),
+            u.owner,
+        )
+        for u in units
+        if u.key.startswith("zone:")
+    ]
+
+
+@attrs.frozen
+class BindBackend:
+    """The Backend protocol for BIND 9 (see ``domtool.slave.backend``)."""
+
+    config: BindConfig
+    name: str = "bind"
+    # zone name -> serial of the latest units() call; only probes() reads it.
+    _serials: dict[str, int] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+
+    def _zones(self, state: DesiredState) -> list[Zone]:
+        node = self.config.node
+        return [z for z in state.zones if node is None or node in z.nodes]
+
+    def render_zone(self, zone: Zone, previous: Unit | None, now: int) -> Unit:
+        """One zone's unit; raises :class:`RenderRefused` listing every refused field.
+
+        ``previous`` is the live unit of this zone, if any: when the text is the same the
+        previous unit comes back (the same object when owner and checks match too)."""
+        r = _ZoneRenderer(self.config, zone)
+        parts = r.render()
+        if parts is None:
+            raise RenderRefused(r.errors)
+        head, tail = parts
+        key = f"zone:{r.origin}"
+        checks: tuple[Command, ...] = ()
+        if self.config.unit_checks:
+            argv = self.config.checkzone_argv(r.origin, "{path}")
+            checks = (Command(argv, timeout=self.config.check_timeout),)
+        prev_serial = serial_of(previous.content) if previous is not None else None
+        if prev_serial is not None:
+            same = f"{head}{prev_serial}{tail}".encode()
+            if same == previous.content:
+                unit = Unit(key, zone.owner, "zone", previous.content, checks)
+                return previous if unit == previous else unit
+        content = f"{head}{next_serial(prev_serial, now)}{tail}".encode()
+        return Unit(key=key, owner=zone.owner, ext="zone", content=content, checks=checks)
+
+    def render(
+        self, state: DesiredState, previous: Mapping[str, Unit], now: int
+    ) -> tuple[list[Unit], list[ZoneRefused]]:
+        """The units that rendered and the refusals, so a caller can keep the good ones."""
+        units: dict[str, Unit] = {}
+        errors: list[ZoneRefused] = []
+        for z in self._zones(state):
+            key = f"zone:{z.name.lower()}" if isinstance(z.name, str) else ""
+            if key in units:
+                errors.append(
+                    ZoneRefused(z.owner, z.name, "name", z.name, "the zone is configured twice")
+                )
+                continue
+            try:
+                unit = self.render_zone(z, previous.get(key), now)
+            except RenderRefused as exc:
+                errors.extend(exc.errors)
+                continue
+            units[key] = unit
+        return sorted(units.values(), key=lambda u: u.key), errors
+
+    def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
+        """Every zone of this host. Raises :class:`RenderRefused` with all refusals (of
+        every owner) if any zone has a value that fails its grammar or is there twice."""
+        units, errors = self.render(state, previous, now)
+        if errors:
+            raise RenderRefused(errors)
+        self._serials.clear()
+        self._serials.update(
+            (u.key.split(":", 1)[1], s) for u in units if (s := serial_of(u.content)) is not None
+        )
+        return units
+
+    def _zone_statements(self, units: Mapping[str, PurePosixPath]) -> list[str]:
+        lines = []
+        for key in sorted(units):
+            kind, _, zone = key.partition(":")
+            if kind != "zone":
+                raise ValueError(f"not a zone unit key: {key!r}")
+            name = V.check_domain(zone)
+            path = _conf_path(str(units[key]))
+            lines.append(f'zone "{name}" {{ type primary; file "{path}"; }};')
+        return lines
+
+    def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
+        """``zones.conf`` (one zone statement per unit, sorted) and ``check.conf``
+        (the site's base config plus the same statements, for :meth:`check_all`)."""
+        zones = self._zone_statements(units)
+        head = "# domtool: the zones of this generation. Generated; do not edit.\n"
+        body = "".join(z + "\n" for z in zones)
+        check = (
+            "# domtool: what named.conf loads, with this generation's zones. For\n"
+            "# named-checkconf only.\n"
+            f'include "{_conf_path(self.config.base_config)}";\n'
+        )
+        return {INDEX_FILE: (head + body).encode(), CHECK_FILE: (check + body).encode()}
+
+    def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
+        """``named-checkconf [-z]`` over the staged ``check.conf``."""
+        staged = str(PurePosixPath(generation_dir) / self.name / CHECK_FILE)
+        return (Command(self.config.checkconf_argv(staged), timeout=self.config.check_timeout),)
+
+    def reload(self) -> tuple[Command, ...]:
+        """``rndc reload``: named re-reads named.conf (the new zones.conf) and every
+        zone whose file changed."""
+        return (Command(self.config.rndc_argv("reload"), timeout=self.config.check_timeout),)
+
+    def probes(self, state: DesiredState) -> list[Probe]:
+        """One SOA query per zone of this host, expecting the serial of the latest
+        :meth:`units` call (None, i.e. any answer, for a zone it did not render)."""
+        c = self.config
+        return [
+            Probe(
+                "dns",
+                (c.address, c.port, z.name.lower(), "SOA", self._serials.get(z.name.lower())),
+                z.owner,
+            )
+            for z in self._zones(state)
+        ]
