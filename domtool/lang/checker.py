@@ -122,6 +122,7 @@ class Checker:
         self.site = site
         self.sources = dict(sources or {})
         self.diags: list[Diagnostic] = []
+        self.library = library
         self.globals: dict[str, T.Type] = dict(library.globals)
         self.contexts: set[str] = set(library.contexts)
         self.type_names: set[str] = set(library.type_names) | set(BUILTIN_TYPES)
@@ -421,7 +422,10 @@ class Checker:
             if isinstance(w, T.Root):
                 parts.append("Root is the top level of the file, outside every block")
             elif isinstance(w, T.Ctx):
-                names = sorted(n for n, t in self.globals.items() if _opens(t, w.name))
+                names = sorted(
+                    (n for n, t in self.globals.items() if _opens(t, w.name)),
+                    key=lambda n: (n not in self.library.extern_vals, n),
+                )
                 if names:
                     shown = " or ".join(f"`{n} ... with ... end`" for n in names[:3])
                     parts.append(f"{w.name} is the inside of {shown}")
