@@ -1,0 +1,480 @@
+"""The slave agent's controller: the closed set of operations the dispatcher may ask.
+
+The protocol (``domtool.slave.service``) decodes a frame, checks its arguments
+(``domtool.slave.ops.parse``) and hands the typed arguments to :meth:`Agent.handle`, which
+dispatches through an explicit table (:data:`Agent.OPS`, exactly ``domtool.wire.SLAVE_OPS``).
+
+What the agent holds:
+
+- the host's full desired state (every member's part on this host), known per generation:
+  ``state_dir/agent/states/<N>.json`` (written atomically when generation N is staged, so
+  whichever generation the engine comes back with after a crash, its state is on disk);
+- at most ONE pending transaction: a ``prepare`` stages generation N+1 through the engine
+  and holds the engine's ``Prepared`` under the transaction id until ``commit`` or
+  ``abort``, or until :attr:`Agent.prepare_timeout` seconds pass (then it is aborted).
+
+``prepare`` replaces the parts of the owners it names (their COMPLETE new parts; an empty
+state removes an owner) after re-checking each part locally (``ops.recheck``: owners,
+names, users, paths with symlinks resolved here) and refusing any name another owner
+holds. A refused owner keeps their current part; the others go ahead. Public methods
+return Deferreds; engine calls (which run daemon checkers and may take seconds) go
+through ``run_blocking`` (the service passes ``deferToThread``; tests run them inline),
+one at a time under a lock.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from domtool import model
+from domtool.model import DesiredState
+from domtool.slave import ops
+from domtool.slave.backend import Probe
+from domtool.slave.engine import EngineError, Prepared
+from domtool.slave.seams import FileSystem, RealFileSystem, atomic_write, makedirs
+
+__all__ = ["Agent", "AgentError", "Failed", "Refused", "StateRecords", "by_owner", "compose"]
+
+DEFAULT_PREPARE_TIMEOUT = 60.0
+KEEP_STATES = 5
+
+log = Logger()
+
+
+class AgentError(Exception):
+    """Base of the errors the agent answers with; ``kind`` is the wire error kind."""
+
+    kind = "failed"
+
+    def __init__(self, message: str, details: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class Refused(AgentError):
+    """The request is well formed but this host will not do it now (see the message)."""
+
+    kind = "refused"
+
+
+class Failed(AgentError):
+    """The host tried and could not (the engine or the disk failed; see the message)."""
+
+    kind = "failed"
+
+
+# ---------------------------------------------------------------------------
+# States per owner
+
+
+def by_owner(state: DesiredState) -> dict[str, DesiredState]:
+    """Split a host's state into each owner's part."""
+    parts: dict[str, dict[str, list]] = {}
+    for field in ("zones", "vhosts", "mail"):
+        for unit in getattr(state, field):
+            parts.setdefault(unit.owner, {"zones": [], "vhosts": [], "mail": []})[field].append(
+                unit
+            )
+    return {
+        o: DesiredState(zones=tuple(p["zones"]), vhosts=tuple(p["vhosts"]), mail=tuple(p["mail"]))
+        for o, p in parts.items()
+    }
+
+
+def compose(parts: Mapping[str, DesiredState]) -> DesiredState:
+    """The host's state made of every owner's part (normalised)."""
+    out = DesiredState()
+    for owner in sorted(parts):
+        out = out.merge(parts[owner])
+    return out.normalised()
+
+
+def _restore(parts: dict[str, DesiredState], current: Mapping[str, DesiredState], owner: str):
+    """Put ``owner``'s live part back in ``parts`` (or none, if they had none)."""
+    if owner in current:
+        parts[owner] = current[owner]
+    else:
+        parts.pop(owner, None)
+
+
+def _conflicts(parts: Mapping[str, DesiredState], changed: set[str]) -> dict[str, list[str]]:
+    """For each changed owner, the names they claim that another owner holds too."""
+    seen: dict[tuple[str, str], set[str]] = {}
+    for owner, part in parts.items():
+        for key in ops.holders(part):
+            seen.setdefault(key, set()).add(owner)
+    out: dict[str, list[str]] = {}
+    for (kind, name), owners in sorted(seen.items()):
+        if len(owners) > 1:
+            for o in sorted(owners & changed):
+                others = ", ".join(sorted(owners - {o}))
+                out.setdefault(o, []).append(f"{o}: {kind} {name}: already held by {others}")
+    return out
+
+
+# ---------------------------------------------------------------------------
+# The state of each generation, on disk
+
+
+@attrs.define
+class StateRecords:
+    """The full desired state of each staged generation: ``<dir>/<N>.json``, written
+    atomically through the engine's file system seam (temporary file, fsync, rename,
+    fsync of the directory), so crash and disk-full tests cover it too."""
+
+    fs: FileSystem
+    directory: str
+
+    def path(self, generation: int) -> str:
+        return f"{self.directory}/{int(generation)}.json"
+
+    def write(self, generation: int, state: DesiredState) -> None:
+        makedirs(self.fs, self.directory)
+        data = json.dumps(
+            {"generation": generation, "state": model.to_json(state)},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+        atomic_write(self.fs, self.path(generation), data)
+
+    def read(self, generation: int) -> DesiredState | None:
+        """The state recorded for ``generation``, or None when there is none."""
+        try:
+            raw = self.fs.read(self.path(generation))
+        except FileNotFoundError:
+            return None
+        data = json.loads(raw)
+        state = model.from_json(data["state"])
+        if not isinstance(state, DesiredState) or data.get("generation") != generation:
+            raise ValueError(f"{self.path(generation)} is not the state of generation {generation}")
+        return state
+
+    def generations(self) -> list[int]:
+        try:
+            names = self.fs.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    def prune(self, keep: set[int], newest: int = KEEP_STATES) -> None:
+        """Remove records except ``keep`` and the ``newest`` highest generations."""
+        gens = self.generations()
+        for g in gens[:-newest] if newest else gens:
+            if g not in keep:
+                try:
+                    self.fs.remove(self.path(g))
+                except FileNotFoundError:
+                    pass
+
+
+# ---------------------------------------------------------------------------
+# The engine, as the agent sees it
+
+
+def _owner_verdicts(prepared: Prepared) -> dict[str, tuple[bool, str]]:
+    """The engine's per-owner verdict of a staged generation: owner -> (ok, message)."""
+    return {o.owner: (o.status == "applied", o.message) for o in prepared.owners}
+
+
+def _probe_json(p: Probe) -> dict[str, Any]:
+    return {"kind": p.kind, "target": list(p.target), "owner": p.owner}
+
+
+# The engine's outcome statuses, as the wire spells them.
+STATUSES = {"applied": "applied", "unchanged": "unchanged", "rolled back": "rolled_back"}
+
+
+@attrs.define
+class _Pending:
+    txid: str
+    prepared: Prepared
+    generation: int
+    state: DesiredState
+    answer: dict[str, Any]
+    timer: IDelayedCall | None = None
+
+
+def _inline(fn: Callable, *args: Any) -> Any:
+    return fn(*args)
+
+
+class Agent:
+    """The controller behind a slave's listener.
+
+    ``engine`` is the apply engine (``domtool.slave.engine.Engine``); the agent's records
+    of each generation's state go through the engine's file system seam (``engine.fs``)
+    under ``state_dir/agent/states``. ``host`` is this host's name (reported by
+    ``status``); ``node`` its node name in the model (units must list it; None skips that
+    check). ``clock`` schedules the abort of a transaction left pending longer than
+    ``prepare_timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        host: str,
+        state_dir: str | os.PathLike,
+        clock: IReactorTime,
+        node: str | None = None,
+        prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
+        run_blocking: Callable[..., Any] = _inline,
+    ) -> None:
+        self.engine = engine
+        self.host = host
+        self.node = node
+        self.clock = clock
+        self.prepare_timeout = prepare_timeout
+        fs = getattr(engine, "fs", None) or RealFileSystem()
+        directory = os.fspath(state_dir).rstrip("/") + "/agent/states"
+        self.records = StateRecords(fs, directory)
+        self._run_blocking = run_blocking
+        self._lock = defer.DeferredLock()
+        self._pending: _Pending | None = None
+        self._last_commit: tuple[str, dict[str, Any]] | None = None
+        self._state = DesiredState()
+        self._state_known = True
+        self.OPS: dict[str, Callable[[Any], Any]] = {
+            "prepare": self._prepare,
+            "commit": self._commit,
+            "abort": self._abort,
+            "status": self._status,
+            "describe": self._describe,
+        }
+
+    # -- plumbing ------------------------------------------------------------
+
+    async def _engine(self, fn: Callable, *args: Any) -> Any:
+        result = self._run_blocking(fn, *args)
+        if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def _locked(self, fn: Callable, *args: Any) -> Any:
+        await self._lock.acquire()
+        try:
+            return await fn(*args)
+        finally:
+            self._lock.release()
+
+    def _generation(self) -> int:
+        return int(self.engine.current_generation())
+
+    @property
+    def state(self) -> DesiredState:
+        """The host's full desired state as last committed."""
+        return self._state
+
+    @property
+    def pending_txid(self) -> str | None:
+        """The transaction prepared and waiting for commit or abort, if any."""
+        return None if self._pending is None else self._pending.txid
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> defer.Deferred:
+        """Let the engine recover from a crash, then load the live generation's state."""
+        return defer.ensureDeferred(self._locked(self._start))
+
+    async def _start(self) -> None:
+        await self._engine(self.engine.recover)
+        self._load()
+
+    def _load(self) -> None:
+        generation = self._generation()
+        try:
+            state = self.records.read(generation)
+        except (OSError, ValueError, KeyError) as e:
+            log.error("cannot read the state of generation {g}: {e}", g=generation, e=e)
+            state = None
+        self._state_known = state is not None or generation == 0
+        if not self._state_known:
+            log.error(
+                "no recorded state for generation {g}: starting from an empty state", g=generation
+            )
+        self._state = state if state is not None else DesiredState()
+
+    def handle(self, op: str, args: Any) -> defer.Deferred:
+        """Run one operation; a Deferred firing with its JSON result, or failing with an
+        :class:`AgentError`. ``args`` are ``ops.parse(op, ...)``'s typed arguments."""
+        try:
+            fn = self.OPS[op]
+        except KeyError:
+            return defer.fail(Refused(f"unknown operation {op[:40]!r}"))
+        return defer.ensureDeferred(fn(args))
+
+    # -- operations ----------------------------------------------------------
+
+    async def _prepare(self, args: ops.PrepareArgs) -> dict[str, Any]:
+        return await self._locked(self._do_prepare, args)
+
+    async def _do_prepare(self, args: ops.PrepareArgs) -> dict[str, Any]:
+        if self._pending is not None:
+            if self._pending.txid == args.txid:
+                return self._pending.answer
+            raise Refused(
+                f"transaction {self._pending.txid} is pending on {self.host}; "
+                f"commit or abort it before preparing {args.txid}"
+            )
+        base = self._generation()
+        current = by_owner(self._state)
+        details: dict[str, list[str]] = {}
+        parts = dict(current)
+        changed: set[str] = set()
+        for owner, change in args.changes.items():
+            problems = ops.recheck(owner, change, self.node)
+            if problems:
+                details[owner] = problems
+                continue
+            changed.add(owner)
+            parts[owner] = change.state
+        for _ in range(len(changed) + 1):
+            clashes = _conflicts(parts, changed)
+            if not clashes:
+                break
+            for owner, problems in clashes.items():
+                details[owner] = problems
+                changed.discard(owner)
+                _restore(parts, current, owner)
+        try:
+            prepared = await self._engine(self.engine.prepare, compose(parts))
+        except EngineError as e:
+            raise Failed(f"{self.host} could not stage the change: {e}") from None
+        engine_verdicts = _owner_verdicts(prepared)
+        verdicts = {o: (False, "; ".join(p)) for o, p in details.items()}
+        for owner in sorted(changed):
+            ok, message = engine_verdicts.get(owner, (True, "unchanged"))
+            verdicts[owner] = (ok, message)
+            if not ok:  # the engine kept this owner's live units
+                _restore(parts, current, owner)
+        generation = base if prepared.generation is None else prepared.generation
+        staged_state = compose(parts)
+        if generation != base:
+            try:
+                self.records.write(generation, staged_state)
+            except OSError as e:
+                await self._discard(prepared)
+                raise Failed(
+                    f"{self.host} could not record the staged state: {e.strerror or e}"
+                ) from None
+        answer = {
+            "txid": args.txid,
+            "base_generation": base,
+            "staged_generation": generation,
+            "owners": {
+                o: {"ok": ok, "message": message} for o, (ok, message) in sorted(verdicts.items())
+            },
+            "message": prepared.message,
+        }
+        pending = _Pending(args.txid, prepared, generation, staged_state, answer)
+        pending.timer = self.clock.callLater(self.prepare_timeout, self._expire, args.txid)
+        self._pending = pending
+        return answer
+
+    async def _discard(self, prepared: Prepared) -> None:
+        try:
+            await self._engine(self.engine.abort, prepared)
+        except Exception:
+            log.failure("discarding a staged generation failed")
+
+    def _expire(self, txid: str) -> None:
+        pending = self._pending
+        if pending is None or pending.txid != txid:
+            return
+        pending.timer = None
+        log.warn(
+            "transaction {txid} was not committed within {t} s: aborted",
+            txid=txid,
+            t=self.prepare_timeout,
+        )
+        d = defer.ensureDeferred(self._locked(self._do_abort, txid))
+        d.addErrback(lambda f: log.failure("aborting {txid} failed", f, txid=txid))
+
+    async def _commit(self, args: ops.TxArgs) -> dict[str, Any]:
+        return await self._locked(self._do_commit, args.txid)
+
+    async def _do_commit(self, txid: str) -> dict[str, Any]:
+        pending = self._pending
+        if pending is None or pending.txid != txid:
+            if self._last_commit is not None and self._last_commit[0] == txid:
+                return self._last_commit[1]
+            raise Refused(f"transaction {txid} is not pending on {self.host} (expired or aborted)")
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        pending.timer = None
+        self._pending = None
+        try:
+            outcome = await self._engine(self.engine.commit, pending.prepared)
+        except EngineError as e:
+            self._load()
+            raise Failed(f"{self.host} could not commit {txid}: {e}") from None
+        status = STATUSES.get(outcome.status, outcome.status)
+        if status == "applied":
+            self._state = pending.state
+        else:
+            self._load()
+        self.records.prune({outcome.generation, outcome.previous})
+        verified = [_probe_json(p) for p in pending.prepared.probes] if status == "applied" else []
+        result = {
+            "txid": txid,
+            "generation": outcome.generation,
+            "status": status,
+            "verified": verified,
+            "message": outcome.message,
+            "owners": {
+                o.owner: {"ok": o.status == "applied", "message": o.message} for o in outcome.owners
+            },
+        }
+        self._last_commit = (txid, result)
+        return result
+
+    async def _abort(self, args: ops.TxArgs) -> dict[str, Any]:
+        return await self._locked(self._do_abort, args.txid)
+
+    async def _do_abort(self, txid: str) -> dict[str, Any]:
+        pending = self._pending
+        if pending is None or pending.txid != txid:
+            return {"txid": txid, "aborted": False, "generation": self._generation()}
+        if pending.timer is not None and pending.timer.active():
+            pending.timer.cancel()
+        self._pending = None
+        await self._discard(pending.prepared)
+        return {"txid": txid, "aborted": True, "generation": self._generation()}
+
+    async def _status(self, args: ops.StatusArgs) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "generation": self._generation(),
+            "owners": sorted(by_owner(self._state)),
+            "pending_txid": self.pending_txid,
+            "state_known": self._state_known,
+        }
+
+    async def _describe(self, args: ops.DescribeArgs) -> dict[str, Any]:
+        d = args.domain.lower()
+
+        def under(name: str) -> bool:
+            name = name.lower()
+            return name == d or name.endswith("." + d)
+
+        s = self._state
+        return {
+            "domain": d,
+            "host": self.host,
+            "generation": self._generation(),
+            "zones": [model.to_json(z) for z in s.zones if under(z.name)],
+            "vhosts": [
+                model.to_json(v) for v in s.vhosts if under(v.fqdn) or v.domain.lower() == d
+            ],
+            "mail": [model.to_json(m) for m in s.mail if under(m.name)],
+        }

@@ -1,0 +1,290 @@
+"""The slave agent's controller over the real apply engine (fake file system, fake daemon):
+two-phase transactions, one at a time, timeouts, per-owner refusals, state across restarts."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from twisted.internet.task import Clock
+
+from domtool import model
+from domtool.model import DesiredState, Record, Zone
+from domtool.slave import ops
+from domtool.slave.agent import Agent, Failed, Refused
+from domtool.slave.engine import Engine
+from domtool.slave.ops import Grants, OwnerChange, PrepareArgs
+from domtool.slave.seams import FakeClock, FakeFileSystem, FakeProcessRunner, makedirs
+from tests.slave.fake_backend import FakeBackend, FakeDaemon, zone
+
+STATE_DIR = "/var/lib/domtool-slave"
+NODE = "local"
+
+
+@attrs.define
+class Host:
+    """An agent over the engine over fakes, with handles on each."""
+
+    agent: Agent
+    engine: Engine
+    fs: FakeFileSystem
+    daemon: FakeDaemon
+    clock: Clock
+
+    def run(self, op: str, args) -> dict:
+        """Run one op to completion (everything is synchronous here) and return its result."""
+        results: list = []
+        self.agent.handle(op, args).addBoth(results.append)
+        assert len(results) == 1, "the operation did not finish"
+        if isinstance(results[0], Exception) or hasattr(results[0], "raiseException"):
+            results[0].raiseException()
+        return results[0]
+
+    def restart(self) -> Agent:
+        """A new agent (and engine) over the same disk, as after a reboot."""
+        engine = Engine(
+            STATE_DIR,
+            {"fake": FakeBackend()},
+            self.fs,
+            FakeProcessRunner(handler=self.daemon),
+            FakeClock(),
+            self.daemon,
+        )
+        agent = Agent(engine, host="ns1.example.coop", state_dir=STATE_DIR, clock=self.clock)
+        agent.node = NODE
+        done: list = []
+        agent.start().addBoth(done.append)
+        assert done == [None]
+        self.agent, self.engine = agent, engine
+        return agent
+
+
+def make_host() -> Host:
+    fs = FakeFileSystem()
+    makedirs(fs, STATE_DIR)
+    daemon = FakeDaemon(fs, STATE_DIR)
+    host = Host(None, None, fs, daemon, Clock())  # type: ignore[arg-type]
+    host.restart()
+    return host
+
+
+@pytest.fixture
+def host() -> Host:
+    return make_host()
+
+
+def part(*zones: Zone) -> OwnerChange:
+    """An owner's complete part made of these zones (no paths, users or groups needed)."""
+    return OwnerChange(DesiredState(zones=zones).normalised(), Grants())
+
+
+def prepare(txid: str, **owners: OwnerChange) -> PrepareArgs:
+    return PrepareArgs(txid, owners)
+
+
+def tx(txid: str) -> ops.TxArgs:
+    return ops.TxArgs(txid)
+
+
+def test_prepare_then_commit_makes_a_generation_live(host):
+    """alice and bob's zones are staged as generation 1, committed, probed and served."""
+    answer = host.run(
+        "prepare",
+        prepare(
+            "t1", alice=part(zone("alice.example", "alice")), bob=part(zone("bob.example", "bob"))
+        ),
+    )
+    assert answer["base_generation"] == 0 and answer["staged_generation"] == 1
+    assert answer["owners"] == {
+        "alice": {"ok": True, "message": ""},
+        "bob": {"ok": True, "message": ""},
+    }
+    assert host.engine.current_generation() == 0  # nothing live before commit
+    result = host.run("commit", tx("t1"))
+    assert result["status"] == "applied" and result["generation"] == 1
+    assert sorted(v["target"][2] for v in result["verified"]) == ["alice.example", "bob.example"]
+    assert set(host.daemon.loaded) == {"zone:alice.example", "zone:bob.example"}
+    status = host.run("status", ops.StatusArgs())
+    assert status == {
+        "host": "ns1.example.coop",
+        "generation": 1,
+        "owners": ["alice", "bob"],
+        "pending_txid": None,
+        "state_known": True,
+    }
+
+
+def test_a_change_replaces_only_the_named_owners_parts(host):
+    """A later prepare for alice alone keeps bob's zone; an empty part removes alice."""
+    host.run(
+        "prepare",
+        prepare(
+            "t1", alice=part(zone("alice.example", "alice")), bob=part(zone("bob.example", "bob"))
+        ),
+    )
+    host.run("commit", tx("t1"))
+    host.run("prepare", prepare("t2", alice=part(zone("alice.example", "alice", "v2"))))
+    assert host.run("commit", tx("t2"))["generation"] == 2
+    assert b"v2" in host.daemon.loaded["zone:alice.example"]
+    assert "zone:bob.example" in host.daemon.loaded
+    host.run("prepare", prepare("t3", alice=part()))
+    assert host.run("commit", tx("t3"))["generation"] == 3
+    assert set(host.daemon.loaded) == {"zone:bob.example"}
+    assert host.run("status", ops.StatusArgs())["owners"] == ["bob"]
+
+
+def test_prepare_then_abort_leaves_the_generation_unchanged(host):
+    """An aborted transaction changes nothing live, leaves no staging, and cannot be committed."""
+    host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    assert host.fs.listdir(STATE_DIR + "/staging") == ["1"]
+    assert host.run("abort", tx("t1")) == {"txid": "t1", "aborted": True, "generation": 0}
+    assert host.engine.current_generation() == 0
+    assert host.fs.listdir(STATE_DIR + "/staging") == []
+    assert host.daemon.reloads == 0
+    with pytest.raises(Refused, match="t1 is not pending"):
+        host.run("commit", tx("t1"))
+    assert host.run("status", ops.StatusArgs())["owners"] == []
+
+
+def test_one_transaction_at_a_time(host):
+    """A second prepare while one is pending is refused; repeating the same txid gets the
+    same answer; after commit the next one may go."""
+    first = host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    with pytest.raises(Refused, match="transaction t1 is pending on ns1.example.coop"):
+        host.run("prepare", prepare("t2", bob=part(zone("bob.example", "bob"))))
+    assert host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice")))) == first
+    host.run("commit", tx("t1"))
+    assert host.run("prepare", prepare("t2", bob=part(zone("bob.example", "bob"))))["owners"] == {
+        "bob": {"ok": True, "message": ""}
+    }
+
+
+def test_a_repeated_commit_returns_the_same_result(host):
+    """A dispatcher that lost the commit's answer may ask again and gets it, nothing re-run."""
+    host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    first = host.run("commit", tx("t1"))
+    reloads = host.daemon.reloads
+    assert host.run("commit", tx("t1")) == first
+    assert host.daemon.reloads == reloads
+
+
+def test_an_uncommitted_prepare_is_aborted_after_the_timeout(host):
+    """Left pending past prepare_timeout, a transaction is aborted and its staging removed."""
+    host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    host.clock.advance(host.agent.prepare_timeout - 1)
+    assert host.agent.pending_txid == "t1"
+    host.clock.advance(1)
+    assert host.agent.pending_txid is None
+    assert host.fs.listdir(STATE_DIR + "/staging") == []
+    with pytest.raises(Refused, match="expired or aborted"):
+        host.run("commit", tx("t1"))
+    assert host.engine.current_generation() == 0
+
+
+def test_a_committed_transaction_cancels_its_timeout(host):
+    """After commit the timer is gone: advancing the clock aborts nothing."""
+    host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    host.run("commit", tx("t1"))
+    assert host.clock.getDelayedCalls() == []
+
+
+def test_a_unit_of_another_owner_is_refused_and_the_others_go_ahead(host):
+    """bob's zone sent under alice is refused (naming both); carol's change applies."""
+    answer = host.run(
+        "prepare",
+        prepare(
+            "t1",
+            alice=part(zone("bob.example", "bob")),
+            carol=part(zone("carol.example", "carol")),
+        ),
+    )
+    assert answer["owners"]["alice"] == {
+        "ok": False,
+        "message": "alice: zone bob.example: owner: belongs to 'bob', not to 'alice'",
+    }
+    assert answer["owners"]["carol"]["ok"] is True
+    host.run("commit", tx("t1"))
+    assert set(host.daemon.loaded) == {"zone:carol.example"}
+
+
+def test_a_name_another_owner_holds_is_refused(host):
+    """bob cannot take over alice's zone: refused, alice's zone stays hers."""
+    host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    host.run("commit", tx("t1"))
+    answer = host.run("prepare", prepare("t2", bob=part(zone("alice.example", "bob", "mine"))))
+    assert answer["owners"]["bob"] == {
+        "ok": False,
+        "message": "bob: zone alice.example: already held by alice",
+    }
+    assert answer["staged_generation"] == 1  # nothing to stage
+    host.run("commit", tx("t2"))
+    assert b"mine" not in host.daemon.loaded["zone:alice.example"]
+
+
+def test_the_checker_refuses_one_owner_and_keeps_their_live_part(host):
+    """The daemon's checker refuses alice's broken change (its message comes back); bob's
+    goes live, and the agent's state keeps alice's previous zone."""
+    host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice", "v1"))))
+    host.run("commit", tx("t1"))
+    answer = host.run(
+        "prepare",
+        prepare(
+            "t2",
+            alice=part(zone("alice.example", "alice", "BROKEN")),
+            bob=part(zone("bob.example", "bob")),
+        ),
+    )
+    assert answer["owners"]["alice"]["ok"] is False
+    assert "BROKEN record" in answer["owners"]["alice"]["message"]
+    assert answer["owners"]["bob"]["ok"] is True
+    assert host.run("commit", tx("t2"))["status"] == "applied"
+    assert b"v1" in host.daemon.loaded["zone:alice.example"]
+    zones = {z.name: z for z in host.agent.state.zones}
+    assert zones["alice.example"].records[0].data == ("v1",)
+    assert host.restart().state == host.agent.state
+
+
+def test_a_failed_reload_rolls_back_and_keeps_the_state(host):
+    """A generation the daemon will not load is rolled back; the agent says so."""
+    host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice", "v1"))))
+    host.run("commit", tx("t1"))
+    before = host.agent.state
+    host.run("prepare", prepare("t2", alice=part(zone("alice.example", "alice", "NORELOAD"))))
+    result = host.run("commit", tx("t2"))
+    assert result["status"] == "rolled_back" and result["generation"] == 1
+    assert result["verified"] == []
+    assert "rolled back to generation 1" in result["message"]
+    assert host.agent.state == before
+
+
+def test_a_restarted_agent_knows_the_live_state(host):
+    """The state of each staged generation is on disk: a new agent over the same disk
+    reports the same owners and generation, even when it died right after the engine's
+    commit (before it could update anything in memory)."""
+    host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    host.run("commit", tx("t1"))
+    host.run("prepare", prepare("t2", bob=part(zone("bob.example", "bob"))))
+    host.engine.commit(host.agent._pending.prepared)  # the engine committed; the agent died
+    agent = host.restart()
+    assert agent.state.zones == (zone("alice.example", "alice"), zone("bob.example", "bob"))
+    assert host.run("status", ops.StatusArgs())["generation"] == 2
+
+
+def test_describe_returns_the_units_of_a_domain(host):
+    """describe gives the zone of a domain (and its subdomains) as model JSON, with the
+    generation; other domains are not included."""
+    z = Zone("alice.example", "alice", (Record("www", "A", ("192.0.2.7",)),), (NODE,))
+    host.run("prepare", prepare("t1", alice=part(z), bob=part(zone("notalice.example", "bob"))))
+    host.run("commit", tx("t1"))
+    out = host.run("describe", ops.DescribeArgs("alice.example"))
+    assert out["generation"] == 1 and out["host"] == "ns1.example.coop"
+    assert [model.from_json(j) for j in out["zones"]] == [z]
+    assert out["vhosts"] == [] and out["mail"] == []
+
+
+def test_engine_errors_are_reported_as_failed(host):
+    """A full disk while staging is a clean 'failed', and no transaction is left pending."""
+    host.fs.fail["write"] = len([k for k, _ in host.fs.ops if k == "write"]) + 1
+    with pytest.raises(Failed, match="disk full"):
+        host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    assert host.agent.pending_txid is None
+    assert host.engine.current_generation() == 0
