@@ -1,20 +1,21 @@
-"""The Apache backend against a real apache2 on loopback.
+"""The Apache backend against a real apache2 on loopback, through the slave's engine.
 
-Each test starts apache2 on 127.0.0.1 with free ports and a config root of its own,
-installs members' vhosts the way the slave does (content-addressed unit files, a
-generation's ``sites.conf``, ``apache2 -t`` over the staged generation, an atomic
-``current`` switch, a graceful reload) and asks the server over HTTP and HTTPS.
+Each test starts apache2 on 127.0.0.1 with free ports and a config root of its own and
+installs members' vhosts with ``domtool.slave.engine.Engine`` over the real seams:
+content-addressed unit files, a staged generation, each changed unit's own
+``apache2 -t`` and the whole-site ``apache2 -t``, an atomic ``current`` switch, a
+graceful reload (which also starts the server the first time) and HTTP probes. Then it
+asks the server over HTTP and HTTPS.
 """
 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import http.server
 import os
-import subprocess
+import shutil
 import threading
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import attrs
 import pytest
@@ -34,84 +35,35 @@ from domtool.model import (
     Vhost,
     WebSettings,
 )
-from domtool.slave.backend import Command
 from domtool.slave.backends.apache import ApacheBackend
+from domtool.slave.engine import Engine, Outcome
+from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
 from tests.conftest import require_binary
 from tests.slave.apache_daemon import (
+    ApacheProcess,
+    HttpProber,
     free_port,
     get,
     prepare_site,
     public_dir,
-    start_apache,
-    wait_for,
 )
 
 pytestmark = pytest.mark.daemons
 
 
 @attrs.define
-class Outcome:
-    """What one apply did: the generation, and the checker's failure if it refused."""
-
-    generation: int
-    switched: bool
-    failed: subprocess.CompletedProcess | None = None
-
-
-@attrs.define
 class Site:
-    """A running apache2 and the slave-side layout it serves from."""
+    """A slave's engine with the Apache backend, and the apache2 it drives."""
 
+    engine: Engine
     backend: ApacheBackend
     state_dir: Path
     port: int
     tls_port: int
-    generation: int = 0
-    proc: object = None
-
-    def stage(self, state: DesiredState) -> Path:
-        """Write changed units and a new generation's index; return the generation dir."""
-        self.generation += 1
-        paths = {}
-        for unit in self.backend.units(state, {}, 0):
-            digest = hashlib.sha256(unit.content).hexdigest()
-            path = self.state_dir / "units" / "apache" / f"{digest}.{unit.ext}"
-            if not path.exists():
-                path.write_bytes(unit.content)
-            paths[unit.key] = PurePosixPath(path)
-        gen = self.state_dir / "generations" / str(self.generation)
-        (gen / "apache").mkdir(parents=True)
-        for name, content in self.backend.index(paths).items():
-            (gen / "apache" / name).write_bytes(content)
-        return gen
+    proc: ApacheProcess
 
     def apply(self, state: DesiredState) -> Outcome:
-        """Stage, check the whole staged tree, switch ``current`` and reload, or refuse."""
-        gen = self.stage(state)
-        for cmd in self.backend.check_all(PurePosixPath(gen)):
-            done = run(cmd)
-            if done.returncode != 0:
-                return Outcome(self.generation, False, done)
-        link = self.state_dir / "current.new"
-        link.symlink_to(gen)
-        os.replace(link, self.state_dir / "current")
-        if self.proc is not None:
-            for cmd in self.backend.reload():
-                assert run(cmd).returncode == 0
-            wait_for(lambda: self.probes_pass(state), what="probes after graceful reload")
-        return Outcome(self.generation, True)
-
-    def probes_pass(self, state: DesiredState) -> bool:
-        for probe in self.backend.probes(state):
-            _addr, port, host, expected, path = probe.target
-            if get(port, host, path).status != expected:
-                return False
-        return True
-
-
-def run(cmd: Command, path: str | None = None) -> subprocess.CompletedProcess:
-    argv = [a.replace("{path}", path) if path else a for a in cmd.argv]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=cmd.timeout)
+        return self.engine.apply(state)
 
 
 def self_signed(directory: Path, name: str) -> tuple[str, str]:
@@ -155,28 +107,40 @@ def web():
     for p in root.rglob("*"):
         p.chmod(0o755 if p.is_dir() else 0o644)
     yield root
-    subprocess.run(["rm", "-rf", "--", str(root)], check=True)
+    shutil.rmtree(root)
 
 
-@pytest.fixture
-def site(tmp_path: Path):
-    """apache2 on free loopback ports serving generation 0 (the catch-all only)."""
+@pytest.fixture(params=[True, False], ids=["unit-checks", "bisection"])
+def site(request, tmp_path: Path):
+    """apache2 on free loopback ports, started by the engine's first apply (generation 1:
+    the catch-all only). Runs once with per-unit checks and once with whole-site checks
+    and the engine's bisection alone."""
     require_binary("apache2")
     port, tls_port = free_port(), free_port()
     state_dir = tmp_path / "state"
-    (state_dir / "units" / "apache").mkdir(parents=True)
     cert, key = self_signed(tmp_path, "default.invalid")
     root = tmp_path / "apache"
     sites = str(state_dir / "current" / "apache" / "sites.conf")
     tls = dict(tls_port=tls_port, default_certificate=cert, default_key=key)
-    config = prepare_site(root, port, sites, **tls)
-    s = Site(ApacheBackend(config), state_dir, port, tls_port)
-    assert s.apply(DesiredState()).switched
-    proc = start_apache(root, port, sites, **tls)
-    assert proc.config == config
-    s.proc = proc
-    yield s
-    proc.stop()
+    config = attrs.evolve(prepare_site(root, port, sites, **tls), unit_checks=request.param)
+    backend = ApacheBackend(config)
+    engine = Engine(
+        str(state_dir),
+        {"apache": backend},
+        RealFileSystem(),
+        SubprocessRunner(),
+        RealClock(),
+        HttpProber(),
+        probe_timeout=10.0,
+        probe_interval=0.02,
+    )
+    s = Site(engine, backend, state_dir, port, tls_port, ApacheProcess(config, root))
+    try:
+        first = s.apply(DesiredState())
+        assert first.status == "applied", first.message
+        yield s
+    finally:
+        s.proc.stop()
 
 
 def alice(web: Path, **kw) -> Vhost:
@@ -220,8 +184,9 @@ def test_each_member_serves_their_own_content(site: Site, web: Path):
     gets the site's 421, never a member's page; the alias, URL alias, redirect and error
     document all work."""
     assert get(site.port, "www.example.org").status == 421  # nothing installed yet
-    out = site.apply(DesiredState(vhosts=(alice(web), bob(web))))
-    assert out.switched
+    state = DesiredState(vhosts=(alice(web), bob(web)))
+    out = site.apply(state)
+    assert (out.status, out.applied) == ("applied", ("alice", "bob")), out.message
     a = get(site.port, "www.example.org")
     assert (a.status, a.body) == (200, b"<p>alice's site</p>\n")
     b = get(site.port, "www.bob.example")
@@ -263,7 +228,7 @@ def test_proxy_to_a_member_daemon(site: Site, web: Path):
         port = server.server_address[1]
         assert port >= 1024
         v = bob(web, proxies=(ProxyPass("/app/", port, "/api/"),))
-        assert site.apply(DesiredState(vhosts=(v,))).switched
+        assert site.apply(DesiredState(vhosts=(v,))).status == "applied"
         r = get(site.port, "www.bob.example", "/app/hello?x=1")
         assert (r.status, r.body) == (200, b"member daemon saw /api/hello?x=1")
         assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
@@ -284,7 +249,7 @@ def test_tls_vhost_serves_its_own_certificate(site: Site, web: Path, tmp_path: P
     a name without TLS gets the site's default certificate and the 421 catch-all."""
     cert, key = self_signed(tmp_path, "www.example.org")
     v = alice(web, tls=TLS(cert, key))
-    assert site.apply(DesiredState(vhosts=(v, bob(web)))).switched
+    assert site.apply(DesiredState(vhosts=(v, bob(web)))).status == "applied"
     r = get(site.tls_port, "www.example.org", tls=True)
     assert (r.status, r.body) == (200, b"<p>alice's site</p>\n")
     served = x509.load_der_x509_certificate(r.peer_cert)
@@ -299,32 +264,34 @@ def test_tls_vhost_serves_its_own_certificate(site: Site, web: Path, tmp_path: P
 
 def test_a_change_apache_refuses_never_goes_live(site: Site, web: Path, tmp_path: Path):
     """bob adds TLS with a certificate file that does not exist: the renderer accepts it,
-    apache2 -t refuses the staged generation with Apache's own message, ``current`` does
-    not move, no reload happens and both sites keep answering. bob's unit check names
-    the culprit, and the same change without bob's part goes live."""
-    assert site.apply(DesiredState(vhosts=(alice(web), bob(web)))).switched
-    live = os.readlink(site.state_dir / "current")
+    apache2 -t refuses it, and the engine refuses bob with Apache's own message while
+    alice's change in the same apply goes live; bob's previous site keeps answering."""
+    assert site.apply(DesiredState(vhosts=(alice(web), bob(web)))).status == "applied"
+    before = os.readlink(site.state_dir / "current")
     missing = str(tmp_path / "no-such.crt")
     bad_bob = bob(web, tls=TLS(missing, missing))
     new_alice = alice(web, aliases=("example.org", "alice.example.org"))
     out = site.apply(DesiredState(vhosts=(new_alice, bad_bob)))
-    assert not out.switched
-    assert "SSLCertificateFile" in out.failed.stderr and "no-such.crt" in out.failed.stderr
-    assert os.readlink(site.state_dir / "current") == live
+    assert (out.status, out.applied, sorted(out.refused)) == ("applied", ("alice",), ["bob"])
+    assert "SSLCertificateFile" in out.refused["bob"] and "no-such.crt" in out.refused["bob"]
+    assert os.readlink(site.state_dir / "current") != before
+    assert get(site.port, "alice.example.org").body == b"<p>alice's site</p>\n"
     assert get(site.port, "www.example.org").body == b"<p>alice's site</p>\n"
     assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
-    assert get(site.port, "alice.example.org").status == 421
+    assert get(site.tls_port, "www.bob.example", tls=True).status == 421
 
-    # Per-unit checks find the owner, as the engine's bisection would.
-    failing = []
-    for unit in site.backend.units(DesiredState(vhosts=(new_alice, bad_bob)), {}, 0):
-        path = tmp_path / f"check-{unit.owner}.conf"
-        path.write_bytes(unit.content)
-        if any(run(c, str(path)).returncode != 0 for c in unit.checks):
-            failing.append(unit.owner)
-    assert failing == ["bob"]
-    assert site.apply(DesiredState(vhosts=(new_alice, bob(web)))).switched
-    assert get(site.port, "alice.example.org").body == b"<p>alice's site</p>\n"
+
+def test_a_refused_change_alone_changes_nothing(site: Site, web: Path, tmp_path: Path):
+    """When the only change is one Apache refuses, no generation goes live, nothing is
+    reloaded, and the sites answer as before; applying the same state twice is a no-op."""
+    state = DesiredState(vhosts=(alice(web), bob(web)))
+    assert site.apply(state).status == "applied"
+    assert site.apply(state).status == "unchanged"
+    before = os.readlink(site.state_dir / "current")
+    missing = str(tmp_path / "no-such.crt")
+    out = site.apply(DesiredState(vhosts=(alice(web), bob(web, tls=TLS(missing, missing)))))
+    assert out.status == "unchanged" and sorted(out.refused) == ["bob"], out
+    assert os.readlink(site.state_dir / "current") == before
     assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
 
 
@@ -342,7 +309,7 @@ def test_probe_answers_whatever_the_member_site_does(site: Site, web: Path):
         ),
         blocks=(Block("location", "/", WebSettings(auth=BasicAuth("x", str(web / "bob" / "p")))),),
     )
-    assert site.apply(DesiredState(vhosts=(hostile,))).switched
+    assert site.apply(DesiredState(vhosts=(hostile,))).status == "applied"
     (probe,) = site.backend.probes(DesiredState(vhosts=(hostile,)))
     _addr, port, host, expected, path = probe.target
     assert (port, host, expected) == (site.port, "www.bob.example", 204)
