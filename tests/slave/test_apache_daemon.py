@@ -316,3 +316,28 @@ def test_probe_answers_whatever_the_member_site_does(site: Site, web: Path):
     assert get(port, host, path).status == 204
     assert get(port, host, "/").status == 403
     assert get(port, "unknown.example", path).status == 421
+
+
+def test_a_failed_reload_rolls_back_to_the_last_good_generation(
+    site: Site, web: Path, tmp_path: Path
+):
+    """alice's certificate is deleted between prepare and commit: the graceful reload
+    refuses the new generation, the engine puts the previous one back (well within the
+    30 s floor) and both sites answer as before."""
+    import time
+
+    assert site.apply(DesiredState(vhosts=(alice(web), bob(web)))).status == "applied"
+    before = os.readlink(site.state_dir / "current")
+    cert, key = self_signed(tmp_path, "www.example.org")
+    prepared = site.engine.prepare(DesiredState(vhosts=(alice(web, tls=TLS(cert, key)), bob(web))))
+    assert prepared.changed and prepared.applied == ("alice",)
+    os.remove(cert)
+    t = time.monotonic()
+    out = site.engine.commit(prepared)
+    elapsed = time.monotonic() - t
+    assert out.status == "rolled back", out.message
+    assert "SSLCertificateFile" in out.message
+    assert elapsed < 30
+    assert os.readlink(site.state_dir / "current") == before
+    assert get(site.port, "www.example.org").body == b"<p>alice's site</p>\n"
+    assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
