@@ -293,3 +293,9 @@ def test_reading_a_variable_without_value_is_a_clear_error():
     assert diags[0].message == "Environment variable ServerAdmin has no value here."
     st = state('domain "example.org" with ServerAdmin = "x@y.example"; ' + text[26:])
     assert st.mail[0].aliases[0].targets == ("x@y.example",)
+
+
+def test_dom_where_sets_the_www_root():
+    """``dom ... where DocumentRoot = ...`` reaches the www vhost that dom defines."""
+    st = state('dom "example.org" where DocumentRoot = "/home/alice/site" with end')
+    assert roots(st) == {"www.example.org": "/home/alice/site"}
