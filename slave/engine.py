@@ -28,14 +28,20 @@ once the daemons' own checkers accept it:
     backend's reload commands, then its probes (retried until ``probe_timeout``). If a
     reload or a probe fails, ``current`` goes back to generation N, the daemons reload
     again and the outcome says "rolled back to generation N: <the daemon's message>".
-    On success, generations beyond the last ``keep`` are removed, and unit files no kept
-    generation names.
+    On success the generation is marked ``verified`` (an empty file in its directory,
+    fsynced), then generations beyond the last ``keep`` are removed, and unit files no
+    kept generation names.
 
 ``recover()``
     At start-up: removes staging leftovers and temporary files; if ``current`` is
-    missing, dangling or incomplete, points it at the highest complete generation (one
-    whose manifest parses and whose index files and units all exist); removes
-    generations that never went live (newer than ``current``) or are incomplete.
+    missing, dangling or incomplete, points it at the highest complete verified
+    generation (complete: its manifest parses and its index files and units all exist);
+    if it points at a generation that was switched to but never verified (a crash
+    between the switch and the probes), points it back at the last verified one. Removes
+    generations newer than the live one and incomplete ones. ``current`` may have moved:
+    the agent then reloads every backend (:meth:`Engine.reload_all`). If the only
+    generation is unverified it stays live, and the next apply reloads and probes it
+    even if nothing changed.
 
 Commands run only through the process seam with argv lists. The only substitution the
 engine makes is ``{path}``, always an absolute path under the (absolute) state
@@ -69,6 +75,7 @@ from domtool.slave.seams import (
 )
 
 MANIFEST = "manifest.json"
+VERIFIED = "verified"  # in a generation directory: it reloaded and answered its probes
 FORMAT = 1
 KEEP = 5
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -304,14 +311,14 @@ class Engine:
         everyone = set(plan.changes) - set(plan.refused)
         gen = self._next_generation(plan.base)
         body, indexes = self._body(plan, everyone)
-        if body == self._strip(plan.current):
+        if body == self._strip(plan.current) and self.verified(plan.base):
             return self._unchanged(plan)
         try:
             self._write_units(plan, everyone)
             self._unit_checks(plan, everyone)
             accepted, message = self._check_and_bisect(plan, gen, everyone - set(plan.refused))
             body, indexes = self._body(plan, accepted)
-            if body == self._strip(plan.current):
+            if body == self._strip(plan.current) and self.verified(plan.base):
                 self._remove_staging(gen)
                 return self._unchanged(plan, message)
             if self._staged != (gen, body):
@@ -323,8 +330,11 @@ class Engine:
             # (A simulated Crash is a BaseException: it passes through untouched.)
             self._remove_staging(gen)
             raise
+        reverify = not self.verified(plan.base)  # live but never verified: reload all
         changed = tuple(
-            b for b in body["backends"] if body["backends"][b] != plan.current["backends"].get(b)
+            b
+            for b in body["backends"]
+            if reverify or body["backends"][b] != plan.current["backends"].get(b)
         )
         probes = tuple(
             p
@@ -489,9 +499,14 @@ class Engine:
                     touched.add(b)
                 content = plan.units[(b, key)].content
                 tmp = path + ".tmp"
-                self.fs.write(tmp, content)
-                self.fs.fsync(tmp)
-                self.fs.rename(tmp, path)
+                try:
+                    self.fs.write(tmp, content)
+                    self.fs.fsync(tmp)
+                    self.fs.rename(tmp, path)
+                except OSError:
+                    if self.fs.exists(tmp):
+                        self.fs.remove(tmp)
+                    raise
                 self._contents[(b, ref.sha)] = content
         for b in sorted(touched):
             self.fs.fsync_dir(self._p("units", b))
@@ -642,6 +657,15 @@ class Engine:
             failure = self._probe(prepared.probes)
         if failure is not None:
             return self._rollback(prepared, failure)
+        try:
+            self._mark_verified(gen)
+        except OSError as exc:
+            self._switch_back(base, gen)
+            again = self._reload(prepared.changed_backends)
+            error = self._fs_error(exc, "recording the generation as verified")
+            if again is not None:
+                error = type(error)(f"{error}; reloading generation {base} failed: {again}")
+            raise error from exc
         self._collect_garbage()
         applied = ", ".join(prepared.applied) or "no member changes"
         refused = prepared.refused
@@ -653,6 +677,17 @@ class Engine:
     def apply(self, state: DesiredState) -> Outcome:
         """``prepare`` then ``commit``."""
         return self.commit(self.prepare(state))
+
+    def _mark_verified(self, gen: int) -> None:
+        """Record durably that generation ``gen`` reloaded and answered its probes."""
+        marker = self._p("generations", gen, VERIFIED)
+        self.fs.write(marker, b"")
+        self.fs.fsync(marker)
+        self.fs.fsync_dir(self._p("generations", gen))
+
+    def verified(self, gen: int) -> bool:
+        """Whether generation ``gen`` went live, reloaded and passed its probes."""
+        return gen == 0 or self.fs.exists(self._p("generations", gen, VERIFIED))
 
     def _switch_back(self, base: int, gen: int) -> None:
         """Undo a switch that failed half-way: ``current`` to ``base``, drop ``gen``."""
@@ -682,6 +717,11 @@ class Engine:
                 if not result.ok:
                     return f"{b} reload failed: {result.output() or f'exit status {result.returncode}'}"
         return None
+
+    def reload_all(self) -> str | None:
+        """Reload every backend of the registry (after :meth:`recover` at start-up);
+        None, or the first failure."""
+        return self._reload(tuple(self.backends))
 
     def _probe(self, probes: tuple[Probe, ...]) -> str | None:
         if not probes:
@@ -784,10 +824,19 @@ class Engine:
             for f in self._listdir(self._p("units", b)):
                 if f.endswith(".tmp"):
                     self.fs.remove(self._p("units", b, f))
-        live = self.current_generation()
+        current = self.current_generation()
         complete = [g for g in self.generations() if self._complete(g)]
-        if live not in complete:
-            live = complete[-1] if complete else 0
+        good = [g for g in complete if self.verified(g)]
+        if current in complete and self.verified(current):
+            live = current
+        elif current in complete:
+            # Switched to but never verified (a crash between switch and probes):
+            # back to the last verified generation, if there is one.
+            older = [g for g in good if g < current]
+            live = older[-1] if older else current
+        else:
+            live = good[-1] if good else complete[-1] if complete else 0
+        if live != current:
             if live:
                 replace_symlink(self.fs, f"generations/{live}", self._p("current"))
             elif self.fs.is_symlink(self._p("current")):

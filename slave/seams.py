@@ -400,7 +400,7 @@ class FakeFileSystem:
     "symlink", "fsync_dir") to the 1-based count at which that kind raises ENOSPC once
     (a failing write leaves half the data behind). ``crash_at`` raises :class:`Crash`
     instead of performing the mutating operation with that 0-based index. ``ops``
-    records every mutating operation as (kind, path).
+    records every mutating operation as (kind, path); :meth:`arm` resets the counts.
     """
 
     root: _Dir = attrs.field(factory=_Dir)
@@ -408,6 +408,13 @@ class FakeFileSystem:
     crash_at: int | None = None
     ops: list[tuple[str, str]] = attrs.field(factory=list)
     _counts: dict[str, int] = attrs.field(factory=dict)
+
+    def arm(self, *, fail: dict[str, int] | None = None, crash_at: int | None = None) -> None:
+        """Start counting afresh (``ops`` emptied) with these faults armed."""
+        self.ops.clear()
+        self._counts.clear()
+        self.fail = dict(fail or {})
+        self.crash_at = crash_at
 
     # -- internals ----------------------------------------------------------
 

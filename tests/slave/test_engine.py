@@ -110,17 +110,18 @@ def test_applying_the_same_state_twice_writes_and_runs_nothing(host: Host):
 
 def test_one_change_writes_one_unit_and_the_index(host: Host):
     """Changing alice's zone writes her new unit, the index and the manifest (and the
-    switch), checks only her unit, and leaves bob's and carol's unit files alone."""
+    verified mark after the probes), checks only her unit, and leaves bob's and carol's unit files alone."""
     host.engine.apply(abc())
     host.reset()
     out = host.engine.apply(abc(alice="alice v2"))
     assert out.status == "applied" and out.generation == 2 and out.applied == ("alice",)
     written = [p for k, p in host.fs.ops if k == "write"]
-    assert len(written) == 3
+    assert len(written) == 4
     assert written[0].startswith(f"{STATE_DIR}/units/fake/") and written[0].endswith(".zone.tmp")
     assert written[1:] == [
         f"{STATE_DIR}/staging/2/fake/index",
         f"{STATE_DIR}/staging/2/manifest.json",
+        f"{STATE_DIR}/generations/2/verified",
     ]
     assert [c.argv[0] for c in host.runner.ran] == [
         "fake-check-unit",
