@@ -75,6 +75,7 @@ from domtool.slave.seams import (
 )
 
 MANIFEST = "manifest.json"
+UNDO = "undo.tmp"  # in state_dir during a commit: a symlink to the generation before
 VERIFIED = "verified"  # in a generation directory: it reloaded and answered its probes
 FORMAT = 1
 KEEP = 5
@@ -94,6 +95,11 @@ class DiskFull(EngineError):
 
 class StalePrepare(EngineError):
     """The live generation moved since this prepare; prepare again."""
+
+
+class RollbackFailed(EngineError):
+    """A reload or probe failed and switching back failed too; the new generation stays
+    live until ``recover()`` (which goes back to the last verified generation)."""
 
 
 class BackendFailed(EngineError):
@@ -647,6 +653,10 @@ class Engine:
             self._staged = None
             self.fs.fsync_dir(self._p("generations"))
             self._manifests[gen] = dict(prepared.manifest)
+            if base:  # how to undo, made before the switch (certbot's reverter idea)
+                if self.fs.is_symlink(self._p(UNDO)):
+                    self.fs.remove(self._p(UNDO))
+                self.fs.symlink(f"generations/{base}", self._p(UNDO))
             replace_symlink(self.fs, f"generations/{gen}", self._p("current"))
         except OSError as exc:
             self._switch_back(base, gen)
@@ -666,6 +676,8 @@ class Engine:
             if again is not None:
                 error = type(error)(f"{error}; reloading generation {base} failed: {again}")
             raise error from exc
+        if self.fs.is_symlink(self._p(UNDO)):
+            self.fs.remove(self._p(UNDO))
         self._collect_garbage()
         applied = ", ".join(prepared.applied) or "no member changes"
         refused = prepared.refused
@@ -690,22 +702,28 @@ class Engine:
         return gen == 0 or self.fs.exists(self._p("generations", gen, VERIFIED))
 
     def _switch_back(self, base: int, gen: int) -> None:
-        """Undo a switch that failed half-way: ``current`` to ``base``, drop ``gen``."""
+        """Undo a switch: ``current`` back to ``base`` (by renaming the undo link made
+        before the switch, which needs no new space), then drop generation ``gen``."""
+        current, undo = self._p("current"), self._p(UNDO)
         try:
-            if base:
-                if self.current_generation() != base or self.fs.is_symlink(self._p("current.tmp")):
-                    replace_symlink(self.fs, f"generations/{base}", self._p("current"))
-            elif self.fs.is_symlink(self._p("current")):
-                self.fs.remove(self._p("current"))
-                self.fs.fsync_dir(self.state_dir)
+            if self.current_generation() != base:
+                if base and self.fs.is_symlink(undo):
+                    self.fs.rename(undo, current)
+                    self.fs.fsync_dir(self.state_dir)
+                elif base:
+                    replace_symlink(self.fs, f"generations/{base}", current)
+                elif self.fs.is_symlink(current):
+                    self.fs.remove(current)
+                    self.fs.fsync_dir(self.state_dir)
         finally:
-            for path in (self._p("current.tmp"),):
+            for path in (self._p("current.tmp"), undo):
                 if self.fs.is_symlink(path):
                     self.fs.remove(path)
-            for path in (self._p("staging", gen), self._p("generations", gen)):
-                if self.fs.is_dir(path):
-                    self.fs.rmtree(path)
-            self._manifests.pop(gen, None)
+            if self.fs.is_dir(self._p("staging", gen)):
+                self.fs.rmtree(self._p("staging", gen))
+            if self.current_generation() != gen and self.fs.is_dir(self._p("generations", gen)):
+                self.fs.rmtree(self._p("generations", gen))
+                self._manifests.pop(gen, None)
             self._staged = None
 
     def _reload(self, backends: tuple[str, ...]) -> str | None:
@@ -748,7 +766,14 @@ class Engine:
 
     def _rollback(self, prepared: Prepared, reason: str) -> Outcome:
         base, gen = prepared.base, prepared.generation
-        self._switch_back(base, gen)
+        try:
+            self._switch_back(base, gen)
+        except OSError as exc:
+            raise RollbackFailed(
+                f"rolling back to generation {base} failed ({self._fs_error(exc, 'rolling back')}"
+                f"); generation {gen} stays live, unverified: {reason}. recover() at the next "
+                f"start goes back to generation {base}"
+            ) from exc
         again = self._reload(prepared.changed_backends)
         message = f"rolled back to generation {base}: {reason}"
         if again is not None:
@@ -818,8 +843,9 @@ class Engine:
         self._staged = None
         for name in self._listdir(self._p("staging")):
             self.fs.rmtree(self._p("staging", name))
-        if self.fs.is_symlink(self._p("current.tmp")) or self.fs.exists(self._p("current.tmp")):
-            self.fs.remove(self._p("current.tmp"))
+        for link in ("current.tmp", UNDO):
+            if self.fs.is_symlink(self._p(link)) or self.fs.exists(self._p(link)):
+                self.fs.remove(self._p(link))
         for b in self._listdir(self._p("units")):
             for f in self._listdir(self._p("units", b)):
                 if f.endswith(".tmp"):

@@ -19,7 +19,7 @@ import json
 
 import pytest
 
-from domtool.slave.engine import DiskFull
+from domtool.slave.engine import DiskFull, RollbackFailed
 from domtool.slave.seams import Crash, FakeFileSystem
 from tests.slave.fake_backend import state, zone
 from tests.slave.test_engine import STATE_DIR, Host, abc, make_host
@@ -87,6 +87,7 @@ def reference(new) -> tuple[list, list[dict], dict]:
 def assert_clean(fs: FakeFileSystem) -> None:
     assert fs.listdir(f"{STATE_DIR}/staging") == []
     assert not fs.is_symlink(f"{STATE_DIR}/current.tmp")
+    assert not fs.is_symlink(f"{STATE_DIR}/undo.tmp")
     assert not any(f.endswith(".tmp") for f in fs.listdir(f"{STATE_DIR}/units/fake"))
 
 
@@ -150,13 +151,14 @@ def test_the_fake_really_loses_unsynced_data():
     assert visible.read("/d/b") == b"data" and visible.read("/d/e") == b"synced"
 
 
+@pytest.mark.parametrize("scenario", ["change-add-remove", "bisection"])
 @pytest.mark.parametrize("kind", ["write", "fsync", "fsync_dir", "rename", "mkdir", "symlink"])
-def test_disk_full_at_each_operation_changes_nothing_live(kind: str):
+def test_disk_full_at_each_operation_changes_nothing_live(kind: str, scenario: str):
     """ENOSPC at the i-th operation of this kind, for every i the apply performs: the
     apply raises DiskFull naming the full disk, the live configuration (and every
     generation on disk) is byte-identical, staging and temporary files are gone, no
     reload ran; once space is back the same apply goes through."""
-    new = SCENARIOS["change-add-remove"]
+    new = SCENARIOS[scenario]
     ops, _, final = reference(new)
     count = sum(1 for k, _ in ops if k == kind)
     if kind in ("write", "fsync", "fsync_dir", "rename"):
@@ -182,3 +184,34 @@ def test_disk_full_at_each_operation_changes_nothing_live(kind: str):
         assert host.daemon.loaded == old_units, (kind, i)
         assert host.engine.apply(new).status == "applied"
         assert content(live_config(host.fs)) == content(final)
+
+
+@pytest.mark.parametrize("kind", ["write", "fsync", "fsync_dir", "rename", "mkdir", "symlink"])
+def test_disk_full_during_a_rollback_is_reported_and_recovered(kind: str):
+    """The new generation fails to reload and the disk is full at the i-th operation of
+    this kind (for every i, including the rollback's own): the apply ends as DiskFull,
+    "rolled back", or RollbackFailed saying the new generation stays live until
+    recover(); after recover() the old generation is live, byte-identical."""
+    new = SCENARIOS["rollback"]
+    ops, _, _ = reference(new)
+    seen = set()
+    for i in range(1, sum(1 for k, _ in ops if k == kind) + 1):
+        host = old_host()
+        before = live_config(host.fs)
+        host.fs.arm(fail={kind: i})
+        try:
+            out = host.engine.apply(new)
+            seen.add(out.status)
+            assert out.status == "rolled back" and "rndc" in out.message
+        except DiskFull as exc:
+            seen.add("disk full")
+            assert "disk full (ENOSPC)" in str(exc)
+        except RollbackFailed as exc:
+            seen.add("rollback failed")
+            assert "stays live" in str(exc) and "disk full" in str(exc)
+        engine = make_host(host.fs).engine
+        assert engine.recover() == 1
+        assert live_config(host.fs) == before, (kind, i)
+        assert_clean(host.fs)
+    if kind in ("rename", "fsync_dir"):  # the switch back itself was hit
+        assert {"disk full", "rollback failed"} <= seen
