@@ -74,6 +74,7 @@ TXID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 UNIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 # A loose shape check only; the real grammar is domtool.validate's, in recheck.
 NAME = re.compile(r"[A-Za-z0-9*_.-]{1,253}")
+RECORD_NAME = re.compile(r"@|[A-Za-z0-9*_.-]{1,253}")
 
 
 class BadArgs(ValueError):
@@ -299,7 +300,7 @@ _port = Int(0, 65535)
 _status = Int(100, 999)
 
 RECORD = Obj(
-    {"name": _name, "rtype": Str(8), "data": List(StrOrInt(_text, _u32), 8)},
+    {"name": Str(MAX_NAME, RECORD_NAME), "rtype": Str(8), "data": List(StrOrInt(_text, _u32), 8)},
     {"ttl": Nullable(_u32)},
     kind="Record",
 )

@@ -1,0 +1,440 @@
+"""The slave agent's network face: a mutual-TLS listener that only its dispatcher may use.
+
+Layers, from the socket in:
+
+- TLS (``domtool.dispatcher.tls.slave_listener``): the host CA pinned with its CRL, a client
+  certificate required. ``TLSMemoryBIOFactory`` wraps :class:`SlaveFactory`.
+- :class:`SlaveProtocol` (``Int32StringReceiver``, ``MAX_LENGTH = wire.MAX_FRAME``): after
+  the handshake it logs the peer in (``auth.login_host`` against
+  ``auth.host_portal({dispatcher})``); a refused peer gets one ``unauthorized`` error frame
+  and the connection is closed. Frames that arrive before a successful login are ignored
+  (with TLS 1.3 the client may write before the server has judged its certificate). Then
+  every frame: ``wire.decode_request(frame, SLAVE_OPS)`` → ``ops.parse`` (schema and size
+  limits) → ``Agent.handle`` → one response frame with the request's id. Errors are
+  ``wire.error`` frames of kind ``bad_request``, ``unauthorized``, ``refused`` or ``failed``.
+  The protocol decides nothing itself.
+- :class:`SlaveService`: binds in ``privilegedStartService``, starts the agent (engine
+  recovery, state load), re-reads the CRL file when it changes, stops listening on stop.
+- :func:`main`: the ``domtool-slave --config PATH`` entry point.
+
+Timeouts: a connection must complete its handshake and login within
+``handshake_timeout`` seconds, and is closed after ``idle_timeout`` seconds without a frame
+while no request is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from twisted.application import service
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet import defer, task, threads
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from domtool import wire
+from domtool.dispatcher import auth, tls
+from domtool.slave import ops
+from domtool.slave.agent import Agent, AgentError
+from domtool.slave.config import ConfigError, SlaveConfig
+
+__all__ = [
+    "BACKENDS",
+    "SlaveFactory",
+    "SlaveProtocol",
+    "SlaveService",
+    "build_backends",
+    "main",
+    "make_service",
+    "tls_factory",
+]
+
+log = Logger()
+
+CRL_POLL = 60.0  # seconds between checks of the CRL file
+BACKLOG = 64
+
+
+def _request_id(frame: bytes) -> int:
+    """The id of a frame that failed to decode, if it has a usable one; else 0."""
+    try:
+        rid = json.loads(frame.decode("utf-8")).get("id")
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        return 0
+    if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**53:
+        return rid
+    return 0
+
+
+@implementer(IHandshakeListener)
+class SlaveProtocol(Int32StringReceiver):
+    """One connection from the dispatcher: decode frames, hand them to the agent, answer."""
+
+    MAX_LENGTH = wire.MAX_FRAME
+
+    def __init__(self, factory: SlaveFactory) -> None:
+        self.factory = factory
+        self.peer: auth.Host | None = None
+        self._timer: IDelayedCall | None = None
+        self._inflight = 0
+        self._closed = False
+
+    # -- connection life -------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
+        self._timer = self.factory.clock.callLater(
+            self.factory.handshake_timeout, self._timed_out, "handshake and login"
+        )
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted API)
+        certificate = tls.peer_certificate(self.transport)
+        d = defer.ensureDeferred(auth.login_host(self.factory.portal, certificate))
+        d.addCallbacks(self._welcome, self._refuse)
+        d.addErrback(self._internal, 0)
+
+    def _welcome(self, host: auth.Host) -> None:
+        if self._closed:
+            return
+        self.peer = host
+        log.info("{host} logged in", host=host.name)
+        self._idle()
+
+    def _refuse(self, failure) -> None:
+        failure.trap(UnauthorizedLogin)
+        log.warn("refused a peer: {why}", why=str(failure.value))
+        self._send(wire.error(0, wire.Failure("unauthorized", str(failure.value))))
+        self.transport.loseConnection()
+
+    def _idle(self) -> None:
+        self._cancel_timer()
+        self._timer = self.factory.clock.callLater(
+            self.factory.idle_timeout, self._timed_out, "idle"
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self, what: str) -> None:
+        self._timer = None
+        if what == "idle" and self._inflight:
+            self._idle()  # a long commit is not idleness
+            return
+        log.info("closing a connection: {what} timeout", what=what)
+        if what == "idle":
+            self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason) -> None:  # noqa: N802 (Twisted API)
+        self._closed = True
+        self._cancel_timer()
+
+    # -- frames ------------------------------------------------------------------
+
+    def stringReceived(self, frame: bytes) -> None:  # noqa: N802 (Twisted API)
+        if self.peer is None:
+            return  # nothing is acted on before a successful login
+        self._idle()
+        try:
+            request = wire.decode_request(frame, wire.SLAVE_OPS)
+        except wire.WireError as e:
+            self._send(wire.error(_request_id(frame), wire.Failure("bad_request", str(e))))
+            return
+        try:
+            args = ops.parse(request.op, request.args)
+        except ops.BadArgs as e:
+            failure = wire.Failure(
+                "bad_request", f"bad arguments for {request.op}", e.details[:100]
+            )
+            self._send(wire.error(request.id, failure))
+            return
+        self._inflight += 1
+        d = self.factory.agent.handle(request.op, args)
+        d.addCallbacks(self._answer, self._failed, (request.id,), None, (request.id,))
+        d.addErrback(self._internal, request.id)
+        d.addBoth(self._done)
+
+    def _done(self, _: Any) -> None:
+        self._inflight -= 1
+
+    def _answer(self, result: Any, rid: int) -> None:
+        try:
+            frame = wire.ok(rid, result)
+        except wire.WireError as e:
+            frame = wire.error(rid, wire.Failure("failed", str(e)))
+        self._send(frame)
+
+    def _failed(self, failure, rid: int) -> None:
+        failure.trap(AgentError)
+        e = failure.value
+        self._send(wire.error(rid, wire.Failure(e.kind, e.message, tuple(e.details))))
+
+    def _internal(self, failure, rid: int) -> None:
+        log.failure("request {rid} failed", failure, rid=rid)
+        self._send(wire.error(rid, wire.Failure("failed", "internal error (see the slave's log)")))
+
+    def lengthLimitExceeded(self, length: int) -> None:  # noqa: N802 (Twisted API)
+        if self.peer is not None:
+            self._send(
+                wire.error(
+                    0,
+                    wire.Failure(
+                        "bad_request", f"frame of {length} bytes exceeds {wire.MAX_FRAME}"
+                    ),
+                )
+            )
+        self.transport.loseConnection()
+
+    def _send(self, frame: bytes) -> None:
+        if not self._closed:
+            self.sendString(frame)
+
+
+class SlaveFactory(Factory):
+    """Builds :class:`SlaveProtocol`s sharing one agent, portal and clock."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        portal: Portal,
+        clock: IReactorTime,
+        *,
+        handshake_timeout: float = 30.0,
+        idle_timeout: float = 600.0,
+    ) -> None:
+        self.agent = agent
+        self.portal = portal
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+
+    def buildProtocol(self, addr) -> SlaveProtocol:  # noqa: N802 (Twisted API)
+        return SlaveProtocol(self)
+
+
+def tls_factory(
+    server_tls: tls.ServerTLS, factory: SlaveFactory, clock: IReactorTime | None = None
+) -> TLSMemoryBIOFactory:
+    """The listening factory: ``factory`` behind the slave's TLS."""
+    return TLSMemoryBIOFactory(server_tls, False, factory, clock)
+
+
+# ---------------------------------------------------------------------------
+# Backends and engine from the configuration
+
+
+def _apache(table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
+
+    return ApacheBackend(_settings(ApacheConfig, "apache", table, config))
+
+
+def _bind(table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    from domtool.slave.backends import bind
+
+    return bind.BindBackend(_settings(bind.BindConfig, "bind", table, config))
+
+
+def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    fields = {f.name for f in attrs.fields(cls)}
+    unknown = sorted(set(table) - fields)
+    if unknown:
+        raise ConfigError(f"[backends.{name}]", [f"unknown key(s): {', '.join(unknown)}"])
+    values = dict(table)
+    if "node" in fields and "node" not in values:
+        values["node"] = config.node_name
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ConfigError(f"[backends.{name}]", [str(e)]) from None
+
+
+# The backends a slave can drive: a closed table (a config names them; nothing else can).
+BACKENDS: dict[str, Callable[[Mapping[str, Any], SlaveConfig], Any]] = {
+    "apache": _apache,
+    "bind": _bind,
+}
+
+
+def build_backends(config: SlaveConfig) -> dict[str, Any]:
+    """The enabled backends, by name, built from their config tables."""
+    unknown = sorted(set(config.backends) - set(BACKENDS))
+    if unknown:
+        raise ConfigError(
+            "[backends]", [f"unknown backend(s): {', '.join(unknown)}; known: {sorted(BACKENDS)}"]
+        )
+    return {name: BACKENDS[name](table, config) for name, table in config.backends.items()}
+
+
+def build_engine(config: SlaveConfig) -> Any:
+    """The apply engine over the real file system, process runner and clock."""
+    from domtool.slave import engine, seams
+
+    return engine.Engine(
+        config.state_dir,
+        build_backends(config),
+        seams.RealFileSystem(),
+        seams.SubprocessRunner(),
+        seams.RealClock(),
+    )
+
+
+# ---------------------------------------------------------------------------
+# The service
+
+
+class SlaveService(service.Service):
+    """Listens for the dispatcher (bound in ``privilegedStartService``), starts the agent,
+    and picks up a renewed CRL file."""
+
+    def __init__(
+        self,
+        config: SlaveConfig,
+        agent: Agent,
+        server_tls: tls.ServerTLS,
+        reactor: Any,
+    ) -> None:
+        self.config = config
+        self.agent = agent
+        self.server_tls = server_tls
+        self.reactor = reactor
+        self.port: Any = None
+        self._crl_mtime: float | None = self._mtime()
+        self._crl_poll: task.LoopingCall | None = None
+        self.started: defer.Deferred | None = None
+
+    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted API)
+        """Bind the listening port (may need privileges the service later does without)."""
+        super().privilegedStartService()
+        if self.port is None:
+            portal = auth.host_portal(set(self.config.dispatcher))
+            factory = SlaveFactory(
+                self.agent,
+                portal,
+                self.reactor,
+                handshake_timeout=self.config.handshake_timeout,
+                idle_timeout=self.config.idle_timeout,
+            )
+            self.port = self.reactor.listenTCP(
+                self.config.listen_port,
+                tls_factory(self.server_tls, factory),
+                backlog=BACKLOG,
+                interface=self.config.listen_address,
+            )
+
+    def startService(self) -> None:  # noqa: N802 (Twisted API)
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+        self.started = self.agent.start()
+        self.started.addErrback(lambda f: log.failure("the agent failed to start", f))
+        self._crl_poll = task.LoopingCall(self.check_crl)
+        self._crl_poll.clock = self.reactor
+        self._crl_poll.start(CRL_POLL, now=False)
+
+    def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
+        super().stopService()
+        if self._crl_poll is not None and self._crl_poll.running:
+            self._crl_poll.stop()
+        port, self.port = self.port, None
+        if port is not None:
+            return defer.maybeDeferred(port.stopListening)
+        return None
+
+    def _mtime(self) -> float | None:
+        try:
+            return os.stat(self.config.crl).st_mtime
+        except OSError:
+            return None
+
+    def check_crl(self) -> bool:
+        """Reload the CRL file if it changed; True when a new CRL is in force."""
+        mtime = self._mtime()
+        if mtime is None or mtime == self._crl_mtime:
+            return False
+        self._crl_mtime = mtime
+        try:
+            self.server_tls.reload_crl_file(self.config.crl)
+        except (OSError, ValueError) as e:
+            log.error("kept the old CRL: {crl}: {e}", crl=self.config.crl, e=e)
+            return False
+        log.info("loaded the renewed CRL {crl}", crl=self.config.crl)
+        return True
+
+
+def make_service(
+    config: SlaveConfig,
+    reactor: Any,
+    engine: Any = None,
+    run_blocking: Callable[..., Any] | None = None,
+) -> SlaveService:
+    """The slave's service from its configuration (``engine`` built from it if not given)."""
+    own = tls.KeyPair.from_files(config.certificate, config.key)
+    trust = tls.Trust.from_files(config.ca, config.crl)
+    server_tls = tls.slave_listener(
+        own, trust, lambda e: log.warn("refused a peer certificate: {why}", why=e.reason)
+    )
+    if engine is None:
+        engine = build_engine(config)
+    if run_blocking is None:
+        run_blocking = threads.deferToThread
+    agent = Agent(
+        engine,
+        host=config.host,
+        node=config.node_name,
+        state_dir=config.state_dir,
+        clock=reactor,
+        prepare_timeout=config.prepare_timeout,
+        run_blocking=run_blocking,
+    )
+    return SlaveService(config, agent, server_tls, reactor)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``domtool-slave --config PATH``: run the slave agent until stopped."""
+    from domtool.slave import config as slave_config
+
+    parser = argparse.ArgumentParser(
+        prog="domtool-slave", description="Run this host's domtool slave agent."
+    )
+    parser.add_argument("--config", required=True, help="the slave's TOML configuration file")
+    args = parser.parse_args(argv)
+    try:
+        config = slave_config.load(args.config)
+    except ConfigError as e:
+        print(f"domtool-slave: {e}", file=sys.stderr)
+        return 2
+    from twisted.internet import reactor
+
+    try:
+        svc = make_service(config, reactor)
+    except (ConfigError, OSError, ValueError) as e:
+        print(f"domtool-slave: {e}", file=sys.stderr)
+        return 2
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    try:
+        svc.privilegedStartService()
+    except Exception as e:  # cannot bind: say so and stop
+        print(f"domtool-slave: cannot listen: {e}", file=sys.stderr)
+        return 1
+    reactor.callWhenRunning(svc.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
