@@ -1,13 +1,29 @@
 """``domtool``: the member's command.
 
-Today it type-checks and evaluates offline::
+Offline::
 
     domtool -tc [--perms FILE] [--user NAME] [--show] [--json] FILE...
-    domtool doc [--format markdown]
+    domtool doc
 
-Exit status: 0 when every file checks, 1 when any has errors (printed to stderr in the
-published shape ``FILE:L.C-L.C:error: MESSAGE``), 2 for usage errors (bad options,
-unreadable files or permissions).
+With the dispatcher (over mutual TLS, see ``domtool.client.connection``; the client
+configuration is ``--config PATH`` or ``~/.domtool/client.toml``, see
+``domtool.client.config``)::
+
+    domtool [FILE...]             submit (default: every file in ~/.domtool named like a domain)
+    domtool plan FILE...          what a submit would change on each host, applying nothing
+    domtool perms | whoami        your permissions / who the dispatcher thinks you are
+    domtool describe DOMAIN       what DOMAIN became on each host
+    domtool history DOMAIN        the stored versions of DOMAIN's source
+    domtool undo DOMAIN [VERSION] put back an earlier version (default: the one before)
+    domtool rmdom DOMAIN          remove DOMAIN's configuration from every host
+
+``domtool -tc`` without ``--perms`` checks with your permissions as the dispatcher holds
+them when a client configuration exists, else with none. Every command takes ``--json``.
+
+Exit status: 0 ok; 1 when a file has errors or the dispatcher refused (errors on stderr,
+type errors in the published shape ``FILE:L.C-L.C:error: MESSAGE``); 2 for usage errors
+(bad options, unreadable files, permissions or configuration); 3 when the dispatcher
+cannot be reached (connection, or TLS: which certificate was refused and why).
 """
 
 from __future__ import annotations
@@ -17,20 +33,27 @@ import getpass
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+if TYPE_CHECKING:
+    from domtool.perms import Permissions
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
 class UsageError(Exception):
     """A problem with how the command was called (exit status 2)."""
 
 
-def _load_perms(path: str | None, user: str):
+def _load_perms(path: str | None, user: str, config_path: str | None = None):
     from domtool.perms import Permissions, PermsError, parse_perms
 
     if path is None:
+        remote, why = _dispatcher_perms(config_path)
+        if remote is not None:
+            return remote
         print(
-            f"domtool: note: no --perms given and no dispatcher reachable; checking as {user} "
+            f"domtool: note: no --perms given and {why}; checking as {user} "
             "with no permissions (every your_* value will be refused)",
             file=sys.stderr,
         )
@@ -45,6 +68,57 @@ def _load_perms(path: str | None, user: str):
         return parse_perms(text, user)
     except PermsError as e:
         raise UsageError(f"{path}: {e}") from e
+
+
+def _dispatcher_perms(config_path: str | None):
+    """Your permissions as the dispatcher holds them, or (None, why not)."""
+    from domtool.client import config as client_config
+    from domtool.client.connection import RemoteError, Unreachable, call
+
+    if config_path is None and not client_config.default_path().exists():
+        return None, "no client configuration (~/.domtool/client.toml)"
+    try:
+        config = client_config.load(config_path)
+    except client_config.ConfigError as e:
+        raise UsageError(str(e)) from None
+    try:
+        result = call(config, "perms", {})
+    except (Unreachable, RemoteError) as e:
+        return None, str(e)
+    try:
+        return perms_from_result(result), ""
+    except ValueError as e:
+        return None, f"the dispatcher's answer to perms was not understood ({e})"
+
+
+def perms_from_result(result) -> Permissions:
+    """A ``Permissions`` from the dispatcher's answer to ``perms``: ``{"user": NAME, ...}``
+    with either ``"grants": [[CLASS, VALUE], ...]`` or one list per class (``domain``,
+    ``path``, ``user``, ``group``, singular or plural)."""
+    from domtool.perms import Permissions, PermsError
+
+    if not isinstance(result, dict) or not isinstance(result.get("user"), str):
+        raise ValueError("expected an object naming the user")
+    grants: list[tuple[str, str]] = []
+    if isinstance(result.get("grants"), list):
+        for g in result["grants"]:
+            if isinstance(g, dict):
+                grants.append((str(g.get("class")), str(g.get("value"))))
+            else:
+                cls_name, value = g
+                grants.append((str(cls_name), str(value)))
+    else:
+        source = result.get("perms") if isinstance(result.get("perms"), dict) else result
+        for cls_name in ("domain", "path", "user", "group"):
+            values = source.get(cls_name + "s", source.get(cls_name))
+            if cls_name == "user" and isinstance(values, str):
+                values = source.get("users", [])
+            for v in values or ():
+                grants.append((cls_name, str(v)))
+    try:
+        return Permissions.from_grants(result["user"], grants)
+    except PermsError as e:
+        raise ValueError(str(e)) from None
 
 
 def _read_sources(paths: list[str]) -> list[tuple[str, str]]:
@@ -79,7 +153,7 @@ def cmd_typecheck(args: argparse.Namespace) -> int:
     from domtool.model import to_json
 
     user = args.user or getpass.getuser()
-    perms = _load_perms(args.perms, user)
+    perms = _load_perms(args.perms, user, args.config)
     try:
         sources = _read_sources(args.files)
     except _EncodingError as e:
@@ -105,12 +179,291 @@ def cmd_doc(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------
+# Talking to the dispatcher
+
+
+def _progress(p: dict) -> None:
+    """Print one progress frame on stderr: ``[3/10] host web1 prepared``."""
+    done, total, what = p.get("done"), p.get("total"), p.get("what", "")
+    print(f"  [{done}/{total}] {what}", file=sys.stderr, flush=True)
+
+
+def remote(prog: str, args: argparse.Namespace, op: str, op_args: dict, render) -> int:
+    """Make one request and print its answer (``render(result)`` or JSON); the exit status.
+
+    Shared by ``domtool`` and ``domtool-admin``."""
+    from domtool.client import config as client_config
+    from domtool.client.connection import RemoteError, Unreachable, call, dumps
+
+    try:
+        config = client_config.load(args.config)
+    except client_config.ConfigError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = call(config, op, op_args, None if args.json else _progress)
+    except Unreachable as e:
+        if args.json:
+            print(dumps({"ok": False, "error": {"kind": "unreachable", "message": str(e)}}))
+        print(f"{prog}: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except RemoteError as e:
+        if args.json:
+            print(dumps({"ok": False, "error": e.to_json()}))
+        print_refusal(prog, e)
+        return EXIT_ERRORS
+    if args.json:
+        print(dumps(result))
+    else:
+        text = render(result)
+        if text:
+            print(text)
+    return EXIT_OK
+
+
+def print_refusal(prog: str, e) -> None:
+    """A refusal on stderr: type errors in the published shape, else kind, message, details."""
+    if e.kind == "type_errors":
+        for d in e.details:
+            print(d, file=sys.stderr)
+        n = len(e.details)
+        print(f"{prog}: {e.message or f'{n} error' + ('s' if n != 1 else '')}", file=sys.stderr)
+        return
+    label = {"unauthorized": "not allowed", "policy": "refused by site policy"}.get(e.kind, e.kind)
+    print(f"{prog}: {label}: {e.message}", file=sys.stderr)
+    for d in e.details:
+        print(f"  {d}", file=sys.stderr)
+
+
+def _files_arg(paths: list[str]) -> list[dict]:
+    """``[{"name": DOMAIN, "text": ...}]`` for the wire; usage errors for bad names/files."""
+    from domtool.dispatcher.schema import DOMAIN, MAX_FILE_BYTES
+
+    try:
+        sources = _read_sources(paths)
+    except _EncodingError as e:
+        raise UsageError(str(e)) from None
+    out = []
+    for path, text in sources:
+        name = Path(path).name
+        if not DOMAIN.fullmatch(name):
+            raise UsageError(
+                f"{path}: a config file is named after its domain (like example.org); "
+                f"{name!r} is not a domain name"
+            )
+        if len(text.encode()) > MAX_FILE_BYTES:
+            raise UsageError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB")
+        out.append({"name": name, "text": text})
+    return out
+
+
+# Files that live in ~/.domtool but are not domain configs (client.toml, keys...).
+NOT_DOMAIN_SUFFIXES = frozenset(
+    {".toml", ".pem", ".key", ".crt", ".perms", ".bak", ".orig", ".txt"}
+)
+
+
+def default_files() -> list[str]:
+    """Every file in ``~/.domtool/`` named like a domain (what a bare ``domtool`` submits)."""
+    from domtool.dispatcher.schema import DOMAIN
+
+    home = Path.home() / ".domtool"
+    if not home.is_dir():
+        raise UsageError(f"no FILE given and {home} does not exist; name the files to submit")
+    files = sorted(
+        str(p)
+        for p in home.iterdir()
+        if p.is_file()
+        and DOMAIN.fullmatch(p.name)
+        and "." in p.name
+        and p.suffix.lower() not in NOT_DOMAIN_SUFFIXES
+    )
+    if not files:
+        raise UsageError(f"no FILE given and no file in {home} is named like a domain")
+    return files
+
+
+def _hosts_lines(result) -> list[str]:
+    """Per-host lines of an apply/plan answer, whatever of its usual fields it carries."""
+    lines = []
+    hosts = result.get("hosts") if isinstance(result, dict) else None
+    if isinstance(hosts, dict):
+        hosts = [
+            {"host": k, **(v if isinstance(v, dict) else {"status": v})} for k, v in hosts.items()
+        ]
+    for h in hosts or []:
+        if not isinstance(h, dict):
+            lines.append(f"  {h}")
+            continue
+        name = h.get("host") or h.get("name") or "?"
+        bits = []
+        for key in ("status", "generation", "changed", "units", "reloaded", "message"):
+            if key in h and h[key] not in (None, [], {}):
+                v = h[key]
+                if isinstance(v, list):
+                    v = ", ".join(map(str, v))
+                bits.append(f"{key} {v}" if key != "status" else str(v))
+        lines.append(f"  {name}: {'; '.join(bits) or 'ok'}")
+    return lines
+
+
+def render_apply(result) -> str:
+    """``domtool FILE``'s answer: applied, each host's generation."""
+    from domtool.client.show import format_value
+
+    if not isinstance(result, dict):
+        return format_value(result)
+    hosts = _hosts_lines(result)
+    head = result.get("message") or ("applied" if result.get("ok", True) else "not applied")
+    rest = {k: v for k, v in result.items() if k not in ("hosts", "message", "ok")}
+    out = [str(head)]
+    if rest:
+        out.append(format_value(rest, 1))
+    if hosts:
+        out.append("hosts:")
+        out.extend(hosts)
+    return "\n".join(out)
+
+
+def render_generic(result) -> str:
+    from domtool.client.show import format_value
+
+    return format_value(result)
+
+
+def render_perms(result) -> str:
+    from domtool.perms import format_perms
+
+    try:
+        perms = perms_from_result(result)
+    except ValueError:
+        return render_generic(result)
+    text = format_perms(perms).rstrip("\n")
+    return f"{perms.user}:\n" + (
+        "\n".join("  " + line for line in text.split("\n")) if text else "  (nothing granted)"
+    )
+
+
+def render_history(result) -> str:
+    from domtool.client.show import format_value
+
+    versions = result.get("versions") if isinstance(result, dict) else result
+    if not isinstance(versions, list):
+        return format_value(result)
+    lines = []
+    for v in versions:
+        if isinstance(v, dict):
+            line = f"  v{v.get('version', '?')}  {v.get('submitted_at') or v.get('at') or ''}"
+            who = v.get("member") or v.get("by")
+            if who:
+                line += f"  by {who}"
+            lines.append(line.rstrip())
+        else:
+            lines.append(f"  {v}")
+    return "\n".join(lines) or "(no stored versions)"
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    files = _files_arg(args.files or default_files())
+    return remote("domtool", args, "submit", {"files": files}, render_apply)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    files = _files_arg(args.files)
+    return remote("domtool", args, "plan", {"files": files}, render_generic)
+
+
+def cmd_simple(op: str, render=render_generic):
+    def run(args: argparse.Namespace) -> int:
+        op_args = {}
+        if getattr(args, "domain", None) is not None:
+            op_args["domain"] = args.domain
+        if op == "undo":
+            op_args["version"] = args.version or _previous_version(args)
+        return remote("domtool", args, op, op_args, render)
+
+    return run
+
+
+def _previous_version(args: argparse.Namespace) -> int:
+    """The version before the latest in DOMAIN's history (what a bare ``undo`` puts back)."""
+    from domtool.client import config as client_config
+    from domtool.client.connection import RemoteError, Unreachable, call
+
+    try:
+        result = call(client_config.load(args.config), "history", {"domain": args.domain})
+    except (client_config.ConfigError, Unreachable, RemoteError) as e:
+        raise UsageError(f"undo without VERSION needs the history of {args.domain}: {e}") from None
+    versions = result.get("versions") if isinstance(result, dict) else result
+    numbers = sorted(
+        v["version"]
+        for v in versions or []
+        if isinstance(v, dict) and isinstance(v.get("version"), int)
+    )
+    if len(numbers) < 2:
+        raise UsageError(f"{args.domain} has no earlier version to put back (see: domtool history)")
+    return numbers[-2]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        help="client configuration (default ~/.domtool/client.toml)",
+    )
+    p.add_argument("--json", action="store_true", help="print the answer as JSON (for scripts)")
+
+
+COMMANDS = {
+    "plan": ("show what submitting FILE... would change on each host; apply nothing", cmd_plan),
+    "perms": (
+        "print your permissions as the dispatcher holds them",
+        cmd_simple("perms", render_perms),
+    ),
+    "whoami": ("print who the dispatcher thinks you are", cmd_simple("whoami")),
+    "describe": ("show what DOMAIN became on each host", cmd_simple("describe")),
+    "history": (
+        "list the stored versions of DOMAIN's configuration",
+        cmd_simple("history", render_history),
+    ),
+    "undo": (
+        "put back an earlier VERSION of DOMAIN (see history)",
+        cmd_simple("undo", render_apply),
+    ),
+    "rmdom": ("remove DOMAIN's configuration from every host", cmd_simple("rmdom", render_apply)),
+    "doc": ("print the standard library reference (markdown)", cmd_doc),
+}
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    help_text, _ = COMMANDS[name]
+    p = argparse.ArgumentParser(
+        prog=f"domtool {name}", description=help_text[0].upper() + help_text[1:] + "."
+    )
+    if name == "doc":
+        return p
+    _common(p)
+    if name == "plan":
+        p.add_argument("files", nargs="+", metavar="FILE")
+    elif name in ("describe", "history", "undo", "rmdom"):
+        p.add_argument("domain", metavar="DOMAIN")
+        if name == "undo":
+            p.add_argument("version", metavar="VERSION", type=int, nargs="?")
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {n:<9} {h}" for n, (h, _) in COMMANDS.items())
     p = argparse.ArgumentParser(
         prog="domtool",
-        description="Check, evaluate and (with a dispatcher) submit domain configurations.",
-        epilog="Commands: `domtool -tc FILE...` type-checks offline; `domtool doc` prints the "
-        "standard library reference.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check, evaluate and submit domain configurations.\n\n"
+        "  domtool [FILE...]      submit FILE... (default: every file in ~/.domtool named "
+        "like a domain)\n"
+        "  domtool -tc FILE...    type-check and evaluate offline; apply nothing",
+        epilog=f"commands (domtool COMMAND --help for each):\n{commands}\n\n"
+        "exit status: 0 ok, 1 errors or refused, 2 usage, 3 cannot reach the dispatcher",
     )
     p.add_argument(
         "-tc", dest="typecheck", action="store_true", help="type-check offline, apply nothing"
@@ -118,32 +471,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--perms", metavar="FILE", help="permissions file (CLASS: VALUE ... lines)")
     p.add_argument("--user", metavar="NAME", help="check as this member (default: your login name)")
     p.add_argument("--show", action="store_true", help="print the evaluated desired state")
-    p.add_argument("--json", action="store_true", help="print the desired state as JSON")
+    _common(p)
     p.add_argument("files", nargs="*", metavar="FILE")
     return p
+
+
+_VALUE_OPTIONS = {"--config", "--perms", "--user"}
+
+
+def _split_command(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The command word (if the first positional is one) and the other arguments."""
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            return None, argv
+        if a in _VALUE_OPTIONS:
+            i += 2
+            continue
+        if a.startswith("-"):
+            i += 1
+            continue
+        if a in COMMANDS:
+            return a, argv[:i] + argv[i + 1 :]
+        return None, argv
+    return None, argv
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["doc"]:
-            dp = argparse.ArgumentParser(
-                prog="domtool doc", description="Print the library reference."
-            )
-            return cmd_doc(dp.parse_args(argv[1:]))
+        name, rest = _split_command(argv)
+        if name is not None:
+            args = command_parser(name).parse_args(rest)
+            return COMMANDS[name][1](args)
         parser = build_parser()
         args = parser.parse_args(argv)
-        if not args.typecheck:
-            parser.error(
-                "submitting to a dispatcher is not available yet; use -tc to check offline"
-            )
-        if not args.files:
-            parser.error("-tc needs at least one FILE")
-        return cmd_typecheck(args)
+        if args.typecheck:
+            if not args.files:
+                parser.error("-tc needs at least one FILE")
+            return cmd_typecheck(args)
+        if args.perms or args.user or args.show:
+            parser.error("--perms, --user and --show go with -tc (offline checking)")
+        return cmd_submit(args)
     except UsageError as e:
         print(f"domtool: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except SystemExit as e:  # argparse usage errors exit 2
+    except SystemExit as e:  # argparse usage errors exit 2, --help exits 0
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
 
 

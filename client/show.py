@@ -49,3 +49,44 @@ def format_state(state: DesiredState) -> str:
     if not out:
         out.append("(nothing)")
     return "\n".join(out)
+
+
+def format_value(value: object, indent: int = 0) -> str:
+    """Any JSON-like answer of the dispatcher as indented ``key: value`` lines (what a
+    person reads when a command has no dedicated layout)."""
+    pad = "  " * indent
+    lines: list[str] = []
+    if isinstance(value, dict):
+        if not value:
+            return pad + "(none)"
+        for k, v in value.items():
+            if isinstance(v, dict | list) and v:
+                lines.append(f"{pad}{k}:")
+                lines.append(format_value(v, indent + 1))
+            else:
+                lines.append(f"{pad}{k}: {_scalar(v)}")
+    elif isinstance(value, list):
+        if not value:
+            return pad + "(none)"
+        for item in value:
+            if isinstance(item, dict) and item:
+                first, *rest = format_value(item, indent + 1).split("\n")
+                lines.append(f"{pad}- {first.strip()}")
+                lines.extend(rest)
+            else:
+                lines.append(f"{pad}- {_scalar(item)}")
+    else:
+        lines.append(pad + _scalar(value))
+    return "\n".join(lines)
+
+
+def _scalar(v: object) -> str:
+    if v is None:
+        return "-"
+    if v is True:
+        return "yes"
+    if v is False:
+        return "no"
+    if isinstance(v, list | dict):
+        return "(none)"
+    return str(v)
