@@ -41,11 +41,13 @@ its working directory, not the including file, so ``check.conf`` holds the zone
 statements itself rather than including the staged ``zones.conf``). Reload is ``rndc
 reload`` with the site's rndc config.
 
-Probes: one SOA query per zone expecting the serial this backend rendered. The protocol's
-``probes(state)`` does not receive the units, so the backend remembers the serial each
-zone got in its latest :meth:`BindBackend.units` call (a cache, not a decision: with
-nothing cached the probe expects no particular serial); :func:`probes_for` computes the
-same probes from units alone.
+Probes: an SOA query per changed zone expecting the serial this backend rendered. The
+protocol's ``probes(state)`` does not receive the units, so the backend remembers the
+serial each zone got in its latest :meth:`BindBackend.units` call, and whether its text
+changed (a cache, not a decision: a zone with nothing cached is probed without a serial,
+i.e. any SOA answer passes); :func:`probes_for` computes probes from units alone. The
+engine drops probes of owners it refused, so a refused zone's new serial is never
+expected.
 """
 
 from __future__ import annotations
@@ -468,8 +470,10 @@ class BindBackend:
 
     config: BindConfig
     name: str = "bind"
-    # zone name -> serial of the latest units() call; only probes() reads it.
-    _serials: dict[str, int] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    # zone name -> (serial, changed) of the latest units() call; only probes() reads it.
+    _serials: dict[str, tuple[int, bool]] = attrs.field(
+        factory=dict, init=False, eq=False, repr=False
+    )
 
     def _zones(self, state: DesiredState) -> list[Zone]:
         node = self.config.node
@@ -527,9 +531,11 @@ class BindBackend:
         if errors:
             raise RenderRefused(errors)
         self._serials.clear()
-        self._serials.update(
-            (u.key.split(":", 1)[1], s) for u in units if (s := serial_of(u.content)) is not None
-        )
+        for u in units:
+            serial = serial_of(u.content)
+            if serial is not None:
+                changed = previous.get(u.key) is None or previous[u.key].content != u.content
+                self._serials[u.key.split(":", 1)[1]] = (serial, changed)
         return units
 
     def _zone_statements(self, units: Mapping[str, PurePosixPath]) -> list[str]:
@@ -567,14 +573,20 @@ class BindBackend:
         return (Command(self.config.rndc_argv("reload"), timeout=self.config.check_timeout),)
 
     def probes(self, state: DesiredState) -> list[Probe]:
-        """One SOA query per zone of this host, expecting the serial of the latest
-        :meth:`units` call (None, i.e. any answer, for a zone it did not render)."""
+        """SOA queries expecting the serials of the latest :meth:`units` call.
+
+        Only zones whose text changed in that call are probed (10,000 unchanged zones
+        are not queried after every change); when none changed (a zone removed, or a
+        reload of an unverified generation), the first zone is probed to show named
+        answers. Zones :meth:`units` did not render are probed without a serial."""
         c = self.config
-        return [
-            Probe(
-                "dns",
-                (c.address, c.port, z.name.lower(), "SOA", self._serials.get(z.name.lower())),
-                z.owner,
-            )
-            for z in self._zones(state)
-        ]
+        zones = sorted(self._zones(state), key=lambda z: str(z.name))
+        picked = [z for z in zones if self._serials.get(str(z.name).lower(), (0, True))[1]]
+        if not picked:
+            picked = zones[:1]
+        out = []
+        for z in picked:
+            name = str(z.name).lower()
+            serial = self._serials.get(name, (None, True))[0]
+            out.append(Probe("dns", (c.address, c.port, name, "SOA", serial), z.owner))
+        return out

@@ -1,0 +1,212 @@
+"""Test helpers that run a real named on loopback with a config root of its own.
+
+``start_named(root, port, include)`` writes the site's BIND files through the backend's
+own :func:`~domtool.slave.backends.bind.site_config` (so tests exercise what a site runs:
+base options with a fresh rndc key and ``controls`` on a second free port, a live
+``named.conf`` including ``include``, an ``rndc.conf``), starts ``named -g`` in the
+foreground (its log goes to ``root/named.log``) and returns a :class:`NamedProcess`
+once rndc answers. ``reload()`` runs ``rndc reload``; ``stop()`` sends SIGTERM and waits.
+Named runs as the invoking user (``-u`` is only given when running as root, so it keeps
+root's rights over the temporary tree: ``-u root``).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import attrs
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+from domtool.slave.backends.bind import BindConfig, site_config
+
+NAMED = shutil.which("named", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/named"
+CHECKZONE = shutil.which("named-checkzone", path="/usr/bin:/usr/sbin") or "named-checkzone"
+CHECKCONF = shutil.which("named-checkconf", path="/usr/bin:/usr/sbin") or "named-checkconf"
+RNDC = shutil.which("rndc", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/rndc"
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing uses right now, for both UDP and TCP."""
+    while True:
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            with socket.socket(type=socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+def bind_config(root: Path, port: int, control_port: int, **kw) -> BindConfig:
+    """The backend configuration matching a server started by :func:`start_named`."""
+    return BindConfig(
+        base_config=str(root / "base.conf"),
+        live_config=str(root / "named.conf"),
+        rndc_config=str(root / "rndc.conf"),
+        address="127.0.0.1",
+        port=port,
+        control_address="127.0.0.1",
+        control_port=control_port,
+        checkzone=CHECKZONE,
+        checkconf=CHECKCONF,
+        rndc=RNDC,
+        **kw,
+    )
+
+
+def prepare_site(root: Path, port: int, include: Path | str, **config_kw) -> BindConfig:
+    """Write base.conf, named.conf and rndc.conf under ``root``; return the backend config."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = bind_config(root, port, free_port(), **config_kw)
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    files = site_config(config, str(include), directory=str(root), rndc_secret=secret)
+    for path, content in files.items():
+        Path(path).write_bytes(content)
+    return config
+
+
+def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value; return it or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def query(
+    port: int, qname: str, rtype: str, *, server: str = "127.0.0.1", timeout: float = 2.0
+) -> dns.message.Message:
+    """One UDP query to server:port (TCP again if the answer was truncated)."""
+    q = dns.message.make_query(qname, dns.rdatatype.from_text(rtype))
+    r = dns.query.udp(q, server, port=port, timeout=timeout)
+    if r.flags & dns.flags.TC:
+        r = dns.query.tcp(q, server, port=port, timeout=timeout)
+    return r
+
+
+def soa_serial(port: int, zone: str) -> int | None:
+    """The serial named serves for ``zone``, or None if it does not answer for it."""
+    try:
+        r = query(port, zone, "SOA", timeout=1.0)
+    except (dns.exception.DNSException, OSError):
+        return None
+    for rrset in r.answer:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return rrset[0].serial
+    return None
+
+
+@attrs.define
+class NamedProcess:
+    """A running named: its backend config, root, and how to reload and stop it."""
+
+    config: BindConfig
+    root: Path
+    proc: subprocess.Popen
+
+    @property
+    def port(self) -> int:
+        return self.config.port
+
+    def log(self) -> str:
+        p = self.root / "named.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def rndc(self, *verb: str, check: bool = True) -> subprocess.CompletedProcess:
+        done = subprocess.run(
+            list(self.config.rndc_argv(*verb)), capture_output=True, text=True, timeout=30
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"rndc {' '.join(verb)} failed: {done.stderr}{done.stdout}")
+        return done
+
+    def reload(self) -> str:
+        """``rndc reload``; returns rndc's answer."""
+        return self.rndc("reload").stdout
+
+    def stop(self) -> None:
+        """SIGTERM, then wait (up to 10 s; then SIGKILL) until named is gone."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+def start_named(root: Path, port: int, include: Path | str, **config_kw) -> NamedProcess:
+    """Start named on 127.0.0.1:port with its config under ``root``, loading ``include``
+    as its zones index; wait until rndc answers. Keyword arguments go to BindConfig."""
+    config = prepare_site(root, port, include, **config_kw)
+    argv = [NAMED, "-g", "-c", config.live_config]
+    if os.geteuid() == 0:
+        argv += ["-u", "root"]
+    log = open(root / "named.log", "wb")  # noqa: SIM115 - the child keeps it
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=root
+        )
+    finally:
+        log.close()
+    named = NamedProcess(config, root, proc)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"named exited ({proc.returncode}):\n{named.log()}")
+        return named.rndc("status", check=False).returncode == 0
+
+    try:
+        wait_for(ready, timeout=15, what=f"named answering rndc on {config.control_port}")
+    except BaseException:
+        named.stop()
+        raise
+    return named
+
+
+class DnsProber:
+    """The engine's prober for "dns" probes: one query; for SOA with an expected serial,
+    the authoritative answer must carry exactly that serial."""
+
+    def probe(self, probe) -> bool | str:
+        if probe.kind != "dns":
+            return f"cannot run a {probe.kind!r} probe"
+        server, port, qname, rtype, expected = probe.target
+        try:
+            r = query(port, qname, rtype, server=server, timeout=1.0)
+        except (dns.exception.DNSException, OSError) as exc:
+            return f"no answer: {exc!r}"
+        if r.rcode() != dns.rcode.NOERROR:
+            return f"{qname} {rtype}: {dns.rcode.to_text(r.rcode())}"
+        if not r.flags & dns.flags.AA:
+            return f"{qname} {rtype}: answer is not authoritative"
+        found = [
+            rr
+            for rrset in r.answer
+            if rrset.rdtype == dns.rdatatype.from_text(rtype)
+            for rr in rrset
+        ]
+        if not found:
+            return f"{qname} {rtype}: empty answer"
+        if rtype == "SOA" and expected is not None and found[0].serial != expected:
+            return f"{qname} serial {found[0].serial}, expected {expected}"
+        return True
