@@ -3,6 +3,9 @@ two-phase transactions, one at a time, timeouts, per-owner refusals, state acros
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import attrs
 import pytest
 from twisted.internet.task import Clock
@@ -11,9 +14,17 @@ from domtool import model
 from domtool.model import DesiredState, Record, Zone
 from domtool.slave import ops
 from domtool.slave.agent import Agent, Failed, Refused
+from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
 from domtool.slave.engine import Engine
 from domtool.slave.ops import Grants, OwnerChange, PrepareArgs
-from domtool.slave.seams import FakeClock, FakeFileSystem, FakeProcessRunner, makedirs
+from domtool.slave.seams import (
+    FakeClock,
+    FakeFileSystem,
+    FakeProcessRunner,
+    RealFileSystem,
+    Result,
+    makedirs,
+)
 from tests.slave.fake_backend import FakeBackend, FakeDaemon, zone
 
 STATE_DIR = "/var/lib/domtool-slave"
@@ -288,3 +299,100 @@ def test_engine_errors_are_reported_as_failed(host):
         host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
     assert host.agent.pending_txid is None
     assert host.engine.current_generation() == 0
+
+
+# -- the real Apache backend ----------------------------------------------------------
+
+
+@attrs.define
+class RecordingProber:
+    """Answers every probe yes, and remembers what it was asked."""
+
+    asked: list = attrs.field(factory=list)
+
+    def probe(self, probe) -> bool:
+        self.asked.append(probe)
+        return True
+
+
+def test_prepare_and_commit_with_the_real_apache_backend(tmp_path):
+    """The agent over the engine and the real Apache backend in a tmp state directory (the
+    daemon's commands answered by a FakeProcessRunner): alice's vhost is re-checked against
+    her real home directory, rendered, checked with apache2 -t, made live, reloaded and
+    probed; bob's vhost whose document root is a symlink into alice's home is refused
+    before anything of his is rendered."""
+    alice_home = tmp_path / "home" / "alice"
+    bob_home = tmp_path / "home" / "bob"
+    (alice_home / "www").mkdir(parents=True)
+    bob_home.mkdir(parents=True)
+    os.symlink(alice_home / "www", bob_home / "www")
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    config = ApacheConfig(
+        base_config=str(tmp_path / "base.conf"),
+        live_config=str(tmp_path / "apache2.conf"),
+        server_root=str(tmp_path),
+        log_dir=str(tmp_path / "log"),
+        port=8080,
+        tls_port=None,
+        node="web1",
+    )
+    runner = FakeProcessRunner(handler=lambda cmd: Result(0, "Syntax OK"))
+    prober = RecordingProber()
+    engine = Engine(
+        str(state_dir),
+        {"apache": ApacheBackend(config)},
+        RealFileSystem(),
+        runner,
+        FakeClock(),
+        prober,
+    )
+    clock = Clock()
+    agent = Agent(engine, host="web1.example.coop", state_dir=state_dir, clock=clock, node="web1")
+    done: list = []
+    agent.start().addBoth(done.append)
+    assert done == [None]
+
+    def site(owner: str, home, fqdn: str) -> OwnerChange:
+        v = model.Vhost(
+            fqdn=fqdn,
+            owner=owner,
+            domain=fqdn.split(".", 1)[1],
+            nodes=("web1",),
+            document_root=str(home / "www"),
+            user=owner,
+            group=owner,
+            server_admin=f"{owner}@{fqdn.split('.', 1)[1]}",
+        )
+        grants = Grants(paths=(str(home),), users=(owner,), groups=(owner,))
+        return OwnerChange(DesiredState(vhosts=(v,)), grants)
+
+    results: list = []
+    args = prepare(
+        "t1",
+        alice=site("alice", alice_home, "www.alice.org"),
+        bob=site("bob", bob_home, "www.bob.org"),
+    )
+    agent.handle("prepare", args).addBoth(results.append)
+    answer = results.pop()
+    assert answer["owners"]["alice"] == {"ok": True, "message": ""}
+    assert answer["owners"]["bob"]["ok"] is False
+    assert answer["owners"]["bob"]["message"].startswith("bob: vhost www.bob.org: document_root: ")
+    agent.handle("commit", tx("t1")).addBoth(results.append)
+    result = results.pop()
+    assert result["status"] == "applied" and result["generation"] == 1
+    assert result["verified"] == [
+        {
+            "kind": "http",
+            "target": ["127.0.0.1", 8080, "www.alice.org", 204, "/.well-known/domtool-probe"],
+            "owner": "alice",
+        }
+    ]
+    sites = (state_dir / "current" / "apache" / "sites.conf").read_text()
+    included = [line.split('"')[1] for line in sites.splitlines() if line.startswith("Include")]
+    assert len(included) == 1
+    unit = Path(included[0]).read_text()
+    assert 'ServerName "www.alice.org"' in unit and "www.bob.org" not in sites + unit
+    argvs = [cmd.argv for cmd in runner.ran]
+    assert any("-t" in a for a in argvs) and any("graceful" in a for a in argvs)
+    assert [p.target[2] for p in prober.asked] == ["www.alice.org"]
