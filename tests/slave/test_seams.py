@@ -5,12 +5,16 @@ what only the fakes do (faults, crashes, declared commands)."""
 from __future__ import annotations
 
 import errno
+import http.server
 import os
+import socket
+import threading
 import time
 
 import pytest
 
-from domtool.slave.backend import Command
+from domtool.slave.backend import Command, Probe
+from domtool.slave.probes import RealProber
 from domtool.slave.seams import (
     NOT_FOUND,
     TIMED_OUT,
@@ -324,3 +328,105 @@ def test_fake_clock_moves_only_when_told():
     clock.sleep(1.5)
     clock.advance(2)
     assert clock.time() == 13.5
+
+
+# ---------------------------------------------------------------------------
+# Probes: the real prober against tiny servers on loopback
+
+
+@pytest.fixture
+def http_server():
+    """A loopback HTTP server: 204 at /probe for Host a.example, 421 for other hosts,
+    and a redirect at / (which the prober must not follow)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if self.headers["Host"] != "a.example":
+                self.send_response(421)
+            elif self.path == "/probe":
+                self.send_response(204)
+            else:
+                self.send_response(302)
+                self.send_header("Location", "/probe")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_http_probe(http_server):
+    """The status must match; the Host header and path are sent; no redirect is
+    followed; a closed port is a failure with a reason, not an exception."""
+    p = RealProber(timeout=2)
+    assert p.probe(Probe("http", ("127.0.0.1", http_server, "a.example", 204, "/probe"), "a"))
+    assert p.probe(Probe("http", ("127.0.0.1", http_server, "a.example", 302), "a")) is True
+    wrong = p.probe(Probe("http", ("127.0.0.1", http_server, "b.example", 204, "/probe"), "b"))
+    assert wrong == f"http://b.example/probe at 127.0.0.1:{http_server} answered 421, expected 204"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    refused = p.probe(Probe("http", ("127.0.0.1", closed, "a.example", 204), "a"))
+    assert isinstance(refused, str) and "refused" in refused.lower()
+    assert "unknown probe kind" in p.probe(Probe("smtp", (), "a"))
+
+
+@pytest.fixture
+def dns_server():
+    """A loopback UDP DNS responder: SOA serial 7 for a.example, REFUSED otherwise."""
+    dns_message = pytest.importorskip("dns.message")
+    import dns.flags
+    import dns.rcode
+    import dns.rrset
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(4096)
+            except TimeoutError:
+                continue
+            query = dns_message.from_wire(data)
+            reply = dns_message.make_response(query)
+            name = query.question[0].name.to_text()
+            if name == "a.example.":
+                reply.flags |= dns.flags.AA
+                reply.answer.append(
+                    dns.rrset.from_text(name, 60, "IN", "SOA", "ns. host. 7 60 60 60 60")
+                )
+            else:
+                reply.set_rcode(dns.rcode.REFUSED)
+            sock.sendto(reply.to_wire(), peer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield sock.getsockname()[1]
+    stop.set()
+    thread.join()
+    sock.close()
+
+
+def test_dns_probe(dns_server):
+    """An authoritative SOA with the expected serial passes; another serial, a refused
+    name or a server that does not answer fail with a reason."""
+    p = RealProber(timeout=0.5)
+    assert p.probe(Probe("dns", ("127.0.0.1", dns_server, "a.example", "SOA", 7), "a")) is True
+    assert p.probe(Probe("dns", ("127.0.0.1", dns_server, "a.example", "SOA", None), "a"))
+    stale = p.probe(Probe("dns", ("127.0.0.1", dns_server, "a.example", "SOA", 8), "a"))
+    assert stale == f"a.example SOA at 127.0.0.1:{dns_server}: serial 7, expected 8"
+    refused = p.probe(Probe("dns", ("127.0.0.1", dns_server, "b.example", "SOA", None), "b"))
+    assert refused.endswith("REFUSED")
+    silent = p.probe(Probe("dns", ("127.0.0.1", 9, "a.example", "SOA", None), "a"))
+    assert isinstance(silent, str)

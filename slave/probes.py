@@ -1,0 +1,91 @@
+"""The real prober: after a reload, ask the running daemon whether it serves what it should.
+
+The engine calls ``probe(Probe)`` through the :class:`~domtool.slave.engine.Prober` seam
+and gets ``True`` or a reason string. Kinds (see ``domtool.slave.backend.Probe``):
+
+- ``"dns"``: (server, port, qname, rtype, expected SOA serial or None). One UDP query
+  with dnspython (if it is not installed, the probe says so and fails); the answer must
+  be authoritative NOERROR with an answer of that type, and for SOA with a serial, that
+  serial.
+- ``"http"``: (address, port, host header, expected status[, URL path]). One GET with
+  ``http.client`` (no redirects followed, no proxy from the environment), the status
+  must match.
+
+Probes talk to the daemons on the host's own addresses (loopback in tests); they never
+resolve names through the system resolver.
+"""
+
+from __future__ import annotations
+
+import http.client
+
+import attrs
+
+from domtool.slave.backend import Probe
+
+
+@attrs.define
+class RealProber:
+    """Probes daemons over the network seam of the standard library (and dnspython)."""
+
+    timeout: float = 2.0
+
+    def probe(self, probe: Probe) -> bool | str:
+        try:
+            if probe.kind == "http":
+                return self._http(*probe.target)
+            if probe.kind == "dns":
+                return self._dns(*probe.target)
+        except (TypeError, ValueError) as exc:
+            return f"bad {probe.kind} probe target {probe.target!r}: {exc}"
+        return f"unknown probe kind {probe.kind!r}"
+
+    def _http(self, address: str, port: int, host: str, status: int, path: str = "/"):
+        where = f"http://{host}{path} at {address}:{port}"
+        if not path.startswith("/") or any(c in path for c in " \r\n") or "\n" in host:
+            return f"{where}: bad path or host"
+        conn = http.client.HTTPConnection(address, int(port), timeout=self.timeout)
+        try:
+            conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+            conn.putheader("Host", host)
+            conn.putheader("Connection", "close")
+            conn.endheaders()
+            resp = conn.getresponse()
+            resp.read(65536)
+        except (OSError, http.client.HTTPException) as exc:
+            return f"{where}: {exc or type(exc).__name__}"
+        finally:
+            conn.close()
+        if resp.status != int(status):
+            return f"{where} answered {resp.status}, expected {status}"
+        return True
+
+    def _dns(self, server: str, port: int, qname: str, rtype: str, serial: int | None):
+        try:
+            import dns.exception
+            import dns.flags
+            import dns.message
+            import dns.query
+            import dns.rcode
+            import dns.rdatatype
+        except ImportError:
+            return "dnspython is not installed: cannot probe DNS"
+        where = f"{qname} {rtype} at {server}:{port}"
+        query = dns.message.make_query(qname, rtype)
+        try:
+            answer = dns.query.udp(query, server, port=int(port), timeout=self.timeout)
+        except (OSError, dns.exception.DNSException) as exc:
+            return f"{where}: {exc or type(exc).__name__}"
+        if answer.rcode() != dns.rcode.NOERROR:
+            return f"{where}: {dns.rcode.to_text(answer.rcode())}"
+        if not answer.flags & dns.flags.AA:
+            return f"{where}: answer is not authoritative"
+        want = dns.rdatatype.from_text(rtype)
+        rrsets = [r for r in answer.answer if r.rdtype == want]
+        if not rrsets:
+            return f"{where}: no {rtype} in the answer"
+        if serial is not None and want == dns.rdatatype.SOA:
+            got = rrsets[0][0].serial
+            if got != int(serial):
+                return f"{where}: serial {got}, expected {serial}"
+        return True
