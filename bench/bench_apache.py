@@ -7,7 +7,9 @@ basic auth), renders them with ``ApacheBackend``, lays them out as the slave doe
 - render: our time for one vhost (mean over 10,000) and for the index at 10,000;
 - ``apache2 -t`` over the whole staged config at 10, 1,000 and 5,000 vhosts (best of 3);
 - a graceful reload at 1,000 vhosts: from ``apache2 -k graceful`` until a vhost added
-  in the new generation answers as itself, not the 421 catch-all (best of 3).
+  in the new generation answers as itself, not the 421 catch-all (best of 3);
+- the whole slave apply through ``domtool.slave.engine`` at 1,000 vhosts when one member
+  adds a vhost: render, write, unit check, ``apache2 -t``, switch, graceful, probe.
 
 Runs a real apache2 on 127.0.0.1 with its own config root under a temporary directory.
 
@@ -170,7 +172,7 @@ def main() -> None:
         unit = backend.render_vhost(vhosts[1])
         upath = work / "one-unit.conf"
         upath.write_bytes(unit.content)
-        argv = [a.replace("{path}", str(upath)) for a in unit.checks[0].argv]
+        argv = backend.config.check_argv(str(upath))
         best = min(timed(argv) for _ in range(5))
         rows.append(("apache2 -t, one unit's own check", f"{best:.3f} s", "per changed unit"))
 
@@ -195,6 +197,73 @@ def main() -> None:
                 f"graceful until new vhost answers, {size:,}",
                 f"{min(times):.3f} s",
                 f"median {statistics.median(times):.3f} s; floor 0.17 s at 1,000",
+            )
+        )
+        proc.stop()
+        proc = None
+
+        # The whole slave apply through the engine at reload_size vhosts: one member adds
+        # a vhost (render, write, unit check, apache2 -t, switch, graceful, probe).
+        from domtool.slave.engine import Engine
+        from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
+        from tests.slave.apache_daemon import ApacheProcess, HttpProber
+
+        estate = work / "engine-state"
+        eroot = work / "engine-apache"
+        eport = free_port()
+        econfig = prepare_site(eroot, eport, str(estate / "current" / "apache" / "sites.conf"))
+        ebackend = ApacheBackend(econfig)
+        engine = Engine(
+            str(estate),
+            {"apache": ebackend},
+            RealFileSystem(),
+            SubprocessRunner(),
+            RealClock(),
+            HttpProber(),
+            probe_interval=0.01,
+        )
+        proc = ApacheProcess(econfig, eroot)
+        t = time.perf_counter()
+        first = engine.apply(DesiredState(vhosts=tuple(vhosts[:size])))
+        initial = time.perf_counter() - t
+        assert first.status == "applied", first.message
+        rows.append(
+            (f"engine: first apply of {size:,} vhosts", f"{initial:.2f} s", "starts apache2")
+        )
+        times, preps, probes = [], [], []
+        for k in range(3):
+            state = DesiredState(vhosts=tuple(vhosts[: size + k + 1]))
+            t = time.perf_counter()
+            prepared = engine.prepare(state)
+            t_prep = time.perf_counter()
+            out = engine.commit(prepared)
+            times.append(time.perf_counter() - t)
+            preps.append(t_prep - t)
+            assert out.status == "applied", out.message
+            t = time.perf_counter()
+            prober = HttpProber()
+            assert all(prober.probe(p) is True for p in prepared.probes)
+            probes.append((time.perf_counter() - t, len(prepared.probes)))
+        rows.append(
+            (
+                f"engine: one vhost added at {size:,}",
+                f"{min(times):.3f} s",
+                f"median {statistics.median(times):.3f} s; until the probes answer",
+            )
+        )
+        rows.append(
+            (
+                "  of which prepare (render, stage, -t)",
+                f"{min(preps):.3f} s",
+                "the rest: switch, graceful, probes",
+            )
+        )
+        best_probe = min(probes)
+        rows.append(
+            (
+                f"  one round of {best_probe[1]:,} http probes",
+                f"{best_probe[0]:.3f} s",
+                "every vhost is probed on every apply",
             )
         )
     finally:

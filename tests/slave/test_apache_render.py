@@ -258,6 +258,9 @@ def test_units_index_and_commands():
     (check,) = BACKEND.check_all(PurePosixPath("/s/generations/7"))
     assert check.argv[:3] == ("/usr/sbin/apache2", "-t", "-f")
     assert check.argv[-1] == 'Include "/s/generations/7/apache/sites.conf"'
+    assert units[0].checks == ()  # whole-site check and the engine's bisection by default
+    (own,) = ApacheBackend(attrs.evolve(CONFIG, unit_checks=True)).render_vhost(vhost()).checks
+    assert own.argv[-1] == 'Include "{path}"' and own.argv[1] == "-t"
     (reload,) = BACKEND.reload()
     assert reload.argv[-2:] == ("-k", "graceful") and CONFIG.live_config in reload.argv
     probes = BACKEND.probes(state)
