@@ -640,3 +640,48 @@ def test_fast_quoting_agrees_with_validate(value):
             apache.apache_quote(value)
         return
     assert apache.apache_quote(value) == want
+
+
+@pytest.mark.daemons
+def test_apache_accepts_every_accepted_hostile_value(tmp_path: Path):
+    """Generated hostile values that the renderer accepts (up to 100 per field) all
+    load: one vhost per value, all in one file, and apache2 -t says Syntax OK. (TLS
+    files, users and groups are left out: Apache opens or resolves them at load.)"""
+    require_binary("apache2")
+    import random
+
+    from tests.slave.apache_daemon import apache_config
+
+    cfg = attrs.evolve(apache_config(tmp_path, 18080), suexec=True)
+    backend = ApacheBackend(cfg)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "logs").mkdir()
+    chunks, count = [], 0
+    for field, (build, benign) in sorted(FIELDS.items()):
+        if field.startswith("tls.") or field in ("user", "group"):
+            continue
+        rng = random.Random(f"apache-t:{field}")
+        accepted = 0
+        for _ in range(2000):
+            value = _random_hostile(rng, benign)
+            v = build(value)
+            if field not in ("fqdn", "aliases[0]"):
+                v = attrs.evolve(v, fqdn=f"v{count}.example.org")
+            elif field == "aliases[0]":
+                v = attrs.evolve(v, fqdn=f"v{count}.example.org", aliases=(f"a{count}.{value}",))
+            v = attrs.evolve(v, user="nobody", group="nogroup")
+            try:
+                chunks.append(backend.render_vhost(v).content)
+            except RenderRefused:
+                continue
+            count += 1
+            accepted += 1
+            if accepted == 100:
+                break
+    assert count > 1000
+    unit = tmp_path / "many.conf"
+    unit.write_bytes(b"".join(chunks))
+    for path, content in site_config(cfg, str(unit), run_dir=str(tmp_path / "run")).items():
+        Path(path).write_bytes(content)
+    done = subprocess.run(cfg.check_argv(str(unit)), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
