@@ -1,0 +1,463 @@
+"""``domtool-admin``: the site administrator's command.
+
+Local (no dispatcher needed)::
+
+    domtool-admin ca init DIR --site NAME          create the member and host CAs
+    domtool-admin ca member DIR USER --out DIR     issue a member certificate (+ client.toml)
+    domtool-admin ca host DIR FQDN --out DIR       issue a host certificate
+    domtool-admin ca revoke DIR NAME [--host]      revoke every certificate of NAME, re-sign the CRL
+    domtool-admin ca crl DIR [--host]              re-sign a CRL (renewal), say how long it lasts
+    domtool-admin preview --perms FILE --user NAME --out DIR FILE...
+                                                   render what a one-host site would write
+
+Through the dispatcher (your certificate must belong to an admin; ``--config PATH`` or
+``~/.domtool/client.toml``)::
+
+    adduser USER [--admin]   rmuser USER [--doit]
+    grant USER CLASS VALUE   revoke USER CLASS VALUE
+    perms [USER]             whohas CLASS VALUE
+    regen [--doit]           rmdom DOMAIN [--doit]
+    hosts   ping [HOST]      describe DOMAIN
+    audit [--user U] [--limit N]    quota USER [RESOURCE VALUE]
+
+Destructive verbs (``rmuser``, ``regen``, ``rmdom``) are dry runs that print the plan
+unless ``--doit`` is given. Every command takes ``--json``. Exit status as ``domtool``:
+0 ok, 1 refused or errors, 2 usage, 3 cannot reach the dispatcher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from domtool.client.domtool_cli import (
+    EXIT_ERRORS,
+    EXIT_OK,
+    EXIT_USAGE,
+    UsageError,
+    _common,
+    remote,
+    render_generic,
+    render_perms,
+)
+
+PROG = "domtool-admin"
+GRANT_CLASSES = ("domain", "path", "user", "group")
+
+
+# ---------------------------------------------------------------------------
+# Rendering of answers
+
+
+def render_plan(result) -> str:
+    """A dry run's or an apply's answer; says how to apply when it was a dry run."""
+    from domtool.client.show import format_value
+
+    text = format_value(result)
+    if isinstance(result, dict) and result.get("applied") is False:
+        text += "\n(dry run: nothing was changed; run again with --doit to apply)"
+    return text
+
+
+# ---------------------------------------------------------------------------
+# The CA commands (local files)
+
+
+def cmd_ca(args: argparse.Namespace) -> int:
+    from domtool.client import config as client_config
+    from domtool.dispatcher import ca
+
+    try:
+        if args.ca_command == "init":
+            root = ca.init_ca(args.dir, args.site)
+            _say(
+                args,
+                {"ca_dir": str(root.resolve()), "site": args.site},
+                f"created the member and host CAs of {args.site} in {root}\n"
+                f"  member CA: {root / 'member' / 'ca.pem'} (the dispatcher pins it)\n"
+                f"  host CA:   {root / 'host' / 'ca.pem'} (members and slaves pin it)\n"
+                f"next: domtool-admin ca host {args.dir} DISPATCHER-FQDN --out DIR",
+            )
+        elif args.ca_command in ("member", "host"):
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            name = args.name
+            if args.ca_command == "member":
+                cert, key = ca.issue_member(args.dir, name, args.days)
+            else:
+                cert, key = ca.issue_host(args.dir, name, args.days)
+            cert_path, key_path = out / f"{name}.pem", out / f"{name}.key"
+            _write(cert_path, cert, 0o644)
+            _write(key_path, key, 0o600)
+            _write(out / "host-ca.pem", ca.ca_certificate(args.dir, ca.HOST), 0o644)
+            files = {
+                "certificate": str(cert_path),
+                "key": str(key_path),
+                "host_ca": str(out / "host-ca.pem"),
+            }
+            if args.ca_command == "member" and args.dispatcher:
+                toml = client_config.dump(
+                    args.dispatcher,
+                    args.dispatcher_name or client_config.split_address(args.dispatcher)[0],
+                    cert_path.name,
+                    key_path.name,
+                    "host-ca.pem",
+                )
+                _write(out / "client.toml", toml.encode(), 0o644)
+                files["client_config"] = str(out / "client.toml")
+            _say(
+                args,
+                files,
+                f"issued a {args.ca_command} certificate for {name}:\n"
+                + "\n".join(f"  {k}: {v}" for k, v in files.items()),
+            )
+        elif args.ca_command == "revoke":
+            kind = ca.HOST if args.host else ca.MEMBER
+            serials = ca.revoke(args.dir, args.name, kind=kind)
+            _say(
+                args,
+                {"revoked": [format(s, "x") for s in serials]},
+                f"revoked {len(serials)} certificate(s) of {args.name}; the {kind} CRL was "
+                "re-signed: copy it where the listeners read it (they reload it on change)",
+            )
+        elif args.ca_command == "crl":
+            kind = ca.HOST if args.host else ca.MEMBER
+            pem = ca.crl(args.dir, kind=kind)
+            left = ca.crl_expires_in(pem)
+            _say(
+                args,
+                {"kind": kind, "valid_for_days": left.days},
+                f"re-signed the {kind} CRL: valid for {left.days} more days",
+            )
+    except ca.CAError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_ERRORS
+    except (OSError, ValueError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _say(args: argparse.Namespace, data, text: str) -> None:
+    from domtool.client.connection import dumps
+
+    print(dumps(data) if args.json else text)
+
+
+# ---------------------------------------------------------------------------
+# preview: what a one-host site would write, touching no daemon
+
+
+def preview_backends(out: Path) -> list:
+    """The backends a one-host site runs, configured to live under ``out`` (nothing is
+    started or checked: only their pure rendering is used). BIND when it is installed
+    in the package; Apache always."""
+    from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
+
+    backends = [
+        ApacheBackend(
+            ApacheConfig(
+                base_config=str(out / "apache" / "base.conf"),
+                live_config=str(out / "apache" / "apache2.conf"),
+                server_root=str(out / "apache"),
+                log_dir=str(out / "apache" / "logs"),
+                tls_port=None,
+                unit_checks=False,
+            )
+        )
+    ]
+    try:
+        from domtool.slave.backends.bind import BindBackend, BindConfig
+    except ImportError:  # pragma: no cover - the BIND backend is part of the package now
+        return backends
+    backends.insert(
+        0,
+        BindBackend(
+            BindConfig(
+                base_config=str(out / "bind" / "base.conf"),
+                live_config=str(out / "bind" / "named.conf"),
+                rndc_config=str(out / "bind" / "rndc.conf"),
+                unit_checks=False,
+            )
+        ),
+    )
+    return backends
+
+
+def unit_file_name(key: str, ext: str) -> str:
+    """``vhost:www.example.org`` -> ``www.example.org.conf`` (keys are validated names)."""
+    _, _, name = key.partition(":")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name) or "unit"
+    return f"{safe}.{ext}"
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from domtool.client.domtool_cli import _EncodingError, _load_perms, _read_sources
+    from domtool.client.show import format_state
+    from domtool.lang.api import check_source
+    from domtool.lang.errors import format_all
+
+    perms = _load_perms(args.perms, args.user)
+    try:
+        sources = _read_sources(args.files)
+    except _EncodingError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_ERRORS
+    result = check_source(sources, perms)
+    if result.diagnostics:
+        print(format_all(result.diagnostics), file=sys.stderr)
+        n = len(result.diagnostics)
+        print(f"{PROG}: {n} error{'s' if n != 1 else ''}; nothing written", file=sys.stderr)
+        return EXIT_ERRORS
+    state = result.state
+    out = Path(args.out).resolve()
+    now = int(time.time())
+    written: dict[str, list[str]] = {}
+    refusals: list[str] = []
+    rendered = []
+    for backend in preview_backends(out):
+        try:
+            units = backend.units(state, {}, now)
+        except ValueError as e:  # RenderRefused of either backend
+            errors = getattr(e, "errors", None) or [e]
+            refusals.extend(f"{backend.name}: {err}" for err in errors)
+            continue
+        rendered.append((backend, units))
+    if refusals:
+        for r in refusals:
+            print(f"{PROG}: refused: {r}", file=sys.stderr)
+        print(f"{PROG}: nothing written", file=sys.stderr)
+        return EXIT_ERRORS
+    for backend, units in rendered:
+        d = out / backend.name
+        d.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        files = []
+        for u in units:
+            p = d / "units" / unit_file_name(u.key, u.ext)
+            p.parent.mkdir(exist_ok=True)
+            p.write_bytes(u.content)
+            paths[u.key] = p
+            files.append(str(p))
+        from pathlib import PurePosixPath
+
+        for name, content in backend.index({k: PurePosixPath(v) for k, v in paths.items()}).items():
+            p = d / name
+            p.write_bytes(content)
+            files.append(str(p))
+        written[backend.name] = files
+    if args.json:
+        from domtool.client.connection import dumps
+
+        print(dumps({"out": str(out), "files": written}))
+    else:
+        print(format_state(state))
+        print()
+        for name, files in written.items():
+            print(f"{name}: {len(files)} file(s) under {out / name}")
+            for f in files:
+                print(f"  {f}")
+        print("(preview only: no daemon was checked, reloaded or touched)")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------
+# Remote commands
+
+
+def _remote(op: str, build, render=render_generic):
+    def run(args: argparse.Namespace) -> int:
+        return remote(PROG, args, op, build(args), render)
+
+    return run
+
+
+def cmd_perms(args: argparse.Namespace) -> int:
+    if args.user:
+        return remote(PROG, args, "perms_of", {"user": args.user}, render_perms)
+    return remote(PROG, args, "perms", {}, render_perms)
+
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    if args.resource is None:
+        return remote(PROG, args, "quota", {"user": args.user}, render_generic)
+    if args.value is None:
+        raise UsageError("quota USER RESOURCE needs a VALUE to set")
+    op_args = {"user": args.user, "resource": args.resource, "value": args.value}
+    return remote(PROG, args, "set_quota", op_args, render_generic)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    op_args = {}
+    if args.user:
+        op_args["user"] = args.user
+    if args.limit:
+        op_args["limit"] = args.limit
+    return remote(PROG, args, "audit", op_args, render_generic)
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    return remote(PROG, args, "ping", {"host": args.host} if args.host else {}, render_generic)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG,
+        description="Administer a domtool site: CAs, members, permissions, regeneration.",
+        epilog="Destructive verbs are dry runs unless --doit. Exit status: 0 ok, 1 refused or "
+        "errors, 2 usage, 3 cannot reach the dispatcher.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str, func, remote_cmd: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(
+            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
+        )
+        if remote_cmd:
+            _common(sp)
+        sp.set_defaults(func=func)
+        return sp
+
+    # ca
+    ca_p = add("ca", "manage the site's certificate authorities (local files)", cmd_ca, False)
+    ca_sub = ca_p.add_subparsers(dest="ca_command", metavar="CA_COMMAND", required=True)
+
+    def ca_add(name: str, help_text: str) -> argparse.ArgumentParser:
+        sp = ca_sub.add_parser(
+            name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
+        )
+        sp.add_argument("dir", metavar="DIR", help="the CA directory")
+        sp.add_argument("--json", action="store_true", help="print the outcome as JSON")
+        return sp
+
+    sp = ca_add("init", "create the member and host CAs in DIR (refuses to overwrite)")
+    sp.add_argument("--site", required=True, help="the site's name, e.g. example.coop")
+    for kind in ("member", "host"):
+        sp = ca_add(kind, f"issue a {kind} certificate (and key) into --out")
+        sp.add_argument("name", metavar="USER" if kind == "member" else "FQDN")
+        sp.add_argument("--out", required=True, metavar="DIR", help="where to write the files")
+        sp.add_argument("--days", type=int, default=365, help="validity (default 365 days)")
+        if kind == "member":
+            sp.add_argument(
+                "--dispatcher",
+                metavar="HOST:PORT",
+                help="also write a client.toml for this dispatcher",
+            )
+            sp.add_argument(
+                "--dispatcher-name",
+                metavar="FQDN",
+                help="the name on the dispatcher's certificate (default: HOST)",
+            )
+    sp = ca_add("revoke", "revoke every certificate issued to NAME and re-sign the CRL")
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("--host", action="store_true", help="NAME is a host (default: a member)")
+    sp = ca_add("crl", "re-sign a CRL (renewal; a CRL past its date locks everyone out)")
+    sp.add_argument("--host", action="store_true", help="the host CA's CRL (default: member)")
+
+    # preview
+    sp = add(
+        "preview",
+        "render what a one-host site would write for FILE..., touching no daemon",
+        cmd_preview,
+        False,
+    )
+    sp.add_argument("--perms", required=True, metavar="FILE", help="the member's permissions file")
+    sp.add_argument("--user", required=True, metavar="NAME", help="the member")
+    sp.add_argument("--out", required=True, metavar="DIR", help="where to write DIR/<backend>/...")
+    sp.add_argument("--json", action="store_true", help="list the files written as JSON")
+    sp.add_argument("files", nargs="+", metavar="FILE")
+
+    # members and permissions
+    sp = add(
+        "adduser",
+        "add a member (issue their certificate with `ca member`)",
+        _remote("adduser", lambda a: {"user": a.user, **({"admin": True} if a.admin else {})}),
+    )
+    sp.add_argument("user", metavar="USER")
+    sp.add_argument("--admin", action="store_true", help="make the member an admin")
+    sp = add(
+        "rmuser",
+        "remove a member (dry run unless --doit)",
+        _remote("rmuser", lambda a: {"user": a.user, "apply": a.doit}, render_plan),
+    )
+    sp.add_argument("user", metavar="USER")
+    sp.add_argument("--doit", action="store_true", help="really remove")
+    for verb in ("grant", "revoke"):
+        sp = add(
+            verb,
+            f"{verb} USER a permission: CLASS is one of {', '.join(GRANT_CLASSES)}",
+            _remote(verb, lambda a: {"user": a.user, "class": a.cls, "value": a.value}),
+        )
+        sp.add_argument("user", metavar="USER")
+        sp.add_argument("cls", metavar="CLASS", choices=GRANT_CLASSES)
+        sp.add_argument("value", metavar="VALUE")
+    sp = add("perms", "show USER's permissions (default: your own)", cmd_perms)
+    sp.add_argument("user", metavar="USER", nargs="?")
+    sp = add(
+        "whohas",
+        "list the members granted CLASS VALUE",
+        _remote("whohas", lambda a: {"class": a.cls, "value": a.value}),
+    )
+    sp.add_argument("cls", metavar="CLASS", choices=GRANT_CLASSES)
+    sp.add_argument("value", metavar="VALUE")
+
+    # the site
+    sp = add(
+        "regen",
+        "replay every member's sources and converge every host (dry run unless --doit)",
+        _remote("regen", lambda a: {"apply": a.doit}, render_plan),
+    )
+    sp.add_argument("--doit", action="store_true", help="apply the plan")
+    sp = add(
+        "rmdom",
+        "remove DOMAIN from every host (dry run unless --doit)",
+        _remote("admin_rmdom", lambda a: {"domain": a.domain, "apply": a.doit}, render_plan),
+    )
+    sp.add_argument("domain", metavar="DOMAIN")
+    sp.add_argument("--doit", action="store_true", help="really remove")
+    add("hosts", "list the hosts, their roles and generations", _remote("hosts", lambda a: {}))
+    sp = add("ping", "check that each host (or HOST) answers", cmd_ping)
+    sp.add_argument("host", metavar="HOST", nargs="?")
+    sp = add(
+        "describe",
+        "show what DOMAIN became on each host",
+        _remote("admin_describe", lambda a: {"domain": a.domain}),
+    )
+    sp.add_argument("domain", metavar="DOMAIN")
+    sp = add("audit", "show the audit log (newest first)", cmd_audit)
+    sp.add_argument("--user", metavar="USER", help="only this member's entries")
+    sp.add_argument("--limit", type=int, metavar="N", help="at most N entries")
+    sp = add("quota", "show USER's quotas, or set RESOURCE to VALUE", cmd_quota)
+    sp.add_argument("user", metavar="USER")
+    sp.add_argument("resource", metavar="RESOURCE", nargs="?")
+    sp.add_argument("value", metavar="VALUE", nargs="?", type=int)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except UsageError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except SystemExit as e:
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
