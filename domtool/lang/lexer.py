@@ -38,7 +38,7 @@ MAX_SOURCE_BYTES = 2 * 1024 * 1024
 MAX_STRING_CHARS = 64 * 1024
 #: Largest accepted integer literal.
 MAX_INT = 2**63 - 1
-#: Lexing and parsing stop adding diagnostics after this many.
+#: Lexing and parsing report this many diagnostics, then "too many errors".
 MAX_DIAGNOSTICS = 100
 
 KEYWORDS = frozenset(
@@ -140,7 +140,7 @@ class _Lexer:
         self.ls = 0  # index of the first character of the current line
 
     def error(self, line: int, col: int, eline: int, ecol: int, msg: str) -> None:
-        if len(self.diags) < MAX_DIAGNOSTICS:
+        if len(self.diags) <= MAX_DIAGNOSTICS:
             span = Span(self.file, Pos(line, col), Pos(eline, ecol))
             self.diags.append(Diagnostic(self.file, span, msg))
 
@@ -227,6 +227,10 @@ class _Lexer:
                 self.error(line, col, line, end - 1 - self.ls, msg)
                 pos = end
         toks.append(Token("EOF", None, self.line, n - self.ls, self.line, n - self.ls))
+        if len(self.diags) > MAX_DIAGNOSTICS:
+            last = self.diags[MAX_DIAGNOSTICS - 1]
+            note = Diagnostic(file, last.span, "too many errors; the rest are not reported")
+            self.diags[MAX_DIAGNOSTICS:] = [note]
         return toks, self.diags
 
     def integer(self, pos: int, end: int, line: int, col: int) -> int:

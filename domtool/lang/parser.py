@@ -193,7 +193,7 @@ class _Parser:
             raise _Abort(Diagnostic(self.file, tok.span(self.file), msg), fatal=True)
 
     def report(self, diag: Diagnostic) -> None:
-        if len(self.diags) < MAX_DIAGNOSTICS:
+        if len(self.diags) <= MAX_DIAGNOSTICS:
             self.diags.append(diag)
 
     # -- recovery -------------------------------------------------------------------------
@@ -625,20 +625,25 @@ class _Parser:
 
 
 def _finish(lex_diags: list[Diagnostic], parser: _Parser) -> list[Diagnostic]:
-    """Lexical and syntax errors together, in source order. When the lexer swallowed the
-    rest of the file (an unterminated comment), "unexpected end of file" is noise."""
+    """Lexical and syntax errors together, in source order, at most
+    :data:`MAX_DIAGNOSTICS` and a note. When the lexer swallowed the rest of the file
+    (an unterminated comment or string), "unexpected end of file" is noise."""
     diags = list(lex_diags)
     eof = parser.toks[-1]
+    swallowed = any(d.message.startswith("unterminated") for d in lex_diags)
     for d in parser.diags:
         at_eof = d.span is not None and (d.span.start.line, d.span.start.col) == (
             eof.line,
             eof.col,
         )
-        if lex_diags and at_eof:
-            continue
-        diags.append(d)
+        if not (swallowed and at_eof):
+            diags.append(d)
     diags.sort(key=Diagnostic.sort_key)
-    return diags[: MAX_DIAGNOSTICS + 1]
+    if len(diags) > MAX_DIAGNOSTICS:
+        last = diags[MAX_DIAGNOSTICS - 1]
+        note = Diagnostic(last.file, last.span, "too many errors; the rest are not reported")
+        diags = [*diags[:MAX_DIAGNOSTICS], note]
+    return diags
 
 
 def _run(filename: str, text: str, what):
@@ -649,7 +654,12 @@ def _run(filename: str, text: str, what):
         text = decoded
     toks, lex_diags = lex(filename, text)
     p = _Parser(filename, toks)
-    node = what(p)
+    try:
+        node = what(p)
+    except RecursionError:  # only when the caller left less stack than MAX_DEPTH needs
+        node = None
+        msg = f"expression nested too deeply (limit {MAX_DEPTH})"
+        p.report(Diagnostic(filename, p.tok.span(filename), msg))
     diags = _finish(lex_diags, p)
     return (None if diags else node), diags
 

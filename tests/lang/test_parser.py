@@ -684,3 +684,33 @@ def test_a_huge_string_literal_is_refused():
     assert f is None and [d.message for d in diags] == [
         "string literal too long (limit 65536 characters)"
     ]
+
+
+def test_too_many_errors_are_capped_with_a_note():
+    """A file with thousands of errors gives 100 diagnostics and a closing note."""
+    f, diags = parse_file("t", "@\n" * 5000)
+    assert f is None and len(diags) == 101
+    assert diags[-1].message == "too many errors; the rest are not reported"
+    f, diags = parse_file("t", "f ]\n" * 5000)
+    assert len(diags) == 101
+
+
+def test_the_depth_limit_fits_in_a_modest_stack():
+    """100 levels of the most stack-hungry construct need under 450 Python frames, and
+    a caller that leaves less gets the depth error, not a RecursionError."""
+    import inspect
+    import sys
+
+    text = nest("with", MAX_DEPTH)
+    old = sys.getrecursionlimit()
+    here = len(inspect.stack())
+    try:
+        sys.setrecursionlimit(here + 450)
+        f, diags = parse_file("t", text)
+        assert diags == []
+        sys.setrecursionlimit(here + 150)
+        f, diags = parse_file("t", text)
+        assert f is None
+        assert [d.message for d in diags] == ["expression nested too deeply (limit 100)"]
+    finally:
+        sys.setrecursionlimit(old)
