@@ -91,7 +91,6 @@ MODULES = (
 ALLOW_OVERRIDE = "AuthConfig Indexes Limit"
 BASE_OPTIONS = "SymLinksIfOwnerMatch"
 OPTION_NAMES = frozenset({"Indexes", "MultiViews", "SymLinksIfOwnerMatch", "IncludesNOEXEC"})
-REDIRECT_STATUSES = V.REDIRECT_STATUSES
 MAX_VALUE = 1024
 
 
