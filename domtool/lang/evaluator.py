@@ -151,8 +151,12 @@ class Interpreter:
                 return prim.fn(*args)
             except EvalError:
                 raise
-            except Exception as e:  # a primitive refused an argument
+            except ValueError as e:  # a primitive refused an argument
                 raise EvalError(str(e), span) from None
+            except Exception as e:
+                raise EvalError(
+                    f"internal error in {prim.name}: {type(e).__name__}: {e}", span
+                ) from None
         return PrimAction(prim, args, span)
 
     def apply(self, f: Any, arg: Any, span: ast.Span | None) -> Any:
@@ -243,8 +247,12 @@ class Interpreter:
                 v.prim.fn(b, *v.args)
         except (EvalError, RecursionError):
             raise
-        except Exception as e:  # a primitive refused a value (validate.Invalid, ...)
+        except ValueError as e:  # a primitive refused a value (validate.Invalid, ...)
             raise EvalError(str(e), v.span) from None
+        except Exception as e:  # a bug in a primitive: still an error, never a crash
+            raise EvalError(
+                f"internal error in {v.prim.name}: {type(e).__name__}: {e}", v.span
+            ) from None
         finally:
             b.span = saved_span
 
