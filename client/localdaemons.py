@@ -1,0 +1,309 @@
+"""Run the real daemons of a local site on loopback, each with a config root of its own.
+
+Used by ``domtool-quickstart`` (and usable by tests): ``named`` and ``apache2`` are
+started in the foreground as child processes (``named -g``, ``apache2 -DFOREGROUND``), so
+the site that started them owns them and :meth:`Daemon.stop` (SIGTERM, wait, SIGKILL)
+really leaves nothing behind. Their top-level configs are written through the backends'
+own ``site_config`` functions, so the local site runs exactly what a production site
+runs, including the live config that includes ``state_dir/current/<backend>/<index>``.
+
+:func:`bootstrap_state` gives a fresh slave state directory an empty generation (empty
+index files, ``current -> bootstrap``) so both daemons can start before the first apply;
+the engine's ``recover`` leaves such a link alone (it names no generation), and the first
+apply replaces it.
+
+Also here: :func:`free_port`, :func:`wait_for`, :func:`http_get` (a GET with a Host
+header to a loopback port) and :func:`dns_records` (dnspython query). Run as root, named
+keeps root (``-u root``) over its private tree and Apache's children become ``www-data``,
+so anything Apache serves must be world-readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "Daemon",
+    "apache_binary",
+    "bootstrap_state",
+    "dns_records",
+    "free_port",
+    "http_get",
+    "prepare_apache",
+    "prepare_named",
+    "start_apache",
+    "start_named",
+    "wait_for",
+]
+
+SBIN = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def binary(name: str) -> str | None:
+    """The absolute path of a daemon binary (also looked up in the sbin directories)."""
+    return shutil.which(name) or shutil.which(name, path=SBIN)
+
+
+def apache_binary() -> str | None:
+    return binary("apache2")
+
+
+def free_port(udp: bool = False) -> int:
+    """A port on 127.0.0.1 nothing uses right now (for TCP, and UDP too when ``udp``)."""
+    while True:
+        with socket.socket() as t:
+            t.bind(("127.0.0.1", 0))
+            port = t.getsockname()[1]
+            if not udp:
+                return port
+            with socket.socket(type=socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition"):
+    """Poll ``predicate`` until it returns a true value; return it, or TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def connects(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@attrs.define
+class Daemon:
+    """A child process of the site: its name, process, log file."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+
+def spawn(name: str, argv: list[str], log: Path, *, cwd: Path | None = None, env=None) -> Daemon:
+    """Start ``argv`` with stdout and stderr to ``log``; in its own process group so a
+    Ctrl-C at the terminal reaches only the site, which then stops it in order."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    return Daemon(name, proc, log)
+
+
+def bootstrap_state(state_dir: Path, indexes: dict[str, str]) -> None:
+    """Give a fresh slave state directory an empty live generation so daemons can start:
+    ``state_dir/bootstrap/<backend>/<index>`` (empty) and ``current -> bootstrap``."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for backend, index in indexes.items():
+        d = state_dir / "bootstrap" / backend
+        d.mkdir(parents=True, exist_ok=True)
+        (d / index).write_bytes(b"")
+    current = state_dir / "current"
+    if not current.is_symlink() and not current.exists():
+        os.symlink("bootstrap", current)
+
+
+# ---------------------------------------------------------------------------
+# Apache
+
+
+def prepare_apache(root: Path, port: int, sites_include: Path):
+    """Write ``root/base.conf`` and ``root/apache2.conf`` (through the backend's
+    ``site_config``); return the backend's :class:`ApacheConfig` for this server."""
+    from domtool.slave.backends.apache import ApacheConfig, site_config
+
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("run", "logs"):
+        (root / sub).mkdir(exist_ok=True)
+    config = ApacheConfig(
+        base_config=str(root / "base.conf"),
+        live_config=str(root / "apache2.conf"),
+        server_root=str(root),
+        log_dir=str(root / "logs"),
+        port=port,
+        tls_port=None,
+        binary=apache_binary() or "/usr/sbin/apache2",
+    )
+    as_root = os.geteuid() == 0
+    files = site_config(
+        config,
+        str(sites_include),
+        run_dir=str(root / "run"),
+        user="www-data" if as_root else None,
+        group="www-data" if as_root else None,
+    )
+    for path, content in files.items():
+        Path(path).write_bytes(content)
+    return config
+
+
+def start_apache(config, timeout: float = 15.0) -> Daemon:
+    """Run apache2 in the foreground on its config; wait until it accepts connections."""
+    root = Path(config.server_root)
+    argv = [config.binary, "-f", config.live_config, "-d", config.server_root, "-DFOREGROUND"]
+    d = spawn("apache2", argv, root / "logs" / "stdout.log", cwd=root)
+
+    def ready() -> bool:
+        if not d.alive():
+            err = (
+                (root / "logs" / "error.log").read_text(errors="replace")[-2000:]
+                if (root / "logs" / "error.log").exists()
+                else ""
+            )
+            raise RuntimeError(f"apache2 exited ({d.proc.returncode}): {d.log_tail()}\n{err}")
+        return connects(config.port, config.address)
+
+    try:
+        wait_for(ready, timeout=timeout, what=f"apache2 listening on {config.port}")
+    except BaseException:
+        d.stop()
+        raise
+    return d
+
+
+# ---------------------------------------------------------------------------
+# BIND
+
+
+def prepare_named(root: Path, port: int, control_port: int, zones_include: Path, **kw):
+    """Write ``root/base.conf``, ``named.conf`` and ``rndc.conf`` (a fresh rndc key)
+    through the backend's ``site_config``; return the backend's :class:`BindConfig`."""
+    from domtool.slave.backends.bind import BindConfig, site_config
+
+    root.mkdir(parents=True, exist_ok=True)
+    config = BindConfig(
+        base_config=str(root / "base.conf"),
+        live_config=str(root / "named.conf"),
+        rndc_config=str(root / "rndc.conf"),
+        address="127.0.0.1",
+        port=port,
+        control_address="127.0.0.1",
+        control_port=control_port,
+        checkzone=binary("named-checkzone") or "named-checkzone",
+        checkconf=binary("named-checkconf") or "named-checkconf",
+        rndc=binary("rndc") or "rndc",
+        **kw,
+    )
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    files = site_config(config, str(zones_include), directory=str(root), rndc_secret=secret)
+    for path, content in files.items():
+        Path(path).write_bytes(content)
+        if path == config.rndc_config or path == config.base_config:
+            os.chmod(path, 0o600)  # they hold the rndc key
+    return config
+
+
+def start_named(config, timeout: float = 15.0) -> Daemon:
+    """Run ``named -g`` on its config; wait until rndc answers."""
+    root = Path(config.live_config).parent
+    argv = [binary("named") or "/usr/sbin/named", "-g", "-c", config.live_config]
+    if os.geteuid() == 0:
+        argv += ["-u", "root"]
+    d = spawn("named", argv, root / "named.log", cwd=root)
+
+    def ready() -> bool:
+        if not d.alive():
+            raise RuntimeError(f"named exited ({d.proc.returncode}):\n{d.log_tail()}")
+        done = subprocess.run(
+            list(config.rndc_argv("status")), capture_output=True, timeout=10, check=False
+        )
+        return done.returncode == 0
+
+    try:
+        wait_for(ready, timeout=timeout, what=f"named answering rndc on {config.control_port}")
+    except BaseException:
+        d.stop()
+        raise
+    return d
+
+
+# ---------------------------------------------------------------------------
+# Looking at what is served
+
+
+def http_get(port: int, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET ``path`` from 127.0.0.1:port with ``Host: host``; (status, body). No redirects."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def dns_records(port: int, name: str, rtype: str = "ANY", timeout: float = 2.0) -> list[str]:
+    """The answer records for (name, rtype) from 127.0.0.1:port as zone-file lines
+    (TCP, so a large answer is whole). Raises dns.exception.DNSException or OSError."""
+    import dns.message
+    import dns.query
+    import dns.rdatatype
+
+    q = dns.message.make_query(name, dns.rdatatype.from_text(rtype))
+    r = dns.query.tcp(q, "127.0.0.1", port=port, timeout=timeout)
+    out = []
+    for rrset in r.answer:
+        for rd in rrset:
+            out.append(
+                f"{rrset.name.to_text()} {rrset.ttl} {dns.rdatatype.to_text(rrset.rdtype)} "
+                f"{rd.to_text()}"
+            )
+    return out
