@@ -299,3 +299,12 @@ def test_dom_where_sets_the_www_root():
     """``dom ... where DocumentRoot = ...`` reaches the www vhost that dom defines."""
     st = state('dom "example.org" where DocumentRoot = "/home/alice/site" with end')
     assert roots(st) == {"www.example.org": "/home/alice/site"}
+
+
+def test_where_without_a_block_scopes_its_settings():
+    """``e where C = v end`` (no ``with``) applies the setting to ``e`` only."""
+    st = state(
+        'domain "example.org" with dnsA "a" "192.0.2.1" where TTL = 60 end; dnsA "b" "192.0.2.2" end'
+    )
+    ttls = {r.name: r.ttl for r in st.zones[0].records}
+    assert ttls == {"a": 60, "b": None}
