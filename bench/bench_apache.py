@@ -205,8 +205,9 @@ def main() -> None:
         # The whole slave apply through the engine at reload_size vhosts: one member adds
         # a vhost (render, write, unit check, apache2 -t, switch, graceful, probe).
         from domtool.slave.engine import Engine
+        from domtool.slave.probes import RealProber
         from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
-        from tests.slave.apache_daemon import ApacheProcess, HttpProber
+        from tests.slave.apache_daemon import ApacheProcess
 
         estate = work / "engine-state"
         eroot = work / "engine-apache"
@@ -219,7 +220,7 @@ def main() -> None:
             RealFileSystem(),
             SubprocessRunner(),
             RealClock(),
-            HttpProber(),
+            RealProber(),
             probe_interval=0.01,
         )
         proc = ApacheProcess(econfig, eroot)
@@ -241,7 +242,7 @@ def main() -> None:
             preps.append(t_prep - t)
             assert out.status == "applied", out.message
             t = time.perf_counter()
-            prober = HttpProber()
+            prober = RealProber()
             assert all(prober.probe(p) is True for p in prepared.probes)
             probes.append((time.perf_counter() - t, len(prepared.probes)))
         rows.append(

@@ -200,17 +200,3 @@ def get(
         return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, body, cert)
     finally:
         conn.close()
-
-
-class HttpProber:
-    """The engine's prober for "http" probes: a GET of the probe's path on loopback."""
-
-    def probe(self, probe) -> bool | str:
-        if probe.kind != "http":
-            return f"cannot run a {probe.kind!r} probe"
-        _address, port, host, expected, *rest = probe.target
-        try:
-            status = get(port, host, rest[0] if rest else "/", timeout=2.0).status
-        except OSError as exc:
-            return f"no answer: {exc}"
-        return True if status == expected else f"status {status}, expected {expected}"

@@ -4,7 +4,8 @@ Each test starts apache2 on 127.0.0.1 with free ports and a config root of its o
 installs members' vhosts with ``domtool.slave.engine.Engine`` over the real seams:
 content-addressed unit files, a staged generation, each changed unit's own
 ``apache2 -t`` and the whole-site ``apache2 -t``, an atomic ``current`` switch, a
-graceful reload (which also starts the server the first time) and HTTP probes. Then it
+graceful reload (which also starts the server the first time) and the real HTTP
+prober (``domtool.slave.probes``). Then it
 asks the server over HTTP and HTTPS.
 """
 
@@ -37,11 +38,11 @@ from domtool.model import (
 )
 from domtool.slave.backends.apache import ApacheBackend
 from domtool.slave.engine import Engine, Outcome
+from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
 from tests.conftest import require_binary
 from tests.slave.apache_daemon import (
     ApacheProcess,
-    HttpProber,
     free_port,
     get,
     prepare_site,
@@ -130,7 +131,7 @@ def site(request, tmp_path: Path):
         RealFileSystem(),
         SubprocessRunner(),
         RealClock(),
-        HttpProber(),
+        RealProber(),
         probe_timeout=10.0,
         probe_interval=0.02,
     )
