@@ -347,7 +347,10 @@ class Agent:
                 changed.discard(owner)
                 _restore(parts, current, owner)
         try:
-            prepared = await self._engine(self.engine.prepare, compose(parts))
+            if changed:
+                prepared = await self._engine(self.engine.prepare, compose(parts))
+            else:  # every owner was refused here: nothing to render, stage or check
+                prepared = Prepared(base, None, (), message=f"unchanged at generation {base}")
         except EngineError as e:
             raise Failed(f"{self.host} could not stage the change: {e}") from None
         engine_verdicts = _owner_verdicts(prepared)
@@ -418,6 +421,9 @@ class Agent:
         except EngineError as e:
             self._load()
             raise Failed(f"{self.host} could not commit {txid}: {e}") from None
+        except BaseException:
+            self._load()  # whatever went live, the state follows the engine's generation
+            raise
         status = STATUSES.get(outcome.status, outcome.status)
         if status == "applied":
             self._state = pending.state

@@ -253,7 +253,8 @@ def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfi
     unknown = sorted(set(table) - fields)
     if unknown:
         raise ConfigError(f"[backends.{name}]", [f"unknown key(s): {', '.join(unknown)}"])
-    values = dict(table)
+    # TOML arrays become tuples (the settings classes are frozen values).
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     if "node" in fields and "node" not in values:
         values["node"] = config.node_name
     try:
@@ -281,7 +282,7 @@ def build_backends(config: SlaveConfig) -> dict[str, Any]:
 
 def build_engine(config: SlaveConfig) -> Any:
     """The apply engine over the real file system, process runner and clock."""
-    from domtool.slave import engine, seams
+    from domtool.slave import engine, probes, seams
 
     return engine.Engine(
         config.state_dir,
@@ -289,6 +290,7 @@ def build_engine(config: SlaveConfig) -> Any:
         seams.RealFileSystem(),
         seams.SubprocessRunner(),
         seams.RealClock(),
+        probes.RealProber(),
     )
 
 

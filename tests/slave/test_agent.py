@@ -18,6 +18,7 @@ from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
 from domtool.slave.engine import Engine
 from domtool.slave.ops import Grants, OwnerChange, PrepareArgs
 from domtool.slave.seams import (
+    Crash,
     FakeClock,
     FakeFileSystem,
     FakeProcessRunner,
@@ -69,9 +70,11 @@ class Host:
         return agent
 
 
-def make_host() -> Host:
-    fs = FakeFileSystem()
-    makedirs(fs, STATE_DIR)
+def make_host(fs: FakeFileSystem | None = None) -> Host:
+    """An agent over a fresh engine, on ``fs`` (a new fake file system by default)."""
+    if fs is None:
+        fs = FakeFileSystem()
+        makedirs(fs, STATE_DIR)
     daemon = FakeDaemon(fs, STATE_DIR)
     host = Host(None, None, fs, daemon, Clock())  # type: ignore[arg-type]
     host.restart()
@@ -278,6 +281,69 @@ def test_a_restarted_agent_knows_the_live_state(host):
     agent = host.restart()
     assert agent.state.zones == (zone("alice.example", "alice"), zone("bob.example", "bob"))
     assert host.run("status", ops.StatusArgs())["generation"] == 2
+
+
+def _crashing_apply(crash_at: int | None) -> Host:
+    """alice and bob live at generation 1; then, with a crash armed before mutating
+    operation ``crash_at``, a prepare and commit changing alice, adding carol, removing bob."""
+    host = make_host()
+    host.run(
+        "prepare",
+        prepare(
+            "t1",
+            alice=part(zone("alice.example", "alice", "v1")),
+            bob=part(zone("bob.example", "bob")),
+        ),
+    )
+    host.run("commit", tx("t1"))
+    host.fs.arm(crash_at=crash_at)
+    try:
+        host.run(
+            "prepare",
+            prepare(
+                "t2",
+                alice=part(zone("alice.example", "alice", "v2")),
+                carol=part(zone("carol.example", "carol")),
+                bob=part(),
+            ),
+        )
+        host.run("commit", tx("t2"))
+    except Crash:
+        pass
+    return host
+
+
+def test_a_crash_at_any_step_leaves_the_agent_knowing_the_live_state():
+    """Killed before each mutating operation of a prepare and commit (the agent's own
+    record writes included), the host comes back (from what was synced, or from all that
+    was done) with generation 1 or 2, and the restarted agent's state is exactly that
+    generation's: never the other one's, never unknown."""
+    reference = _crashing_apply(None)
+    before = make_host()  # what generation 1 holds
+    before.run(
+        "prepare",
+        prepare(
+            "t1",
+            alice=part(zone("alice.example", "alice", "v1")),
+            bob=part(zone("bob.example", "bob")),
+        ),
+    )
+    before.run("commit", tx("t1"))
+    states = {1: before.agent.state, 2: reference.agent.state}
+    assert states[1] != states[2] and reference.engine.current_generation() == 2
+    total = len(reference.fs.ops)
+    assert total > 10
+    seen = set()
+    for k in range(total):
+        crashed = _crashing_apply(k)
+        for image_name, image in crashed.fs.crash_images():
+            host = make_host(image)
+            generation = host.engine.current_generation()
+            assert generation in states, (k, image_name)
+            assert host.agent.state == states[generation], (k, image_name)
+            assert host.run("status", ops.StatusArgs())["state_known"] is True
+            seen.add(generation)
+    assert seen == {1, 2}
 
 
 def test_describe_returns_the_units_of_a_domain(host):
