@@ -33,6 +33,13 @@ so ``sites.conf`` starts with a site-owned vhost answering ``421 Misdirected Req
 no member's site ever answers for a name it does not carry. Probes: every vhost answers
 ``204`` at the reserved ``/.well-known/domtool-probe`` ahead of the member's own
 directives, so "204 there" means "this name is live", whatever the member's site does.
+
+Limits: CGI runs through suexec as the member (``SuexecUserGroup``); Debian's
+``apache2-suexec-pristine`` only runs programs under ``/var/www`` and ``~user/public_html``,
+so a site whose member trees live elsewhere installs ``apache2-suexec-custom`` with its
+own document root. Proxy targets are loopback member ports; which member owns which port
+is the dispatcher's policy, not checked here. Paths are checked for syntax only; the
+slave's ``pathcheck`` decides whether they really lie in the member's tree.
 """
 
 from __future__ import annotations

@@ -297,6 +297,16 @@ def test_tls_without_a_tls_listener_is_refused_and_index_wants_absolute_paths():
         BACKEND.index({"vhost:a.example": PurePosixPath("/u/a\n.conf")})
 
 
+def test_an_internationalised_name_is_refused_with_its_punycode():
+    """A non-ASCII host name is refused, and the message says how to write it."""
+    with pytest.raises(RenderRefused) as e:
+        render(vhost(aliases=("bücher.example",)))
+    (err,) = e.value.errors
+    assert (err.owner, err.field) == ("alice", "aliases[0]")
+    assert "xn--bcher-kva.example" in str(e.value)
+    assert "xn--bcher-kva.example" in render(vhost(aliases=("xn--bcher-kva.example",)))
+
+
 def test_cgi_without_suexec_is_refused():
     """Without suexec a member's CGI would run as the web server's user: refused."""
     backend = ApacheBackend(attrs.evolve(CONFIG, suexec=False))
