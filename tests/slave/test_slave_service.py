@@ -390,6 +390,64 @@ colour = "blue"
         assert expected in problems
 
 
+BACKENDS = """
+[backends.apache]
+base_config = "apache/base.conf"
+live_config = "apache/apache2.conf"
+server_root = "/etc/apache2"
+log_dir = "/var/log/apache2"
+port = 8080
+
+[backends.bind]
+base_config = "bind/options.conf"
+live_config = "bind/named.conf"
+rndc_config = "bind/rndc.conf"
+nameservers = ["ns1.example.coop", "ns2.example.coop"]
+"""
+
+
+def test_backends_are_built_from_their_tables(tmp_path):
+    """Each [backends.NAME] table becomes that backend's settings: relative config paths
+    resolved from the file, arrays as tuples, the node defaulting to the slave's."""
+    from domtool.slave.backends.apache import ApacheBackend
+    from domtool.slave.backends.bind import BindBackend
+    from domtool.slave.service import build_backends
+
+    cfg = slave_config.parse(CONFIG.format(port=1) + BACKENDS, str(tmp_path))
+    backends = build_backends(cfg)
+    assert sorted(backends) == ["apache", "bind"]
+    apache, bind = backends["apache"], backends["bind"]
+    assert isinstance(apache, ApacheBackend) and isinstance(bind, BindBackend)
+    assert apache.config.base_config == str(tmp_path / "apache" / "base.conf")
+    assert apache.config.server_root == "/etc/apache2" and apache.config.port == 8080
+    assert apache.config.node == "local" and bind.config.node == "local"
+    assert bind.config.nameservers == ("ns1.example.coop", "ns2.example.coop")
+
+
+def test_unknown_backends_and_settings_are_refused(tmp_path):
+    """A backend outside the closed table, or a setting its class does not have, is a
+    ConfigError naming it (nothing is looked up by a name from the file)."""
+    from domtool.slave.service import build_backends
+
+    exim = slave_config.parse(CONFIG.format(port=1) + "[backends.exim]\nx = 1\n", str(tmp_path))
+    with pytest.raises(slave_config.ConfigError, match="unknown backend.*exim"):
+        build_backends(exim)
+    typo = BACKENDS.replace("port = 8080", "prot = 8080")
+    with pytest.raises(slave_config.ConfigError, match=r"\[backends.apache\].*prot"):
+        build_backends(slave_config.parse(CONFIG.format(port=1) + typo, str(tmp_path)))
+
+
+def test_domtool_slave_refuses_a_bad_config_file(tmp_path, capsys):
+    """``domtool-slave --config`` with a missing or broken file exits 2 and says why."""
+    from domtool.slave.service import main
+
+    assert main(["--config", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    (tmp_path / "bad.toml").write_text("[slave]\nhost = 1\n")
+    assert main(["--config", str(tmp_path / "bad.toml")]) == 2
+    assert "[tls]: missing section" in capsys.readouterr().err
+
+
 # -- domtool-slave over real loopback TCP ------------------------------------------------
 
 
