@@ -110,6 +110,8 @@ _ATOM_START = frozenset(["INT", "STRING", "LNAME", "true", "false", "[", "(", "b
 _EXPR_START = _ATOM_START | {"CNAME", "\\", "\\\\"}
 _PRED_START = frozenset(["Root", "CNAME", "^", "!"])
 _DECL_START = frozenset(["extern", "val", "context"])
+_SIMPLE = {"LNAME": ast.EVar, "STRING": ast.EString, "INT": ast.EInt}
+_CONTINUES = _ATOM_START | {"with", "where"}
 _PRED_NODES = (ast.PRoot, ast.PCtx, ast.PAnc, ast.PNot, ast.PAnd)
 _PRED_EXPECTED = "a context predicate (Root, a context name, ^P, !P or (P))"
 _DOC_PLACE = "a documentation comment {{ }} must follow a declaration"
@@ -168,6 +170,12 @@ class _Parser:
         if t.kind != "EOF":
             self.i += 1
         return t
+
+    def tspan(self, tok: Token) -> ast.Span:
+        start = ast.Pos(tok.line, tok.col)
+        if tok.ecol == tok.col and tok.eline == tok.line:
+            return ast.Span(self.file, start, start)
+        return ast.Span(self.file, start, ast.Pos(tok.eline, tok.ecol))
 
     def upto(self, start: Token | ast.Pos) -> ast.Span:
         """From ``start`` to the end of the last consumed token."""
@@ -305,9 +313,10 @@ class _Parser:
     def parse_seq(self) -> ast.Expr:
         items: list[ast.Expr] = []
         first = self.tok
+        toks = self.toks
         while True:
-            tok = self.tok
-            if tok.kind == "LNAME" and self.peek().kind == "<-":
+            tok = toks[self.i]
+            if tok.kind == "LNAME" and toks[self.i + 1].kind == "<-":
                 self.advance()
                 self.advance()
                 env = self.expect("CNAME", "an environment variable name (capitalised)")
@@ -324,6 +333,8 @@ class _Parser:
                 break
             self.advance()
             if self.tok.kind not in _EXPR_START:
+                if self.tok.kind == ";":
+                    self.fail(self.tok, "an expression")
                 break
         if len(items) == 1:
             return items[0]
@@ -331,8 +342,12 @@ class _Parser:
         return ast.ESeq(tuple(items), span)
 
     def parse_expr(self) -> ast.Expr:
-        tok = self.tok
+        tok = self.toks[self.i]
         k = tok.kind
+        make = _SIMPLE.get(k)
+        if make is not None and self.toks[self.i + 1].kind not in _CONTINUES:
+            self.i += 1  # fast path: a name or literal alone
+            return make(tok.value, self.tspan(tok))
         if k == "CNAME":
             if self.peek().kind == "EOF":
                 self.fail(self.peek(), f"'=' (to set {tok.value})")
@@ -379,14 +394,20 @@ class _Parser:
                 return e
 
     def parse_app(self) -> ast.Expr:
-        tok = self.tok
+        toks = self.toks
+        tok = toks[self.i]
         e = self.parse_atom()
         args: list[ast.Expr] = []
         while True:
-            t = self.tok
+            t = toks[self.i]
             if t.kind not in _ATOM_START or (self.layout and t.col == 0):
                 break
-            args.append(self.parse_atom())
+            make = _SIMPLE.get(t.kind)
+            if make is not None:
+                self.i += 1
+                args.append(make(t.value, self.tspan(t)))
+            else:
+                args.append(self.parse_atom())
         if args:
             e = ast.EApp(e, tuple(args), self.upto(tok))
         return e
@@ -429,20 +450,15 @@ class _Parser:
         return out
 
     def parse_atom(self) -> ast.Expr:
-        tok = self.tok
+        tok = self.toks[self.i]
         k = tok.kind
-        if k == "LNAME":
-            self.advance()
-            return ast.EVar(tok.value, tok.span(self.file))
-        if k == "STRING":
-            self.advance()
-            return ast.EString(tok.value, tok.span(self.file))
-        if k == "INT":
-            self.advance()
-            return ast.EInt(tok.value, tok.span(self.file))
+        make = _SIMPLE.get(k)
+        if make is not None:
+            self.i += 1
+            return make(tok.value, self.tspan(tok))
         if k in ("true", "false"):
             self.advance()
-            return ast.EBool(k == "true", tok.span(self.file))
+            return ast.EBool(k == "true", self.tspan(tok))
         if k not in ("[", "(", "begin", "let", "if"):
             if k == "DOC":
                 self.fail(tok, "", _DOC_PLACE)

@@ -714,3 +714,9 @@ def test_the_depth_limit_fits_in_a_modest_stack():
         assert [d.message for d in diags] == ["expression nested too deeply (limit 100)"]
     finally:
         sys.setrecursionlimit(old)
+
+
+def test_double_semicolon_is_an_error_naming_the_empty_item():
+    """``a;; b`` is "unexpected ';', expected an expression" at the second ``;``."""
+    assert errors("dom x with a;; b end") == ["1.13-1.13 unexpected ';', expected an expression"]
+    assert errors("a;\n;") == ["2.0-2.0 unexpected ';', expected an expression"]
