@@ -77,6 +77,29 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_by_who ON audit (who, id);
     """,
+    # 2: the dispatcher service: quota overrides, what each host holds per member, and
+    # the changes a host has prepared but not yet committed (retried until it converges).
+    """
+    CREATE TABLE quotas (
+        member TEXT NOT NULL,
+        resource TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (member, resource)
+    );
+    CREATE TABLE deployed (
+        member TEXT NOT NULL,
+        host TEXT NOT NULL,
+        state TEXT NOT NULL,
+        PRIMARY KEY (member, host)
+    );
+    CREATE TABLE pending (
+        host TEXT PRIMARY KEY,
+        txid TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        created TEXT NOT NULL,
+        last_error TEXT
+    );
+    """,
 ]
 
 
@@ -454,6 +477,98 @@ class Store:
             args = (who,)
         rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
         return [AuditEntry(_dt(r[0]), r[1], r[2], json.loads(r[3]), r[4]) for r in reversed(rows)]
+
+    # -- quotas (migration 2) -------------------------------------------------
+
+    def set_quota(self, member: str, resource: str, value: int | None) -> None:
+        """Override one of ``member``'s quotas (None: back to the site default)."""
+        with self._tx() as db:
+            if value is None:
+                db.execute(
+                    "DELETE FROM quotas WHERE member = ? AND resource = ?", (member, resource)
+                )
+            else:
+                db.execute(
+                    "INSERT INTO quotas (member, resource, value) VALUES (?, ?, ?)"
+                    " ON CONFLICT (member, resource) DO UPDATE SET value = excluded.value",
+                    (member, resource, int(value)),
+                )
+
+    def quotas_of(self, member: str) -> dict[str, int]:
+        """``member``'s quota overrides, resource -> limit."""
+        return dict(
+            self._db.execute("SELECT resource, value FROM quotas WHERE member = ?", (member,))
+        )
+
+    # -- what each host holds, and pending commits (migration 2) ---------------
+
+    def deployed(self, *, member: str | None = None) -> dict[tuple[str, str], Any]:
+        """What each host was last committed for each member: (member, host) -> model JSON."""
+        sql = "SELECT member, host, state FROM deployed"
+        args: tuple = ()
+        if member is not None:
+            sql += " WHERE member = ?"
+            args = (member,)
+        return {(r[0], r[1]): json.loads(r[2]) for r in self._db.execute(sql, args)}
+
+    def record_commit(
+        self,
+        host: str,
+        number: int,
+        status: str,
+        parts: dict[str, Any],
+        *,
+        txid: str | None = None,
+        now: datetime.datetime | None = None,
+    ) -> None:
+        """In one transaction: generation ``number`` of ``host`` with its status, the
+        committed part of each member in ``parts`` (model JSON; None: nothing left on the
+        host), and, if ``txid`` is that host's pending change, its removal."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO generations (host, number, applied_at, status) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (host, number) DO UPDATE SET"
+                " applied_at = excluded.applied_at, status = excluded.status",
+                (host, number, _ts(now), status),
+            )
+            for member, state in parts.items():
+                if state is None:
+                    db.execute("DELETE FROM deployed WHERE member = ? AND host = ?", (member, host))
+                else:
+                    db.execute(
+                        "INSERT INTO deployed (member, host, state) VALUES (?, ?, ?)"
+                        " ON CONFLICT (member, host) DO UPDATE SET state = excluded.state",
+                        (member, host, json.dumps(state, sort_keys=True)),
+                    )
+            if txid is not None:
+                db.execute("DELETE FROM pending WHERE host = ? AND txid = ?", (host, txid))
+
+    def set_pending(
+        self, host: str, txid: str, changes: Any, *, now: datetime.datetime | None = None
+    ) -> None:
+        """Remember that ``host`` prepared ``changes`` (JSON) under ``txid`` and must commit."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO pending (host, txid, changes, created, last_error)"
+                " VALUES (?, ?, ?, ?, NULL) ON CONFLICT (host) DO UPDATE SET"
+                " txid = excluded.txid, changes = excluded.changes,"
+                " created = excluded.created, last_error = NULL",
+                (host, txid, json.dumps(changes, sort_keys=True), _ts(now)),
+            )
+
+    def note_pending_error(self, host: str, message: str) -> None:
+        """Why the last attempt to converge ``host`` failed."""
+        with self._tx() as db:
+            db.execute("UPDATE pending SET last_error = ? WHERE host = ?", (message, host))
+
+    def pending(self) -> dict[str, dict[str, Any]]:
+        """Hosts with a change still to commit: host -> {txid, changes, created, last_error}."""
+        return {
+            r[0]: {"txid": r[1], "changes": json.loads(r[2]), "created": r[3], "last_error": r[4]}
+            for r in self._db.execute(
+                "SELECT host, txid, changes, created, last_error FROM pending ORDER BY host"
+            )
+        }
 
 
 def _canonical(cls: str, value: str) -> str:
