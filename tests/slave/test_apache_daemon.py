@@ -47,6 +47,7 @@ from tests.slave.apache_daemon import (
     get,
     prepare_site,
     public_dir,
+    start_apache,
 )
 
 pytestmark = pytest.mark.daemons
@@ -342,3 +343,43 @@ def test_a_failed_reload_rolls_back_to_the_last_good_generation(
     assert os.readlink(site.state_dir / "current") == before
     assert get(site.port, "www.example.org").body == b"<p>alice's site</p>\n"
     assert get(site.port, "www.bob.example").body == b"<p>bob's site</p>\n"
+
+
+def _open_files(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+@pytest.mark.parametrize("count", [1, 3000])
+def test_file_descriptors_do_not_grow_with_vhosts(tmp_path: Path, web: Path, count: int):
+    """The CustomLog-per-vhost trap is avoided: Apache's parent holds the same number of
+    open files with 3,000 member vhosts as with one (one site-wide log with %v)."""
+    require_binary("apache2")
+    port = free_port()
+    root = tmp_path / "apache"
+    units = tmp_path / "units"
+    units.mkdir()
+    sites = tmp_path / "sites.conf"
+    config = prepare_site(root, port, str(sites))
+    backend = ApacheBackend(config)
+    state = DesiredState(
+        vhosts=tuple(
+            bob(web, fqdn=f"www.site{i}.example", owner=f"m{i % 50}") for i in range(count)
+        )
+    )
+    paths = {}
+    for unit in backend.units(state, {}, 0):
+        path = units / f"{unit.key[6:]}.conf"
+        path.write_bytes(unit.content)
+        paths[unit.key] = path
+    sites.write_bytes(backend.index(paths)["sites.conf"])
+    proc = start_apache(root, port, str(sites))
+    try:
+        assert get(port, f"www.site{count - 1}.example").body == b"<p>bob's site</p>\n"
+        pid = int(proc.pid_file.read_text())
+        assert _open_files(pid) <= 16, sorted(os.listdir(f"/proc/{pid}/fd"))
+        logs = [
+            f for f in os.listdir(f"/proc/{pid}/fd") if "log" in os.readlink(f"/proc/{pid}/fd/{f}")
+        ]
+        assert len(logs) <= 3
+    finally:
+        proc.stop()
