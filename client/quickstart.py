@@ -1,0 +1,554 @@
+"""``domtool-quickstart``: a whole domtool site on this machine, in one directory.
+
+What it builds under ``--dir`` (default ``./site``), then runs, all on loopback:
+
+1. ``ca/``: the member and host CAs (``dispatcher.ca.init_ca``), site ``coop.example``.
+2. host certificates for the dispatcher (``dispatcher.coop.example``) and the one slave
+   (``local.coop.example``, model node ``local``: the node the language's default site
+   puts every zone, vhost and mail domain on).
+3. ``bind/`` and ``apache/``: the real ``named`` and ``apache2`` on free high ports,
+   with config roots of their own whose live configs include the slave's
+   ``state/current/<backend>/<index>`` (``domtool.client.localdaemons``).
+4. ``slave/``: ``slave.toml`` and ``domtool-slave --config slave/slave.toml``.
+5. ``dispatcher/``: its config and state, and ``domtool-dispatcher --config ...``.
+6. ``admin/``: the operator's admin certificate and client config; ``alice/``: the member
+   alice's certificate, key and ``client.toml``; alice is added with the grants of
+   ``alice.perms`` through ``domtool-admin``'s operations over TLS.
+7. submits the example configs (``../shared/examples/alice`` when present, else the
+   package's copies) as alice, over TLS, like ``domtool FILE...``;
+8. prints what each host now serves: each zone's records as ``named`` answers them
+   (dnspython), each vhost's answer over HTTP with its Host header; and what to try next.
+
+Home directories: alice's grants are those of ``alice.perms`` (``/home/alice``), so her
+example configs type-check as written. This machine may have no ``/home/alice``; the
+site does not create it (it writes nothing outside ``--dir``). It grants alice one more
+path, ``DIR/home/alice``, creates ``DIR/home/alice/public_html`` with a page, and writes
+``DIR/alice/example.org``: the example with ``DocumentRoot`` there, which serves that
+page once submitted. Vhosts whose document root does not exist still answer (Apache
+says 404 at ``/``, and 204 at the reserved probe path).
+
+Without ``--serve`` everything started is stopped before exiting. With ``--serve`` it
+keeps running until SIGTERM or SIGINT and writes ``DIR/endpoints.json``::
+
+    {"dispatcher": "127.0.0.1:P", "dns": "127.0.0.1:P", "http": "127.0.0.1:P",
+     "client_config": "/abs/DIR/alice/client.toml",
+     "admin_config": "/abs/DIR/admin/client.toml", "pids": {"named": N, ...}}
+
+A re-run replaces a directory an earlier quickstart made (it holds ``quickstart.json``);
+it refuses any other non-empty directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import attrs
+
+from domtool.client import config as client_config
+from domtool.client import localdaemons as L
+
+SITE = "coop.example"
+DISPATCHER = "dispatcher.coop.example"
+SLAVE_HOST = "local.coop.example"
+NODE = "local"
+ADMIN = "operator"
+MEMBER = "alice"
+MARKER = "quickstart.json"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class SiteError(Exception):
+    """A step of building or starting the site failed; the message says which and why."""
+
+
+def examples_dir() -> Path:
+    """``../shared/examples`` beside the checkout when present, else tests/data/examples."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here.parent / "shared" / "examples", here / "tests" / "data" / "examples"):
+        if (candidate / "alice.perms").is_file():
+            return candidate
+    raise SiteError("cannot find the example configs (../shared/examples or tests/data/examples)")
+
+
+def console_script(name: str, module: str) -> list[str]:
+    """argv prefix running a console script of this venv, or ``python -m module``."""
+    exe = Path(sys.executable).parent / name
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", module]
+
+
+class Progress:
+    """Numbered steps on stderr: ``[3/9] starting named``; silent with ``quiet``."""
+
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        self.total, self.n, self.quiet = total, 0, quiet
+        self.t0 = time.monotonic()
+
+    def step(self, what: str) -> None:
+        self.n += 1
+        if not self.quiet:
+            print(f"[{self.n}/{self.total}] {what}", file=sys.stderr, flush=True)
+
+    def note(self, what: str) -> None:
+        if not self.quiet:
+            print(f"      {what}", file=sys.stderr, flush=True)
+
+
+@attrs.define
+class LocalSite:
+    """Everything one quickstart made and started (see the module docstring)."""
+
+    root: Path
+    progress: Progress
+    daemons: list[L.Daemon] = attrs.field(factory=list)
+    ports: dict[str, int] = attrs.field(factory=dict)
+    admin_config: Path | None = None
+    member_config: Path | None = None
+    bind_config: object = None
+    apache_config: object = None
+    submitted: object = None
+
+    # -- paths ---------------------------------------------------------------------
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.root / "ca"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "slave" / "state"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home" / MEMBER
+
+    # -- building ------------------------------------------------------------------
+
+    def prepare_dir(self) -> None:
+        r = self.root
+        if r.exists() and any(r.iterdir()):
+            if not (r / MARKER).is_file():
+                raise SiteError(
+                    f"{r} is not empty and was not made by domtool-quickstart; "
+                    "choose another --dir or empty it"
+                )
+            self.progress.note(f"replacing the previous local site in {r}")
+            shutil.rmtree(r)
+        r.mkdir(parents=True, exist_ok=True)
+        r.chmod(0o755)  # Apache's children (www-data) must reach DIR/home/alice/public_html
+        (r / MARKER).write_text(json.dumps({"site": SITE, "created": time.time()}) + "\n")
+
+    def build_pki(self) -> None:
+        from domtool.dispatcher import ca
+
+        ca.init_ca(self.ca_dir, SITE)
+        for host, d in ((DISPATCHER, "dispatcher"), (SLAVE_HOST, "slave")):
+            cert, key = ca.issue_host(self.ca_dir, host)
+            _write(self.root / d / "host.pem", cert)
+            _write(self.root / d / "host.key", key, 0o600)
+        for sub in ("dispatcher", "slave"):
+            _write(self.root / sub / "host-ca.pem", ca.ca_certificate(self.ca_dir, ca.HOST))
+            _write(self.root / sub / "host-crl.pem", ca.current_crl(self.ca_dir, ca.HOST))
+        _write(
+            self.root / "dispatcher" / "member-ca.pem", ca.ca_certificate(self.ca_dir, ca.MEMBER)
+        )
+        _write(self.root / "dispatcher" / "member-crl.pem", ca.current_crl(self.ca_dir, ca.MEMBER))
+        self.ports["dispatcher"] = L.free_port()
+        for user in (ADMIN, MEMBER):
+            path = self._member_files(user)
+            if user == ADMIN:
+                self.admin_config = path
+            else:
+                self.member_config = path
+
+    def _member_files(self, user: str) -> Path:
+        from domtool.dispatcher import ca
+
+        d = self.root / ("admin" if user == ADMIN else user)
+        cert, key = ca.issue_member(self.ca_dir, user)
+        _write(d / f"{user}.pem", cert)
+        _write(d / f"{user}.key", key, 0o600)
+        _write(d / "host-ca.pem", ca.ca_certificate(self.ca_dir, ca.HOST))
+        text = client_config.dump(
+            f"127.0.0.1:{self.ports['dispatcher']}",
+            DISPATCHER,
+            f"{user}.pem",
+            f"{user}.key",
+            "host-ca.pem",
+        )
+        _write(d / "client.toml", text.encode())
+        return d / "client.toml"
+
+    def start_daemons(self) -> None:
+        have_named = all(
+            L.binary(b) for b in ("named", "named-checkzone", "named-checkconf", "rndc")
+        )
+        have_apache = L.apache_binary() is not None
+        indexes = {}
+        if have_apache:
+            indexes["apache"] = "sites.conf"
+        if have_named:
+            indexes["bind"] = "zones.conf"
+        if not indexes:
+            raise SiteError("neither named nor apache2 is installed (run scripts/setup as root)")
+        L.bootstrap_state(self.state_dir, indexes)
+        current = self.state_dir / "current"
+        if have_named:
+            self.ports["dns"] = L.free_port(udp=True)
+            self.ports["rndc"] = L.free_port()
+            self.bind_config = L.prepare_named(
+                self.root / "bind",
+                self.ports["dns"],
+                self.ports["rndc"],
+                current / "bind" / "zones.conf",
+            )
+            self.progress.note(
+                f"named on 127.0.0.1:{self.ports['dns']} (config {self.root / 'bind'})"
+            )
+            self.daemons.append(L.start_named(self.bind_config))
+        else:
+            self.progress.note("named is not installed: no DNS in this site")
+        if have_apache:
+            self.ports["http"] = L.free_port()
+            self.apache_config = L.prepare_apache(
+                self.root / "apache", self.ports["http"], current / "apache" / "sites.conf"
+            )
+            self.progress.note(
+                f"apache2 on 127.0.0.1:{self.ports['http']} (config {self.root / 'apache'})"
+            )
+            self.daemons.append(L.start_apache(self.apache_config))
+        else:
+            self.progress.note("apache2 is not installed: no web in this site")
+
+    def start_slave(self) -> None:
+        self.ports["slave"] = L.free_port()
+        lines = [
+            "# domtool slave of the local quickstart site",
+            "[slave]",
+            f'host = "{SLAVE_HOST}"',
+            f'node = "{NODE}"',
+            f'dispatcher = ["{DISPATCHER}"]',
+            'state_dir = "state"',
+            'listen_address = "127.0.0.1"',
+            f"listen_port = {self.ports['slave']}",
+            "",
+            "[tls]",
+            'certificate = "host.pem"',
+            'key = "host.key"',
+            'ca = "host-ca.pem"',
+            'crl = "host-crl.pem"',
+        ]
+        if self.apache_config is not None:
+            c = self.apache_config
+            lines += [
+                "",
+                "[backends.apache]",
+                f'base_config = "{c.base_config}"',
+                f'live_config = "{c.live_config}"',
+                f'server_root = "{c.server_root}"',
+                f'log_dir = "{c.log_dir}"',
+                f'address = "{c.address}"',
+                f"port = {c.port}",
+                f'binary = "{c.binary}"',
+            ]
+        if self.bind_config is not None:
+            c = self.bind_config
+            lines += [
+                "",
+                "[backends.bind]",
+                f'base_config = "{c.base_config}"',
+                f'live_config = "{c.live_config}"',
+                f'rndc_config = "{c.rndc_config}"',
+                f'address = "{c.address}"',
+                f"port = {c.port}",
+                f'control_address = "{c.control_address}"',
+                f"control_port = {c.control_port}",
+                f'checkzone = "{c.checkzone}"',
+                f'checkconf = "{c.checkconf}"',
+                f'rndc = "{c.rndc}"',
+            ]
+        path = self.root / "slave" / "slave.toml"
+        _write(path, ("\n".join(lines) + "\n").encode())
+        argv = console_script("domtool-slave", "domtool.slave.service") + ["--config", str(path)]
+        d = L.spawn(
+            "domtool-slave", argv, self.root / "slave" / "slave.log", cwd=self.root / "slave"
+        )
+        self.daemons.append(d)
+        self._wait_listening(d, self.ports["slave"])
+        self.progress.note(f"domtool-slave on 127.0.0.1:{self.ports['slave']} (log {d.log})")
+
+    def _wait_listening(self, d: L.Daemon, port: int, timeout: float = 20.0) -> None:
+        def ready() -> bool:
+            if not d.alive():
+                raise SiteError(f"{d.name} exited ({d.proc.returncode}); its log:\n{d.log_tail()}")
+            return L.connects(port)
+
+        try:
+            L.wait_for(ready, timeout=timeout, what=f"{d.name} listening on {port}")
+        except TimeoutError as e:
+            raise SiteError(f"{e}; its log:\n{d.log_tail()}") from None
+
+    def start_dispatcher(self) -> None:
+        try:
+            from domtool.dispatcher import service  # noqa: F401
+        except ImportError:
+            raise SiteError(
+                "the dispatcher service (domtool.dispatcher.service) is not in this checkout "
+                "yet; the CAs, daemons and slave above were built and are stopped now"
+            ) from None
+        raise SiteError("dispatcher start-up is not wired in yet")
+
+    def register_members(self) -> None:
+        """alice with alice.perms plus DIR/home/alice, through the admin operations."""
+        from domtool.client.connection import call
+        from domtool.perms import parse_perms
+
+        perms = parse_perms((examples_dir() / "alice.perms").read_text(), MEMBER)
+        admin = client_config.load(self.admin_config)
+        grants = [*perms.grants(), ("path", str(self.home))]
+        call(admin, "adduser", {"user": MEMBER})
+        for cls, value in grants:
+            call(admin, "grant", {"user": MEMBER, "class": cls, "value": value})
+        self.progress.note(f"alice may use: {', '.join(f'{c} {v}' for c, v in grants)}")
+        # alice's own home inside the site, and her editable config serving it.
+        www = self.home / "public_html"
+        www.mkdir(parents=True, exist_ok=True)
+        for p in (self.root / "home", self.home, www):
+            p.chmod(0o755)
+        (www / "index.html").write_text("<h1>Hello from alice's example.org</h1>\n")
+        (www / "index.html").chmod(0o644)
+        _write(
+            self.root / MEMBER / "example.org",
+            (
+                "(* alice's example.org, serving a page from her home inside the local site. *)\n"
+                f'dom "example.org" where\n  DocumentRoot = "{www}"\nwith\n'
+                '  dnsA "hello" "127.0.0.1";\nend;\n'
+            ).encode(),
+        )
+
+    def submit_examples(self) -> dict:
+        from domtool.client.connection import call
+
+        files = []
+        for p in sorted((examples_dir() / "alice").iterdir()):
+            files.append({"name": p.name, "text": p.read_text(encoding="utf-8")})
+        self.progress.note("submitting " + ", ".join(f["name"] for f in files) + " as alice")
+        member = client_config.load(self.member_config)
+        self.submitted = call(member, "submit", {"files": files}, self._progress_frame)
+        return self.submitted
+
+    def _progress_frame(self, p: dict) -> None:
+        self.progress.note(f"[{p.get('done')}/{p.get('total')}] {p.get('what', '')}")
+
+    # -- what is served --------------------------------------------------------------
+
+    def served(self) -> dict:
+        """Each zone's records from named, each vhost's HTTP answer (from the state
+        alice's examples evaluate to)."""
+        from domtool.lang.api import check_source
+        from domtool.perms import parse_perms
+
+        ex = examples_dir()
+        perms = parse_perms((ex / "alice.perms").read_text(), MEMBER)
+        sources = [(p.name, p.read_text()) for p in sorted((ex / "alice").iterdir())]
+        state = check_source(sources, perms).state
+        out: dict = {"dns": {}, "http": {}}
+        if state is None:
+            return out
+        if "dns" in self.ports:
+            for z in state.zones:
+                try:
+                    out["dns"][z.name] = L.dns_records(self.ports["dns"], z.name, "ANY")
+                    names = sorted({r.name for r in z.records if r.name != "@"})
+                    for n in names:
+                        out["dns"][z.name] += L.dns_records(self.ports["dns"], f"{n}.{z.name}", "A")
+                except Exception as e:  # noqa: BLE001 - shown to the user as is
+                    out["dns"][z.name] = [f"(no answer: {e})"]
+        if "http" in self.ports:
+            for v in state.vhosts:
+                try:
+                    status, body = L.http_get(self.ports["http"], v.fqdn)
+                    out["http"][v.fqdn] = {
+                        "status": status,
+                        "body": body[:200].decode(errors="replace"),
+                    }
+                except OSError as e:
+                    out["http"][v.fqdn] = {"status": None, "body": f"(no answer: {e})"}
+        return out
+
+    def endpoints(self) -> dict:
+        return {
+            "dispatcher": f"127.0.0.1:{self.ports['dispatcher']}",
+            "dns": f"127.0.0.1:{self.ports['dns']}" if "dns" in self.ports else None,
+            "http": f"127.0.0.1:{self.ports['http']}" if "http" in self.ports else None,
+            "client_config": str(self.member_config.resolve()) if self.member_config else None,
+            "admin_config": str(self.admin_config.resolve()) if self.admin_config else None,
+            "pids": {d.name: d.pid for d in self.daemons},
+        }
+
+    # -- stopping ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop everything started, newest first (dispatcher, slave, then the daemons)."""
+        for d in reversed(self.daemons):
+            d.stop()
+        self.daemons.clear()
+
+
+def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def report(site: LocalSite, served: dict) -> str:
+    """What each host serves now, and the exact commands to try next."""
+    from domtool.client.domtool_cli import render_apply
+
+    cfg = site.member_config.resolve()
+    lines = ["", "== alice's examples were submitted through the dispatcher:"]
+    lines += ["  " + line for line in render_apply(site.submitted).split("\n")]
+    if served["dns"]:
+        lines.append(f"== named on 127.0.0.1:{site.ports['dns']} answers:")
+        for zone, records in served["dns"].items():
+            lines.append(f"  {zone}")
+            lines += [f"    {r}" for r in records]
+    if served["http"]:
+        lines.append(f"== apache2 on 127.0.0.1:{site.ports['http']} answers GET / with each Host:")
+        for host, r in served["http"].items():
+            body = " ".join(str(r["body"]).split())[:60]
+            lines.append(f"  {host:<20} {r['status']}  {body}")
+    dom = f"{sys.executable.rsplit('/', 1)[0]}/domtool"
+    lines += [
+        "",
+        "== try next (as alice):",
+        f"  {dom} --config {cfg} perms",
+        f"  {dom} --config {cfg} {site.root.resolve() / MEMBER / 'example.org'}"
+        "    # serves DIR/home/alice/public_html",
+        f"  {dom} --config {cfg} describe example.org",
+        f"  {dom} --config {cfg} history example.org",
+    ]
+    if "http" in site.ports:
+        lines.append(f"  curl -H 'Host: www.example.org' http://127.0.0.1:{site.ports['http']}/")
+    if "dns" in site.ports:
+        lines.append(f"  dig @127.0.0.1 -p {site.ports['dns']} hello.example.org A")
+    lines.append(
+        f"  {dom.replace('domtool', 'domtool-admin')} --config {site.admin_config.resolve()} hosts"
+    )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="domtool-quickstart",
+        description="Build and run a whole domtool site on this machine (CAs, dispatcher, one "
+        "slave with real named and apache2 on loopback, the member alice), submit alice's "
+        "example configs over TLS, and show what is served.",
+        epilog="Without --serve everything is stopped before exiting. Exit status: 0 ok, 1 a "
+        "step failed (the message says which), 2 usage.",
+    )
+    p.add_argument("--dir", default="site", help="where to build the site (default ./site)")
+    p.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep running until SIGTERM/SIGINT; write DIR/endpoints.json",
+    )
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(args.dir).resolve()
+    progress = Progress(8, quiet=args.quiet)
+    site = LocalSite(root, progress)
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        progress.step(f"site directory {root}")
+        site.prepare_dir()
+        progress.step("certificate authorities and certificates")
+        site.build_pki()
+        progress.step("named and apache2 on loopback")
+        site.start_daemons()
+        progress.step("the slave agent")
+        site.start_slave()
+        progress.step("the dispatcher")
+        site.start_dispatcher()
+        progress.step("the member alice")
+        site.register_members()
+        progress.step("submitting alice's examples as alice over TLS")
+        site.submit_examples()
+        progress.step("asking the daemons what they serve")
+        served = site.served()
+        if args.json:
+            print(
+                json.dumps(
+                    {"endpoints": site.endpoints(), "served": served, "submit": site.submitted},
+                    indent=2,
+                )
+            )
+        else:
+            print(report(site, served))
+        if args.serve:
+            ep = root / "endpoints.json"
+            _write(ep, (json.dumps(site.endpoints(), indent=2) + "\n").encode())
+            if not args.json:
+                print(
+                    f"\nserving; endpoints in {ep}; stop with Ctrl-C or SIGTERM (pid {os.getpid()})"
+                )
+            sys.stdout.flush()
+            while not stop.wait(0.5):
+                dead = [d for d in site.daemons if not d.alive()]
+                if dead:
+                    raise SiteError(f"{dead[0].name} exited; its log:\n{dead[0].log_tail()}")
+        return EXIT_OK
+    except Exception as e:  # noqa: BLE001 - every failure is reported, then everything stops
+        from domtool.client.connection import RemoteError, Unreachable
+
+        if isinstance(
+            e, SiteError | Unreachable | RemoteError | TimeoutError | RuntimeError | OSError
+        ):
+            print(f"domtool-quickstart: {e}", file=sys.stderr)
+            if isinstance(e, RemoteError):
+                for d in e.details:
+                    print(f"  {d}", file=sys.stderr)
+            return EXIT_FAILED
+        raise
+    finally:
+        site.stop()
+        for s, h in old.items():
+            signal.signal(s, h)
+        try:
+            (root / "endpoints.json").unlink()
+        except OSError:
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
