@@ -146,6 +146,15 @@ def _describe(tok: Token) -> str:
     return f"'{k}'"
 
 
+def _at(tok: Token) -> str:
+    return f"{tok.line}.{tok.col}"
+
+
+def _opened(tok: Token) -> str:
+    """``'with' of 3.14``: the opening token of a construct, for "to close" messages."""
+    return f"'{tok.kind}' of {_at(tok)}"
+
+
 class _Parser:
     def __init__(self, file: str, toks: list[Token]):
         self.file = file
@@ -420,8 +429,8 @@ class _Parser:
         elif k in _EXPR_START:
             body = self.parse_seq()
         else:
-            self.fail(self.tok, f"an expression or 'end' (to close '{closes}')")
-        self.expect("end", f"';' or 'end' (to close '{closes}')")
+            self.fail(self.tok, f"an expression or 'end' (to close {closes})")
+        self.expect("end", f"';' or 'end' (to close {closes})")
         return body
 
     def parse_block(self, first: Token, e: ast.Expr) -> ast.Expr:
@@ -432,7 +441,7 @@ class _Parser:
         out: ast.Expr
         if kw.kind == "with":
             self.in_where = False
-            body = self.parse_body("with")
+            body = self.parse_body(_opened(kw))
             out = ast.EWith(e, None, body, self.upto(first))
         else:
             self.in_where = True
@@ -440,10 +449,10 @@ class _Parser:
             self.in_where = False
             if self.tok.kind == "with":
                 self.advance()
-                body = self.parse_body("where ... with")
+                body = self.parse_body(f"'where ... with' of {_at(kw)}")
                 out = ast.EWith(e, settings, body, self.upto(first))
             else:
-                self.expect("end", "';', 'with' or 'end' (after the settings of 'where')")
+                self.expect("end", f"';', 'with' or 'end' (to close {_opened(kw)})")
                 out = ast.ELocal((), settings, e, self.upto(first))
         self.layout, self.in_where = saved
         self.depth -= 1
@@ -475,14 +484,14 @@ class _Parser:
                 while self.tok.kind == ",":
                     self.advance()
                     items.append(self.parse_expr())
-            self.expect("]", "',' or ']'")
+            self.expect("]", f"',' or ']' (to close {_opened(tok)})")
             out = ast.EList(tuple(items), self.upto(tok))
         elif k == "(":
             out = self.parse_seq()
-            self.expect(")", "';' or ')'")
+            self.expect(")", f"';' or ')' (to close {_opened(tok)})")
         elif k == "begin":
             out = self.parse_seq()
-            self.expect("end", "';' or 'end' (to close 'begin')")
+            self.expect("end", f"';' or 'end' (to close {_opened(tok)})")
         elif k == "let":
             decls: list[ast.Decl] = []
             while self.tok.kind == "val":
@@ -490,7 +499,7 @@ class _Parser:
             settings = None if self.tok.kind == "in" else self.parse_seq()
             self.expect("in", "';' or 'in'" if settings else "'val', a setting or 'in'")
             body = self.parse_seq()
-            self.expect("end", "';' or 'end' (to close 'let')")
+            self.expect("end", f"';' or 'end' (to close {_opened(tok)})")
             out = ast.ELocal(tuple(decls), settings, body, self.upto(tok))
         else:  # if
             cond = self.parse_seq()
@@ -498,7 +507,7 @@ class _Parser:
             then = self.parse_seq()
             self.expect("else", "';' or 'else'")
             orelse = self.parse_seq()
-            self.expect("end", "';' or 'end' (to close 'if')")
+            self.expect("end", f"';' or 'end' (to close {_opened(tok)})")
             out = ast.EIf(cond, then, orelse, self.upto(tok))
         self.layout, self.in_where = saved
         self.depth -= 1

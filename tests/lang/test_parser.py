@@ -450,21 +450,24 @@ def test_empty_file():
     "text, expected",
     [
         ("with x", "1.0-1.3 unexpected keyword 'with', expected an expression"),
-        ("dom with ]", "1.9-1.9 unexpected ']', expected an expression or 'end' (to close 'with')"),
+        (
+            "dom with ]",
+            "1.9-1.9 unexpected ']', expected an expression or 'end' (to close 'with' of 1.4)",
+        ),
         (
             'dom "x" with end dom',
             "1.17-1.19 unexpected identifier 'dom', expected ';' or end of file",
         ),
         (
             'dom "x" with',
-            "1.12-1.12 unexpected end of file, expected an expression or 'end' (to close 'with')",
+            "1.12-1.12 unexpected end of file, expected an expression or 'end' (to close 'with' of 1.8)",
         ),
         (
             'dom "x" with a',
-            "1.14-1.14 unexpected end of file, expected ';' or 'end' (to close 'with')",
+            "1.14-1.14 unexpected end of file, expected ';' or 'end' (to close 'with' of 1.8)",
         ),
-        ("f (a", "1.4-1.4 unexpected end of file, expected ';' or ')'"),
-        ("[a b", "1.4-1.4 unexpected end of file, expected ',' or ']'"),
+        ("f (a", "1.4-1.4 unexpected end of file, expected ';' or ')' (to close '(' of 1.2)"),
+        ("[a b", "1.4-1.4 unexpected end of file, expected ',' or ']' (to close '[' of 1.0)"),
         (
             "extern val x int",
             "1.13-1.15 unexpected identifier 'int', expected ':' and the type of the extern value",
@@ -490,7 +493,7 @@ def test_empty_file():
         ("if a then b end", "1.12-1.14 unexpected keyword 'end', expected ';' or 'else'"),
         (
             "a where b with c",
-            "1.16-1.16 unexpected end of file, expected ';' or 'end' (to close 'where ... with')",
+            "1.16-1.16 unexpected end of file, expected ';' or 'end' (to close 'where ... with' of 1.2)",
         ),
         ("a; val x = 1", "1.3-1.5 declarations must come before the file's expression"),
     ],
