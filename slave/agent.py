@@ -201,6 +201,7 @@ class _Pending:
     generation: int
     state: DesiredState
     answer: dict[str, Any]
+    complete: bool = False
     timer: IDelayedCall | None = None
 
 
@@ -326,10 +327,17 @@ class Agent:
                 f"transaction {self._pending.txid} is pending on {self.host}; "
                 f"commit or abort it before preparing {args.txid}"
             )
+        if not self._state_known and not args.complete:
+            raise Refused(
+                f"{self.host} has no record of generation {self._generation()}'s state, so it "
+                "cannot change some owners and keep the others; send a complete prepare "
+                "(every owner of this host, complete: true)",
+            )
         base = self._generation()
         current = by_owner(self._state)
         details: dict[str, list[str]] = {}
-        parts = dict(current)
+        parts = {o: p for o, p in current.items() if o in args.changes or not args.complete}
+        removed = sorted(set(current) - set(parts))
         changed: set[str] = set()
         for owner, change in args.changes.items():
             problems = ops.recheck(owner, change, self.node)
@@ -347,7 +355,7 @@ class Agent:
                 changed.discard(owner)
                 _restore(parts, current, owner)
         try:
-            if changed:
+            if changed or removed:
                 prepared = await self._engine(self.engine.prepare, compose(parts))
             else:  # every owner was refused here: nothing to render, stage or check
                 prepared = Prepared(base, None, (), message=f"unchanged at generation {base}")
@@ -360,6 +368,11 @@ class Agent:
             verdicts[owner] = (ok, message)
             if not ok:  # the engine kept this owner's live units
                 _restore(parts, current, owner)
+        for owner in removed:
+            ok, message = engine_verdicts.get(owner, (True, "removed: not in a complete prepare"))
+            verdicts[owner] = (ok, message)
+            if not ok:
+                parts[owner] = current[owner]
         generation = base if prepared.generation is None else prepared.generation
         staged_state = compose(parts)
         if generation != base:
@@ -379,7 +392,21 @@ class Agent:
             },
             "message": prepared.message,
         }
-        pending = _Pending(args.txid, prepared, generation, staged_state, answer)
+        log.info(
+            "prepared {txid} on generation {base}: staged {gen}; refused: {refused}",
+            txid=args.txid,
+            base=base,
+            gen=generation,
+            refused=", ".join(o for o, (ok, _m) in sorted(verdicts.items()) if not ok) or "none",
+        )
+        pending = _Pending(
+            args.txid,
+            prepared,
+            generation,
+            staged_state,
+            answer,
+            complete=args.complete and all(ok for ok, _m in verdicts.values()),
+        )
         pending.timer = self.clock.callLater(self.prepare_timeout, self._expire, args.txid)
         self._pending = pending
         return answer
@@ -427,8 +454,20 @@ class Agent:
         status = STATUSES.get(outcome.status, outcome.status)
         if status == "applied":
             self._state = pending.state
+            self._state_known = True
+        elif status == "unchanged" and pending.complete and not self._state_known:
+            # A complete, fully accepted prepare that changed nothing: the live generation
+            # is exactly this state, so this host knows its state again.
+            self.records.write(outcome.generation, pending.state)
+            self._state, self._state_known = pending.state, True
         else:
             self._load()
+        log.info(
+            "committed {txid}: {status} at generation {gen}",
+            txid=txid,
+            status=status,
+            gen=outcome.generation,
+        )
         self.records.prune({outcome.generation, outcome.previous})
         verified = [_probe_json(p) for p in pending.prepared.probes] if status == "applied" else []
         result = {

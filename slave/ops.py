@@ -19,7 +19,8 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
 The ops (``domtool.wire.SLAVE_OPS``)::
 
     prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
-                                      grants: {paths: [...], users: [...], groups: [...]}}}}
+                                      grants: {paths: [...], users: [...], groups: [...]}}},
+              complete?: bool}   (complete: changes names every owner of this host)
     commit   {txid}
     abort    {txid}
     status   {}
@@ -403,7 +404,8 @@ OP_SCHEMAS: dict[str, Obj] = {
             "changes": Map(
                 Str(32, UNIX_NAME), Obj({"state": STATE}, {"grants": GRANTS}), MAX_OWNERS
             ),
-        }
+        },
+        {"complete": Bool()},
     ),
     "commit": Obj({"txid": TXID_FIELD}),
     "abort": Obj({"txid": TXID_FIELD}),
@@ -435,10 +437,13 @@ class OwnerChange:
 
 @attrs.frozen
 class PrepareArgs:
-    """``prepare``: stage these owners' new parts under transaction ``txid``."""
+    """``prepare``: stage these owners' new parts under transaction ``txid``. With
+    ``complete``, ``changes`` names every owner of this host and any other owner's part is
+    removed (a whole-host convergence)."""
 
     txid: str
     changes: Mapping[str, OwnerChange]
+    complete: bool = False
 
 
 @attrs.frozen
@@ -476,7 +481,7 @@ def _prepare(args: dict) -> PrepareArgs:
         changes[owner] = OwnerChange(state.normalised(), grants)
     if problems:
         raise BadArgs(problems)
-    return PrepareArgs(args["txid"], changes)
+    return PrepareArgs(args["txid"], changes, bool(args.get("complete", False)))
 
 
 _BUILDERS: dict[str, Callable[[dict], Any]] = {

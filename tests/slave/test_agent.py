@@ -13,7 +13,7 @@ from twisted.internet.task import Clock
 from domtool import model
 from domtool.model import DesiredState, Record, Zone
 from domtool.slave import ops
-from domtool.slave.agent import Agent, Failed, Refused
+from domtool.slave.agent import Agent, Failed, Refused, compose
 from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
 from domtool.slave.engine import Engine
 from domtool.slave.ops import Grants, OwnerChange, PrepareArgs
@@ -344,6 +344,51 @@ def test_a_crash_at_any_step_leaves_the_agent_knowing_the_live_state():
             assert host.run("status", ops.StatusArgs())["state_known"] is True
             seen.add(generation)
     assert seen == {1, 2}
+
+
+def test_a_complete_prepare_removes_the_owners_it_does_not_name(host):
+    """With complete: true the named owners are the whole host: bob, not named, is removed."""
+    host.run(
+        "prepare",
+        prepare(
+            "t1", alice=part(zone("alice.example", "alice")), bob=part(zone("bob.example", "bob"))
+        ),
+    )
+    host.run("commit", tx("t1"))
+    answer = host.run(
+        "prepare",
+        PrepareArgs("t2", {"alice": part(zone("alice.example", "alice"))}, complete=True),
+    )
+    assert answer["owners"]["bob"] == {"ok": True, "message": ""}
+    host.run("commit", tx("t2"))
+    assert set(host.daemon.loaded) == {"zone:alice.example"}
+    assert host.run("status", ops.StatusArgs())["owners"] == ["alice"]
+
+
+def test_a_host_that_lost_its_state_record_accepts_only_a_complete_prepare(host):
+    """Without the record of the live generation's state, a prepare for some owners would
+    silently drop the others: it is refused until a complete prepare restores the state."""
+    both = {
+        "alice": part(zone("alice.example", "alice")),
+        "bob": part(zone("bob.example", "bob")),
+    }
+    host.run("prepare", PrepareArgs("t1", both))
+    host.run("commit", tx("t1"))
+    host.fs.remove(host.agent.records.path(1))
+    host.restart()
+    assert host.run("status", ops.StatusArgs())["state_known"] is False
+    with pytest.raises(Refused, match="no record of generation 1's state"):
+        host.run("prepare", prepare("t2", alice=part(zone("alice.example", "alice", "v2"))))
+    assert host.run("prepare", PrepareArgs("t3", both, complete=True))["staged_generation"] == 1
+    assert host.run("commit", tx("t3"))["status"] == "unchanged"
+    status = host.run("status", ops.StatusArgs())
+    assert status["state_known"] is True and status["owners"] == ["alice", "bob"]
+    assert host.restart().state == compose_parts(both)
+
+
+def compose_parts(parts: dict) -> DesiredState:
+    """The host state made of these owners' parts."""
+    return compose({o: c.state for o, c in parts.items()})
 
 
 def test_describe_returns_the_units_of_a_domain(host):
