@@ -148,7 +148,7 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(op=st.sampled_from(sorted(wire.SLAVE_OPS)), args=json_values)
 def test_random_json_never_crashes_the_parser(op, args):
     """Whatever JSON arrives as args, parse either builds typed arguments or raises BadArgs."""
@@ -170,7 +170,7 @@ model_like = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(state=model_like)
 def test_random_model_shaped_json_never_crashes_the_parser(state):
     """Model-shaped noise in a prepare's state gives typed arguments or BadArgs, nothing else."""
