@@ -322,39 +322,54 @@ def _rname(hostmaster: str) -> str:
 # Rendering one zone
 
 
-def _rdata(rtype: str, data: tuple) -> str:
+class _BadPart(_Bad):
+    """Internal: one part of a record's data failed (``index`` says which)."""
+
+    def __init__(self, index: int | None, reason: str):
+        self.index = index
+        super().__init__(reason)
+
+
+def _rdata(rtype: object, data: object) -> str:
     """The presentation form of one record's data, every part checked first."""
 
-    def arity(n: int) -> None:
+    def arity(n: int) -> tuple:
         if not isinstance(data, tuple) or len(data) != n:
-            raise _Bad(f"{rtype} data needs {n} values, got {data!r}")
+            raise _BadPart(None, f"{rtype} data needs {n} values, got {data!r:.80}")
+        return data
+
+    def part(i: int, checker) -> object:
+        try:
+            return checker(data[i])
+        except _Bad as exc:
+            raise _BadPart(i, str(exc)) from None
 
     if rtype == "A":
         arity(1)
-        return check_ipv4(data[0])
+        return part(0, check_ipv4)
     if rtype == "AAAA":
         arity(1)
-        return check_ipv6(data[0])
+        return part(0, check_ipv6)
     if rtype in ("CNAME", "NS"):
         arity(1)
-        return zone_fqdn(data[0])
+        return part(0, zone_fqdn)
     if rtype == "MX":
         arity(2)
-        return f"{check_priority(data[0])} {zone_fqdn(data[1])}"
+        return f"{part(0, check_priority)} {part(1, zone_fqdn)}"
     if rtype == "TXT":
         arity(1)
-        return " ".join(zone_txt_strings(data[0]))
+        return " ".join(part(0, zone_txt_strings))
     if rtype == "SRV":
         arity(4)
         return (
-            f"{check_priority(data[0])} {check_priority(data[1])} "
-            f"{check_port(data[2])} {zone_fqdn(data[3])}"
+            f"{part(0, check_priority)} {part(1, check_priority)} "
+            f"{part(2, check_port)} {part(3, zone_fqdn)}"
         )
     if rtype == "CAA":
         arity(3)
-        value = check_caa_value(data[2])
-        return f"{check_caa_flags(data[0])} {check_caa_tag(data[1])} {zone_quote(value)}"
-    raise _Bad(f"record type {rtype!r} is not one of {', '.join(RTYPES)}")
+        value = part(2, lambda v: zone_quote(check_caa_value(v)))
+        return f"{part(0, check_caa_flags)} {part(1, check_caa_tag)} {value}"
+    raise _BadPart(-1, f"record type {rtype!r:.40} is not one of {', '.join(RTYPES)}")
 
 
 class _ZoneRenderer:
@@ -393,21 +408,26 @@ class _ZoneRenderer:
         return full + "."
 
     def record(self, i: int, r: Record, origin: str) -> str | None:
+        field = f"records[{i}]"
         if not isinstance(r, Record):
-            self.refuse(f"records[{i}]", r, "not a Record")
+            self.refuse(field, r, "not a Record")
             return None
-        field = f"records[{i}] ({r.name!r} {r.rtype!r})"
-        owner = self.owner_name(f"{field} name", r.name, origin)
+        owner = self.owner_name(f"{field}.name", r.name, origin)
         ttl = ""
         if r.ttl is not None:
-            t = self.check(f"{field} ttl", check_ttl, r.ttl)
+            t = self.check(f"{field}.ttl", check_ttl, r.ttl)
             if t is None:
                 return None
             ttl = f"{t}\t"
         try:
             rdata = _rdata(r.rtype, r.data)
-        except _Bad as exc:
-            self.refuse(f"{field} data", r.data, str(exc))
+        except _BadPart as exc:
+            if exc.index == -1:
+                self.refuse(f"{field}.rtype", r.rtype, str(exc))
+            elif exc.index is None:
+                self.refuse(f"{field}.data", r.data, str(exc))
+            else:
+                self.refuse(f"{field}.data[{exc.index}]", r.data[exc.index], str(exc))
             return None
         if owner is None:
             return None

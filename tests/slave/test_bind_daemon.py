@@ -17,6 +17,8 @@ import os
 from pathlib import Path
 
 import attrs
+import dns.flags
+import dns.rcode
 import dns.rdatatype
 import pytest
 
