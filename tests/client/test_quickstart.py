@@ -1,0 +1,152 @@
+"""``domtool-quickstart``: the whole local site. The daemon test runs it with --serve in a
+subprocess, submits a changed config as alice with the real ``domtool --config``, sees the
+change in named's and apache2's answers, then SIGTERMs it and finds every process gone.
+The fast tests cover the directory guard and the site's parts that need no daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from domtool.client import quickstart
+from domtool.client.localdaemons import dns_records, http_get, wait_for
+from tests.conftest import require_binary
+
+BIN = Path(sys.executable).parent
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention ``text`` (zombies excluded)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmd and state != "Z":
+            out.append(f"{pid}: {cmd}")
+    return out
+
+
+@pytest.mark.daemons
+@pytest.mark.slow
+def test_served_site_takes_a_members_change_and_stops_cleanly():
+    """--serve writes endpoints.json; alice's changed example.org, submitted with
+    ``domtool --config``, is answered by named (a new A record) and apache2 (a new
+    document root); SIGTERM stops the quickstart and every process it started."""
+    require_binary("named", "named-checkzone", "named-checkconf", "rndc", "apache2")
+    # Apache's children (www-data when root) must reach the document root: not under
+    # pytest's private tmp directory.
+    d = Path(tempfile.mkdtemp(prefix="domtool-qs-"))
+    d.chmod(0o755)
+    site = d / "site"
+    log = open(d / "quickstart.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(BIN / "domtool-quickstart"), "--dir", str(site), "--serve"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ep_path = site / "endpoints.json"
+
+        def ready():
+            if proc.poll() is not None:
+                raise AssertionError((d / "quickstart.log").read_text())
+            return ep_path.exists()
+
+        wait_for(ready, timeout=90, what="endpoints.json")
+        ep = json.loads(ep_path.read_text())
+        assert set(ep) >= {"dispatcher", "dns", "http", "client_config"}
+        pids = list(ep["pids"].values())
+        dns_port = int(ep["dns"].rsplit(":", 1)[1])
+        http_port = int(ep["http"].rsplit(":", 1)[1])
+        # Before: the example's www.example.org answers (its root does not exist here).
+        assert http_get(http_port, "www.example.org")[0] in (403, 404)
+
+        root = site / "home" / "alice" / "public_html" / "changed"
+        root.mkdir()
+        root.chmod(0o755)
+        (root / "index.html").write_text("changed by the test\n")
+        (root / "index.html").chmod(0o644)
+        conf = d / "example.org"
+        conf.write_text(
+            f'dom "example.org" where DocumentRoot = "{root}" with\n'
+            '  dnsA "changed" "127.0.0.9";\nend;\n'
+        )
+        done = subprocess.run(
+            [str(BIN / "domtool"), "--config", ep["client_config"], str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr + done.stdout
+        assert dns_records(dns_port, "changed.example.org", "A") == [
+            "changed.example.org. 3600 A 127.0.0.9"
+        ]
+        status, body = http_get(http_port, "www.example.org")
+        assert (status, body) == (200, b"changed by the test\n")
+        # The other domain alice submitted earlier is still served.
+        assert dns_records(dns_port, "www.example.net", "A")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    try:
+        assert code == 0, (d / "quickstart.log").read_text()
+        time.sleep(0.2)
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        assert _processes_mentioning(str(site)) == []
+        assert not ep_path.exists()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_refuses_a_directory_it_did_not_make(tmp_path):
+    """A non-empty directory without quickstart.json is never wiped: a clear error."""
+    (tmp_path / "precious").write_text("x")
+    site = quickstart.LocalSite(tmp_path, quickstart.Progress(1, quiet=True))
+    with pytest.raises(quickstart.SiteError, match="not made by domtool-quickstart"):
+        site.prepare_dir()
+    assert (tmp_path / "precious").exists()
+
+
+def test_replaces_its_own_previous_site(tmp_path):
+    """A directory holding quickstart.json is replaced by a fresh site."""
+    (tmp_path / quickstart.MARKER).write_text("{}")
+    (tmp_path / "old").write_text("x")
+    site = quickstart.LocalSite(tmp_path, quickstart.Progress(1, quiet=True))
+    site.prepare_dir()
+    assert not (tmp_path / "old").exists() and (tmp_path / quickstart.MARKER).exists()
+
+
+def test_pki_gives_alice_and_the_operator_loadable_client_configs(tmp_path):
+    """The certificates and client configs the site writes load and point at the
+    dispatcher's port under its host name; keys are private."""
+    from domtool.client import config as client_config
+
+    site = quickstart.LocalSite(tmp_path / "s", quickstart.Progress(1, quiet=True))
+    site.prepare_dir()
+    site.build_pki()
+    for path in (site.member_config, site.admin_config):
+        c = client_config.load(path)
+        assert c.name == quickstart.DISPATCHER and c.port == site.ports["dispatcher"]
+        assert Path(c.key).stat().st_mode & 0o777 == 0o600
+        assert Path(c.certificate).is_file() and Path(c.ca).is_file()
