@@ -255,7 +255,8 @@ class Agent:
 
     # -- plumbing ------------------------------------------------------------
 
-    async def _engine(self, fn: Callable, *args: Any) -> Any:
+    async def _blocking(self, fn: Callable, *args: Any) -> Any:
+        """Run a blocking call (engine, file system) through ``run_blocking``."""
         result = self._run_blocking(fn, *args)
         if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
             result = await result
@@ -288,7 +289,7 @@ class Agent:
         return defer.ensureDeferred(self._locked(self._start))
 
     async def _start(self) -> None:
-        await self._engine(self.engine.recover)
+        await self._blocking(self.engine.recover)
         self._load()
 
     def _load(self) -> None:
@@ -339,10 +340,11 @@ class Agent:
         parts = {o: p for o, p in current.items() if o in args.changes or not args.complete}
         removed = sorted(set(current) - set(parts))
         changed: set[str] = set()
+        # The re-check reads the file system (symlinks): off the reactor thread in service.
+        rechecked = await self._blocking(self._recheck_all, args)
         for owner, change in args.changes.items():
-            problems = ops.recheck(owner, change, self.node)
-            if problems:
-                details[owner] = problems
+            if rechecked[owner]:
+                details[owner] = rechecked[owner]
                 continue
             changed.add(owner)
             parts[owner] = change.state
@@ -356,7 +358,7 @@ class Agent:
                 _restore(parts, current, owner)
         try:
             if changed or removed:
-                prepared = await self._engine(self.engine.prepare, compose(parts))
+                prepared = await self._blocking(self.engine.prepare, compose(parts))
             else:  # every owner was refused here: nothing to render, stage or check
                 prepared = Prepared(base, None, (), message=f"unchanged at generation {base}")
         except EngineError as e:
@@ -411,9 +413,12 @@ class Agent:
         self._pending = pending
         return answer
 
+    def _recheck_all(self, args: ops.PrepareArgs) -> dict[str, list[str]]:
+        return {o: ops.recheck(o, c, self.node) for o, c in args.changes.items()}
+
     async def _discard(self, prepared: Prepared) -> None:
         try:
-            await self._engine(self.engine.abort, prepared)
+            await self._blocking(self.engine.abort, prepared)
         except Exception:
             log.failure("discarding a staged generation failed")
 
@@ -444,7 +449,7 @@ class Agent:
         pending.timer = None
         self._pending = None
         try:
-            outcome = await self._engine(self.engine.commit, pending.prepared)
+            outcome = await self._blocking(self.engine.commit, pending.prepared)
         except EngineError as e:
             self._load()
             raise Failed(f"{self.host} could not commit {txid}: {e}") from None
