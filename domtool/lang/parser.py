@@ -671,7 +671,7 @@ def _finish(lex_diags: list[Diagnostic], parser: _Parser) -> list[Diagnostic]:
     return diags
 
 
-def _run(filename: str, text: str, what):
+def _run(filename: str, text: str | bytes, what):
     if isinstance(text, bytes | bytearray):
         decoded, diags = decode_source(filename, bytes(text))
         if decoded is None:
@@ -689,7 +689,7 @@ def _run(filename: str, text: str, what):
     return (None if diags else node), diags
 
 
-def parse_file(filename: str, text: str) -> tuple[ast.File | None, list[Diagnostic]]:
+def parse_file(filename: str, text: str | bytes) -> tuple[ast.File | None, list[Diagnostic]]:
     """A file: declarations, then an optional expression. The File exactly when there
     are no diagnostics (``bytes`` are decoded as UTF-8 first)."""
     return _run(filename, text, _Parser.parse_file)
@@ -709,11 +709,11 @@ def _whole(parse):
     return run
 
 
-def parse_expr(filename: str, text: str) -> tuple[ast.Expr | None, list[Diagnostic]]:
+def parse_expr(filename: str, text: str | bytes) -> tuple[ast.Expr | None, list[Diagnostic]]:
     """One expression (a sequence allowed), and nothing after it."""
     return _run(filename, text, _whole(_Parser.parse_seq))
 
 
-def parse_type(filename: str, text: str) -> tuple[ast.Type | None, list[Diagnostic]]:
+def parse_type(filename: str, text: str | bytes) -> tuple[ast.Type | None, list[Diagnostic]]:
     """One type, and nothing after it."""
     return _run(filename, text, _whole(_Parser.parse_type))
