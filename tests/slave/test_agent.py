@@ -8,6 +8,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from domtool import model
@@ -389,6 +390,38 @@ def test_a_host_that_lost_its_state_record_accepts_only_a_complete_prepare(host)
 def compose_parts(parts: dict) -> DesiredState:
     """The host state made of these owners' parts."""
     return compose({o: c.state for o, c in parts.items()})
+
+
+def test_operations_wait_for_a_slow_engine_one_at_a_time(host):
+    """With the engine running elsewhere (a thread, in the service), a second prepare that
+    arrives while the first is still staging waits for it and is then refused; status is
+    answered meanwhile."""
+    held: list = []
+
+    def later(fn, *args):
+        d = defer.Deferred()
+        held.append((d, fn, args))
+        return d
+
+    def release_all():
+        while held:
+            d, fn, args = held.pop(0)
+            d.callback(fn(*args))
+
+    host.agent._run_blocking = later
+    first, second, status = [], [], []
+    host.agent.handle("prepare", prepare("t1", alice=part(zone("alice.example", "alice")))).addBoth(
+        first.append
+    )
+    host.agent.handle("prepare", prepare("t2", bob=part(zone("bob.example", "bob")))).addBoth(
+        second.append
+    )
+    host.agent.handle("status", ops.StatusArgs()).addBoth(status.append)
+    assert first == [] and second == [] and status[0]["pending_txid"] is None
+    release_all()
+    assert first[0]["staged_generation"] == 1
+    second[0].trap(Refused)
+    assert "transaction t1 is pending" in str(second[0].value)
 
 
 def test_describe_returns_the_units_of_a_domain(host):
