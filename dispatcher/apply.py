@@ -1,0 +1,282 @@
+"""The two-phase coordinator: prepare on every affected host, then commit everywhere.
+
+``Coordinator.apply(changes)`` takes, per host, the owners whose part changes there and
+each owner's COMPLETE new part (``{state, grants}``, the slave's ``prepare`` argument):
+
+1. **prepare** on every host at once. If any host is unreachable, fails, or refuses any
+   owner's part (the slave's checker message), every host that prepared is told to
+   **abort**: nothing changed anywhere, and the reasons come back.
+2. Otherwise each host's change is written to the store as *pending* (so a restarted
+   dispatcher carries on), then **commit** goes to every host at once. A host that
+   commits has its generation and the owners' committed parts recorded in one store
+   transaction. A host that cannot be reached (or fails) after its prepare keeps its
+   pending change and is retried with exponential backoff on the injected clock
+   (``retry_initial`` doubling up to ``retry_max``) until it converges: the retry commits
+   the prepared transaction, or, when the slave no longer holds it (it timed out or
+   restarted), prepares the same change again under a new id and commits that.
+
+A change to a host that still has a pending change carries the pending owners along, so
+the newer transaction supersedes the older one instead of racing it. One apply (or
+retry) runs at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from domtool.dispatcher.links import LinkError, RemoteError, SlaveLink
+from domtool.dispatcher.store import Store
+
+log = Logger()
+
+Changes = Mapping[str, Mapping[str, Any]]  # host -> owner -> {state, grants}
+
+
+@attrs.frozen
+class HostResult:
+    """What one host did: its generation, status (applied, unchanged, rolled_back,
+    pending), what it verified after the switch, and its message."""
+
+    generation: int | None
+    status: str
+    verified: tuple[Any, ...] = ()
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "status": self.status,
+            "verified": list(self.verified),
+            "message": self.message,
+        }
+
+
+@attrs.frozen
+class ApplyResult:
+    """The one answer of an apply: applied or not, each host's result, the reasons."""
+
+    applied: bool
+    hosts: Mapping[str, HostResult] = attrs.field(factory=dict)
+    refused: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied,
+            "hosts": {h: r.to_json() for h, r in sorted(self.hosts.items())},
+            "refused": list(self.refused),
+        }
+
+
+def _reason(host: str, failure: Any) -> str:
+    e = getattr(failure, "value", failure)
+    if isinstance(e, LinkError):
+        return f"{host} is unreachable: {e}"
+    if isinstance(e, RemoteError):
+        more = "; ".join(e.details[:5])
+        return f"{host} refused: {e.message}" + (f" ({more})" if more else "")
+    return f"{host} failed: {e}"
+
+
+def _new_txid() -> str:
+    return "tx-" + uuid.uuid4().hex
+
+
+class Coordinator:
+    """Runs two-phase applies over ``links`` (host -> SlaveLink) and converges hosts that
+    missed their commit. ``progress(done, total, what)`` is told of each step."""
+
+    def __init__(
+        self,
+        store: Store,
+        links: Mapping[str, SlaveLink],
+        clock: IReactorTime,
+        *,
+        retry_initial: float = 1.0,
+        retry_max: float = 300.0,
+        new_txid: Callable[[], str] = _new_txid,
+    ) -> None:
+        self.store = store
+        self.links = links
+        self.clock = clock
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.new_txid = new_txid
+        self.lock = defer.DeferredLock()
+        self._timers: dict[str, IDelayedCall] = {}
+        self._delays: dict[str, float] = {}
+
+    # -- public ---------------------------------------------------------------
+
+    def apply(self, changes: Changes, progress=None) -> defer.Deferred:
+        """Deferred[ApplyResult] of a two-phase apply of ``changes``."""
+        return defer.ensureDeferred(self._locked(self._apply, changes, progress))
+
+    def resume(self) -> None:
+        """Start converging every host the store says has a pending change (at startup)."""
+        for host in self.store.pending():
+            self._schedule(host, 0)
+
+    def converging(self) -> dict[str, float]:
+        """Hosts waiting for a retry, with the delay they were scheduled with."""
+        return {h: self._delays.get(h, 0.0) for h, t in self._timers.items() if t.active()}
+
+    def stop(self) -> None:
+        """Cancel scheduled retries (the pending changes stay in the store)."""
+        for t in self._timers.values():
+            if t.active():
+                t.cancel()
+        self._timers.clear()
+
+    # -- plumbing -------------------------------------------------------------
+
+    async def _locked(self, fn, *args):
+        await self.lock.acquire()
+        try:
+            return await fn(*args)
+        finally:
+            self.lock.release()
+
+    def _call(self, host: str, op: str, args: dict) -> defer.Deferred:
+        link = self.links.get(host)
+        if link is None:
+            return defer.fail(LinkError(f"no link to {host} is configured"))
+        try:
+            return defer.maybeDeferred(link.call, op, args)
+        except Exception as e:  # pragma: no cover (maybeDeferred catches)
+            return defer.fail(e)
+
+    async def _all(self, calls: dict[str, defer.Deferred]) -> dict[str, tuple[bool, Any]]:
+        hosts = list(calls)
+        results = await defer.DeferredList(
+            [calls[h] for h in hosts], consumeErrors=True, fireOnOneErrback=False
+        )
+        return {h: (ok, value) for h, (ok, value) in zip(hosts, results, strict=True)}
+
+    # -- the two phases -------------------------------------------------------
+
+    async def _apply(self, changes: Changes, progress) -> ApplyResult:
+        tell = progress or (lambda done, total, what: None)
+        pending = self.store.pending()
+        full: dict[str, dict[str, Any]] = {}
+        for host, owners in changes.items():
+            merged = dict(pending[host]["changes"]) if host in pending else {}
+            merged.update(owners)
+            full[host] = merged
+        if not full:
+            return ApplyResult(True)
+        txid = self.new_txid()
+        total = 2 * len(full)
+        prepared = await self._all(
+            {h: self._call(h, "prepare", {"txid": txid, "changes": c}) for h, c in full.items()}
+        )
+        refused: list[str] = []
+        for host in sorted(prepared):
+            ok, value = prepared[host]
+            if not ok:
+                refused.append(_reason(host, value))
+                continue
+            for owner, verdict in sorted(dict(value.get("owners", {})).items()):
+                if not verdict.get("ok", False):
+                    refused.append(f"{host}: {owner}: {verdict.get('message', 'refused')}")
+            tell(len(refused), total, f"{host} prepared")
+        if refused:
+            await self._all(
+                {h: self._call(h, "abort", {"txid": txid}) for h, (ok, _) in prepared.items() if ok}
+            )
+            return ApplyResult(False, refused=tuple(refused))
+        for host, c in full.items():
+            self.store.set_pending(host, txid, c)
+        committed = await self._all({h: self._call(h, "commit", {"txid": txid}) for h in full})
+        hosts: dict[str, HostResult] = {}
+        problems: list[str] = []
+        for i, host in enumerate(sorted(committed)):
+            ok, value = committed[host]
+            if ok:
+                hosts[host] = self._committed(host, txid, full[host], value)
+                if hosts[host].status == "rolled_back":
+                    problems.append(f"{host} rolled back: {hosts[host].message}")
+            else:
+                why = _reason(host, value)
+                self.store.note_pending_error(host, why)
+                hosts[host] = HostResult(None, "pending", (), f"{why}; retrying until it converges")
+                self._schedule(host, self.retry_initial)
+            tell(len(full) + i + 1, total, f"{host} {hosts[host].status}")
+        return ApplyResult(not problems, hosts, tuple(problems))
+
+    def _committed(
+        self, host: str, txid: str, change: Mapping[str, Any], answer: Any
+    ) -> HostResult:
+        status = str(answer.get("status", "applied"))
+        generation = int(answer.get("generation", 0))
+        verdicts = dict(answer.get("owners") or {})
+        parts: dict[str, Any] = {}
+        if status in ("applied", "unchanged"):
+            for owner, c in change.items():
+                if verdicts.get(owner, {"ok": True}).get("ok", True):
+                    state = c["state"]
+                    empty = not any(state.get(k) for k in ("zones", "vhosts", "mail"))
+                    parts[owner] = None if empty else state
+        self.store.record_commit(host, generation, status, parts, txid=txid)
+        self._timers.pop(host, None)
+        self._delays.pop(host, None)
+        return HostResult(
+            generation, status, tuple(answer.get("verified") or ()), str(answer.get("message", ""))
+        )
+
+    # -- convergence ----------------------------------------------------------
+
+    def _schedule(self, host: str, delay: float) -> None:
+        old = self._timers.get(host)
+        if old is not None and old.active():
+            return
+        self._delays[host] = delay
+        self._timers[host] = self.clock.callLater(delay, self._fire, host)
+
+    def _fire(self, host: str) -> None:
+        self._timers.pop(host, None)
+        d = defer.ensureDeferred(self._locked(self._retry, host))
+        d.addErrback(lambda f: log.failure("converging {host} failed", f, host=host))
+
+    async def _retry(self, host: str) -> None:
+        p = self.store.pending().get(host)
+        if p is None:
+            self._delays.pop(host, None)
+            return
+        txid, change = p["txid"], p["changes"]
+        try:
+            try:
+                answer = await self._call(host, "commit", {"txid": txid})
+            except RemoteError as e:
+                if e.kind != "refused":
+                    raise
+                # The slave no longer holds the transaction: prepare the same change again.
+                txid = self.new_txid()
+                prep = await self._call(host, "prepare", {"txid": txid, "changes": change})
+                bad = [
+                    f"{o}: {v.get('message', 'refused')}"
+                    for o, v in sorted(dict(prep.get("owners", {})).items())
+                    if not v.get("ok", False)
+                ]
+                if bad:
+                    await self._call(host, "abort", {"txid": txid})
+                    raise RemoteError("refused", "; ".join(bad)) from None
+                self.store.set_pending(host, txid, change)
+                answer = await self._call(host, "commit", {"txid": txid})
+        except (LinkError, RemoteError) as e:
+            why = _reason(host, e)
+            self.store.note_pending_error(host, why)
+            delay = min(self.retry_max, max(self.retry_initial, 2 * self._delays.get(host, 0.0)))
+            log.info(
+                "{host} has not converged ({why}); next try in {d} s", host=host, why=why, d=delay
+            )
+            self._schedule(host, delay)
+            return
+        result = self._committed(host, txid, change, answer)
+        self.store.audit("dispatcher", "converge", {"host": host, "txid": txid}, result.status)

@@ -1,0 +1,130 @@
+"""The plan: per host, what one member's new desired state changes (pure; no I/O).
+
+A member's state is split by host with ``DesiredState.for_node``; each host's part is
+compared with what that host holds for the member now (the dispatcher's record of the
+last committed part, see ``Store.deployed``). Units are keyed by kind and name:
+``zone:example.org``, ``vhost:www.example.org``, ``mail:example.org``. A host whose part
+is unchanged does not appear in the plan and is not contacted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from domtool import model
+from domtool.model import DesiredState, Site
+
+KINDS = (("zone", "zones", "name"), ("vhost", "vhosts", "fqdn"), ("mail", "mail", "name"))
+
+
+@attrs.frozen
+class HostDiff:
+    """What changes on one host: keys added, changed and removed (each sorted)."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.changed or self.removed)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {
+            "added": list(self.added),
+            "changed": list(self.changed),
+            "removed": list(self.removed),
+        }
+
+
+def units(state: DesiredState) -> dict[str, object]:
+    """Every unit of ``state`` by key (``kind:name``; a vhost on several nodes is one key)."""
+    out: dict[str, object] = {}
+    for kind, field, name in KINDS:
+        for unit in getattr(state, field):
+            out[f"{kind}:{getattr(unit, name)}"] = unit
+    return out
+
+
+def diff(old: DesiredState, new: DesiredState) -> HostDiff:
+    """Keys added, changed and removed going from ``old`` to ``new``."""
+    a, b = units(old), units(new)
+    return HostDiff(
+        added=tuple(sorted(k for k in b if k not in a)),
+        changed=tuple(sorted(k for k in b if k in a and a[k] != b[k])),
+        removed=tuple(sorted(k for k in a if k not in b)),
+    )
+
+
+def split(state: DesiredState, site: Site) -> dict[str, DesiredState]:
+    """Each node's part of ``state`` (nodes with nothing to serve are left out)."""
+    out = {}
+    for node in site.nodes:
+        part = state.for_node(node.name).normalised()
+        if part != DesiredState():
+            out[node.name] = part
+    return out
+
+
+def plan(
+    current: Mapping[str, DesiredState], new: Mapping[str, DesiredState]
+) -> dict[str, HostDiff]:
+    """Per host (either side), the diff of one member's part; unchanged hosts left out."""
+    out = {}
+    for host in sorted(set(current) | set(new)):
+        d = diff(current.get(host, DesiredState()), new.get(host, DesiredState()))
+        if not d.empty:
+            out[host] = d
+    return out
+
+
+def changed_hosts(
+    current: Mapping[str, DesiredState], new: Mapping[str, DesiredState]
+) -> dict[str, DesiredState]:
+    """The hosts whose part differs, each with its complete new part (empty: remove all)."""
+    return {
+        host: new.get(host, DesiredState())
+        for host in sorted(set(current) | set(new))
+        if current.get(host, DesiredState()).normalised()
+        != new.get(host, DesiredState()).normalised()
+    }
+
+
+def under(name: str, domain: str) -> bool:
+    """``name`` is ``domain`` or one of its subdomains (case-insensitive)."""
+    name, domain = name.lower().rstrip("."), domain.lower().rstrip(".")
+    return name == domain or name.endswith("." + domain)
+
+
+def without_domain(state: DesiredState, domain: str) -> DesiredState:
+    """``state`` less every zone, vhost and mail domain at or under ``domain``."""
+    return DesiredState(
+        zones=tuple(z for z in state.zones if not under(z.name, domain)),
+        vhosts=tuple(
+            v for v in state.vhosts if not (under(v.fqdn, domain) or under(v.domain, domain))
+        ),
+        mail=tuple(m for m in state.mail if not under(m.name, domain)),
+    )
+
+
+def merge_all(states: Iterable[DesiredState]) -> DesiredState:
+    """One state made of several (normalised)."""
+    out = DesiredState()
+    for s in states:
+        out = out.merge(s)
+    return out.normalised()
+
+
+def state_json(state: DesiredState) -> dict:
+    """Model JSON of a state (what the store and the slaves hold)."""
+    return model.to_json(state.normalised())
+
+
+def state_from_json(data: object) -> DesiredState:
+    """The DesiredState of model JSON (ValueError if it is anything else)."""
+    state = model.from_json(data)
+    if not isinstance(state, DesiredState):
+        raise ValueError("not a DesiredState")
+    return state

@@ -1,0 +1,233 @@
+"""In-memory slaves and links for tests of the dispatcher (shipped next to the code, the
+way Twisted ships ``MemoryReactor``).
+
+- :class:`FakeSlave` speaks the slave ops (``prepare``, ``commit``, ``abort``, ``status``,
+  ``describe``) with the agent's state semantics: one pending transaction at a time;
+  ``prepare`` replaces the COMPLETE parts of the owners it names (an empty state removes
+  an owner) and may refuse an owner (``refuse[owner] = message``, as a daemon checker
+  would); an unchanged state stages no new generation and ``commit`` then reports
+  ``unchanged`` and reloads nothing (``reloads`` counts reloads).
+- :class:`FakeLink` is a :class:`~domtool.dispatcher.links.SlaveLink` to a FakeSlave that
+  can be taken down (``up = False``) or made to drop given ops (``drop``), and records
+  every call. Arguments go through a JSON round trip, as over the wire.
+- :class:`AgentLink` is a SlaveLink to the real slave agent controller in-process
+  (``ops.parse`` then ``Agent.handle``), so the same dispatcher tests run against it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+
+from domtool import model
+from domtool.dispatcher.links import LinkError, RemoteError
+from domtool.model import DesiredState
+
+
+def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
+    parts: dict[str, DesiredState] = {}
+    for field in ("zones", "vhosts", "mail"):
+        for unit in getattr(state, field):
+            part = parts.get(unit.owner, DesiredState())
+            parts[unit.owner] = attrs.evolve(part, **{field: getattr(part, field) + (unit,)})
+    return parts
+
+
+def _compose(parts: dict[str, DesiredState]) -> DesiredState:
+    out = DesiredState()
+    for owner in sorted(parts):
+        out = out.merge(parts[owner])
+    return out.normalised()
+
+
+@attrs.define
+class FakeSlave:
+    """A slave's agent in memory, with the same ops and state semantics."""
+
+    host: str
+    generation: int = 0
+    state: DesiredState = DesiredState()
+    refuse: dict[str, str] = attrs.field(factory=dict)
+    reloads: int = 0
+    _pending: tuple[str, int, DesiredState, dict] | None = None
+    _last_commit: tuple[str, dict] | None = None
+
+    def handle(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Answer one op (raises RemoteError as the agent's error frames would)."""
+        table = {
+            "prepare": self._prepare,
+            "commit": self._commit,
+            "abort": self._abort,
+            "status": self._status,
+            "describe": self._describe,
+        }
+        if op not in table:
+            raise RemoteError("bad_request", f"unknown operation {op!r}")
+        return table[op](args)
+
+    def restart(self) -> None:
+        """Lose the pending transaction, as a restarted agent does."""
+        self._pending = None
+
+    def _prepare(self, args: dict[str, Any]) -> dict[str, Any]:
+        txid = args["txid"]
+        if self._pending is not None:
+            if self._pending[0] == txid:
+                return self._pending[3]
+            raise RemoteError(
+                "refused", f"transaction {self._pending[0]} is pending on {self.host}"
+            )
+        parts = _by_owner(self.state)
+        owners = {}
+        for owner, change in args["changes"].items():
+            new = model.from_json(change["state"])
+            wrong = [
+                u for f in ("zones", "vhosts", "mail") for u in getattr(new, f) if u.owner != owner
+            ]
+            if owner in self.refuse:
+                owners[owner] = {"ok": False, "message": self.refuse[owner]}
+            elif wrong:
+                owners[owner] = {"ok": False, "message": f"{owner}: a unit of another owner"}
+            else:
+                owners[owner] = {"ok": True, "message": ""}
+                if new == DesiredState():
+                    parts.pop(owner, None)
+                else:
+                    parts[owner] = new
+        staged = _compose(parts)
+        generation = self.generation if staged == self.state else self.generation + 1
+        answer = {
+            "txid": txid,
+            "base_generation": self.generation,
+            "staged_generation": generation,
+            "owners": owners,
+            "message": "",
+        }
+        self._pending = (txid, generation, staged, answer)
+        return answer
+
+    def _commit(self, args: dict[str, Any]) -> dict[str, Any]:
+        txid = args["txid"]
+        if self._pending is None or self._pending[0] != txid:
+            if self._last_commit is not None and self._last_commit[0] == txid:
+                return self._last_commit[1]
+            raise RemoteError("refused", f"transaction {txid} is not pending on {self.host}")
+        _, generation, staged, _answer = self._pending
+        self._pending = None
+        if generation == self.generation:
+            result = {
+                "generation": generation,
+                "status": "unchanged",
+                "verified": [],
+                "message": "",
+            }
+        else:
+            verified = [
+                {"kind": "dns", "target": [z.name], "owner": z.owner}
+                for z in staged.zones
+                if z not in self.state.zones
+            ]
+            self.generation, self.state = generation, staged
+            self.reloads += 1
+            result = {
+                "generation": generation,
+                "status": "applied",
+                "verified": verified,
+                "message": "",
+            }
+        result["txid"] = txid
+        self._last_commit = (txid, result)
+        return result
+
+    def _abort(self, args: dict[str, Any]) -> dict[str, Any]:
+        aborted = self._pending is not None and self._pending[0] == args["txid"]
+        if aborted:
+            self._pending = None
+        return {"txid": args["txid"], "aborted": aborted, "generation": self.generation}
+
+    def _status(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "generation": self.generation,
+            "owners": sorted(_by_owner(self.state)),
+            "pending_txid": None if self._pending is None else self._pending[0],
+        }
+
+    def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
+        d = args["domain"].lower()
+
+        def under(name: str) -> bool:
+            return name.lower() == d or name.lower().endswith("." + d)
+
+        s = self.state
+        return {
+            "domain": d,
+            "host": self.host,
+            "generation": self.generation,
+            "zones": [model.to_json(z) for z in s.zones if under(z.name)],
+            "vhosts": [model.to_json(v) for v in s.vhosts if under(v.fqdn)],
+            "mail": [model.to_json(m) for m in s.mail if under(m.name)],
+        }
+
+
+@attrs.define
+class FakeLink:
+    """A SlaveLink to a FakeSlave: ``up`` False makes every call fail as unreachable;
+    ops in ``drop`` fail the same way (the slave died just before them)."""
+
+    host: str
+    slave: FakeSlave
+    up: bool = True
+    drop: set[str] = attrs.field(factory=set)
+    calls: list[tuple[str, dict]] = attrs.field(factory=list)
+
+    def call(self, op: str, args: dict[str, Any]) -> defer.Deferred:
+        args = json.loads(json.dumps(args))
+        self.calls.append((op, args))
+        if not self.up or op in self.drop:
+            return defer.fail(LinkError(f"connection to {self.host} refused"))
+        try:
+            result = self.slave.handle(op, args)
+        except RemoteError as e:
+            return defer.fail(e)
+        return defer.succeed(json.loads(json.dumps(result)))
+
+    def ops(self) -> list[str]:
+        """The ops called so far, in order."""
+        return [op for op, _ in self.calls]
+
+
+@attrs.define
+class AgentLink:
+    """A SlaveLink to the real slave agent (``domtool.slave.agent.Agent``) in-process."""
+
+    host: str
+    agent: Any
+    up: bool = True
+    calls: list[tuple[str, dict]] = attrs.field(factory=list)
+
+    def call(self, op: str, args: dict[str, Any]) -> defer.Deferred:
+        from domtool.slave import ops
+        from domtool.slave.agent import AgentError
+
+        args = json.loads(json.dumps(args))
+        self.calls.append((op, args))
+        if not self.up:
+            return defer.fail(LinkError(f"connection to {self.host} refused"))
+        try:
+            parsed = ops.parse(op, args)
+        except ops.BadArgs as e:
+            return defer.fail(RemoteError("bad_request", f"bad arguments for {op}", e.details))
+
+        def translate(failure):
+            failure.trap(AgentError)
+            e = failure.value
+            raise RemoteError(e.kind, e.message, tuple(e.details))
+
+        d = self.agent.handle(op, parsed)
+        d.addCallback(lambda r: json.loads(json.dumps(r)))
+        d.addErrback(translate)
+        return d
