@@ -189,9 +189,10 @@ def _progress(p: dict) -> None:
     print(f"  [{done}/{total}] {what}", file=sys.stderr, flush=True)
 
 
-def remote(prog: str, args: argparse.Namespace, op: str, op_args: dict, render) -> int:
+def remote(prog: str, args: argparse.Namespace, op: str, op_args: dict, render, failed=None) -> int:
     """Make one request and print its answer (``render(result)`` or JSON); the exit status.
 
+    ``failed(result)`` true makes the exit status 1 (an answer saying "not applied").
     Shared by ``domtool`` and ``domtool-admin``."""
     from domtool.client import config as client_config
     from domtool.client.connection import RemoteError, Unreachable, call, dumps
@@ -219,6 +220,8 @@ def remote(prog: str, args: argparse.Namespace, op: str, op_args: dict, render) 
         text = render(result)
         if text:
             print(text)
+    if failed is not None and failed(result):
+        return EXIT_ERRORS
     return EXIT_OK
 
 
@@ -285,7 +288,8 @@ def default_files() -> list[str]:
 
 
 def _hosts_lines(result) -> list[str]:
-    """Per-host lines of an apply/plan answer, whatever of its usual fields it carries."""
+    """Per-host lines of an apply answer (``hosts: {HOST: {generation, status, verified,
+    message}}``), whatever of those fields it carries."""
     lines = []
     hosts = result.get("hosts") if isinstance(result, dict) else None
     if isinstance(hosts, dict):
@@ -298,28 +302,51 @@ def _hosts_lines(result) -> list[str]:
             continue
         name = h.get("host") or h.get("name") or "?"
         bits = []
-        for key in ("status", "generation", "changed", "units", "reloaded", "message"):
-            if key in h and h[key] not in (None, [], {}):
+        if h.get("status"):
+            bits.append(str(h["status"]))
+        if h.get("generation") is not None:
+            bits.append(f"generation {h['generation']}")
+        verified = h.get("verified")
+        if isinstance(verified, list) and verified:
+            bits.append(f"{len(verified)} check(s) answered")
+        for key in ("changed", "units"):
+            if h.get(key):
                 v = h[key]
-                if isinstance(v, list):
-                    v = ", ".join(map(str, v))
-                bits.append(f"{key} {v}" if key != "status" else str(v))
-        lines.append(f"  {name}: {'; '.join(bits) or 'ok'}")
+                bits.append(f"{key} " + (", ".join(map(str, v)) if isinstance(v, list) else str(v)))
+        line = f"  {name}: {'; '.join(bits) or 'ok'}"
+        if h.get("message"):
+            line += f"\n      {h['message']}"
+        lines.append(line)
     return lines
 
 
+def apply_failed(result) -> bool:
+    """An answer that says the change did not go through (``applied: false``)."""
+    return isinstance(result, dict) and result.get("applied") is False
+
+
 def render_apply(result) -> str:
-    """``domtool FILE``'s answer: applied, each host's generation."""
+    """An apply's answer: applied or not (with the reasons), then each host's result."""
     from domtool.client.show import format_value
 
     if not isinstance(result, dict):
         return format_value(result)
-    hosts = _hosts_lines(result)
-    head = result.get("message") or ("applied" if result.get("ok", True) else "not applied")
-    rest = {k: v for k, v in result.items() if k not in ("hosts", "message", "ok")}
-    out = [str(head)]
+    applied = result.get("applied")
+    if applied is None:
+        head = str(result.get("message") or "done")
+    else:
+        head = "applied" if applied else "NOT applied: nothing changed on any host"
+    out = [head]
+    for r in result.get("refused") or []:
+        out.append(f"  refused: {r}")
+    rest = {
+        k: v
+        for k, v in result.items()
+        if k not in ("hosts", "message", "applied", "refused") and v not in (None, [], {})
+    }
     if rest:
         out.append(format_value(rest, 1))
+    hosts = _hosts_lines(result)
     if hosts:
         out.append("hosts:")
         out.extend(hosts)
@@ -366,7 +393,7 @@ def render_history(result) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     files = _files_arg(args.files or default_files())
-    return remote("domtool", args, "submit", {"files": files}, render_apply)
+    return remote("domtool", args, "submit", {"files": files}, render_apply, apply_failed)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -381,7 +408,8 @@ def cmd_simple(op: str, render=render_generic):
             op_args["domain"] = args.domain
         if op == "undo":
             op_args["version"] = args.version or _previous_version(args)
-        return remote("domtool", args, op, op_args, render)
+        failed = apply_failed if op in ("undo", "rmdom") else None
+        return remote("domtool", args, op, op_args, render, failed)
 
     return run
 

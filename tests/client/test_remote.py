@@ -34,9 +34,12 @@ def _submit(member, args, progress):
             "1 error",
             ("bob.example:3.4-3.16:error: Argument is not your_domain",),
         )
+    if "example.net" in names:
+        return {"applied": False, "hosts": {}, "refused": ["local: alice: www.example.net: bad"]}
     progress(1, 2, "local prepared")
     progress(2, 2, "local committed")
-    return {"hosts": {"local": {"status": "applied", "generation": 7}}, "files": names}
+    host = {"generation": 7, "status": "applied", "verified": ["http"], "message": ""}
+    return {"applied": True, "hosts": {"local": host}, "refused": []}
 
 
 HANDLERS = {
@@ -81,7 +84,16 @@ def test_submit_sends_files_named_by_domain_and_prints_each_host(site, capsys):
     assert args["files"][0]["name"] == "example.org"
     assert args["files"][0]["text"] == Path(f).read_text()
     assert "[2/2] local committed" in err
-    assert "local: applied; generation 7" in out
+    assert out.startswith("applied\n")
+    assert "local: applied; generation 7; 1 check(s) answered" in out
+
+
+def test_an_answer_saying_not_applied_exits_1_with_the_reasons(site, capsys):
+    """applied: false (a host refused in prepare) is a refusal: exit 1, reasons printed."""
+    _, cfg, _ = site
+    code, out, _ = run(capsys, "--config", str(cfg), str(EXAMPLES / "alice" / "example.net"))
+    assert code == 1
+    assert "NOT applied" in out and "refused: local: alice: www.example.net: bad" in out
 
 
 def test_submit_json_is_the_result(site, capsys):
