@@ -723,3 +723,24 @@ def test_double_semicolon_is_an_error_naming_the_empty_item():
     """``a;; b`` is "unexpected ';', expected an expression" at the second ``;``."""
     assert errors("dom x with a;; b end") == ["1.13-1.13 unexpected ';', expected an expression"]
     assert errors("a;\n;") == ["2.0-2.0 unexpected ';', expected an expression"]
+
+
+def test_a_ten_megabyte_string_literal_is_refused_fast():
+    """A 10 MB literal is over the file limit: one diagnostic, within two seconds."""
+    t0 = time.perf_counter()
+    f, diags = parse_file("t", 'dom "' + "x" * 10_000_000 + '" with end')
+    assert time.perf_counter() - t0 < 2.0
+    assert f is None and len(diags) == 1
+    assert diags[0].message.startswith("file too large (10000015 bytes")
+
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "examples"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/examples not beside the repo")
+def test_example_copies_match_the_shared_originals():
+    """tests/data/examples is a faithful copy of the published examples."""
+    for original in SHARED.rglob("*"):
+        if original.is_file():
+            copy = EXAMPLES / original.relative_to(SHARED)
+            assert copy.read_bytes() == original.read_bytes(), copy
