@@ -226,6 +226,7 @@ class _Plan:
     changes: dict[str, list[tuple[str, str]]]  # owner -> [(backend, key)]
     refused: dict[str, str]
     carried: dict[str, dict[str, bytes]]  # backends not in the registry: their index files
+    bodies: dict = attrs.field(factory=dict)  # frozenset(owners) -> _body() of them
 
 
 class Engine:
@@ -259,6 +260,8 @@ class Engine:
         self._manifests: dict[int, dict] = {}
         self._contents: dict[tuple[str, str], bytes] = {}
         self._staged: tuple | None = None  # (generation, body) last written to staging
+        self._selections: dict[int, tuple[dict, Selection]] = {}
+        self._paths: dict[tuple[str, str], PurePosixPath] = {}
 
     # -- paths ----------------------------------------------------------------
 
@@ -295,8 +298,17 @@ class Engine:
         """A generation's manifest (the live one by default)."""
         return self._manifest(self.current_generation() if gen is None else gen)
 
+    def _selection(self, manifest: dict) -> Selection:
+        """The units a manifest names, by backend and key (cached per generation; do not
+        mutate the result)."""
+        gen = manifest["generation"]
+        cached = self._selections.get(gen)
+        if cached is None or cached[0] is not manifest:
+            cached = self._selections[gen] = (manifest, self._read_selection(manifest))
+        return cached[1]
+
     @staticmethod
-    def _selection(manifest: dict) -> Selection:
+    def _read_selection(manifest: dict) -> Selection:
         return {
             b: {u["key"]: UnitRef(u["key"], u["owner"], u["sha"], u["ext"]) for u in body["units"]}
             for b, body in manifest["backends"].items()
@@ -435,6 +447,20 @@ class Engine:
 
     def _body(self, plan: _Plan, owners: set[str]) -> tuple[dict, dict[str, dict[str, bytes]]]:
         """The manifest (without its number) and the index files for these owners' changes."""
+        memo = frozenset(owners)
+        if memo not in plan.bodies:
+            plan.bodies[memo] = self._make_body(plan, owners)
+        return plan.bodies[memo]
+
+    def _path(self, backend: str, ref: UnitRef) -> PurePosixPath:
+        path = self._paths.get((backend, ref.filename))
+        if path is None:
+            path = self._paths[(backend, ref.filename)] = PurePosixPath(
+                self.unit_path(backend, ref)
+            )
+        return path
+
+    def _make_body(self, plan: _Plan, owners: set[str]) -> tuple[dict, dict[str, dict[str, bytes]]]:
         sel = self._select(plan, owners)
         backends, indexes = {}, {}
         for b in sorted(sel):
@@ -442,7 +468,7 @@ class Engine:
             if b in plan.carried:
                 files = plan.carried[b]
             else:
-                paths = {k: PurePosixPath(self.unit_path(b, r)) for k, r in units.items()}
+                paths = {k: self._path(b, r) for k, r in units.items()}
                 files = dict(self.backends[b].index(paths))
                 for f in files:
                     if not _INDEX_NAME.fullmatch(f) or f == MANIFEST or f.endswith(".tmp"):
@@ -490,31 +516,36 @@ class Engine:
             return []
 
     def _write_units(self, plan: _Plan, owners: set[str]) -> None:
-        """Write the changed units of these owners that are not on disk yet."""
-        touched: set[str] = set()
+        """Write the changed units of these owners that are not on disk yet: every
+        temporary file, then all their fsyncs (in parallel on a real disk), then the
+        renames, then one fsync of each backend's unit directory."""
+        todo: dict[str, tuple[str, UnitRef, bytes]] = {}
         for owner in sorted(owners):
             for b, key in plan.changes[owner]:
                 ref = plan.proposed[b].get(key)
                 if ref is None:
                     continue
                 path = self.unit_path(b, ref)
-                if self.fs.exists(path) and sha256(self.fs.read(path)) == ref.sha:
+                if path in todo or (self.fs.exists(path) and sha256(self.fs.read(path)) == ref.sha):
                     continue
-                if b not in touched:
-                    makedirs(self.fs, self._p("units", b))
-                    touched.add(b)
-                content = plan.units[(b, key)].content
-                tmp = path + ".tmp"
-                try:
-                    self.fs.write(tmp, content)
-                    self.fs.fsync(tmp)
-                    self.fs.rename(tmp, path)
-                except OSError:
-                    if self.fs.exists(tmp):
-                        self.fs.remove(tmp)
-                    raise
-                self._contents[(b, ref.sha)] = content
-        for b in sorted(touched):
+                todo[path] = (b, ref, plan.units[(b, key)].content)
+        touched = sorted({b for b, _, _ in todo.values()})
+        for b in touched:
+            makedirs(self.fs, self._p("units", b))
+        try:
+            for path, (_, _, content) in todo.items():
+                self.fs.write(path + ".tmp", content)
+            self.fs.fsync_many([path + ".tmp" for path in todo])
+            for path in todo:
+                self.fs.rename(path + ".tmp", path)
+        except OSError:
+            for path in todo:
+                if self.fs.exists(path + ".tmp"):
+                    self.fs.remove(path + ".tmp")
+            raise
+        for b, ref, content in todo.values():
+            self._contents[(b, ref.sha)] = content
+        for b in touched:
             self.fs.fsync_dir(self._p("units", b))
 
     def _run(self, cmd: Command) -> Result:
@@ -876,4 +907,4 @@ class Engine:
 
 
 def _dump(manifest: dict) -> bytes:
-    return (json.dumps(manifest, sort_keys=True, indent=1) + "\n").encode()
+    return (json.dumps(manifest, sort_keys=True, separators=(",", ":")) + "\n").encode()

@@ -54,6 +54,22 @@ def test_write_read_and_truncate(fsroot):
     assert fs.exists(f"{root}/a") and not fs.is_dir(f"{root}/a")
 
 
+def test_fsync_many_syncs_every_file(fsroot):
+    """fsync_many accepts many files at once (threads on a real disk) and fails on a
+    missing one."""
+    fs, root = fsroot
+    makedirs(fs, root)
+    paths = [f"{root}/u{i}" for i in range(20)]
+    for p in paths:
+        fs.write(p, p.encode())
+    fs.fsync_many(paths)
+    with pytest.raises(FileNotFoundError):
+        fs.fsync_many([*paths, f"{root}/missing"])
+    if isinstance(fs, FakeFileSystem):
+        assert fs.reboot("visible").read(paths[7]) == paths[7].encode()
+        assert fs.count("fsync") == 40
+
+
 def test_missing_things_raise_file_not_found(fsroot):
     """read, listdir, readlink and remove of a missing path raise FileNotFoundError."""
     fs, root = fsroot
