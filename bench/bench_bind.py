@@ -1,0 +1,322 @@
+"""Benchmark the BIND backend against the brief's measured floors.
+
+Generates N member zones of 20 records (A, AAAA, MX, TXT, SRV, CAA, CNAMEs), renders them
+with ``BindBackend``, lays them out as the slave does (content-addressed units, a
+generation's ``zones.conf`` and ``check.conf``), and measures:
+
+- render: our time for one zone (mean over 10,000) and for the index at 10,000 zones;
+- ``named-checkzone`` on one zone of 20 records and of 100,000 records (best of 3);
+- ``named-checkconf -z`` (and without ``-z``) over the staged generation at 1,000 and
+  10,000 zones (best of 3, or once at 10,000 with ``-z``);
+- ``rndc reload`` with 1,000 zones: from the reload command until a zone changed in the
+  new generation answers with its new serial (best of 3);
+- the whole slave apply through ``domtool.slave.engine`` at 1,000 zones when one member
+  changes one zone: render, write, named-checkzone, named-checkconf -z, switch, rndc
+  reload, SOA probe.
+
+Runs a real named on 127.0.0.1 with its own config root under a temporary directory.
+
+    .venv/bin/python bench/bench_bind.py [--check-sizes 1000,10000] [--reload-size 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path, PurePosixPath
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from domtool.model import DesiredState, Record, Zone  # noqa: E402
+from domtool.slave.backends.bind import BindBackend, serial_of  # noqa: E402
+from domtool.slave.engine import Engine  # noqa: E402
+from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner  # noqa: E402
+from tests.slave.named_daemon import (  # noqa: E402
+    CHECKCONF,
+    CHECKZONE,
+    DnsProber,
+    bind_config,
+    free_port,
+    soa_serial,
+    start_named,
+    wait_for,
+)
+
+NOW = int(time.time())
+
+
+def make_zone(i: int, extra: int = 0, a: str = "192.0.2.1") -> Zone:
+    """Zone i: 20 records (plus ``extra`` A records), owned by one of 500 members."""
+    records = [
+        Record("@", "A", (a,)),
+        Record("@", "AAAA", ("2001:db8::1",)),
+        Record("@", "NS", ("ns1.coop.example",)),
+        Record("@", "NS", ("ns2.coop.example",)),
+        Record("@", "MX", (10, f"mail.site{i}.example")),
+        Record("@", "TXT", (f'v=spf1 mx a:"site{i}" -all',)),
+        Record("@", "CAA", (0, "issue", "letsencrypt.org")),
+        Record("mail", "A", ("192.0.2.25",)),
+        Record("_sip._tcp", "SRV", (10, 60, 5060, f"sip.site{i}.example")),
+        Record("sip", "A", ("192.0.2.26",)),
+    ]
+    records += [Record(f"h{j}", "A", (f"192.0.2.{j + 30}",)) for j in range(5)]
+    records += [Record(f"w{j}", "CNAME", (f"site{i}.example",)) for j in range(5)]
+    records += [
+        Record(f"x{j}", "A", (f"10.{j >> 16 & 255}.{j >> 8 & 255}.{j & 255}",))
+        for j in range(extra)
+    ]
+    return Zone(f"site{i}.example", f"member{i % 500}", tuple(records), ("local",), 3600)
+
+
+def best(f, n: int = 3) -> float:
+    return min(f() for _ in range(n))
+
+
+def timed(argv) -> float:
+    t = time.perf_counter()
+    done = subprocess.run(list(argv), capture_output=True, text=True, timeout=600)
+    took = time.perf_counter() - t
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed: {done.stdout}{done.stderr}"[:2000])
+    return took
+
+
+class Layout:
+    """Content-addressed zone units and numbered generations, as the slave writes them."""
+
+    def __init__(self, backend: BindBackend, state_dir: Path):
+        self.backend, self.state_dir = backend, state_dir
+        self.n = 0
+
+    def stage(self, zones: list[Zone], previous: dict | None = None) -> tuple[Path, dict]:
+        units = self.backend.units(DesiredState(zones=tuple(zones)), previous or {}, NOW)
+        udir = self.state_dir / "units" / "bind"
+        udir.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for u in units:
+            p = udir / f"{hashlib.sha256(u.content).hexdigest()}.zone"
+            if not p.exists():
+                p.write_bytes(u.content)
+            paths[u.key] = PurePosixPath(p)
+        self.n += 1
+        gen = self.state_dir / "generations" / str(self.n)
+        (gen / "bind").mkdir(parents=True)
+        for name, data in self.backend.index(paths).items():
+            (gen / "bind" / name).write_bytes(data)
+        return gen, {u.key: u for u in units}
+
+    def switch(self, gen: Path) -> None:
+        tmp = self.state_dir / "current.tmp"
+        if tmp.is_symlink():
+            tmp.unlink()
+        os.symlink(os.path.relpath(gen, self.state_dir), tmp)
+        os.replace(tmp, self.state_dir / "current")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check-sizes", default="1000,10000")
+    ap.add_argument("--reload-size", type=int, default=1000)
+    args = ap.parse_args()
+    rows: list[tuple[str, str, str]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-bind-"))
+    try:
+        # -- render --------------------------------------------------------------
+        cfg = bind_config(tmp / "cfg", 5353, 9953)
+        backend = BindBackend(cfg)
+        zones = [make_zone(i) for i in range(10_000)]
+        t = time.perf_counter()
+        units = backend.units(DesiredState(zones=tuple(zones)), {}, NOW)
+        took = time.perf_counter() - t
+        rows.append(
+            ("render one zone (20 records)", f"{took / 1e4 * 1e6:.0f} us", "mean of 10,000")
+        )
+        rows.append(("render 10,000 zones", f"{took:.2f} s", ""))
+        prev = {u.key: u for u in units}
+        t = time.perf_counter()
+        again = backend.units(DesiredState(zones=tuple(zones)), prev, NOW)
+        took = time.perf_counter() - t
+        assert all(a is prev[a.key] for a in again)
+        rows.append(
+            ("re-render 10,000 unchanged zones", f"{took:.2f} s", "previous units returned")
+        )
+        paths = {
+            u.key: PurePosixPath(f"/var/lib/domtool/units/bind/{i:064x}.zone")
+            for i, u in enumerate(units)
+        }
+        t = time.perf_counter()
+        backend.index(paths)
+        rows.append(
+            (
+                "index at 10,000 zones",
+                f"{(time.perf_counter() - t) * 1e3:.0f} ms",
+                "zones.conf + check.conf",
+            )
+        )
+
+        # -- named-checkzone -----------------------------------------------------
+        zdir = tmp / "zones"
+        zdir.mkdir()
+        for extra, label in ((0, "20 records"), (100_000, "100,020 records")):
+            (u,) = backend.units(DesiredState(zones=(make_zone(0, extra),)), {}, NOW)
+            path = zdir / f"z{extra}.zone"
+            path.write_bytes(u.content)
+            argv = [a.replace("{path}", str(path)) for a in u.checks[0].argv]
+            rows.append(
+                (
+                    f"named-checkzone, one zone of {label}",
+                    f"{best(lambda a=argv: timed(a)):.3f} s",
+                    "best of 3",
+                )
+            )
+
+        # -- named-checkconf over a generation -------------------------------------
+        for n in [int(x) for x in args.check_sizes.split(",") if x]:
+            root = tmp / f"check{n}"
+            root.mkdir()
+            c = bind_config(root, 5353, 9953)
+            (root / "base.conf").write_text(f'options {{ directory "{root}"; }};\n')
+            layout = Layout(BindBackend(c), root / "state")
+            gen, _ = layout.stage([make_zone(i) for i in range(n)])
+            conf = gen / "bind" / "check.conf"
+            rows.append(
+                (
+                    f"named-checkconf (syntax) at {n:,} zones",
+                    f"{best(lambda c=conf: timed([CHECKCONF, str(c)])):.2f} s",
+                    "best of 3",
+                )
+            )
+            reps = 1 if n > 5000 else 3
+            took = best(lambda c=conf: timed([CHECKCONF, "-z", str(c)]), reps)
+            rows.append((f"named-checkconf -z at {n:,} zones", f"{took:.2f} s", f"best of {reps}"))
+
+        # -- rndc reload with N zones ----------------------------------------------
+        n = args.reload_size
+        root = tmp / "live"
+        state = root / "state"
+        layout = None
+        state.mkdir(parents=True)
+        (state / "bootstrap" / "bind").mkdir(parents=True)
+        (state / "bootstrap" / "bind" / "zones.conf").write_text("")
+        os.symlink("bootstrap", state / "current")
+        named = start_named(root / "named", free_port(), state / "current" / "bind" / "zones.conf")
+        try:
+            b = BindBackend(named.config)
+            layout = Layout(b, state)
+            live = [make_zone(i) for i in range(n)]
+            gen, prev = layout.stage(live)
+            layout.switch(gen)
+            t = time.perf_counter()
+            named.reload()
+            wait_for(lambda: soa_serial(named.port, f"site{n - 1}.example"), timeout=120)
+            rows.append(
+                (
+                    f"first load of {n:,} zones (rndc reload)",
+                    f"{time.perf_counter() - t:.2f} s",
+                    "until the last zone answers",
+                )
+            )
+
+            counter = itertools.count(100)
+
+            def one_change() -> float:
+                nonlocal prev
+                live[7] = make_zone(7, a=f"192.0.2.{next(counter)}")
+                gen, prev = layout.stage(live, prev)
+                want = serial_of(prev["zone:site7.example"].content)
+                layout.switch(gen)
+                t = time.perf_counter()
+                named.reload()
+                wait_for(lambda: soa_serial(named.port, "site7.example") == want, timeout=60)
+                return time.perf_counter() - t
+
+            rows.append(
+                (
+                    f"rndc reload at {n:,} zones, one changed",
+                    f"{best(one_change):.3f} s",
+                    "until its new serial answers; best of 3",
+                )
+            )
+        finally:
+            named.stop()
+
+        # -- the whole apply through the engine --------------------------------------
+        root = tmp / "engine"
+        state = root / "state"
+        (state / "bootstrap" / "bind").mkdir(parents=True)
+        (state / "bootstrap" / "bind" / "zones.conf").write_text("")
+        os.symlink("bootstrap", state / "current")
+        named = start_named(root / "named", free_port(), state / "current" / "bind" / "zones.conf")
+        try:
+
+            def engine(unit_checks: bool) -> Engine:
+                import attrs
+
+                b = BindBackend(attrs.evolve(named.config, unit_checks=unit_checks))
+                return Engine(
+                    str(state),
+                    {"bind": b},
+                    RealFileSystem(),
+                    SubprocessRunner(),
+                    RealClock(),
+                    DnsProber(),
+                    probe_timeout=30,
+                )
+
+            live = [make_zone(i) for i in range(n)]
+            t = time.perf_counter()
+            out = engine(False).apply(DesiredState(zones=tuple(live)))
+            assert out.status == "applied", out.message
+            rows.append(
+                (
+                    f"engine: first apply of {n:,} zones",
+                    f"{time.perf_counter() - t:.2f} s",
+                    "no per-unit checks; checkconf -z, reload, 1,000 SOA probes",
+                )
+            )
+            eng = engine(True)
+            times = []
+            for k in range(3):
+                live[9] = make_zone(9, a=f"192.0.2.{200 + k}")
+                t = time.perf_counter()
+                out = eng.apply(DesiredState(zones=tuple(live)))
+                times.append(time.perf_counter() - t)
+                assert out.status == "applied", out.message
+            rows.append(
+                (
+                    f"engine: one zone changed at {n:,} zones",
+                    f"{min(times):.3f} s",
+                    "render, write, checkzone, checkconf -z, switch, reload, probe; best of 3",
+                )
+            )
+            t = time.perf_counter()
+            out = eng.apply(DesiredState(zones=tuple(live)))
+            assert out.status == "unchanged", out.message
+            rows.append(
+                (
+                    f"engine: same state again at {n:,} zones",
+                    f"{time.perf_counter() - t:.3f} s",
+                    "nothing written, checked or reloaded",
+                )
+            )
+        finally:
+            named.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    width = max(len(r[0]) for r in rows)
+    print(f"named: {shutil.which('named')}  named-checkzone: {CHECKZONE}")
+    print(f"{'measure':<{width}}  {'time':>10}  note")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>10}  {note}")
+
+
+if __name__ == "__main__":
+    main()
