@@ -540,3 +540,59 @@ def test_prepare_and_commit_with_the_real_apache_backend(tmp_path):
     argvs = [cmd.argv for cmd in runner.ran]
     assert any("-t" in a for a in argvs) and any("graceful" in a for a in argvs)
     assert [p.target[2] for p in prober.asked] == ["www.alice.org"]
+
+
+@pytest.mark.parametrize("what", ["zone", "vhost fqdn", "vhost alias", "mail domain"])
+def test_a_name_another_member_serves_is_refused_in_every_kind(host, tmp_path, what):
+    """The (kind of name x another member's name) matrix at the slave: alice claiming
+    bob's zone, vhost name, a vhost alias equal to bob's vhost name, or bob's mail domain
+    is refused naming the kind, the name and bob; bob's unit stays his."""
+    home = {o: tmp_path / o for o in ("alice", "bob")}
+    for d in home.values():
+        (d / "www").mkdir(parents=True)
+
+    def site(owner: str, fqdn: str, aliases=()) -> model.Vhost:
+        return model.Vhost(
+            fqdn=fqdn,
+            owner=owner,
+            domain=fqdn.split(".", 1)[1],
+            nodes=(NODE,),
+            document_root=str(home[owner] / "www"),
+            user=owner,
+            group=owner,
+            server_admin=f"{owner}@example.org",
+            aliases=tuple(aliases),
+        )
+
+    def grants(owner: str) -> Grants:
+        return Grants(paths=(str(home[owner]),), users=(owner,), groups=(owner,))
+
+    bob = DesiredState(
+        zones=(zone("bob.example", "bob"),),
+        vhosts=(site("bob", "www.bob.example"),),
+        mail=(model.MailDomain("bob.example", "bob", (NODE,)),),
+    )
+    host.run("prepare", prepare("t1", bob=OwnerChange(bob, grants("bob"))))
+    host.run("commit", tx("t1"))
+    claim, expected = {
+        "zone": (DesiredState(zones=(zone("bob.example", "alice"),)), "zone bob.example"),
+        "vhost fqdn": (
+            DesiredState(vhosts=(site("alice", "www.bob.example"),)),
+            "vhost www.bob.example",
+        ),
+        "vhost alias": (
+            DesiredState(vhosts=(site("alice", "www.alice.example", ["www.bob.example"]),)),
+            "vhost www.bob.example",
+        ),
+        "mail domain": (
+            DesiredState(mail=(model.MailDomain("bob.example", "alice", (NODE,)),)),
+            "mail domain bob.example",
+        ),
+    }[what]
+    answer = host.run("prepare", prepare("t2", alice=OwnerChange(claim, grants("alice"))))
+    assert answer["owners"]["alice"] == {
+        "ok": False,
+        "message": f"alice: {expected}: already held by bob",
+    }
+    host.run("commit", tx("t2"))
+    assert host.agent.state == bob.normalised()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -292,3 +293,63 @@ def test_a_unit_for_another_node_is_refused(homes):
     assert ops.recheck("alice", change(state, alice), node="web1") == [
         "alice: vhost www.alice.org: nodes: not served by this host (web1)"
     ]
+
+
+def _with_path(v: Vhost, field: str, path: str) -> Vhost:
+    """``v`` with one member path field set to ``path``."""
+    if field == "document_root":
+        return attrs.evolve(v, document_root=path)
+    if field == "url_aliases[0].path":
+        return attrs.evolve(v, url_aliases=(("/u", path),))
+    if field == "script_aliases[0].path":
+        return attrs.evolve(v, script_aliases=(("/s", path),))
+    if field.startswith("tls."):
+        ok = v.document_root + "/f.pem"
+        files = {"certificate": ok, "key": ok, "chain": ok, field[4:]: path}
+        return attrs.evolve(v, tls=TLS(**files))
+    if field == "settings.auth.user_file":
+        return attrs.evolve(v, settings=WebSettings(auth=BasicAuth("r", path)))
+    if field == "blocks[0].path":
+        return attrs.evolve(v, blocks=(Block("directory", path),))
+    if field == "blocks[0].settings.auth.user_file":
+        ws = WebSettings(auth=BasicAuth("r", path))
+        return attrs.evolve(v, blocks=(Block("location", "/l", ws),))
+    raise AssertionError(field)
+
+
+PATH_FIELDS = [
+    "document_root",
+    "url_aliases[0].path",
+    "script_aliases[0].path",
+    "tls.certificate",
+    "tls.key",
+    "tls.chain",
+    "settings.auth.user_file",
+    "blocks[0].path",
+    "blocks[0].settings.auth.user_file",
+]
+
+
+@pytest.mark.parametrize("how", ["direct", "symlink", "dotdot"])
+@pytest.mark.parametrize("field", PATH_FIELDS)
+def test_every_path_field_into_another_members_home_is_refused(homes, field, how):
+    """The (member path field x way into bob's home) matrix: bob's directory named
+    directly, through a symlink in alice's home, or with '..' out of alice's home, is
+    refused in every field, naming alice, the vhost and that field; the same field
+    pointing inside alice's home passes."""
+    alice, bob = homes
+    os.symlink(bob / "secret", alice / "www" / "link")
+    target = {
+        "direct": str(bob / "secret"),
+        "symlink": str(alice / "www" / "link"),
+        "dotdot": str(alice / "www") + "/../../bob/secret",
+    }[how]
+    good = vhost(str(alice / "www"))
+    assert ops.recheck("alice", change(DesiredState(vhosts=(good,)), alice)) == []
+    inside = _with_path(good, field, str(alice / "www" / "inside"))
+    assert ops.recheck("alice", change(DesiredState(vhosts=(inside,)), alice)) == []
+    bad = _with_path(good, field, target)
+    problems = ops.recheck("alice", change(DesiredState(vhosts=(bad,)), alice))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"alice: vhost www.alice.org: {field}: ")
+    assert "not under any granted path" in problems[0]
