@@ -146,6 +146,7 @@ class Prepared:
     probes: tuple[Probe, ...] = ()
     message: str = ""
     manifest: Mapping = attrs.field(factory=dict, eq=False, repr=False)
+    selection: Mapping = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -262,6 +263,7 @@ class Engine:
         self._staged: tuple | None = None  # (generation, body) last written to staging
         self._selections: dict[int, tuple[dict, Selection]] = {}
         self._paths: dict[tuple[str, str], PurePosixPath] = {}
+        self._files: dict[int, tuple[dict, dict[str, frozenset[str]]]] = {}
 
     # -- paths ----------------------------------------------------------------
 
@@ -305,6 +307,16 @@ class Engine:
         cached = self._selections.get(gen)
         if cached is None or cached[0] is not manifest:
             cached = self._selections[gen] = (manifest, self._read_selection(manifest))
+        return cached[1]
+
+    def _unit_files(self, manifest: dict) -> dict[str, frozenset[str]]:
+        """The unit file names a manifest needs, by backend (cached per generation)."""
+        gen = manifest["generation"]
+        cached = self._files.get(gen)
+        if cached is None or cached[0] is not manifest:
+            sel = self._selection(manifest)
+            files = {b: frozenset(r.filename for r in units.values()) for b, units in sel.items()}
+            cached = self._files[gen] = (manifest, files)
         return cached[1]
 
     @staticmethod
@@ -362,6 +374,7 @@ class Engine:
             if p.owner not in plan.refused
         )
         manifest = {"format": FORMAT, "generation": gen, **body}
+        selection = plan.bodies[frozenset(accepted)][2]
         return Prepared(
             base=plan.base,
             generation=gen,
@@ -370,6 +383,7 @@ class Engine:
             probes=probes,
             message=message,
             manifest=manifest,
+            selection=selection,
         )
 
     def _plan(self, state: DesiredState) -> _Plan:
@@ -389,11 +403,21 @@ class Engine:
             for u in rendered:
                 if u.key in refs:
                     raise BackendFailed(f"backend {name} rendered unit {u.key!r} twice")
-                if not _EXT.fullmatch(u.ext) or not isinstance(u.owner, str) or not u.owner:
+                if (
+                    not isinstance(u.key, str)
+                    or not isinstance(u.content, bytes)
+                    or not _EXT.fullmatch(u.ext)
+                    or not isinstance(u.owner, str)
+                    or not u.owner
+                ):
                     raise BackendFailed(
                         f"backend {name}: bad unit {u.key!r} ({u.ext!r}, {u.owner!r})"
                     )
-                refs[u.key] = UnitRef(u.key, u.owner, sha256(u.content), u.ext)
+                sha, old = sha256(u.content), prev.get(u.key)
+                if old is not None and (old.sha, old.owner, old.ext) == (sha, u.owner, u.ext):
+                    refs[u.key] = old  # the common case: unchanged, no new object
+                else:
+                    refs[u.key] = UnitRef(u.key, u.owner, sha, u.ext)
                 units[(name, u.key)] = u
             proposed[name] = refs
         carried = {}
@@ -409,7 +433,7 @@ class Engine:
             prev, new = previous.get(name, {}), proposed[name]
             for key in prev.keys() | new.keys():
                 a, b = prev.get(key), new.get(key)
-                if a != b:
+                if a is not b and a != b:
                     owner = b.owner if b is not None else a.owner
                     changes.setdefault(owner, []).append((name, key))
         return _Plan(base, current, previous, proposed, units, changes, refused, carried)
@@ -450,7 +474,8 @@ class Engine:
         memo = frozenset(owners)
         if memo not in plan.bodies:
             plan.bodies[memo] = self._make_body(plan, owners)
-        return plan.bodies[memo]
+        body, indexes, _ = plan.bodies[memo]
+        return body, indexes
 
     def _path(self, backend: str, ref: UnitRef) -> PurePosixPath:
         path = self._paths.get((backend, ref.filename))
@@ -460,7 +485,7 @@ class Engine:
             )
         return path
 
-    def _make_body(self, plan: _Plan, owners: set[str]) -> tuple[dict, dict[str, dict[str, bytes]]]:
+    def _make_body(self, plan: _Plan, owners: set[str]) -> tuple[dict, dict, Selection]:
         sel = self._select(plan, owners)
         backends, indexes = {}, {}
         for b in sorted(sel):
@@ -481,7 +506,7 @@ class Engine:
                 ],
                 "index": {f: sha256(data) for f, data in sorted(files.items())},
             }
-        return {"backends": backends}, indexes
+        return {"backends": backends}, indexes, sel
 
     @staticmethod
     def _strip(manifest: dict) -> dict:
@@ -683,7 +708,8 @@ class Engine:
             self.fs.rename(self._p("staging", gen), self._p("generations", gen))
             self._staged = None
             self.fs.fsync_dir(self._p("generations"))
-            self._manifests[gen] = dict(prepared.manifest)
+            manifest = self._manifests[gen] = dict(prepared.manifest)
+            self._selections[gen] = (manifest, prepared.selection)
             if base:  # how to undo, made before the switch (certbot's reverter idea)
                 if self.fs.is_symlink(self._p(UNDO)):
                     self.fs.remove(self._p(UNDO))
@@ -836,11 +862,11 @@ class Engine:
             wanted: dict[str, set[str]] = {}
             for g in sorted(kept):
                 try:
-                    sel = self._selection(self._manifest(g))
+                    files = self._unit_files(self._manifest(g))
                 except (OSError, ValueError, KeyError):
                     continue
-                for b, units in sel.items():
-                    wanted.setdefault(b, set()).update(r.filename for r in units.values())
+                for b, names in files.items():
+                    wanted.setdefault(b, set()).update(names)
             for b in self._listdir(self._p("units")):
                 keep = wanted.get(b, set())
                 for f in self._listdir(self._p("units", b)):
