@@ -438,3 +438,34 @@ def test_library_and_examples_round_trip():
         again, diags = parse_file("f", pfile(f))
         assert diags == [], (name, [d.format() for d in diags])
         assert strip(again) == strip(f), name
+
+
+@st.composite
+def mutated_programs(draw):
+    """A real config or library file with a few random cuts, copies and insertions."""
+    from domtool.lang.api import library_sources
+    from tests.lang.test_parser import EXAMPLES
+
+    texts = [t for _, t in library_sources()] + [
+        (EXAMPLES / "alice" / "example.net").read_text(),
+        PROGRAM,
+    ]
+    text = draw(st.sampled_from(texts))
+    for _ in range(draw(st.integers(1, 4))):
+        i = draw(st.integers(0, len(text)))
+        j = draw(st.integers(i, min(len(text), i + 40)))
+        op = draw(st.sampled_from(["cut", "copy", "insert"]))
+        if op == "cut":
+            text = text[:i] + text[j:]
+        elif op == "copy":
+            text = text[:i] + text[i:j] + text[i:]
+        else:
+            text = text[:i] + draw(st.sampled_from(TOKENS)) + text[i:]
+    return text
+
+
+@settings(max_examples=300)
+@given(mutated_programs())
+def test_mutated_programs_never_crash(text):
+    """Realistic broken files: a File or diagnostics, all spans inside the file."""
+    check_result(text, *parse_file("f", text))
