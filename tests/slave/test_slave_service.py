@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import ssl
 import struct
@@ -29,7 +30,14 @@ from domtool import model, wire
 from domtool.dispatcher import auth, ca, tls
 from domtool.model import DesiredState
 from domtool.slave import config as slave_config
+from domtool.slave.agent import Agent
+from domtool.slave.backends.apache import ApacheBackend
+from domtool.slave.engine import Engine
+from domtool.slave.probes import RealProber
+from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
 from domtool.slave.service import SlaveFactory, SlaveService, tls_factory
+from tests.conftest import require_binary
+from tests.slave.apache_daemon import ApacheProcess, free_port, get, prepare_site, public_dir
 from tests.slave.fake_backend import zone
 from tests.slave.test_agent import STATE_DIR, make_host
 
@@ -540,3 +548,91 @@ def test_domtool_slave_serves_the_dispatcher_over_loopback(site, tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
     assert "dispatcher.example.coop logged in" in log.read_text()
+
+
+# -- a real apache2 behind the slave -------------------------------------------------------
+
+
+@attrs.define
+class Served:
+    """An agent and the clock its connections use (what ``connect`` needs of a host)."""
+
+    agent: Agent
+    clock: Clock
+
+
+@pytest.mark.daemons
+def test_the_dispatcher_publishes_a_site_on_a_real_apache_through_the_slave(site, tmp_path):
+    """Over the TLS link, prepare and commit alice's vhost: the slave renders it, apache2 -t
+    accepts it, a graceful reload serves it and the probe sees it; bob's vhost whose
+    document root is a symlink into alice's tree is refused by the slave's re-check and
+    his name is not served."""
+    require_binary("apache2")
+    web = public_dir()
+    try:
+        for member in ("alice", "bob"):
+            (web / member / "www").mkdir(parents=True)
+        (web / "alice" / "www" / "index.html").write_text("<p>alice's site</p>\n")
+        os.symlink(web / "alice" / "www", web / "bob" / "www" / "stolen")
+        for p in web.rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        port = free_port()
+        state_dir = tmp_path / "state"
+        root = tmp_path / "apache"
+        sites = str(state_dir / "current" / "apache" / "sites.conf")
+        config = prepare_site(root, port, sites, node="local")
+        engine = Engine(
+            str(state_dir),
+            {"apache": ApacheBackend(config)},
+            RealFileSystem(),
+            SubprocessRunner(),
+            RealClock(),
+            RealProber(),
+            probe_timeout=10.0,
+            probe_interval=0.02,
+        )
+        proc = ApacheProcess(config, root)
+        try:
+            clock = Clock()
+            agent = Agent(engine, host=SLAVE, node="local", state_dir=state_dir, clock=clock)
+            agent.start()
+            link = connect(site, Served(agent, clock), as_dispatcher(site))
+
+            def vhost(owner: str, fqdn: str, root: str) -> dict:
+                v = model.Vhost(
+                    fqdn=fqdn,
+                    owner=owner,
+                    domain=fqdn.split(".", 1)[1],
+                    nodes=("local",),
+                    document_root=root,
+                    user=owner,
+                    group=owner,
+                    server_admin=f"{owner}@example.org",
+                )
+                return {
+                    "state": model.to_json(DesiredState(vhosts=(v,))),
+                    "grants": {
+                        "paths": [str(web / owner)],
+                        "users": [owner],
+                        "groups": [owner],
+                    },
+                }
+
+            changes = {
+                "alice": vhost("alice", "www.alice.example", str(web / "alice" / "www")),
+                "bob": vhost("bob", "www.bob.example", str(web / "bob" / "www" / "stolen")),
+            }
+            prepared = link.send(1, "prepare", {"txid": "t1", "changes": changes})
+            owners = prepared["result"]["owners"]
+            assert owners["alice"] == {"ok": True, "message": ""}
+            assert owners["bob"]["ok"] is False and "document_root" in owners["bob"]["message"]
+            committed = link.send(2, "commit", {"txid": "t1"})["result"]
+            assert committed["status"] == "applied", committed["message"]
+            assert [v["target"][2] for v in committed["verified"]] == ["www.alice.example"]
+            page = get(port, "www.alice.example")
+            assert (page.status, page.body) == (200, b"<p>alice's site</p>\n")
+            assert get(port, "www.bob.example").status == 421
+        finally:
+            proc.stop()
+    finally:
+        shutil.rmtree(web)
