@@ -289,18 +289,67 @@ def _v(checker):
 
 check_domain = _v(V.check_domain)
 check_hostname = _v(V.check_hostname)
-check_record_name = _v(V.check_record_name)
-check_ipv4 = _v(V.check_ipv4)
+_check_record_name = _v(V.check_record_name)
+_check_ipv4 = _v(V.check_ipv4)
 check_ipv6 = _v(V.check_ipv6)
 check_ttl = _v(V.check_ttl)
-check_priority = _v(V.check_priority)
+_check_priority = _v(V.check_priority)
 check_port = _v(V.check_port)
 check_caa_tag = _v(V.check_caa_tag)
 check_caa_value = _v(V.check_caa_value)
 check_owner = _v(V.check_unix_name)
-zone_fqdn = _v(V.zone_fqdn)
+_zone_fqdn = _v(V.zone_fqdn)
 zone_quote = _v(V.zone_quote)
-zone_txt_strings = _v(V.zone_txt_strings)
+_zone_txt_strings = _v(V.zone_txt_strings)
+
+# Fast paths for the common shapes: each accepts only values that validate's grammar
+# accepts unchanged (lower-case LDH labels, a last label starting with a letter, printable
+# text without quote or backslash), and sends everything else to validate.
+# tests/slave/test_bind_render.py shows they agree with validate.
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_FAST_HOST = re.compile(rf"(?:{_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?")
+_RLABEL = rf"(?:{_LABEL}|_[a-z0-9](?:[a-z0-9-]{{0,60}}[a-z0-9])?)"  # '_' counts in the 63
+_FAST_RNAME = re.compile(rf"@|\*|(?:\*\.)?(?:{_RLABEL}\.)*{_RLABEL}")
+_FAST_IPV4 = re.compile(
+    r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
+    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+)
+_FAST_TXT = re.compile(r"[ !#-\[\]-~]{0,255}")
+
+
+def zone_fqdn(value: object) -> str:
+    """``validate.zone_fqdn`` (host name made absolute), with a fast path."""
+    if type(value) is str and len(value) <= 253 and _FAST_HOST.fullmatch(value):
+        return value + "."
+    return _zone_fqdn(value)
+
+
+def check_record_name(value: object) -> str:
+    """``validate.check_record_name``, with a fast path."""
+    if type(value) is str and len(value) <= 253 and _FAST_RNAME.fullmatch(value):
+        return value
+    return _check_record_name(value)
+
+
+def check_ipv4(value: object) -> str:
+    """``validate.check_ipv4``, with a fast path."""
+    if type(value) is str and _FAST_IPV4.fullmatch(value):
+        return value
+    return _check_ipv4(value)
+
+
+def check_priority(value: object) -> int:
+    """``validate.check_priority``, with a fast path."""
+    if type(value) is int and 0 <= value <= 65535:
+        return value
+    return _check_priority(value)
+
+
+def zone_txt_strings(value: object) -> list[str]:
+    """``validate.zone_txt_strings``, with a fast path for short text needing no escape."""
+    if type(value) is str and _FAST_TXT.fullmatch(value):
+        return [f'"{value}"']
+    return _zone_txt_strings(value)
 
 
 def check_caa_flags(value: object) -> int:

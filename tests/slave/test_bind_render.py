@@ -634,3 +634,46 @@ def test_bind_module_does_no_io():
     source = Path(bind.__file__).read_text()
     for name in ("subprocess", "socket", "import os", "open("):
         assert name not in source
+
+
+NAMEISH = st.text(alphabet="ab0-_.*@Z9", max_size=12) | st.builds(
+    lambda parts: ".".join(parts),
+    st.lists(
+        st.sampled_from(["a" * 63, "_" + "a" * 62, "_" + "a" * 63, "a" * 64, "-a", "a-", "1", "x"])
+        | st.text(alphabet="ab0-_*", max_size=5),
+        min_size=1,
+        max_size=6,
+    ),
+)
+
+
+@settings(max_examples=2000)
+@given(value=NAMEISH | st.text(max_size=20) | st.integers() | st.booleans())
+def test_fast_paths_agree_with_validate(value):
+    """Each renderer fast path returns exactly what validate's grammar returns, and
+    refuses exactly what it refuses (host names, record names, IPv4, priorities, TXT)."""
+    from domtool import validate as V
+
+    pairs = [
+        (bind.zone_fqdn, V.zone_fqdn),
+        (bind.check_record_name, V.check_record_name),
+        (bind.check_ipv4, V.check_ipv4),
+        (bind.check_priority, V.check_priority),
+        (bind.zone_txt_strings, V.zone_txt_strings),
+    ]
+    for fast, slow in pairs:
+        try:
+            want = slow(value)
+        except V.Invalid:
+            with pytest.raises(ValueError):
+                fast(value)
+            continue
+        assert fast(value) == want, (fast.__name__, value)
+
+
+@pytest.mark.parametrize(
+    "value", ["192.168.0.1", "0.0.0.0", "a" * 255, 'a"b', "a\\b", "x" * 256, "1.2.3.04", 65535]
+)
+def test_fast_paths_agree_on_edges(value):
+    """The same agreement on hand-picked edges (lengths 255/256, quotes, leading zeros)."""
+    test_fast_paths_agree_with_validate.hypothesis.inner_test(value)
