@@ -379,7 +379,7 @@ class Agent:
         staged_state = compose(parts)
         if generation != base:
             try:
-                self.records.write(generation, staged_state)
+                await self._blocking(self.records.write, generation, staged_state)
             except OSError as e:
                 await self._discard(prepared)
                 raise Failed(
@@ -463,8 +463,13 @@ class Agent:
         elif status == "unchanged" and pending.complete and not self._state_known:
             # A complete, fully accepted prepare that changed nothing: the live generation
             # is exactly this state, so this host knows its state again.
-            self.records.write(outcome.generation, pending.state)
-            self._state, self._state_known = pending.state, True
+            try:
+                await self._blocking(self.records.write, outcome.generation, pending.state)
+                self._state, self._state_known = pending.state, True
+            except OSError as e:
+                log.error(
+                    "could not record the state of generation {g}: {e}", g=outcome.generation, e=e
+                )
         else:
             self._load()
         log.info(
@@ -473,7 +478,10 @@ class Agent:
             status=status,
             gen=outcome.generation,
         )
-        self.records.prune({outcome.generation, outcome.previous})
+        try:
+            await self._blocking(self.records.prune, {outcome.generation, outcome.previous})
+        except OSError as e:  # old records are harmless; the next commit tries again
+            log.warn("could not prune old state records: {e}", e=e)
         verified = [_probe_json(p) for p in pending.prepared.probes] if status == "applied" else []
         result = {
             "txid": txid,

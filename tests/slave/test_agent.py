@@ -424,6 +424,22 @@ def test_operations_wait_for_a_slow_engine_one_at_a_time(host):
     assert "transaction t1 is pending" in str(second[0].value)
 
 
+def test_a_full_disk_when_recording_the_staged_state_fails_cleanly(host):
+    """ENOSPC on the agent's own record of the staged state: a clean 'failed', the staged
+    generation discarded, nothing pending, nothing live changed."""
+    reference = make_host()
+    reference.fs.arm()
+    reference.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    writes = [path for kind, path in reference.fs.ops if kind == "write"]
+    assert writes[-1].startswith(STATE_DIR + "/agent/states/1.json")
+    host.fs.arm(fail={"write": len(writes)})
+    with pytest.raises(Failed, match="could not record the staged state: disk full|No space"):
+        host.run("prepare", prepare("t1", alice=part(zone("alice.example", "alice"))))
+    assert host.agent.pending_txid is None
+    assert host.fs.listdir(STATE_DIR + "/staging") == []
+    assert host.engine.current_generation() == 0
+
+
 def test_describe_returns_the_units_of_a_domain(host):
     """describe gives the zone of a domain (and its subdomains) as model JSON, with the
     generation; other domains are not included."""
