@@ -16,11 +16,14 @@ import time
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
@@ -636,3 +639,60 @@ def test_the_dispatcher_publishes_a_site_on_a_real_apache_through_the_slave(site
             proc.stop()
     finally:
         shutil.rmtree(web)
+
+
+# -- random frames --------------------------------------------------------------------------
+
+
+def _logged_in(host) -> tuple:
+    """A SlaveProtocol already past its login, over a StringTransport (no TLS needed to
+    feed it frames)."""
+    factory = SlaveFactory(host.agent, auth.host_portal({DISPATCHER}), host.clock)
+    proto = factory.buildProtocol(None)
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto._welcome(auth.Host(DISPATCHER))
+    return proto, transport
+
+
+def _responses(data: bytes) -> list[dict]:
+    out = []
+    while data:
+        (n,) = struct.unpack("!I", data[:4])
+        out.append(wire.decode_response(data[4 : 4 + n]))
+        data = data[4 + n :]
+    return out
+
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=12)
+json_values = st.recursive(
+    json_scalars,
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
+    max_leaves=15,
+)
+envelopes = st.fixed_dictionaries(
+    {
+        "v": st.sampled_from([1, 1, 1, 2, "1"]),
+        "id": st.integers(min_value=-1, max_value=2**53),
+        "op": st.sampled_from([*sorted(wire.SLAVE_OPS), "run", "", "PREPARE"]),
+        "args": json_values,
+    }
+)
+
+
+@settings(max_examples=200)
+@given(frame=envelopes.map(lambda e: json.dumps(e).encode()) | st.binary(max_size=64))
+def test_every_frame_gets_exactly_one_answer_and_the_link_stays_up(frame):
+    """Whatever a logged-in peer sends (random envelopes and random bytes), the slave
+    answers with exactly one response frame, ok or an error of a wire kind, and keeps the
+    connection open."""
+    host = make_host()
+    proto, transport = _logged_in(host)
+    proto.stringReceived(frame)
+    answers = _responses(transport.value())
+    assert len(answers) == 1
+    (answer,) = answers
+    if answer["ok"] is False:
+        assert answer["error"]["kind"] in {"bad_request", "refused", "failed"}
+        assert answer["error"]["kind"] != "failed" or "internal" not in answer["error"]["message"]
+    assert not transport.disconnecting
