@@ -53,12 +53,81 @@ GRANT_CLASSES = ("domain", "path", "user", "group")
 
 def render_plan(result) -> str:
     """A dry run's or an apply's answer; says how to apply when it was a dry run."""
+    from domtool.client.domtool_cli import format_plan, render_apply
     from domtool.client.show import format_value
 
-    text = format_value(result)
-    if isinstance(result, dict) and result.get("applied") is False:
-        text += "\n(dry run: nothing was changed; run again with --doit to apply)"
-    return text
+    if not isinstance(result, dict):
+        return format_value(result)
+    if result.get("apply") is not False:
+        return render_apply(result)
+    out = [f"dry run: {result.get('message', '')}".rstrip()]
+    plan = result.get("plan") or {}
+    # regen/rmdom plans are per member then per host; rmuser's per host.
+    per_member = bool(plan) and not all(_is_host_diff(v) for v in plan.values())
+    if per_member:
+        for member, hosts in sorted(plan.items()):
+            out.append(f"{member}:")
+            out.extend("  " + line for line in format_plan(hosts))
+    elif plan:
+        out.extend(format_plan(plan))
+    else:
+        out.append("  nothing would change")
+    for d in result.get("dropped") or []:
+        reasons = "; ".join(d.get("reasons") or [])
+        out.append(f"  would drop {d.get('member')}'s {d.get('domain')}: {reasons}")
+    out.append("(nothing was changed; run again with --doit to apply)")
+    return "\n".join(out)
+
+
+def _is_host_diff(value) -> bool:
+    return isinstance(value, dict) and bool({"added", "changed", "removed"} & set(value))
+
+
+def render_hosts(result) -> str:
+    """One line per host: reachable, live and recorded generation, pending, roles."""
+    from domtool.client.show import format_value
+
+    hosts = result.get("hosts") if isinstance(result, dict) else None
+    if not isinstance(hosts, dict):
+        return format_value(result)
+    lines = []
+    for name, h in sorted(hosts.items()):
+        if not isinstance(h, dict):
+            lines.append(f"{name}: {h}")
+            continue
+        state = "up" if h.get("reachable") else "DOWN"
+        bits = [state, f"generation {h.get('generation')}"]
+        if h.get("recorded_generation") is not None:
+            bits.append(f"recorded {h['recorded_generation']} ({h.get('recorded_status')})")
+        if h.get("pending"):
+            bits.append(f"converging (retry in {h.get('next_retry_in') or '?'} s)")
+        if h.get("roles"):
+            bits.append("roles " + ",".join(h["roles"]))
+        lines.append(f"{name}: " + "; ".join(bits))
+        if h.get("message") or h.get("last_error"):
+            lines.append(f"    {h.get('message') or h.get('last_error')}")
+    return "\n".join(lines) or "(no hosts)"
+
+
+def render_audit(result) -> str:
+    """One line per audit entry, newest first."""
+    from domtool.client.show import format_value
+
+    entries = result.get("entries") if isinstance(result, dict) else None
+    if not isinstance(entries, list):
+        return format_value(result)
+    lines = []
+    for e in entries:
+        detail = e.get("detail")
+        brief = (
+            ", ".join(f"{k}={v}" for k, v in detail.items())
+            if isinstance(detail, dict)
+            else str(detail)
+        )
+        lines.append(
+            f"{e.get('time', '')[:19]}  {e.get('who', ''):<12} {e.get('action', ''):<10} {e.get('outcome', ''):<8} {brief[:100]}"
+        )
+    return "\n".join(lines) or "(no entries)"
 
 
 # ---------------------------------------------------------------------------
@@ -285,6 +354,58 @@ def _remote(op: str, build, render=render_generic):
     return run
 
 
+def cmd_adduser(args: argparse.Namespace) -> int:
+    """Add the member (the dispatcher issues and pins their certificate) and write
+    USER.pem, USER.key (0600), host-ca.pem and a client.toml into --out."""
+    from domtool.client import config as client_config
+    from domtool.client.connection import RemoteError, Unreachable, call, dumps
+    from domtool.client.domtool_cli import EXIT_UNREACHABLE, print_refusal
+
+    try:
+        admin = client_config.load(args.config)
+    except client_config.ConfigError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    out = Path(args.out or args.user)
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} is not empty; pass --out DIR for the new member's files")
+    try:
+        result = call(
+            admin, "adduser", {"user": args.user, **({"admin": True} if args.admin else {})}
+        )
+    except Unreachable as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except RemoteError as e:
+        print_refusal(PROG, e)
+        return EXIT_ERRORS
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "certificate": out / f"{args.user}.pem",
+        "key": out / f"{args.user}.key",
+        "host_ca": out / "host-ca.pem",
+        "client_config": out / "client.toml",
+    }
+    _write(files["certificate"], result.pop("cert_pem").encode(), 0o644)
+    _write(files["key"], result.pop("key_pem").encode(), 0o600)
+    _write(files["host_ca"], Path(admin.ca).read_bytes(), 0o644)
+    toml = client_config.dump(
+        admin.address, admin.name, files["certificate"].name, files["key"].name, "host-ca.pem"
+    )
+    _write(files["client_config"], toml.encode(), 0o644)
+    result["files"] = {k: str(v.resolve()) for k, v in files.items()}
+    if args.json:
+        print(dumps(result))
+    else:
+        print(
+            f"added {args.user}{' (admin)' if result.get('admin') else ''}, certificate serial {result.get('serial')}"
+        )
+        for k, v in result["files"].items():
+            print(f"  {k}: {v}")
+        print(f"give {out}/ to {args.user} (the key is private); it goes in ~/.domtool/")
+    return EXIT_OK
+
+
 def cmd_perms(args: argparse.Namespace) -> int:
     if args.user:
         return remote(PROG, args, "perms_of", {"user": args.user}, render_perms)
@@ -306,11 +427,11 @@ def cmd_audit(args: argparse.Namespace) -> int:
         op_args["user"] = args.user
     if args.limit:
         op_args["limit"] = args.limit
-    return remote(PROG, args, "audit", op_args, render_generic)
+    return remote(PROG, args, "audit", op_args, render_audit)
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    return remote(PROG, args, "ping", {"host": args.host} if args.host else {}, render_generic)
+    return remote(PROG, args, "ping", {"host": args.host} if args.host else {}, render_hosts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,7 +549,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("domain", metavar="DOMAIN")
     sp.add_argument("--doit", action="store_true", help="really remove")
-    add("hosts", "list the hosts, their roles and generations", _remote("hosts", lambda a: {}))
+    add(
+        "hosts",
+        "list the hosts, their roles and generations",
+        _remote("hosts", lambda a: {}, render_hosts),
+    )
     sp = add("ping", "check that each host (or HOST) answers", cmd_ping)
     sp.add_argument("host", metavar="HOST", nargs="?")
     sp = add(

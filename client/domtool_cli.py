@@ -325,31 +325,60 @@ def apply_failed(result) -> bool:
     return isinstance(result, dict) and result.get("applied") is False
 
 
+def format_plan(plan) -> list[str]:
+    """``{HOST: {added, changed, removed}}`` as one line per host (``+`` ``~`` ``-``)."""
+    lines = []
+    if not isinstance(plan, dict):
+        return lines
+    for host, d in sorted(plan.items()):
+        if not isinstance(d, dict):
+            continue
+        bits = [f"+{k}" for k in d.get("added") or []]
+        bits += [f"~{k}" for k in d.get("changed") or []]
+        bits += [f"-{k}" for k in d.get("removed") or []]
+        lines.append(f"  {host}: {' '.join(bits) if bits else 'no change'}")
+    return lines
+
+
 def render_apply(result) -> str:
-    """An apply's answer: applied or not (with the reasons), then each host's result."""
+    """An apply's answer: applied or not (with the reasons), what changed on each host,
+    each host's result, the stored versions. Type errors go to stderr, in the published
+    shape."""
     from domtool.client.show import format_value
 
     if not isinstance(result, dict):
         return format_value(result)
+    for d in result.get("diagnostics") or []:
+        print(d, file=sys.stderr)
     applied = result.get("applied")
     if applied is None:
         head = str(result.get("message") or "done")
+    elif applied:
+        head = str(result.get("message") or "applied")
     else:
-        head = "applied" if applied else "NOT applied: nothing changed on any host"
+        head = "NOT applied: nothing changed on any host"
     out = [head]
     for r in result.get("refused") or []:
         out.append(f"  refused: {r}")
-    rest = {
-        k: v
-        for k, v in result.items()
-        if k not in ("hosts", "message", "applied", "refused") and v not in (None, [], {})
-    }
-    if rest:
-        out.append(format_value(rest, 1))
+    plan = format_plan(result.get("plan"))
+    if plan:
+        out.append("changes:")
+        out.extend(plan)
     hosts = _hosts_lines(result)
     if hosts:
         out.append("hosts:")
         out.extend(hosts)
+    versions = result.get("versions")
+    if isinstance(versions, dict) and versions:
+        out.append("stored: " + ", ".join(f"{d} v{v}" for d, v in sorted(versions.items())))
+    rest = {
+        k: v
+        for k, v in result.items()
+        if k not in ("hosts", "message", "applied", "refused", "diagnostics", "plan", "versions")
+        and v not in (None, [], {})
+    }
+    if rest:
+        out.append(format_value(rest))
     return "\n".join(out)
 
 
@@ -373,22 +402,30 @@ def render_perms(result) -> str:
 
 
 def render_history(result) -> str:
+    """One line per stored version: number, time, accepted/refused/removed."""
     from domtool.client.show import format_value
 
     versions = result.get("versions") if isinstance(result, dict) else result
     if not isinstance(versions, list):
         return format_value(result)
     lines = []
+    if isinstance(result, dict) and result.get("domain"):
+        lines.append(f"{result['domain']}:")
     for v in versions:
-        if isinstance(v, dict):
-            line = f"  v{v.get('version', '?')}  {v.get('submitted_at') or v.get('at') or ''}"
-            who = v.get("member") or v.get("by")
-            if who:
-                line += f"  by {who}"
-            lines.append(line.rstrip())
-        else:
+        if not isinstance(v, dict):
             lines.append(f"  {v}")
-    return "\n".join(lines) or "(no stored versions)"
+            continue
+        what = (
+            "removed"
+            if v.get("removed")
+            else ("accepted" if v.get("accepted", True) else "refused")
+        )
+        when = v.get("submitted_at") or ""
+        lines.append(f"  v{v.get('version', '?'):<4} {when:<32} {what}".rstrip())
+    if not versions:
+        lines.append("  (no stored versions)")
+    lines.append("(put one back with: domtool undo DOMAIN VERSION)")
+    return "\n".join(lines)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

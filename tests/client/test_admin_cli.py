@@ -145,13 +145,19 @@ def test_remote_verbs_send_their_schema_args_and_dry_run_by_default(tmp_path, ca
     sends class and value; the answers are printed, and a dry run says how to apply."""
     ca_dir = tmp_path / "ca"
     ca.init_ca(ca_dir, "example.coop")
-    echo = lambda member, args, progress: {"applied": args.get("apply", True), "args": args}  # noqa: E731
+
+    def echo(member, args, progress):
+        if args.get("apply") is False:
+            plan = {"alice": {"local": {"added": [], "changed": [], "removed": ["zone:x.org"]}}}
+            return {"apply": False, "plan": plan, "message": "dry run: pass apply"}
+        return {"applied": True, "hosts": {}, "refused": [], "args": args}
+
     ops = ["regen", "admin_rmdom", "rmuser", "grant", "perms_of", "hosts", "set_quota"]
     fake = FakeDispatcher(ca_dir, {op: echo for op in ops}, {"root"}).start()
     try:
         cfg = str(member_config(ca_dir, tmp_path / "root", "root", fake.port))
         code, out, _ = run(capsys, "regen", "--config", cfg)
-        assert code == 0 and "--doit" in out
+        assert code == 0 and "--doit" in out and "local: -zone:x.org" in out
         assert fake.requests[-1][1:] == ("regen", {"apply": False})
         assert run(capsys, "regen", "--doit", "--config", cfg)[0] == 0
         assert fake.requests[-1][1:] == ("regen", {"apply": True})
@@ -178,3 +184,35 @@ def test_every_command_has_help(capsys):
     for cmd in ("ca init", "ca member", "preview", "adduser", "regen", "rmdom", "quota", "audit"):
         code, out, _ = run(capsys, *cmd.split(), "--help")
         assert code == 0 and out.startswith("usage: domtool-admin"), cmd
+
+
+def test_adduser_writes_the_issued_certificate_key_and_a_client_config(tmp_path, capsys):
+    """adduser writes the certificate the dispatcher issued, its key (0600, never printed),
+    the host CA and a client.toml pointing at the admin's dispatcher."""
+    ca_dir = tmp_path / "ca"
+    ca.init_ca(ca_dir, "example.coop")
+
+    def adduser(member, args, progress):
+        cert, key = ca.issue_member(ca_dir, args["user"])
+        return {
+            "user": args["user"],
+            "admin": False,
+            "serial": "ab",
+            "cert_pem": cert.decode(),
+            "key_pem": key.decode(),
+        }
+
+    fake = FakeDispatcher(ca_dir, {"adduser": adduser}, {"root"}).start()
+    try:
+        cfg = str(member_config(ca_dir, tmp_path / "root", "root", fake.port))
+        out = tmp_path / "bob"
+        code, stdout, err = run(capsys, "adduser", "bob", "--out", str(out), "--config", cfg)
+        assert code == 0, err
+        assert "PRIVATE KEY" not in stdout
+        assert (out / "bob.key").stat().st_mode & 0o777 == 0o600
+        bob = client_config.load(out / "client.toml")
+        assert bob.port == fake.port and bob.certificate == str(out / "bob.pem")
+        code, _, err = run(capsys, "adduser", "bob", "--out", str(out), "--config", cfg)
+        assert code == 2 and "not empty" in err
+    finally:
+        fake.stop()
