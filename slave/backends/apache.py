@@ -714,30 +714,40 @@ class ApacheBackend:
         return units
 
     def render(self, state: DesiredState) -> tuple[list[Unit], list[VhostRefused]]:
-        """The units that rendered and the refusals, so a caller can keep the good ones."""
-        units: dict[str, Unit] = {}
+        """The units that rendered and the refusals, so a caller can keep the good ones.
+
+        A host name (ServerName or ServerAlias) claimed by two vhosts is ambiguous to
+        Apache (the first loaded wins), so every vhost claiming it is refused, whatever
+        the order: no vhost can take a name from another by sorting first. (The
+        dispatcher's ownership check should never let this happen; this fails closed.)
+        """
+        rendered: list[tuple[Vhost, Unit, list[str]]] = []
         errors: list[VhostRefused] = []
-        served: dict[str, str] = {}  # every ServerName and ServerAlias -> its vhost
+        claims: dict[str, list[Vhost]] = {}
         for v in self._vhosts(state):
             try:
                 unit = self.render_vhost(v)
             except RenderRefused as exc:
                 errors.extend(exc.errors)
                 continue
-            names = [n.lower() for n in (v.fqdn, *v.aliases)]
-            taken = [n for n in names if n in served]
-            if taken:
+            names = list(dict.fromkeys(n.lower() for n in (v.fqdn, *v.aliases)))
+            rendered.append((v, unit, names))
+            for n in names:
+                claims.setdefault(n, []).append(v)
+        units: dict[str, Unit] = {}
+        for v, unit, names in rendered:
+            clash = next((n for n in names if len(claims[n]) > 1), None)
+            if clash is not None:
+                others = ", ".join(
+                    sorted(f"{o.fqdn} of {o.owner}" for o in claims[clash] if o is not v)
+                )
+                field = "fqdn" if clash == names[0] else "aliases"
                 errors.append(
                     VhostRefused(
-                        v.owner,
-                        v.fqdn,
-                        "fqdn" if taken[0] == names[0] else "aliases",
-                        taken[0],
-                        f"the name is already served by vhost {served[taken[0]]}",
+                        v.owner, v.fqdn, field, clash, f"the name is also claimed by {others}"
                     )
                 )
                 continue
-            served.update((n, v.fqdn) for n in names)
             units[unit.key] = unit
         return sorted(units.values(), key=lambda u: u.key), errors
 

@@ -272,16 +272,26 @@ def test_units_index_and_commands():
     assert first.index(probe) < first.index(("DocumentRoot", ("/home/alice/www",)))
 
 
-def test_two_vhosts_claiming_one_name_are_refused():
-    """A name served twice (as a name or an alias) is refused for the later vhost."""
-    state = DesiredState(
-        vhosts=(vhost(), vhost(fqdn="example.org", owner="bob", aliases=("www.example.org",)))
-    )
-    with pytest.raises(RenderRefused) as e:
-        BACKEND.units(state, {}, 0)
-    assert e.value.owners == ("bob",)
-    units, errors = BACKEND.render(state)
-    assert [u.key for u in units] == ["vhost:www.example.org"] and len(errors) == 1
+def test_two_vhosts_claiming_one_name_are_both_refused_whatever_the_order():
+    """A name served twice (as a name or an alias) refuses every vhost claiming it, so a
+    vhost that sorts first cannot take another member's name; the rest still render."""
+    alice_site = vhost()
+    bobs_grab = vhost(fqdn="a.bob.example", owner="bob", aliases=("www.example.org",))
+    carol = vhost(fqdn="www.carol.example", owner="carol")
+    for order in ((alice_site, bobs_grab, carol), (bobs_grab, carol, alice_site)):
+        state = DesiredState(vhosts=order)
+        with pytest.raises(RenderRefused) as e:
+            BACKEND.units(state, {}, 0)
+        assert e.value.owners == ("alice", "bob")
+        assert {(x.owner, x.field) for x in e.value.errors} == {
+            ("alice", "fqdn"),
+            ("bob", "aliases"),
+        }
+        assert "a.bob.example of bob" in str(e.value)
+        units, errors = BACKEND.render(state)
+        assert [u.key for u in units] == ["vhost:www.carol.example"] and len(errors) == 2
+    same_twice = DesiredState(vhosts=(vhost(aliases=("www.example.org",)),))
+    assert [u.key for u in BACKEND.units(same_twice, {}, 0)] == ["vhost:www.example.org"]
 
 
 def test_tls_without_a_tls_listener_is_refused_and_index_wants_absolute_paths():
