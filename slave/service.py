@@ -101,7 +101,7 @@ class SlaveProtocol(Int32StringReceiver):
         certificate = tls.peer_certificate(self.transport)
         d = defer.ensureDeferred(auth.login_host(self.factory.portal, certificate))
         d.addCallbacks(self._welcome, self._refuse)
-        d.addErrback(self._internal, 0)
+        d.addErrback(self._login_broke)
 
     def _welcome(self, host: auth.Host) -> None:
         if self._closed:
@@ -114,6 +114,10 @@ class SlaveProtocol(Int32StringReceiver):
         failure.trap(UnauthorizedLogin)
         log.warn("refused a peer: {why}", why=str(failure.value))
         self._send(wire.error(0, wire.Failure("unauthorized", str(failure.value))))
+        self.transport.loseConnection()
+
+    def _login_broke(self, failure) -> None:
+        log.failure("the login failed", failure)
         self.transport.loseConnection()
 
     def _idle(self) -> None:
