@@ -300,8 +300,8 @@ def site_config(
 
     ``sites_include`` is the index the live config loads, normally
     ``state_dir/current/apache/sites.conf``. Written once by site setup (never from
-    member input). ``user``/``group`` are the
-    unprivileged identity Apache's children take when started as root.
+    member input). ``user``/``group`` are the unprivileged identity Apache's children
+    take when started as root; ``extra`` lines are appended (site tuning).
     """
     listens = [f"Listen {config.address}:{config.port}"]
     if config.tls_port is not None:
@@ -353,7 +353,7 @@ def site_config(
 
 
 class _Lines:
-    """Indented config lines; ``field`` names the value being rendered for errors."""
+    """Config lines, indented by section depth."""
 
     def __init__(self) -> None:
         self.out: list[str] = []
