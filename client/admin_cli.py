@@ -504,11 +504,13 @@ def build_parser() -> argparse.ArgumentParser:
     # members and permissions
     sp = add(
         "adduser",
-        "add a member (issue their certificate with `ca member`)",
-        _remote("adduser", lambda a: {"user": a.user, **({"admin": True} if a.admin else {})}),
+        "add a member: the dispatcher issues their certificate; it, the key and a "
+        "client.toml are written to --out",
+        cmd_adduser,
     )
     sp.add_argument("user", metavar="USER")
     sp.add_argument("--admin", action="store_true", help="make the member an admin")
+    sp.add_argument("--out", metavar="DIR", help="where to write their files (default ./USER)")
     sp = add(
         "rmuser",
         "remove a member (dry run unless --doit)",
