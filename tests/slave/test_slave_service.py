@@ -23,7 +23,7 @@ from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
@@ -696,3 +696,23 @@ def test_every_frame_gets_exactly_one_answer_and_the_link_stays_up(frame):
         assert answer["error"]["kind"] in {"bad_request", "refused", "failed"}
         assert answer["error"]["kind"] != "failed" or "internal" not in answer["error"]["message"]
     assert not transport.disconnecting
+
+
+def test_the_service_binds_before_starting_and_starts_the_agent(site, host, tmp_path):
+    """privilegedStartService binds the configured address and port (with a real backlog);
+    startService starts the agent (engine recovery, state load) and the CRL poll;
+    stopService stops listening."""
+    reactor = MemoryReactorClock()
+    config = slave_config.parse(CONFIG.format(port=1235), str(tmp_path))
+    svc = SlaveService(config, host.agent, site.listener, reactor)
+    svc.privilegedStartService()
+    [(port, factory, backlog, interface)] = reactor.tcpServers
+    assert (port, backlog, interface) == (1235, 64, "127.0.0.1")
+    assert isinstance(factory, TLSMemoryBIOFactory)
+    svc.startService()
+    done: list = []
+    svc.started.addBoth(done.append)
+    assert done == [None]
+    assert reactor.getDelayedCalls()  # the CRL poll
+    svc.stopService()
+    assert svc.port is None and not reactor.getDelayedCalls()
