@@ -116,6 +116,7 @@ class LocalSite:
     bind_config: object = None
     apache_config: object = None
     submitted: object = None
+    admin_serial: int | None = None
 
     # -- paths ---------------------------------------------------------------------
 
@@ -148,6 +149,8 @@ class LocalSite:
         (r / MARKER).write_text(json.dumps({"site": SITE, "created": time.time()}) + "\n")
 
     def build_pki(self) -> None:
+        from cryptography import x509
+
         from domtool.dispatcher import ca
 
         ca.init_ca(self.ca_dir, SITE)
@@ -163,18 +166,14 @@ class LocalSite:
         )
         _write(self.root / "dispatcher" / "member-crl.pem", ca.current_crl(self.ca_dir, ca.MEMBER))
         self.ports["dispatcher"] = L.free_port()
-        for user in (ADMIN, MEMBER):
-            path = self._member_files(user)
-            if user == ADMIN:
-                self.admin_config = path
-            else:
-                self.member_config = path
+        cert, key = ca.issue_member(self.ca_dir, ADMIN)
+        self.admin_serial = x509.load_pem_x509_certificate(cert).serial_number
+        self.admin_config = self._member_files(ADMIN, cert, key)
 
-    def _member_files(self, user: str) -> Path:
+    def _member_files(self, user: str, cert: bytes, key: bytes) -> Path:
         from domtool.dispatcher import ca
 
         d = self.root / ("admin" if user == ADMIN else user)
-        cert, key = ca.issue_member(self.ca_dir, user)
         _write(d / f"{user}.pem", cert)
         _write(d / f"{user}.key", key, 0o600)
         _write(d / "host-ca.pem", ca.ca_certificate(self.ca_dir, ca.HOST))
@@ -298,14 +297,57 @@ class LocalSite:
             raise SiteError(f"{e}; its log:\n{d.log_tail()}") from None
 
     def start_dispatcher(self) -> None:
+        """dispatcher.toml (one node, ``local``, with every role, whose slave is ours),
+        the store with the operator as its first admin (pinned to the operator's
+        certificate), then ``domtool-dispatcher --config``."""
+        from domtool.dispatcher.store import Store
+        from domtool.model import ROLES
+
+        d = self.root / "dispatcher"
+        lines = [
+            "# domtool dispatcher of the local quickstart site",
+            "[dispatcher]",
+            f'host = "{DISPATCHER}"',
+            'state_dir = "state"',
+            'ca_dir = "../ca"',
+            'listen_address = "127.0.0.1"',
+            f"listen_port = {self.ports['dispatcher']}",
+            f'site_domains = ["{SITE}"]',
+            "slave_timeout = 60",
+            "",
+            "[tls]",
+            'certificate = "host.pem"',
+            'key = "host.key"',
+            'member_ca = "../ca/member/ca.pem"',
+            'member_crl = "../ca/member/crl.pem"',
+            'host_ca = "../ca/host/ca.pem"',
+            'host_crl = "../ca/host/crl.pem"',
+            "",
+            "[[nodes]]",
+            f'name = "{NODE}"',
+            "roles = [" + ", ".join(f'"{r}"' for r in ROLES) + "]",
+            'ipv4 = "127.0.0.1"',
+            f'host = "{SLAVE_HOST}"',
+            'address = "127.0.0.1"',
+            f"port = {self.ports['slave']}",
+        ]
+        path = d / "dispatcher.toml"
+        _write(path, ("\n".join(lines) + "\n").encode())
+        (d / "state").mkdir(parents=True, exist_ok=True)
+        store = Store.open(d / "state")
         try:
-            from domtool.dispatcher import service  # noqa: F401
-        except ImportError:
-            raise SiteError(
-                "the dispatcher service (domtool.dispatcher.service) is not in this checkout "
-                "yet; the CAs, daemons and slave above were built and are stopped now"
-            ) from None
-        raise SiteError("dispatcher start-up is not wired in yet")
+            store.add_member(ADMIN, is_admin=True, cert_serial=self.admin_serial)
+        finally:
+            store.close()
+        argv = console_script("domtool-dispatcher", "domtool.dispatcher.service")
+        proc = L.spawn(
+            "domtool-dispatcher", argv + ["--config", str(path)], d / "dispatcher.log", cwd=d
+        )
+        self.daemons.append(proc)
+        self._wait_listening(proc, self.ports["dispatcher"])
+        self.progress.note(
+            f"domtool-dispatcher on 127.0.0.1:{self.ports['dispatcher']} (log {proc.log})"
+        )
 
     def register_members(self) -> None:
         """alice with alice.perms plus DIR/home/alice, through the admin operations."""
@@ -315,7 +357,10 @@ class LocalSite:
         perms = parse_perms((examples_dir() / "alice.perms").read_text(), MEMBER)
         admin = client_config.load(self.admin_config)
         grants = [*perms.grants(), ("path", str(self.home))]
-        call(admin, "adduser", {"user": MEMBER})
+        added = call(admin, "adduser", {"user": MEMBER})
+        self.member_config = self._member_files(
+            MEMBER, added["cert_pem"].encode(), added["key_pem"].encode()
+        )
         for cls, value in grants:
             call(admin, "grant", {"user": MEMBER, "class": cls, "value": value})
         self.progress.note(f"alice may use: {', '.join(f'{c} {v}' for c, v in grants)}")
