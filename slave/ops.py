@@ -11,10 +11,11 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
 2. :func:`recheck` is the slave's own check of one owner's part, with what only this
    host knows: every zone, vhost and mail domain names the owner it came under; names pass
    ``domtool.validate``; a vhost runs as a user and group the owner was granted, never
-   ``root`` nor anything that is uid/gid 0 here; every member path (document root, alias
-   and script alias targets, directory blocks, TLS files, the htpasswd file) really lies
-   under one of the owner's granted paths once symlinks are resolved on THIS host
-   (``slave.pathcheck.check_member_path``). Each refusal names the owner and the field.
+   ``root``, anything that is uid/gid 0 here, nor a system account (id below 1000);
+   every member path (document root, alias and script alias targets, directory blocks,
+   TLS files, the htpasswd file) really lies under one of the owner's granted paths once
+   symlinks are resolved on THIS host (``slave.pathcheck.check_member_path``). Each
+   refusal names the owner and the field.
 
 The ops (``domtool.wire.SLAVE_OPS``)::
 
@@ -513,23 +514,36 @@ def parse(op: str, args: Any) -> Any:
 # The local re-check of one owner's part
 
 
-def _is_superuser(user: str | None = None, group: str | None = None) -> bool:
-    """True when the name is root or maps to uid/gid 0 on this host."""
+MIN_MEMBER_ID = 1000  # Debian: uids and gids below this are the system's, not members'
+
+
+def _account(user: str | None = None, group: str | None = None, min_id: int = MIN_MEMBER_ID):
+    """Why a user or group name may not run a member's site on this host, or None.
+
+    ``root`` and anything that is id 0 here are the superuser; an existing account with
+    an id below ``min_id`` is a system account (``daemon``, ``www-data``...). A name this
+    host does not know is left to the grants (and to suexec, which refuses it)."""
     if user is not None:
         if user == "root":
-            return True
+            return "is the superuser"
         try:
-            return pwd.getpwnam(user).pw_uid == 0
+            uid = pwd.getpwnam(user).pw_uid
         except KeyError:
-            return False
+            return None
+        if uid == 0:
+            return "is the superuser (uid 0 on this host)"
+        return f"is a system account (uid {uid} on this host)" if uid < min_id else None
     if group is not None:
         if group == "root":
-            return True
+            return "is the superuser's group"
         try:
-            return grp.getgrnam(group).gr_gid == 0
+            gid = grp.getgrnam(group).gr_gid
         except KeyError:
-            return False
-    return False
+            return None
+        if gid == 0:
+            return "is the superuser's group (gid 0 on this host)"
+        return f"is a system group (gid {gid} on this host)" if gid < min_id else None
+    return None
 
 
 def _settings_paths(field: str, ws: WebSettings) -> Iterable[tuple[str, str]]:
@@ -559,11 +573,15 @@ def member_paths(v: Vhost) -> list[tuple[str, str]]:
     return out
 
 
-def recheck(owner: str, change: OwnerChange, node: str | None = None) -> list[str]:
+def recheck(
+    owner: str, change: OwnerChange, node: str | None = None, min_id: int = MIN_MEMBER_ID
+) -> list[str]:
     """Every reason this host refuses ``owner``'s part (empty: accepted).
 
     ``node`` is this host's node name in the model; when given, every unit must list it
-    among its nodes (the dispatcher sends a host only its own part)."""
+    among its nodes (the dispatcher sends a host only its own part). A vhost's user and
+    group must be granted, and must not be root or an account of this host with an id
+    below ``min_id`` (system accounts)."""
     problems: list[str] = []
     g = change.grants
 
@@ -603,12 +621,14 @@ def recheck(owner: str, change: OwnerChange, node: str | None = None) -> list[st
         name(what, "domain", validate.check_domain, v.domain)
         for i, a in enumerate(v.aliases):
             name(what, f"aliases[{i}]", validate.check_domain, a)
-        if _is_superuser(user=v.user):
-            refuse(what, "user", f"{v.user!r} is the superuser")
+        why = _account(user=v.user, min_id=min_id)
+        if why is not None:
+            refuse(what, "user", f"{v.user!r} {why}")
         elif v.user not in g.users:
             refuse(what, "user", f"{v.user!r} is not one of {owner}'s granted users")
-        if _is_superuser(group=v.group):
-            refuse(what, "group", f"{v.group!r} is the superuser's group")
+        why = _account(group=v.group, min_id=min_id)
+        if why is not None:
+            refuse(what, "group", f"{v.group!r} {why}")
         elif v.group not in g.groups:
             refuse(what, "group", f"{v.group!r} is not one of {owner}'s granted groups")
         for field, path in member_paths(v):

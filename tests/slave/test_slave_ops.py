@@ -3,7 +3,9 @@ slave's local re-check of an owner's part (owners, names, users, symlinked paths
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 
 import attrs
 import pytest
@@ -353,3 +355,18 @@ def test_every_path_field_into_another_members_home_is_refused(homes, field, how
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"alice: vhost www.alice.org: {field}: ")
     assert "not under any granted path" in problems[0]
+
+
+def test_a_system_account_is_refused_even_when_granted(homes):
+    """An account of this host below uid/gid 1000 (here: daemon, and the root group by
+    another name if any) never runs a member's site, whatever the grants say."""
+    alice, _ = homes
+    state = DesiredState(vhosts=(vhost(str(alice / "www"), user="daemon", group="daemon"),))
+    c = OwnerChange(state, Grants(paths=(str(alice),), users=("daemon",), groups=("daemon",)))
+    problems = ops.recheck("alice", c)
+    uid, gid = pwd.getpwnam("daemon").pw_uid, grp.getgrnam("daemon").gr_gid
+    assert problems == [
+        f"alice: vhost www.alice.org: user: 'daemon' is a system account (uid {uid} on this host)",
+        f"alice: vhost www.alice.org: group: 'daemon' is a system group (gid {gid} on this host)",
+    ]
+    assert ops.recheck("alice", c, min_id=0) == []
