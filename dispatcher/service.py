@@ -1,0 +1,377 @@
+"""The dispatcher as a Twisted service: the member listener and the ``domtool-dispatcher``
+command.
+
+One connection = one :class:`MemberProtocol` behind the member front door
+(``tls.member_front_door``: member CA pinned, CRL checked, client certificate required).
+It only decodes: after the TLS handshake it logs the member in (``auth.login_member``)
+and ignores every frame until that succeeded (with TLS 1.3 a client may send before the
+server has judged its certificate); then each frame is checked in order, before any
+logic: the envelope (``wire.decode_request`` with ``MEMBER_OPS``, plus ``ADMIN_OPS`` for
+an admin avatar), the arguments (``schema.validate_args``), and only then handed to the
+controller (``controller.py``), whose progress and answer go back as frames with the
+request's id. A handshake and login that take longer than ``handshake_timeout``, or a
+connection idle for ``idle_timeout`` with nothing in flight, is closed.
+
+:class:`DispatcherService` binds its port in ``privilegedStartService`` (backlog 1024: a
+burst of member connections must not overflow the SYN queue, see docs/tls.md), resumes
+the convergence of hosts with a pending change, and reloads the member CRL file when it
+changes (and when ``rmuser`` re-signs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from twisted.application import service
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from domtool import wire
+from domtool.dispatcher import auth, schema, tls
+from domtool.dispatcher.controller import Controller, OpError
+
+log = Logger()
+
+BACKLOG = 1024
+CRL_POLL = 60.0
+
+
+def _request_id(frame: bytes) -> int:
+    try:
+        rid = json.loads(frame.decode("utf-8")).get("id")
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        return 0
+    if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**53:
+        return rid
+    return 0
+
+
+@implementer(IHandshakeListener)
+class MemberProtocol(Int32StringReceiver):
+    """One member connection: log in after the handshake, decode, hand to the controller."""
+
+    MAX_LENGTH = wire.MAX_FRAME
+
+    def __init__(self, factory: MemberFactory) -> None:
+        self.factory = factory
+        self.member: auth.Member | None = None
+        self._timer: IDelayedCall | None = None
+        self._inflight = 0
+        self._closed = False
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
+        self._timer = self.factory.clock.callLater(
+            self.factory.handshake_timeout, self._timed_out, "handshake and login"
+        )
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted API)
+        certificate = tls.peer_certificate(self.transport)
+        d = defer.ensureDeferred(auth.login_member(self.factory.portal, certificate))
+        d.addCallbacks(self._welcome, self._refuse)
+        d.addErrback(lambda f: log.failure("login failed", f))
+
+    def _welcome(self, member: auth.Member) -> None:
+        if self._closed:
+            return
+        self.member = member
+        self._idle()
+
+    def _refuse(self, failure) -> None:
+        failure.trap(UnauthorizedLogin)
+        log.warn("refused a member: {why}", why=str(failure.value))
+        self._send(wire.error(0, wire.Failure("unauthorized", str(failure.value))))
+        self.transport.loseConnection()
+
+    def _idle(self) -> None:
+        self._cancel_timer()
+        self._timer = self.factory.clock.callLater(
+            self.factory.idle_timeout, self._timed_out, "idle"
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self, what: str) -> None:
+        self._timer = None
+        if what == "idle" and self._inflight:
+            self._idle()
+            return
+        if what == "idle":
+            self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason) -> None:  # noqa: N802 (Twisted API)
+        self._closed = True
+        self._cancel_timer()
+
+    def stringReceived(self, frame: bytes) -> None:  # noqa: N802 (Twisted API)
+        member = self.member
+        if member is None:
+            return  # nothing is acted on before a successful login
+        self._idle()
+        allowed = self.factory.admin_ops if member.is_admin else wire.MEMBER_OPS
+        try:
+            request = wire.decode_request(frame, allowed)
+        except wire.WireError as e:
+            failure = wire.Failure("bad_request", str(e))
+            if not member.is_admin:
+                try:
+                    admin = wire.decode_request(frame, wire.ADMIN_OPS)
+                except wire.WireError:
+                    pass
+                else:
+                    failure = wire.Failure("unauthorized", f"{admin.op} is for administrators only")
+            self._send(wire.error(_request_id(frame), failure))
+            return
+        try:
+            checked = schema.validate_args(request.op, request.args, admin=member.is_admin)
+        except schema.SchemaError as e:
+            details = tuple(f"{p}: {m}" if p else m for p, m in e.problems[:100])
+            failure = wire.Failure("bad_request", f"bad arguments for {request.op}", details)
+            self._send(wire.error(request.id, failure))
+            return
+        self._inflight += 1
+        rid = request.id
+
+        def progress(done: int, total: int, what: str) -> None:
+            self._send(wire.progress(rid, done, total, what))
+
+        d = self.factory.controller.handle(member, checked.kind, dict(checked.args), progress)
+        d.addCallbacks(self._answer, self._failed, (rid,), None, (rid,))
+        d.addErrback(self._internal, rid)
+        d.addBoth(self._done)
+
+    def _done(self, _: Any) -> None:
+        self._inflight -= 1
+
+    def _answer(self, result: Any, rid: int) -> None:
+        try:
+            frame = wire.ok(rid, result)
+        except wire.WireError as e:
+            frame = wire.error(rid, wire.Failure("failed", str(e)))
+        self._send(frame)
+
+    def _failed(self, failure, rid: int) -> None:
+        failure.trap(OpError)
+        self._send(wire.error(rid, failure.value.failure))
+
+    def _internal(self, failure, rid: int) -> None:
+        log.failure("request {rid} failed", failure, rid=rid)
+        self._send(
+            wire.error(rid, wire.Failure("internal", "internal error (see the dispatcher's log)"))
+        )
+
+    def lengthLimitExceeded(self, length: int) -> None:  # noqa: N802 (Twisted API)
+        if self.member is not None:
+            self._send(
+                wire.error(
+                    0,
+                    wire.Failure(
+                        "bad_request", f"frame of {length} bytes exceeds {wire.MAX_FRAME}"
+                    ),
+                )
+            )
+        self.transport.loseConnection()
+
+    def _send(self, frame: bytes) -> None:
+        if not self._closed:
+            self.sendString(frame)
+
+
+class MemberFactory(Factory):
+    """Builds :class:`MemberProtocol`s sharing one controller, portal and clock."""
+
+    admin_ops = wire.MEMBER_OPS | wire.ADMIN_OPS
+
+    def __init__(
+        self,
+        controller: Controller,
+        portal: Portal,
+        clock: IReactorTime,
+        *,
+        handshake_timeout: float = 30.0,
+        idle_timeout: float = 600.0,
+    ) -> None:
+        self.controller = controller
+        self.portal = portal
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+
+    def buildProtocol(self, addr) -> MemberProtocol:  # noqa: N802 (Twisted API)
+        return MemberProtocol(self)
+
+
+def tls_factory(
+    server_tls: tls.ServerTLS, factory: MemberFactory, clock: IReactorTime | None = None
+) -> TLSMemoryBIOFactory:
+    """The listening factory: ``factory`` behind the member front door."""
+    return TLSMemoryBIOFactory(server_tls, False, factory, clock)
+
+
+class DispatcherService(service.Service):
+    """Listens for members (bound in ``privilegedStartService``), converges pending hosts,
+    and picks up a renewed member CRL file."""
+
+    def __init__(
+        self,
+        config: Any,
+        controller: Controller,
+        server_tls: tls.ServerTLS,
+        reactor: Any,
+    ) -> None:
+        self.config = config
+        self.controller = controller
+        self.server_tls = server_tls
+        self.reactor = reactor
+        self.port: Any = None
+        self._crl_mtime = self._mtime()
+        self._crl_poll: task.LoopingCall | None = None
+
+    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted API)
+        """Bind the member port (may need privileges the service later does without)."""
+        super().privilegedStartService()
+        if self.port is None:
+            factory = MemberFactory(
+                self.controller,
+                auth.member_portal(self.controller.store),
+                self.reactor,
+                handshake_timeout=self.config.handshake_timeout,
+                idle_timeout=self.config.idle_timeout,
+            )
+            self.port = self.reactor.listenTCP(
+                self.config.listen_port,
+                tls_factory(self.server_tls, factory),
+                backlog=BACKLOG,
+                interface=self.config.listen_address,
+            )
+
+    def startService(self) -> None:  # noqa: N802 (Twisted API)
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+        self.controller.coordinator.resume()
+        self._crl_poll = task.LoopingCall(self.check_crl)
+        self._crl_poll.clock = self.reactor
+        self._crl_poll.start(CRL_POLL, now=False)
+
+    def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
+        super().stopService()
+        self.controller.coordinator.stop()
+        if self._crl_poll is not None and self._crl_poll.running:
+            self._crl_poll.stop()
+        port, self.port = self.port, None
+        if port is not None:
+            return defer.maybeDeferred(port.stopListening)
+        return None
+
+    def _mtime(self) -> float | None:
+        try:
+            return os.stat(self.config.member_crl).st_mtime
+        except OSError:
+            return None
+
+    def check_crl(self) -> bool:
+        """Reload the member CRL file if it changed; True when a new CRL is in force."""
+        mtime = self._mtime()
+        if mtime is None or mtime == self._crl_mtime:
+            return False
+        self._crl_mtime = mtime
+        try:
+            self.server_tls.reload_crl_file(self.config.member_crl)
+        except (OSError, ValueError) as e:
+            log.error("kept the old CRL: {crl}: {e}", crl=self.config.member_crl, e=e)
+            return False
+        return True
+
+
+def make_service(config: Any, reactor: Any) -> DispatcherService:
+    """The dispatcher's service from its configuration (``config.DispatcherConfig``)."""
+    from twisted.internet.endpoints import HostnameEndpoint
+
+    from domtool.dispatcher.apply import Coordinator
+    from domtool.dispatcher.links import TLSLink
+    from domtool.dispatcher.store import Store
+
+    own = tls.KeyPair.from_files(config.certificate, config.key)
+    server_tls = tls.member_front_door(
+        own,
+        tls.Trust.from_files(config.member_ca, config.member_crl),
+        lambda e: log.warn("refused a member certificate: {why}", why=e.reason),
+    )
+    host_trust = tls.Trust.from_files(config.host_ca, config.host_crl)
+    links = {
+        s.node: TLSLink(
+            s.host,
+            HostnameEndpoint(reactor, s.address, s.port),
+            tls.slave_client(own, host_trust, s.host),
+            reactor,
+            timeout=config.slave_timeout,
+        )
+        for s in config.slaves
+    }
+    store = Store.open(config.state_dir)
+    coordinator = Coordinator(
+        store, links, reactor, retry_initial=config.retry_initial, retry_max=config.retry_max
+    )
+    controller = Controller(
+        store,
+        config.site,
+        coordinator,
+        site_domains=config.site_domains,
+        quota_defaults=config.quotas,
+        ca_dir=config.ca_dir,
+        on_crl=server_tls.reload_crl,
+    )
+    return DispatcherService(config, controller, server_tls, reactor)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``domtool-dispatcher --config PATH``: run the dispatcher until stopped."""
+    from domtool.dispatcher import config as dispatcher_config
+
+    parser = argparse.ArgumentParser(
+        prog="domtool-dispatcher", description="Run the site's domtool dispatcher."
+    )
+    parser.add_argument("--config", required=True, help="the dispatcher's TOML configuration")
+    args = parser.parse_args(argv)
+    try:
+        config = dispatcher_config.load(args.config)
+    except dispatcher_config.ConfigError as e:
+        print(f"domtool-dispatcher: {e}", file=sys.stderr)
+        return 2
+    from twisted.internet import reactor
+
+    try:
+        svc = make_service(config, reactor)
+    except (OSError, ValueError) as e:
+        print(f"domtool-dispatcher: {e}", file=sys.stderr)
+        return 2
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    try:
+        svc.privilegedStartService()
+    except Exception as e:
+        print(f"domtool-dispatcher: cannot listen: {e}", file=sys.stderr)
+        return 1
+    reactor.callWhenRunning(svc.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
+    reactor.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
