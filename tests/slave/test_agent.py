@@ -16,6 +16,7 @@ from domtool.model import DesiredState, Record, Zone
 from domtool.slave import ops
 from domtool.slave.agent import Agent, Failed, Refused, compose
 from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
+from domtool.slave.backends.bind import BindBackend, BindConfig
 from domtool.slave.engine import Engine
 from domtool.slave.ops import Grants, OwnerChange, PrepareArgs
 from domtool.slave.seams import (
@@ -612,3 +613,46 @@ def test_a_name_another_member_serves_is_refused_in_every_kind(host, tmp_path, w
     }
     host.run("commit", tx("t2"))
     assert host.agent.state == bob.normalised()
+
+
+def test_prepare_and_commit_with_the_real_bind_backend(tmp_path):
+    """The agent over the engine and the real BIND backend (commands answered by a
+    FakeProcessRunner): alice's zone becomes a zone file with a system-owned SOA, listed in
+    the live zones index, checked, reloaded and probed; a second prepare that changes
+    nothing stages nothing and reloads nothing."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    backend = BindBackend(
+        BindConfig(
+            base_config=str(tmp_path / "options.conf"),
+            live_config=str(tmp_path / "named.conf"),
+            rndc_config=str(tmp_path / "rndc.conf"),
+            port=5353,
+            node=NODE,
+        )
+    )
+    runner = FakeProcessRunner(handler=lambda cmd: Result(0, "OK"))
+    prober = RecordingProber()
+    engine = Engine(
+        str(state_dir), {"bind": backend}, RealFileSystem(), runner, FakeClock(), prober
+    )
+    agent = Agent(engine, host="ns1.example.coop", state_dir=state_dir, clock=Clock(), node=NODE)
+    h = Host(agent, engine, None, None, agent.clock)  # type: ignore[arg-type]
+    h.run("prepare", prepare("t0", bob=part(zone("bob.example", "bob"))))
+    h.run("commit", tx("t0"))
+    z = Zone("alice.example", "alice", (Record("www", "A", ("192.0.2.7",)),), (NODE,))
+    answer = h.run("prepare", prepare("t1", alice=part(z)))
+    assert answer["owners"] == {"alice": {"ok": True, "message": ""}}
+    result = h.run("commit", tx("t1"))
+    assert result["status"] == "applied" and result["generation"] == 2
+    assert [v["target"][2] for v in result["verified"]] == ["alice.example"]
+    zone_files = [
+        p.read_text() for p in (state_dir / "units" / "bind").iterdir() if "alice" in p.read_text()
+    ]
+    assert len(zone_files) == 1 and "www.alice.example.\tIN\tA\t192.0.2.7" in zone_files[0]
+    assert "SOA" in zone_files[0]
+    ran = len(runner.ran)
+    again = h.run("prepare", prepare("t2", alice=part(z)))
+    assert again["staged_generation"] == 2
+    assert h.run("commit", tx("t2"))["status"] == "unchanged"
+    assert len(runner.ran) == ran
