@@ -28,6 +28,7 @@ unless ``--doit`` is given. Every command takes ``--json``. Exit status as ``dom
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ from domtool.client.domtool_cli import (
     UsageError,
     _common,
     remote,
+    render_describe,
     render_generic,
     render_perms,
 )
@@ -60,7 +62,8 @@ def render_plan(result) -> str:
         return format_value(result)
     if result.get("apply") is not False:
         return render_apply(result)
-    out = [f"dry run: {result.get('message', '')}".rstrip()]
+    message = str(result.get("message") or "").removeprefix("dry run:").strip()
+    out = [f"dry run: {message}".rstrip()]
     plan = result.get("plan") or {}
     # regen/rmdom plans are per member then per host; rmuser's per host.
     per_member = bool(plan) and not all(_is_host_diff(v) for v in plan.values())
@@ -434,6 +437,22 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return remote(PROG, args, "ping", {"host": args.host} if args.host else {}, render_hosts)
 
 
+def _common_after(p: argparse.ArgumentParser) -> None:
+    """--config/--json after the command too, without undoing one given before it."""
+    p.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="client configuration (default ~/.domtool/client.toml)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the answer as JSON (for scripts)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
@@ -441,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Destructive verbs are dry runs unless --doit. Exit status: 0 ok, 1 refused or "
         "errors, 2 usage, 3 cannot reach the dispatcher.",
     )
+    _common(p)  # --config and --json also before the command
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, help_text: str, func, remote_cmd: bool = True) -> argparse.ArgumentParser:
@@ -448,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
         )
         if remote_cmd:
-            _common(sp)
+            _common_after(sp)
         sp.set_defaults(func=func)
         return sp
 
@@ -461,7 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
             name, help=help_text, description=help_text[0].upper() + help_text[1:] + "."
         )
         sp.add_argument("dir", metavar="DIR", help="the CA directory")
-        sp.add_argument("--json", action="store_true", help="print the outcome as JSON")
+        sp.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print as JSON"
+        )
         return sp
 
     sp = ca_add("init", "create the member and host CAs in DIR (refuses to overwrite)")
@@ -498,7 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--perms", required=True, metavar="FILE", help="the member's permissions file")
     sp.add_argument("--user", required=True, metavar="NAME", help="the member")
     sp.add_argument("--out", required=True, metavar="DIR", help="where to write DIR/<backend>/...")
-    sp.add_argument("--json", action="store_true", help="list the files written as JSON")
+    sp.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="list the files as JSON"
+    )
     sp.add_argument("files", nargs="+", metavar="FILE")
 
     # members and permissions
@@ -561,10 +585,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "describe",
         "show what DOMAIN became on each host",
-        _remote("admin_describe", lambda a: {"domain": a.domain}),
+        _remote("admin_describe", lambda a: {"domain": a.domain}, render_describe),
     )
     sp.add_argument("domain", metavar="DOMAIN")
-    sp = add("audit", "show the audit log (newest first)", cmd_audit)
+    sp = add("audit", "show the audit log", cmd_audit)
     sp.add_argument("--user", metavar="USER", help="only this member's entries")
     sp.add_argument("--limit", type=int, metavar="N", help="at most N entries")
     sp = add("quota", "show USER's quotas, or set RESOURCE to VALUE", cmd_quota)
@@ -582,6 +606,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `domtool ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except SystemExit as e:
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
 

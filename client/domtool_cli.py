@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -236,7 +237,8 @@ def print_refusal(prog: str, e) -> None:
     label = {"unauthorized": "not allowed", "policy": "refused by site policy"}.get(e.kind, e.kind)
     print(f"{prog}: {label}: {e.message}", file=sys.stderr)
     for d in e.details:
-        print(f"  {d}", file=sys.stderr)
+        if d not in e.message:
+            print(f"  {d}", file=sys.stderr)
 
 
 def _files_arg(paths: list[str]) -> list[dict]:
@@ -382,6 +384,58 @@ def render_apply(result) -> str:
     return "\n".join(out)
 
 
+def render_describe(result) -> str:
+    """What DOMAIN is on each host: the host's generation, then its zones, vhosts and
+    mail domains as ``domtool -tc --show`` prints them."""
+    from domtool.client.show import format_state, format_value
+    from domtool.model import DesiredState, from_json
+
+    hosts = result.get("hosts") if isinstance(result, dict) else None
+    if not isinstance(hosts, dict):
+        return format_value(result)
+    out = []
+    for name, h in sorted(hosts.items()):
+        if not isinstance(h, dict) or "error" in h:
+            why = h.get("error") if isinstance(h, dict) else h
+            out.append(f"{name}: cannot describe: {why}")
+            continue
+        out.append(f"{name} ({h.get('host', name)}), generation {h.get('generation')}:")
+        try:
+            state = DesiredState(
+                zones=tuple(from_json(z) for z in h.get("zones") or ()),
+                vhosts=tuple(from_json(v) for v in h.get("vhosts") or ()),
+                mail=tuple(from_json(m) for m in h.get("mail") or ()),
+            )
+            text = format_state(state)
+        except (ValueError, TypeError):
+            text = format_value({k: v for k, v in h.items() if k not in ("host", "generation")})
+        out.extend("  " + line for line in text.split("\n"))
+    if not out:
+        domain = result.get("domain", "the domain")
+        out.append(f"no host serves anything of {domain}")
+    return "\n".join(out)
+
+
+def render_plan(result) -> str:
+    """``domtool plan``: what would change on each host, or why it would be refused."""
+    from domtool.client.show import format_value
+
+    if not isinstance(result, dict) or "hosts" not in result:
+        return format_value(result)
+    for d in result.get("diagnostics") or []:
+        print(d, file=sys.stderr)
+    if result.get("ok") is False:
+        lines = ["would be refused:"]
+        lines += [f"  {r}" for r in result.get("refused") or []]
+        return "\n".join(lines)
+    lines = format_plan(result.get("hosts"))
+    return "would change:\n" + "\n".join(lines) if lines else "no host would change"
+
+
+def plan_failed(result) -> bool:
+    return isinstance(result, dict) and result.get("ok") is False
+
+
 def render_generic(result) -> str:
     from domtool.client.show import format_value
 
@@ -435,7 +489,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     files = _files_arg(args.files)
-    return remote("domtool", args, "plan", {"files": files}, render_generic)
+    return remote("domtool", args, "plan", {"files": files}, render_plan, plan_failed)
 
 
 def cmd_simple(op: str, render=render_generic):
@@ -487,7 +541,7 @@ COMMANDS = {
         cmd_simple("perms", render_perms),
     ),
     "whoami": ("print who the dispatcher thinks you are", cmd_simple("whoami")),
-    "describe": ("show what DOMAIN became on each host", cmd_simple("describe")),
+    "describe": ("show what DOMAIN became on each host", cmd_simple("describe", render_describe)),
     "history": (
         "list the stored versions of DOMAIN's configuration",
         cmd_simple("history", render_history),
@@ -582,6 +636,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"domtool: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `domtool ... | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except SystemExit as e:  # argparse usage errors exit 2, --help exits 0
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
 
