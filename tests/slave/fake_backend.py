@@ -10,6 +10,9 @@ what a daemon would have loaded. Markers in a record's text steer it:
 - ``CLAIM:<x>``: fine alone; two units claiming the same ``x`` fail the whole check;
 - ``NORELOAD``: the daemon refuses to reload a generation holding it;
 - ``DEAD``: the daemon loads it but the zone's probe never answers.
+
+The daemon fails the test (AssertionError) if asked to reload a configuration that
+never passed its whole check and is not one it already ran.
 """
 
 from __future__ import annotations
@@ -107,6 +110,16 @@ class FakeDaemon:
     loaded: dict[str, bytes] = attrs.field(factory=dict)
     reloads: int = 0
     checked_all: list[dict[str, bytes]] = attrs.field(factory=list)
+    good: list[dict[str, bytes]] = attrs.field(factory=list)  # passed check-all, or ran
+
+    def boot(self) -> FakeDaemon:
+        """Start as a daemon would at boot: serving whatever ``current`` holds."""
+        try:
+            self.loaded = self.read_index(f"{self.state_dir}/current/fake/index")
+        except OSError:
+            self.loaded = {}
+        self.good.append(self.loaded)
+        return self
 
     def read_index(self, index: str) -> dict[str, bytes]:
         out = {}
@@ -133,9 +146,13 @@ class FakeDaemon:
                     other = claims.setdefault(claim.decode(), key)
                     if other != key:
                         return Result(1, "", f"{key}: {claim.decode()} already claimed by {other}")
+            self.good.append(units)
             return Result(0)
         if verb == "fake-reload":
             units = self.read_index(f"{self.state_dir}/current/{arg}/index")
+            # The invariant "never a reload of a tree that failed (or skipped) its check":
+            if units not in self.good:
+                raise AssertionError(f"reload of a configuration never checked: {sorted(units)}")
             if any(b"NORELOAD" in data for data in units.values()):
                 return Result(1, "", "rndc: 'reload' failed: failure")
             self.loaded = units

@@ -13,6 +13,7 @@ import pytest
 
 from domtool.slave.engine import BackendFailed, Engine, StalePrepare
 from domtool.slave.seams import (
+    Crash,
     FakeClock,
     FakeFileSystem,
     FakeProcessRunner,
@@ -47,7 +48,7 @@ class Host:
 def make_host(fs=None, state_dir=STATE_DIR, **kw) -> Host:
     fs = fs if fs is not None else FakeFileSystem()
     makedirs(fs, state_dir)
-    daemon = FakeDaemon(fs, state_dir)
+    daemon = FakeDaemon(fs, state_dir).boot()
     runner = FakeProcessRunner(handler=daemon)
     clock = FakeClock()
     backend = FakeBackend()
@@ -386,3 +387,73 @@ def test_apply_and_rollback_on_the_real_file_system(tmp_path):
     units = sorted(p.name for p in (tmp_path / "state" / "units" / "fake").iterdir())
     assert len(units) == 4 and not any(u.endswith(".tmp") for u in units)
     assert make_host(fs, state_dir=state_dir).engine.recover() == 2
+
+
+def many(n: int, **texts: str):
+    return state(
+        *(zone(f"m{i:02}.example", f"m{i:02}", texts.get(f"m{i:02}", "v1")) for i in range(n))
+    )
+
+
+@pytest.mark.parametrize("culprits", [("m13",), ("m03", "m27")])
+def test_bisection_costs_logarithmically_many_whole_checks(culprits):
+    """32 owners change at once, per-unit checks are off (as for a big Apache regen) and
+    the whole check refuses one or two of them: only those are refused, the others go
+    live, and the whole check ran at most 1 + 2·k·log2(32) + k times, not 32."""
+    host = make_host()
+    host.backend.unit_checks = False
+    host.engine.apply(many(32))
+    host.runner.ran.clear()
+    out = host.engine.apply(
+        many(32, **{f"m{i:02}": "CONFLICT" if f"m{i:02}" in culprits else "v2" for i in range(32)})
+    )
+    assert sorted(out.refused) == sorted(culprits)
+    assert len(out.applied) == 32 - len(culprits)
+    checks = sum(1 for c in host.runner.ran if c.argv[0] == "fake-check-all")
+    k = len(culprits)
+    assert checks <= 1 + 2 * k * 5 + k, checks
+    live = host.live()
+    assert all(
+        b"v2" in live[f"zone:m{i:02}.example"] for i in range(32) if f"m{i:02}" not in culprits
+    )
+    assert all(b"v1" in live[f"zone:{c}.example"] for c in culprits)
+
+
+def test_an_unverified_live_generation_is_checked_reloaded_and_probed_again():
+    """A crash after the first switch but before the verified mark (no older generation
+    to go back to): recover() keeps it, and the next apply of the same state is not
+    "unchanged": it checks, reloads and probes it as a new generation; then a third
+    apply is unchanged."""
+    host = make_host()
+    host.fs.arm()
+    host.engine.apply(abc())
+    mark = next(i for i, (k, p) in enumerate(host.fs.ops) if p.endswith("/verified"))
+    host = make_host()
+    host.fs.arm(crash_at=mark)
+    with pytest.raises(Crash):
+        host.engine.apply(abc())
+    fs = host.fs.reboot("visible")
+    again = make_host(fs)
+    assert again.engine.recover() == 1
+    assert not again.engine.verified(1)
+    again.daemon.boot()
+    again.daemon.good.clear()  # it must be checked again before a reload
+    out = again.engine.apply(abc())
+    assert out.status == "applied" and out.generation == 2
+    assert [c.argv[0] for c in again.runner.ran] == ["fake-check-all", "fake-reload"]
+    assert again.engine.verified(2)
+    assert again.engine.apply(abc()).status == "unchanged"
+
+
+def test_abort_leaves_nothing_staged():
+    """A prepared generation the dispatcher abandons (another host failed its prepare)
+    is removed; nothing live changed and the next prepare reuses the number."""
+    host = make_host()
+    host.engine.apply(abc())
+    prepared = host.engine.prepare(abc(alice="a2"))
+    assert prepared.changed and prepared.generation == 2
+    assert host.fs.listdir(f"{STATE_DIR}/staging") == ["2"]
+    host.engine.abort(prepared)
+    assert host.fs.listdir(f"{STATE_DIR}/staging") == []
+    assert host.engine.current_generation() == 1 and host.daemon.reloads == 1
+    assert host.engine.prepare(abc(alice="a3")).generation == 2

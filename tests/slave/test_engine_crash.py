@@ -111,6 +111,7 @@ def test_a_crash_at_any_step_leaves_the_old_or_the_new_generation(scenario: str)
         for image, fs in host.fs.crash_images():
             rebooted = make_host(fs)
             live = rebooted.engine.recover()
+            rebooted.daemon.boot()  # the daemons start on what recover() left live
             config = live_config(fs)
             where = f"crash before op {k} {ops[k]}, image {image}"
             assert config in allowed, where
