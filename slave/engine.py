@@ -650,8 +650,11 @@ class Engine:
                 failures[group[0]] = failed
             else:
                 half = len(group) // 2
+                before = len(accepted)
                 settle(group[:half], None)
-                settle(group[half:], None)
+                # If the whole first half went in, the second half on top is exactly the
+                # group that failed: no need to check it again.
+                settle(group[half:], failed if len(accepted) == before + half else None)
 
         settle(sorted(owners), failure)
         for owner, failed in sorted(failures.items()):
