@@ -459,6 +459,15 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def _gist(body: str) -> str:
+    """An HTML page's <title> or first heading, else its first words."""
+    import re
+
+    m = re.search(r"<(title|h1)>(.*?)</\1>", body, re.I | re.S)
+    text = m.group(2) if m else re.sub(r"<[^>]*>", " ", body)
+    return " ".join(text.split())[:60]
+
+
 def report(site: LocalSite, served: dict) -> str:
     """What each host serves now, and the exact commands to try next."""
     from domtool.client.domtool_cli import render_apply
@@ -474,8 +483,11 @@ def report(site: LocalSite, served: dict) -> str:
     if served["http"]:
         lines.append(f"== apache2 on 127.0.0.1:{site.ports['http']} answers GET / with each Host:")
         for host, r in served["http"].items():
-            body = " ".join(str(r["body"]).split())[:60]
-            lines.append(f"  {host:<20} {r['status']}  {body}")
+            lines.append(f"  {host:<20} {r['status']}  {_gist(str(r['body']))}")
+        lines.append(
+            "  (403/404: the example's DocumentRoot under /home/alice does not exist on this "
+            "machine; the site's own DIR/home/alice is served by the config below)"
+        )
     dom = f"{sys.executable.rsplit('/', 1)[0]}/domtool"
     lines += [
         "",
