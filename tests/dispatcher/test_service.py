@@ -320,3 +320,68 @@ def test_main_refuses_a_bad_config(tmp_path, capsys):
     """domtool-dispatcher --config with an unusable file exits 2 and says why."""
     assert service.main(["--config", str(tmp_path / "missing.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_frames_before_login_are_ignored_and_idle_connections_closed(site):
+    """While the login has not completed, a frame gets no answer (nothing acts on it);
+    the handshake-and-login timeout then closes the connection. A logged-in connection
+    idle for idle_timeout is closed too."""
+    from twisted.cred.portal import Portal
+
+    class SlowChecker(auth.MemberCertificateChecker):
+        def requestAvatarId(self, credentials):  # noqa: N802 (twisted.cred API)
+            return defer.Deferred()  # never decides
+
+    clock = Clock()
+    store = site.store
+    controller = service.Controller(store, SITE, Coordinator(store, {}, clock))
+    slow = Portal(auth.MemberRealm(store), [SlowChecker(store)])
+    for portal, idle in ((slow, False), (auth.member_portal(store), True)):
+        factory = service.MemberFactory(
+            controller, portal, clock, handshake_timeout=5, idle_timeout=50
+        )
+        client = Client()
+        server_side = service.tls_factory(site.server, factory, clock)
+        client_side = TLSMemoryBIOFactory(
+            site.client(ca.issue_member(site.ca_dir, "alice")),
+            True,
+            Factory.forProtocol(lambda c=client: c),
+            clock,
+        )
+        _c, _s, pump = iosim.connectedServerAndClient(
+            lambda s=server_side: s.buildProtocol(None),
+            lambda c=client_side: c.buildProtocol(None),
+            greet=False,
+            clock=clock,
+        )
+        client.sendString(wire.request(1, "whoami", {}))
+        pump.flush()
+        if idle:
+            assert [f["id"] for f in client.frames] == [1]
+            clock.advance(49)
+            pump.flush()
+            assert not client.lost
+            clock.advance(2)
+        else:
+            assert client.frames == []
+            clock.advance(6)
+        pump.flush()
+        assert client.lost
+
+
+def test_the_service_binds_with_a_large_backlog_in_privileged_start(tmp_path, site):
+    """privilegedStartService listens on the configured address with backlog 1024; stop
+    releases it."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    reactor = MemoryReactorClock()
+    cfg = attrs.make_class(
+        "Cfg", ["listen_port", "listen_address", "handshake_timeout", "idle_timeout", "member_crl"]
+    )(4321, "127.0.0.1", 30.0, 600.0, str(tmp_path / "crl.pem"))
+    controller = service.Controller(site.store, SITE, Coordinator(site.store, {}, reactor))
+    svc = service.DispatcherService(cfg, controller, site.server, reactor)
+    svc.privilegedStartService()
+    port, _factory, backlog, interface = reactor.tcpServers[0]
+    assert (port, backlog, interface) == (4321, 1024, "127.0.0.1")
+    svc.startService()
+    svc.stopService()
