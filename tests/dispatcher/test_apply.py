@@ -5,9 +5,11 @@ same submit through the real slave agent controller in-process."""
 
 from __future__ import annotations
 
+import pytest
+
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.controller import Controller
-from domtool.dispatcher.links import LinkError
+from domtool.dispatcher.links import LinkError, RemoteError
 from domtool.dispatcher.testing import AgentLink, FakeLink, FakeSlave
 from domtool.model import Node, Site
 from tests.slave.test_agent import make_host
@@ -169,3 +171,65 @@ def test_the_real_agents_checker_refusal_changes_nothing_anywhere():
     assert "BROKEN" in out["refused"][0]
     assert host.engine.current_generation() == 0 and web1.generation == 0
     assert host.agent.pending_txid is None
+
+
+# -- the fake slave against the real agent -----------------------------------------
+
+
+def _zone_json(name: str, owner: str, ip: str = "192.0.2.1") -> dict:
+    return {
+        "kind": "Zone",
+        "name": name,
+        "owner": owner,
+        "records": [{"kind": "Record", "name": "@", "rtype": "A", "data": [ip], "ttl": None}],
+        "nodes": ["local"],
+        "ttl": 3600,
+    }
+
+
+def _change(*zones: dict) -> dict:
+    return {"state": {"kind": "DesiredState", "zones": list(zones), "vhosts": [], "mail": []}}
+
+
+def _links():
+    host = make_host()
+    return {"fake": FakeLink("local", FakeSlave("local")), "agent": AgentLink("local", host.agent)}
+
+
+@pytest.mark.parametrize("which", ["fake", "agent"])
+def test_the_fake_slave_behaves_like_the_real_agent(which):
+    """The same op sequence gives the same answers from FakeSlave and the real agent:
+    prepare/commit makes generation 1 live; one transaction at a time; an unchanged part
+    commits as unchanged; an unknown transaction is refused; abort and status agree."""
+    link = _links()[which]
+
+    def call(op, args):
+        return result_of(link.call(op, args))
+
+    def refused(op, args):
+        failures = []
+        link.call(op, args).addErrback(failures.append)
+        assert failures and failures[0].check(RemoteError)
+        return failures[0].value
+
+    a = _zone_json("alice.example", "alice")
+    p = call("prepare", {"txid": "t1", "changes": {"alice": _change(a)}})
+    assert (p["base_generation"], p["staged_generation"]) == (0, 1)
+    assert p["owners"] == {"alice": {"ok": True, "message": ""}}
+    assert refused("prepare", {"txid": "t2", "changes": {"bob": _change()}}).kind == "refused"
+    c = call("commit", {"txid": "t1"})
+    assert (c["status"], c["generation"]) == ("applied", 1)
+    assert call("commit", {"txid": "t1"})["generation"] == 1  # a repeated commit: same answer
+    call("prepare", {"txid": "t3", "changes": {"alice": _change(a)}})
+    assert call("commit", {"txid": "t3"})["status"] == "unchanged"
+    assert refused("commit", {"txid": "nope"}).kind == "refused"
+    call("prepare", {"txid": "t4", "changes": {"alice": _change()}})
+    assert call("abort", {"txid": "t4"})["aborted"] is True
+    assert call("abort", {"txid": "t4"})["aborted"] is False
+    status = call("status", {})
+    assert (status["generation"], status["owners"], status["pending_txid"]) == (1, ["alice"], None)
+    described = call("describe", {"domain": "alice.example"})
+    assert [z["name"] for z in described["zones"]] == ["alice.example"]
+    call("prepare", {"txid": "t5", "changes": {"alice": _change()}})
+    assert call("commit", {"txid": "t5"})["generation"] == 2
+    assert call("status", {})["owners"] == []
