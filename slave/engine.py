@@ -41,8 +41,12 @@ once the daemons' own checkers accept it:
     between the switch and the probes), points it back at the last verified one. Removes
     generations newer than the live one and incomplete ones. ``current`` may have moved:
     the agent then reloads every backend (:meth:`Engine.reload_all`). If the only
-    generation is unverified it stays live, and the next apply reloads and probes it
-    even if nothing changed.
+    generation is unverified it stays live, and the next apply checks, reloads and probes
+    it again even if nothing changed.
+
+Rolling back the very first generation leaves no ``current`` at all ("generation 0").
+Before ``current`` moves, an ``undo.tmp`` symlink to the old generation is made, so the
+switch back is one rename that needs no new space on a full disk.
 
 Commands run only through the process seam with argv lists. The only substitution the
 engine makes is ``{path}``, always an absolute path under the (absolute) state
@@ -374,6 +378,9 @@ class Engine:
             for p in self.backends[b].probes(without_owners(state, set(plan.refused)))
             if p.owner not in plan.refused
         )
+        if probes and self.prober is None:
+            self._remove_staging(gen)
+            raise EngineError("backends named probes but the engine has no prober")
         manifest = {"format": FORMAT, "generation": gen, **body}
         selection = plan.bodies[frozenset(accepted)][2]
         return Prepared(
@@ -742,9 +749,12 @@ class Engine:
             self._switch_back(base, gen)
             raise self._fs_error(exc, "switching generations") from exc
 
-        failure = self._reload(prepared.changed_backends)
-        if failure is None:
-            failure = self._probe(prepared.probes)
+        try:
+            failure = self._reload(prepared.changed_backends)
+            if failure is None:
+                failure = self._probe(prepared.probes)
+        except Exception as exc:  # a backend, runner or prober bug: still roll back
+            failure = f"{type(exc).__name__}: {exc}"
         if failure is not None:
             return self._rollback(prepared, failure)
         try:
@@ -825,7 +835,7 @@ class Engine:
         if not probes:
             return None
         if self.prober is None:
-            raise EngineError("backends named probes but the engine has no prober")
+            return "no prober to run the backends' probes"
         deadline = self.clock.time() + self.probe_timeout
         pending = list(probes)
         while True:
@@ -854,7 +864,10 @@ class Engine:
                 f"); generation {gen} stays live, unverified: {reason}. recover() at the next "
                 f"start goes back to generation {base}"
             ) from exc
-        again = self._reload(prepared.changed_backends)
+        try:
+            again = self._reload(prepared.changed_backends)
+        except Exception as exc:
+            again = f"{type(exc).__name__}: {exc}"
         message = f"rolled back to generation {base}: {reason}"
         if again is not None:
             message += f"; reloading generation {base} also failed: {again}"

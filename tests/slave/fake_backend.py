@@ -149,7 +149,10 @@ class FakeDaemon:
             self.good.append(units)
             return Result(0)
         if verb == "fake-reload":
-            units = self.read_index(f"{self.state_dir}/current/{arg}/index")
+            try:
+                units = self.read_index(f"{self.state_dir}/current/{arg}/index")
+            except FileNotFoundError as exc:
+                return Result(1, "", f"open: {exc.filename}: file not found")
             # The invariant "never a reload of a tree that failed (or skipped) its check":
             if units not in self.good:
                 raise AssertionError(f"reload of a configuration never checked: {sorted(units)}")

@@ -457,3 +457,32 @@ def test_abort_leaves_nothing_staged():
     assert host.fs.listdir(f"{STATE_DIR}/staging") == []
     assert host.engine.current_generation() == 1 and host.daemon.reloads == 1
     assert host.engine.prepare(abc(alice="a3")).generation == 2
+
+
+def test_a_failed_first_generation_rolls_back_to_nothing(host: Host):
+    """The very first generation fails its reload: there is nothing to go back to, so
+    ``current`` is removed ("generation 0"), the outcome says so with both daemon
+    messages, and a good apply afterwards starts again at generation 1."""
+    out = host.engine.apply(abc(alice="NORELOAD"))
+    assert out.status == "rolled back" and out.generation == 0
+    assert out.message.startswith("rolled back to generation 0: fake reload failed: rndc")
+    assert "reloading generation 0 also failed" in out.message
+    assert not host.fs.is_symlink(f"{STATE_DIR}/current")
+    assert host.engine.generations() == []
+    assert host.engine.apply(abc()).generation == 1
+
+
+def test_a_prober_that_raises_still_rolls_back(host: Host):
+    """A bug in the prober (an exception instead of an answer) after the switch rolls
+    back like a failed probe, naming the exception."""
+    host.engine.apply(abc())
+
+    class Broken:
+        def probe(self, probe):
+            raise RuntimeError("resolver exploded")
+
+    host.engine.prober = Broken()
+    out = host.engine.apply(abc(alice="a2"))
+    assert out.status == "rolled back"
+    assert out.message == "rolled back to generation 1: RuntimeError: resolver exploded"
+    assert host.engine.current_generation() == 1
