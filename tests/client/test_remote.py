@@ -242,3 +242,70 @@ def test_config_paths_are_relative_to_the_file(tmp_path):
     c = client_config.load(p)
     assert c.certificate == str(tmp_path / "a.pem")
     assert (c.host, c.port, c.name) == ("dispatcher.example.coop", 1234, "dispatcher.example.coop")
+
+
+def test_describe_and_plan_are_rendered_for_people(site, capsys):
+    """describe lists each host's generation and the domain's zone and vhost as -tc
+    --show does; plan says what would change per host (+ added, ~ changed), and a plan
+    that would be refused exits 1 with the reason."""
+    from domtool.model import Record, Vhost, Zone, to_json
+
+    fake, cfg, _ = site
+    zone = Zone(
+        name="example.org",
+        owner="alice",
+        records=(Record("www", "A", ("127.0.0.1",)),),
+        nodes=("local",),
+    )
+    vhost = Vhost(
+        fqdn="www.example.org",
+        owner="alice",
+        domain="example.org",
+        nodes=("local",),
+        document_root="/home/alice/www",
+        user="alice",
+        group="alice",
+        server_admin="webmaster@example.org",
+    )
+    fake.handlers["describe"] = lambda m, a, p: {
+        "domain": a["domain"],
+        "hosts": {
+            "local": {
+                "host": "local.coop.example",
+                "generation": 4,
+                "zones": [to_json(zone)],
+                "vhosts": [to_json(vhost)],
+                "mail": [],
+            }
+        },
+    }
+    code, out, _ = run(capsys, "describe", "example.org", "--config", str(cfg))
+    assert code == 0
+    assert "local (local.coop.example), generation 4:" in out
+    assert "zone example.org" in out and "document root  /home/alice/www" in out
+
+    diff = {
+        "local": {
+            "added": ["vhost:www.example.org"],
+            "changed": ["zone:example.org"],
+            "removed": [],
+        }
+    }
+    fake.handlers["plan"] = lambda m, a, p: (
+        {"ok": True, "diagnostics": [], "refused": [], "hosts": diff}
+        if a["files"][0]["name"] == "example.org"
+        else {
+            "ok": False,
+            "diagnostics": [],
+            "refused": ["alice does not own bob.example"],
+            "hosts": {},
+        }
+    )
+    code, out, _ = run(
+        capsys, "plan", "--config", str(cfg), str(EXAMPLES / "alice" / "example.org")
+    )
+    assert code == 0 and "local: +vhost:www.example.org ~zone:example.org" in out
+    code, out, _ = run(
+        capsys, "plan", "--config", str(cfg), str(EXAMPLES / "errors" / "bob.example")
+    )
+    assert code == 1 and "would be refused" in out and "does not own bob.example" in out
