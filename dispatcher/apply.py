@@ -143,7 +143,8 @@ class Coordinator:
         finally:
             self.lock.release()
 
-    def _call(self, host: str, op: str, args: dict) -> defer.Deferred:
+    def call(self, host: str, op: str, args: dict) -> defer.Deferred:
+        """Deferred result of ``op`` on ``host``'s slave (LinkError if none is configured)."""
         link = self.links.get(host)
         if link is None:
             return defer.fail(LinkError(f"no link to {host} is configured"))
@@ -152,7 +153,8 @@ class Coordinator:
         except Exception as e:  # pragma: no cover (maybeDeferred catches)
             return defer.fail(e)
 
-    async def _all(self, calls: dict[str, defer.Deferred]) -> dict[str, tuple[bool, Any]]:
+    async def gather(self, calls: dict[str, defer.Deferred]) -> dict[str, tuple[bool, Any]]:
+        """Wait for every call: host -> (succeeded, result or Failure)."""
         hosts = list(calls)
         results = await defer.DeferredList(
             [calls[h] for h in hosts], consumeErrors=True, fireOnOneErrback=False
@@ -173,27 +175,31 @@ class Coordinator:
             return ApplyResult(True)
         txid = self.new_txid()
         total = 2 * len(full)
-        prepared = await self._all(
-            {h: self._call(h, "prepare", {"txid": txid, "changes": c}) for h, c in full.items()}
+        prepared = await self.gather(
+            {h: self.call(h, "prepare", {"txid": txid, "changes": c}) for h, c in full.items()}
         )
         refused: list[str] = []
-        for host in sorted(prepared):
+        for i, host in enumerate(sorted(prepared)):
             ok, value = prepared[host]
             if not ok:
                 refused.append(_reason(host, value))
+                tell(i + 1, total, f"{host} could not prepare")
                 continue
-            for owner, verdict in sorted(dict(value.get("owners", {})).items()):
-                if not verdict.get("ok", False):
-                    refused.append(f"{host}: {owner}: {verdict.get('message', 'refused')}")
-            tell(len(refused), total, f"{host} prepared")
+            bad = [
+                f"{host}: {owner}: {verdict.get('message', 'refused')}"
+                for owner, verdict in sorted(dict(value.get("owners", {})).items())
+                if not verdict.get("ok", False)
+            ]
+            refused += bad
+            tell(i + 1, total, f"{host} refused" if bad else f"{host} prepared")
         if refused:
-            await self._all(
-                {h: self._call(h, "abort", {"txid": txid}) for h, (ok, _) in prepared.items() if ok}
+            await self.gather(
+                {h: self.call(h, "abort", {"txid": txid}) for h, (ok, _) in prepared.items() if ok}
             )
             return ApplyResult(False, refused=tuple(refused))
         for host, c in full.items():
             self.store.set_pending(host, txid, c)
-        committed = await self._all({h: self._call(h, "commit", {"txid": txid}) for h in full})
+        committed = await self.gather({h: self.call(h, "commit", {"txid": txid}) for h in full})
         hosts: dict[str, HostResult] = {}
         problems: list[str] = []
         for i, host in enumerate(sorted(committed)):
@@ -252,23 +258,23 @@ class Coordinator:
         txid, change = p["txid"], p["changes"]
         try:
             try:
-                answer = await self._call(host, "commit", {"txid": txid})
+                answer = await self.call(host, "commit", {"txid": txid})
             except RemoteError as e:
                 if e.kind != "refused":
                     raise
                 # The slave no longer holds the transaction: prepare the same change again.
                 txid = self.new_txid()
-                prep = await self._call(host, "prepare", {"txid": txid, "changes": change})
+                prep = await self.call(host, "prepare", {"txid": txid, "changes": change})
                 bad = [
                     f"{o}: {v.get('message', 'refused')}"
                     for o, v in sorted(dict(prep.get("owners", {})).items())
                     if not v.get("ok", False)
                 ]
                 if bad:
-                    await self._call(host, "abort", {"txid": txid})
+                    await self.call(host, "abort", {"txid": txid})
                     raise RemoteError("refused", "; ".join(bad)) from None
                 self.store.set_pending(host, txid, change)
-                answer = await self._call(host, "commit", {"txid": txid})
+                answer = await self.call(host, "commit", {"txid": txid})
         except (LinkError, RemoteError) as e:
             why = _reason(host, e)
             self.store.note_pending_error(host, why)

@@ -383,8 +383,8 @@ class Controller:
         return {"user": member.name, "admin": member.is_admin}
 
     async def _describe_on(self, hosts, domain: str) -> dict[str, Any]:
-        calls = {h: self.coordinator._call(h, "describe", {"domain": domain}) for h in hosts}
-        results = await self.coordinator._all(calls)
+        calls = {h: self.coordinator.call(h, "describe", {"domain": domain}) for h in hosts}
+        results = await self.coordinator.gather(calls)
         out = {}
         for host, (ok, value) in sorted(results.items()):
             out[host] = value if ok else {"error": _why(value)}
@@ -681,8 +681,8 @@ class Controller:
         }
 
     async def _status_of(self, hosts) -> dict[str, Any]:
-        results = await self.coordinator._all(
-            {h: self.coordinator._call(h, "status", {}) for h in hosts}
+        results = await self.coordinator.gather(
+            {h: self.coordinator.call(h, "status", {}) for h in hosts}
         )
         recorded = {}
         for g in self.store.generations():

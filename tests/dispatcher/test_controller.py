@@ -315,3 +315,55 @@ def test_matrix_covers_every_member_op():
     name none (they answer about the caller only)."""
     covered = {"check", "plan", "submit", "describe", "history", "undo", "rmdom"}
     assert covered | {"perms", "whoami"} == wire.MEMBER_OPS
+
+
+def test_the_dispatchers_own_ownership_check_catches_each_resource_kind():
+    """Behind the language's checks, the evaluated state is checked again at the
+    dispatcher: a unit of another owner, bob's domain, path, user, group, a vhost alias
+    in bob's domain and a mail domain of bob's are each named."""
+    from domtool.dispatcher.controller import ownership_problems
+    from domtool.model import TLS, DesiredState, MailDomain, Record, Vhost, Zone
+    from domtool.perms import Permissions
+
+    alice = Permissions(
+        "alice", domains={"example.org"}, paths={"/home/alice"}, users={"alice"}, groups={"alice"}
+    )
+
+    def vhost(**kw):
+        base = dict(
+            fqdn="www.example.org",
+            owner="alice",
+            domain="example.org",
+            nodes=("web1",),
+            document_root="/home/alice/www",
+            user="alice",
+            group="alice",
+            server_admin="alice@example.org",
+        )
+        return Vhost(**{**base, **kw})
+
+    assert ownership_problems(DesiredState(vhosts=(vhost(),)), alice) == []
+    cases = {
+        "owner": DesiredState(vhosts=(vhost(owner="bob"),)),
+        "domain": DesiredState(
+            zones=(Zone("bob.org", "alice", (Record("@", "A", ("192.0.2.1",)),), ("ns1",)),)
+        ),
+        "path": DesiredState(vhosts=(vhost(document_root="/home/bob/www"),)),
+        "tls path": DesiredState(vhosts=(vhost(tls=TLS("/home/bob/c.pem", "/home/alice/k.pem")),)),
+        "user": DesiredState(vhosts=(vhost(user="bob"),)),
+        "group": DesiredState(vhosts=(vhost(group="bob"),)),
+        "alias": DesiredState(vhosts=(vhost(aliases=("www.bob.org",)),)),
+        "mail domain": DesiredState(mail=(MailDomain("bob.org", "alice", ("web1",)),)),
+    }
+    expected = {
+        "owner": "vhost www.example.org would belong to bob, not alice",
+        "domain": "zone bob.org: alice does not own this domain",
+        "path": "vhost www.example.org: alice does not own path /home/bob/www",
+        "tls path": "vhost www.example.org: alice does not own path /home/bob/c.pem",
+        "user": "vhost www.example.org: alice may not run as user bob",
+        "group": "vhost www.example.org: alice may not use group bob",
+        "alias": "vhost www.example.org: alice does not own the domain of www.bob.org",
+        "mail domain": "mail domain bob.org: alice does not own this domain",
+    }
+    for kind, state in cases.items():
+        assert ownership_problems(state, alice) == [expected[kind]], kind
