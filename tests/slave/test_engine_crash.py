@@ -57,20 +57,33 @@ SCENARIOS = {
     ),
     "bisection": abc(alice="alice v2", bob="bob CONFLICT", carol="carol v2"),
     "rollback": abc(alice="NORELOAD", carol="carol v2"),
+    # Over two generations with keep=2: the commit removes generation 1 and its units.
+    "gc": abc(alice="alice v2", carol="carol v2"),
 }
 
 
-def old_host() -> Host:
-    host = make_host()
-    assert host.engine.apply(abc()).generation == 1
+# Before the scenario's apply: the states applied, and how many generations to keep.
+SETUP = {"gc": ([abc(), abc(alice="alice v0")], 2)}
+
+
+def old_host(scenario: str) -> Host:
+    history, keep = SETUP.get(scenario, ([abc()], 5))
+    host = make_host(keep=keep)
+    for i, past in enumerate(history, 1):
+        assert host.engine.apply(past).generation == i
     host.fs.arm()
     return host
 
 
-def reference(new) -> tuple[list, list[dict], dict]:
+def reboot(scenario: str, fs: FakeFileSystem) -> Host:
+    return make_host(fs, keep=SETUP.get(scenario, ([], 5))[1])
+
+
+def reference(scenario: str) -> tuple[list, list[dict], dict]:
     """The uncrashed apply: its operations, every configuration a reload saw live, and
     the final live configuration."""
-    host = old_host()
+    new = SCENARIOS[scenario]
+    host = old_host(scenario)
     seen: list[dict] = []
     daemon = host.runner.handler
 
@@ -98,18 +111,20 @@ def test_a_crash_at_any_step_leaves_the_old_or_the_new_generation(scenario: str)
     the apply made live, byte for byte; staging is clean; applying again converges to
     what the uncrashed apply reached."""
     new = SCENARIOS[scenario]
-    ops, seen, final = reference(new)
-    old = live_config(old_host().fs)
+    ops, seen, final = reference(scenario)
+    old = live_config(old_host(scenario).fs)
     allowed = [old, *seen]
     assert len(ops) > 15  # the enumeration covers a real apply
+    if scenario == "gc":
+        assert ("rmtree", f"{STATE_DIR}/generations/1") in ops
     outcomes = set()
     for k in range(len(ops)):
-        host = old_host()
+        host = old_host(scenario)
         host.fs.arm(crash_at=k)
         with pytest.raises(Crash):
             host.engine.apply(new)
         for image, fs in host.fs.crash_images():
-            rebooted = make_host(fs)
+            rebooted = reboot(scenario, fs)
             live = rebooted.engine.recover()
             rebooted.daemon.boot()  # the daemons start on what recover() left live
             config = live_config(fs)
@@ -152,7 +167,7 @@ def test_the_fake_really_loses_unsynced_data():
     assert visible.read("/d/b") == b"data" and visible.read("/d/e") == b"synced"
 
 
-@pytest.mark.parametrize("scenario", ["change-add-remove", "bisection"])
+@pytest.mark.parametrize("scenario", ["change-add-remove", "bisection", "gc"])
 @pytest.mark.parametrize("kind", ["write", "fsync", "fsync_dir", "rename", "mkdir", "symlink"])
 def test_disk_full_at_each_operation_changes_nothing_live(kind: str, scenario: str):
     """ENOSPC at the i-th operation of this kind, for every i the apply performs: the
@@ -160,12 +175,12 @@ def test_disk_full_at_each_operation_changes_nothing_live(kind: str, scenario: s
     generation on disk) is byte-identical, staging and temporary files are gone, no
     reload ran; once space is back the same apply goes through."""
     new = SCENARIOS[scenario]
-    ops, _, final = reference(new)
+    ops, _, final = reference(scenario)
     count = sum(1 for k, _ in ops if k == kind)
     if kind in ("write", "fsync", "fsync_dir", "rename"):
         assert count > 0
     for i in range(1, count + 1):
-        host = old_host()
+        host = old_host(scenario)
         old_units = dict(host.daemon.loaded)
         before = live_config(host.fs)
         generations = host.fs.snapshot(f"{STATE_DIR}/generations")
@@ -194,10 +209,10 @@ def test_disk_full_during_a_rollback_is_reported_and_recovered(kind: str):
     "rolled back", or RollbackFailed saying the new generation stays live until
     recover(); after recover() the old generation is live, byte-identical."""
     new = SCENARIOS["rollback"]
-    ops, _, _ = reference(new)
+    ops, _, _ = reference("rollback")
     seen = set()
     for i in range(1, sum(1 for k, _ in ops if k == kind) + 1):
-        host = old_host()
+        host = old_host("rollback")
         before = live_config(host.fs)
         host.fs.arm(fail={kind: i})
         try:
@@ -210,9 +225,45 @@ def test_disk_full_during_a_rollback_is_reported_and_recovered(kind: str):
         except RollbackFailed as exc:
             seen.add("rollback failed")
             assert "stays live" in str(exc) and "disk full" in str(exc)
-        engine = make_host(host.fs).engine
+        engine = reboot("rollback", host.fs).engine
         assert engine.recover() == 1
         assert live_config(host.fs) == before, (kind, i)
         assert_clean(host.fs)
     if kind in ("rename", "fsync_dir"):  # the switch back itself was hit
         assert {"disk full", "rollback failed"} <= seen
+
+
+def test_a_crash_during_recover_is_recovered_by_the_next_recover():
+    """recover() has work to do (the host died just after switching to a generation
+    that was never verified, leaving the undo link, plus a staging leftover); crash it
+    at each of its own mutating operations, reboot into both images, run recover()
+    again: the old generation is live, byte for byte, and everything is clean."""
+    new = SCENARIOS["rollback"]
+    ops, _, _ = reference("rollback")
+    switched = next(i for i, (k, p) in enumerate(ops) if k == "fsync_dir" and p == STATE_DIR)
+    host = old_host("rollback")
+    old = live_config(host.fs)
+    host.fs.arm(crash_at=switched + 1)  # just after the switch became durable
+    with pytest.raises(Crash):
+        host.engine.apply(new)
+    wrecked = host.fs.reboot("synced")
+    assert wrecked.readlink(f"{STATE_DIR}/current") == "generations/2"
+    assert wrecked.is_symlink(f"{STATE_DIR}/undo.tmp")
+    wrecked.mkdir(f"{STATE_DIR}/staging/7")
+    wrecked.fsync_dir(f"{STATE_DIR}/staging")
+    counting = reboot("rollback", wrecked.reboot("synced"))
+    counting.fs.arm()
+    assert counting.engine.recover() == 1
+    n = len(counting.fs.ops)
+    assert n >= 5
+    for k in range(n):
+        h = reboot("rollback", wrecked.reboot("synced"))
+        h.fs.arm(crash_at=k)
+        with pytest.raises(Crash):
+            h.engine.recover()
+        for image, fs in h.fs.crash_images():
+            again = reboot("rollback", fs)
+            assert again.engine.recover() == 1, (k, image)
+            assert live_config(fs) == old, (k, image)
+            assert_clean(fs)
+            assert again.engine.generations() == [1]
