@@ -534,8 +534,14 @@ def run(args: argparse.Namespace) -> int:
     site = LocalSite(root, progress)
     stop = threading.Event()
 
+    serving = False
+
     def on_signal(signum, frame) -> None:
         stop.set()
+        if not serving:  # still building: stop at once (the finally below cleans up)
+            raise SiteError(
+                f"interrupted by {signal.Signals(signum).name}; stopping what was started"
+            )
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -565,6 +571,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(report(site, served))
         if args.serve:
+            serving = True
             ep = root / "endpoints.json"
             _write(ep, (json.dumps(site.endpoints(), indent=2) + "\n").encode())
             if not args.json:
@@ -590,6 +597,7 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         raise
     finally:
+        serving = True  # a second signal must not interrupt the clean-up
         site.stop()
         for s, h in old.items():
             signal.signal(s, h)
