@@ -39,8 +39,8 @@ once the daemons' own checkers accept it:
     generation (complete: its manifest parses and its index files and units all exist);
     if it points at a generation that was switched to but never verified (a crash
     between the switch and the probes), points it back at the last verified one. Removes
-    generations newer than the live one and incomplete ones. ``current`` may have moved:
-    the agent then reloads every backend (:meth:`Engine.reload_all`). If the only
+    generations newer than the live one and incomplete ones. If ``current`` moved, it
+    reloads every backend (a daemon may have started on the old target). If the only
     generation is unverified it stays live, and the next apply checks, reloads and probes
     it again even if nothing changed.
 
@@ -270,6 +270,7 @@ class Engine:
         self._selections: dict[int, tuple[dict, Selection]] = {}
         self._paths: dict[tuple[str, str], PurePosixPath] = {}
         self._files: dict[int, tuple[dict, dict[str, frozenset[str]]]] = {}
+        self.recovery = ""  # what the last recover() did, if anything
 
     # -- paths ----------------------------------------------------------------
 
@@ -929,8 +930,12 @@ class Engine:
             return False
         return True
 
-    def recover(self) -> int:
-        """Start-up repair (see the module docstring); returns the live generation."""
+    def recover(self, *, reload: bool = True) -> int:
+        """Start-up repair (see the module docstring); returns the live generation.
+
+        If ``current`` had to move, every backend is reloaded (unless ``reload`` is
+        false), since a daemon may already be running what ``current`` named before;
+        :attr:`recovery` says what was done."""
         self._manifests.clear()
         self._contents.clear()
         self._staged = None
@@ -965,6 +970,15 @@ class Engine:
             if g > live or g not in complete:
                 self.fs.rmtree(self._p("generations", g))
                 self._manifests.pop(g, None)
+        self.recovery = ""
+        if live != current:
+            self.recovery = f"current moved from generation {current} to {live}"
+            if reload:
+                try:
+                    failed = self.reload_all()
+                except Exception as exc:
+                    failed = f"{type(exc).__name__}: {exc}"
+                self.recovery += f"; reload failed: {failed}" if failed else "; reloaded"
         return live
 
 

@@ -113,12 +113,22 @@ class FakeDaemon:
     good: list[dict[str, bytes]] = attrs.field(factory=list)  # passed check-all, or ran
 
     def boot(self) -> FakeDaemon:
-        """Start as a daemon would at boot: serving whatever ``current`` holds."""
+        """Start as a daemon would at boot: serving whatever ``current`` holds, and
+        remembering every generation on disk as checked (each was, before its switch)."""
         try:
             self.loaded = self.read_index(f"{self.state_dir}/current/fake/index")
         except OSError:
             self.loaded = {}
         self.good.append(self.loaded)
+        try:
+            generations = self.fs.listdir(f"{self.state_dir}/generations")
+        except OSError:
+            generations = []
+        for g in generations:
+            try:
+                self.good.append(self.read_index(f"{self.state_dir}/generations/{g}/fake/index"))
+            except OSError:
+                pass
         return self
 
     def read_index(self, index: str) -> dict[str, bytes]:

@@ -316,8 +316,11 @@ def test_recover_repairs_a_dangling_current_and_leftovers(host: Host):
     fs.mkdir(f"{STATE_DIR}/staging/4")
     fs.write(f"{STATE_DIR}/units/fake/abc.zone.tmp", b"half")
     fs.symlink("generations/1", f"{STATE_DIR}/current.tmp")
-    engine = make_host(fs).engine
+    rebooted = make_host(fs)
+    engine = rebooted.engine
     assert engine.recover() == 2
+    assert engine.recovery == "current moved from generation 9 to 2; reloaded"
+    assert b"alice v2" in rebooted.daemon.loaded["zone:alice.example"]
     assert fs.readlink(f"{STATE_DIR}/current") == "generations/2"
     assert engine.generations() == [1, 2]
     assert fs.listdir(f"{STATE_DIR}/staging") == []
