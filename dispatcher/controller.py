@@ -144,6 +144,7 @@ class Evaluated:
     state: DesiredState | None
     diagnostics: tuple[str, ...] = ()
     refused: tuple[str, ...] = ()
+    dropped: tuple[dict[str, Any], ...] = ()
 
 
 class Controller:
@@ -270,12 +271,30 @@ class Controller:
     def _limits(self, member: str) -> dict[str, int]:
         return quotas.limits(self.quota_defaults, self.store.quotas_of(member))
 
-    def evaluate(self, perms: Permissions, files: Mapping[str, str]) -> Evaluated:
-        """Check and evaluate ``files`` together, then the ownership and policy checks."""
-        result = api.check_source(sorted(files.items()), perms, self.site)
-        if not result.ok:
-            return Evaluated(None, tuple(d.format() for d in result.diagnostics))
-        return self._policy(perms, result.state or DesiredState())
+    def evaluate(
+        self, perms: Permissions, files: Mapping[str, str], submitted: Mapping[str, str] = {}
+    ) -> Evaluated:
+        """Check and evaluate ``files`` with the ``submitted`` ones in place, then the
+        ownership and policy checks.
+
+        A stored file (not submitted) that no longer checks (a grant revoked since) is
+        dropped, as ``regen`` would drop it, and listed in ``dropped``; an error in a
+        submitted file refuses the whole submission."""
+        files = {**files, **submitted}
+        dropped: list[dict[str, Any]] = []
+        while True:
+            result = api.check_source(sorted(files.items()), perms, self.site)
+            if result.ok:
+                break
+            bad = {d.file for d in result.diagnostics}
+            if not bad or bad & set(submitted) or not bad <= set(files):
+                return Evaluated(None, tuple(d.format() for d in result.diagnostics))
+            for name in sorted(bad):
+                reasons = [d.format() for d in result.diagnostics if d.file == name]
+                dropped.append({"domain": name, "reasons": reasons[:20]})
+                del files[name]
+        ev = self._policy(perms, result.state or DesiredState())
+        return attrs.evolve(ev, dropped=tuple(dropped))
 
     def _policy(self, perms: Permissions, state: DesiredState) -> Evaluated:
         refused = ownership_problems(state, perms)
@@ -310,8 +329,7 @@ class Controller:
 
     async def plan(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
-        files = {**self.stored_files(member.name), **self._files(args, perms)}
-        ev = self.evaluate(perms, files)
+        ev = self.evaluate(perms, self.stored_files(member.name), self._files(args, perms))
         if ev.state is None:
             return {
                 "ok": False,
@@ -320,7 +338,13 @@ class Controller:
                 "hosts": {},
             }
         _changes, diff = self._changes(member.name, perms, split(ev.state, self.site))
-        return {"ok": True, "diagnostics": [], "refused": [], "hosts": diff}
+        return {
+            "ok": True,
+            "diagnostics": [],
+            "refused": [],
+            "hosts": diff,
+            "dropped": list(ev.dropped),
+        }
 
     async def submit(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
@@ -328,8 +352,7 @@ class Controller:
         return await self._serial(self._submit, member.name, perms, submitted, progress, "submit")
 
     async def _submit(self, name, perms, submitted, progress, action) -> dict[str, Any]:
-        files = {**self.stored_files(name), **submitted}
-        ev = self.evaluate(perms, files)
+        ev = self.evaluate(perms, self.stored_files(name), submitted)
         if ev.state is None:
             for domain, text in submitted.items():
                 self.store.put_source(name, domain, text, accepted=False)
@@ -365,7 +388,7 @@ class Controller:
             },
             outcome,
         )
-        return self._answer(result, diff, versions=versions)
+        return self._answer(result, diff, versions=versions, dropped=list(ev.dropped))
 
     def _answer(self, result: ApplyResult, diff, **extra) -> dict[str, Any]:
         out = result.to_json()

@@ -92,3 +92,17 @@ def test_regen_rebuilds_a_host_that_lost_its_state_record_by_submits_only():
         "example.net",
         "example.org",
     ]
+
+
+def test_a_submit_after_a_revocation_drops_the_stale_file_like_regen():
+    """After example.net's grant is revoked (no regen yet), alice's submit of example.org
+    still goes through: the stale example.net file is dropped (listed in the answer) and
+    its units leave the hosts, exactly what regen would do."""
+    d = _site_with_two_members()
+    d.run(ROOT, "revoke", user="alice", **{"class": "domain", "value": "example.net"})
+    text = 'dom "example.org" with emailAlias "sales" "alice"; end;'
+    out = d.run(ALICE, "submit", files=files(example_org=text))
+    assert out["applied"], out
+    assert [x["domain"] for x in out["dropped"]] == ["example.net"]
+    assert sorted(z.name for z in d.slaves["ns1"].state.zones) == ["bob.org", "example.org"]
+    assert d.run(ROOT, "regen", apply=True)["plan"] == {}
