@@ -99,6 +99,22 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
         assert (status, body) == (200, b"changed by the test\n")
         # The other domain alice submitted earlier is still served.
         assert dns_records(dns_port, "www.example.net", "A")
+        # What the host holds, as alice sees it, and the host as the operator sees it.
+        shown = subprocess.run(
+            [str(BIN / "domtool"), "--config", ep["client_config"], "describe", "example.org"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert f"document root  {root}" in shown.stdout
+        hosts = subprocess.run(
+            [str(BIN / "domtool-admin"), "--config", ep["admin_config"], "hosts"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert hosts.returncode == 0 and hosts.stdout.startswith("local: up; generation 2")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
