@@ -107,6 +107,10 @@ class RollbackFailed(EngineError):
     live until ``recover()`` (which goes back to the last verified generation)."""
 
 
+class CheckFailed(EngineError):
+    """The staged configuration fails its checker even with no member change applied."""
+
+
 class BackendFailed(EngineError):
     """A backend could not render the state at all (not attributable to an owner)."""
 
@@ -643,8 +647,16 @@ class Engine:
         failure = self._check_staged(plan, gen, owners)
         if failure is None:
             return owners, ""
-        if not owners:
-            return set(), f"the configuration fails its check: {failure}"
+        # Bisection starts from "no member change": that must pass (it differs from the
+        # live generation when an index or the backend set changed, or on re-verify).
+        baseline = failure if not owners else None
+        if owners and (plan.reverify or self._body(plan, set())[0] != self._strip(plan.current)):
+            baseline = self._check_staged(plan, gen, set())
+        if baseline is not None:
+            raise CheckFailed(
+                "the configuration fails its check even without any member's change "
+                f"(a site or backend problem; nothing was applied): {baseline}"
+            )
         accepted: set[str] = set()
         failures: dict[str, str] = {}
 

@@ -9,7 +9,9 @@ what a daemon would have loaded. Markers in a record's text steer it:
 - ``CONFLICT``: only the whole-config check fails;
 - ``CLAIM:<x>``: fine alone; two units claiming the same ``x`` fail the whole check;
 - ``NORELOAD``: the daemon refuses to reload a generation holding it;
-- ``DEAD``: the daemon loads it but the zone's probe never answers.
+- ``DEAD``: the daemon loads it but the zone's probe never answers;
+- an index header (``FakeBackend.index_header``, site-wide) holding ``BROKEN`` fails
+  the whole check.
 
 The daemon fails the test (AssertionError) if asked to reload a configuration that
 never passed its whole check and is not one it already ran.
@@ -63,6 +65,7 @@ class FakeBackend:
     name: str = "fake"
     unit_checks: bool = True
     refuse_marker: str = "\x00"  # a record text holding it is refused at render time
+    index_header: str = ""  # a comment line on top of the index (site-wide settings)
     rendered: int = 0  # how many times units() ran
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
@@ -89,7 +92,9 @@ class FakeBackend:
         return out
 
     def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
-        return {"index": "".join(f"{k} {units[k]}\n" for k in sorted(units)).encode()}
+        lines = [f"# {self.index_header}\n"] if self.index_header else []
+        lines += [f"{k} {units[k]}\n" for k in sorted(units)]
+        return {"index": "".join(lines).encode()}
 
     def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
         return (Command(("fake-check-all", str(generation_dir / self.name / "index"))),)
@@ -134,6 +139,10 @@ class FakeDaemon:
     def read_index(self, index: str) -> dict[str, bytes]:
         out = {}
         for line in self.fs.read(index).decode().splitlines():
+            if line.startswith("#"):
+                if "BROKEN" in line:
+                    out["#"] = line.encode()  # the whole check refuses it
+                continue
             key, path = line.split(" ", 1)
             out[key] = self.fs.read(path)
         return out

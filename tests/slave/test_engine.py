@@ -11,7 +11,7 @@ import json
 import attrs
 import pytest
 
-from domtool.slave.engine import BackendFailed, Engine, StalePrepare
+from domtool.slave.engine import BackendFailed, CheckFailed, Engine, StalePrepare
 from domtool.slave.seams import (
     Crash,
     FakeClock,
@@ -489,3 +489,28 @@ def test_a_prober_that_raises_still_rolls_back(host: Host):
     assert out.status == "rolled back"
     assert out.message == "rolled back to generation 1: RuntimeError: resolver exploded"
     assert host.engine.current_generation() == 1
+
+
+def test_a_site_wide_index_change_goes_live_without_member_changes(host: Host):
+    """A change only in the index (a site setting of the backend) is a new generation
+    with no member named; the daemon reloads it."""
+    host.engine.apply(abc())
+    host.backend.index_header = "log format v2"
+    out = host.engine.apply(abc())
+    assert out.status == "applied" and out.generation == 2 and out.applied == ()
+    assert out.message == "applied generation 2 (no member changes)"
+    assert host.fs.read(f"{STATE_DIR}/current/fake/index").startswith(b"# log format v2\n")
+
+
+@pytest.mark.parametrize("with_member_change", [False, True])
+def test_a_broken_site_wide_change_is_refused_as_a_whole(host: Host, with_member_change):
+    """When the configuration fails its check even without any member's change (a
+    broken site setting), prepare raises CheckFailed with the checker's message instead
+    of blaming members or committing: nothing live changes and nothing reloads."""
+    host.engine.apply(abc())
+    host.backend.index_header = "BROKEN setting"
+    with pytest.raises(CheckFailed, match="without any member's change.*whole-configuration"):
+        host.engine.apply(abc(alice="a2") if with_member_change else abc())
+    assert host.engine.current_generation() == 1
+    assert host.fs.listdir(f"{STATE_DIR}/staging") == []
+    assert host.daemon.reloads == 1
