@@ -216,3 +216,19 @@ def test_adduser_writes_the_issued_certificate_key_and_a_client_config(tmp_path,
         assert code == 2 and "not empty" in err
     finally:
         fake.stop()
+
+
+def test_ca_status_warns_about_a_crl_near_its_end_and_says_how_to_renew(tmp_path, capsys):
+    """A CRL with less than 7 days left makes `ca status` exit 1 naming the renewal
+    command; after `ca crl` it exits 0."""
+    import datetime
+
+    d = str(tmp_path / "ca")
+    ca.init_ca(d, "example.coop")
+    ca.crl(d, kind=ca.MEMBER, days=3)
+    code, out, _ = run(capsys, "ca", "status", d)
+    assert code == 1 and "member CA: RENEW NOW" in out and f"ca crl {d}" in out
+    assert run(capsys, "ca", "crl", d)[0] == 0
+    code, out, _ = run(capsys, "ca", "status", d, "--json")
+    assert code == 0 and json.loads(out)["member"]["crl_needs_renewal"] is False
+    assert datetime.timedelta(days=json.loads(out)["member"]["crl_valid_for_days"]) > ca.CRL_WARN
