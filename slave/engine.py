@@ -63,6 +63,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
 from typing import Protocol
 
@@ -255,6 +256,7 @@ class Engine:
         keep: int = KEEP,
         probe_timeout: float = 10.0,
         probe_interval: float = 0.1,
+        check_workers: int = 1,
     ):
         state_dir = str(state_dir).rstrip("/")
         if not state_dir.startswith("/") or "\0" in state_dir:
@@ -268,6 +270,7 @@ class Engine:
         self.backends = dict(backends)
         self.fs, self.runner, self.clock, self.prober = fs, runner, clock, prober
         self.keep, self.probe_timeout, self.probe_interval = keep, probe_timeout, probe_interval
+        self.check_workers = check_workers  # units checked at once (the runner is threadsafe)
         self._manifests: dict[int, dict] = {}
         self._contents: dict[tuple[str, str], bytes] = {}
         self._staged: tuple | None = None  # (generation, body) last written to staging
@@ -449,6 +452,8 @@ class Engine:
                 if a is not b and a != b:
                     owner = b.owner if b is not None else a.owner
                     changes.setdefault(owner, []).append((name, key))
+        for owner_changes in changes.values():
+            owner_changes.sort()  # deterministic order of writes and checks
         return _Plan(
             base,
             current,
@@ -600,25 +605,37 @@ class Engine:
         return self.runner.run(cmd)
 
     def _unit_checks(self, plan: _Plan, owners: set[str]) -> None:
-        """Each changed unit's own checks; a failing one refuses its owner."""
+        """Each changed unit's own checks (``check_workers`` units at a time); a failing
+        one refuses its owner with the checker's message."""
+        jobs = []
         for owner in sorted(owners):
             for b, key in plan.changes[owner]:
                 ref = plan.proposed[b].get(key)
-                if ref is None:
-                    continue
-                path = self.unit_path(b, ref)
-                failed = None
-                for cmd in plan.units[(b, key)].checks:
-                    argv = tuple(a.replace("{path}", path) for a in cmd.argv)
-                    result = self._run(attrs.evolve(cmd, argv=argv))
-                    if not result.ok:
-                        failed = (
-                            f"{b} {key}: {result.output() or f'exit status {result.returncode}'}"
-                        )
-                        break
+                if ref is not None and plan.units[(b, key)].checks:
+                    jobs.append((owner, b, key, self.unit_path(b, ref)))
+
+        def check(job) -> str | None:
+            owner, b, key, path = job
+            if owner in plan.refused:
+                return None  # already refused (sequential runs stop at the first failure)
+            for cmd in plan.units[(b, key)].checks:
+                argv = tuple(a.replace("{path}", path) for a in cmd.argv)
+                result = self._run(attrs.evolve(cmd, argv=argv))
+                if not result.ok:
+                    return f"{b} {key}: {result.output() or f'exit status {result.returncode}'}"
+            return None
+
+        if self.check_workers > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(max_workers=self.check_workers) as pool:
+                results = list(pool.map(check, jobs))
+            for job, failed in zip(jobs, results, strict=True):
+                if failed and job[0] not in plan.refused:
+                    plan.refused[job[0]] = failed
+        else:
+            for job in jobs:
+                failed = check(job)
                 if failed:
-                    plan.refused[owner] = failed
-                    break
+                    plan.refused[job[0]] = failed
 
     def _check_staged(self, plan: _Plan, gen: int, owners: set[str]) -> str | None:
         """Stage these owners' changes as ``gen`` and run check_all of each changed

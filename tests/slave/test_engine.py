@@ -514,3 +514,17 @@ def test_a_broken_site_wide_change_is_refused_as_a_whole(host: Host, with_member
     assert host.engine.current_generation() == 1
     assert host.fs.listdir(f"{STATE_DIR}/staging") == []
     assert host.daemon.reloads == 1
+
+
+def test_unit_checks_in_parallel_give_the_same_verdicts():
+    """With check_workers=4 the per-unit checks run concurrently; the verdicts are the
+    same as one at a time: bob refused with his checker's message, the others live."""
+    host = make_host(check_workers=4)
+    host.engine.apply(many(12))
+    out = host.engine.apply(
+        many(12, **{f"m{i:02}": "BROKEN" if i == 5 else "v2" for i in range(12)})
+    )
+    assert list(out.refused) == ["m05"] and "BROKEN record" in out.refused["m05"]
+    assert len(out.applied) == 11
+    assert sum(1 for c in host.runner.ran if c.argv[0] == "fake-check-unit") == 12 + 12
+    assert b"v1" in host.live()["zone:m05.example"]
