@@ -243,8 +243,10 @@ def print_refusal(prog: str, e) -> None:
 
 def _files_arg(paths: list[str]) -> list[dict]:
     """``[{"name": DOMAIN, "text": ...}]`` for the wire; usage errors for bad names/files."""
-    from domtool.dispatcher.schema import DOMAIN, MAX_FILE_BYTES
+    from domtool.dispatcher.schema import DOMAIN, MAX_FILE_BYTES, MAX_FILES
 
+    if len(paths) > MAX_FILES:
+        raise UsageError(f"{len(paths)} files: at most {MAX_FILES} in one submission; split them")
     try:
         sources = _read_sources(paths)
     except _EncodingError as e:
