@@ -10,6 +10,8 @@ import json
 
 import attrs
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domtool.slave.engine import BackendFailed, CheckFailed, Engine, StalePrepare
 from domtool.slave.seams import (
@@ -528,3 +530,53 @@ def test_unit_checks_in_parallel_give_the_same_verdicts():
     assert len(out.applied) == 11
     assert sum(1 for c in host.runner.ran if c.argv[0] == "fake-check-unit") == 12 + 12
     assert b"v1" in host.live()["zone:m05.example"]
+
+
+TEXTS = ("v1", "v2", "v3", "BROKEN", "CONFLICT", "NORELOAD", "DEAD", None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries({o: st.sampled_from(TEXTS) for o in ("alice", "bob", "carol")}),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_live_configuration_follows_a_simple_model(steps):
+    """Against a model: each member's live zone is their last change that passed its
+    checks, unless the whole apply rolled back (a reload or a probe failed); a refused
+    member keeps their previous zone (or none). After every apply the daemon serves
+    exactly what ``current`` holds, and applying the same state again changes nothing."""
+    host = make_host()
+    live: dict[str, str] = {}
+    for step in steps:
+        desired = state(*(zone(f"{o}.example", o, t) for o, t in step.items() if t is not None))
+        ok = {o: t for o, t in step.items() if t not in ("BROKEN", "CONFLICT")}
+        changed = {o: t for o, t in ok.items() if live.get(o) != t}
+        out = host.engine.apply(desired)
+        if any(t in ("NORELOAD", "DEAD") for t in changed.values()):
+            assert out.status == "rolled back", out
+        else:
+            for o, t in changed.items():
+                if t is None:
+                    live.pop(o, None)
+                else:
+                    live[o] = t
+            assert out.status in ("applied", "unchanged"), out
+            assert set(out.applied) == set(changed)
+        assert set(out.refused) == {o for o, t in step.items() if t in ("BROKEN", "CONFLICT")}
+        expected = {
+            u.key: u.content
+            for u in FakeBackend().units(
+                state(*(zone(f"{o}.example", o, t) for o, t in live.items())), {}, 0
+            )
+        }
+        if host.engine.current_generation():
+            assert host.live() == expected
+            assert host.daemon.loaded == expected
+        else:
+            # Nothing to go back to: the daemon keeps whatever it last loaded.
+            assert expected == {}
+        if out.status != "rolled back":
+            assert host.engine.apply(desired).status == "unchanged"
