@@ -11,6 +11,8 @@ and gets ``True`` or a reason string. Kinds (see ``domtool.slave.backend.Probe``
   ``http.client`` (no redirects followed, no proxy from the environment), the status
   must match.
 
+:class:`FakeProber` answers as a test says and records what it was asked.
+
 Probes talk to the daemons on the host's own addresses (loopback in tests); they never
 resolve names through the system resolver.
 """
@@ -18,6 +20,7 @@ resolve names through the system resolver.
 from __future__ import annotations
 
 import http.client
+from collections.abc import Callable
 
 import attrs
 
@@ -89,3 +92,16 @@ class RealProber:
             if got != int(serial):
                 return f"{where}: serial {got}, expected {serial}"
         return True
+
+
+@attrs.define
+class FakeProber:
+    """A prober for tests: ``answer(probe)`` decides (default: every probe passes);
+    ``probed`` records every probe asked, in order."""
+
+    answer: Callable[[Probe], bool | str] = lambda probe: True
+    probed: list[Probe] = attrs.field(factory=list)
+
+    def probe(self, probe: Probe) -> bool | str:
+        self.probed.append(probe)
+        return self.answer(probe)

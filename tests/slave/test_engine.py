@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from domtool.slave.engine import BackendFailed, CheckFailed, Engine, StalePrepare
+from domtool.slave.probes import FakeProber
 from domtool.slave.seams import (
     Crash,
     FakeClock,
@@ -580,3 +581,29 @@ def test_the_live_configuration_follows_a_simple_model(steps):
             assert expected == {}
         if out.status != "rolled back":
             assert host.engine.apply(desired).status == "unchanged"
+
+
+def test_a_probe_that_answers_after_a_while_passes():
+    """Right after a reload a daemon may not answer yet: probes are retried every
+    probe_interval (on the fake clock) until they pass, within probe_timeout; only the
+    probes of the changed backend are asked, and only failing ones are asked again."""
+    host = make_host()
+    host.engine.apply(abc())
+    t0 = host.clock.time()
+    answers = iter(["SERVFAIL", "SERVFAIL", True])
+
+    def answer(probe):
+        return next(answers) if probe.target[2] == "alice.example" else True
+
+    host.engine.prober = prober = FakeProber(answer)
+    out = host.engine.apply(abc(alice="a2"))
+    assert out.status == "applied"
+    asked = [p.target[2] for p in prober.probed]
+    assert asked == [
+        "alice.example",
+        "bob.example",
+        "carol.example",
+        "alice.example",
+        "alice.example",
+    ]
+    assert host.clock.time() - t0 == pytest.approx(2 * host.engine.probe_interval)
