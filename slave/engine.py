@@ -92,7 +92,7 @@ _GEN = re.compile(r"[1-9][0-9]{0,17}")
 
 
 class EngineError(Exception):
-    """The apply could not be carried out; the live configuration was not changed."""
+    """The apply could not be carried out; each subclass says what it left live."""
 
 
 class DiskFull(EngineError):
@@ -790,14 +790,24 @@ class Engine:
         try:
             self._mark_verified(gen)
         except OSError as exc:
-            self._switch_back(base, gen)
+            try:
+                self._switch_back(base, gen)
+            except OSError as again:
+                raise RollbackFailed(
+                    f"recording generation {gen} as verified failed ({exc}) and so did "
+                    f"switching back to generation {base} ({again}); recover() at the next "
+                    f"start goes back to generation {base}"
+                ) from again
             again = self._reload(prepared.changed_backends)
             error = self._fs_error(exc, "recording the generation as verified")
             if again is not None:
                 error = type(error)(f"{error}; reloading generation {base} failed: {again}")
             raise error from exc
-        if self.fs.is_symlink(self._p(UNDO)):
-            self.fs.remove(self._p(UNDO))
+        try:
+            if self.fs.is_symlink(self._p(UNDO)):
+                self.fs.remove(self._p(UNDO))
+        except OSError:
+            pass  # a leftover undo link is harmless; recover() removes it
         self._collect_garbage()
         applied = ", ".join(prepared.applied) or "no member changes"
         refused = prepared.refused
