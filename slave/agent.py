@@ -489,8 +489,14 @@ class Agent:
             "status": status,
             "verified": verified,
             "message": outcome.message,
+            # Every owner of the transaction: the prepare's verdict, then what the engine
+            # says happened at commit (applied, or rolled back).
             "owners": {
-                o.owner: {"ok": o.status == "applied", "message": o.message} for o in outcome.owners
+                **pending.answer["owners"],
+                **{
+                    o.owner: {"ok": o.status == "applied", "message": o.message}
+                    for o in outcome.owners
+                },
             },
         }
         self._last_commit = (txid, result)

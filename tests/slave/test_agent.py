@@ -218,7 +218,9 @@ def test_a_unit_of_another_owner_is_refused_and_the_others_go_ahead(host):
         "message": "alice: zone bob.example: owner: belongs to 'bob', not to 'alice'",
     }
     assert answer["owners"]["carol"]["ok"] is True
-    host.run("commit", tx("t1"))
+    committed = host.run("commit", tx("t1"))
+    assert committed["owners"]["alice"]["ok"] is False  # every owner of the transaction
+    assert committed["owners"]["carol"] == {"ok": True, "message": ""}
     assert set(host.daemon.loaded) == {"zone:carol.example"}
 
 
@@ -268,6 +270,7 @@ def test_a_failed_reload_rolls_back_and_keeps_the_state(host):
     result = host.run("commit", tx("t2"))
     assert result["status"] == "rolled_back" and result["generation"] == 1
     assert result["verified"] == []
+    assert result["owners"]["alice"]["ok"] is False
     assert "rolled back to generation 1" in result["message"]
     assert host.agent.state == before
 
