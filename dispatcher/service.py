@@ -119,9 +119,21 @@ class MemberProtocol(Int32StringReceiver):
         self._cancel_timer()
 
     def stringReceived(self, frame: bytes) -> None:  # noqa: N802 (Twisted API)
-        member = self.member
-        if member is None:
+        if self.member is None:
             return  # nothing is acted on before a successful login
+        # Re-read the member at each request: removed since login -> out; admin status
+        # granted or withdrawn -> in force now.
+        record = self.factory.controller.store.member(self.member.name)
+        if record is None or not record.active:
+            self._send(
+                wire.error(
+                    _request_id(frame),
+                    wire.Failure("unauthorized", f"{self.member.name} is no longer a member"),
+                )
+            )
+            self.transport.loseConnection()
+            return
+        member = self.member = auth.Member(record.name, record.is_admin)
         self._idle()
         allowed = self.factory.admin_ops if member.is_admin else wire.MEMBER_OPS
         try:

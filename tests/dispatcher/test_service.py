@@ -385,3 +385,20 @@ def test_the_service_binds_with_a_large_backlog_in_privileged_start(tmp_path, si
     assert (port, backlog, interface) == (4321, 1024, "127.0.0.1")
     svc.startService()
     svc.stopService()
+
+
+def test_membership_and_admin_status_are_read_at_each_request(dispatcher, site):
+    """A member removed while connected gets no more answers and is disconnected; admin
+    status granted while connected is in force at the next request."""
+    alice = dispatcher("alice")
+    assert alice.ask(1, "hosts")["error"]["kind"] == "unauthorized"
+    site.store.set_admin("alice", True)
+    assert alice.ask(2, "hosts")["ok"] is True
+    site.store.remove_member("alice")
+    answer = alice.ask(3, "whoami")
+    assert answer["error"] == {
+        "kind": "unauthorized",
+        "message": "alice is no longer a member",
+        "details": [],
+    }
+    assert alice.client.lost
