@@ -516,9 +516,11 @@ class Agent:
         return {"txid": txid, "aborted": True, "generation": self._generation()}
 
     async def _status(self, args: ops.StatusArgs) -> dict[str, Any]:
+        generation = self._generation()
         return {
             "host": self.host,
-            "generation": self._generation(),
+            "generation": generation,
+            "verified": bool(self.engine.verified(generation)),
             "owners": sorted(by_owner(self._state)),
             "pending_txid": self.pending_txid,
             "state_known": self._state_known,

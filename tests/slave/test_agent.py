@@ -123,6 +123,7 @@ def test_prepare_then_commit_makes_a_generation_live(host):
     assert status == {
         "host": "ns1.example.coop",
         "generation": 1,
+        "verified": True,
         "owners": ["alice", "bob"],
         "pending_txid": None,
         "state_known": True,

@@ -534,6 +534,7 @@ def test_domtool_slave_serves_the_dispatcher_over_loopback(site, tmp_path):
             assert status["result"] == {
                 "host": SLAVE,
                 "generation": 0,
+                "verified": True,
                 "owners": [],
                 "pending_txid": None,
                 "state_known": True,
