@@ -51,6 +51,7 @@ class FakeSlave:
     generation: int = 0
     state: DesiredState = DesiredState()
     refuse: dict[str, str] = attrs.field(factory=dict)
+    roll_back: str | None = None  # set: the daemon dies after the reload; commit rolls back
     reloads: int = 0
     _pending: tuple[str, int, DesiredState, dict] | None = None
     _last_commit: tuple[str, dict] | None = None
@@ -123,6 +124,14 @@ class FakeSlave:
                 "status": "unchanged",
                 "verified": [],
                 "message": "",
+            }
+        elif self.roll_back is not None:
+            self.reloads += 2  # the new generation, then the last good one again
+            result = {
+                "generation": self.generation,
+                "status": "rolled_back",
+                "verified": [],
+                "message": self.roll_back,
             }
         else:
             verified = [

@@ -233,3 +233,22 @@ def test_the_fake_slave_behaves_like_the_real_agent(which):
     call("prepare", {"txid": "t5", "changes": {"alice": _change()}})
     assert call("commit", {"txid": "t5"})["generation"] == 2
     assert call("status", {})["owners"] == []
+
+
+def test_a_host_that_rolls_back_is_reported_and_its_record_kept():
+    """web1's daemon dies after the switch and the slave rolls back: the member is told,
+    web1's record of alice stays the old one (so the next submit tries again), ns1's
+    commit stands, and nothing is left pending."""
+    d = make_dispatcher()
+    d.slaves["web1"].roll_back = "apache2 did not answer after reload; back on generation 0"
+    out = d.run(ALICE, "submit", files=files(example_org=example("example.org")))
+    assert out["applied"] is False
+    assert out["refused"] == [
+        "web1 rolled back: apache2 did not answer after reload; back on generation 0"
+    ]
+    assert out["hosts"]["web1"]["status"] == "rolled_back"
+    assert out["hosts"]["ns1"]["status"] == "applied"
+    assert "web1" not in d.controller.current("alice") and d.store.pending() == {}
+    d.slaves["web1"].roll_back = None
+    again = d.run(ALICE, "submit", files=files(example_org=example("example.org")))
+    assert again["applied"] and list(again["hosts"]) == ["web1"]
