@@ -278,6 +278,7 @@ class Engine:
         self._paths: dict[tuple[str, str], PurePosixPath] = {}
         self._files: dict[int, tuple[dict, dict[str, frozenset[str]]]] = {}
         self.recovery = ""  # what the last recover() did, if anything
+        self._exts: set[str] = set()  # unit extensions already validated
 
     # -- paths ----------------------------------------------------------------
 
@@ -422,13 +423,14 @@ class Engine:
                 if (
                     not isinstance(u.key, str)
                     or not isinstance(u.content, bytes)
-                    or not _EXT.fullmatch(u.ext)
+                    or (u.ext not in self._exts and not _EXT.fullmatch(u.ext))
                     or not isinstance(u.owner, str)
                     or not u.owner
                 ):
                     raise BackendFailed(
                         f"backend {name}: bad unit {u.key!r} ({u.ext!r}, {u.owner!r})"
                     )
+                self._exts.add(u.ext)
                 sha, old = sha256(u.content), prev.get(u.key)
                 if old is not None and (old.sha, old.owner, old.ext) == (sha, u.owner, u.ext):
                     refs[u.key] = old  # the common case: unchanged, no new object
@@ -506,9 +508,9 @@ class Engine:
         return body, indexes
 
     def _path(self, backend: str, ref: UnitRef) -> PurePosixPath:
-        path = self._paths.get((backend, ref.filename))
+        path = self._paths.get((backend, ref.sha, ref.ext))
         if path is None:
-            path = self._paths[(backend, ref.filename)] = PurePosixPath(
+            path = self._paths[(backend, ref.sha, ref.ext)] = PurePosixPath(
                 self.unit_path(backend, ref)
             )
         return path
@@ -948,8 +950,9 @@ class Engine:
                 for f in self._listdir(self._p("units", b)):
                     if f not in keep:
                         self.fs.remove(self._p("units", b, f))
-                        sha = f.split(".", 1)[0]
+                        sha, _, ext = f.partition(".")
                         self._contents.pop((b, sha), None)
+                        self._paths.pop((b, sha, ext), None)
         except OSError:
             pass  # garbage is harmless; the next commit tries again
 

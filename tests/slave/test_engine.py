@@ -607,3 +607,22 @@ def test_a_probe_that_answers_after_a_while_passes():
         "alice.example",
     ]
     assert host.clock.time() - t0 == pytest.approx(2 * host.engine.probe_interval)
+
+
+@pytest.mark.parametrize(
+    "bad", [{"ext": "../x"}, {"ext": ""}, {"owner": ""}, {"content": "text, not bytes"}]
+)
+def test_a_malformed_unit_is_a_backend_failure(host: Host, bad):
+    """A unit whose extension could leave the units directory, or with no owner, or
+    with text instead of bytes, is refused as a backend bug before anything is
+    written."""
+
+    class Bad(FakeBackend):
+        def units(self, state, previous, now):
+            return [attrs.evolve(u, **bad) for u in super().units(state, previous, now)]
+
+    host.engine.backends["fake"] = Bad()
+    host.fs.arm()
+    with pytest.raises(BackendFailed, match="bad unit"):
+        host.engine.apply(abc())
+    assert host.fs.ops == []
