@@ -402,3 +402,50 @@ def test_membership_and_admin_status_are_read_at_each_request(dispatcher, site):
         "details": [],
     }
     assert alice.client.lost
+
+
+def test_the_tls_link_retries_a_refused_connection_with_backoff(site):
+    """Connection attempts that are refused are retried after 0.5 s, then 1 s; a link
+    whose every attempt fails reports LinkError naming the host."""
+    from domtool.dispatcher.links import LinkError
+    from tests.slave.test_agent import make_host
+
+    host = make_host()
+    clock = Clock()
+    slave_name = "ns1.example.coop"
+    host_trust = tls.Trust(
+        ca.ca_certificate(site.ca_dir, ca.HOST), ca.current_crl(site.ca_dir, ca.HOST)
+    )
+    listener = tls.slave_listener(tls.KeyPair(*ca.issue_host(site.ca_dir, slave_name)), host_trust)
+    slave = SlaveFactory(host.agent, auth.host_portal({DISPATCHER}), clock)
+    inner = MemoryEndpoint(slave_tls_factory(listener, slave, clock), clock)
+
+    @attrs.define
+    class Flaky:
+        refusals: int
+        tries: int = 0
+
+        def connect(self, factory):
+            self.tries += 1
+            if self.tries <= self.refusals:
+                return defer.fail(ConnectionRefusedError("connection refused"))
+            return inner.connect(factory)
+
+    client = tls.slave_client(site.dispatcher, host_trust, slave_name)
+    flaky = Flaky(2)
+    link = TLSLink(slave_name, flaky, client, clock)
+    d = link.call("status", {})
+    assert flaky.tries == 1 and not d.called
+    clock.advance(0.5)
+    assert flaky.tries == 2 and not d.called
+    clock.advance(1.0)
+    inner.flush()
+    assert flaky.tries == 3 and result_of(d)["generation"] == 0
+
+    dead = TLSLink("web1.example.coop", Flaky(99), client, clock)
+    d = dead.call("status", {})
+    clock.advance(0.5)
+    clock.advance(1.0)
+    with pytest.raises(LinkError) as e:
+        result_of(d)
+    assert str(e.value).startswith("cannot connect to web1.example.coop")
