@@ -267,3 +267,35 @@ def test_a_crash_during_recover_is_recovered_by_the_next_recover():
             assert live_config(fs) == old, (k, image)
             assert_clean(fs)
             assert again.engine.generations() == [1]
+
+
+def test_a_crash_during_the_very_first_apply_leaves_nothing_or_generation_one():
+    """On an empty host, a crash at any step of the first apply comes back with no
+    configuration at all (no ``current``, no generation) or exactly generation 1; the
+    same apply then converges."""
+    reference_host = make_host()
+    reference_host.fs.arm()
+    reference_host.engine.apply(abc())
+    ops = list(reference_host.fs.ops)
+    final = live_config(reference_host.fs)
+    reached = set()
+    for k in range(len(ops)):
+        host = make_host()
+        host.fs.arm(crash_at=k)
+        with pytest.raises(Crash):
+            host.engine.apply(abc())
+        for image, fs in host.fs.crash_images():
+            rebooted = make_host(fs)
+            live = rebooted.engine.recover()
+            where = f"crash before op {k} {ops[k]}, image {image}"
+            if live == 0:
+                assert not fs.is_symlink(f"{STATE_DIR}/current"), where
+                assert rebooted.engine.generations() == [], where
+                reached.add("nothing")
+            else:
+                assert live_config(fs) == final, where
+                reached.add("generation 1")
+            rebooted.daemon.boot()
+            rebooted.engine.apply(abc())
+            assert content(live_config(fs)) == content(final), where
+    assert reached == {"nothing", "generation 1"}
