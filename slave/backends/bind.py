@@ -393,6 +393,8 @@ def _rdata(rtype: object, data: object) -> str:
         except _Bad as exc:
             raise _BadPart(i, str(exc)) from None
 
+    if type(rtype) is not str:
+        raise _BadPart(-1, f"record type {rtype!r:.40} is not text")
     if rtype == "A":
         arity(1)
         return part(0, check_ipv4)
@@ -404,20 +406,20 @@ def _rdata(rtype: object, data: object) -> str:
         return part(0, zone_fqdn)
     if rtype == "MX":
         arity(2)
-        return f"{part(0, check_priority)} {part(1, zone_fqdn)}"
+        return f"{int(part(0, check_priority))} {part(1, zone_fqdn)}"
     if rtype == "TXT":
         arity(1)
         return " ".join(part(0, zone_txt_strings))
     if rtype == "SRV":
         arity(4)
         return (
-            f"{part(0, check_priority)} {part(1, check_priority)} "
-            f"{part(2, check_port)} {part(3, zone_fqdn)}"
+            f"{int(part(0, check_priority))} {int(part(1, check_priority))} "
+            f"{int(part(2, check_port))} {part(3, zone_fqdn)}"
         )
     if rtype == "CAA":
         arity(3)
         value = part(2, lambda v: zone_quote(check_caa_value(v)))
-        return f"{part(0, check_caa_flags)} {part(1, check_caa_tag)} {value}"
+        return f"{int(part(0, check_caa_flags))} {part(1, check_caa_tag)} {value}"
     raise _BadPart(-1, f"record type {rtype!r:.40} is not one of {', '.join(RTYPES)}")
 
 
@@ -467,7 +469,7 @@ class _ZoneRenderer:
             t = self.check(f"{field}.ttl", check_ttl, r.ttl)
             if t is None:
                 return None
-            ttl = f"{t}\t"
+            ttl = f"{int(t)}\t"
         try:
             rdata = _rdata(r.rtype, r.data)
         except _BadPart as exc:
@@ -497,6 +499,7 @@ class _ZoneRenderer:
         lines = [self.record(i, r, origin) for i, r in enumerate(z.records)]
         if self.errors or owner is None or zttl is None:
             return None
+        zttl = int(zttl)
         apex_ns = [
             r.data[0] for r in z.records if r.rtype == "NS" and check_record_name(r.name) == "@"
         ]
