@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -407,9 +408,13 @@ class FakeFileSystem:
     - a directory's *entries* (names created, renamed in or out, removed, symlinks) are
       durable as of the last ``fsync_dir`` of that directory. Entries are inodes, so a
       durable name keeps pointing at the file even if it is renamed later;
-    - :meth:`crash_images` gives two images a real machine could come back with: only
-      what was synced (``"synced"``), and everything done so far (``"visible"``). Mixed
-      images (some unsynced operations kept, others lost) are not modelled.
+    - :meth:`crash_images` gives images a real machine could come back with: only
+      what was synced (``"synced"``), everything done so far (``"visible"``), and on
+      request seeded "mixed" images where every directory's entries and every file's
+      content independently come back synced or visible (more pessimistic than a
+      journalling file system, which keeps metadata operations in order). Images that
+      keep some but not all unsynced operations *within* one directory, or a prefix of
+      a file's unsynced writes, are not modelled.
 
     Faults: ``fail`` maps an operation kind ("write", "fsync", "rename", "mkdir",
     "symlink", "fsync_dir") to the 1-based count at which that kind raises ENOSPC once
@@ -617,30 +622,38 @@ class FakeFileSystem:
 
     # -- test helpers --------------------------------------------------------
 
-    def crash_images(self) -> Iterator[tuple[str, FakeFileSystem]]:
-        """The states a machine could come back with after a crash now (see above)."""
+    def crash_images(self, mixed: int = 0) -> Iterator[tuple[str, FakeFileSystem]]:
+        """The states a machine could come back with after a crash now (see above),
+        plus ``mixed`` images where each directory and each file independently keeps
+        its synced or its visible state (seeded, so a failure can be replayed)."""
         yield "synced", self.reboot(keep="synced")
         yield "visible", self.reboot(keep="visible")
+        for seed in range(mixed):
+            yield f"mixed-{seed}", self.reboot(keep="mixed", seed=seed)
 
-    def reboot(self, keep: str = "synced") -> FakeFileSystem:
+    def reboot(self, keep: str = "synced", seed: int = 0) -> FakeFileSystem:
         """A fresh, fault-free file system holding what survives a crash now."""
+        if keep not in ("synced", "visible", "mixed"):
+            raise ValueError(keep)
+        rng = random.Random(seed)
+
+        def synced() -> bool:
+            return keep == "synced" or (keep == "mixed" and rng.random() < 0.5)
 
         def copy(d: _Dir) -> _Dir:
-            entries = d.durable if keep == "synced" else d.entries
+            entries = d.durable if synced() else d.entries
             out = _Dir()
-            for name, node in entries.items():
+            for name, node in sorted(entries.items()):
                 if isinstance(node, _Dir):
                     out.entries[name] = copy(node)
                 elif isinstance(node, _File):
-                    data = node.durable if keep == "synced" else node.data
+                    data = node.durable if synced() else node.data
                     out.entries[name] = _File(data, data)
                 else:
                     out.entries[name] = node
             out.durable = dict(out.entries)
             return out
 
-        if keep not in ("synced", "visible"):
-            raise ValueError(keep)
         # The root directory itself always exists; its entries follow the same rule.
         return FakeFileSystem(root=copy(self.root))
 

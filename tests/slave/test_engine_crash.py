@@ -3,7 +3,7 @@
 With the fake file system, a full apply is run once to count its mutating operations;
 then for every index k the apply is run again with a crash before operation k, the host
 "reboots" into each image the durability model allows (only what was synced; everything
-done so far), a fresh engine runs ``recover()``, and the live configuration (what
+done so far; a few seeded mixes of the two per directory and file), a fresh engine runs ``recover()``, and the live configuration (what
 ``current`` points at and every file reachable from it) must be exactly the old
 generation's or exactly a generation the uncrashed apply made live: never a mix, never
 dangling. Then the same apply must converge.
@@ -61,6 +61,8 @@ SCENARIOS = {
     "gc": abc(alice="alice v2", carol="carol v2"),
 }
 
+
+MIXED = 4  # seeded mixed durability images per kill point, besides synced and visible
 
 # Before the scenario's apply: the states applied, and how many generations to keep.
 SETUP = {"gc": ([abc(), abc(alice="alice v0")], 2)}
@@ -123,7 +125,7 @@ def test_a_crash_at_any_step_leaves_the_old_or_the_new_generation(scenario: str)
         host.fs.arm(crash_at=k)
         with pytest.raises(Crash):
             host.engine.apply(new)
-        for image, fs in host.fs.crash_images():
+        for image, fs in host.fs.crash_images(mixed=MIXED):
             rebooted = reboot(scenario, fs)
             live = rebooted.engine.recover()
             rebooted.daemon.boot()  # the daemons start on what recover() left live
@@ -261,7 +263,7 @@ def test_a_crash_during_recover_is_recovered_by_the_next_recover():
         h.fs.arm(crash_at=k)
         with pytest.raises(Crash):
             h.engine.recover()
-        for image, fs in h.fs.crash_images():
+        for image, fs in h.fs.crash_images(mixed=MIXED):
             again = reboot("rollback", fs)
             assert again.engine.recover() == 1, (k, image)
             assert live_config(fs) == old, (k, image)
@@ -284,7 +286,7 @@ def test_a_crash_during_the_very_first_apply_leaves_nothing_or_generation_one():
         host.fs.arm(crash_at=k)
         with pytest.raises(Crash):
             host.engine.apply(abc())
-        for image, fs in host.fs.crash_images():
+        for image, fs in host.fs.crash_images(mixed=MIXED):
             rebooted = make_host(fs)
             live = rebooted.engine.recover()
             where = f"crash before op {k} {ops[k]}, image {image}"

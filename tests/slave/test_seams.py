@@ -446,3 +446,21 @@ def test_dns_probe(dns_server):
     assert refused.endswith("REFUSED")
     silent = p.probe(Probe("dns", ("127.0.0.1", 9, "a.example", "SOA", None), "a"))
     assert isinstance(silent, str)
+
+
+def test_fake_mixed_images_mix_directories_independently():
+    """Two directories each with an unsynced new entry: across seeded mixed images,
+    every combination (neither, one, the other, both kept) comes back, and the same
+    seed gives the same image."""
+    fs = FakeFileSystem()
+    for d in ("/a", "/b"):
+        fs.mkdir(d)
+    fs.fsync_dir("/")
+    for d in ("/a", "/b"):
+        fs.write(f"{d}/f", b"x")
+        fs.fsync(f"{d}/f")
+    seen = set()
+    for _, image in fs.crash_images(mixed=32):
+        seen.add((image.exists("/a/f"), image.exists("/b/f")))
+    assert seen == {(False, False), (True, False), (False, True), (True, True)}
+    assert fs.reboot("mixed", seed=3).snapshot() == fs.reboot("mixed", seed=3).snapshot()
