@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from domtool.model import DesiredState, Record, Zone  # noqa: E402
 from domtool.slave.backends.bind import BindBackend, serial_of  # noqa: E402
 from domtool.slave.engine import Engine  # noqa: E402
+from domtool.slave.probes import RealProber  # noqa: E402
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner  # noqa: E402
 from tests.slave.named_daemon import (  # noqa: E402
     CHECKCONF,
     CHECKZONE,
-    DnsProber,
     bind_config,
     free_port,
     soa_serial,
@@ -266,7 +266,7 @@ def main() -> None:
                     RealFileSystem(),
                     SubprocessRunner(),
                     RealClock(),
-                    DnsProber(),
+                    RealProber(),
                     probe_timeout=30,
                 )
 
@@ -278,7 +278,7 @@ def main() -> None:
                 (
                     f"engine: first apply of {n:,} zones",
                     f"{time.perf_counter() - t:.2f} s",
-                    "no per-unit checks; checkconf -z, reload, 1,000 SOA probes",
+                    f"no per-unit checks; checkconf -z, reload, {n:,} SOA probes",
                 )
             )
             eng = engine(True)

@@ -27,7 +27,6 @@ import dns.exception
 import dns.flags
 import dns.message
 import dns.query
-import dns.rcode
 import dns.rdatatype
 
 from domtool.slave.backends.bind import BindConfig, site_config
@@ -181,32 +180,3 @@ def start_named(root: Path, port: int, include: Path | str, **config_kw) -> Name
         named.stop()
         raise
     return named
-
-
-class DnsProber:
-    """The engine's prober for "dns" probes: one query; for SOA with an expected serial,
-    the authoritative answer must carry exactly that serial."""
-
-    def probe(self, probe) -> bool | str:
-        if probe.kind != "dns":
-            return f"cannot run a {probe.kind!r} probe"
-        server, port, qname, rtype, expected = probe.target
-        try:
-            r = query(port, qname, rtype, server=server, timeout=1.0)
-        except (dns.exception.DNSException, OSError) as exc:
-            return f"no answer: {exc!r}"
-        if r.rcode() != dns.rcode.NOERROR:
-            return f"{qname} {rtype}: {dns.rcode.to_text(r.rcode())}"
-        if not r.flags & dns.flags.AA:
-            return f"{qname} {rtype}: answer is not authoritative"
-        found = [
-            rr
-            for rrset in r.answer
-            if rrset.rdtype == dns.rdatatype.from_text(rtype)
-            for rr in rrset
-        ]
-        if not found:
-            return f"{qname} {rtype}: empty answer"
-        if rtype == "SOA" and expected is not None and found[0].serial != expected:
-            return f"{qname} serial {found[0].serial}, expected {expected}"
-        return True

@@ -2,7 +2,7 @@
 
 Each test starts named on 127.0.0.1 with a free port and a config root of its own (see
 ``named_daemon``) and applies members' zones with ``domtool.slave.engine.Engine`` over
-the real seams: content-addressed zone files, each changed zone's ``named-checkzone``,
+the real seams and the slave's real prober: content-addressed zone files, each changed zone's ``named-checkzone``,
 ``named-checkconf -z`` over the staged generation, the atomic ``current`` switch,
 ``rndc reload`` and SOA probes. Then it asks named over DNS with dnspython.
 
@@ -25,9 +25,10 @@ import pytest
 from domtool.model import DesiredState, Record, Zone
 from domtool.slave.backends.bind import BindBackend, serial_of
 from domtool.slave.engine import Engine
+from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
 from tests.conftest import require_binary
-from tests.slave.named_daemon import DnsProber, free_port, query, soa_serial, start_named
+from tests.slave.named_daemon import free_port, query, soa_serial, start_named
 
 pytestmark = pytest.mark.daemons
 
@@ -68,7 +69,7 @@ def _site(tmp_path: Path, prober=None, probe_timeout: float = 5.0, **config_kw) 
         RealFileSystem(),
         SubprocessRunner(),
         RealClock(),
-        prober or DnsProber(),
+        prober or RealProber(timeout=1.0),
         probe_timeout=probe_timeout,
         probe_interval=0.05,
     )
@@ -224,7 +225,7 @@ class FailingOnce:
 
     def __init__(self):
         self.fail_serials: set[int] = set()
-        self.real = DnsProber()
+        self.real = RealProber(timeout=1.0)
 
     def probe(self, probe):
         if probe.target[4] in self.fail_serials:
