@@ -473,3 +473,31 @@ def test_the_real_service_over_real_sockets_holds_many_members_at_once(tmp_path)
     assert report["answered"] == 300 and report["open_at_once"] == 300
     assert report["submit"]["result"]["applied"] is True
     assert report["generations"] == {"ns1": 1, "web1": 1}
+
+
+def test_the_tls_link_gives_up_on_a_slave_that_does_not_answer(site):
+    """A slave that logs the dispatcher in but never answers: the call fails with
+    LinkError after the link's timeout (on the Clock), naming the host and the op."""
+    from domtool.dispatcher.links import LinkError
+
+    class Silent:
+        def handle(self, op, args):
+            return defer.Deferred()
+
+    clock = Clock()
+    slave_name = "ns1.example.coop"
+    host_trust = tls.Trust(
+        ca.ca_certificate(site.ca_dir, ca.HOST), ca.current_crl(site.ca_dir, ca.HOST)
+    )
+    listener = tls.slave_listener(tls.KeyPair(*ca.issue_host(site.ca_dir, slave_name)), host_trust)
+    slave = SlaveFactory(Silent(), auth.host_portal({DISPATCHER}), clock)
+    endpoint = MemoryEndpoint(slave_tls_factory(listener, slave, clock), clock)
+    client = tls.slave_client(site.dispatcher, host_trust, slave_name)
+    link = TLSLink(slave_name, endpoint, client, clock, timeout=10)
+    d = link.call("status", {})
+    endpoint.flush()
+    assert not d.called
+    clock.advance(10)
+    with pytest.raises(LinkError) as e:
+        result_of(d)
+    assert str(e.value) == "ns1.example.coop did not answer status within 10 s"
