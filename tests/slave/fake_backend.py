@@ -103,7 +103,8 @@ class FakeBackend:
         return (Command(("fake-reload", self.name)),)
 
     def probes(self, state: DesiredState) -> list[Probe]:
-        return [Probe("dns", ("127.0.0.1", 53, z.name, "SOA", None), z.owner) for z in state.zones]
+        # (The fake daemon reads the "server" as the backend whose zones to look in.)
+        return [Probe("dns", (self.name, 53, z.name, "SOA", None), z.owner) for z in state.zones]
 
 
 @attrs.define
@@ -112,7 +113,8 @@ class FakeDaemon:
 
     fs: FileSystem
     state_dir: str
-    loaded: dict[str, bytes] = attrs.field(factory=dict)
+    loaded: dict[str, bytes] = attrs.field(factory=dict)  # by the last reload
+    loaded_by: dict[str, dict[str, bytes]] = attrs.field(factory=dict)  # per backend
     reloads: int = 0
     checked_all: list[dict[str, bytes]] = attrs.field(factory=list)
     good: list[dict[str, bytes]] = attrs.field(factory=list)  # passed check-all, or ran
@@ -177,13 +179,13 @@ class FakeDaemon:
                 raise AssertionError(f"reload of a configuration never checked: {sorted(units)}")
             if any(b"NORELOAD" in data for data in units.values()):
                 return Result(1, "", "rndc: 'reload' failed: failure")
-            self.loaded = units
+            self.loaded = self.loaded_by[arg] = units
             self.reloads += 1
             return Result(0, "server reload successful\n")
         raise AssertionError(f"unknown fake command {cmd.argv!r}")
 
     def probe(self, probe: Probe) -> bool | str:
-        data = self.loaded.get(f"zone:{probe.target[2]}")
+        data = self.loaded_by.get(probe.target[0], self.loaded).get(f"zone:{probe.target[2]}")
         if data is None:
             return "SERVFAIL: zone not loaded"
         if b"DEAD" in data:

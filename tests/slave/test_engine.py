@@ -626,3 +626,47 @@ def test_a_malformed_unit_is_a_backend_failure(host: Host, bad):
     with pytest.raises(BackendFailed, match="bad unit"):
         host.engine.apply(abc())
     assert host.fs.ops == []
+
+
+class WebBackend(FakeBackend):
+    """A second backend over the same zones, whose units' own check refuses "WEBBAD".
+    When ``frozen``, it keeps every live unit as it is (nothing to change)."""
+
+    frozen = False
+
+    def units(self, state, previous, now):
+        if self.frozen:
+            return [previous[k] for k in previous]
+        return [
+            attrs.evolve(u, content=u.content.replace(b"WEBBAD", b"BROKEN"))
+            for u in super().units(state, previous, now)
+        ]
+
+
+def test_an_owner_refused_by_one_backend_keeps_their_old_units_in_every_backend():
+    """alice's change breaks only her web unit: she is refused in both backends (her
+    dns change does not go live alone), bob's change goes live in both, and each
+    backend reloads once; a later change touching only dns reloads only dns."""
+    fs = FakeFileSystem()
+    makedirs(fs, STATE_DIR)
+    daemon = FakeDaemon(fs, STATE_DIR).boot()
+    runner = FakeProcessRunner(handler=daemon)
+    backends = {"dns": FakeBackend(name="dns"), "web": WebBackend(name="web")}
+    engine = Engine(STATE_DIR, backends, fs, runner, FakeClock(), daemon)
+    engine.apply(abc())
+    runner.ran.clear()
+    out = engine.apply(abc(alice="WEBBAD", bob="bob v2"))
+    assert out.applied == ("bob",) and list(out.refused) == ["alice"]
+    assert out.refused["alice"].startswith("web zone:alice.example: ")
+    for b in ("dns", "web"):
+        live = daemon.read_index(f"{STATE_DIR}/current/{b}/index")
+        assert b"alice v1" in live["zone:alice.example"] and b"bob v2" in live["zone:bob.example"]
+        assert daemon.loaded_by[b] == live
+    assert [c.argv for c in runner.ran if c.argv[0] == "fake-reload"] == [
+        ("fake-reload", "dns"),
+        ("fake-reload", "web"),
+    ]
+    backends["web"].frozen = True
+    runner.ran.clear()
+    assert engine.apply(abc(bob="bob v3")).applied == ("bob",)
+    assert [c.argv for c in runner.ran if c.argv[0] == "fake-reload"] == [("fake-reload", "dns")]
