@@ -60,6 +60,10 @@ from domtool.policies import quotas, reserved
 
 log = Logger()
 
+#: How many of a domain's newest versions ``history`` sends with their text (64 of the
+#: largest files would not fit one 20 MiB frame).
+HISTORY_TEXTS = 20
+
 
 class OpError(Exception):
     """An op that cannot be done: ``kind`` (one of ``wire.ERROR_KINDS``), message, details."""
@@ -421,24 +425,26 @@ class Controller:
         return {"domain": domain, "hosts": await self._describe_on(sorted(hosts), domain)}
 
     async def history(self, member: Member, args, progress) -> dict[str, Any]:
+        """The member's versions of the domain, oldest first; the text of the newest
+        ``HISTORY_TEXTS`` only (the answer must fit one frame)."""
         perms = self._perms(member.name)
         domain = args["domain"].lower()
         self._own_domain(perms, domain)
-        return {
-            "domain": domain,
-            "versions": [
-                {
-                    "version": s.version,
-                    "member": s.member,
-                    "submitted_at": s.submitted_at.isoformat(),
-                    "accepted": s.accepted,
-                    "removed": s.text == "",
-                    "text": s.text,
-                }
-                for s in self.store.history(domain)
-                if s.member == member.name
-            ],
-        }
+        mine = [s for s in self.store.history(domain) if s.member == member.name]
+        with_text = {s.version for s in mine[-HISTORY_TEXTS:]}
+        versions = []
+        for s in mine:
+            v = {
+                "version": s.version,
+                "member": s.member,
+                "submitted_at": s.submitted_at.isoformat(),
+                "accepted": s.accepted,
+                "removed": s.text == "",
+            }
+            if s.version in with_text:
+                v["text"] = s.text
+            versions.append(v)
+        return {"domain": domain, "versions": versions}
 
     async def undo(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
@@ -623,8 +629,9 @@ class Controller:
     async def _regen(self, admin: Member, apply: bool, progress) -> dict[str, Any]:
         members = [m.name for m in self.store.members()]
         active = set(members)
-        deployed_members = {m for (m, _h) in self.store.deployed()}
-        everyone = sorted(active | deployed_members)
+        on_hosts = {m for (m, _h) in self.store.deployed()}
+        on_hosts |= {m for p in self.store.pending().values() for m in p["changes"]}
+        everyone = sorted(active | on_hosts)
         changes: dict[str, dict[str, Any]] = {}
         plans: dict[str, Any] = {}
         dropped: list[dict[str, Any]] = []

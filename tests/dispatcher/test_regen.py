@@ -106,3 +106,26 @@ def test_a_submit_after_a_revocation_drops_the_stale_file_like_regen():
     assert [x["domain"] for x in out["dropped"]] == ["example.net"]
     assert sorted(z.name for z in d.slaves["ns1"].state.zones) == ["bob.org", "example.org"]
     assert d.run(ROOT, "regen", apply=True)["plan"] == {}
+
+
+def test_regen_takes_a_removed_members_configuration_off():
+    """A member removed from the store (without rmuser) still on the hosts: regen plans
+    the removal of all of their units and applies it; the others are untouched."""
+    d = _site_with_two_members()
+    d.store.remove_member("bob")
+    out = d.run(ROOT, "regen", apply=True)
+    assert out["applied"] and set(out["plan"]) == {"bob"}
+    assert out["plan"]["bob"]["ns1"]["removed"] == ["zone:bob.org"]
+    assert sorted(z.owner for z in d.slaves["ns1"].state.zones) == ["alice", "alice"]
+    assert all(v.owner == "alice" for v in d.slaves["web1"].state.vhosts)
+    assert d.run(ROOT, "regen", apply=True)["plan"] == {}
+
+
+def test_history_sends_the_text_of_the_newest_versions_only():
+    """history lists every version of the member's, with the text of the newest 20."""
+    d = make_dispatcher()
+    for i in range(22):
+        d.store.put_source("alice", "example.org", f"(* v{i} *)", accepted=False)
+    versions = d.run(ALICE, "history", domain="example.org")["versions"]
+    assert len(versions) == 22
+    assert ["text" in v for v in versions] == [False, False] + [True] * 20
