@@ -20,7 +20,9 @@ unit's, the new serial is today's ``YYYYMMDD00`` if that is greater than the pre
 serial in RFC 1982 serial arithmetic, else the previous serial plus one (mod 2**32): a
 zone changed more than 100 times a day runs ahead into tomorrow's numbers and stays
 increasing. When nothing changed, :meth:`BindBackend.units` returns the previous unit
-itself, byte-identical, so the engine writes and checks nothing.
+itself, byte-identical, so the engine writes and checks nothing. Date-based rather than
+unix time so that DNS nodes applying the same changes on the same UTC day (each is a
+primary with its own copy, no zone transfer) compute the same serials.
 
 Files and commands (``state_dir`` is the slave's state directory)::
 
