@@ -104,11 +104,26 @@ def run(fs_kind: str, n: int, repeat: int) -> dict[str, float]:
         t0 = time.perf_counter()
         assert engine.apply(states[repeat]).status == "unchanged"
         same = time.perf_counter() - t0
+        # A one-unit change whose reload fails: switch, failed reload, switch back, reload.
+        reloads: list[Command] = []
+
+        def fail_first_reload(cmd: Command) -> Result:
+            if cmd.argv == ("reload",):
+                reloads.append(cmd)
+                return Result(1, "", "reload failed") if len(reloads) == 1 else Result(0)
+            return Result(0)
+
+        runner.handler = fail_first_reload
+        t0 = time.perf_counter()
+        out = engine.apply(zones(n, repeat + 1))
+        rollback = time.perf_counter() - t0
+        assert out.status == "rolled back" and len(reloads) == 2
         return {
             "first": first,
             "change": statistics.median(changes),
             "cpu": statistics.median(cpu),
             "same": same,
+            "rollback": rollback,
         }
 
 
@@ -120,7 +135,7 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
         f"{'fs':<5} {'units':>7} {'first apply':>12} {'1-unit change':>14} {'(cpu)':>9}"
-        f" {'unchanged':>10}"
+        f" {'unchanged':>10} {'rollback':>9}"
     )
     for fs_kind in ("real", "fake"):
         for n in sizes:
@@ -128,10 +143,12 @@ def main() -> None:
             print(
                 f"{fs_kind:<5} {n:>7,} {r['first']:>10.3f} s {r['change'] * 1000:>11.1f} ms"
                 f" {r['cpu'] * 1000:>6.1f} ms {r['same'] * 1000:>7.1f} ms"
+                f" {r['rollback'] * 1000:>6.1f} ms"
             )
     print(
         "(1-unit change: median wall and CPU time of prepare+commit, no-op runner and"
-        " prober; the backend's render of every unit included)"
+        " prober; the backend's render of every unit included. rollback: a one-unit"
+        " change whose reload fails, until the old generation is live and reloaded)"
     )
 
 
