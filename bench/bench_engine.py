@@ -114,8 +114,9 @@ def run(fs_kind: str, n: int, repeat: int) -> dict[str, float]:
             return Result(0)
 
         runner.handler = fail_first_reload
+        bad = zones(n, repeat + 1)
         t0 = time.perf_counter()
-        out = engine.apply(zones(n, repeat + 1))
+        out = engine.apply(bad)
         rollback = time.perf_counter() - t0
         assert out.status == "rolled back" and len(reloads) == 2
         return {
