@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path, PurePosixPath
 
@@ -118,6 +119,50 @@ class Layout:
             tmp.unlink()
         os.symlink(os.path.relpath(gen, self.state_dir), tmp)
         os.replace(tmp, self.state_dir / "current")
+
+
+def servfail_window(named, change, changes: int = 10) -> tuple[str, str, str]:
+    """Query the changing zone (site7) in a loop while ``changes`` changes are reloaded:
+    a zone whose file name changed is re-created by named and answers SERVFAIL until the
+    new one has loaded. Returns the table row (the longest run of SERVFAILs)."""
+    import dns.message
+    import dns.query
+    import dns.rcode
+
+    stop = threading.Event()
+    answers: list[tuple[float, int]] = []
+
+    def hammer() -> None:
+        q = dns.message.make_query("site7.example", "A")
+        while not stop.is_set():
+            try:
+                r = dns.query.udp(q, "127.0.0.1", port=named.port, timeout=0.5)
+                answers.append((time.perf_counter(), r.rcode()))
+            except Exception:
+                answers.append((time.perf_counter(), -1))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    try:
+        for _ in range(changes):
+            change()
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    longest, start = 0.0, None
+    for t, rcode in answers:
+        if rcode != dns.rcode.NOERROR:
+            start = t if start is None else start
+            longest = max(longest, t - start)
+        else:
+            start = None
+    bad = sum(1 for _, r in answers if r != dns.rcode.NOERROR)
+    return (
+        f"SERVFAIL window of a changed zone ({changes} changes)",
+        f"{longest * 1e3:.1f} ms",
+        f"longest run; {bad} of {len(answers)} queries failed",
+    )
 
 
 def main() -> None:
@@ -244,6 +289,7 @@ def main() -> None:
                     "until its new serial answers; best of 3",
                 )
             )
+            rows.append(servfail_window(named, one_change))
         finally:
             named.stop()
 
