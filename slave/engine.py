@@ -29,6 +29,8 @@ once the daemons' own checkers accept it:
     backend's reload commands, then its probes (retried until ``probe_timeout``). If a
     reload or a probe fails, ``current`` goes back to generation N, the daemons reload
     again and the outcome says "rolled back to generation N: <the daemon's message>".
+    ``apply`` goes one step further when only some changed owners' probes failed: it
+    refuses those owners and prepares and commits the others' changes once more.
     On success the generation is marked ``verified`` (an empty file in its directory,
     fsynced), then generations beyond the last ``keep`` are removed, and unit files no
     kept generation names.
@@ -180,6 +182,8 @@ class Outcome:
     previous: int
     message: str
     owners: tuple[OwnerResult, ...] = ()
+    # On a rollback after probes failed: each owner whose probe failed, with its message.
+    culprits: Mapping[str, str] = attrs.field(factory=dict)
 
     @property
     def refused(self) -> dict[str, str]:
@@ -350,9 +354,10 @@ class Engine:
 
     # -- prepare -----------------------------------------------------------------
 
-    def prepare(self, state: DesiredState) -> Prepared:
-        """Render, stage and check the next generation (see the module docstring)."""
-        plan = self._plan(state)
+    def prepare(self, state: DesiredState, refuse: Mapping[str, str] | None = None) -> Prepared:
+        """Render, stage and check the next generation (see the module docstring).
+        Owners in ``refuse`` are refused up front with the given message."""
+        plan = self._plan(state, dict(refuse or {}))
         everyone = set(plan.changes) - set(plan.refused)
         gen = self._next_generation(plan.base)
         body, indexes = self._body(plan, everyone)
@@ -403,12 +408,11 @@ class Engine:
             selection=selection,
         )
 
-    def _plan(self, state: DesiredState) -> _Plan:
+    def _plan(self, state: DesiredState, refused: dict[str, str]) -> _Plan:
         base = self.current_generation()
         current = self._manifest(base)
         previous = self._selection(current)
         now = int(self.clock.time())
-        refused: dict[str, str] = {}
         proposed: Selection = {}
         units: dict[tuple[str, str], Unit] = {}
         for name, backend in self.backends.items():
@@ -781,14 +785,17 @@ class Engine:
             self._switch_back(base, gen)
             raise self._fs_error(exc, "switching generations") from exc
 
+        culprits: dict[str, str] = {}
         try:
             failure = self._reload(prepared.changed_backends)
             if failure is None:
-                failure = self._probe(prepared.probes)
+                probed = self._probe(prepared.probes)
+                if probed is not None:
+                    failure, culprits = probed
         except Exception as exc:  # a backend, runner or prober bug: still roll back
             failure = f"{type(exc).__name__}: {exc}"
         if failure is not None:
-            return self._rollback(prepared, failure)
+            return self._rollback(prepared, failure, culprits)
         try:
             self._mark_verified(gen)
         except OSError as exc:
@@ -819,8 +826,17 @@ class Engine:
         return Outcome("applied", gen, base, message, prepared.owners)
 
     def apply(self, state: DesiredState) -> Outcome:
-        """``prepare`` then ``commit``."""
-        return self.commit(self.prepare(state))
+        """``prepare`` then ``commit``. If the commit rolled back because the probes of
+        some changed owners failed while other owners' changes were innocent, those
+        owners are refused and the rest is prepared and committed once more (so one
+        member's zone that does not answer does not hold back everyone else's)."""
+        first = self.prepare(state)
+        out = self.commit(first)
+        changed = {o.owner for o in out.owners if o.status == "rolled back"}
+        if out.status != "rolled back" or not out.culprits or not set(out.culprits) < changed:
+            return out
+        refuse = {o: f"rolled back: {why}" for o, why in out.culprits.items()}
+        return self.commit(self.prepare(state, refuse=refuse))
 
     def _mark_verified(self, gen: int) -> None:
         """Record durably that generation ``gen`` reloaded and answered its probes."""
@@ -873,11 +889,13 @@ class Engine:
         None, or the first failure."""
         return self._reload(tuple(self.backends))
 
-    def _probe(self, probes: tuple[Probe, ...]) -> str | None:
+    def _probe(self, probes: tuple[Probe, ...]) -> tuple[str, dict[str, str]] | None:
+        """None when every probe passes (retried until ``probe_timeout``); else the
+        reason and, per owner whose probe failed, that probe's own message."""
         if not probes:
             return None
         if self.prober is None:
-            return "no prober to run the backends' probes"
+            return "no prober to run the backends' probes", {}
         deadline = self.clock.time() + self.probe_timeout
         pending = list(probes)
         while True:
@@ -889,14 +907,17 @@ class Engine:
             if not failed:
                 return None
             if self.clock.time() >= deadline:
-                p, answer = failed[0]
-                why = answer if isinstance(answer, str) and answer else "no answer"
+                culprits: dict[str, str] = {}
+                for p, answer in failed:
+                    why = answer if isinstance(answer, str) and answer else "no answer"
+                    culprits.setdefault(p.owner, f"{p.kind} probe {p.target!r} failed: {why}")
+                p = failed[0][0]
                 more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
-                return f"{p.kind} probe {p.target!r} of {p.owner} failed: {why}{more}"
+                return f"{culprits[p.owner]} (owner {p.owner}){more}", culprits
             self.clock.sleep(self.probe_interval)
             pending = [p for p, _ in failed]
 
-    def _rollback(self, prepared: Prepared, reason: str) -> Outcome:
+    def _rollback(self, prepared: Prepared, reason: str, culprits: dict[str, str]) -> Outcome:
         base, gen = prepared.base, prepared.generation
         try:
             self._switch_back(base, gen)
@@ -914,10 +935,12 @@ class Engine:
         if again is not None:
             message += f"; reloading generation {base} also failed: {again}"
         owners = tuple(
-            OwnerResult(o.owner, "rolled back", reason) if o.status == "applied" else o
+            OwnerResult(o.owner, "rolled back", culprits.get(o.owner, reason))
+            if o.status == "applied"
+            else o
             for o in prepared.owners
         )
-        return Outcome("rolled back", base, base, message, owners)
+        return Outcome("rolled back", base, base, message, owners, culprits)
 
     # -- garbage and recovery ---------------------------------------------------------
 

@@ -546,27 +546,36 @@ TEXTS = ("v1", "v2", "v3", "BROKEN", "CONFLICT", "NORELOAD", "DEAD", None)
 )
 def test_the_live_configuration_follows_a_simple_model(steps):
     """Against a model: each member's live zone is their last change that passed its
-    checks, unless the whole apply rolled back (a reload or a probe failed); a refused
-    member keeps their previous zone (or none). After every apply the daemon serves
-    exactly what ``current`` holds, and applying the same state again changes nothing."""
+    checks and its probe; a reload failure rolls back the whole apply, and so does a
+    probe failure when no other member changed anything; a refused member keeps their
+    previous zone (or none). After every apply the daemon serves exactly what
+    ``current`` holds, and applying the same state again changes nothing (or, when a
+    zone was refused for its probe, tries that zone alone and rolls back again)."""
     host = make_host()
     live: dict[str, str] = {}
     for step in steps:
         desired = state(*(zone(f"{o}.example", o, t) for o, t in step.items() if t is not None))
         ok = {o: t for o, t in step.items() if t not in ("BROKEN", "CONFLICT")}
         changed = {o: t for o, t in ok.items() if live.get(o) != t}
+        dead = {o for o, t in changed.items() if t == "DEAD"}
+        refused = {o for o, t in step.items() if t in ("BROKEN", "CONFLICT")}
         out = host.engine.apply(desired)
-        if any(t in ("NORELOAD", "DEAD") for t in changed.values()):
+        if any(t == "NORELOAD" for t in changed.values()) or (dead and dead == set(changed)):
             assert out.status == "rolled back", out
+            assert set(out.culprits) == (dead if dead == set(changed) else set())
         else:
             for o, t in changed.items():
+                if o in dead:
+                    continue
                 if t is None:
                     live.pop(o, None)
                 else:
                     live[o] = t
             assert out.status in ("applied", "unchanged"), out
-            assert set(out.applied) == set(changed)
-        assert set(out.refused) == {o for o, t in step.items() if t in ("BROKEN", "CONFLICT")}
+            assert set(out.applied) == set(changed) - dead
+            refused |= dead
+            assert all(out.refused[o].startswith("rolled back: dns probe") for o in dead)
+        assert set(out.refused) == refused
         expected = {
             u.key: u.content
             for u in FakeBackend().units(
@@ -579,8 +588,10 @@ def test_the_live_configuration_follows_a_simple_model(steps):
         else:
             # Nothing to go back to: the daemon keeps whatever it last loaded.
             assert expected == {}
-        if out.status != "rolled back":
+        if out.status != "rolled back" and not dead:
             assert host.engine.apply(desired).status == "unchanged"
+        elif out.status != "rolled back":  # the dead zone is tried again, alone
+            assert host.engine.apply(desired).status == "rolled back"
 
 
 def test_a_probe_that_answers_after_a_while_passes():
@@ -670,3 +681,17 @@ def test_an_owner_refused_by_one_backend_keeps_their_old_units_in_every_backend(
     runner.ran.clear()
     assert engine.apply(abc(bob="bob v3")).applied == ("bob",)
     assert [c.argv for c in runner.ran if c.argv[0] == "fake-reload"] == [("fake-reload", "dns")]
+
+
+def test_a_members_dead_zone_does_not_hold_back_the_others(host: Host):
+    """alice's new zone loads but never answers its probe while bob's change is fine:
+    the first commit rolls back, then apply refuses alice (with her probe's message)
+    and commits bob's change alone; alice keeps her previous zone."""
+    host.engine.apply(abc())
+    out = host.engine.apply(abc(alice="DEAD", bob="bob v2"))
+    assert out.status == "applied" and out.generation == 2 and out.applied == ("bob",)
+    assert out.refused["alice"].startswith("rolled back: dns probe")
+    assert "timed out" in out.refused["alice"]
+    live = host.live()
+    assert b"alice v1" in live["zone:alice.example"] and b"bob v2" in live["zone:bob.example"]
+    assert host.daemon.loaded == live
