@@ -57,6 +57,8 @@ SCENARIOS = {
     ),
     "bisection": abc(alice="alice v2", bob="bob CONFLICT", carol="carol v2"),
     "rollback": abc(alice="NORELOAD", carol="carol v2"),
+    # alice's zone never answers: rolled back, then committed again without her.
+    "probe-retry": abc(alice="DEAD", bob="bob v2"),
     # Over two generations with keep=2: the commit removes generation 1 and its units.
     "gc": abc(alice="alice v2", carol="carol v2"),
 }
