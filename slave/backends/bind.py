@@ -551,7 +551,12 @@ class BindBackend:
 
     def _zones(self, state: DesiredState) -> list[Zone]:
         node = self.config.node
-        return [z for z in state.zones if node is None or node in z.nodes]
+        # (a tuple of node names: a plain string would match by substring)
+        return [
+            z
+            for z in state.zones
+            if node is None or (isinstance(z.nodes, tuple) and node in z.nodes)
+        ]
 
     def render_zone(self, zone: Zone, previous: Unit | None, now: int) -> Unit:
         """One zone's unit; raises :class:`RenderRefused` listing every refused field.
