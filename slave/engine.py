@@ -628,7 +628,8 @@ class Engine:
                 argv = tuple(a.replace("{path}", path) for a in cmd.argv)
                 result = self._run(attrs.evolve(cmd, argv=argv))
                 if not result.ok:
-                    return f"{b} {key}: {result.output() or f'exit status {result.returncode}'}"
+                    said = result.output() or f"exit status {result.returncode}"
+                    return f"{b} {key}: {self._readable(plan, said)}"
             return None
 
         if self.check_workers > 1 and len(jobs) > 1:
@@ -642,6 +643,21 @@ class Engine:
                 failed = check(job)
                 if failed:
                     plan.refused[job[0]] = failed
+
+    def _readable(self, plan: _Plan, text: str) -> str:
+        """Checker output with each unit file's path replaced by its key (what a member
+        knows: "zone:example.org", not a content hash)."""
+        unit = re.compile(re.escape(self.state_dir) + r"/units/([a-z0-9_-]+)/([0-9a-f]{64})\.\w+")
+
+        def key(m: re.Match) -> str:
+            b, sha = m.group(1), m.group(2)
+            for sel in (plan.proposed, plan.previous):
+                for ref in sel.get(b, {}).values():
+                    if ref.sha == sha:
+                        return ref.key
+            return m.group(0)
+
+        return unit.sub(key, text)
 
     def _check_staged(self, plan: _Plan, gen: int, owners: set[str]) -> str | None:
         """Stage these owners' changes as ``gen`` and run check_all of each changed
@@ -657,7 +673,8 @@ class Engine:
             for cmd in self.backends[b].check_all(gen_dir):
                 result = self._run(cmd)
                 if not result.ok:
-                    return f"{b}: {result.output() or f'exit status {result.returncode}'}"
+                    said = result.output() or f"exit status {result.returncode}"
+                    return f"{b}: {self._readable(plan, said)}"
         return None
 
     def _check_and_bisect(self, plan: _Plan, gen: int, owners: set[str]) -> tuple[set[str], str]:

@@ -137,15 +137,17 @@ def test_one_change_writes_one_unit_and_the_index(host: Host):
 
 def test_a_broken_unit_refuses_only_its_owner(host: Host):
     """bob's new unit fails its own check: alice's and carol's changes go live, bob keeps
-    his previous zone, and the outcome names bob with the checker's message. No whole
-    check or reload ever saw bob's broken unit."""
+    his previous zone, and the outcome names bob with the checker's message (unit file
+    paths shown as unit keys). No whole check or reload ever saw bob's broken unit."""
     host.engine.apply(abc())
     host.daemon.checked_all.clear()
     out = host.engine.apply(abc(alice="alice v2", bob="bob BROKEN", carol="carol v2"))
     assert out.status == "applied" and out.applied == ("alice", "carol")
     assert list(out.refused) == ["bob"]
-    assert "BROKEN record: bad rdata" in out.refused["bob"]
-    assert "zone:bob.example" in out.refused["bob"]
+    # The checker's own words, with the unit file's path shown as the unit's key.
+    assert (
+        out.refused["bob"] == "fake zone:bob.example: zone:bob.example:2: BROKEN record: bad rdata"
+    )
     live = host.live()
     assert b"alice v2" in live["zone:alice.example"] and b"carol v2" in live["zone:carol.example"]
     assert b"bob v1" in live["zone:bob.example"]
