@@ -261,18 +261,22 @@ def test_rollback_serves_the_older_zone_file_again(tmp_path):
 
 def test_probe_catches_a_zone_named_did_not_load(tmp_path):
     """With both checkers switched off, bob's CNAME-and-other-data zone reaches named,
-    which refuses to load it although ``rndc reload`` succeeds; the SOA probe sees it and
-    the engine rolls back to the previous generation, which named serves again."""
+    which refuses to load it although ``rndc reload`` succeeds; the SOA probe sees it
+    (SERVFAIL), the engine rolls back and applies again without bob: alice's change is
+    live, bob is refused with the probe's message, and named never serves bob's zone."""
     site = _site(tmp_path, probe_timeout=1.0, unit_checks=False, check_zones=False)
     try:
         first = site.engine.apply(DesiredState(zones=(alice_zone("192.0.2.1"),)))
         assert first.status == "applied", first.message
         s1 = soa_serial(site.named.port, "example.org")
         out = site.engine.apply(DesiredState(zones=(alice_zone("192.0.2.4"), bad_bob_zone())))
-        assert out.status == "rolled back", out.message
-        assert "example.com" in out.message and "of bob failed" in out.message
+        assert out.applied == ("alice",), out
+        message = out.refused["bob"]
+        assert "example.com" in message and "SERVFAIL" in message, message
         assert "CNAME and other data" in site.named.log()
-        assert soa_serial(site.named.port, "example.org") == s1
-        assert {rr.address for rr in answer(site.named.port, "example.org", "A")} == {"192.0.2.1"}
+        s2 = soa_serial(site.named.port, "example.org")
+        assert s1 is not None and s2 is not None and s2 > s1
+        assert {rr.address for rr in answer(site.named.port, "example.org", "A")} == {"192.0.2.4"}
+        assert not query(site.named.port, "www.example.com", "A").answer
     finally:
         site.named.stop()
