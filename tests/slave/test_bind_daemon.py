@@ -220,6 +220,39 @@ def test_zone_bind_refuses_is_refused_with_binds_message(tmp_path, unit_checks):
         site.named.stop()
 
 
+# Other zones the grammars allow and named refuses to load, with named-checkzone's words.
+REFUSED_BY_BIND = {
+    "underscore-host": (
+        (Record("_x", "A", ("192.0.2.7",)),),
+        "_x.example.com: bad owner name (check-names)",
+    ),
+    "in-zone-ns-without-address": (
+        (Record("@", "NS", ("ns.example.com",)),),
+        "NS 'ns.example.com' has no address records",
+    ),
+    "cname-at-apex": ((Record("@", "CNAME", ("example.org",)),), "CNAME and other data"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_BY_BIND))
+def test_other_zones_bind_refuses_are_refused_with_its_message(tmp_path, case):
+    """An A record at an '_' name (check-names), an in-zone NS without an address and a
+    CNAME at the apex (beside the system's SOA and NS) pass the grammars but not
+    named-checkzone: each is refused for bob with named-checkzone's own words, and alice's
+    zone in the same batch goes live."""
+    records, words = REFUSED_BY_BIND[case]
+    site = _site(tmp_path)
+    try:
+        bob = Zone("example.com", "bob", records, ("local",))
+        out = site.engine.apply(DesiredState(zones=(alice_zone(), bob)))
+        assert out.applied == ("alice",), out
+        assert words in out.refused["bob"], out.refused["bob"]
+        assert out.refused["bob"].startswith("bind zone:example.com: ")
+        assert soa_serial(site.named.port, "example.com") is None
+    finally:
+        site.named.stop()
+
+
 class FailingOnce:
     """A prober that fails every probe of one serial (as if named had not loaded it)."""
 
