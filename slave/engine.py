@@ -373,6 +373,21 @@ class Engine:
                 return self._unchanged(plan, message)
             if self._staged != (gen, body):
                 self._stage(gen, body, indexes)
+            changed = tuple(
+                b
+                for b in body["backends"]
+                if plan.reverify or body["backends"][b] != plan.current["backends"].get(b)
+            )
+            kept = without_owners(state, set(plan.refused))
+            probes = tuple(
+                p
+                for b in changed
+                if b in self.backends
+                for p in self.backends[b].probes(kept)
+                if p.owner not in plan.refused
+            )
+            if probes and self.prober is None:
+                raise EngineError("backends named probes but the engine has no prober")
         except OSError as exc:
             self._remove_staging(gen)
             raise self._fs_error(exc, "staging") from exc
@@ -380,21 +395,6 @@ class Engine:
             # (A simulated Crash is a BaseException: it passes through untouched.)
             self._remove_staging(gen)
             raise
-        changed = tuple(
-            b
-            for b in body["backends"]
-            if plan.reverify or body["backends"][b] != plan.current["backends"].get(b)
-        )
-        probes = tuple(
-            p
-            for b in changed
-            if b in self.backends
-            for p in self.backends[b].probes(without_owners(state, set(plan.refused)))
-            if p.owner not in plan.refused
-        )
-        if probes and self.prober is None:
-            self._remove_staging(gen)
-            raise EngineError("backends named probes but the engine has no prober")
         manifest = {"format": FORMAT, "generation": gen, **body}
         selection = plan.bodies[frozenset(accepted)][2]
         return Prepared(
