@@ -61,9 +61,11 @@ a thread and serialises calls (one prepare/commit at a time).
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import PurePosixPath
@@ -116,6 +118,25 @@ class CheckFailed(EngineError):
 
 class BackendFailed(EngineError):
     """A backend could not render the state at all (not attributable to an owner)."""
+
+
+class EngineBusy(EngineError):
+    """Another call is running on this engine; the agent must serialise them."""
+
+
+def _exclusive(method):
+    """One public call at a time (re-entrant within the calling thread)."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        if not self._busy.acquire(blocking=False):
+            raise EngineBusy(f"{method.__name__}: another call is running on this engine")
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._busy.release()
+
+    return call
 
 
 class Prober(Protocol):
@@ -283,6 +304,7 @@ class Engine:
         self._files: dict[int, tuple[dict, dict[str, frozenset[str]]]] = {}
         self.recovery = ""  # what the last recover() did, if anything
         self._exts: set[str] = set()  # unit extensions already validated
+        self._busy = threading.RLock()
 
     # -- paths ----------------------------------------------------------------
 
@@ -354,6 +376,7 @@ class Engine:
 
     # -- prepare -----------------------------------------------------------------
 
+    @_exclusive
     def prepare(self, state: DesiredState, refuse: Mapping[str, str] | None = None) -> Prepared:
         """Render, stage and check the next generation (see the module docstring).
         Owners in ``refuse`` are refused up front with the given message."""
@@ -769,6 +792,7 @@ class Engine:
             "the live configuration is unchanged"
         )
 
+    @_exclusive
     def abort(self, prepared: Prepared) -> None:
         """Drop a prepared generation that will not be committed."""
         if prepared.generation is not None:
@@ -776,6 +800,7 @@ class Engine:
 
     # -- commit --------------------------------------------------------------------
 
+    @_exclusive
     def commit(self, prepared: Prepared) -> Outcome:
         """Make the prepared generation live; roll back if a reload or probe fails."""
         base = prepared.base
@@ -842,6 +867,7 @@ class Engine:
             message += "; refused: " + ", ".join(sorted(refused))
         return Outcome("applied", gen, base, message, prepared.owners)
 
+    @_exclusive
     def apply(self, state: DesiredState) -> Outcome:
         """``prepare`` then ``commit``. If the commit rolled back because the probes of
         some changed owners failed while other owners' changes were innocent, those
@@ -901,6 +927,7 @@ class Engine:
                     return f"{b} reload failed: {result.output() or f'exit status {result.returncode}'}"
         return None
 
+    @_exclusive
     def reload_all(self) -> str | None:
         """Reload every backend of the registry (after :meth:`recover` at start-up);
         None, or the first failure."""
@@ -1012,6 +1039,7 @@ class Engine:
             return False
         return True
 
+    @_exclusive
     def recover(self, *, reload: bool = True) -> int:
         """Start-up repair (see the module docstring); returns the live generation.
 

@@ -7,13 +7,14 @@ one cycle over the real file system in ``tmp_path``.
 from __future__ import annotations
 
 import json
+import threading
 
 import attrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domtool.slave.engine import BackendFailed, CheckFailed, Engine, StalePrepare
+from domtool.slave.engine import BackendFailed, CheckFailed, Engine, EngineBusy, StalePrepare
 from domtool.slave.probes import FakeProber
 from domtool.slave.seams import (
     Crash,
@@ -697,3 +698,29 @@ def test_a_members_dead_zone_does_not_hold_back_the_others(host: Host):
     live = host.live()
     assert b"alice v1" in live["zone:alice.example"] and b"bob v2" in live["zone:bob.example"]
     assert host.daemon.loaded == live
+
+
+def test_concurrent_calls_are_refused_not_interleaved(host: Host):
+    """While one apply runs (here: inside its whole-configuration check), a call from
+    another thread is refused with EngineBusy instead of interleaving with it."""
+    host.engine.apply(abc())
+    seen: list[BaseException] = []
+    daemon = host.runner.handler
+
+    def meddle(cmd):
+        if cmd.argv[0] == "fake-check-all" and not seen:
+
+            def other():
+                try:
+                    host.engine.prepare(abc(bob="b3"))
+                except EngineBusy as exc:
+                    seen.append(exc)
+
+            t = threading.Thread(target=other)
+            t.start()
+            t.join()
+        return daemon(cmd)
+
+    host.runner.handler = meddle
+    assert host.engine.apply(abc(alice="a2")).status == "applied"
+    assert len(seen) == 1 and "another call is running" in str(seen[0])
