@@ -16,6 +16,7 @@ configuration byte-identical, staging and temporary files cleaned up, no reload 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -303,3 +304,102 @@ def test_a_crash_during_the_very_first_apply_leaves_nothing_or_generation_one():
             rebooted.engine.apply(abc())
             assert content(live_config(fs)) == content(final), where
     assert reached == {"nothing", "generation 1"}
+
+
+KILLER = r"""
+import os, sys
+from domtool.slave.engine import Engine
+from domtool.slave.seams import FakeClock, FakeProcessRunner, RealFileSystem
+from tests.slave.fake_backend import FakeBackend, FakeDaemon
+from tests.slave.test_engine import abc
+
+state_dir, kill_at = sys.argv[1], int(sys.argv[2])
+
+
+class Killing(RealFileSystem):
+    done = 0
+
+    def tick(self):
+        if self.done == kill_at:
+            os._exit(137)  # no cleanup, no flush of Python buffers: a killed process
+        self.done += 1
+
+
+for name in ("write", "fsync", "fsync_dir", "rename", "mkdir", "symlink", "remove", "rmtree"):
+    def wrapped(self, *args, _name=name):
+        self.tick()
+        return getattr(RealFileSystem, _name)(self, *args)
+    setattr(Killing, name, wrapped)
+
+fs = Killing()
+daemon = FakeDaemon(fs, state_dir).boot()
+engine = Engine(state_dir, {"fake": FakeBackend()}, fs, FakeProcessRunner(handler=daemon), FakeClock(), daemon)
+out = engine.apply(abc(alice="alice v2", carol="carol v2"))
+assert out.status == "applied", out
+print(fs.done)
+"""
+
+
+def test_a_killed_process_on_the_real_file_system_comes_back_old_or_new(tmp_path):
+    """The same apply over the real file system in a child process that kills itself
+    (os._exit, no cleanup) before its k-th mutating operation, for every third k (the
+    fake file system covers every k; this shows the real calls behave alike): a fresh
+    engine's recover() leaves exactly the old or the new generation live, byte for
+    byte, with nothing dangling, and the apply then converges."""
+    import shutil
+    import subprocess
+    import sys
+
+    from domtool.slave.seams import RealFileSystem
+
+    root = Path(__file__).resolve().parents[2]
+    fs = RealFileSystem()
+
+    def setup(name: str) -> Path:
+        """Generation 1 in a fresh state directory (the index names absolute paths,
+        so a state directory cannot be copied)."""
+        state_dir = tmp_path / name
+        assert make_host(fs, state_dir=str(state_dir)).engine.apply(abc()).generation == 1
+        return state_dir
+
+    def run(state_dir: Path, kill_at: int) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-c", KILLER, str(state_dir), str(kill_at)],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def config(state_dir: Path) -> dict:
+        fs.readlink(f"{state_dir}/current")
+        live = {}
+        index = (state_dir / "current" / "fake" / "index").read_text()
+        for line in index.splitlines():
+            key, path = line.split(" ", 1)
+            live[key] = Path(path).read_bytes()  # fails if dangling
+        return {"index": index.replace(str(state_dir), "S"), "units": live}
+
+    old = config(setup("old"))
+    whole = setup("whole")
+    done = run(whole, -1)
+    assert done.returncode == 0, done.stderr
+    count = int(done.stdout)
+    new = config(whole)
+    assert count > 15 and new != old
+    reached = []
+    for k in range(0, count, 3):
+        state_dir = setup(f"k{k}")
+        killed = run(state_dir, k)
+        assert killed.returncode == 137, killed.stderr
+        rebooted = make_host(fs, state_dir=str(state_dir))
+        rebooted.engine.recover()
+        live = config(state_dir)
+        assert live in (old, new), k
+        reached.append(live == new)
+        assert list((state_dir / "staging").iterdir()) == []
+        rebooted.daemon.boot()
+        rebooted.engine.apply(abc(alice="alice v2", carol="carol v2"))
+        assert config(state_dir) == new, k
+        shutil.rmtree(state_dir)
+    assert any(reached) and not all(reached)
