@@ -230,7 +230,7 @@ def without_owners(state: DesiredState, owners: set[str]) -> DesiredState:
 
 
 class _PreviousUnits(Mapping):
-    """The live generation's units of one backend, read from disk only when asked for."""
+    """A generation's units of one backend, read from disk only when asked for."""
 
     def __init__(self, engine: Engine, backend: str, refs: Mapping[str, UnitRef]):
         self._engine, self._backend, self._refs = engine, backend, refs
@@ -359,6 +359,12 @@ class Engine:
             files = {b: frozenset(r.filename for r in units.values()) for b, units in sel.items()}
             cached = self._files[gen] = (manifest, files)
         return cached[1]
+
+    def units(self, backend: str, gen: int | None = None) -> Mapping[str, Unit]:
+        """A generation's units of one backend by key (the live one by default), read
+        from disk when asked for: what a member's domain became on this host."""
+        manifest = self.manifest(gen)
+        return _PreviousUnits(self, backend, self._selection(manifest).get(backend, {}))
 
     @staticmethod
     def _read_selection(manifest: dict) -> Selection:

@@ -724,3 +724,16 @@ def test_concurrent_calls_are_refused_not_interleaved(host: Host):
     host.runner.handler = meddle
     assert host.engine.apply(abc(alice="a2")).status == "applied"
     assert len(seen) == 1 and "another call is running" in str(seen[0])
+
+
+def test_units_shows_what_each_generation_holds(host: Host):
+    """units() gives the live (or an older kept) generation's units by key with their
+    owner and content, read back from the unit files."""
+    host.engine.apply(abc())
+    host.engine.apply(abc(alice="alice v2"))
+    live = host.engine.units("fake")
+    assert sorted(live) == ["zone:alice.example", "zone:bob.example", "zone:carol.example"]
+    assert live["zone:alice.example"].owner == "alice"
+    assert live["zone:alice.example"].content == b"zone alice.example\n@ TXT alice v2\n"
+    assert b"alice v1" in host.engine.units("fake", 1)["zone:alice.example"].content
+    assert host.engine.units("other") == {}
