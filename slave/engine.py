@@ -451,11 +451,10 @@ class Engine:
             )
             refs: dict[str, UnitRef] = {}
             for u in rendered:
-                if u.key in refs:
-                    raise BackendFailed(f"backend {name} rendered unit {u.key!r} twice")
                 if (
                     not isinstance(u.key, str)
                     or not isinstance(u.content, bytes)
+                    or not isinstance(u.ext, str)
                     or (u.ext not in self._exts and not _EXT.fullmatch(u.ext))
                     or not isinstance(u.owner, str)
                     or not u.owner
@@ -463,6 +462,8 @@ class Engine:
                     raise BackendFailed(
                         f"backend {name}: bad unit {u.key!r} ({u.ext!r}, {u.owner!r})"
                     )
+                if u.key in refs:
+                    raise BackendFailed(f"backend {name} rendered unit {u.key!r} twice")
                 self._exts.add(u.ext)
                 sha, old = sha256(u.content), prev.get(u.key)
                 if old is not None and (old.sha, old.owner, old.ext) == (sha, u.owner, u.ext):
@@ -502,22 +503,28 @@ class Engine:
         )
 
     def _render(self, name, backend, state, previous, now, refused) -> list[Unit]:
-        try:
-            return list(backend.units(state, previous, now))
-        except Exception as exc:
-            owners = getattr(exc, "owners", None)
-            if not owners or not all(isinstance(o, str) for o in owners):
-                raise BackendFailed(f"backend {name} could not render: {exc}") from exc
-            for owner in owners:
-                mine = [
-                    str(e) for e in getattr(exc, "errors", ()) if getattr(e, "owner", None) == owner
-                ]
-                msg = f"{name}: " + ("; ".join(mine) if mine else str(exc))
-                refused[owner] = (refused[owner] + "; " + msg) if owner in refused else msg
-        try:
-            return list(backend.units(without_owners(state, set(refused)), previous, now))
-        except Exception as exc:
-            raise BackendFailed(f"backend {name} could not render: {exc}") from exc
+        """``backend.units``; when it refuses some owners (an exception with ``owners``),
+        those are refused and it renders again without their objects."""
+        excluded: set[str] = set()
+        for _ in range(8):
+            todo = without_owners(state, excluded) if excluded else state
+            try:
+                return list(backend.units(todo, previous, now))
+            except Exception as exc:
+                owners = getattr(exc, "owners", None) or ()
+                new = {o for o in owners if isinstance(o, str) and o} - excluded
+                if not new:
+                    raise BackendFailed(f"backend {name} could not render: {exc}") from exc
+                for owner in sorted(new):
+                    mine = [
+                        str(e)
+                        for e in getattr(exc, "errors", ())
+                        if getattr(e, "owner", None) == owner
+                    ]
+                    msg = f"{name}: " + ("; ".join(mine) if mine else str(exc))
+                    refused[owner] = f"{refused[owner]}; {msg}" if owner in refused else msg
+                excluded |= new
+        raise BackendFailed(f"backend {name} kept refusing owners: {sorted(excluded)}")
 
     def _select(self, plan: _Plan, owners: set[str]) -> Selection:
         sel = {b: dict(units) for b, units in plan.previous.items() if b in plan.proposed}

@@ -24,7 +24,7 @@ from domtool.slave.seams import (
     RealFileSystem,
     makedirs,
 )
-from tests.slave.fake_backend import FakeBackend, FakeDaemon, state, zone
+from tests.slave.fake_backend import FakeBackend, FakeDaemon, RenderRefusedFake, state, zone
 
 STATE_DIR = "/var/lib/domtool"
 
@@ -737,3 +737,26 @@ def test_units_shows_what_each_generation_holds(host: Host):
     assert live["zone:alice.example"].content == b"zone alice.example\n@ TXT alice v2\n"
     assert b"alice v1" in host.engine.units("fake", 1)["zone:alice.example"].content
     assert host.engine.units("other") == {}
+
+
+def test_a_renderer_that_refuses_one_owner_at_a_time_is_asked_again():
+    """A renderer that names only the first refused owner each time: the engine keeps
+    leaving owners out until it renders, so bob and carol are both refused with their
+    own messages and alice's change goes live."""
+
+    class OneAtATime(FakeBackend):
+        def units(self, state, previous, now):
+            for z in state.zones:
+                if any("EVIL" in str(r.data) for r in z.records):
+                    raise RenderRefusedFake((z.owner,))
+            return super().units(state, previous, now)
+
+    host = make_host()
+    host.engine.backends["fake"] = OneAtATime()
+    host.engine.apply(abc())
+    out = host.engine.apply(abc(alice="a2", bob="EVIL", carol="EVIL"))
+    assert out.applied == ("alice",)
+    assert out.refused == {
+        "bob": "fake: bob: zone text holds a forbidden byte",
+        "carol": "fake: carol: zone text holds a forbidden byte",
+    }
