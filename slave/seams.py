@@ -142,7 +142,9 @@ class Expect:
 class FakeProcessRunner:
     """A runner for tests. Declared expectations are consumed in order (the argv must be
     equal); when none is pending, ``handler`` (if any) answers; otherwise the command is
-    unexpected and :class:`UnexpectedCommand` is raised. ``ran`` records every command."""
+    unexpected and :class:`UnexpectedCommand` is raised. ``ran`` records every command.
+    (Ordered expectations assume one caller at a time; with concurrent callers, such as
+    the engine's ``check_workers`` > 1, answer through a handler.)"""
 
     handler: Callable[[Command], Result] | None = None
     ran: list[Command] = attrs.field(factory=list)
