@@ -298,7 +298,7 @@ class Engine:
         self.check_workers = check_workers  # units checked at once (the runner is threadsafe)
         self._manifests: dict[int, dict] = {}
         self._contents: dict[tuple[str, str], bytes] = {}
-        self._staged: tuple | None = None  # (generation, body) last written to staging
+        self._staged: tuple | None = None  # (generation, body, durable) in staging now
         self._selections: dict[int, tuple[dict, Selection]] = {}
         self._paths: dict[tuple[str, str], PurePosixPath] = {}
         self._files: dict[int, tuple[dict, dict[str, frozenset[str]]]] = {}
@@ -400,8 +400,7 @@ class Engine:
             if body == self._strip(plan.current) and not plan.reverify:
                 self._remove_staging(gen)
                 return self._unchanged(plan, message)
-            if self._staged != (gen, body):
-                self._stage(gen, body, indexes)
+            self._stage(gen, body, indexes, final=True)
             changed = tuple(
                 b
                 for b in body["backends"]
@@ -699,7 +698,7 @@ class Engine:
         """Stage these owners' changes as ``gen`` and run check_all of each changed
         backend; None if all pass, else the failing checker's message."""
         body, indexes = self._body(plan, owners)
-        self._stage(gen, body, indexes)
+        self._stage(gen, body, indexes, final=False)
         gen_dir = PurePosixPath(self._p("staging", gen))
         for b in body["backends"]:
             if b not in self.backends:
@@ -761,26 +760,34 @@ class Engine:
                 plan.refused[owner] = alone
         return accepted, ""
 
-    def _stage(self, gen: int, body: dict, indexes: dict[str, dict[str, bytes]]) -> None:
-        """Write ``staging/<gen>/`` durably: each backend's index files and the manifest."""
-        self._staged = None
-        staging = self._p("staging")
-        makedirs(self.fs, staging)
+    def _stage(
+        self, gen: int, body: dict, indexes: dict[str, dict[str, bytes]], *, final: bool
+    ) -> None:
+        """Write ``staging/<gen>/``: each backend's index files, enough for its checker.
+        ``final`` makes it durable (fsyncs) and adds the manifest; bisection attempts
+        skip both, since staging is never live and is renamed only once final."""
         d = self._p("staging", gen)
-        if self.fs.is_dir(d):
-            self.fs.rmtree(d)
-        self.fs.mkdir(d)
-        for b in sorted(indexes):
-            self.fs.mkdir(f"{d}/{b}")
-            for f, data in sorted(indexes[b].items()):
-                self.fs.write(f"{d}/{b}/{f}", data)
-                self.fs.fsync(f"{d}/{b}/{f}")
-            self.fs.fsync_dir(f"{d}/{b}")
-        manifest = {"format": FORMAT, "generation": gen, **body}
-        self.fs.write(f"{d}/{MANIFEST}", _dump(manifest))
-        self.fs.fsync(f"{d}/{MANIFEST}")
-        self.fs.fsync_dir(d)
-        self._staged = (gen, body)
+        if self._staged is None or self._staged[:2] != (gen, body):
+            self._staged = None
+            makedirs(self.fs, self._p("staging"))
+            if self.fs.is_dir(d):
+                self.fs.rmtree(d)
+            self.fs.mkdir(d)
+            for b in sorted(indexes):
+                self.fs.mkdir(f"{d}/{b}")
+                for f, data in sorted(indexes[b].items()):
+                    self.fs.write(f"{d}/{b}/{f}", data)
+            self._staged = (gen, body, False)
+        if final and not self._staged[2]:
+            for b in sorted(indexes):
+                for f in sorted(indexes[b]):
+                    self.fs.fsync(f"{d}/{b}/{f}")
+                self.fs.fsync_dir(f"{d}/{b}")
+            manifest = {"format": FORMAT, "generation": gen, **body}
+            self.fs.write(f"{d}/{MANIFEST}", _dump(manifest))
+            self.fs.fsync(f"{d}/{MANIFEST}")
+            self.fs.fsync_dir(d)
+            self._staged = (gen, body, True)
 
     def _remove_staging(self, gen: int) -> None:
         self._staged = None
