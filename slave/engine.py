@@ -563,7 +563,10 @@ class Engine:
                 files = plan.carried[b]
             else:
                 paths = {k: self._path(b, r) for k, r in units.items()}
-                files = dict(self.backends[b].index(paths))
+                try:
+                    files = dict(self.backends[b].index(paths))
+                except Exception as exc:
+                    raise BackendFailed(f"backend {b} could not render its index: {exc}") from exc
                 for f in files:
                     if not _INDEX_NAME.fullmatch(f) or f == MANIFEST or f.endswith(".tmp"):
                         raise BackendFailed(f"backend {b}: bad index file name {f!r}")
