@@ -50,6 +50,12 @@ Rolling back the very first generation leaves no ``current`` at all ("generation
 Before ``current`` moves, an ``undo.tmp`` symlink to the old generation is made, so the
 switch back is one rename that needs no new space on a full disk.
 
+Also: ``current_generation()``, ``generations()``, ``manifest(gen)``, ``units(backend,
+gen)`` (what a generation holds), ``verified(gen)``, ``abort(prepared)``,
+``reload_all()``. Options: ``keep`` generations, ``probe_timeout``/``probe_interval``,
+``check_workers`` (per-unit checks run concurrently). Public calls are serialised:
+a second concurrent call raises :class:`EngineBusy`.
+
 Commands run only through the process seam with argv lists. The only substitution the
 engine makes is ``{path}``, always an absolute path under the (absolute) state
 directory, so no argument the engine builds starts with ``-``. All file operations go
