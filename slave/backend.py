@@ -22,7 +22,7 @@ rewrite plus only the units that changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Protocol
 
@@ -96,3 +96,37 @@ class Backend(Protocol):
 
     def probes(self, state: DesiredState) -> list[Probe]:
         """What to verify after a reload."""
+
+
+class UnitRefused(ValueError):
+    """A member-controlled value of one unit failed its grammar; nothing of it was rendered.
+
+    Backends subclass it to name the kind of unit (``kind``: "vhost", "zone", ...).
+    """
+
+    kind = "unit"
+
+    def __init__(self, owner: str, name: str, field: str, value: object, reason: str):
+        self.owner, self.name, self.field, self.value, self.reason = (
+            owner,
+            name,
+            field,
+            value,
+            reason,
+        )
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        super().__init__(f"{owner}: {self.kind} {name!r}: {field}: {reason} (value {shown})")
+
+
+class RenderRefused(ValueError):
+    """Some units were refused; ``errors`` holds each refusal and ``owners`` whose they were.
+
+    The engine drops those owners' changes and renders the rest again.
+    """
+
+    def __init__(self, errors: Iterable[UnitRefused]):
+        self.errors = tuple(errors)
+        self.owners = tuple(sorted({e.owner for e in self.errors}))
+        super().__init__("; ".join(str(e) for e in self.errors))

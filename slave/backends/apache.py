@@ -53,7 +53,7 @@ import attrs
 
 from domtool import validate as V
 from domtool.model import Block, DesiredState, Vhost, WebSettings
-from domtool.slave.backend import Command, Probe, Unit
+from domtool.slave.backend import Command, Probe, RenderRefused, Unit, UnitRefused
 
 __all__ = [
     "ApacheBackend",
@@ -105,33 +105,14 @@ MAX_VALUE = 1024
 # Errors
 
 
-class VhostRefused(ValueError):
+class VhostRefused(UnitRefused):
     """A member-controlled value of a vhost failed its grammar; nothing was rendered."""
 
-    def __init__(self, owner: str, fqdn: str, field: str, value: object, reason: str):
-        self.owner, self.fqdn, self.field, self.value, self.reason = (
-            owner,
-            fqdn,
-            field,
-            value,
-            reason,
-        )
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        super().__init__(f"{owner}: vhost {fqdn!r}: {field}: {reason} (value {shown})")
+    kind = "vhost"
 
-
-class RenderRefused(ValueError):
-    """Some vhosts were refused; ``errors`` holds each one and ``owners`` whose they were.
-
-    The engine can drop those owners' changes and render the rest again.
-    """
-
-    def __init__(self, errors: Iterable[VhostRefused]):
-        self.errors = tuple(errors)
-        self.owners = tuple(sorted({e.owner for e in self.errors}))
-        super().__init__("; ".join(str(e) for e in self.errors))
+    @property
+    def fqdn(self) -> str:
+        return self.name
 
 
 class _Bad(ValueError):

@@ -63,7 +63,7 @@ import attrs
 
 from domtool import validate as V
 from domtool.model import DesiredState, Record, Zone
-from domtool.slave.backend import Command, Probe, Unit
+from domtool.slave.backend import Command, Probe, RenderRefused, Unit, UnitRefused
 
 __all__ = [
     "BindBackend",
@@ -88,33 +88,14 @@ _SERIAL_MOD = 2**32
 # Errors
 
 
-class ZoneRefused(ValueError):
+class ZoneRefused(UnitRefused):
     """A value of a zone failed its grammar; the zone was not rendered."""
 
-    def __init__(self, owner: str, zone: str, field: str, value: object, reason: str):
-        self.owner, self.zone, self.field, self.value, self.reason = (
-            owner,
-            zone,
-            field,
-            value,
-            reason,
-        )
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        super().__init__(f"{owner}: zone {zone!r}: {field}: {reason} (value {shown})")
+    kind = "zone"
 
-
-class RenderRefused(ValueError):
-    """Some zones were refused; ``errors`` holds each refusal and ``owners`` whose they were.
-
-    The engine can drop those owners' changes and render the rest again.
-    """
-
-    def __init__(self, errors: Iterable[ZoneRefused]):
-        self.errors = tuple(errors)
-        self.owners = tuple(sorted({e.owner for e in self.errors}))
-        super().__init__("; ".join(str(e) for e in self.errors))
+    @property
+    def zone(self) -> str:
+        return self.name
 
 
 class _Bad(ValueError):
