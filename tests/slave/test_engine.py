@@ -613,14 +613,25 @@ def test_a_probe_that_answers_after_a_while_passes():
     out = host.engine.apply(abc(alice="a2"))
     assert out.status == "applied"
     asked = [p.target[2] for p in prober.probed]
-    assert asked == [
-        "alice.example",
-        "bob.example",
-        "carol.example",
-        "alice.example",
-        "alice.example",
-    ]
+    assert asked == ["alice.example", "alice.example", "alice.example"]
     assert host.clock.time() - t0 == pytest.approx(2 * host.engine.probe_interval)
+
+
+def test_only_the_changed_owners_are_probed():
+    """A change of one member probes that member's units, not every unit of the host
+    (which would grow with unrelated members); a change that moves no member's unit
+    (here: a site-wide index header) still probes one unit to show the daemon answers."""
+    host = make_host()
+    host.engine.prober = prober = FakeProber(lambda probe: True)
+    host.engine.apply(abc())
+    assert sorted(p.owner for p in prober.probed) == ["alice", "bob", "carol"]
+    prober.probed.clear()
+    assert host.engine.apply(abc(bob="b2")).status == "applied"
+    assert [p.owner for p in prober.probed] == ["bob"]
+    prober.probed.clear()
+    host.backend.index_header = "site-wide change"
+    assert host.engine.apply(abc(bob="b2")).status == "applied"
+    assert len(prober.probed) == 1
 
 
 @pytest.mark.parametrize(
