@@ -130,3 +130,20 @@ class RenderRefused(ValueError):
         self.errors = tuple(errors)
         self.owners = tuple(sorted({e.owner for e in self.errors}))
         super().__init__("; ".join(str(e) for e in self.errors))
+
+
+def memo_get(memo: Mapping, obj: object) -> Unit | None:
+    """The unit rendered earlier for an equal model object, if any. Model values are
+    frozen attrs objects, so equal content hashes equal; a value that cannot be hashed
+    (hostile input with a list in it) is simply rendered again."""
+    try:
+        return memo.get(obj)
+    except TypeError:
+        return None
+
+
+def memo_put(memo: dict, obj: object, unit: Unit) -> None:
+    try:
+        memo[obj] = unit
+    except TypeError:
+        pass

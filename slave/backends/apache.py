@@ -53,7 +53,15 @@ import attrs
 
 from domtool import validate as V
 from domtool.model import Block, DesiredState, Vhost, WebSettings
-from domtool.slave.backend import Command, Probe, RenderRefused, Unit, UnitRefused
+from domtool.slave.backend import (
+    Command,
+    Probe,
+    RenderRefused,
+    Unit,
+    UnitRefused,
+    memo_get,
+    memo_put,
+)
 
 __all__ = [
     "ApacheBackend",
@@ -665,6 +673,9 @@ class ApacheBackend:
 
     config: ApacheConfig
     name: str = "apache"
+    # vhost -> its unit, from the latest render: an unchanged vhost is not rendered again,
+    # so a one-vhost change costs a lookup per unrelated vhost, not a render.
+    _memo: dict[Vhost, Unit] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def _vhosts(self, state: DesiredState) -> list[Vhost]:
         node = self.config.node
@@ -705,16 +716,20 @@ class ApacheBackend:
         rendered: list[tuple[Vhost, Unit, list[str]]] = []
         errors: list[VhostRefused] = []
         claims: dict[str, list[Vhost]] = {}
+        memo: dict[Vhost, Unit] = {}
         for v in self._vhosts(state):
             try:
-                unit = self.render_vhost(v)
+                unit = memo_get(self._memo, v) or self.render_vhost(v)
             except RenderRefused as exc:
                 errors.extend(exc.errors)
                 continue
+            memo_put(memo, v, unit)
             names = list(dict.fromkeys(n.lower() for n in (v.fqdn, *v.aliases)))
             rendered.append((v, unit, names))
             for n in names:
                 claims.setdefault(n, []).append(v)
+        self._memo.clear()
+        self._memo.update(memo)
         units: dict[str, Unit] = {}
         for v, unit, names in rendered:
             clash = next((n for n in names if len(claims[n]) > 1), None)

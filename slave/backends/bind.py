@@ -63,7 +63,15 @@ import attrs
 
 from domtool import validate as V
 from domtool.model import DesiredState, Record, Zone
-from domtool.slave.backend import Command, Probe, RenderRefused, Unit, UnitRefused
+from domtool.slave.backend import (
+    Command,
+    Probe,
+    RenderRefused,
+    Unit,
+    UnitRefused,
+    memo_get,
+    memo_put,
+)
 
 __all__ = [
     "BindBackend",
@@ -529,6 +537,9 @@ class BindBackend:
     _serials: dict[str, tuple[int, bool]] = attrs.field(
         factory=dict, init=False, eq=False, repr=False
     )
+    # zone -> its unit, from the latest render: an unchanged zone whose live unit is that
+    # unit is not rendered again (a one-zone change costs a lookup per unrelated zone).
+    _memo: dict[Zone, Unit] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def _zones(self, state: DesiredState) -> list[Zone]:
         node = self.config.node
@@ -569,6 +580,7 @@ class BindBackend:
         """The units that rendered and the refusals, so a caller can keep the good ones."""
         units: dict[str, Unit] = {}
         errors: list[ZoneRefused] = []
+        memo: dict[Zone, Unit] = {}
         for z in self._zones(state):
             key = f"zone:{z.name.lower()}" if isinstance(z.name, str) else ""
             if key in units:
@@ -576,12 +588,18 @@ class BindBackend:
                     ZoneRefused(z.owner, z.name, "name", z.name, "the zone is configured twice")
                 )
                 continue
-            try:
-                unit = self.render_zone(z, previous.get(key), now)
-            except RenderRefused as exc:
-                errors.extend(exc.errors)
-                continue
+            prev = previous.get(key)
+            unit = memo_get(self._memo, z)
+            if unit is None or unit != prev:
+                try:
+                    unit = self.render_zone(z, prev, now)
+                except RenderRefused as exc:
+                    errors.extend(exc.errors)
+                    continue
             units[key] = unit
+            memo_put(memo, z, unit)
+        self._memo.clear()
+        self._memo.update(memo)
         return sorted(units.values(), key=lambda u: u.key), errors
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:

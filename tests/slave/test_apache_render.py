@@ -705,3 +705,28 @@ def test_apache_accepts_every_accepted_hostile_value(tmp_path: Path):
         Path(path).write_bytes(content)
     done = subprocess.run(cfg.check_argv(str(unit)), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_an_unchanged_vhost_is_not_rendered_again():
+    """After a render, only vhosts that differ from the last render's are rendered again:
+    a one-vhost change costs one render, not one per vhost of the host; the units are
+    the same as a fresh backend's."""
+    calls: list[str] = []
+
+    @attrs.frozen
+    class Counting(ApacheBackend):
+        def render_vhost(self, v: Vhost):
+            calls.append(v.fqdn)
+            return super().render_vhost(v)
+
+    b = Counting(CONFIG)
+    names = [f"www{i}.example.org" for i in range(5)]
+    first = DesiredState(vhosts=tuple(vhost(fqdn=n) for n in names))
+    b.units(first, {}, 0)
+    assert sorted(calls) == names
+    calls.clear()
+    changed = attrs.evolve(first.vhosts[2], document_root="/home/alice/other")
+    second = DesiredState(vhosts=first.vhosts[:2] + (changed,) + first.vhosts[3:])
+    units = b.units(second, {}, 0)
+    assert calls == ["www2.example.org"]
+    assert units == ApacheBackend(CONFIG).units(second, {}, 0)

@@ -766,3 +766,27 @@ def test_bind_reads_accepted_hostile_values_back_exactly(tmp_path: Path):
     dumped = "\n".join(line for line in done.stdout.splitlines() if not line.startswith("zone "))
     assert parse(z, dumped.encode()) == expected(z, TODAY)
     assert len(expected(z, TODAY)) > 700
+
+
+def test_an_unchanged_zone_is_not_rendered_again():
+    """A zone equal to the last render's, whose live unit is that render's unit, is not
+    rendered again; a changed zone is, and gets a higher serial."""
+    calls: list[str] = []
+
+    class Counting(BindBackend):
+        def render_zone(self, z, previous, now):
+            calls.append(z.name)
+            return super().render_zone(z, previous, now)
+
+    b = Counting(CONFIG)
+    zones = [
+        zone(name=f"z{i}.example", records=(Record("www", "A", ("192.0.2.1",)),)) for i in range(5)
+    ]
+    units = {u.key: u for u in b.units(DesiredState(zones=tuple(zones)), {}, 1_700_000_000)}
+    assert sorted(calls) == sorted(z.name for z in zones)
+    calls.clear()
+    zones[3] = zone(name="z3.example", records=(Record("www", "A", ("192.0.2.9",)),))
+    again = {u.key: u for u in b.units(DesiredState(zones=tuple(zones)), units, 1_700_000_000)}
+    assert calls == ["z3.example"]
+    assert again["zone:z0.example"] is units["zone:z0.example"]
+    assert serial_of(again["zone:z3.example"].content) > serial_of(units["zone:z3.example"].content)
