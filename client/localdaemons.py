@@ -61,17 +61,17 @@ def apache_binary() -> str | None:
     return binary("apache2")
 
 
-def free_port(udp: bool = False) -> int:
-    """A port on 127.0.0.1 nothing uses right now (for TCP, and UDP too when ``udp``)."""
+def free_port(udp: bool = False, address: str = "127.0.0.1") -> int:
+    """A port on ``address`` nothing uses right now (for TCP, and UDP too when ``udp``)."""
     while True:
         with socket.socket() as t:
-            t.bind(("127.0.0.1", 0))
+            t.bind((address, 0))
             port = t.getsockname()[1]
             if not udp:
                 return port
             with socket.socket(type=socket.SOCK_DGRAM) as u:
                 try:
-                    u.bind(("127.0.0.1", port))
+                    u.bind((address, port))
                 except OSError:
                     continue
                 return port
@@ -165,9 +165,10 @@ def bootstrap_state(state_dir: Path, indexes: dict[str, str]) -> None:
 # Apache
 
 
-def prepare_apache(root: Path, port: int, sites_include: Path):
+def prepare_apache(root: Path, port: int, sites_include: Path, address: str = "127.0.0.1"):
     """Write ``root/base.conf`` and ``root/apache2.conf`` (through the backend's
-    ``site_config``); return the backend's :class:`ApacheConfig` for this server."""
+    ``site_config``); return the backend's :class:`ApacheConfig` for this server, which
+    listens on ``address``:``port``."""
     from domtool.slave.backends.apache import ApacheConfig, site_config
 
     root.mkdir(parents=True, exist_ok=True)
@@ -178,6 +179,7 @@ def prepare_apache(root: Path, port: int, sites_include: Path):
         live_config=str(root / "apache2.conf"),
         server_root=str(root),
         log_dir=str(root / "logs"),
+        address=address,
         port=port,
         tls_port=None,
         binary=apache_binary() or "/usr/sbin/apache2",
@@ -223,9 +225,17 @@ def start_apache(config, timeout: float = 15.0) -> Daemon:
 # BIND
 
 
-def prepare_named(root: Path, port: int, control_port: int, zones_include: Path, **kw):
+def prepare_named(
+    root: Path,
+    port: int,
+    control_port: int,
+    zones_include: Path,
+    address: str = "127.0.0.1",
+    **kw,
+):
     """Write ``root/base.conf``, ``named.conf`` and ``rndc.conf`` (a fresh rndc key)
-    through the backend's ``site_config``; return the backend's :class:`BindConfig`."""
+    through the backend's ``site_config``; return the backend's :class:`BindConfig`.
+    named answers and takes rndc commands on ``address``."""
     from domtool.slave.backends.bind import BindConfig, site_config
 
     root.mkdir(parents=True, exist_ok=True)
@@ -233,9 +243,9 @@ def prepare_named(root: Path, port: int, control_port: int, zones_include: Path,
         base_config=str(root / "base.conf"),
         live_config=str(root / "named.conf"),
         rndc_config=str(root / "rndc.conf"),
-        address="127.0.0.1",
+        address=address,
         port=port,
-        control_address="127.0.0.1",
+        control_address=address,
         control_port=control_port,
         checkzone=binary("named-checkzone") or "named-checkzone",
         checkconf=binary("named-checkconf") or "named-checkconf",
@@ -279,9 +289,11 @@ def start_named(config, timeout: float = 15.0) -> Daemon:
 # Looking at what is served
 
 
-def http_get(port: int, host: str, path: str = "/", timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET ``path`` from 127.0.0.1:port with ``Host: host``; (status, body). No redirects."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get(
+    port: int, host: str, path: str = "/", timeout: float = 5.0, address: str = "127.0.0.1"
+) -> tuple[int, bytes]:
+    """GET ``path`` from address:port with ``Host: host``; (status, body). No redirects."""
+    conn = http.client.HTTPConnection(address, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": host})
         r = conn.getresponse()
@@ -290,15 +302,17 @@ def http_get(port: int, host: str, path: str = "/", timeout: float = 5.0) -> tup
         conn.close()
 
 
-def dns_records(port: int, name: str, rtype: str = "ANY", timeout: float = 2.0) -> list[str]:
-    """The answer records for (name, rtype) from 127.0.0.1:port as zone-file lines
+def dns_records(
+    port: int, name: str, rtype: str = "ANY", timeout: float = 2.0, address: str = "127.0.0.1"
+) -> list[str]:
+    """The answer records for (name, rtype) from address:port as zone-file lines
     (TCP, so a large answer is whole). Raises dns.exception.DNSException or OSError."""
     import dns.message
     import dns.query
     import dns.rdatatype
 
     q = dns.message.make_query(name, dns.rdatatype.from_text(rtype))
-    r = dns.query.tcp(q, "127.0.0.1", port=port, timeout=timeout)
+    r = dns.query.tcp(q, address, port=port, timeout=timeout)
     out = []
     for rrset in r.answer:
         for rd in rrset:

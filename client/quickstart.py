@@ -230,53 +230,11 @@ class LocalSite:
 
     def start_slave(self) -> None:
         self.ports["slave"] = L.free_port()
-        lines = [
-            "# domtool slave of the local quickstart site",
-            "[slave]",
-            f'host = "{SLAVE_HOST}"',
-            f'node = "{NODE}"',
-            f'dispatcher = ["{DISPATCHER}"]',
-            'state_dir = "state"',
-            'listen_address = "127.0.0.1"',
-            f"listen_port = {self.ports['slave']}",
-            "",
-            "[tls]",
-            'certificate = "host.pem"',
-            'key = "host.key"',
-            'ca = "host-ca.pem"',
-            'crl = "host-crl.pem"',
-        ]
-        if self.apache_config is not None:
-            c = self.apache_config
-            lines += [
-                "",
-                "[backends.apache]",
-                f'base_config = "{c.base_config}"',
-                f'live_config = "{c.live_config}"',
-                f'server_root = "{c.server_root}"',
-                f'log_dir = "{c.log_dir}"',
-                f'address = "{c.address}"',
-                f"port = {c.port}",
-                f'binary = "{c.binary}"',
-            ]
-        if self.bind_config is not None:
-            c = self.bind_config
-            lines += [
-                "",
-                "[backends.bind]",
-                f'base_config = "{c.base_config}"',
-                f'live_config = "{c.live_config}"',
-                f'rndc_config = "{c.rndc_config}"',
-                f'address = "{c.address}"',
-                f"port = {c.port}",
-                f'control_address = "{c.control_address}"',
-                f"control_port = {c.control_port}",
-                f'checkzone = "{c.checkzone}"',
-                f'checkconf = "{c.checkconf}"',
-                f'rndc = "{c.rndc}"',
-            ]
+        text = slave_toml(
+            SLAVE_HOST, NODE, self.ports["slave"], apache=self.apache_config, bind=self.bind_config
+        )
         path = self.root / "slave" / "slave.toml"
-        _write(path, ("\n".join(lines) + "\n").encode())
+        _write(path, text.encode())
         argv = console_script("domtool-slave", "domtool.slave.service") + ["--config", str(path)]
         d = L.spawn(
             "domtool-slave", argv, self.root / "slave" / "slave.log", cwd=self.root / "slave"
@@ -300,45 +258,14 @@ class LocalSite:
         """dispatcher.toml (one node, ``local``, with every role, whose slave is ours),
         the store with the operator as its first admin (pinned to the operator's
         certificate), then ``domtool-dispatcher --config``."""
-        from domtool.dispatcher.store import Store
         from domtool.model import ROLES
 
         d = self.root / "dispatcher"
-        lines = [
-            "# domtool dispatcher of the local quickstart site",
-            "[dispatcher]",
-            f'host = "{DISPATCHER}"',
-            'state_dir = "state"',
-            'ca_dir = "../ca"',
-            'listen_address = "127.0.0.1"',
-            f"listen_port = {self.ports['dispatcher']}",
-            f'site_domains = ["{SITE}"]',
-            "slave_timeout = 60",
-            "",
-            "[tls]",
-            'certificate = "host.pem"',
-            'key = "host.key"',
-            'member_ca = "../ca/member/ca.pem"',
-            'member_crl = "../ca/member/crl.pem"',
-            'host_ca = "../ca/host/ca.pem"',
-            'host_crl = "../ca/host/crl.pem"',
-            "",
-            "[[nodes]]",
-            f'name = "{NODE}"',
-            "roles = [" + ", ".join(f'"{r}"' for r in ROLES) + "]",
-            'ipv4 = "127.0.0.1"',
-            f'host = "{SLAVE_HOST}"',
-            'address = "127.0.0.1"',
-            f"port = {self.ports['slave']}",
-        ]
+        node = NodeSpec(NODE, ROLES, SLAVE_HOST, "127.0.0.1", self.ports["slave"])
+        text = dispatcher_toml(self.ports["dispatcher"], [node])
         path = d / "dispatcher.toml"
-        _write(path, ("\n".join(lines) + "\n").encode())
-        (d / "state").mkdir(parents=True, exist_ok=True)
-        store = Store.open(d / "state")
-        try:
-            store.add_member(ADMIN, is_admin=True, cert_serial=self.admin_serial)
-        finally:
-            store.close()
+        _write(path, text.encode())
+        add_admin(d / "state", self.admin_serial)
         argv = console_script("domtool-dispatcher", "domtool.dispatcher.service")
         proc = L.spawn(
             "domtool-dispatcher", argv + ["--config", str(path)], d / "dispatcher.log", cwd=d
@@ -447,6 +374,129 @@ class LocalSite:
         for d in reversed(self.daemons):
             d.stop()
         self.daemons.clear()
+
+
+@attrs.frozen
+class NodeSpec:
+    """One node of a site and where its slave listens (a ``[[nodes]]`` table)."""
+
+    name: str
+    roles: tuple[str, ...]
+    host: str  # the slave's certificate name
+    address: str  # where the slave listens, and the node's ipv4
+    port: int
+
+
+def slave_toml(
+    host: str,
+    node: str,
+    port: int,
+    *,
+    address: str = "127.0.0.1",
+    apache=None,
+    bind=None,
+    state_dir: str = "state",
+) -> str:
+    """A ``slave.toml`` for a slave of the local site (certificate files ``host.pem``,
+    ``host.key``, ``host-ca.pem``, ``host-crl.pem`` beside it) driving the given
+    ``ApacheConfig``/``BindConfig`` (None: that backend is off)."""
+    lines = [
+        "# domtool slave of a local site",
+        "[slave]",
+        f'host = "{host}"',
+        f'node = "{node}"',
+        f'dispatcher = ["{DISPATCHER}"]',
+        f'state_dir = "{state_dir}"',
+        f'listen_address = "{address}"',
+        f"listen_port = {port}",
+        "",
+        "[tls]",
+        'certificate = "host.pem"',
+        'key = "host.key"',
+        'ca = "host-ca.pem"',
+        'crl = "host-crl.pem"',
+    ]
+    if apache is not None:
+        c = apache
+        lines += [
+            "",
+            "[backends.apache]",
+            f'base_config = "{c.base_config}"',
+            f'live_config = "{c.live_config}"',
+            f'server_root = "{c.server_root}"',
+            f'log_dir = "{c.log_dir}"',
+            f'address = "{c.address}"',
+            f"port = {c.port}",
+            f'binary = "{c.binary}"',
+        ]
+    if bind is not None:
+        c = bind
+        lines += [
+            "",
+            "[backends.bind]",
+            f'base_config = "{c.base_config}"',
+            f'live_config = "{c.live_config}"',
+            f'rndc_config = "{c.rndc_config}"',
+            f'address = "{c.address}"',
+            f"port = {c.port}",
+            f'control_address = "{c.control_address}"',
+            f"control_port = {c.control_port}",
+            f'checkzone = "{c.checkzone}"',
+            f'checkconf = "{c.checkconf}"',
+            f'rndc = "{c.rndc}"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def dispatcher_toml(port: int, nodes: list[NodeSpec], *, extra: tuple[str, ...] = ()) -> str:
+    """A ``dispatcher.toml`` for the local site's dispatcher (files ``host.pem``,
+    ``host.key`` beside it, CAs in ``../ca``) on 127.0.0.1:``port`` with these nodes;
+    ``extra`` lines are added to its ``[dispatcher]`` table (e.g. ``retry_max = 2``)."""
+    lines = [
+        "# domtool dispatcher of a local site",
+        "[dispatcher]",
+        f'host = "{DISPATCHER}"',
+        'state_dir = "state"',
+        'ca_dir = "../ca"',
+        'listen_address = "127.0.0.1"',
+        f"listen_port = {port}",
+        f'site_domains = ["{SITE}"]',
+        "slave_timeout = 60",
+        *extra,
+        "",
+        "[tls]",
+        'certificate = "host.pem"',
+        'key = "host.key"',
+        'member_ca = "../ca/member/ca.pem"',
+        'member_crl = "../ca/member/crl.pem"',
+        'host_ca = "../ca/host/ca.pem"',
+        'host_crl = "../ca/host/crl.pem"',
+    ]
+    for n in nodes:
+        lines += [
+            "",
+            "[[nodes]]",
+            f'name = "{n.name}"',
+            "roles = [" + ", ".join(f'"{r}"' for r in n.roles) + "]",
+            f'ipv4 = "{n.address}"',
+            f'host = "{n.host}"',
+            f'address = "{n.address}"',
+            f"port = {n.port}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def add_admin(state_dir: Path, serial: int | None) -> None:
+    """Create the dispatcher's store with the operator as its first admin, pinned to the
+    operator's certificate serial."""
+    from domtool.dispatcher.store import Store
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(state_dir)
+    try:
+        store.add_member(ADMIN, is_admin=True, cert_serial=serial)
+    finally:
+        store.close()
 
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
