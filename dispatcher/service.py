@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 from typing import Any
 
@@ -45,6 +46,21 @@ log = Logger()
 
 BACKLOG = 1024
 CRL_POLL = 60.0
+#: The soft open-file limit ``main`` asks for (capped by the hard limit): one descriptor
+#: per member connection; at systemd's default soft limit of 1024 the listener stops
+#: accepting at about 1,010 connections and a new request is refused (bench_connections).
+NOFILE = 65536
+
+
+def raise_open_file_limit(want: int = NOFILE) -> int:
+    """Raise the soft RLIMIT_NOFILE to ``want`` (at most the hard limit; never lowered);
+    return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return soft
 
 
 def _request_id(frame: bytes) -> int:
@@ -366,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     except dispatcher_config.ConfigError as e:
         print(f"domtool-dispatcher: {e}", file=sys.stderr)
         return 2
+    raise_open_file_limit()
     from twisted.internet import reactor
 
     try:
