@@ -1,0 +1,64 @@
+"""The default configuration files the Debian packages install in /etc/domtool parse with
+the real loaders, and name the paths the systemd units and docs/deploy.md rely on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from domtool.dispatcher import config as dispatcher_config
+from domtool.slave import config as slave_config
+from domtool.slave import service as slave_service
+
+DEBIAN = Path(__file__).resolve().parents[2] / "debian"
+
+
+def test_dispatcher_toml_parses_with_state_and_ca_in_the_state_directory():
+    c = dispatcher_config.load(DEBIAN / "conf" / "dispatcher.toml")
+    assert c.state_dir == "/var/lib/domtool"
+    # adduser/rmuser write the CA: it must lie in the unit's only writable directory.
+    assert c.ca_dir.startswith("/var/lib/domtool/")
+    for path in (c.member_ca, c.member_crl, c.host_ca, c.host_crl):
+        assert path.startswith(c.ca_dir + "/")
+    assert c.certificate.startswith("/etc/domtool/tls/")
+    assert c.key.startswith("/etc/domtool/tls/")
+    # No capability is granted to the unit: the port must not be privileged.
+    assert c.listen_port >= 1024
+    assert [s.port for s in c.slaves] == [1235]
+
+
+def test_slave_toml_parses_and_its_backends_build():
+    c = slave_config.load(DEBIAN / "conf" / "slave.toml")
+    assert c.state_dir == "/var/lib/domtool-slave"
+    for path in (c.certificate, c.key, c.ca, c.crl):
+        assert path.startswith("/etc/domtool/tls/")
+    assert c.listen_port >= 1024
+    backends = slave_service.build_backends(c)
+    assert sorted(backends) == ["apache", "bind"]
+
+
+def test_units_run_the_installed_commands_on_the_default_configs():
+    units = {
+        "domtool-dispatcher": "/etc/domtool/dispatcher.toml",
+        "domtool-slave": "/etc/domtool/slave.toml",
+    }
+    for name, conf in units.items():
+        text = (DEBIAN / f"{name}.service").read_text()
+        assert f"ExecStart=/usr/bin/{name} --config {conf}" in text
+        assert f"ConditionPathExists={conf}" in text
+    dispatcher = (DEBIAN / "domtool-dispatcher.service").read_text()
+    assert "User=domtool" in dispatcher
+    assert "StateDirectory=domtool\n" in dispatcher
+    slave = (DEBIAN / "domtool-slave.service").read_text()
+    assert "StateDirectory=domtool-slave\n" in slave
+    assert "ProtectHome=read-only" in slave
+
+
+def test_default_configs_are_installed_in_etc_domtool():
+    assert (DEBIAN / "domtool-dispatcher.install").read_text().split() == [
+        "debian/conf/dispatcher.toml",
+        "etc/domtool/",
+    ]
+    assert (DEBIAN / "domtool-slave.install").read_text().split() == [
+        "debian/conf/slave.toml",
+        "etc/domtool/",
+    ]
