@@ -2,8 +2,9 @@
 command.
 
 One connection = one :class:`MemberProtocol` behind the member front door
-(``tls.member_front_door``: member CA pinned, CRL checked, client certificate required).
-It only decodes: after the TLS handshake it logs the member in (``auth.login_member``)
+(``tls.member_front_door``: member CA pinned, CRL checked, client certificate required);
+its login, framing, timeouts and answers are ``session.AuthenticatedFrameProtocol``'s,
+shared with the slave's listener. It only decodes: after the TLS handshake it logs the member in (``auth.login_member``)
 and ignores every frame until that succeeded (with TLS 1.3 a client may send before the
 server has judged its certificate); then each frame is checked in order, before any
 logic: the envelope (``wire.decode_request`` with ``MEMBER_OPS``, plus ``ADMIN_OPS`` for
@@ -21,31 +22,24 @@ changes (and when ``rmuser`` re-signs it).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
 import sys
 from typing import Any
 
 from twisted.application import service
-from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet import defer, task
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
-from twisted.protocols.basic import Int32StringReceiver
-from twisted.protocols.tls import TLSMemoryBIOFactory
-from zope.interface import implementer
 
 from domtool import wire
-from domtool.dispatcher import auth, schema, tls
+from domtool.dispatcher import auth, schema, session, tls
 from domtool.dispatcher.controller import Controller, OpError
 
 log = Logger()
 
 BACKLOG = 1024
-CRL_POLL = 60.0
+CRL_POLL = session.CRL_POLL
 #: The soft open-file limit ``main`` asks for (capped by the hard limit): one descriptor
 #: per member connection; at systemd's default soft limit of 1024 the listener stops
 #: accepting at about 1,010 connections and a new request is refused (bench_connections).
@@ -63,94 +57,42 @@ def raise_open_file_limit(want: int = NOFILE) -> int:
     return soft
 
 
-def _request_id(frame: bytes) -> int:
-    try:
-        rid = json.loads(frame.decode("utf-8")).get("id")
-    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
-        return 0
-    if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**53:
-        return rid
-    return 0
-
-
-@implementer(IHandshakeListener)
-class MemberProtocol(Int32StringReceiver):
+class MemberProtocol(session.AuthenticatedFrameProtocol):
     """One member connection: log in after the handshake, decode, hand to the controller."""
 
-    MAX_LENGTH = wire.MAX_FRAME
+    peer_noun = "member"
+    known_errors = (OpError,)
+    internal_failure = wire.Failure("internal", "internal error (see the dispatcher's log)")
+    factory: MemberFactory
 
-    def __init__(self, factory: MemberFactory) -> None:
-        self.factory = factory
-        self.member: auth.Member | None = None
-        self._timer: IDelayedCall | None = None
-        self._inflight = 0
-        self._closed = False
+    @property
+    def member(self) -> auth.Member | None:
+        return self.avatar
 
-    def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
-        self._timer = self.factory.clock.callLater(
-            self.factory.handshake_timeout, self._timed_out, "handshake and login"
-        )
+    def login(self, certificate: Any) -> defer.Deferred:
+        return defer.ensureDeferred(auth.login_member(self.factory.portal, certificate))
 
-    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted API)
-        certificate = tls.peer_certificate(self.transport)
-        d = defer.ensureDeferred(auth.login_member(self.factory.portal, certificate))
-        d.addCallbacks(self._welcome, self._refuse)
-        d.addErrback(lambda f: log.failure("login failed", f))
+    def _login_broke(self, failure) -> None:
+        # Unlike the slave's listener, a login that breaks (not a refusal) is only
+        # logged here; the handshake timer closes the connection.
+        log.failure("login failed", failure)
 
-    def _welcome(self, member: auth.Member) -> None:
-        if self._closed:
-            return
-        self.member = member
-        self._idle()
+    def known_failure(self, error: BaseException) -> wire.Failure:
+        assert isinstance(error, OpError)
+        return error.failure
 
-    def _refuse(self, failure) -> None:
-        failure.trap(UnauthorizedLogin)
-        log.warn("refused a member: {why}", why=str(failure.value))
-        self._send(wire.error(0, wire.Failure("unauthorized", str(failure.value))))
-        self.transport.loseConnection()
-
-    def _idle(self) -> None:
-        self._cancel_timer()
-        self._timer = self.factory.clock.callLater(
-            self.factory.idle_timeout, self._timed_out, "idle"
-        )
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _timed_out(self, what: str) -> None:
-        self._timer = None
-        if what == "idle" and self._inflight:
-            self._idle()
-            return
-        if what == "idle":
-            self.transport.loseConnection()
-        else:
-            self.transport.abortConnection()
-
-    def connectionLost(self, reason) -> None:  # noqa: N802 (Twisted API)
-        self._closed = True
-        self._cancel_timer()
-
-    def stringReceived(self, frame: bytes) -> None:  # noqa: N802 (Twisted API)
-        if self.member is None:
-            return  # nothing is acted on before a successful login
+    def frame_received(self, avatar: auth.Member, frame: bytes) -> None:
         # Re-read the member at each request: removed since login -> out; admin status
         # granted or withdrawn -> in force now.
-        record = self.factory.controller.store.member(self.member.name)
+        record = self.factory.controller.store.member(avatar.name)
         if record is None or not record.active:
-            self._send(
-                wire.error(
-                    _request_id(frame),
-                    wire.Failure("unauthorized", f"{self.member.name} is no longer a member"),
-                )
+            self.send_error(
+                session.request_id(frame),
+                wire.Failure("unauthorized", f"{avatar.name} is no longer a member"),
             )
             self.transport.loseConnection()
             return
-        member = self.member = auth.Member(record.name, record.is_admin)
-        self._idle()
+        member = self.avatar = auth.Member(record.name, record.is_admin)
         allowed = self.factory.admin_ops if member.is_admin else wire.MEMBER_OPS
         try:
             request = wire.decode_request(frame, allowed)
@@ -163,66 +105,29 @@ class MemberProtocol(Int32StringReceiver):
                     pass
                 else:
                     failure = wire.Failure("unauthorized", f"{admin.op} is for administrators only")
-            self._send(wire.error(_request_id(frame), failure))
+            self.send_error(session.request_id(frame), failure)
             return
         try:
             checked = schema.validate_args(request.op, request.args, admin=member.is_admin)
         except schema.SchemaError as e:
             details = tuple(f"{p}: {m}" if p else m for p, m in e.problems[:100])
             failure = wire.Failure("bad_request", f"bad arguments for {request.op}", details)
-            self._send(wire.error(request.id, failure))
+            self.send_error(request.id, failure)
             return
-        self._inflight += 1
         rid = request.id
 
         def progress(done: int, total: int, what: str) -> None:
-            self._send(wire.progress(rid, done, total, what))
+            self.send(wire.progress(rid, done, total, what))
 
-        d = self.factory.controller.handle(member, checked.kind, dict(checked.args), progress)
-        d.addCallbacks(self._answer, self._failed, (rid,), None, (rid,))
-        d.addErrback(self._internal, rid)
-        d.addBoth(self._done)
-
-    def _done(self, _: Any) -> None:
-        self._inflight -= 1
-
-    def _answer(self, result: Any, rid: int) -> None:
-        try:
-            frame = wire.ok(rid, result)
-        except wire.WireError as e:
-            frame = wire.error(rid, wire.Failure("failed", str(e)))
-        self._send(frame)
-
-    def _failed(self, failure, rid: int) -> None:
-        failure.trap(OpError)
-        self._send(wire.error(rid, failure.value.failure))
-
-    def _internal(self, failure, rid: int) -> None:
-        log.failure("request {rid} failed", failure, rid=rid)
-        self._send(
-            wire.error(rid, wire.Failure("internal", "internal error (see the dispatcher's log)"))
+        self.respond(
+            rid, self.factory.controller.handle(member, checked.kind, dict(checked.args), progress)
         )
 
-    def lengthLimitExceeded(self, length: int) -> None:  # noqa: N802 (Twisted API)
-        if self.member is not None:
-            self._send(
-                wire.error(
-                    0,
-                    wire.Failure(
-                        "bad_request", f"frame of {length} bytes exceeds {wire.MAX_FRAME}"
-                    ),
-                )
-            )
-        self.transport.loseConnection()
 
-    def _send(self, frame: bytes) -> None:
-        if not self._closed:
-            self.sendString(frame)
-
-
-class MemberFactory(Factory):
+class MemberFactory(session.SessionFactory):
     """Builds :class:`MemberProtocol`s sharing one controller, portal and clock."""
 
+    protocol = MemberProtocol
     admin_ops = wire.MEMBER_OPS | wire.ADMIN_OPS
 
     def __init__(
@@ -234,21 +139,13 @@ class MemberFactory(Factory):
         handshake_timeout: float = 30.0,
         idle_timeout: float = 600.0,
     ) -> None:
+        super().__init__(
+            portal, clock, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout
+        )
         self.controller = controller
-        self.portal = portal
-        self.clock = clock
-        self.handshake_timeout = handshake_timeout
-        self.idle_timeout = idle_timeout
-
-    def buildProtocol(self, addr) -> MemberProtocol:  # noqa: N802 (Twisted API)
-        return MemberProtocol(self)
 
 
-def tls_factory(
-    server_tls: tls.ServerTLS, factory: MemberFactory, clock: IReactorTime | None = None
-) -> TLSMemoryBIOFactory:
-    """The listening factory: ``factory`` behind the member front door."""
-    return TLSMemoryBIOFactory(server_tls, False, factory, clock)
+tls_factory = session.tls_factory
 
 
 class DispatcherService(service.Service):
@@ -267,8 +164,7 @@ class DispatcherService(service.Service):
         self.server_tls = server_tls
         self.reactor = reactor
         self.port: Any = None
-        self._crl_mtime = self._mtime()
-        self._crl_poll: task.LoopingCall | None = None
+        self.crl = session.CrlWatch(config.member_crl, server_tls, reactor)
 
     def privilegedStartService(self) -> None:  # noqa: N802 (Twisted API)
         """Bind the member port (may need privileges the service later does without)."""
@@ -293,38 +189,20 @@ class DispatcherService(service.Service):
             self.privilegedStartService()
         super().startService()
         self.controller.coordinator.resume()
-        self._crl_poll = task.LoopingCall(self.check_crl)
-        self._crl_poll.clock = self.reactor
-        self._crl_poll.start(CRL_POLL, now=False)
+        self.crl.start()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
         super().stopService()
         self.controller.coordinator.stop()
-        if self._crl_poll is not None and self._crl_poll.running:
-            self._crl_poll.stop()
+        self.crl.stop()
         port, self.port = self.port, None
         if port is not None:
             return defer.maybeDeferred(port.stopListening)
         return None
 
-    def _mtime(self) -> float | None:
-        try:
-            return os.stat(self.config.member_crl).st_mtime
-        except OSError:
-            return None
-
     def check_crl(self) -> bool:
         """Reload the member CRL file if it changed; True when a new CRL is in force."""
-        mtime = self._mtime()
-        if mtime is None or mtime == self._crl_mtime:
-            return False
-        self._crl_mtime = mtime
-        try:
-            self.server_tls.reload_crl_file(self.config.member_crl)
-        except (OSError, ValueError) as e:
-            log.error("kept the old CRL: {crl}: {e}", crl=self.config.member_crl, e=e)
-            return False
-        return True
+        return self.crl.check()
 
 
 def make_service(config: Any, reactor: Any) -> DispatcherService:

@@ -4,8 +4,9 @@ Layers, from the socket in:
 
 - TLS (``domtool.dispatcher.tls.slave_listener``): the host CA pinned with its CRL, a client
   certificate required. ``TLSMemoryBIOFactory`` wraps :class:`SlaveFactory`.
-- :class:`SlaveProtocol` (``Int32StringReceiver``, ``MAX_LENGTH = wire.MAX_FRAME``): after
-  the handshake it logs the peer in (``auth.login_host`` against
+- :class:`SlaveProtocol` (a ``dispatcher.session.AuthenticatedFrameProtocol``, shared
+  with the dispatcher's member listener; ``MAX_LENGTH = wire.MAX_FRAME``): after the
+  handshake it logs the peer in (``auth.login_host`` against
   ``auth.host_portal({dispatcher})``); a refused peer gets one ``unauthorized`` error frame
   and the connection is closed. Frames that arrive before a successful login are ignored
   (with TLS 1.3 the client may write before the server has judged its certificate). Then
@@ -25,26 +26,19 @@ while no request is running.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 from twisted.application import service
-from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet import defer, task, threads
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
-from twisted.internet.protocol import Factory
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
-from twisted.protocols.basic import Int32StringReceiver
-from twisted.protocols.tls import TLSMemoryBIOFactory
-from zope.interface import implementer
 
 from domtool import wire
-from domtool.dispatcher import auth, tls
+from domtool.dispatcher import auth, session, tls
 from domtool.slave import ops
 from domtool.slave.agent import Agent, AgentError
 from domtool.slave.config import ConfigError, SlaveConfig
@@ -62,100 +56,34 @@ __all__ = [
 
 log = Logger()
 
-CRL_POLL = 60.0  # seconds between checks of the CRL file
+CRL_POLL = session.CRL_POLL  # seconds between checks of the CRL file
 BACKLOG = 64
 
 
-def _request_id(frame: bytes) -> int:
-    """The id of a frame that failed to decode, if it has a usable one; else 0."""
-    try:
-        rid = json.loads(frame.decode("utf-8")).get("id")
-    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
-        return 0
-    if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**53:
-        return rid
-    return 0
-
-
-@implementer(IHandshakeListener)
-class SlaveProtocol(Int32StringReceiver):
+class SlaveProtocol(session.AuthenticatedFrameProtocol):
     """One connection from the dispatcher: decode frames, hand them to the agent, answer."""
 
-    MAX_LENGTH = wire.MAX_FRAME
+    log_sessions = True
+    known_errors = (AgentError,)
+    internal_failure = wire.Failure("failed", "internal error (see the slave's log)")
+    factory: SlaveFactory
 
-    def __init__(self, factory: SlaveFactory) -> None:
-        self.factory = factory
-        self.peer: auth.Host | None = None
-        self._timer: IDelayedCall | None = None
-        self._inflight = 0
-        self._closed = False
+    @property
+    def peer(self) -> auth.Host | None:
+        return self.avatar
 
-    # -- connection life -------------------------------------------------------
+    def login(self, certificate: Any) -> defer.Deferred:
+        return defer.ensureDeferred(auth.login_host(self.factory.portal, certificate))
 
-    def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
-        self._timer = self.factory.clock.callLater(
-            self.factory.handshake_timeout, self._timed_out, "handshake and login"
-        )
+    def known_failure(self, error: BaseException) -> wire.Failure:
+        assert isinstance(error, AgentError)
+        return wire.Failure(error.kind, error.message, tuple(error.details))
 
-    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted API)
-        certificate = tls.peer_certificate(self.transport)
-        d = defer.ensureDeferred(auth.login_host(self.factory.portal, certificate))
-        d.addCallbacks(self._welcome, self._refuse)
-        d.addErrback(self._login_broke)
-
-    def _welcome(self, host: auth.Host) -> None:
-        if self._closed:
-            return
-        self.peer = host
-        log.info("{host} logged in", host=host.name)
-        self._idle()
-
-    def _refuse(self, failure) -> None:
-        failure.trap(UnauthorizedLogin)
-        log.warn("refused a peer: {why}", why=str(failure.value))
-        self._send(wire.error(0, wire.Failure("unauthorized", str(failure.value))))
-        self.transport.loseConnection()
-
-    def _login_broke(self, failure) -> None:
-        log.failure("the login failed", failure)
-        self.transport.loseConnection()
-
-    def _idle(self) -> None:
-        self._cancel_timer()
-        self._timer = self.factory.clock.callLater(
-            self.factory.idle_timeout, self._timed_out, "idle"
-        )
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-
-    def _timed_out(self, what: str) -> None:
-        self._timer = None
-        if what == "idle" and self._inflight:
-            self._idle()  # a long commit is not idleness
-            return
-        log.info("closing a connection: {what} timeout", what=what)
-        if what == "idle":
-            self.transport.loseConnection()
-        else:
-            self.transport.abortConnection()
-
-    def connectionLost(self, reason) -> None:  # noqa: N802 (Twisted API)
-        self._closed = True
-        self._cancel_timer()
-
-    # -- frames ------------------------------------------------------------------
-
-    def stringReceived(self, frame: bytes) -> None:  # noqa: N802 (Twisted API)
-        if self.peer is None:
-            return  # nothing is acted on before a successful login
-        self._idle()
+    def frame_received(self, avatar: auth.Host, frame: bytes) -> None:
         try:
             request = wire.decode_request(frame, wire.SLAVE_OPS)
         except wire.WireError as e:
-            self._send(wire.error(_request_id(frame), wire.Failure("bad_request", str(e))))
+            self.send_error(session.request_id(frame), wire.Failure("bad_request", str(e)))
             return
         try:
             args = ops.parse(request.op, request.args)
@@ -163,52 +91,15 @@ class SlaveProtocol(Int32StringReceiver):
             failure = wire.Failure(
                 "bad_request", f"bad arguments for {request.op}", e.details[:100]
             )
-            self._send(wire.error(request.id, failure))
+            self.send_error(request.id, failure)
             return
-        self._inflight += 1
-        d = self.factory.agent.handle(request.op, args)
-        d.addCallbacks(self._answer, self._failed, (request.id,), None, (request.id,))
-        d.addErrback(self._internal, request.id)
-        d.addBoth(self._done)
-
-    def _done(self, _: Any) -> None:
-        self._inflight -= 1
-
-    def _answer(self, result: Any, rid: int) -> None:
-        try:
-            frame = wire.ok(rid, result)
-        except wire.WireError as e:
-            frame = wire.error(rid, wire.Failure("failed", str(e)))
-        self._send(frame)
-
-    def _failed(self, failure, rid: int) -> None:
-        failure.trap(AgentError)
-        e = failure.value
-        self._send(wire.error(rid, wire.Failure(e.kind, e.message, tuple(e.details))))
-
-    def _internal(self, failure, rid: int) -> None:
-        log.failure("request {rid} failed", failure, rid=rid)
-        self._send(wire.error(rid, wire.Failure("failed", "internal error (see the slave's log)")))
-
-    def lengthLimitExceeded(self, length: int) -> None:  # noqa: N802 (Twisted API)
-        if self.peer is not None:
-            self._send(
-                wire.error(
-                    0,
-                    wire.Failure(
-                        "bad_request", f"frame of {length} bytes exceeds {wire.MAX_FRAME}"
-                    ),
-                )
-            )
-        self.transport.loseConnection()
-
-    def _send(self, frame: bytes) -> None:
-        if not self._closed:
-            self.sendString(frame)
+        self.respond(request.id, self.factory.agent.handle(request.op, args))
 
 
-class SlaveFactory(Factory):
+class SlaveFactory(session.SessionFactory):
     """Builds :class:`SlaveProtocol`s sharing one agent, portal and clock."""
+
+    protocol = SlaveProtocol
 
     def __init__(
         self,
@@ -219,21 +110,13 @@ class SlaveFactory(Factory):
         handshake_timeout: float = 30.0,
         idle_timeout: float = 600.0,
     ) -> None:
+        super().__init__(
+            portal, clock, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout
+        )
         self.agent = agent
-        self.portal = portal
-        self.clock = clock
-        self.handshake_timeout = handshake_timeout
-        self.idle_timeout = idle_timeout
-
-    def buildProtocol(self, addr) -> SlaveProtocol:  # noqa: N802 (Twisted API)
-        return SlaveProtocol(self)
 
 
-def tls_factory(
-    server_tls: tls.ServerTLS, factory: SlaveFactory, clock: IReactorTime | None = None
-) -> TLSMemoryBIOFactory:
-    """The listening factory: ``factory`` behind the slave's TLS."""
-    return TLSMemoryBIOFactory(server_tls, False, factory, clock)
+tls_factory = session.tls_factory
 
 
 # ---------------------------------------------------------------------------
@@ -318,8 +201,7 @@ class SlaveService(service.Service):
         self.server_tls = server_tls
         self.reactor = reactor
         self.port: Any = None
-        self._crl_mtime: float | None = self._mtime()
-        self._crl_poll: task.LoopingCall | None = None
+        self.crl = session.CrlWatch(config.crl, server_tls, reactor)
         self.started: defer.Deferred | None = None
 
     def privilegedStartService(self) -> None:  # noqa: N802 (Twisted API)
@@ -347,38 +229,19 @@ class SlaveService(service.Service):
         super().startService()
         self.started = self.agent.start()
         self.started.addErrback(lambda f: log.failure("the agent failed to start", f))
-        self._crl_poll = task.LoopingCall(self.check_crl)
-        self._crl_poll.clock = self.reactor
-        self._crl_poll.start(CRL_POLL, now=False)
+        self.crl.start()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
         super().stopService()
-        if self._crl_poll is not None and self._crl_poll.running:
-            self._crl_poll.stop()
+        self.crl.stop()
         port, self.port = self.port, None
         if port is not None:
             return defer.maybeDeferred(port.stopListening)
         return None
 
-    def _mtime(self) -> float | None:
-        try:
-            return os.stat(self.config.crl).st_mtime
-        except OSError:
-            return None
-
     def check_crl(self) -> bool:
         """Reload the CRL file if it changed; True when a new CRL is in force."""
-        mtime = self._mtime()
-        if mtime is None or mtime == self._crl_mtime:
-            return False
-        self._crl_mtime = mtime
-        try:
-            self.server_tls.reload_crl_file(self.config.crl)
-        except (OSError, ValueError) as e:
-            log.error("kept the old CRL: {crl}: {e}", crl=self.config.crl, e=e)
-            return False
-        log.info("loaded the renewed CRL {crl}", crl=self.config.crl)
-        return True
+        return self.crl.check()
 
 
 def make_service(

@@ -1,0 +1,274 @@
+"""What the dispatcher's member listener and the slave's listener share: one authenticated,
+framed connection behind mutual TLS, its factory, the listening TLS factory, and the CRL
+file watch.
+
+:class:`AuthenticatedFrameProtocol` (``Int32StringReceiver``, ``MAX_LENGTH =
+wire.MAX_FRAME``): after the TLS handshake it logs the peer in (:meth:`login`, through a
+cred portal); a refused peer gets one ``unauthorized`` error frame and the connection is
+closed. Frames that arrive before a successful login are ignored (with TLS 1.3 a client
+may write before the server has judged its certificate); after it, each frame resets the
+idle timer and goes to :meth:`frame_received` with the avatar. A handshake and login that
+take longer than ``handshake_timeout`` are aborted; a connection idle for
+``idle_timeout`` with no request in flight is closed. :meth:`respond` answers a request
+from a Deferred: its result as an ``ok`` frame, an expected error (``known_errors``) as
+the error frame :meth:`known_failure` makes of it, anything else as
+``internal_failure``.
+
+Subclasses: ``dispatcher.service.MemberProtocol`` and ``slave.service.SlaveProtocol``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, ClassVar
+
+from twisted.cred.error import UnauthorizedLogin
+from twisted.cred.portal import Portal
+from twisted.internet import defer, task
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from domtool import wire
+from domtool.dispatcher import tls
+
+__all__ = [
+    "CRL_POLL",
+    "AuthenticatedFrameProtocol",
+    "CrlWatch",
+    "SessionFactory",
+    "request_id",
+    "tls_factory",
+]
+
+CRL_POLL = 60.0  # seconds between checks of a CRL file
+
+
+def request_id(frame: bytes) -> int:
+    """The id of a frame that failed to decode, if it has a usable one; else 0."""
+    try:
+        rid = json.loads(frame.decode("utf-8")).get("id")
+    except (ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        return 0
+    if isinstance(rid, int) and not isinstance(rid, bool) and 0 <= rid < 2**53:
+        return rid
+    return 0
+
+
+@implementer(IHandshakeListener)
+class AuthenticatedFrameProtocol(Int32StringReceiver):
+    """One connection: log in after the handshake, then hand each frame to
+    :meth:`frame_received`. Subclasses implement :meth:`login`, :meth:`frame_received` and
+    :meth:`known_failure`, and set ``known_errors`` and ``internal_failure``."""
+
+    MAX_LENGTH = wire.MAX_FRAME
+
+    log = Logger()  # namespaced by the subclass
+    peer_noun: ClassVar[str] = "peer"  # "refused a <peer_noun>: why"
+    log_sessions: ClassVar[bool] = False  # log logins and timeouts at info level
+    known_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    internal_failure: ClassVar[wire.Failure] = wire.Failure("failed", "internal error")
+
+    def __init__(self, factory: SessionFactory) -> None:
+        self.factory = factory
+        self.avatar: Any = None
+        self._timer: IDelayedCall | None = None
+        self._inflight = 0
+        self._closed = False
+
+    # -- hooks -----------------------------------------------------------------
+
+    def login(self, certificate: Any) -> defer.Deferred:
+        """The avatar for the peer's certificate; fails with ``UnauthorizedLogin``."""
+        raise NotImplementedError
+
+    def frame_received(self, avatar: Any, frame: bytes) -> None:
+        """One frame from the logged-in ``avatar``."""
+        raise NotImplementedError
+
+    def known_failure(self, error: BaseException) -> wire.Failure:
+        """The error frame's failure for an instance of ``known_errors``."""
+        raise NotImplementedError
+
+    # -- connection life -------------------------------------------------------
+
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted API)
+        self._timer = self.factory.clock.callLater(
+            self.factory.handshake_timeout, self._timed_out, "handshake and login"
+        )
+
+    def handshakeCompleted(self) -> None:  # noqa: N802 (Twisted API)
+        certificate = tls.peer_certificate(self.transport)
+        d = defer.ensureDeferred(self.login(certificate))
+        d.addCallbacks(self._welcome, self._refuse)
+        d.addErrback(self._login_broke)
+
+    def _welcome(self, avatar: Any) -> None:
+        if self._closed:
+            return
+        self.avatar = avatar
+        if self.log_sessions:
+            self.log.info("{host} logged in", host=avatar.name)
+        self._idle()
+
+    def _refuse(self, failure) -> None:
+        failure.trap(UnauthorizedLogin)
+        self.log.warn("refused a {noun}: {why}", noun=self.peer_noun, why=str(failure.value))
+        self.send_error(0, wire.Failure("unauthorized", str(failure.value)))
+        self.transport.loseConnection()
+
+    def _login_broke(self, failure) -> None:
+        self.log.failure("the login failed", failure)
+        self.transport.loseConnection()
+
+    def _idle(self) -> None:
+        self._cancel_timer()
+        self._timer = self.factory.clock.callLater(
+            self.factory.idle_timeout, self._timed_out, "idle"
+        )
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self, what: str) -> None:
+        self._timer = None
+        if what == "idle" and self._inflight:
+            self._idle()  # a long request is not idleness
+            return
+        if self.log_sessions:
+            self.log.info("closing a connection: {what} timeout", what=what)
+        if what == "idle":
+            self.transport.loseConnection()
+        else:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason) -> None:  # noqa: N802 (Twisted API)
+        self._closed = True
+        self._cancel_timer()
+
+    # -- frames ------------------------------------------------------------------
+
+    def stringReceived(self, frame: bytes) -> None:  # noqa: N802 (Twisted API)
+        if self.avatar is None:
+            return  # nothing is acted on before a successful login
+        self._idle()
+        self.frame_received(self.avatar, frame)
+
+    def lengthLimitExceeded(self, length: int) -> None:  # noqa: N802 (Twisted API)
+        if self.avatar is not None:
+            self.send_error(
+                0, wire.Failure("bad_request", f"frame of {length} bytes exceeds {wire.MAX_FRAME}")
+            )
+        self.transport.loseConnection()
+
+    def respond(self, rid: int, d: defer.Deferred) -> None:
+        """Answer request ``rid`` when ``d`` fires; the connection is not idle meanwhile."""
+        self._inflight += 1
+        d.addCallbacks(self._answer, self._failed, (rid,), None, (rid,))
+        d.addErrback(self._internal, rid)
+        d.addBoth(self._done)
+
+    def _done(self, _: Any) -> None:
+        self._inflight -= 1
+
+    def _answer(self, result: Any, rid: int) -> None:
+        try:
+            frame = wire.ok(rid, result)
+        except wire.WireError as e:
+            frame = wire.error(rid, wire.Failure("failed", str(e)))
+        self.send(frame)
+
+    def _failed(self, failure, rid: int) -> None:
+        failure.trap(*self.known_errors)
+        self.send_error(rid, self.known_failure(failure.value))
+
+    def _internal(self, failure, rid: int) -> None:
+        self.log.failure("request {rid} failed", failure, rid=rid)
+        self.send_error(rid, self.internal_failure)
+
+    def send_error(self, rid: int, failure: wire.Failure) -> None:
+        self.send(wire.error(rid, failure))
+
+    def send(self, frame: bytes) -> None:
+        """Send one frame, unless the connection is gone."""
+        if not self._closed:
+            self.sendString(frame)
+
+
+class SessionFactory(Factory):
+    """Builds ``protocol(self)`` for each connection; the protocols share the portal, the
+    clock and the timeouts."""
+
+    protocol: ClassVar[type[AuthenticatedFrameProtocol]]
+
+    def __init__(
+        self,
+        portal: Portal,
+        clock: IReactorTime,
+        *,
+        handshake_timeout: float = 30.0,
+        idle_timeout: float = 600.0,
+    ) -> None:
+        self.portal = portal
+        self.clock = clock
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
+
+    def buildProtocol(self, addr) -> AuthenticatedFrameProtocol:  # noqa: N802 (Twisted API)
+        return self.protocol(self)
+
+
+def tls_factory(
+    server_tls: tls.ServerTLS, factory: Factory, clock: IReactorTime | None = None
+) -> TLSMemoryBIOFactory:
+    """The listening factory: ``factory`` behind the server side of ``server_tls``."""
+    return TLSMemoryBIOFactory(server_tls, False, factory, clock)
+
+
+class CrlWatch:
+    """Reloads ``server_tls``'s CRL from ``path`` when the file changes (polled every
+    ``CRL_POLL`` seconds while started); a CRL that does not load keeps the old one."""
+
+    log = Logger()
+
+    def __init__(self, path: str | os.PathLike, server_tls: tls.ServerTLS, clock: Any) -> None:
+        self.path = path
+        self.server_tls = server_tls
+        self.clock = clock
+        self._mtime = self._stat()
+        self._poll: task.LoopingCall | None = None
+
+    def _stat(self) -> float | None:
+        try:
+            return os.stat(self.path).st_mtime
+        except OSError:
+            return None
+
+    def check(self) -> bool:
+        """Reload the CRL file if it changed; True when a new CRL is in force."""
+        mtime = self._stat()
+        if mtime is None or mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        try:
+            self.server_tls.reload_crl_file(self.path)
+        except (OSError, ValueError) as e:
+            self.log.error("kept the old CRL: {crl}: {e}", crl=self.path, e=e)
+            return False
+        self.log.info("loaded the renewed CRL {crl}", crl=self.path)
+        return True
+
+    def start(self) -> None:
+        self._poll = task.LoopingCall(self.check)
+        self._poll.clock = self.clock
+        self._poll.start(CRL_POLL, now=False)
+
+    def stop(self) -> None:
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
