@@ -22,16 +22,11 @@ from pathlib import Path
 
 import attrs
 
+from domtool.client.localdaemons import connects, wait_for
+from domtool.client.localdaemons import free_port as free_port  # for the daemon tests, benches
 from domtool.slave.backends.apache import ApacheConfig, site_config
 
 APACHE = shutil.which("apache2", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/apache2"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def public_dir(prefix: str = "domtool-web-") -> Path:
@@ -139,31 +134,11 @@ def start_apache(root: Path, port: int, include: str, **kw) -> ApacheProcess:
     if done.returncode != 0:
         raise RuntimeError(f"apache2 did not start: {done.stderr}{done.stdout}{proc.error_log()}")
     try:
-        wait_for(lambda: _connects(port), what=f"apache2 listening on {port}")
+        wait_for(lambda: connects(port), what=f"apache2 listening on {port}")
     except Exception:
         proc.stop()
         raise
     return proc
-
-
-def _connects(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns a true value; return it or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @attrs.frozen

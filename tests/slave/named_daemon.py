@@ -17,9 +17,7 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 import attrs
@@ -29,6 +27,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
+from domtool.client import localdaemons
+from domtool.client.localdaemons import wait_for
 from domtool.slave.backends.bind import BindConfig, site_config
 
 NAMED = shutil.which("named", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/named"
@@ -39,16 +39,7 @@ RNDC = shutil.which("rndc", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/rndc"
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing uses right now, for both UDP and TCP."""
-    while True:
-        with socket.socket() as t:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            with socket.socket(type=socket.SOCK_DGRAM) as u:
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
+    return localdaemons.free_port(udp=True)
 
 
 def bind_config(root: Path, port: int, control_port: int, **kw) -> BindConfig:
@@ -77,18 +68,6 @@ def prepare_site(root: Path, port: int, include: Path | str, **config_kw) -> Bin
     for path, content in files.items():
         Path(path).write_bytes(content)
     return config
-
-
-def wait_for(predicate, *, timeout: float = 10.0, what: str = "condition"):
-    """Poll ``predicate`` until it returns a true value; return it or fail after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def query(
