@@ -24,9 +24,12 @@ high ports, and the member alice (added through the admin ops over TLS). Then:
    spent waiting on the slave (prepare, commit); the language's ``evaluate`` is shown
    separately.
 
+``--others N`` first puts N other members' domains on the host (members of 50 domains
+each, added by the admin ops, one submit each), so the daemons reload a host of that size.
+
 Goals (design brief): p50 < 1 s with real reloads; the dispatcher's own share < 50 ms.
 
-    .venv/bin/python bench/bench_e2e.py [--changes 30] [--own 20] [--keep DIR]
+    .venv/bin/python bench/bench_e2e.py [--changes 30] [--own 20] [--others 1000] [--keep DIR]
 
 Needs named, apache2 and root (Apache's children run as www-data); about a minute.
 """
@@ -72,6 +75,32 @@ def start_site(root: Path, *, with_member: bool = True) -> LocalSite:
         site.stop()
         raise
     return site
+
+
+def populate(site: LocalSite, domains: int, per_member: int = 50) -> float:
+    """Other members' domains on the host before measuring: members ``bgNN`` (added by
+    the admin ops) each submit up to ``per_member`` files ``dom "bgNNdMM.example" with
+    end;`` (a zone, a mail domain and a www vhost each) in one submit. Seconds taken."""
+    from domtool.client.connection import Connection
+
+    t0 = time.perf_counter()
+    admin = client_config.load(site.admin_config)
+    k = 0
+    while k * per_member < domains:
+        user = f"bg{k:02}"
+        names = [f"{user}d{j:02}.example" for j in range(min(per_member, domains - k * per_member))]
+        with Connection(admin) as conn:
+            added = conn.call("adduser", {"user": user})
+            grants = [("path", f"/home/{user}"), ("user", user), ("group", user)]
+            for cls, value in grants + [("domain", n) for n in names]:
+                conn.call("grant", {"user": user, "class": cls, "value": value})
+        cfg = site._member_files(user, added["cert_pem"].encode(), added["key_pem"].encode())
+        files = [{"name": n, "text": f'dom "{n}" with end;\n'} for n in names]
+        answer = call(client_config.load(cfg), "submit", {"files": files})
+        if not answer.get("applied"):
+            raise RuntimeError(f"{user}'s domains were not applied: {answer.get('message')}")
+        k += 1
+    return time.perf_counter() - t0
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -268,6 +297,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--changes", type=int, default=30, help="changes of each kind (default 30)")
     ap.add_argument("--own", type=int, default=20, help="in-process submits for the own share")
+    ap.add_argument(
+        "--others",
+        type=int,
+        default=0,
+        help="other members' domains on the host first (zone + mail + vhost each; default 0)",
+    )
     ap.add_argument("--keep", help="build the site in this directory and leave it there")
     args = ap.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-e2e-"))
@@ -276,6 +311,11 @@ def main() -> None:
     print(f"local site up in {time.perf_counter() - t0:.1f} s ({root / 'site'})")
     own = None
     try:
+        if args.others:
+            took = populate(site, args.others)
+            print(
+                f"{args.others} other domains (zone, mail, www vhost each) applied in {took:.1f} s"
+            )
         call(
             client_config.load(site.member_config),
             "submit",
