@@ -30,7 +30,7 @@ from twisted.application import service
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger
 
 from domtool import wire
 from domtool.dispatcher import auth, schema, session, tls
@@ -131,17 +131,9 @@ class MemberFactory(session.SessionFactory):
     admin_ops = wire.MEMBER_OPS | wire.ADMIN_OPS
 
     def __init__(
-        self,
-        controller: Controller,
-        portal: Portal,
-        clock: IReactorTime,
-        *,
-        handshake_timeout: float = 30.0,
-        idle_timeout: float = 600.0,
+        self, controller: Controller, portal: Portal, clock: IReactorTime, **timeouts: float
     ) -> None:
-        super().__init__(
-            portal, clock, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout
-        )
+        super().__init__(portal, clock, **timeouts)
         self.controller = controller
 
 
@@ -261,23 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"domtool-dispatcher: {e}", file=sys.stderr)
         return 2
     raise_open_file_limit()
-    from twisted.internet import reactor
-
-    try:
-        svc = make_service(config, reactor)
-    except (OSError, ValueError) as e:
-        print(f"domtool-dispatcher: {e}", file=sys.stderr)
-        return 2
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    try:
-        svc.privilegedStartService()
-    except Exception as e:
-        print(f"domtool-dispatcher: cannot listen: {e}", file=sys.stderr)
-        return 1
-    reactor.callWhenRunning(svc.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
-    reactor.run()
-    return 0
+    return session.serve(
+        "domtool-dispatcher", lambda reactor: make_service(config, reactor), (OSError, ValueError)
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from twisted.cred.error import UnauthorizedLogin
@@ -28,7 +30,7 @@ from twisted.cred.portal import Portal
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -42,6 +44,7 @@ __all__ = [
     "CrlWatch",
     "SessionFactory",
     "request_id",
+    "serve",
     "tls_factory",
 ]
 
@@ -272,3 +275,27 @@ class CrlWatch:
     def stop(self) -> None:
         if self._poll is not None and self._poll.running:
             self._poll.stop()
+
+
+def serve(
+    prog: str, make_service: Callable[[Any], Any], errors: tuple[type[Exception], ...]
+) -> int:
+    """The rest of a ``main``: build the service with the global reactor (one of
+    ``errors`` -> exit 2), log to stderr, bind (cannot -> exit 1), run until stopped."""
+    from twisted.internet import reactor
+
+    try:
+        svc = make_service(reactor)
+    except errors as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return 2
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
+    try:
+        svc.privilegedStartService()
+    except Exception as e:  # cannot bind: say so and stop
+        print(f"{prog}: cannot listen: {e}", file=sys.stderr)
+        return 1
+    reactor.callWhenRunning(svc.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
+    reactor.run()
+    return 0

@@ -35,7 +35,7 @@ from twisted.application import service
 from twisted.cred.portal import Portal
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger
 
 from domtool import wire
 from domtool.dispatcher import auth, session, tls
@@ -102,17 +102,9 @@ class SlaveFactory(session.SessionFactory):
     protocol = SlaveProtocol
 
     def __init__(
-        self,
-        agent: Agent,
-        portal: Portal,
-        clock: IReactorTime,
-        *,
-        handshake_timeout: float = 30.0,
-        idle_timeout: float = 600.0,
+        self, agent: Agent, portal: Portal, clock: IReactorTime, **timeouts: float
     ) -> None:
-        super().__init__(
-            portal, clock, handshake_timeout=handshake_timeout, idle_timeout=idle_timeout
-        )
+        super().__init__(portal, clock, **timeouts)
         self.agent = agent
 
 
@@ -286,23 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"domtool-slave: {e}", file=sys.stderr)
         return 2
-    from twisted.internet import reactor
-
-    try:
-        svc = make_service(config, reactor)
-    except (ConfigError, OSError, ValueError) as e:
-        print(f"domtool-slave: {e}", file=sys.stderr)
-        return 2
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)])
-    try:
-        svc.privilegedStartService()
-    except Exception as e:  # cannot bind: say so and stop
-        print(f"domtool-slave: cannot listen: {e}", file=sys.stderr)
-        return 1
-    reactor.callWhenRunning(svc.startService)
-    reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
-    reactor.run()
-    return 0
+    return session.serve(
+        "domtool-slave",
+        lambda reactor: make_service(config, reactor),
+        (ConfigError, OSError, ValueError),
+    )
 
 
 if __name__ == "__main__":
