@@ -26,7 +26,6 @@ import resource
 import sys
 from typing import Any
 
-from twisted.application import service
 from twisted.cred.portal import Portal
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -140,9 +139,11 @@ class MemberFactory(session.SessionFactory):
 tls_factory = session.tls_factory
 
 
-class DispatcherService(service.Service):
+class DispatcherService(session.ListenerService):
     """Listens for members (bound in ``privilegedStartService``), converges pending hosts,
     and picks up a renewed member CRL file."""
+
+    backlog = BACKLOG
 
     def __init__(
         self,
@@ -151,50 +152,24 @@ class DispatcherService(service.Service):
         server_tls: tls.ServerTLS,
         reactor: Any,
     ) -> None:
-        self.config = config
+        super().__init__(config, server_tls, reactor, config.member_crl)
         self.controller = controller
-        self.server_tls = server_tls
-        self.reactor = reactor
-        self.port: Any = None
-        self.crl = session.CrlWatch(config.member_crl, server_tls, reactor)
 
-    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted API)
-        """Bind the member port (may need privileges the service later does without)."""
-        super().privilegedStartService()
-        if self.port is None:
-            factory = MemberFactory(
-                self.controller,
-                auth.member_portal(self.controller.store),
-                self.reactor,
-                handshake_timeout=self.config.handshake_timeout,
-                idle_timeout=self.config.idle_timeout,
-            )
-            self.port = self.reactor.listenTCP(
-                self.config.listen_port,
-                tls_factory(self.server_tls, factory),
-                backlog=BACKLOG,
-                interface=self.config.listen_address,
-            )
+    def listen_factory(self) -> MemberFactory:
+        return MemberFactory(
+            self.controller,
+            auth.member_portal(self.controller.store),
+            self.reactor,
+            **self.timeouts(),
+        )
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
-        if self.port is None:
-            self.privilegedStartService()
         super().startService()
         self.controller.coordinator.resume()
-        self.crl.start()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
-        super().stopService()
         self.controller.coordinator.stop()
-        self.crl.stop()
-        port, self.port = self.port, None
-        if port is not None:
-            return defer.maybeDeferred(port.stopListening)
-        return None
-
-    def check_crl(self) -> bool:
-        """Reload the member CRL file if it changed; True when a new CRL is in force."""
-        return self.crl.check()
+        return super().stopService()
 
 
 def make_service(config: Any, reactor: Any) -> DispatcherService:

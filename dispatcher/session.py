@@ -25,6 +25,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from twisted.application import service
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
 from twisted.internet import defer, task
@@ -42,6 +43,7 @@ __all__ = [
     "CRL_POLL",
     "AuthenticatedFrameProtocol",
     "CrlWatch",
+    "ListenerService",
     "SessionFactory",
     "request_id",
     "serve",
@@ -299,3 +301,60 @@ def serve(
     reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
     reactor.run()
     return 0
+
+
+class ListenerService(service.Service):
+    """Listens on ``config.listen_address``/``listen_port`` with :meth:`listen_factory`
+    behind ``server_tls`` (bound in ``privilegedStartService``), and reloads the CRL file
+    at ``crl_path`` when it changes while running."""
+
+    backlog: ClassVar[int] = 50
+
+    def __init__(
+        self, config: Any, server_tls: tls.ServerTLS, reactor: Any, crl_path: str | os.PathLike
+    ) -> None:
+        self.config = config
+        self.server_tls = server_tls
+        self.reactor = reactor
+        self.port: Any = None
+        self.crl = CrlWatch(crl_path, server_tls, reactor)
+
+    def listen_factory(self) -> Factory:
+        """The factory of the connections this service accepts."""
+        raise NotImplementedError
+
+    def timeouts(self) -> dict[str, float]:
+        """The configured connection timeouts, as :class:`SessionFactory` takes them."""
+        return {
+            "handshake_timeout": self.config.handshake_timeout,
+            "idle_timeout": self.config.idle_timeout,
+        }
+
+    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted API)
+        """Bind the listening port (may need privileges the service later does without)."""
+        super().privilegedStartService()
+        if self.port is None:
+            self.port = self.reactor.listenTCP(
+                self.config.listen_port,
+                tls_factory(self.server_tls, self.listen_factory()),
+                backlog=self.backlog,
+                interface=self.config.listen_address,
+            )
+
+    def startService(self) -> None:  # noqa: N802 (Twisted API)
+        if self.port is None:
+            self.privilegedStartService()
+        super().startService()
+        self.crl.start()
+
+    def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
+        super().stopService()
+        self.crl.stop()
+        port, self.port = self.port, None
+        if port is not None:
+            return defer.maybeDeferred(port.stopListening)
+        return None
+
+    def check_crl(self) -> bool:
+        """Reload the CRL file if it changed; True when a new CRL is in force."""
+        return self.crl.check()

@@ -31,7 +31,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-from twisted.application import service
 from twisted.cred.portal import Portal
 from twisted.internet import defer, threads
 from twisted.internet.interfaces import IReactorTime
@@ -177,9 +176,11 @@ def build_engine(config: SlaveConfig) -> Any:
 # The service
 
 
-class SlaveService(service.Service):
+class SlaveService(session.ListenerService):
     """Listens for the dispatcher (bound in ``privilegedStartService``), starts the agent,
     and picks up a renewed CRL file."""
+
+    backlog = BACKLOG
 
     def __init__(
         self,
@@ -188,52 +189,18 @@ class SlaveService(service.Service):
         server_tls: tls.ServerTLS,
         reactor: Any,
     ) -> None:
-        self.config = config
+        super().__init__(config, server_tls, reactor, config.crl)
         self.agent = agent
-        self.server_tls = server_tls
-        self.reactor = reactor
-        self.port: Any = None
-        self.crl = session.CrlWatch(config.crl, server_tls, reactor)
         self.started: defer.Deferred | None = None
 
-    def privilegedStartService(self) -> None:  # noqa: N802 (Twisted API)
-        """Bind the listening port (may need privileges the service later does without)."""
-        super().privilegedStartService()
-        if self.port is None:
-            portal = auth.host_portal(set(self.config.dispatcher))
-            factory = SlaveFactory(
-                self.agent,
-                portal,
-                self.reactor,
-                handshake_timeout=self.config.handshake_timeout,
-                idle_timeout=self.config.idle_timeout,
-            )
-            self.port = self.reactor.listenTCP(
-                self.config.listen_port,
-                tls_factory(self.server_tls, factory),
-                backlog=BACKLOG,
-                interface=self.config.listen_address,
-            )
+    def listen_factory(self) -> SlaveFactory:
+        portal = auth.host_portal(set(self.config.dispatcher))
+        return SlaveFactory(self.agent, portal, self.reactor, **self.timeouts())
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
-        if self.port is None:
-            self.privilegedStartService()
         super().startService()
         self.started = self.agent.start()
         self.started.addErrback(lambda f: log.failure("the agent failed to start", f))
-        self.crl.start()
-
-    def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
-        super().stopService()
-        self.crl.stop()
-        port, self.port = self.port, None
-        if port is not None:
-            return defer.maybeDeferred(port.stopListening)
-        return None
-
-    def check_crl(self) -> bool:
-        """Reload the CRL file if it changed; True when a new CRL is in force."""
-        return self.crl.check()
 
 
 def make_service(
