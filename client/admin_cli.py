@@ -313,22 +313,12 @@ def unit_file_name(key: str, ext: str) -> str:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from domtool.client.domtool_cli import _EncodingError, _load_perms, _read_sources
+    from domtool.client.domtool_cli import _load_perms, check_files
     from domtool.client.show import format_state
-    from domtool.lang.api import check_source
-    from domtool.lang.errors import format_all
 
     perms = _load_perms(args.perms, args.user)
-    try:
-        sources = _read_sources(args.files)
-    except _EncodingError as e:
-        print(str(e), file=sys.stderr)
-        return EXIT_ERRORS
-    result = check_source(sources, perms)
-    if result.diagnostics:
-        print(format_all(result.diagnostics), file=sys.stderr)
-        n = len(result.diagnostics)
-        print(f"{PROG}: {n} error{'s' if n != 1 else ''}; nothing written", file=sys.stderr)
+    result = check_files(args.files, perms, PROG, "; nothing written")
+    if result is None or result.diagnostics:
         return EXIT_ERRORS
     state = result.state
     out = Path(args.out).resolve()

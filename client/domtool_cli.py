@@ -147,24 +147,35 @@ class _EncodingError(Exception):
     pass
 
 
-def cmd_typecheck(args: argparse.Namespace) -> int:
-    from domtool.client.show import format_state
+def check_files(paths: list[str], perms: Permissions, prog: str, note: str = ""):
+    """Read ``paths`` and check them for ``perms`` (``lang.api.check_source``). Errors go to
+    stderr, then ``PROG: N errors`` plus ``note``; None when a file could not be read (said
+    on stderr)."""
     from domtool.lang.api import check_source
     from domtool.lang.errors import format_all
-    from domtool.model import to_json
 
-    user = args.user or getpass.getuser()
-    perms = _load_perms(args.perms, user, args.config)
     try:
-        sources = _read_sources(args.files)
+        sources = _read_sources(paths)
     except _EncodingError as e:
         print(str(e), file=sys.stderr)
-        return EXIT_ERRORS
+        return None
     result = check_source(sources, perms)
     if result.diagnostics:
         print(format_all(result.diagnostics), file=sys.stderr)
         n = len(result.diagnostics)
-        print(f"domtool: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        print(f"{prog}: {n} error{'s' if n != 1 else ''}{note}", file=sys.stderr)
+    return result
+
+
+def cmd_typecheck(args: argparse.Namespace) -> int:
+    from domtool.client.show import format_state
+    from domtool.model import to_json
+
+    user = args.user or getpass.getuser()
+    perms = _load_perms(args.perms, user, args.config)
+    result = check_files(args.files, perms, "domtool")
+    if result is None:
+        return EXIT_ERRORS
     if result.state is not None and (args.show or args.json):
         if args.json:
             print(json.dumps(to_json(result.state), indent=2, sort_keys=True))
