@@ -107,8 +107,18 @@ def _restore(parts: dict[str, DesiredState], current: Mapping[str, DesiredState]
         parts.pop(owner, None)
 
 
-def _conflicts(parts: Mapping[str, DesiredState], changed: set[str]) -> dict[str, list[str]]:
-    """For each changed owner, the names they claim that another owner holds too."""
+def _conflicts(
+    parts: Mapping[str, DesiredState],
+    changed: set[str],
+    current: Mapping[str, DesiredState] | None = None,
+) -> dict[str, list[str]]:
+    """For each changed owner, the names they claim that another owner holds too. The
+    owner who holds a name live (in ``current``) keeps it: only the others claiming it
+    are refused, even when the live holder's part is in the same prepare."""
+    live: dict[tuple[str, str], str] = {}
+    for part in (current or {}).values():
+        for key, holder in ops.holders(part).items():
+            live.setdefault(key, holder)
     seen: dict[tuple[str, str], set[str]] = {}
     for owner, part in parts.items():
         for key in ops.holders(part):
@@ -116,7 +126,7 @@ def _conflicts(parts: Mapping[str, DesiredState], changed: set[str]) -> dict[str
     out: dict[str, list[str]] = {}
     for (kind, name), owners in sorted(seen.items()):
         if len(owners) > 1:
-            for o in sorted(owners & changed):
+            for o in sorted((owners & changed) - {live.get((kind, name))}):
                 others = ", ".join(sorted(owners - {o}))
                 out.setdefault(o, []).append(f"{o}: {kind} {name}: already held by {others}")
     return out
@@ -349,7 +359,7 @@ class Agent:
             changed.add(owner)
             parts[owner] = change.state
         for _ in range(len(changed) + 1):
-            clashes = _conflicts(parts, changed)
+            clashes = _conflicts(parts, changed, current)
             if not clashes:
                 break
             for owner, problems in clashes.items():

@@ -361,6 +361,8 @@ def refused_at_slave(case: Case, op: str, h: Homes, tmp: Path) -> bool:
     assert case.expect(h) in verdict["message"], (case.expect(h), verdict["message"])
     if "carol" in args.changes:
         assert answer["owners"]["carol"] == {"ok": True, "message": ""}
+    if "bob" in args.changes:  # the complete prepare: bob, unchanged, is never blamed
+        assert answer["owners"]["bob"]["ok"] is True, answer
     run(agent, "commit", ops.TxArgs(args.txid))
     live = by_owner(agent.state)
     assert "alice" not in live and live["bob"].normalised() == bobs_part(h)
@@ -461,3 +463,24 @@ def test_the_dispatchers_check_refuses_every_lexical_case(homes):
     for c in CASES:
         if not c.lexical:
             assert ownership_problems(c.state(h), alice) == [], _id(c)
+
+
+@pytest.mark.parametrize("case", NAME_CASES, ids=_id)
+def test_the_live_holder_of_a_name_is_not_refused_for_anothers_claim(homes, tmp_path, case):
+    """A prepare carrying bob's part (unchanged, or in a complete prepare) together with
+    alice's claim of one of bob's live names refuses alice only: bob, who holds the name
+    live, is accepted, not blamed ("already held by alice")."""
+    h = homes
+    agent = make_agent(tmp_path)
+    bob = OwnerChange(bobs_part(h), grants(h.bob, "bob"))
+    run(agent, "prepare", PrepareArgs("t-bob", {"bob": bob}))
+    run(agent, "commit", ops.TxArgs("t-bob"))
+    alice = OwnerChange(case.state(h).normalised(), grants(h.alice, "alice"))
+    for complete in (False, True):
+        args = PrepareArgs(f"t-{complete}", {"alice": alice, "bob": bob}, complete=complete)
+        answer = run(agent, "prepare", args)
+        assert answer["owners"]["alice"]["ok"] is False
+        assert case.expect(h) in answer["owners"]["alice"]["message"]
+        assert answer["owners"]["bob"] == {"ok": True, "message": "unchanged"}, answer
+        run(agent, "commit", ops.TxArgs(args.txid))
+        assert by_owner(agent.state)["bob"].normalised() == bobs_part(h)
