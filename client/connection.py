@@ -77,7 +77,9 @@ def describe_certificate(pem: bytes) -> str:
     except x509.ExtensionNotFound:
         pass
     who = names[0] if names else cert.subject.rfc4514_string()
-    return f"{who}, serial {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d}"
+    # not_valid_after_utc is cryptography >= 42; Debian 12 ships 38 (naive UTC not_valid_after).
+    until = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after
+    return f"{who}, serial {cert.serial_number:x}, valid until {until:%Y-%m-%d}"
 
 
 # What the dispatcher's alert means for the member (OpenSSL's alert text -> advice).

@@ -268,7 +268,7 @@ def _issue(
             {
                 "serial": format(serial, "x"),
                 "name": principal.name,
-                "not_after": cert.not_valid_after_utc.isoformat(),
+                "not_after": _utc(cert, "not_valid_after").isoformat(),
                 "revoked_at": None,
             }
         )
@@ -410,9 +410,19 @@ def current_crl(ca_dir: str | os.PathLike, kind: str = MEMBER) -> bytes:
 def crl_expires_in(crl_pem: bytes, *, now: datetime.datetime | None = None) -> datetime.timedelta:
     """How long until the CRL's nextUpdate (negative once stale: every handshake then fails)."""
     c = x509.load_pem_x509_crl(crl_pem)
-    if c.next_update_utc is None:
+    next_update = _utc(c, "next_update")
+    if next_update is None:
         raise CAError("the CRL has no nextUpdate")
-    return c.next_update_utc - _now(now)
+    return next_update - _now(now)
+
+
+def _utc(obj: object, name: str) -> datetime.datetime | None:
+    """``obj.<name>_utc`` (cryptography >= 42), or the naive ``obj.<name>`` made UTC on older
+    releases (Debian 12 ships cryptography 38, which the packages run on)."""
+    if hasattr(obj, name + "_utc"):
+        return getattr(obj, name + "_utc")
+    value = getattr(obj, name)
+    return None if value is None else value.replace(tzinfo=datetime.UTC)
 
 
 def crl_needs_renewal(
