@@ -28,6 +28,7 @@ from typing import Protocol
 
 import attrs
 
+from domtool import validate
 from domtool.model import DesiredState
 
 
@@ -130,6 +131,25 @@ class RenderRefused(ValueError):
         self.errors = tuple(errors)
         self.owners = tuple(sorted({e.owner for e in self.errors}))
         super().__init__("; ".join(str(e) for e in self.errors))
+
+
+class BadValue(ValueError):
+    """A renderer's grammar check failed: the reason only (the renderer adds owner, unit
+    and field when it turns it into a :class:`UnitRefused`)."""
+
+
+def renderer_check(checker):
+    """A ``domtool.validate.check_*`` turned into a renderer check (``Invalid`` ->
+    :class:`BadValue`): defence in depth, the same grammars the dispatcher applied."""
+
+    def check(value: object):
+        try:
+            return checker(value)
+        except validate.Invalid as exc:
+            raise BadValue(str(exc)) from None
+
+    check.__name__ = checker.__name__
+    return check
 
 
 def memo_get(memo: Mapping, obj: object) -> Unit | None:

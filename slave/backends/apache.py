@@ -53,6 +53,7 @@ import attrs
 
 from domtool import validate as V
 from domtool.model import Block, DesiredState, Vhost, WebSettings
+from domtool.slave.backend import BadValue as _Bad  # a check's refusal, reason only
 from domtool.slave.backend import (
     Command,
     Probe,
@@ -62,6 +63,7 @@ from domtool.slave.backend import (
     memo_get,
     memo_put,
 )
+from domtool.slave.backend import renderer_check as _v  # validate.check_* -> _Bad
 
 __all__ = [
     "ApacheBackend",
@@ -123,10 +125,6 @@ class VhostRefused(UnitRefused):
         return self.name
 
 
-class _Bad(ValueError):
-    """Internal: a grammar check failed (reason only; the caller adds owner and field)."""
-
-
 # ---------------------------------------------------------------------------
 # Grammars: domtool.validate's, checked again here (defence in depth), plus the few
 # rules only Apache needs. Each check returns the canonical value or raises _Bad.
@@ -134,19 +132,6 @@ class _Bad(ValueError):
 _CTRL = re.compile(r"[\x00-\x1f\x7f]")
 _AUTH_USER = re.compile(r"[A-Za-z0-9_@.][A-Za-z0-9_@.-]{0,63}")
 _UNIT_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,4095}")
-
-
-def _v(checker):
-    """A validate.check_* turned into a renderer check (Invalid -> _Bad)."""
-
-    def check(value: object):
-        try:
-            return checker(value)
-        except V.Invalid as exc:
-            raise _Bad(str(exc)) from None
-
-    check.__name__ = checker.__name__
-    return check
 
 
 check_domain = _v(V.check_domain)

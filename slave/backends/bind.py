@@ -63,6 +63,7 @@ import attrs
 
 from domtool import validate as V
 from domtool.model import DesiredState, Record, Zone
+from domtool.slave.backend import BadValue as _Bad  # a check's refusal, reason only
 from domtool.slave.backend import (
     Command,
     Probe,
@@ -72,6 +73,7 @@ from domtool.slave.backend import (
     memo_get,
     memo_put,
 )
+from domtool.slave.backend import renderer_check as _v  # validate.check_* -> _Bad
 
 __all__ = [
     "BindBackend",
@@ -104,10 +106,6 @@ class ZoneRefused(UnitRefused):
     @property
     def zone(self) -> str:
         return self.name
-
-
-class _Bad(ValueError):
-    """Internal: a check failed (reason only; the caller adds owner, zone and field)."""
 
 
 # ---------------------------------------------------------------------------
@@ -265,17 +263,6 @@ def next_serial(previous: int | None, now: int) -> int:
 
 # ---------------------------------------------------------------------------
 # Checks: domtool.validate's grammars turned into renderer checks
-
-
-def _v(checker):
-    def check(value: object):
-        try:
-            return checker(value)
-        except V.Invalid as exc:
-            raise _Bad(str(exc)) from None
-
-    check.__name__ = checker.__name__
-    return check
 
 
 check_domain = _v(V.check_domain)
