@@ -263,7 +263,8 @@ def test_with_the_web_slave_down_nothing_changes_on_either_host(site):
     """The web slave is stopped (SIGTERM) before a submit that changes both hosts: the
     submit is refused or applies nothing, naming the web host; the DNS host, which could
     have prepared, keeps its generation and still answers the old record, not the new.
-    When the web slave is back, the refused change does not reach it either."""
+    When the web slave is back, the refused change does not reach it either, and the next
+    change applies on both (the DNS host was left with no prepared transaction)."""
     first = site.submit("v1")
     assert first["applied"] is True, first
     before = site.hosts()
@@ -293,6 +294,16 @@ def test_with_the_web_slave_down_nothing_changes_on_either_host(site):
     again = site.hosts()
     assert _gens(again) == _gens(before), (before, again)
     assert again["web"]["reachable"] is True and again["web"]["pending"] is False
+    # The DNS host holds no transaction left over (it was aborted, not left prepared): the
+    # next change applies on both hosts at once.
+    third = site.submit("v3")
+    assert third["applied"] is True, third
+    assert {h: r["status"] for h, r in third["hosts"].items()} == {
+        "ns": "applied",
+        "web": "applied",
+    }
+    assert site.a_record("v3.example.org") == ["v3.example.org. 3600 A 127.0.0.9"]
+    assert site.web_get() == (200, b"v3\n")
 
 
 def _prepared_lines(log: Path) -> int:
