@@ -78,15 +78,25 @@ def _base_context(own: KeyPair, trust: Trust) -> SSL.Context:
     ctx.set_min_proto_version(MIN_VERSION)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_TICKET)
     ctx.set_cipher_list(CIPHERS)
-    ctx.use_certificate(x509.load_pem_x509_certificate(own.cert_pem))
-    ctx.use_privatekey(serialization.load_pem_private_key(own.key_pem, None))
+    cert = x509.load_pem_x509_certificate(own.cert_pem)
+    key = serialization.load_pem_private_key(own.key_pem, None)
+    try:
+        ctx.use_certificate(cert)
+        ctx.use_privatekey(key)
+    except TypeError:  # pyOpenSSL < 24 (Debian 12 ships 23.0) takes only its own types
+        ctx.use_certificate(crypto.X509.from_cryptography(cert))
+        ctx.use_privatekey(crypto.PKey.from_cryptography_key(key))
     ctx.check_privatekey()
     store = ctx.get_cert_store()
     assert store is not None
     # Only this CA: no set_default_verify_paths(), so system CAs are never consulted.
     store.add_cert(crypto.X509.from_cryptography(x509.load_pem_x509_certificate(trust.ca_pem)))
     if trust.crl_pem is not None:
-        store.add_crl(x509.load_pem_x509_crl(trust.crl_pem))
+        crl = x509.load_pem_x509_crl(trust.crl_pem)
+        try:
+            store.add_crl(crl)
+        except (TypeError, AttributeError):  # pyOpenSSL < 24: only its own CRL type
+            store.add_crl(crypto.CRL.from_cryptography(crl))
         store.set_flags(CRL_FLAGS)
     return ctx
 
