@@ -158,10 +158,8 @@ def _check_labels(kind: str, original: str, labels: list[str], *, underscore: bo
             raise Invalid(kind, original, f"the label '{label}' starts or ends with '-'")
 
 
-def _check_domain(kind: str, value: Any) -> str:
-    value = _need_str(kind, value)
-    if value == "":
-        raise Invalid(kind, value, "it is empty")
+def _need_ascii_name(kind: str, value: str) -> None:
+    """A DNS name is ASCII; an internationalised one is written in punycode (the hint)."""
     if not value.isascii():
         raise Invalid(
             kind,
@@ -169,6 +167,13 @@ def _check_domain(kind: str, value: Any) -> str:
             f"contains the non-ASCII character {_first_non_ascii(value)!r}",
             _punycode_hint(value),
         )
+
+
+def _check_domain(kind: str, value: Any) -> str:
+    value = _need_str(kind, value)
+    if value == "":
+        raise Invalid(kind, value, "it is empty")
+    _need_ascii_name(kind, value)
     if value.endswith("."):
         raise Invalid(kind, value, "it ends with '.'", "write it without the trailing dot")
     name = value.lower()
@@ -197,13 +202,7 @@ def check_label(value: Any) -> str:
     """One DNS label such as ``www``; lower-cased."""
     kind = "a DNS label"
     value = _need_str(kind, value)
-    if not value.isascii():
-        raise Invalid(
-            kind,
-            value,
-            f"contains the non-ASCII character {_first_non_ascii(value)!r}",
-            _punycode_hint(value),
-        )
+    _need_ascii_name(kind, value)
     if "." in value:
         raise Invalid(kind, value, "a single label cannot contain '.'")
     label = value.lower()
@@ -220,13 +219,7 @@ def check_record_name(value: Any) -> str:
         return value
     if value == "":
         raise Invalid(kind, value, "it is empty", "use '@' for the zone's own name")
-    if not value.isascii():
-        raise Invalid(
-            kind,
-            value,
-            f"contains the non-ASCII character {_first_non_ascii(value)!r}",
-            _punycode_hint(value),
-        )
+    _need_ascii_name(kind, value)
     if value.endswith("."):
         raise Invalid(kind, value, "it ends with '.'", "record names are relative to the zone")
     name = value.lower()
