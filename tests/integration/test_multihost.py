@@ -306,6 +306,19 @@ def test_with_the_web_slave_down_nothing_changes_on_either_host(site):
     assert site.web_get() == (200, b"v3\n")
 
 
+def _waiting_in_epoll(pid: int) -> bool:
+    """The process's main thread sleeps in epoll_wait (its reactor is idle), sampled
+    twice 50 ms apart."""
+    for _ in range(2):
+        try:
+            if "epoll" not in Path(f"/proc/{pid}/wchan").read_text():
+                return False
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _prepared_lines(log: Path) -> int:
     try:
         return sum("prepared " in line for line in log.read_text(errors="replace").splitlines())
@@ -341,7 +354,14 @@ def test_a_web_slave_killed_after_prepare_converges_when_it_returns(site):
             timeout=20,
             what="the web slave's prepare",
         )
-        time.sleep(0.5)  # its answer is written right after the log line
+        # Its answer is written right after the log line, by the reactor, which then
+        # waits in epoll again: wait for that, and at least 0.3 s.
+        time.sleep(0.3)
+        L.wait_for(
+            lambda: _waiting_in_epoll(site.web.slave.pid),
+            timeout=5,
+            what="the web slave idle after its prepare",
+        )
         site.web.slave.proc.kill()
         site.web.slave.proc.wait(timeout=10)
     finally:
