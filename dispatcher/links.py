@@ -23,9 +23,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from domtool import wire
+from domtool.dispatcher import tls
 
 log = Logger()
 
@@ -143,7 +143,7 @@ class TLSLink:
                 await _sleep(self.clock, delay)
                 delay *= 2
             proto = _LinkProtocol(self)
-            factory = TLSMemoryBIOFactory(
+            factory = tls.memory_bio_factory(
                 self.client_tls, True, Factory.forProtocol(lambda p=proto: p), self.clock
             )
             try:

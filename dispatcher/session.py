@@ -233,7 +233,7 @@ def tls_factory(
     server_tls: tls.ServerTLS, factory: Factory, clock: IReactorTime | None = None
 ) -> TLSMemoryBIOFactory:
     """The listening factory: ``factory`` behind the server side of ``server_tls``."""
-    return TLSMemoryBIOFactory(server_tls, False, factory, clock)
+    return tls.memory_bio_factory(server_tls, False, factory, clock)
 
 
 class CrlWatch:

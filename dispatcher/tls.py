@@ -20,6 +20,7 @@ status are right.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 from attrs import frozen
@@ -32,6 +33,7 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
 )
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 MIN_VERSION = SSL.TLS1_2_VERSION
@@ -281,3 +283,18 @@ def member_client(own: KeyPair, host_ca: Trust, dispatcher: str) -> ClientTLS:
 def slave_client(own: KeyPair, host_ca: Trust, slave: str) -> ClientTLS:
     """The dispatcher's connection to the slave called ``slave``."""
     return ClientTLS(own, host_ca, slave)
+
+
+# Twisted >= 23.8 takes a clock (it batches small writes on it); Debian 12's 22.4 does not
+# (it writes at once), and the Debian packages run on it.
+_BIO_TAKES_CLOCK = "clock" in inspect.signature(TLSMemoryBIOFactory.__init__).parameters
+
+
+def memory_bio_factory(
+    creator: object, is_client: bool, factory: object, clock: object = None
+) -> TLSMemoryBIOFactory:
+    """``TLSMemoryBIOFactory(creator, is_client, factory, clock)``, without the clock on a
+    Twisted that takes none."""
+    if clock is not None and _BIO_TAKES_CLOCK:
+        return TLSMemoryBIOFactory(creator, is_client, factory, clock)
+    return TLSMemoryBIOFactory(creator, is_client, factory)
