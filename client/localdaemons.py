@@ -38,6 +38,8 @@ import attrs
 __all__ = [
     "Daemon",
     "apache_binary",
+    "apache_config",
+    "bind_config",
     "bootstrap_state",
     "dns_records",
     "free_port",
@@ -165,25 +167,36 @@ def bootstrap_state(state_dir: Path, indexes: dict[str, str]) -> None:
 # Apache
 
 
-def prepare_apache(root: Path, port: int, sites_include: Path, address: str = "127.0.0.1"):
+def apache_config(root: Path, port: int, address: str = "127.0.0.1", **kw):
+    """The backend's :class:`ApacheConfig` for a server whose files live under ``root``
+    and which listens on ``address``:``port``; ``kw`` sets other fields (or overrides)."""
+    from domtool.slave.backends.apache import ApacheConfig
+
+    settings: dict[str, Any] = {
+        "base_config": str(root / "base.conf"),
+        "live_config": str(root / "apache2.conf"),
+        "server_root": str(root),
+        "log_dir": str(root / "logs"),
+        "address": address,
+        "port": port,
+        "tls_port": None,
+        "binary": apache_binary() or "/usr/sbin/apache2",
+    }
+    return ApacheConfig(**(settings | kw))
+
+
+def prepare_apache(
+    root: Path, port: int, sites_include: Path | str, address: str = "127.0.0.1", **kw
+):
     """Write ``root/base.conf`` and ``root/apache2.conf`` (through the backend's
     ``site_config``); return the backend's :class:`ApacheConfig` for this server, which
-    listens on ``address``:``port``."""
-    from domtool.slave.backends.apache import ApacheConfig, site_config
+    listens on ``address``:``port`` (``kw``: other fields, see :func:`apache_config`)."""
+    from domtool.slave.backends.apache import site_config
 
     root.mkdir(parents=True, exist_ok=True)
     for sub in ("run", "logs"):
         (root / sub).mkdir(exist_ok=True)
-    config = ApacheConfig(
-        base_config=str(root / "base.conf"),
-        live_config=str(root / "apache2.conf"),
-        server_root=str(root),
-        log_dir=str(root / "logs"),
-        address=address,
-        port=port,
-        tls_port=None,
-        binary=apache_binary() or "/usr/sbin/apache2",
-    )
+    config = apache_config(root, port, address, **kw)
     as_root = os.geteuid() == 0
     files = site_config(
         config,
@@ -225,33 +238,42 @@ def start_apache(config, timeout: float = 15.0) -> Daemon:
 # BIND
 
 
+def bind_config(root: Path, port: int, control_port: int, address: str = "127.0.0.1", **kw):
+    """The backend's :class:`BindConfig` for a named whose files live under ``root``,
+    answering on ``address``:``port`` and taking rndc commands on ``control_port``; ``kw``
+    sets other fields (or overrides)."""
+    from domtool.slave.backends.bind import BindConfig
+
+    settings: dict[str, Any] = {
+        "base_config": str(root / "base.conf"),
+        "live_config": str(root / "named.conf"),
+        "rndc_config": str(root / "rndc.conf"),
+        "address": address,
+        "port": port,
+        "control_address": address,
+        "control_port": control_port,
+        "checkzone": binary("named-checkzone") or "named-checkzone",
+        "checkconf": binary("named-checkconf") or "named-checkconf",
+        "rndc": binary("rndc") or "rndc",
+    }
+    return BindConfig(**(settings | kw))
+
+
 def prepare_named(
     root: Path,
     port: int,
     control_port: int,
-    zones_include: Path,
+    zones_include: Path | str,
     address: str = "127.0.0.1",
     **kw,
 ):
     """Write ``root/base.conf``, ``named.conf`` and ``rndc.conf`` (a fresh rndc key)
     through the backend's ``site_config``; return the backend's :class:`BindConfig`.
-    named answers and takes rndc commands on ``address``."""
-    from domtool.slave.backends.bind import BindConfig, site_config
+    named answers and takes rndc commands on ``address`` (``kw``: see :func:`bind_config`)."""
+    from domtool.slave.backends.bind import site_config
 
     root.mkdir(parents=True, exist_ok=True)
-    config = BindConfig(
-        base_config=str(root / "base.conf"),
-        live_config=str(root / "named.conf"),
-        rndc_config=str(root / "rndc.conf"),
-        address=address,
-        port=port,
-        control_address=address,
-        control_port=control_port,
-        checkzone=binary("named-checkzone") or "named-checkzone",
-        checkconf=binary("named-checkconf") or "named-checkconf",
-        rndc=binary("rndc") or "rndc",
-        **kw,
-    )
+    config = bind_config(root, port, control_port, address, **kw)
     secret = base64.b64encode(secrets.token_bytes(32)).decode()
     files = site_config(config, str(zones_include), directory=str(root), rndc_secret=secret)
     for path, content in files.items():

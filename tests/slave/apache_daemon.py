@@ -22,9 +22,10 @@ from pathlib import Path
 
 import attrs
 
+from domtool.client import localdaemons
 from domtool.client.localdaemons import connects, wait_for
 from domtool.client.localdaemons import free_port as free_port  # for the daemon tests, benches
-from domtool.slave.backends.apache import ApacheConfig, site_config
+from domtool.slave.backends.apache import ApacheConfig
 
 APACHE = shutil.which("apache2", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/apache2"
 
@@ -40,16 +41,8 @@ def apache_config(
     root: Path, port: int, *, tls_port: int | None = None, suexec: bool = False, **kw
 ) -> ApacheConfig:
     """The backend configuration matching a server started by :func:`start_apache`."""
-    return ApacheConfig(
-        base_config=str(root / "base.conf"),
-        live_config=str(root / "apache2.conf"),
-        server_root=str(root),
-        log_dir=str(root / "logs"),
-        port=port,
-        tls_port=tls_port,
-        binary=APACHE,
-        suexec=suexec,
-        **kw,
+    return localdaemons.apache_config(
+        root, port, tls_port=tls_port, binary=APACHE, suexec=suexec, **kw
     )
 
 
@@ -108,21 +101,9 @@ def prepare_site(
     **config_kw,
 ) -> ApacheConfig:
     """Write the site's base and live configs under ``root``; return the backend config."""
-    root.mkdir(parents=True, exist_ok=True)
-    for sub in ("run", "logs"):
-        (root / sub).mkdir(exist_ok=True)
-    config = apache_config(root, port, tls_port=tls_port, suexec=suexec, **config_kw)
-    as_root = os.geteuid() == 0
-    files = site_config(
-        config,
-        include,
-        run_dir=str(root / "run"),
-        user="www-data" if as_root else None,
-        group="www-data" if as_root else None,
+    return localdaemons.prepare_apache(
+        root, port, include, tls_port=tls_port, binary=APACHE, suexec=suexec, **config_kw
     )
-    for path, content in files.items():
-        Path(path).write_bytes(content)
-    return config
 
 
 def start_apache(root: Path, port: int, include: str, **kw) -> ApacheProcess:

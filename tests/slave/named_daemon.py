@@ -12,9 +12,7 @@ root's rights over the temporary tree: ``-u root``).
 
 from __future__ import annotations
 
-import base64
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -29,7 +27,7 @@ import dns.rdatatype
 
 from domtool.client import localdaemons
 from domtool.client.localdaemons import wait_for
-from domtool.slave.backends.bind import BindConfig, site_config
+from domtool.slave.backends.bind import BindConfig
 
 NAMED = shutil.which("named", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/named"
 CHECKZONE = shutil.which("named-checkzone", path="/usr/bin:/usr/sbin") or "named-checkzone"
@@ -44,30 +42,23 @@ def free_port() -> int:
 
 def bind_config(root: Path, port: int, control_port: int, **kw) -> BindConfig:
     """The backend configuration matching a server started by :func:`start_named`."""
-    return BindConfig(
-        base_config=str(root / "base.conf"),
-        live_config=str(root / "named.conf"),
-        rndc_config=str(root / "rndc.conf"),
-        address="127.0.0.1",
-        port=port,
-        control_address="127.0.0.1",
-        control_port=control_port,
-        checkzone=CHECKZONE,
-        checkconf=CHECKCONF,
-        rndc=RNDC,
-        **kw,
+    return localdaemons.bind_config(
+        root, port, control_port, checkzone=CHECKZONE, checkconf=CHECKCONF, rndc=RNDC, **kw
     )
 
 
 def prepare_site(root: Path, port: int, include: Path | str, **config_kw) -> BindConfig:
     """Write base.conf, named.conf and rndc.conf under ``root``; return the backend config."""
-    root.mkdir(parents=True, exist_ok=True)
-    config = bind_config(root, port, free_port(), **config_kw)
-    secret = base64.b64encode(secrets.token_bytes(32)).decode()
-    files = site_config(config, str(include), directory=str(root), rndc_secret=secret)
-    for path, content in files.items():
-        Path(path).write_bytes(content)
-    return config
+    return localdaemons.prepare_named(
+        root,
+        port,
+        free_port(),
+        include,
+        checkzone=CHECKZONE,
+        checkconf=CHECKCONF,
+        rndc=RNDC,
+        **config_kw,
+    )
 
 
 def query(
