@@ -34,6 +34,7 @@ import sys
 import time
 from pathlib import Path
 
+from domtool.client.config import write_file as _write
 from domtool.client.domtool_cli import (
     EXIT_ERRORS,
     EXIT_OK,
@@ -246,17 +247,6 @@ def cmd_ca(args: argparse.Namespace) -> int:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _say(args: argparse.Namespace, data, text: str) -> None:
