@@ -261,7 +261,11 @@ def peer_certificate(transport) -> x509.Certificate | None:
     handle = transport.getHandle()
     if not isinstance(handle, SSL.Connection):
         return None
-    return handle.get_peer_certificate(as_cryptography=True)
+    try:
+        return handle.get_peer_certificate(as_cryptography=True)
+    except TypeError:  # pyOpenSSL < 24 (Debian 12 ships 23.0): its own X509 type only
+        cert = handle.get_peer_certificate()
+        return None if cert is None else cert.to_cryptography()
 
 
 def member_front_door(own: KeyPair, member_ca: Trust, on_verify_error=None) -> ServerTLS:
