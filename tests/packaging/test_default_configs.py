@@ -3,6 +3,8 @@ the real loaders, and name the paths the systemd units and docs/deploy.md rely o
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from domtool.dispatcher import config as dispatcher_config
@@ -58,7 +60,30 @@ def test_default_configs_are_installed_in_etc_domtool():
         "debian/conf/dispatcher.toml",
         "etc/domtool/",
     ]
-    assert (DEBIAN / "domtool-slave.install").read_text().split() == [
+    assert (DEBIAN / "domtool-slave.install").read_text().split()[:2] == [
         "debian/conf/slave.toml",
         "etc/domtool/",
     ]
+
+
+def test_slave_site_files_writes_what_the_default_slave_toml_names(tmp_path):
+    """debian/slave-site-files.py (installed in /usr/share/domtool-slave) on the default
+    slave.toml with its /etc/domtool and state paths moved under tmp_path."""
+    text = (DEBIAN / "conf" / "slave.toml").read_text()
+    text = text.replace("/etc/domtool/", f"{tmp_path}/etc/")
+    text = text.replace("/var/lib/domtool-slave", f"{tmp_path}/state")
+    conf = tmp_path / "slave.toml"
+    conf.write_text(text)
+    run = subprocess.run(
+        [sys.executable, str(DEBIAN / "slave-site-files.py"), str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    for name in ("bind/base.conf", "bind/named.conf", "bind/rndc.conf", "apache/apache2.conf"):
+        assert (tmp_path / "etc" / name).stat().st_mode & 0o777 == 0o640
+    named = (tmp_path / "etc" / "bind" / "named.conf").read_text()
+    assert f'include "{tmp_path}/state/current/bind/zones.conf";' in named
+    assert (tmp_path / "state" / "current" / "bind" / "zones.conf").exists()
+    assert (tmp_path / "state" / "current" / "apache" / "sites.conf").exists()
