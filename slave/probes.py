@@ -10,6 +10,8 @@ and gets ``True`` or a reason string. Kinds (see ``domtool.slave.backend.Probe``
 - ``"http"``: (address, port, host header, expected status[, URL path]). One GET with
   ``http.client`` (no redirects followed, no proxy from the environment), the status
   must match.
+- ``"smtp"``: (address, port, mode, address, expected): an SMTP EXPN or RCPT on
+  loopback (``domtool.slave.mailprobe``).
 
 :class:`FakeProber` answers as a test says and records what it was asked.
 
@@ -39,6 +41,10 @@ class RealProber:
                 return self._http(*probe.target)
             if probe.kind == "dns":
                 return self._dns(*probe.target)
+            if probe.kind == "smtp":
+                from domtool.slave.mailprobe import smtp_probe
+
+                return smtp_probe(*probe.target, timeout=self.timeout)
         except (TypeError, ValueError) as exc:
             return f"bad {probe.kind} probe target {probe.target!r}: {exc}"
         return f"unknown probe kind {probe.kind!r}"

@@ -126,6 +126,14 @@ def _bind(table: Mapping[str, Any], config: SlaveConfig) -> Any:
     return bind.BindBackend(_settings(bind.BindConfig, "bind", table, config))
 
 
+def _exim(table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    from domtool.slave.backends import exim
+
+    settings = dict(table)
+    settings.setdefault("state_dir", config.state_dir)
+    return exim.EximBackend(_settings(exim.EximConfig, "exim", settings, config))
+
+
 def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfig) -> Any:
     fields = {f.name for f in attrs.fields(cls)}
     unknown = sorted(set(table) - fields)
@@ -145,6 +153,7 @@ def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfi
 BACKENDS: dict[str, Callable[[Mapping[str, Any], SlaveConfig], Any]] = {
     "apache": _apache,
     "bind": _bind,
+    "exim": _exim,
 }
 
 

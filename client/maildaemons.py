@@ -1,0 +1,344 @@
+"""Run the real mail daemons of a local site (Exim, Courier IMAP, spamd) on loopback.
+
+Used by the daemon tests (and usable by ``domtool-quickstart``), as ``localdaemons`` does
+for named and apache2. Each daemon gets a root of its own:
+
+- Exim reads its config from ``/etc/exim4/exim4.conf`` when it is started without ``-C``,
+  and only then keeps the root privilege it needs to deliver as a member's mail user
+  (``-C`` drops it unless the file is in the compiled ``/etc/exim4/trusted_configs``).
+  So the daemon runs in a private mount namespace (``unshare -m``) where ``ROOT/etc/exim4``
+  is bind-mounted over ``/etc/exim4``; nothing on the host changes. Checks (``exim -C``)
+  need no privilege and read the same file directly. A production site writes its config
+  to ``/etc/exim4/exim4.conf`` itself (see docs/deploy.md).
+- Courier's authdaemond and imapd have their paths compiled in (``/etc/courier``,
+  ``/run/courier``): they run together in one private mount namespace with
+  ``ROOT/etc/courier`` and ``ROOT/run/courier`` bind-mounted there, so the userdb the
+  vmail operations write under ``ROOT/etc/courier`` is what they read.
+- spamd (Debian's ``spamd`` package) listens on a loopback port with no user configs.
+
+Every daemon is a child process (foreground) of its own session; :meth:`Daemon.stop`
+signals the whole process group, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import smtplib
+import subprocess
+from pathlib import Path
+
+import attrs
+
+from domtool.client.localdaemons import binary, connects, spawn, wait_for
+from domtool.slave.backends.exim import EximConfig, site_config
+
+__all__ = [
+    "CourierSite",
+    "MailDaemon",
+    "courier_available",
+    "exim_available",
+    "exim_config",
+    "prepare_courier",
+    "prepare_exim",
+    "spamd_binary",
+    "start_courier",
+    "start_exim",
+    "start_spamd",
+]
+
+EXIM = "/usr/sbin/exim4"
+EXIM_USER = "Debian-exim"
+AUTHDAEMOND = "/usr/lib/courier/courier-authlib/authdaemond"
+IMAPLOGIN = "/usr/lib/courier/courier/imaplogin"
+IMAPD = "/usr/bin/imapd"
+COURIERTCPD = "/usr/sbin/couriertcpd"
+
+
+def exim_available() -> bool:
+    return os.path.exists(EXIM) and shutil.which("unshare") is not None
+
+
+def courier_available() -> bool:
+    return all(os.path.exists(p) for p in (AUTHDAEMOND, IMAPLOGIN, IMAPD, COURIERTCPD))
+
+
+def spamd_binary() -> str | None:
+    """spamd from $DOMTOOL_SPAMD, else the PATH and the sbin directories."""
+    env = os.environ.get("DOMTOOL_SPAMD")
+    if env and os.access(env, os.X_OK):
+        return env
+    return binary("spamd")
+
+
+@attrs.define
+class MailDaemon:
+    """A daemon child of the site (its own process group) and its log."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to the process group, wait, then SIGKILL to the group."""
+        try:
+            pgid = os.getpgid(self.proc.pid)
+        except ProcessLookupError:
+            pgid = None
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if pgid is not None:
+                try:
+                    os.killpg(pgid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.proc.wait(timeout=timeout if sig == signal.SIGTERM else 5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        if pgid is not None:  # children (deliveries, authdaemond workers) of the group
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+# ---------------------------------------------------------------------------
+# Exim
+
+
+def exim_config(root: Path, port: int, state_dir: Path, **kw) -> EximConfig:
+    """The backend configuration of an Exim rooted at ``root`` (see :func:`prepare_exim`)."""
+    root = Path(root)
+    defaults = dict(
+        live_config=str(root / "etc" / "exim4" / "exim4.conf"),
+        state_dir=str(state_dir),
+        spool_dir=str(root / "spool"),
+        log_dir=str(root / "log"),
+        pid_file=str(root / "run" / "exim.pid"),
+        vmail_map=str(root / "vmail.map"),
+        vmail_root=str(root / "vmail"),
+        port=port,
+        primary_hostname="mail.test.invalid",
+        postmaster="postmaster@localhost",
+        binary=EXIM,
+    )
+    defaults.update(kw)
+    return EximConfig(**defaults)
+
+
+def prepare_exim(config: EximConfig) -> None:
+    """Write the site config and make the spool, log and run directories (the spool and
+    log owned by Exim's user, as Exim requires)."""
+    live = Path(config.live_config)
+    live.parent.mkdir(parents=True, exist_ok=True)
+    live.write_bytes(site_config(config))
+    live.chmod(0o644)
+    try:
+        ent = pwd.getpwnam(config.exim_user)
+        uid, gid = ent.pw_uid, ent.pw_gid
+    except KeyError:
+        uid = gid = -1
+    for d in (config.spool_dir, config.log_dir):
+        Path(d).mkdir(parents=True, exist_ok=True)
+        if uid >= 0 and os.geteuid() == 0:
+            os.chown(d, uid, gid)
+    Path(config.pid_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(config.vmail_root).mkdir(parents=True, exist_ok=True)
+    Path(config.vmail_root).chmod(0o755)
+    vmap = Path(config.vmail_map)
+    if not vmap.exists():
+        vmap.write_text("")
+    vmap.chmod(0o644)
+
+
+def start_exim(config: EximConfig, log: Path, *, queue_interval: str = "5m") -> MailDaemon:
+    """Start ``exim -bdf`` (foreground daemon, queue runs every ``queue_interval``) in a
+    private mount namespace where its own ``etc/exim4`` is ``/etc/exim4``."""
+    etc = str(Path(config.live_config).parent)
+    if Path(config.live_config).name != "exim4.conf":
+        raise ValueError("the live config must be named exim4.conf (Exim's default name)")
+    script = 'mount --bind "$0" /etc/exim4 && exec "$1" -bdf -q"$2"'
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
+    d = spawn("exim", [*argv, etc, config.binary, queue_interval], log)
+    daemon = MailDaemon(d.name, d.proc, d.log)
+    try:
+        wait_for(
+            lambda: connects(config.port, config.address) or not daemon.alive(),
+            timeout=15,
+            what=f"exim on {config.port}",
+        )
+        if not daemon.alive():
+            raise RuntimeError(f"exim did not start:\n{daemon.log_tail()}")
+    except Exception:
+        daemon.stop()
+        raise
+    return daemon
+
+
+def smtp_ready(port: int, address: str = "127.0.0.1") -> bool:
+    try:
+        with smtplib.SMTP(address, port, timeout=2) as s:
+            return s.noop()[0] == 250
+    except (OSError, smtplib.SMTPException):
+        return False
+
+
+# ---------------------------------------------------------------------------
+# Courier IMAP (authdaemond with userdb, couriertcpd + imapd)
+
+
+@attrs.frozen
+class CourierSite:
+    """Where a Courier rooted at ``root`` keeps its files: ``etc`` (bound to
+    /etc/courier: authdaemonrc, userdb), ``run`` (bound to /run/courier)."""
+
+    root: Path
+    port: int
+    address: str = "127.0.0.1"
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc" / "courier"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run" / "courier"
+
+    @property
+    def userdb(self) -> Path:
+        return self.etc / "userdb"
+
+
+AUTHDAEMONRC = """\
+authmodulelist="authuserdb"
+authmodulelistorig="authuserdb"
+daemons=3
+authdaemonvar=/run/courier/authdaemon
+DEBUG_LOGIN=0
+DEFAULTOPTIONS=""
+LOGGEROPTS=""
+"""
+
+
+def prepare_courier(root: Path, port: int) -> CourierSite:
+    site = CourierSite(Path(root), port)
+    site.etc.mkdir(parents=True, exist_ok=True)
+    (site.run / "authdaemon").mkdir(parents=True, exist_ok=True)
+    (site.etc / "authdaemonrc").write_text(AUTHDAEMONRC)
+    if not site.userdb.exists():
+        site.userdb.write_text("")
+    site.userdb.chmod(0o600)
+    subprocess.run(
+        ["makeuserdb", "-f", str(site.userdb)], check=True, capture_output=True, timeout=30
+    )
+    return site
+
+
+def start_courier(site: CourierSite, log: Path) -> MailDaemon:
+    """authdaemond and imapd (through couriertcpd) in one private mount namespace."""
+    script = (
+        'mount --bind "$0" /etc/courier && mount --bind "$1" /run/courier && '
+        '"$2" & exec "$3" -address="$4" -maxprocs=20 -maxperip=20 -nodnslookup '
+        '-noidentlookup "$5" "$6" "$7" Maildir'
+    )
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "IMAP_CAPABILITY": "IMAP4rev1 UIDPLUS CHILDREN NAMESPACE IDLE",
+        "IMAP_TLS_REQUIRED": "0",
+        "IMAP_EMPTYTRASH": "",
+        "IMAP_USELOCKS": "1",
+        "IMAP_TRASHFOLDERNAME": "Trash",
+        "HEADERFROM": "X-IMAP-Sender",
+        "MAILDIRPATH": "Maildir",
+    }
+    argv = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        str(site.etc),
+        str(site.run),
+        AUTHDAEMOND,
+        COURIERTCPD,
+        site.address,
+        str(site.port),
+        IMAPLOGIN,
+        IMAPD,
+    ]
+    d = spawn("courier-imap", argv, log, env=env)
+    daemon = MailDaemon(d.name, d.proc, d.log)
+    try:
+        wait_for(
+            lambda: (
+                (
+                    connects(site.port, site.address)
+                    and (site.run / "authdaemon" / "socket").exists()
+                )
+                or not daemon.alive()
+            ),
+            timeout=15,
+            what=f"imapd on {site.port}",
+        )
+        if not daemon.alive():
+            raise RuntimeError(f"courier imapd did not start:\n{daemon.log_tail()}")
+    except Exception:
+        daemon.stop()
+        raise
+    return daemon
+
+
+# ---------------------------------------------------------------------------
+# spamd
+
+
+def start_spamd(root: Path, port: int, log: Path, spamd: str | None = None) -> MailDaemon:
+    """spamd on 127.0.0.1:port, no user preferences, no network tests."""
+    spamd = spamd or spamd_binary()
+    if spamd is None:
+        raise RuntimeError("spamd is not installed (Debian package spamd)")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "perl",
+        "-T",
+        spamd,
+        "--listen-ip=127.0.0.1",
+        f"--port={port}",
+        "--allowed-ips=127.0.0.1",
+        "--nouser-config",
+        "--max-children=2",
+        "--min-children=1",
+        f"--pidfile={root / 'spamd.pid'}",
+        "--syslog=stderr",
+        "--local",
+        "--username=nobody",
+    ]
+    d = spawn("spamd", argv, log, cwd=root)
+    daemon = MailDaemon(d.name, d.proc, d.log)
+    try:
+        wait_for(lambda: connects(port) or not daemon.alive(), timeout=60, what=f"spamd on {port}")
+        if not daemon.alive():
+            raise RuntimeError(f"spamd did not start:\n{daemon.log_tail()}")
+    except Exception:
+        daemon.stop()
+        raise
+    return daemon

@@ -1,0 +1,173 @@
+"""The Exim backend against a real Exim on loopback, through the slave's engine.
+
+One Exim per session (``conftest.mail_site``): the engine renders each member's mail
+domain into a lookup file, routes it with ``exim -bt`` and checks the staged generation
+with ``exim -bV`` before the switch, sends the daemon SIGHUP, then probes it over SMTP
+(EXPN of each changed alias, RCPT of an unknown user). The tests then talk SMTP to it
+with ``smtplib`` and look where the mail went: a member's maildir, the smarthost sink, or
+nowhere (a drop).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from domtool.lang.api import check_source
+from domtool.model import Alias, DesiredState, MailDomain
+from domtool.perms import parse_perms
+from tests.mail.conftest import messages
+
+pytestmark = pytest.mark.daemons
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples"
+
+
+def alice_example_net() -> DesiredState:
+    perms = parse_perms((EXAMPLES / "alice.perms").read_text(), "alice")
+    text = (EXAMPLES / "alice" / "example.net").read_text()
+    r = check_source([("example.net", text)], perms)
+    assert r.diagnostics == (), r.diagnostics
+    return DesiredState(mail=r.state.mail)
+
+
+BOB_INFO = (Alias(("user", "info"), ("bob@elsewhere.example",)),)
+
+
+def bob(aliases=BOB_INFO, name="bob.example"):
+    return MailDomain(name=name, owner="bob", nodes=("local",), aliases=tuple(aliases))
+
+
+def send(site, rcpts, subject="hello", sender="someone@outside.example"):
+    body = f"From: {sender}\r\nSubject: {subject}\r\n\r\n{subject} body\r\n"
+    with smtplib.SMTP("127.0.0.1", site.config.port, timeout=10) as s:
+        return s.sendmail(sender, rcpts, body)
+
+
+def rcpt_reply(site, rcpt):
+    with smtplib.SMTP("127.0.0.1", site.config.port, timeout=10) as s:
+        s.ehlo("test.invalid")
+        s.mail("someone@outside.example")
+        return s.rcpt(rcpt)
+
+
+def wait_until(pred, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def with_subject(maildir, subject):
+    return [m for m in messages(maildir) if f"Subject: {subject}".encode() in m]
+
+
+def queue_count(site) -> int:
+    out = subprocess.run(
+        [site.config.binary, "-C", site.config.live_config, "-bpc"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    return int(out.stdout.strip() or 0)
+
+
+def test_alice_example_aliases_deliver_where_they_say(mail_site):
+    site = mail_site
+    state = alice_example_net().merge(DesiredState(mail=(bob(),)))
+    out = site.apply(state)
+    assert out.status == "applied", out.message
+    assert set(out.applied) >= {"alice", "bob"}
+    # sales -> alice@example.org (remote here: the smarthost sink)
+    send(site, ["sales@example.net"], "to-sales")
+    wait_until(lambda: site.sink.for_rcpt("alice@example.org"), what="sales at the sink")
+    # team -> alice's local mailbox and carol@elsewhere.example
+    send(site, ["team@example.net"], "to-team")
+    wait_until(lambda: with_subject(site.alice_maildir, "to-team"), what="team in alice's box")
+    wait_until(lambda: site.sink.for_rcpt("carol@elsewhere.example"), what="carol at the sink")
+    # default alias -> alice
+    send(site, ["whoever@example.net"], "to-default")
+    wait_until(lambda: with_subject(site.alice_maildir, "to-default"), what="default delivery")
+    # drop: accepted at RCPT, delivered nowhere
+    assert rcpt_reply(site, "noreply@example.net")[0] == 250
+    send(site, ["noreply@example.net"], "to-noreply")
+    wait_until(lambda: "=> :blackhole: <noreply@example.net>" in site.log(), what="blackhole")
+    assert not with_subject(site.alice_maildir, "to-noreply")
+    assert not [m for m in site.sink.messages if b"to-noreply" in m.data]
+
+
+def test_unknown_user_and_relay_are_refused_at_rcpt(mail_site):
+    site = mail_site
+    out = site.apply(alice_example_net().merge(DesiredState(mail=(bob(),))))
+    assert out.status in ("applied", "unchanged"), out.message
+    code, text = rcpt_reply(site, "nosuchuser@bob.example")
+    assert code == 550 and b"unknown user" in text
+    code, text = rcpt_reply(site, "someone@nobody-handles-this.example")
+    assert code == 550 and b"relay not permitted" in text
+    # A quoted local part cannot reach the special keys of a domain file.
+    assert rcpt_reply(site, '"@default"@bob.example')[0] == 550
+    assert rcpt_reply(site, "info@bob.example")[0] == 250
+
+
+def test_a_broken_member_is_refused_and_the_others_keep_flowing(mail_site):
+    """carol's alias points at a user of bob's domain that does not exist: ``exim -bt``
+    refuses her unit with Exim's own message; bob's change still goes live."""
+    site = mail_site
+    base = alice_example_net().merge(DesiredState(mail=(bob(),)))
+    assert site.apply(base).status in ("applied", "unchanged")
+    carol = MailDomain(
+        name="carol.example",
+        owner="carol",
+        nodes=("local",),
+        aliases=(Alias(("user", "x"), ("ghost@bob.example",)),),
+    )
+    bob2 = bob(
+        aliases=(
+            Alias(("user", "info"), ("bob@elsewhere.example",)),
+            Alias(("user", "new"), ("bob@elsewhere.example",)),
+        )
+    )
+    state = alice_example_net().merge(DesiredState(mail=(bob2, carol)))
+    out = site.apply(state)
+    assert "carol" in out.refused, out.message
+    assert "ghost@bob.example" in out.refused["carol"] and "Unrouteable" in out.refused["carol"]
+    assert "bob" in out.applied
+    assert rcpt_reply(site, "new@bob.example")[0] == 250
+    assert rcpt_reply(site, "x@carol.example")[0] == 550  # carol's domain is not live
+    send(site, ["team@example.net"], "after-broken")
+    wait_until(lambda: with_subject(site.alice_maildir, "after-broken"), what="alice still")
+
+
+def test_reload_keeps_queued_mail(mail_site):
+    """A message the next hop defers stays queued across an apply (SIGHUP to Exim)."""
+    site = mail_site
+    st = DesiredState(
+        mail=(bob(aliases=(Alias(("user", "slow"), ("tempfail@elsewhere.example",)),)),)
+    )
+    assert site.apply(st).status == "applied"
+    before = queue_count(site)
+    send(site, ["slow@bob.example"], "queued")
+    wait_until(lambda: queue_count(site) == before + 1, what="the message in the queue")
+    pid = site.exim.pid
+    st2 = DesiredState(
+        mail=(
+            bob(
+                aliases=(
+                    Alias(("user", "slow"), ("tempfail@elsewhere.example",)),
+                    Alias(("user", "more"), ("bob@elsewhere.example",)),
+                )
+            ),
+        )
+    )
+    out = site.apply(st2)
+    assert out.status == "applied", out.message
+    assert site.exim.alive() and site.exim.pid == pid
+    assert queue_count(site) == before + 1
+    assert rcpt_reply(site, "more@bob.example")[0] == 250
