@@ -43,9 +43,12 @@ unit routes to (``discarded`` for a drop), and ``RCPT TO`` of an unknown user of
 domain with no default rule, expecting refusal. See :mod:`domtool.slave.mailprobe`.
 
 Lists: the site config has a ``dt_lists`` router before the aliases that looks the local
-part up in the domain's list file (from the ``lists`` index) and hands the message to
-Mailman over LMTP (``lists_lmtp`` setting). The backend renders that index from
-:meth:`EximBackend.list_files`, empty until the model has lists.
+part (without a ``+suffix``, as in Mailman's VERP and confirm addresses) up in the
+domain's ``lists:DOMAIN`` unit (named by the ``lists`` index) and hands the message to
+Mailman over LMTP (``lists_lmtp`` setting, ``HOST:PORT``). The units come from
+:func:`list_local_parts`, which reads the model's lists (none yet: the lists backend
+fills it in); a list named N answers N, N-request, N-owner, N-bounces, N-confirm, N-join,
+N-leave, N-subscribe and N-unsubscribe.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ __all__ = [
     "RenderRefused",
     "SPAM_ACTIONS",
     "site_config",
+    "list_local_parts",
     "unit_addresses",
 ]
 
@@ -191,11 +195,12 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "DOMFILE = ${lookup{$domain}lsearch{GEN/exim/domains}}",
         ".ifdef UNIT_FILE",
         "DTFILE = ${if eqi{$domain}{UNIT_DOMAIN}{UNIT_FILE}{DOMFILE}}",
-        "domainlist handled = UNIT_DOMAIN : lsearch;GEN/exim/domains",
+        "domainlist mail_domains = UNIT_DOMAIN : lsearch;GEN/exim/domains",
         ".else",
         "DTFILE = DOMFILE",
-        "domainlist handled = lsearch;GEN/exim/domains",
+        "domainlist mail_domains = lsearch;GEN/exim/domains",
         ".endif",
+        "domainlist handled = +mail_domains : lsearch;GEN/exim/lists",
         "DTGET = ${lookup{$local_part}lsearch{DTFILE}}",
         f"domainlist member_local = {c.local_domain}",
         "hostlist relay_from_hosts = <; " + " ; ".join(c.relay_from_hosts),
@@ -230,18 +235,19 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "acl_check_rcpt:",
         "  accept  hosts = :",
         "  deny    domains = +handled",
-        "          local_parts = ^.*[^A-Za-z0-9._+\\N-\\N] : ^[.\\N-\\N]",
+        "          local_parts = ^.*[^A-Za-z0-9._+=\\N-\\N] : ^[.=\\N-\\N]",
         "          message = 550 5.1.3 invalid local part",
         "  deny    domains = +handled",
         "          !verify = recipient",
         "          message = 550 5.1.1 <$local_part@$domain>: unknown user",
         # One spam policy per message: a recipient of a domain with other settings waits.
-        "  defer   domains = +handled",
+        "  defer   domains = +mail_domains",
         "          condition = ${if and{{def:acl_m_sp}"
         "{!eq{$acl_m_sp}{${lookup{@spam}lsearch{DTFILE}{$value}{off}}}}}}",
         "          message = 452 4.5.3 one spam policy per message: send this recipient later",
-        "  accept  domains = +handled",
+        "  accept  domains = +mail_domains",
         "          set acl_m_sp = ${lookup{@spam}lsearch{DTFILE}{$value}{off}}",
+        "  accept  domains = +handled",
         "  accept  hosts = +relay_from_hosts",
         "  deny    message = 550 5.7.1 relay not permitted",
         "",
@@ -274,7 +280,7 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "",
         "dt_relay:",
         "  driver = manualroute",
-        "  domains = +handled",
+        "  domains = +mail_domains",
         "  condition = ${lookup{@relay}lsearch{DTFILE}{yes}{no}}",
         "  route_data = ${lookup{@relay}lsearch{DTFILE}}",
         "  transport = remote_smtp",
@@ -283,6 +289,8 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "dt_lists:",
         "  driver = accept",
         "  domains = +handled",
+        "  local_part_suffix = +*",
+        "  local_part_suffix_optional",
         "  condition = ${lookup{$domain}lsearch{GEN/exim/lists}"
         "{${lookup{$local_part}lsearch{$value}{yes}{no}}}{no}}",
     ]
@@ -294,7 +302,7 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "",
         "dt_user:",
         "  driver = redirect",
-        "  domains = +handled",
+        "  domains = +mail_domains",
         "  condition = ${lookup{$local_part}lsearch{DTFILE}{yes}{no}}",
         "  data = DTGET",
         "  forbid_file",
@@ -314,14 +322,14 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "",
         "dt_vmail:",
         "  driver = accept",
-        "  domains = +handled",
+        "  domains = +mail_domains",
         f"  condition = ${{lookup{{$local_part@$domain}}lsearch{{{c.vmail_map}}}{{yes}}{{no}}}}",
         f"  address_data = ${{lookup{{$local_part@$domain}}lsearch{{{c.vmail_map}}}}}",
         "  transport = dt_vmail",
         "",
         "dt_system:",
         "  driver = redirect",
-        "  domains = +handled",
+        "  domains = +mail_domains",
         "  local_parts = " + " : ".join(SYSTEM_USERS),
         f"  data = ${{lookup{{@catchall}}lsearch{{DTFILE}}{{$value}}{{{c.postmaster}}}}}",
         "  forbid_file",
@@ -332,7 +340,7 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "",
         "dt_default:",
         "  driver = redirect",
-        "  domains = +handled",
+        "  domains = +mail_domains",
         "  data = ${lookup{@default}lsearch{DTFILE}{$value}{${lookup{@catchall}lsearch{DTFILE}}}}",
         "  forbid_file",
         "  forbid_pipe",
@@ -433,6 +441,7 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
             "dt_lists_lmtp:",
             "  driver = smtp",
             "  protocol = lmtp",
+            "  rcpt_include_affixes",
             f"  hosts = {host}",
             f"  port = {port}",
             "  allow_localhost",
@@ -571,6 +580,27 @@ def unit_addresses(m: MailDomain) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+LIST_SUFFIXES = (
+    "",
+    "-request",
+    "-owner",
+    "-bounces",
+    "-confirm",
+    "-join",
+    "-leave",
+    "-subscribe",
+    "-unsubscribe",
+)
+
+
+def list_local_parts(state: DesiredState) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Domain -> (owner, list names) of the Mailman lists in ``state``, for the
+    ``lists:DOMAIN`` units (the hook the lists backend fills; none while the model has no
+    list units). A list's addresses are its name plus :data:`LIST_SUFFIXES`."""
+    del state
+    return {}
+
+
 # ---------------------------------------------------------------------------
 # The backend
 
@@ -607,9 +637,14 @@ class EximBackend:
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
         units, errors = self.render(state)
+        for domain, (owner, names) in sorted(list_local_parts(state).items()):
+            try:
+                units.append(self.render_lists(domain, owner, names))
+            except RenderRefused as exc:
+                errors.extend(exc.errors)
         if errors:
             raise RenderRefused(errors)
-        return units
+        return sorted(units, key=lambda u: u.key)
 
     def render(self, state: DesiredState) -> tuple[list[Unit], list[MailRefused]]:
         """The units that rendered and the refusals. A domain claimed twice is refused for
@@ -641,22 +676,43 @@ class EximBackend:
             units.append(unit)
         return sorted(units, key=lambda u: u.key), errors
 
-    def list_files(self) -> Mapping[str, str]:
-        """Domain -> list local parts file, for the ``lists`` index (none yet)."""
-        return {}
+    def render_lists(self, domain: str, owner: str, names: Iterable[str]) -> Unit:
+        """The ``lists:DOMAIN`` unit: every local part of the domain's Mailman lists
+        (``NAME`` and ``NAME-request``, ``-owner``, ``-bounces``...), one per line."""
+        errors: list[MailRefused] = []
+        lines = [f"# domtool: Mailman lists of {domain}. Generated."]
+        try:
+            domain = check_domain(domain)
+        except _Bad as exc:
+            raise RenderRefused([MailRefused(owner, domain, "name", domain, str(exc))]) from None
+        for i, n in enumerate(names):
+            try:
+                n = check_email_user(n).lower()
+            except _Bad as exc:
+                errors.append(MailRefused(owner, domain, f"lists[{i}]", n, str(exc)))
+                continue
+            lines += [f"{n}{s}: lmtp" for s in LIST_SUFFIXES]
+        if errors:
+            raise RenderRefused(errors)
+        return Unit(
+            key=f"lists:{domain.lower()}",
+            owner=owner,
+            ext="lists",
+            content=("\n".join(lines) + "\n").encode(),
+        )
 
     def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
         head = "# domtool: generated; do not edit.\n"
-        lines = []
+        out: dict[str, list[str]] = {"mail": [], "lists": []}
         for key in sorted(units):
             path = str(units[key])
-            if not key.startswith("mail:") or not _UNIT_PATH.fullmatch(path):
+            kind, _, domain = key.partition(":")
+            if kind not in out or not _UNIT_PATH.fullmatch(path):
                 raise ValueError(f"bad exim unit {key!r} at {path!r}")
-            lines.append(f"{key[5:]}: {path}\n")
-        lists = [f"{d}: {p}\n" for d, p in sorted(self.list_files().items())]
+            out[kind].append(f"{domain}: {path}\n")
         return {
-            DOMAINS_INDEX: (head + "".join(lines)).encode(),
-            LISTS_INDEX: (head + "".join(lists)).encode(),
+            DOMAINS_INDEX: (head + "".join(out["mail"])).encode(),
+            LISTS_INDEX: (head + "".join(out["lists"])).encode(),
         }
 
     def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:

@@ -85,6 +85,7 @@ class MailSite:
     state_dir: Path
     alice_maildir: Path
     spamd: md.MailDaemon | None = None
+    lmtp: SmtpSink | None = None  # stands in for Mailman's LMTP runner (lists tests)
 
     def apply(self, state: DesiredState) -> Outcome:
         return self.engine.apply(state)
@@ -106,6 +107,7 @@ def bootstrap(state_dir: Path) -> None:
 def make_site(prefix: str, *, spamd_port: int | None = None, **config_kw) -> MailSite:
     root = public_root(prefix)
     sink = SmtpSink().start()
+    lmtp = SmtpSink().start()
     state_dir = root / "state"
     bootstrap(state_dir)
     alice = member_maildir(root, "alice")
@@ -116,6 +118,7 @@ def make_site(prefix: str, *, spamd_port: int | None = None, **config_kw) -> Mai
         free_port(),
         state_dir,
         smarthost=f"127.0.0.1:{sink.port}",
+        lists_lmtp=f"127.0.0.1:{lmtp.port}",
         local_users_file=str(users),
         spamd=None if spamd_port is None else f"127.0.0.1 {spamd_port}",
         **config_kw,
@@ -132,7 +135,7 @@ def make_site(prefix: str, *, spamd_port: int | None = None, **config_kw) -> Mai
         RealProber(),
         probe_timeout=5.0,
     )
-    return MailSite(root, config, backend, engine, exim, sink, state_dir, alice)
+    return MailSite(root, config, backend, engine, exim, sink, state_dir, alice, lmtp=lmtp)
 
 
 def close_site(site: MailSite) -> None:
@@ -140,6 +143,8 @@ def close_site(site: MailSite) -> None:
     if site.spamd is not None:
         site.spamd.stop()
     site.sink.stop()
+    if site.lmtp is not None:
+        site.lmtp.stop()
     shutil.rmtree(site.root, ignore_errors=True)
 
 

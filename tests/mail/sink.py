@@ -1,7 +1,9 @@
 """A minimal SMTP server for tests: the "rest of the Internet" Exim's smarthost delivers to.
 
 It accepts every message and records (envelope recipients, data); a recipient whose
-local part is ``tempfail`` gets ``451`` so its message stays in Exim's queue.
+local part is ``tempfail`` gets ``451`` so its message stays in Exim's queue. After
+``LHLO`` it speaks LMTP (one reply per recipient after the data), standing in for
+Mailman's LMTP runner.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class _Handler(socketserver.StreamRequestHandler):
         sink: SmtpSink = self.server.sink  # type: ignore[attr-defined]
         w = self.wfile.write
         w(b"220 sink ESMTP\r\n")
-        sender, rcpts = "", []
+        sender, rcpts, lmtp = "", [], False
         while True:
             line = self.rfile.readline(4096)
             if not line:
@@ -32,6 +34,7 @@ class _Handler(socketserver.StreamRequestHandler):
             cmd = line.strip().decode(errors="replace")
             up = cmd.upper()
             if up.startswith(("EHLO", "HELO", "LHLO")):
+                lmtp = up.startswith("LHLO")
                 w(b"250 sink\r\n")
             elif up.startswith("MAIL FROM:"):
                 sender, rcpts = cmd[10:].strip().strip("<>"), []
@@ -53,7 +56,7 @@ class _Handler(socketserver.StreamRequestHandler):
                     data += chunk
                 with sink.lock:
                     sink.messages.append(Received(sender, rcpts, data))
-                w(b"250 queued\r\n")
+                w(b"250 queued\r\n" * (len(rcpts) if lmtp else 1))
             elif up == "QUIT":
                 w(b"221 bye\r\n")
                 return

@@ -22,7 +22,7 @@ from domtool.model import Alias, DesiredState, MailDomain
 from domtool.perms import parse_perms
 from tests.mail.conftest import messages
 
-pytestmark = pytest.mark.daemons
+pytestmark = [pytest.mark.daemons, pytest.mark.slow]
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "examples"
 
@@ -171,3 +171,33 @@ def test_reload_keeps_queued_mail(mail_site):
     assert site.exim.alive() and site.exim.pid == pid
     assert queue_count(site) == before + 1
     assert rcpt_reply(site, "more@bob.example")[0] == 250
+
+
+def test_list_addresses_go_to_mailman_over_lmtp(mail_site, monkeypatch):
+    """The hook the lists backend fills: list local parts per domain become a
+    ``lists:DOMAIN`` unit; ``exim -bt`` and a real SMTP delivery show the ``dt_lists``
+    router handing them to the LMTP transport (a sink stands in for Mailman here)."""
+    from domtool.slave.backends import exim
+
+    site = mail_site
+    lists = {"example.net": ("alice", ("announce",)), "lists.bob.example": ("bob", ("dev",))}
+    monkeypatch.setattr(exim, "list_local_parts", lambda state: lists)
+    out = site.apply(alice_example_net().merge(DesiredState(mail=(bob(),))))
+    assert (out.status, out.applied) == ("applied", ("alice", "bob")), out.message
+    bt = subprocess.run(
+        [site.config.binary, "-C", site.config.live_config, "-bt", "announce-request@example.net"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert "router = dt_lists, transport = dt_lists_lmtp" in bt.stdout, bt.stdout
+    send(site, ["announce@example.net", "announce-bounces+x=y.example@example.net"], "to-list")
+    send(site, ["dev-join@lists.bob.example"], "to-dev")
+    wait_until(lambda: site.lmtp.for_rcpt("announce@example.net"), what="list post over LMTP")
+    wait_until(lambda: site.lmtp.for_rcpt("announce-bounces+x=y.example@example.net"), what="VERP")
+    wait_until(lambda: site.lmtp.for_rcpt("dev-join@lists.bob.example"), what="list-only domain")
+    assert rcpt_reply(site, "nolist@lists.bob.example")[0] == 550
+    monkeypatch.undo()
+    assert site.apply(alice_example_net().merge(DesiredState(mail=(bob(),)))).status == "applied"
+    assert rcpt_reply(site, "announce@example.net")[0] == 250  # the default alias now
+    assert rcpt_reply(site, "dev@lists.bob.example")[0] == 550
