@@ -212,6 +212,8 @@ class MailDomain:
     relay_host: str | None = None
     aliases: tuple[Alias, ...] = ()
     spam_filter: bool = False
+    spam_threshold: int = 5  # SpamAssassin score at or above which mail counts as spam
+    spam_action: str = "tag"  # "tag" (header), "refuse" (550 at DATA), "junk" (Junk folder)
 
 
 # ---------------------------------------------------------------------------

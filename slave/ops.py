@@ -40,6 +40,7 @@ import attrs
 
 from domtool import model, validate
 from domtool.model import Block, DesiredState, Vhost, WebSettings
+from domtool.slave.mailcheck import recheck_mail
 from domtool.slave.pathcheck import PathRefused, check_member_path
 from domtool.validate import Invalid
 
@@ -375,6 +376,8 @@ MAIL = Obj(
         "relay_host": Nullable(_name),
         "aliases": List(ALIAS, MAX_UNITS),
         "spam_filter": Bool(),
+        "spam_threshold": Int(-100, 100),
+        "spam_action": Str(16, allowed=frozenset({"tag", "refuse", "junk"})),
     },
     kind="MailDomain",
 )
@@ -615,6 +618,7 @@ def recheck(
         name(f"mail domain {m.name}", "name", validate.check_domain, m.name)
         if m.relay_host is not None:
             name(f"mail domain {m.name}", "relay_host", validate.check_domain, m.relay_host)
+        recheck_mail(owner, m, g, lambda **kw: _account(min_id=min_id, **kw), refuse)
     for v in st.vhosts:
         what = f"vhost {v.fqdn}"
         name(what, "fqdn", validate.check_domain, v.fqdn)

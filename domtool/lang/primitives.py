@@ -94,6 +94,8 @@ class MailFrame:
     relay_host: str | None = None
     aliases: dict[tuple[str, ...], tuple[str, ...]] = attrs.Factory(dict)
     spam_filter: bool = False
+    spam_threshold: int = 5
+    spam_action: str = "tag"
 
 
 @attrs.define
@@ -328,6 +330,8 @@ def domain(b: Builder, name: str, body: Callable[[], None]) -> None:
                 sorted((Alias(s, t) for s, t in m.aliases.items()), key=lambda a: a.source)
             ),
             spam_filter=m.spam_filter,
+            spam_threshold=m.spam_threshold,
+            spam_action=m.spam_action,
         )
 
 
@@ -639,6 +643,27 @@ def spam_filter(b: Builder, on: bool) -> None:
     _mail(b).spam_filter = bool(on)
 
 
+SPAM_ACTIONS = ("tag", "refuse", "junk")
+
+
+@action("spamThreshold")
+def spam_threshold(b: Builder, score: int) -> None:
+    if isinstance(score, bool) or not isinstance(score, int) or not -100 <= score <= 100:
+        b.fail(f"spamThreshold {score!r}: the score must be a whole number from -100 to 100.")
+    _mail(b).spam_threshold = score
+
+
+@action("spamAction")
+def spam_action(b: Builder, what: str) -> None:
+    if what not in SPAM_ACTIONS:
+        b.fail(
+            f"spamAction {what!r}: expected one of {', '.join(map(repr, SPAM_ACTIONS))}.",
+            '"tag" adds an X-Domtool-Spam header, "refuse" refuses the message, '
+            '"junk" files it in the mailbox\'s Junk folder',
+        )
+    _mail(b).spam_action = what
+
+
 @pure("userSource")
 def user_source(user: str) -> tuple[str, ...]:
     return ("user", validate.check_email_user(user))
@@ -678,6 +703,10 @@ def drop_target() -> tuple[str, ...]:
 @action("aliasPrim")
 def alias_prim(b: Builder, source: tuple[str, ...], target: tuple[str, ...]) -> None:
     m = _mail(b)
+    for t in target:
+        if not validate.is_email(t):
+            # A bare user name is that account's local mailbox: only the member's own.
+            b.owns("your_user", t)
     if source not in m.aliases:
         b.count()
     m.aliases[source] = tuple(target)  # a later rule for the same source wins
