@@ -156,3 +156,24 @@ def mail_site():
         yield site
     finally:
         close_site(site)
+
+
+@pytest.fixture(scope="session")
+def spam_site():
+    """An Exim whose config scans with a real spamd (started once per session)."""
+    need_mail_daemons(spamd=True)
+    spam_root = public_root("domtool-spamd-")
+    port = free_port()
+    spamd = md.start_spamd(spam_root, port, spam_root / "spamd.log")
+    try:
+        site = make_site("domtool-mail-spam-", spamd_port=port)
+    except Exception:
+        spamd.stop()
+        shutil.rmtree(spam_root, ignore_errors=True)
+        raise
+    site.spamd = spamd
+    try:
+        yield site
+    finally:
+        close_site(site)
+        shutil.rmtree(spam_root, ignore_errors=True)
