@@ -234,11 +234,13 @@ class Interpreter:
             raise EvalError("internal: no builder", v.span)
         saved_span = b.span
         b.span = v.span
+        b.user_span = at = self.user_span
         try:
             if v.prim.kind == "block":
                 body_thunk = body if body is not None else EMPTY
 
                 def run_body() -> None:
+                    self.user_span = at  # a deferred body (byDefault) runs later
                     self.run(body_thunk, v.span)
                     b.span = v.span
 
@@ -319,12 +321,20 @@ class Interpreter:
         raise EvalError("internal: not a block directive", span)
 
 
+class UnimplementedError(EvalError):
+    """Evaluation reached an ``extern val`` of the file's own, which has no body."""
+
+    def __init__(self, name: str, span: ast.Span | None) -> None:
+        super().__init__(
+            f"{name} is declared with `extern val` but has no implementation, so this "
+            "program can be type-checked but not evaluated.",
+            span,
+        )
+        self.name = name
+
+
 def unimplemented(name: str, span: ast.Span | None) -> EvalError:
-    return EvalError(
-        f"{name} is declared with `extern val` but has no implementation, so this "
-        "program can be type-checked but not evaluated.",
-        span,
-    )
+    return UnimplementedError(name, span)
 
 
 def prim_value(name: str, t: T.Type) -> Any:
@@ -378,6 +388,7 @@ class Evaluation:
     state: DesiredState | None
     diagnostics: tuple[Diagnostic, ...]
     steps: int
+    unimplemented: str | None = None  # the file's own extern val that stopped it, if any
 
 
 def evaluate(
@@ -398,6 +409,7 @@ def evaluate(
         if k in library.env_types and value_has_type(v, library.env_types[k], perms, site)
     }
     b = Builder(perms, site, env_defaults, max_units)
+    b.file = file.name
     interp = Interpreter(b, budget)
     interp.file = file.name
     env = Env({}, lib_env)
@@ -413,8 +425,9 @@ def evaluate(
         span = e.span
         if span is None or span.file != file.name:  # inside the library: blame the caller
             span = interp.user_span
-        diag = Diagnostic(file.name, span, e.message, hint=e.hint)
-        return Evaluation(None, (diag,), interp.steps)
+        diag = Diagnostic(file.name, span, e.message, e.details, e.hint)
+        missing = e.name if isinstance(e, UnimplementedError) else None
+        return Evaluation(None, (diag,), interp.steps, missing)
     except RecursionError:
         diag = Diagnostic(file.name, None, "evaluation nested too deeply")
         return Evaluation(None, (diag,), interp.steps)
