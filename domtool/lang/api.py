@@ -36,6 +36,9 @@ class CheckResult:
 
     diagnostics: tuple[Diagnostic, ...]
     state: DesiredState | None
+    #: ``offline`` checks only: files that type-check but were not evaluated, because they
+    #: reach an ``extern val`` of their own (self-contained programs); severity "note".
+    notes: tuple[Diagnostic, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -86,12 +89,19 @@ def check_source(
     site: Site = DEFAULT_SITE,
     *,
     budget: int = STEP_BUDGET,
+    offline: bool = False,
 ) -> CheckResult:
-    """Parse, check and evaluate ``(file name, text)`` pairs for the member ``perms``."""
+    """Parse, check and evaluate ``(file name, text)`` pairs for the member ``perms``.
+
+    ``offline`` (``domtool -tc``): a file whose evaluation reaches one of its own
+    ``extern val`` declarations (a self-contained program, which has no implementation) is reported
+    as checked but not evaluated (a note) instead of an error; submitting it is refused
+    with the error at that use."""
     from domtool.lang.parser import parse_file
 
     loaded = _load()
     diags: list[Diagnostic] = []
+    notes: list[Diagnostic] = []
     state = DesiredState()
     for name, text in files:
         f, parse_diags = parse_file(name, text)
@@ -106,12 +116,25 @@ def check_source(
         if check_diags:
             continue
         ev = evaluate(f, perms, loaded.library, loaded.env, site, budget=budget)
+        if offline and ev.unimplemented is not None:
+            notes.extend(_not_evaluated(d, ev.unimplemented) for d in ev.diagnostics)
+            continue
         diags.extend(ev.diagnostics)
         if ev.state is not None:
             diags.extend(_clashes(state, ev.state, name))
             state = state.merge(ev.state)
     diags.sort(key=Diagnostic.sort_key)
-    return CheckResult(tuple(diags), None if diags else state)
+    return CheckResult(tuple(diags), None if diags else state, tuple(notes))
+
+
+def _not_evaluated(d: Diagnostic, name: str) -> Diagnostic:
+    return Diagnostic(
+        d.file,
+        d.span,
+        f"type-checks; not evaluated: {name} is declared with `extern val` and has no "
+        "implementation (submitting this file is refused here).",
+        severity="note",
+    )
 
 
 def _clashes(have: DesiredState, new: DesiredState, file: str) -> list[Diagnostic]:

@@ -128,6 +128,7 @@ class Checker:
         self.type_names: set[str] = set(library.type_names) | set(BUILTIN_TYPES)
         self.env_types: dict[str, T.Type] = dict(library.env_types)
         self.extern_vals: dict[str, T.Type] = {}
+        self.shadowed_env: set[str] = set()  # library variables this file redeclares
         self._lines: dict[str, list[str]] = {}
         self._accepted: dict[tuple[str, object], bool] = {}
         self.pred_work = 0
@@ -213,6 +214,12 @@ class Checker:
                     if r:
                         return r
             return externs.hint(need.name, self.perms, self.site)
+        if (
+            isinstance(need, T.Base)
+            and need.name not in BUILTIN_TYPES
+            and isinstance(actual, T.LitStr | T.LitInt)
+        ):
+            return externs.no_checker(need.name)
         return None
 
     def mismatch(self, expr: ast.Expr, actual: T.Type, needed: T.Type, message: str) -> T.Type:
@@ -256,6 +263,12 @@ class Checker:
                 old = self.env_types.get(name)
                 if old is None:
                     self.env_types[name] = t
+                elif old != t and self._may_shadow(name):
+                    # A member file's own declaration (a self-contained program) gives the
+                    # variable its own type in this file; the evaluator refuses a value
+                    # that does not fit the library's type (evaluator.Interpreter.set_env).
+                    self.env_types[name] = t
+                    self.shadowed_env.add(name)
                 elif old != t:
                     self.error(
                         span,
@@ -264,6 +277,14 @@ class Checker:
                     )
             out.append((name, t))
         return tuple(sorted(dict(out).items()))
+
+    def _may_shadow(self, name: str) -> bool:
+        return (
+            self.library is not EMPTY_LIBRARY
+            and name in self.library.env_types
+            and name not in self.shadowed_env
+            and self.env_types.get(name) == self.library.env_types[name]
+        )
 
     def type(self, ty: ast.Type, declare: bool = False) -> T.Type:
         """Turn a written type into a checker type (``declare``: record env variables)."""

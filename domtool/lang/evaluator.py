@@ -133,6 +133,7 @@ class Interpreter:
         self.steps = 0
         self.budget = budget
         self.depth = 0
+        self.env_types: dict[str, T.Type] = {}  # the library's variables (set_env)
 
     def tick(self, span: ast.Span | None) -> None:
         self.steps += 1
@@ -269,7 +270,7 @@ class Interpreter:
                 self.tick(item.span)
             return
         if isinstance(e, ast.ESet):
-            b.env[e.name] = self.value(e.value, env)
+            b.env[e.name] = self.set_env(e, self.value(e.value, env))
             return
         if isinstance(e, ast.EGet):
             if e.env not in b.env:
@@ -302,6 +303,23 @@ class Interpreter:
                 b.env = saved
             return
         self.run(self.value(e, env), e.span)
+
+    def set_env(self, e: ast.ESet, value: Any) -> Any:
+        """A member file's value for a library variable must fit the library's type (a
+        self-contained program may declare the variable with a type of its own)."""
+        need = self.env_types.get(e.name)
+        if need is None or e.span.file != self.file or self.b is None:
+            return value
+        if isinstance(value, Unimplemented):
+            raise unimplemented(value.name, e.value.span)
+        if not value_has_type(value, need, self.b.perms, self.b.site):
+            raise EvalError(
+                f"This value of {e.name} does not fit the standard library's type "
+                f"{T.show(need)}, which its directives read.",
+                e.value.span,
+                "this file declares the variable with a type of its own",
+            )
+        return value
 
     def invoke(self, blk: Any, body: Thunk, span: ast.Span) -> None:
         if isinstance(blk, PrimAction) and blk.prim.kind == "block":
@@ -412,6 +430,7 @@ def evaluate(
     b.file = file.name
     interp = Interpreter(b, budget)
     interp.file = file.name
+    interp.env_types = dict(library.env_types)
     env = Env({}, lib_env)
     try:
         for d in file.decls:

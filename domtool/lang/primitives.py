@@ -466,6 +466,8 @@ def web(b: Builder, label: str, body: Callable[[], None]) -> None:
     b.owns("your_group", group)
     nodes = _nodes(b, "WebNodes")
     admin = b.env.get("ServerAdmin") or f"webmaster@{dom.name}"
+    if "@" not in admin:  # a bare user (Domtool 2's email): that user at this domain
+        admin = f"{admin}@{dom.name}"
     if b.env.get("SSL") and frame.tls is None:
         b.fail(
             f"SSL is on for {fqdn} but it has no certificate.",
