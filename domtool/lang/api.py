@@ -22,7 +22,7 @@ from domtool.lang.evaluator import STEP_BUDGET, Env, evaluate, library_env
 from domtool.model import DEFAULT_SITE, DesiredState, Site
 
 #: The standard library's files, in load order (later files use earlier ones).
-LIBRARY_FILES = ("base.dtl", "dns.dtl", "web.dtl", "mail.dtl", "dom.dtl")
+LIBRARY_FILES = ("base.dtl", "dns.dtl", "web.dtl", "mail.dtl", "dom.dtl", "compat.dtl")
 
 
 class LibraryError(Exception):

@@ -38,6 +38,7 @@ from domtool.lang import ast, externs
 from domtool.lang import types as T
 from domtool.lang.errors import Diagnostic
 from domtool.model import DEFAULT_SITE, Site
+from domtool.stdlib import domtool2
 
 BUILTIN_TYPES = ("int", "string", "bool")
 #: Work allowed for deciding context predicates in one file (about a second); past it,
@@ -489,7 +490,9 @@ class Checker:
             t = scope.lookup(e.name)
             if t is None:
                 return self.error(
-                    e.span, f"Unknown variable {e.name}.", hint=_nearest(e.name, scope.names())
+                    e.span,
+                    f"Unknown variable {e.name}.",
+                    hint=domtool2.hint(e.name) or _nearest(e.name, scope.names()),
                 )
             return self.need_here(t, have, e.span)
         if isinstance(e, ast.EList):
