@@ -606,7 +606,7 @@ class Checker:
             return self.error(
                 e.span,
                 f"Unknown environment variable {e.name}.",
-                hint=_nearest(e.name, self.env_types),
+                hint=domtool2.hint(e.name) or _nearest(e.name, self.env_types),
             )
         if not self.sub(vt, need):
             self.mismatch(e.value, vt, need, f"Wrong type for environment variable {e.name}.")
@@ -618,7 +618,7 @@ class Checker:
             self.error(
                 e.span,
                 f"Unknown environment variable {e.env}.",
-                hint=_nearest(e.env, self.env_types),
+                hint=domtool2.hint(e.env) or _nearest(e.env, self.env_types),
             )
             vt = T.ERROR
         body = self.infer(e.body, scope.child(**{e.var: vt}), have)
