@@ -223,7 +223,14 @@ class Checker:
             return externs.no_checker(need.name)
         return None
 
-    def mismatch(self, expr: ast.Expr, actual: T.Type, needed: T.Type, message: str) -> T.Type:
+    def mismatch(
+        self,
+        expr: ast.Expr,
+        actual: T.Type,
+        needed: T.Type,
+        message: str,
+        hint: str | None = None,
+    ) -> T.Type:
         return self.error(
             expr.span,
             message,
@@ -232,7 +239,7 @@ class Checker:
                 f"Actual type: {T.show(actual)}",
                 f"Needed type: {T.show(needed)}",
             ),
-            self.type_hint(needed, actual),
+            hint or self.type_hint(needed, actual),
         )
 
     # -- written types -------------------------------------------------------------
@@ -595,7 +602,9 @@ class Checker:
                 return T.ERROR
             at = self.infer(arg, scope, None)
             if not self.sub(at, ft.arg):
-                self.mismatch(arg, at, ft.arg, "Function argument has wrong type.")
+                self.mismatch(
+                    arg, at, ft.arg, "Function argument has wrong type.", _domtool2_form(e.func)
+                )
             ft = ft.res
         return ft
 
@@ -725,6 +734,15 @@ class Checker:
 
     def check_body(self, body: ast.Expr, scope: Scope) -> None:
         self.as_action(self.infer(body, scope, T.Root()), body)
+
+
+def _domtool2_form(func: ast.Expr) -> str | None:
+    """For a directive whose Domtool 2 form takes other arguments: how to write it here."""
+    if isinstance(func, ast.EVar):
+        row = domtool2.row(func.name)
+        if row is not None and row.status == "different":
+            return f"{func.name} takes other arguments than in Domtool 2: {row.note}"
+    return None
 
 
 def _opens(t: T.Type, ctx: str) -> bool:

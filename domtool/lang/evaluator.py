@@ -104,6 +104,7 @@ class Unimplemented:
     """An ``extern val`` without a Python implementation: usable for checking only."""
 
     name: str
+    decl: ast.Span | None = None  # where the file declares it
 
 
 EMPTY = Thunk(None, None)
@@ -178,7 +179,7 @@ class Interpreter:
                 return PrimValue(f.prim, f.arity, args)
             return self.complete(f.prim, f.prim.kind, args, span)
         if isinstance(f, Unimplemented):
-            raise unimplemented(f.name, span)
+            raise unimplemented(f.name, span, f.decl)
         raise EvalError("internal: applying a non-function", span)
 
     def value(self, e: ast.Expr, env: Env) -> Any:
@@ -226,7 +227,7 @@ class Interpreter:
             self.call(v, None)
             return
         if isinstance(v, Unimplemented):
-            raise unimplemented(v.name, span)
+            raise unimplemented(v.name, span, v.decl)
         raise EvalError("internal: running something that is not an action", span)
 
     def call(self, v: PrimAction, body: Thunk | None) -> None:
@@ -311,7 +312,7 @@ class Interpreter:
         if need is None or e.span.file != self.file or self.b is None:
             return value
         if isinstance(value, Unimplemented):
-            raise unimplemented(value.name, e.value.span)
+            raise unimplemented(value.name, e.value.span, value.decl)
         if not value_has_type(value, need, self.b.perms, self.b.site):
             raise EvalError(
                 f"This value of {e.name} does not fit the standard library's type "
@@ -335,24 +336,25 @@ class Interpreter:
                 self.depth -= 1
             return
         if isinstance(blk, Unimplemented):
-            raise unimplemented(blk.name, span)
+            raise unimplemented(blk.name, span, blk.decl)
         raise EvalError("internal: not a block directive", span)
 
 
 class UnimplementedError(EvalError):
     """Evaluation reached an ``extern val`` of the file's own, which has no body."""
 
-    def __init__(self, name: str, span: ast.Span | None) -> None:
+    def __init__(self, name: str, span: ast.Span | None, decl: ast.Span | None = None) -> None:
         super().__init__(
             f"{name} is declared with `extern val` but has no implementation, so this "
             "program can be type-checked but not evaluated.",
             span,
+            details=(f"Declared at: {decl.file}:{decl}",) if decl is not None else (),
         )
         self.name = name
 
 
-def unimplemented(name: str, span: ast.Span | None) -> EvalError:
-    return UnimplementedError(name, span)
+def unimplemented(name: str, span: ast.Span | None, decl: ast.Span | None = None) -> EvalError:
+    return UnimplementedError(name, span, decl)
 
 
 def prim_value(name: str, t: T.Type) -> Any:
@@ -435,7 +437,7 @@ def evaluate(
     try:
         for d in file.decls:
             if isinstance(d, ast.DExternVal):
-                env = env.bind(d.name, Unimplemented(d.name))  # never a library primitive
+                env = env.bind(d.name, Unimplemented(d.name, d.span))  # never a library primitive
             elif isinstance(d, ast.DVal):
                 env = env.bind(d.name, interp.value(d.value, env))
         if file.body is not None:

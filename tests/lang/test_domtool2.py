@@ -122,3 +122,13 @@ end
     assert v["beta.example.org"].aliases == ("b.example.org",)
     (m,) = r.state.mail
     assert {a.source: a.targets for a in m.aliases}[("default",)] == ("alice",)
+
+
+def test_domtool_2_form_of_a_different_directive_gets_the_tables_note():
+    """`dnsMX 10 "mail.x"` (Domtool 2's arguments) is a type error whose hint says how to
+    write it here."""
+    text = 'dom "example.org" with\n  dnsMX 10 "mail.example.org"\nend'
+    ds = check_source([("f", text)], ALICE).diagnostics
+    (d,) = [d for d in ds if str(d.span) == "2.8-2.9"]
+    assert d.message == "Function argument has wrong type."
+    assert d.hint == "dnsMX takes other arguments than in Domtool 2: " + domtool2.row("dnsMX").note

@@ -49,6 +49,7 @@ def test_submitting_a_self_contained_program_is_refused_at_the_extern_val():
     assert r.state is None and r.notes == ()
     assert d.message.startswith("domain is declared with `extern val` but has no implementation")
     assert str(d.span) == "11.0-11.19"
+    assert d.details == ("Declared at: f:7.0-7.62",)
 
 
 def test_context_error_inside_a_self_contained_program_is_still_refused():
