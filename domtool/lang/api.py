@@ -102,6 +102,7 @@ def check_source(
     loaded = _load()
     diags: list[Diagnostic] = []
     notes: list[Diagnostic] = []
+    seen: dict[tuple[str, str], tuple[str, Any]] = {}  # (kind, name) -> (file, span)
     state = DesiredState()
     for name, text in files:
         f, parse_diags = parse_file(name, text)
@@ -121,7 +122,7 @@ def check_source(
             continue
         diags.extend(ev.diagnostics)
         if ev.state is not None:
-            diags.extend(_clashes(state, ev.state, name))
+            diags.extend(_clashes(seen, ev, name))
             state = state.merge(ev.state)
     diags.sort(key=Diagnostic.sort_key)
     return CheckResult(tuple(diags), None if diags else state, tuple(notes))
@@ -137,19 +138,27 @@ def _not_evaluated(d: Diagnostic, name: str) -> Diagnostic:
     )
 
 
-def _clashes(have: DesiredState, new: DesiredState, file: str) -> list[Diagnostic]:
-    """A domain or virtual host configured by two of the submitted files."""
+def _clashes(seen: dict[tuple[str, str], tuple[str, Any]], ev: Any, file: str) -> list[Diagnostic]:
+    """A domain or virtual host configured by two of the submitted files: an error at
+    the second, with the span of the first."""
+    assert ev.state is not None
     out = []
-    zones = {z.name for z in have.zones}
-    vhosts = {v.fqdn for v in have.vhosts}
-    for z in new.zones:
-        if z.name in zones:
+    names = [("domain", z.name, "Domain") for z in ev.state.zones]
+    names += [("vhost", v.fqdn, "Virtual host") for v in ev.state.vhosts]
+    for kind, name, label in names:
+        key = (kind, name)
+        span = ev.spans.get(key)
+        if key in seen:
+            other, first = seen[key]
+            where = f"{other}:{first}" if first is not None else other
             out.append(
-                Diagnostic(file, None, f"Domain {z.name} is also configured in another file.")
+                Diagnostic(
+                    file,
+                    span,
+                    f"{label} {name} is also configured in another file.",
+                    (f"First configured at: {where}",),
+                )
             )
-    for v in new.vhosts:
-        if v.fqdn in vhosts:
-            out.append(
-                Diagnostic(file, None, f"Virtual host {v.fqdn} is also configured in another file.")
-            )
+        else:
+            seen[key] = (file, span)
     return out

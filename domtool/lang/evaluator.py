@@ -409,6 +409,8 @@ class Evaluation:
     diagnostics: tuple[Diagnostic, ...]
     steps: int
     unimplemented: str | None = None  # the file's own extern val that stopped it, if any
+    #: where each domain and vhost was configured: ("domain"|"vhost", name) -> span
+    spans: dict[tuple[str, str], ast.Span | None] = attrs.field(factory=dict)
 
 
 def evaluate(
@@ -457,4 +459,4 @@ def evaluate(
         vhosts=tuple(b.vhosts.values()),
         mail=tuple(b.mail.values()),
     ).normalised()
-    return Evaluation(state, (), interp.steps)
+    return Evaluation(state, (), interp.steps, spans=dict(b.first_spans))

@@ -230,3 +230,24 @@ def test_an_error_inside_a_default_points_at_the_members_dom():
     (d,) = errors('\n\ndom "example.org" where WebNodes = [] with\nend')
     assert "WebNodes is empty" in d.message
     assert d.span is not None and d.span.start.line == 3
+
+
+def test_one_vhost_in_two_files_is_an_error_with_both_spans():
+    a = 'dom "example.org" with end'
+    b = 'domain "example.org" with\n  web "www" with end\nend'
+    r = check_source([("one", a), ("two", b)], ALICE)
+    got = sorted((d.file, str(d.span), d.message, d.details) for d in r.diagnostics)
+    assert got == [
+        (
+            "two",
+            "1.0-1.19",
+            "Domain example.org is also configured in another file.",
+            ("First configured at: one:1.0-1.25",),
+        ),
+        (
+            "two",
+            "2.2-2.10",
+            "Virtual host www.example.org is also configured in another file.",
+            ("First configured at: one:1.0-1.25",),
+        ),
+    ]
