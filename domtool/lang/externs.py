@@ -307,6 +307,12 @@ EXTERN_TYPES: dict[str, ExternType] = {
     )
 }
 
+#: Extern types of the standard library that deliberately admit no literal: their values
+#: come only from ``extern val`` declarations (``userSource "x"``, ``dropTarget``). Every other
+#: extern type the library declares has its checker in :data:`EXTERN_TYPES`
+#: (``tests/lang/test_literals.py`` keeps it so).
+NO_LITERALS: frozenset[str] = frozenset({"aliasSource", "aliasTarget"})
+
 # (sub, super): every value of ``sub`` is a value of ``super``.
 SUBTYPES: frozenset[tuple[str, str]] = frozenset(
     {

@@ -8,15 +8,12 @@ import pytest
 
 from domtool.lang import ast
 from domtool.lang.api import check_source, load_library
-from domtool.lang.externs import EXTERN_TYPES
+from domtool.lang.externs import EXTERN_TYPES, NO_LITERALS
 from domtool.perms import parse_perms
 
 ALICE = parse_perms(
     "domain: example.org example.net\npath: /home/alice\nuser: alice\ngroup: alice\n", "alice"
 )
-
-#: extern types of the library whose values come only from extern vals.
-NO_LITERALS = {"aliasSource", "aliasTarget"}
 
 
 def diags(text: str):
