@@ -603,7 +603,11 @@ class Checker:
             at = self.infer(arg, scope, None)
             if not self.sub(at, ft.arg):
                 self.mismatch(
-                    arg, at, ft.arg, "Function argument has wrong type.", _domtool2_form(e.func)
+                    arg,
+                    at,
+                    ft.arg,
+                    "Function argument has wrong type.",
+                    _domtool2_form(e.func) or _domtool2_form(arg),
                 )
             ft = ft.res
         return ft
@@ -737,7 +741,10 @@ class Checker:
 
 
 def _domtool2_form(func: ast.Expr) -> str | None:
-    """For a directive whose Domtool 2 form takes other arguments: how to write it here."""
+    """For a directive whose Domtool 2 form takes other arguments (``func`` itself, or
+    applied in ``func``, as in ``dns (dnsNS HOST)``): how to write it here."""
+    if isinstance(func, ast.EApp):
+        func = func.func
     if isinstance(func, ast.EVar):
         row = domtool2.row(func.name)
         if row is not None and row.status == "different":

@@ -95,7 +95,15 @@ def test_show_and_json_print_the_desired_state(capsys):
 
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "data" / "published"
-PUBLISHED_OK = ("www-direct", "www-let", "www-function", "www-if", "www-cname", "literals")
+PUBLISHED_OK = (
+    "www-direct",
+    "www-let",
+    "www-function",
+    "www-if",
+    "www-cname",
+    "literals",
+    "guide-mix",
+)
 
 
 @pytest.mark.parametrize("shape", PUBLISHED_OK)

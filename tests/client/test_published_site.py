@@ -83,10 +83,11 @@ def test_published_shapes_submit_through_the_local_site():
         assert "document root  /home/alice/www\n" in describe("example.org")
         assert http_get(http_port, "www.example.org")[0] in (403, 404)  # absent here
 
-        for name in ("www-let", "www-function", "www-if", "literals"):
+        for name in ("www-let", "www-function", "www-if", "guide-mix", "literals"):
             done = submit(*shape(name))
             assert done.returncode == 0, name + done.stderr + done.stdout
         assert a("shop.example.org") and a("store.example.org")
+        assert "document root  /home/alice/net\n" in describe("example.net")
 
         done = submit(*shape("www-cname"))
         assert done.returncode == 0, done.stderr + done.stdout

@@ -132,3 +132,11 @@ def test_domtool_2_form_of_a_different_directive_gets_the_tables_note():
     (d,) = [d for d in ds if str(d.span) == "2.8-2.9"]
     assert d.message == "Function argument has wrong type."
     assert d.hint == "dnsMX takes other arguments than in Domtool 2: " + domtool2.row("dnsMX").note
+
+
+def test_domtool_2_record_form_in_dns_gets_the_tables_note():
+    """`dns (dnsNS HOST)`: the hint on dns's argument says `nameserver HOST`."""
+    text = 'domain "example.org" with\n  dns (dnsNS "ns1.coop.example")\nend'
+    (d,) = check_source([("f", text)], ALICE).diagnostics
+    assert (str(d.span), d.message) == ("2.7-2.30", "Function argument has wrong type.")
+    assert "`nameserver HOST`" in d.hint

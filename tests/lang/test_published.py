@@ -14,7 +14,7 @@ from domtool.perms import parse_perms
 DATA = Path(__file__).resolve().parent.parent / "data"
 PUBLISHED = DATA / "published"
 ALICE = parse_perms((DATA / "examples" / "alice.perms").read_text(), "alice")
-OK = ("www-direct", "www-let", "www-function", "www-if", "www-cname", "literals")
+OK = ("www-direct", "www-let", "www-function", "www-if", "www-cname", "literals", "guide-mix")
 
 
 def files(d: Path) -> list[tuple[str, str]]:
@@ -56,6 +56,15 @@ def test_what_each_shape_gives():
         "beta.example.org": ("/home/alice/sites/shared", ()),
     }
     assert roots("www-cname") == {}
+    assert roots("guide-mix") == {
+        "www.example.org": ("/home/alice/public_html", ("example.org",)),
+        "www.example.net": ("/home/alice/net", ()),
+    }
+    mix = check("guide-mix").state
+    assert {v.fqdn: v.server_admin for v in mix.vhosts}["www.example.net"] == "alice@example.net"
+    mail = {m.name: {a.source: a.targets for a in m.aliases} for m in mix.mail}
+    assert mail["example.net"] == {("default",): ("alice",)}
+    assert mail["example.org"][("user", "postmaster")] == ("alice@example.net",)
     lit = check("literals").state
     admins = {v.fqdn: v.server_admin for v in lit.vhosts}
     assert admins == {
