@@ -72,12 +72,12 @@ def _label_of(dom: DomainFrame, name: str) -> str | None:
 
 
 def _claimed(b: Builder, dom: DomainFrame) -> set[str]:
-    """Names the member's own vhosts of this domain serve (names and server aliases)."""
+    """Names the member's own vhosts serve (names and server aliases, in any domain of
+    the file)."""
     out = set(dom.vhosts)
     for v in b.vhosts.values():
-        if v.domain == dom.name:
-            out.add(v.fqdn)
-            out.update(v.aliases)
+        out.add(v.fqdn)
+        out.update(v.aliases)
     return out
 
 

@@ -251,3 +251,13 @@ def test_one_vhost_in_two_files_is_an_error_with_both_spans():
             ("First configured at: one:1.0-1.25",),
         ),
     ]
+
+
+def test_a_vhost_of_another_domain_answering_on_www_replaces_the_default():
+    """example.net's site also answering on www.example.org (a name alice owns): dom's
+    default www.example.org gives way to it."""
+    text = (
+        'domain "example.net" with web "www" with serverAlias "www.example.org" end end;\n'
+        'dom "example.org" with end'
+    )
+    assert {v.fqdn for v in state(text).vhosts} == {"www.example.net"}
