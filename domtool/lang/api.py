@@ -94,9 +94,9 @@ def check_source(
     """Parse, check and evaluate ``(file name, text)`` pairs for the member ``perms``.
 
     ``offline`` (``domtool -tc``): a file whose evaluation reaches one of its own
-    ``extern val`` declarations (a self-contained program, which has no implementation) is reported
-    as checked but not evaluated (a note) instead of an error; submitting it is refused
-    with the error at that use."""
+    ``extern val`` declarations (a self-contained program: they have no implementation)
+    is reported as checked but not evaluated (a note) instead of an error; submitting it
+    is refused with the error at that use."""
     from domtool.lang.parser import parse_file
 
     loaded = _load()
