@@ -147,7 +147,9 @@ class _EncodingError(Exception):
     pass
 
 
-def check_files(paths: list[str], perms: Permissions, prog: str, note: str = ""):
+def check_files(
+    paths: list[str], perms: Permissions, prog: str, note: str = "", offline: bool = False
+):
     """Read ``paths`` and check them for ``perms`` (``lang.api.check_source``). Errors go to
     stderr, then ``PROG: N errors`` plus ``note``; None when a file could not be read (said
     on stderr)."""
@@ -159,7 +161,9 @@ def check_files(paths: list[str], perms: Permissions, prog: str, note: str = "")
     except _EncodingError as e:
         print(str(e), file=sys.stderr)
         return None
-    result = check_source(sources, perms)
+    result = check_source(sources, perms, offline=offline)
+    if result.notes:  # self-contained programs (-tc only): checked, not evaluated
+        print(format_all(result.notes), file=sys.stderr)
     if result.diagnostics:
         print(format_all(result.diagnostics), file=sys.stderr)
         n = len(result.diagnostics)
@@ -173,7 +177,7 @@ def cmd_typecheck(args: argparse.Namespace) -> int:
 
     user = args.user or getpass.getuser()
     perms = _load_perms(args.perms, user, args.config)
-    result = check_files(args.files, perms, "domtool")
+    result = check_files(args.files, perms, "domtool", offline=True)
     if result is None:
         return EXIT_ERRORS
     if result.state is not None and (args.show or args.json):
