@@ -240,7 +240,10 @@ class Agent:
         node: str | None = None,
         prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
         run_blocking: Callable[..., Any] = _inline,
+        databases: Any = None,
     ) -> None:
+        from domtool.slave.dbagent import DatabaseOps
+
         self.engine = engine
         self.host = host
         self.node = node
@@ -262,6 +265,11 @@ class Agent:
             "status": self._status,
             "describe": self._describe,
         }
+        # db_* ops (domtool.slave.dbagent): a host without database servers refuses them.
+        if databases is None:
+            databases = DatabaseOps({}, host=host)
+        self.databases = databases
+        self.OPS.update(databases.handlers())
 
     # -- plumbing ------------------------------------------------------------
 

@@ -651,3 +651,10 @@ def holders(state: DesiredState) -> dict[tuple[str, str], str]:
     for m in state.mail:
         out.setdefault(("mail domain", m.name.lower()), m.owner)
     return out
+
+
+# The database operations (``domtool.slave.dbargs``) belong to the same closed table.
+from domtool.slave import dbargs as _dbargs  # noqa: E402
+
+OP_SCHEMAS.update(_dbargs.SCHEMAS)
+_BUILDERS.update(_dbargs.BUILDERS)

@@ -219,6 +219,14 @@ def make_service(
         engine = build_engine(config)
     if run_blocking is None:
         run_blocking = threads.deferToThread
+    from domtool.slave.dbagent import DatabaseOps, build_servers
+
+    databases = DatabaseOps(
+        build_servers(config.databases),
+        audit_path=f"{config.state_dir}/agent/db-audit.jsonl",
+        host=config.host,
+        run_blocking=run_blocking,
+    )
     agent = Agent(
         engine,
         host=config.host,
@@ -227,6 +235,7 @@ def make_service(
         clock=reactor,
         prepare_timeout=config.prepare_timeout,
         run_blocking=run_blocking,
+        databases=databases,
     )
     return SlaveService(config, agent, server_tls, reactor)
 
