@@ -116,17 +116,38 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("kind", choices=KINDS, metavar="KIND")
     g.add_argument("database", metavar="DB")
     g.add_argument("role", metavar="ROLE")
-    for s in (c, d, sub.choices["list"], w, g):
+    for s in (p, c, d, sub.choices["list"], w, g):
         _common(s)
     return p
 
 
+def _global_options(argv: list[str]) -> tuple[list[str], str | None, bool]:
+    """``--config PATH`` and ``--json`` may come anywhere (``domtool --config C db list``):
+    take them out; the rest, the config path, and whether JSON was asked."""
+    rest, config, as_json, i = [], None, False, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--config" and i + 1 < len(argv):
+            config, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--config="):
+            config = a.split("=", 1)[1]
+        elif a == "--json":
+            as_json = True
+        else:
+            rest.append(a)
+        i += 1
+    return rest, config, as_json
+
+
 def main(argv: list[str]) -> int:
     """``domtool db ACTION ...``; the exit status."""
+    rest, config, as_json = _global_options(argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(rest)
     except SystemExit as e:
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    args.config, args.json = config, as_json
     prog = "domtool db"
     a = args.action
     if a == "create":

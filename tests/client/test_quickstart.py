@@ -68,7 +68,7 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
 
         wait_for(ready, timeout=90, what="endpoints.json")
         ep = json.loads(ep_path.read_text())
-        assert set(ep) >= {"dispatcher", "dns", "http", "client_config"}
+        assert set(ep) >= {"dispatcher", "dns", "http", "client_config", "postgres", "mysql"}
         pids = list(ep["pids"].values())
         dns_port = int(ep["dns"].rsplit(":", 1)[1])
         http_port = int(ep["http"].rsplit(":", 1)[1])
@@ -115,6 +115,11 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
             timeout=60,
         )
         assert hosts.returncode == 0 and hosts.stdout.startswith("local: up; generation 2")
+        # alice's databases on the site's real PostgreSQL and MariaDB (issue 10).
+        from tests.client.quickstart_db_checks import check_databases
+
+        require_binary("mariadbd", "mariadb-install-db")
+        check_databases(ep)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
