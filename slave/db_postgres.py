@@ -20,9 +20,11 @@ the database's owner role (``pg_database.datdba``).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -69,15 +71,24 @@ class PostgresServer:
 
     def __init__(self, config: PostgresConfig) -> None:
         self.config = config
+        self._conn: Any = None
 
     # -- plumbing ------------------------------------------------------------------
 
     def _connect(self) -> Any:
+        """The admin connection: kept open between ops (they run one at a time), checked
+        before each use and opened again when the server dropped it."""
         import psycopg
 
+        if self._conn is not None:
+            try:
+                self._conn.execute("SELECT 1")
+                return self._conn
+            except psycopg.Error:
+                self.close()
         c = self.config
         try:
-            return psycopg.connect(
+            self._conn = psycopg.connect(
                 host=c.socket_dir,
                 port=c.port,
                 user=c.admin_user,
@@ -87,16 +98,34 @@ class PostgresServer:
             )
         except psycopg.Error as e:
             raise ServerError(f"cannot connect to PostgreSQL at {c.socket_dir}: {_short(e)}") from e
+        return self._conn
 
-    def _run(self, statements: list[Any]) -> None:
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Any]:
+        """The admin connection for one op; a driver error becomes ServerError (and a
+        broken connection is dropped, so the next op opens a new one)."""
         import psycopg
 
-        with self._connect() as conn:
-            try:
-                for s in statements:
-                    conn.execute(s)
-            except psycopg.Error as e:
-                raise ServerError(f"PostgreSQL: {_short(e)}") from e
+        conn = self._connect()
+        try:
+            yield conn
+        except psycopg.Error as e:
+            if conn.closed or conn.broken:
+                self.close()
+            raise ServerError(f"PostgreSQL: {_short(e)}") from e
+
+    def _run(self, statements: list[Any]) -> None:
+        with self._session() as conn:
+            for s in statements:
+                conn.execute(s)
 
     def _role_exists(self, conn: Any, role: str) -> bool:
         row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
@@ -106,40 +135,31 @@ class PostgresServer:
 
     def databases(self) -> dict[str, DatabaseInfo]:
         """Every non-template database whose owner is not a superuser: name -> info."""
-        import psycopg
-
-        with self._connect() as conn:
-            try:
-                rows = conn.execute(
-                    "SELECT d.datname, r.rolname, pg_database_size(d.oid) FROM pg_database d"
-                    " JOIN pg_roles r ON r.oid = d.datdba"
-                    " WHERE NOT d.datistemplate AND NOT r.rolsuper ORDER BY d.datname"
-                ).fetchall()
-            except psycopg.Error as e:
-                raise ServerError(f"PostgreSQL: {_short(e)}") from e
+        with self._session() as conn:
+            rows = conn.execute(
+                "SELECT d.datname, r.rolname, pg_database_size(d.oid) FROM pg_database d"
+                " JOIN pg_roles r ON r.oid = d.datdba"
+                " WHERE NOT d.datistemplate AND NOT r.rolsuper ORDER BY d.datname"
+            ).fetchall()
         return {name: DatabaseInfo(name, owner, int(size)) for name, owner, size in rows}
 
     def roles(self) -> set[str]:
         """Every role that may log in and is not a superuser."""
-        with self._connect() as conn:
+        with self._session() as conn:
             rows = conn.execute(
                 "SELECT rolname FROM pg_roles WHERE rolcanlogin AND NOT rolsuper"
             ).fetchall()
         return {r[0] for r in rows}
 
     def create(self, owner: str, name: str) -> None:
-        import psycopg
         from psycopg import sql
 
         db, role = sql.Identifier(name), sql.Identifier(owner)
-        with self._connect() as conn:
-            try:
-                if not self._role_exists(conn, owner):
-                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
-                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, role))
-                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
-            except psycopg.Error as e:
-                raise ServerError(f"PostgreSQL: {_short(e)}") from e
+        with self._session() as conn:
+            if not self._role_exists(conn, owner):
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(db, role))
+            conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
 
     def drop(self, name: str) -> None:
         from psycopg import sql
@@ -149,41 +169,31 @@ class PostgresServer:
     def set_password(self, role: str, password: str) -> bool:
         """Set ``role``'s password (creating the role, LOGIN, if missing); whether the
         role was created."""
-        import psycopg
         from psycopg import sql
 
         verifier = sql.Literal(scram_verifier(password, os.urandom(16)))
         r = sql.Identifier(role)
-        with self._connect() as conn:
-            try:
-                created = not self._role_exists(conn, role)
-                if created:
-                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(r, verifier))
-                else:
-                    conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(r, verifier))
-            except psycopg.Error as e:
-                raise ServerError(f"PostgreSQL: {_short(e)}") from e
+        with self._session() as conn:
+            created = not self._role_exists(conn, role)
+            verb = "CREATE" if created else "ALTER"
+            conn.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(r, verifier))
         return created
 
     def grant(self, database: str, role: str) -> bool:
         """Let ``role`` (created, LOGIN, if missing) connect to ``database``, create
         schemas and temporary tables in it; whether the role was created."""
-        import psycopg
         from psycopg import sql
 
         r = sql.Identifier(role)
-        with self._connect() as conn:
-            try:
-                created = not self._role_exists(conn, role)
-                if created:
-                    conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(r))
-                conn.execute(
-                    sql.SQL("GRANT ALL PRIVILEGES ON DATABASE {} TO {}").format(
-                        sql.Identifier(database), r
-                    )
+        with self._session() as conn:
+            created = not self._role_exists(conn, role)
+            if created:
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(r))
+            conn.execute(
+                sql.SQL("GRANT ALL PRIVILEGES ON DATABASE {} TO {}").format(
+                    sql.Identifier(database), r
                 )
-            except psycopg.Error as e:
-                raise ServerError(f"PostgreSQL: {_short(e)}") from e
+            )
         return created
 
     def endpoint(self) -> dict[str, Any]:

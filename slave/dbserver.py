@@ -10,7 +10,8 @@ does what it is told, through its driver's quoting. Every server has the same me
 - ``create(owner, name)``: the owner's role if missing (Unix-identity authentication),
   then the database, usable by that role only;
 - ``drop(name)``; ``set_password(role, password) -> created``; ``grant(database, role)
-  -> created``; ``endpoint() -> dict`` (what a member connects to).
+  -> created``; ``endpoint() -> dict`` (what a member connects to); ``close()`` (the
+  admin connection, which the real servers keep open between ops).
 
 Failures are :class:`ServerError` with the server's own message (first line).
 """
@@ -53,3 +54,5 @@ class DatabaseServer(Protocol):
     def grant(self, database: str, role: str) -> bool: ...
 
     def endpoint(self) -> dict: ...
+
+    def close(self) -> None: ...

@@ -64,9 +64,12 @@ class FakeDatabaseServer:
         self.grants.add((database, role))
         return created
 
+    def close(self) -> None:
+        self.calls.append(("close",))
+
     def endpoint(self) -> dict:
         return {"socket_dir": "/fake", "host": "127.0.0.1", "port": 1}
 
     def writes(self) -> list[tuple]:
         """The calls that would change the server."""
-        return [c for c in self.calls if c[0] not in ("databases", "roles")]
+        return [c for c in self.calls if c[0] not in ("databases", "roles", "close")]

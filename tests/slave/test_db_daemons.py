@@ -29,10 +29,13 @@ KINDS = ["postgres", "mysql"]
 
 def real_server(request, kind: str):
     if kind == "postgres":
-        pg = request.getfixturevalue("postgres_server")
-        return PostgresServer(PostgresConfig(**pg.slave_table())), pg
-    my = request.getfixturevalue("mariadb_server")
-    return MariaDBServer(MariaDBConfig(**my.slave_table())), my
+        running = request.getfixturevalue("postgres_server")
+        server = PostgresServer(PostgresConfig(**running.slave_table()))
+    else:
+        running = request.getfixturevalue("mariadb_server")
+        server = MariaDBServer(MariaDBConfig(**running.slave_table()))
+    request.addfinalizer(server.close)  # its admin connection stays open between ops
+    return server, running
 
 
 def server_of(request, kind: str):
