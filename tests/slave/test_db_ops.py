@@ -178,3 +178,40 @@ def test_the_agent_dispatches_db_ops_and_a_host_without_servers_refuses(fake, tm
         "db_create", ops.parse("db_create", {"kind": "mysql", "owner": "alice", "name": "alice"})
     ).addBoth(out.append)
     assert isinstance(out[0].value, Refused) and "web1 serves no mysql" in out[0].value.message
+
+
+def test_slave_toml_names_the_database_servers(tmp_path):
+    from domtool.slave import config as slave_config
+    from domtool.slave.config import ConfigError
+    from domtool.slave.db_mysql import MariaDBServer
+    from domtool.slave.db_postgres import PostgresServer
+    from domtool.slave.dbagent import build_servers
+
+    base = """
+[slave]
+host = "db1.example.coop"
+dispatcher = ["dispatcher.example.coop"]
+state_dir = "state"
+[tls]
+certificate = "c.pem"
+key = "k.pem"
+ca = "ca.pem"
+crl = "crl.pem"
+"""
+    c = slave_config.parse(
+        base
+        + '[databases.postgres]\nsocket_dir = "run/pg"\nport = 5433\n'
+        + '[databases.mysql]\nsocket = "run/mysqld.sock"\n',
+        str(tmp_path),
+    )
+    servers = build_servers(c.databases)
+    assert isinstance(servers["postgres"], PostgresServer)
+    assert servers["postgres"].config.socket_dir == str(tmp_path / "run/pg")
+    assert servers["postgres"].config.port == 5433
+    assert isinstance(servers["mysql"], MariaDBServer)
+    assert servers["mysql"].config.socket == str(tmp_path / "run/mysqld.sock")
+    with pytest.raises(ConfigError, match="postgres or mysql"):
+        slave_config.parse(base + "[databases.oracle]\nx = 1\n", str(tmp_path))
+    bad = slave_config.parse(base + '[databases.mysql]\nsockets = "x"\n', str(tmp_path))
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_servers(bad.databases)
