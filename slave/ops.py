@@ -26,6 +26,7 @@ The ops (``domtool.wire.SLAVE_OPS``)::
     abort    {txid}
     status   {}
     describe {domain}
+    db_create, db_drop, db_list, db_passwd, db_grant   (domtool.slave.dbargs)
 """
 
 from __future__ import annotations
