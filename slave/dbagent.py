@@ -88,6 +88,14 @@ class DatabaseOps:
         self._run_blocking = run_blocking
         self._lock = defer.DeferredLock()
 
+    def close(self) -> None:
+        """Close the servers' admin connections (the service stopping)."""
+        for server in self.servers.values():
+            try:
+                server.close()
+            except Exception:  # noqa: BLE001 - stopping anyway
+                log.failure("closing the {kind} admin connection failed", kind=server.kind)
+
     def handlers(self) -> dict[str, Callable[[Any], Any]]:
         """op -> coroutine function, for the agent's closed table."""
         return {

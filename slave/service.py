@@ -202,6 +202,11 @@ class SlaveService(session.ListenerService):
         self.started = self.agent.start()
         self.started.addErrback(lambda f: log.failure("the agent failed to start", f))
 
+    def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
+        stopped = super().stopService()
+        self.agent.databases.close()  # the database servers' admin connections
+        return stopped
+
 
 def make_service(
     config: SlaveConfig,

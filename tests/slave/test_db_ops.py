@@ -215,3 +215,8 @@ crl = "crl.pem"
     bad = slave_config.parse(base + '[databases.mysql]\nsockets = "x"\n', str(tmp_path))
     with pytest.raises(ConfigError, match="unknown key"):
         build_servers(bad.databases)
+
+
+def test_close_closes_every_servers_admin_connection(dbops, fake):
+    dbops.close()
+    assert fake.calls == [("close",)]
