@@ -25,7 +25,7 @@ from typing import Any
 import attrs
 
 from domtool import dbnames
-from domtool.slave.dbserver import DatabaseInfo, ServerError
+from domtool.slave.dbserver import DatabaseInfo, PrivilegedRole, ServerError
 
 __all__ = ["MariaDBConfig", "MariaDBServer", "native_password_hash"]
 
@@ -160,10 +160,17 @@ class MariaDBServer:
         return {r[0] for r in rows}
 
     def _account_exists(self, role: str) -> bool:
+        """Whether the account ``'role'@'%'`` exists; PrivilegedRole if ANY account of
+        that name has a global privilege (SUPER, CREATE USER, GRANT, ...: never a
+        member's account, which holds only database-level grants)."""
         (rows,) = self._query(
-            [("SELECT 1 FROM mysql.user WHERE User = %s AND Host = %s", (role, ACCOUNT_HOST))]
-        )
-        return bool(rows)
+            [("SELECT Host, Super_priv, Create_user_priv, Grant_priv, Select_priv,"
+              " Insert_priv, Drop_priv, File_priv, Shutdown_priv, Process_priv"
+              " FROM mysql.user WHERE User = %s", (role,))]
+        )  # fmt: skip
+        if any("Y" in privileges for _host, *privileges in rows):
+            raise PrivilegedRole(f"account {role!r} has global privileges on this MariaDB server")
+        return any(host == ACCOUNT_HOST for host, *_p in rows)
 
     def create(self, owner: str, name: str) -> None:
         statements: list[tuple[str, tuple]] = []

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from domtool.slave.dbserver import DatabaseInfo, ServerError
+from domtool.slave.dbserver import DatabaseInfo, PrivilegedRole, ServerError
 
 __all__ = ["PostgresConfig", "PostgresServer", "scram_verifier"]
 
@@ -117,6 +117,8 @@ class PostgresServer:
         conn = self._connect()
         try:
             yield conn
+        except PrivilegedRole:
+            raise
         except psycopg.Error as e:
             if conn.closed or conn.broken:
                 self.close()
@@ -128,7 +130,15 @@ class PostgresServer:
                 conn.execute(s)
 
     def _role_exists(self, conn: Any, role: str) -> bool:
-        row = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        """Whether ``role`` exists; PrivilegedRole if it is a superuser or may create
+        roles or databases, replicate or bypass row security (never a member's role)."""
+        row = conn.execute(
+            "SELECT rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication OR rolbypassrls"
+            " FROM pg_roles WHERE rolname = %s",
+            (role,),
+        ).fetchone()
+        if row is not None and row[0]:
+            raise PrivilegedRole(f"role {role!r} is privileged on this PostgreSQL server")
         return row is not None
 
     # -- what the slave asks -------------------------------------------------------

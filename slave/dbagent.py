@@ -10,6 +10,9 @@ already schema-checked) to :class:`DatabaseOps`, which, before any SQL runs:
 then, asking the server what it holds (read only), refuses a drop or grant of a database
 that does not exist or whose owner on the server is someone else, and a create of a name
 that exists already (another member's: refused; the owner's own: answered as unchanged).
+A role that exists on the server with powers no member's role has (superuser, creating
+roles, granting; ``dbserver.PrivilegedRole``) is refused by the server layer before it
+changes anything.
 Only then does it call the server (``domtool.slave.dbserver``).
 
 Every op that changes something, and every refusal, is appended to the audit log
@@ -32,7 +35,7 @@ from twisted.logger import Logger
 from domtool import dbnames
 from domtool.slave.agent import Failed, Refused
 from domtool.slave.dbargs import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
-from domtool.slave.dbserver import DatabaseServer, ServerError
+from domtool.slave.dbserver import DatabaseServer, PrivilegedRole, ServerError
 from domtool.validate import Invalid
 
 __all__ = ["DatabaseOps", "build_servers"]
@@ -163,6 +166,9 @@ class DatabaseOps:
         except Refused as e:
             self._audit(op, "refused", e.message, **fields)
             raise
+        except PrivilegedRole as e:
+            self._audit(op, "refused", str(e), **fields)
+            raise Refused(str(e)) from None
         except ServerError as e:
             self._audit(op, "failed", str(e), **fields)
             raise Failed(str(e)) from None

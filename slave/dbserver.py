@@ -22,11 +22,16 @@ from typing import Protocol
 
 import attrs
 
-__all__ = ["DatabaseInfo", "DatabaseServer", "ServerError"]
+__all__ = ["DatabaseInfo", "DatabaseServer", "PrivilegedRole", "ServerError"]
 
 
 class ServerError(Exception):
     """The database server refused or could not be reached (the message says which)."""
+
+
+class PrivilegedRole(ServerError):
+    """The role exists on the server with powers no member's role has (a superuser, an
+    account that may create roles or grant): the slave never touches it for a member."""
 
 
 @attrs.frozen

@@ -265,3 +265,26 @@ def test_identifier_quoting_round_trips_hostile_names_on_the_server(request, kin
         assert set(server.databases()) == others
 
     round_trip()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_privileged_role_of_the_server_is_never_touched(request, tmp_path, kind):
+    """A role that is a superuser (PostgreSQL) or holds global privileges (MariaDB) on the
+    server, under a member's prefix by name, is refused: no password set, no database."""
+    server, _ = real_server(request, kind)
+    d = dbops_for(server, kind, tmp_path)
+    role = f"priv{kind[:2]}"
+    if kind == "postgres":
+        server._run([f"CREATE ROLE {role} SUPERUSER"])
+    else:
+        server._query([(f"CREATE USER '{role}'@'localhost'", ()),
+                       (f"GRANT ALL ON *.* TO '{role}'@'localhost'", ())])  # fmt: skip
+    before = {n: i.owner for n, i in server.databases().items()}
+    for call in (
+        lambda: d.passwd(DbPasswdArgs(kind, role, role, "take-over")),
+        lambda: d.create(DbArgs(kind, role, f"{role}_db")),
+    ):
+        with pytest.raises(Refused, match="privileged|global privileges"):
+            call()
+    assert {n: i.owner for n, i in server.databases().items()} == before
+    assert [e for e in (tmp_path / "audit.jsonl").read_text().splitlines() if "refused" in e]
