@@ -83,15 +83,20 @@ class MariaDBServer:
             except pymysql.Error:
                 self.close()
         c = self.config
+        settings: dict[str, Any] = {
+            "unix_socket": c.socket,
+            "user": c.admin_user,
+            "autocommit": True,
+            "connect_timeout": c.connect_timeout,
+            "charset": "utf8mb4",
+            "ssl_disabled": True,  # a Unix socket; and no CA bundle loaded per connection
+        }
         try:
-            self._conn = pymysql.connect(
-                unix_socket=c.socket,
-                user=c.admin_user,
-                autocommit=True,
-                connect_timeout=c.connect_timeout,
-                charset="utf8mb4",
-                ssl_disabled=True,  # a Unix socket; and no CA bundle loaded per connection
-            )
+            try:
+                self._conn = pymysql.connect(**settings)
+            except TypeError:  # a PyMySQL without ssl_disabled (it then builds no context)
+                del settings["ssl_disabled"]
+                self._conn = pymysql.connect(**settings)
         except pymysql.Error as e:
             raise ServerError(f"cannot connect to MariaDB at {c.socket}: {_short(e)}") from e
         return self._conn

@@ -120,7 +120,7 @@ class PostgresServer:
         except PrivilegedRole:
             raise
         except psycopg.Error as e:
-            if conn.closed or conn.broken:
+            if conn.closed or getattr(conn, "broken", False):
                 self.close()
             raise ServerError(f"PostgreSQL: {_short(e)}") from e
 
