@@ -36,6 +36,7 @@ __all__ = [
     "Postgres",
     "mariadb_binaries",
     "postgres_bindir",
+    "reachable_by_others",
     "start_mariadb",
     "start_postgres",
 ]
@@ -57,6 +58,19 @@ def mariadb_binaries() -> tuple[str, str] | None:
     install = L.binary("mariadb-install-db") or L.binary("mysql_install_db")
     server = L.binary("mariadbd") or L.binary("mysqld")
     return (install, server) if install and server else None
+
+
+def reachable_by_others(path: Path) -> bool:
+    """Whether every directory from / down to ``path`` lets others through (o+x), as
+    the servers' own users need when we are root."""
+    p = path.resolve()
+    for d in [p, *p.parents]:
+        try:
+            if not d.stat().st_mode & 0o001:
+                return False
+        except FileNotFoundError:
+            continue
+    return True
 
 
 def _run_as(service_user: str) -> tuple[str, int | None, int | None]:

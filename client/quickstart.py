@@ -10,7 +10,9 @@ What it builds under ``--dir`` (default ``./site``), then runs, all on loopback:
    with config roots of their own whose live configs include the slave's
    ``state/current/<backend>/<index>`` (``domtool.client.localdaemons``); ``postgres/``
    and ``mariadb/``: PostgreSQL and MariaDB on data directories of their own, socket
-   and loopback TCP (``domtool.client.localdb``), driven by the slave's ``[databases]``.
+   and loopback TCP (``domtool.client.localdb``), driven by the slave's ``[databases]``
+   (in ``/tmp/domtool-site-db-*``, linked from DIR, when root runs a DIR its ``postgres``
+   and ``mysql`` users cannot reach).
 4. ``slave/``: ``slave.toml`` and ``domtool-slave --config slave/slave.toml``.
 5. ``dispatcher/``: its config and state, and ``domtool-dispatcher --config ...``.
 6. ``admin/``: the operator's admin certificate and client config; ``alice/``: the member
@@ -50,6 +52,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -124,6 +127,7 @@ class LocalSite:
     submitted: object = None
     db_servers: dict = attrs.field(factory=dict)  # kind -> localdb.Postgres / MariaDB
     database: object = None  # the answer to alice's db_create
+    db_tmp: Path | None = None  # the servers' trees when DIR is not reachable by them
     admin_serial: int | None = None
 
     # -- paths ---------------------------------------------------------------------
@@ -238,7 +242,17 @@ class LocalSite:
         self.start_databases()
 
     def start_databases(self) -> None:
-        """PostgreSQL and MariaDB, whichever is installed, under DIR/postgres, DIR/mariadb."""
+        """PostgreSQL and MariaDB, whichever is installed, under DIR/postgres, DIR/mariadb.
+
+        Run as root, the servers run as the ``postgres`` and ``mysql`` users, who must
+        reach their trees: when a directory above DIR shuts others out (``/root``), the
+        trees go to a fresh ``/tmp/domtool-site-db-*`` instead (linked from DIR, and
+        removed when the site stops)."""
+        base = self.root
+        if os.geteuid() == 0 and not localdb.reachable_by_others(self.root):
+            self.db_tmp = Path(tempfile.mkdtemp(prefix="domtool-site-db-"))
+            self.db_tmp.chmod(0o755)
+            base = self.db_tmp
         for kind, name, start, have in (
             ("postgres", "postgres", localdb.start_postgres, localdb.postgres_bindir()),
             ("mysql", "mariadb", localdb.start_mariadb, localdb.mariadb_binaries()),
@@ -246,7 +260,9 @@ class LocalSite:
             if not have:
                 self.progress.note(f"{name} is not installed: no {kind} databases in this site")
                 continue
-            server = start(self.root / name)
+            if base != self.root:
+                (self.root / name).symlink_to(base / name)
+            server = start(base / name)
             self.daemons.append(server.daemon)
             self.db_servers[kind] = server
             self.ports[kind] = server.port
@@ -412,6 +428,9 @@ class LocalSite:
         for d in reversed(self.daemons):
             d.stop()
         self.daemons.clear()
+        if self.db_tmp is not None:
+            shutil.rmtree(self.db_tmp, ignore_errors=True)
+            self.db_tmp = None
 
 
 @attrs.frozen

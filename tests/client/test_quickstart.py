@@ -172,3 +172,15 @@ def test_pki_gives_the_operator_a_loadable_client_config(tmp_path):
         assert c.name == quickstart.DISPATCHER and c.port == site.ports["dispatcher"]
         assert Path(c.key).stat().st_mode & 0o777 == 0o600
         assert Path(c.certificate).is_file() and Path(c.ca).is_file()
+
+
+def test_a_tree_behind_a_closed_directory_is_not_reachable_by_others(tmp_path):
+    """The database servers' users need o+x on every directory above their trees; the
+    quickstart moves the trees to /tmp otherwise."""
+    from domtool.client.localdb import reachable_by_others
+
+    closed = tmp_path / "closed"
+    (closed / "site").mkdir(parents=True)
+    closed.chmod(0o700)
+    assert not reachable_by_others(closed / "site")
+    assert reachable_by_others(Path("/tmp"))
