@@ -16,6 +16,8 @@ configuration is ``--config PATH`` or ``~/.domtool/client.toml``, see
     domtool history DOMAIN        the stored versions of DOMAIN's source
     domtool undo DOMAIN [VERSION] put back an earlier version (default: the one before)
     domtool rmdom DOMAIN          remove DOMAIN's configuration from every host
+    domtool db ACTION ...         your databases: create, drop, list, passwd, grant
+                                  (``domtool.client.db_cli``)
 
 ``domtool -tc`` without ``--perms`` checks with your permissions as the dispatcher holds
 them when a client configuration exists, else with none. Every command takes ``--json``.
@@ -569,6 +571,7 @@ COMMANDS = {
     ),
     "rmdom": ("remove DOMAIN's configuration from every host", cmd_simple("rmdom", render_apply)),
     "doc": ("print the standard library reference (markdown)", cmd_doc),
+    "db": ("your PostgreSQL and MariaDB databases: create, drop, list, passwd, grant", None),
 }
 
 
@@ -638,6 +641,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         name, rest = _split_command(argv)
+        if name == "db":
+            from domtool.client import db_cli
+
+            return db_cli.main(rest)
         if name is not None:
             args = command_parser(name).parse_args(rest)
             return COMMANDS[name][1](args)

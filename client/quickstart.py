@@ -8,14 +8,19 @@ What it builds under ``--dir`` (default ``./site``), then runs, all on loopback:
    puts every zone, vhost and mail domain on).
 3. ``bind/`` and ``apache/``: the real ``named`` and ``apache2`` on free high ports,
    with config roots of their own whose live configs include the slave's
-   ``state/current/<backend>/<index>`` (``domtool.client.localdaemons``).
+   ``state/current/<backend>/<index>`` (``domtool.client.localdaemons``); ``postgres/``
+   and ``mariadb/``: PostgreSQL and MariaDB on data directories of their own, socket
+   and loopback TCP (``domtool.client.localdb``), driven by the slave's ``[databases]``
+   (in ``/tmp/domtool-site-db-*``, linked from DIR, when root runs a DIR its ``postgres``
+   and ``mysql`` users cannot reach).
 4. ``slave/``: ``slave.toml`` and ``domtool-slave --config slave/slave.toml``.
 5. ``dispatcher/``: its config and state, and ``domtool-dispatcher --config ...``.
 6. ``admin/``: the operator's admin certificate and client config; ``alice/``: the member
    alice's certificate, key and ``client.toml``; alice is added with the grants of
    ``alice.perms`` through ``domtool-admin``'s operations over TLS.
 7. submits the example configs (``../shared/examples/alice`` when present, else the
-   package's copies) as alice, over TLS, like ``domtool FILE...``;
+   package's copies) as alice, over TLS, like ``domtool FILE...``, and creates alice's
+   database ``alice_www`` (PostgreSQL, else MariaDB) like ``domtool db create``;
 8. prints what each host now serves: each zone's records as ``named`` answers them
    (dnspython), each vhost's answer over HTTP with its Host header; and what to try next.
 
@@ -31,6 +36,7 @@ Without ``--serve`` everything started is stopped before exiting. With ``--serve
 keeps running until SIGTERM or SIGINT and writes ``DIR/endpoints.json``::
 
     {"dispatcher": "127.0.0.1:P", "dns": "127.0.0.1:P", "http": "127.0.0.1:P",
+     "postgres": "127.0.0.1:P", "mysql": "127.0.0.1:P",
      "client_config": "/abs/DIR/alice/client.toml",
      "admin_config": "/abs/DIR/admin/client.toml", "pids": {"named": N, ...}}
 
@@ -46,6 +52,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -54,6 +61,7 @@ import attrs
 
 from domtool.client import config as client_config
 from domtool.client import localdaemons as L
+from domtool.client import localdb
 
 SITE = "coop.example"
 DISPATCHER = "dispatcher.coop.example"
@@ -61,6 +69,7 @@ SLAVE_HOST = "local.coop.example"
 NODE = "local"
 ADMIN = "operator"
 MEMBER = "alice"
+MEMBER_DATABASE = "alice_www"
 MARKER = "quickstart.json"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -116,6 +125,9 @@ class LocalSite:
     bind_config: object = None
     apache_config: object = None
     submitted: object = None
+    db_servers: dict = attrs.field(factory=dict)  # kind -> localdb.Postgres / MariaDB
+    database: object = None  # the answer to alice's db_create
+    db_tmp: Path | None = None  # the servers' trees when DIR is not reachable by them
     admin_serial: int | None = None
 
     # -- paths ---------------------------------------------------------------------
@@ -227,11 +239,44 @@ class LocalSite:
             self.daemons.append(L.start_apache(self.apache_config))
         else:
             self.progress.note("apache2 is not installed: no web in this site")
+        self.start_databases()
+
+    def start_databases(self) -> None:
+        """PostgreSQL and MariaDB, whichever is installed, under DIR/postgres, DIR/mariadb.
+
+        Run as root, the servers run as the ``postgres`` and ``mysql`` users, who must
+        reach their trees: when a directory above DIR shuts others out (``/root``), the
+        trees go to a fresh ``/tmp/domtool-site-db-*`` instead (linked from DIR, and
+        removed when the site stops)."""
+        base = self.root
+        if os.geteuid() == 0 and not localdb.reachable_by_others(self.root):
+            self.db_tmp = Path(tempfile.mkdtemp(prefix="domtool-site-db-"))
+            self.db_tmp.chmod(0o755)
+            base = self.db_tmp
+        for kind, name, start, have in (
+            ("postgres", "postgres", localdb.start_postgres, localdb.postgres_bindir()),
+            ("mysql", "mariadb", localdb.start_mariadb, localdb.mariadb_binaries()),
+        ):
+            if not have:
+                self.progress.note(f"{name} is not installed: no {kind} databases in this site")
+                continue
+            if base != self.root:
+                (self.root / name).symlink_to(base / name)
+            server = start(base / name)
+            self.daemons.append(server.daemon)
+            self.db_servers[kind] = server
+            self.ports[kind] = server.port
+            self.progress.note(f"{name} on 127.0.0.1:{server.port} (data {self.root / name})")
 
     def start_slave(self) -> None:
         self.ports["slave"] = L.free_port()
         text = slave_toml(
-            SLAVE_HOST, NODE, self.ports["slave"], apache=self.apache_config, bind=self.bind_config
+            SLAVE_HOST,
+            NODE,
+            self.ports["slave"],
+            apache=self.apache_config,
+            bind=self.bind_config,
+            databases={k: s.slave_table() for k, s in self.db_servers.items()},
         )
         path = self.root / "slave" / "slave.toml"
         _write(path, text.encode())
@@ -316,6 +361,11 @@ class LocalSite:
         self.progress.note("submitting " + ", ".join(f["name"] for f in files) + " as alice")
         member = client_config.load(self.member_config)
         self.submitted = call(member, "submit", {"files": files}, self._progress_frame)
+        for kind in ("postgres", "mysql"):
+            if kind in self.db_servers:
+                self.database = call(member, "db_create", {"kind": kind, "name": MEMBER_DATABASE})
+                self.progress.note(f"created alice's {kind} database {MEMBER_DATABASE}")
+                break
         return self.submitted
 
     def _progress_frame(self, p: dict) -> None:
@@ -362,6 +412,10 @@ class LocalSite:
             "dispatcher": f"127.0.0.1:{self.ports['dispatcher']}",
             "dns": f"127.0.0.1:{self.ports['dns']}" if "dns" in self.ports else None,
             "http": f"127.0.0.1:{self.ports['http']}" if "http" in self.ports else None,
+            **{
+                k: f"127.0.0.1:{self.ports[k]}" if k in self.ports else None
+                for k in ("postgres", "mysql")
+            },
             "client_config": str(self.member_config.resolve()) if self.member_config else None,
             "admin_config": str(self.admin_config.resolve()) if self.admin_config else None,
             "pids": {d.name: d.pid for d in self.daemons},
@@ -374,6 +428,9 @@ class LocalSite:
         for d in reversed(self.daemons):
             d.stop()
         self.daemons.clear()
+        if self.db_tmp is not None:
+            shutil.rmtree(self.db_tmp, ignore_errors=True)
+            self.db_tmp = None
 
 
 @attrs.frozen
@@ -395,6 +452,7 @@ def slave_toml(
     address: str = "127.0.0.1",
     apache=None,
     bind=None,
+    databases=None,
     state_dir: str = "state",
 ) -> str:
     """A ``slave.toml`` for a slave of the local site (certificate files ``host.pem``,
@@ -445,6 +503,9 @@ def slave_toml(
             f'checkconf = "{c.checkconf}"',
             f'rndc = "{c.rndc}"',
         ]
+    for kind, table in sorted((databases or {}).items()):
+        lines += ["", f"[databases.{kind}]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in sorted(table.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -533,6 +594,12 @@ def report(site: LocalSite, served: dict) -> str:
             "  (403/404: the example's DocumentRoot under /home/alice does not exist on this "
             "machine; the site's own DIR/home/alice is served by the config below)"
         )
+    if site.database is not None:
+        d = site.database
+        lines.append(f"== alice's databases (domtool db list): {d['kind']} {d['name']}")
+        ep = d.get("endpoint", {})
+        where = ep.get("socket_dir") or ep.get("socket")
+        lines.append(f"  socket {where}; TCP {ep.get('host')}:{ep.get('port')} (after db passwd)")
     dom = f"{sys.executable.rsplit('/', 1)[0]}/domtool"
     lines += [
         "",
@@ -543,6 +610,8 @@ def report(site: LocalSite, served: dict) -> str:
         f"  {dom} --config {cfg} describe example.org",
         f"  {dom} --config {cfg} history example.org",
     ]
+    if site.database is not None:
+        lines.append(f"  {dom} --config {cfg} db list")
     if "http" in site.ports:
         lines.append(f"  curl -H 'Host: www.example.org' http://127.0.0.1:{site.ports['http']}/")
     if "dns" in site.ports:
@@ -609,7 +678,12 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(
                 json.dumps(
-                    {"endpoints": site.endpoints(), "served": served, "submit": site.submitted},
+                    {
+                        "endpoints": site.endpoints(),
+                        "served": served,
+                        "submit": site.submitted,
+                        "database": site.database,
+                    },
                     indent=2,
                 )
             )

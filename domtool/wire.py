@@ -32,6 +32,8 @@ MAX_FRAME = (
 # What a member may ask the dispatcher.
 MEMBER_OPS = frozenset(
     {"submit", "check", "plan", "perms", "describe", "history", "undo", "rmdom", "whoami"}
+    # databases (domtool.dispatcher.databases)
+    | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
 )
 # What an admin may ask in addition.
 ADMIN_OPS = frozenset(
@@ -53,7 +55,11 @@ ADMIN_OPS = frozenset(
     }
 )
 # What the dispatcher may ask a slave: a closed set of typed operations.
-SLAVE_OPS = frozenset({"prepare", "commit", "abort", "status", "describe"})
+SLAVE_OPS = frozenset(
+    {"prepare", "commit", "abort", "status", "describe"}
+    # databases: typed operations at the slave's edge (domtool.slave.dbargs)
+    | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
+)
 
 ERROR_KINDS = frozenset(
     {"bad_request", "unauthorized", "refused", "type_errors", "policy", "failed", "internal"}
