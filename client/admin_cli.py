@@ -2,6 +2,8 @@
 
 Local (no dispatcher needed)::
 
+    domtool-admin init --site NAME --dispatcher FQDN [--host FQDN]... [--force]
+                                                   a new site: CAs, certificates, first admin
     domtool-admin ca init DIR --site NAME          create the member and host CAs
     domtool-admin ca member DIR USER --out DIR     issue a member certificate (+ client.toml)
     domtool-admin ca host DIR FQDN --out DIR       issue a host certificate
@@ -529,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp = ca_add("crl", "re-sign a CRL (renewal; a CRL past its date locks everyone out)")
     sp.add_argument("--host", action="store_true", help="the host CA's CRL (default: member)")
+
+    from domtool.client import site_init
+
+    site_init.add_parser(add)
 
     # preview
     sp = add(

@@ -15,6 +15,7 @@ Example (``/etc/domtool/dispatcher.toml``)::
     slave_timeout = 120                # seconds a slave has to answer one op
     retry_initial = 1                  # backoff of a host converging after a missed commit
     retry_max = 300
+    tls_poll = 60                      # seconds between checks for renewed CRLs/certificates
 
     [tls]
     certificate = "/etc/domtool/dispatcher.pem"
@@ -104,6 +105,7 @@ class DispatcherConfig:
     slave_timeout: float = 120.0
     retry_initial: float = 1.0
     retry_max: float = 300.0
+    tls_poll: float = 60.0  # seconds between checks of the CRL and certificate files
 
 
 _DISPATCHER = {
@@ -118,6 +120,7 @@ _DISPATCHER = {
     "slave_timeout": float,
     "retry_initial": float,
     "retry_max": float,
+    "tls_poll": float,
 }
 _TLS = {
     "certificate": "path",

@@ -163,6 +163,14 @@ class DispatcherService(session.ListenerService):
             **self.timeouts(),
         )
 
+    def reload_own(self, own: tls.KeyPair) -> None:
+        """The renewed dispatcher certificate, for members and for the links to slaves."""
+        super().reload_own(own)
+        host_trust = tls.Trust.from_files(self.config.host_ca, self.config.host_crl)
+        for link in self.controller.coordinator.links.values():
+            if hasattr(link, "client_tls"):
+                link.client_tls = tls.slave_client(own, host_trust, link.host)
+
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         super().startService()
         self.controller.coordinator.resume()
