@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from domtool import wire
 from domtool.dispatcher import auth, schema, session, tls
 from domtool.dispatcher.controller import Controller, OpError
+from domtool.dispatcher.tlswatch import FileWatch
 
 log = Logger()
 
@@ -166,6 +167,15 @@ class DispatcherService(session.ListenerService):
     def reload_own(self, own: tls.KeyPair) -> None:
         """The renewed dispatcher certificate, for members and for the links to slaves."""
         super().reload_own(own)
+        self._own = own
+        self.relink()
+
+    def relink(self) -> None:
+        """New connections to slaves with the current certificate and host CRL (renewed
+        files: ``tlswatch``); open links keep theirs until they reconnect."""
+        own = getattr(self, "_own", None) or tls.KeyPair.from_files(
+            self.config.certificate, self.config.key
+        )
         host_trust = tls.Trust.from_files(self.config.host_ca, self.config.host_crl)
         for link in self.controller.coordinator.links.values():
             if hasattr(link, "client_tls"):
@@ -173,9 +183,18 @@ class DispatcherService(session.ListenerService):
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         super().startService()
+        self.host_crl = FileWatch(
+            [getattr(self.config, "host_crl", None)],
+            self.relink,
+            self.reactor,
+            getattr(self.config, "tls_poll", CRL_POLL),
+        )
+        self.host_crl.start()
         self.controller.coordinator.resume()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
+        if hasattr(self, "host_crl"):
+            self.host_crl.stop()
         self.controller.coordinator.stop()
         return super().stopService()
 
