@@ -63,6 +63,7 @@ class MemberProtocol(session.AuthenticatedFrameProtocol):
     peer_noun = "member"
     known_errors = (OpError,)
     internal_failure = wire.Failure("internal", "internal error (see the dispatcher's log)")
+    login_fault = "internal error (see the dispatcher's log)"
     factory: MemberFactory
 
     @property
@@ -71,11 +72,6 @@ class MemberProtocol(session.AuthenticatedFrameProtocol):
 
     def login(self, certificate: Any) -> defer.Deferred:
         return defer.ensureDeferred(auth.login_member(self.factory.portal, certificate))
-
-    def _login_broke(self, failure) -> None:
-        # Unlike the slave's listener, a login that breaks (not a refusal) is only
-        # logged here; the handshake timer closes the connection.
-        log.failure("login failed", failure)
 
     def known_failure(self, error: BaseException) -> wire.Failure:
         assert isinstance(error, OpError)

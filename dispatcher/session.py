@@ -78,6 +78,7 @@ class AuthenticatedFrameProtocol(Int32StringReceiver):
     log_sessions: ClassVar[bool] = False  # log logins and timeouts at info level
     known_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     internal_failure: ClassVar[wire.Failure] = wire.Failure("failed", "internal error")
+    login_fault: ClassVar[str] = "internal error (see the server's log)"
 
     def __init__(self, factory: SessionFactory) -> None:
         self.factory = factory
@@ -128,7 +129,10 @@ class AuthenticatedFrameProtocol(Int32StringReceiver):
         self.transport.loseConnection()
 
     def _login_broke(self, failure) -> None:
+        # Not a refusal but a fault (the store unreadable...): say so at once and close,
+        # rather than leave the peer waiting for the handshake timeout.
         self.log.failure("the login failed", failure)
+        self.send_error(0, wire.Failure("unauthorized", "the login failed: " + self.login_fault))
         self.transport.loseConnection()
 
     def _idle(self) -> None:
