@@ -135,6 +135,8 @@ def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfi
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     if "node" in fields and "node" not in values:
         values["node"] = config.node_name
+    if "state_dir" in fields and "state_dir" not in values:
+        values["state_dir"] = config.state_dir
     try:
         return cls(**values)
     except TypeError as e:
