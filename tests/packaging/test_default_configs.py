@@ -37,6 +37,14 @@ def test_slave_toml_parses_and_its_backends_build():
     assert c.listen_port >= 1024
     backends = slave_service.build_backends(c)
     assert sorted(backends) == ["apache", "bind"]
+    # Members' logs through the splitter, whose manifest is the slave's state dir's.
+    apache = backends["apache"].config
+    assert apache.member_log_dir == "/var/log/domtool" and apache.state_dir == c.state_dir
+    assert "domtool.slave.logsplit access --state /var/lib/domtool-slave" in apache.piped_log(
+        "access"
+    )
+    assert "var/log/domtool" in (DEBIAN / "domtool-slave.dirs").read_text().split()
+    assert "/var/log/domtool/*/*.log {" in (DEBIAN / "domtool-slave.logrotate").read_text()
 
 
 def test_units_run_the_installed_commands_on_the_default_configs():
