@@ -6,6 +6,7 @@ front of each service's command line."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -93,8 +94,11 @@ def run_cli(prog: str, *argv: str, config: str | None = None) -> tuple[int, str]
     return p.returncode, p.stdout + p.stderr
 
 
-def make(root: Path, tls_poll: float = 0.3) -> OpSite:
-    """CAs, certificates and the first admin by ``init``; the two services' configs."""
+def make(
+    root: Path, tls_poll: float = 0.3, roles: tuple[str, ...] = ("dns",), slave_extra: str = ""
+) -> OpSite:
+    """CAs, certificates and the first admin by ``init``; the two services' configs (the
+    node's ``roles``; ``slave_extra``: more slave.toml, e.g. a backend table)."""
     root.mkdir(parents=True, exist_ok=True)
     state, slave_state = root / "state", root / "slave"
     slave_state.mkdir()
@@ -128,7 +132,7 @@ hostmaster = "hostmaster.example.coop"
 
 [[nodes]]
 name = "ns1"
-roles = ["dns"]
+roles = {json.dumps(list(roles))}
 ipv4 = "127.0.0.1"
 host = "{SLAVE}"
 address = "127.0.0.1"
@@ -151,7 +155,7 @@ certificate = "{tls}/hosts/{SLAVE}.pem"
 key = "{tls}/hosts/{SLAVE}.key"
 ca = "{tls}/hosts/host-ca.pem"
 crl = "{tls}/hosts/host-crl.pem"
-"""
+{slave_extra}"""
     )
     return OpSite(root, state, slave_state, dport, sport, dconf, sconf)
 

@@ -307,3 +307,72 @@ def test_removing_any_restriction_from_a_unit_is_seen(world, kind):
         weaker = {k: v for k, v in section.items() if k != key}
         report = probe(world, _spec(world, weaker, state, f"stage-{kind}"), state)
         assert violations(kind, report, uid), f"{kind} without {key}= looks just as safe"
+
+
+@pytest.mark.slow
+def test_the_sandboxed_slave_checks_and_reloads_a_real_apache(world):
+    """The slave under its unit's sandbox drives a real apache2 (running outside it, as in
+    its own unit): a member's submit through the sandboxed dispatcher is checked with
+    ``apache2 -t``, written to the slave's state dir, reloaded with ``apache2 -k graceful``
+    and probed; the member's page is served. The capability set is enough for that."""
+    from domtool.client.localdaemons import bootstrap_state
+    from tests.conftest import require_binary
+    from tests.slave.apache_daemon import ApacheProcess, free_port, get, prepare_site
+
+    require_binary("apache2")
+    root = world["root"] / "web"
+    port = free_port()
+    slave_state = root / "slave"
+    bootstrap_state(slave_state, {"apache": "sites.conf"})
+    config = prepare_site(
+        root / "apache", port, str(slave_state / "current" / "apache" / "sites.conf")
+    )
+    apache = ApacheProcess(config, root / "apache")
+    done = apache._ctl("start")
+    assert done.returncode == 0, done.stderr
+    www = world["home"] / "www"
+    www.mkdir(exist_ok=True)
+    (www / "index.html").write_text("alice in a sandbox\n")
+    for p in (www, www / "index.html"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    backend = f"""
+[backends.apache]
+base_config = "{config.base_config}"
+live_config = "{config.live_config}"
+server_root = "{config.server_root}"
+log_dir = "{config.log_dir}"
+address = "127.0.0.1"
+port = {port}
+binary = "{config.binary}"
+"""
+    site = opsite.make(root / "site", roles=("dns", "web"), slave_extra=backend)
+    (site.root / "slave.toml").write_text(
+        (site.root / "slave.toml").read_text().replace(str(site.slave_state), str(slave_state))
+    )
+    site.slave_state = slave_state
+    subprocess.run(["chown", "-R", f"{world['user']}:{world['user']}", str(site.state)], check=True)
+    dspec = _spec(world, UNITS["dispatcher"], site.state, "stage-wd")
+    sspec = _spec(world, UNITS["slave"], slave_state, "stage-ws")
+    try:
+        site.start(wrap_dispatcher=sandbox.prefix(dspec), wrap_slave=sandbox.prefix(sspec))
+        assert site.admin("adduser", "alice", "--out", str(site.root / "alice"))[0] == 0
+        for cls, value in (("domain", "example.org"), ("path", str(world["home"]))):
+            code, out = site.admin("grant", "alice", cls, value)
+            assert code == 0, out
+        for cls in ("user", "group"):
+            assert site.admin("grant", "alice", cls, "alice")[0] == 0
+        src = site.root / "example.org"
+        src.write_text(
+            f'domain "example.org" with\n  web "www" where\n    DocumentRoot = "{www}"\n'
+            "  with\n  end;\nend;\n"
+        )
+        code, out = opsite.run_cli(
+            "domtool", str(src), config=str(site.root / "alice" / "client.toml")
+        )
+        assert code == 0, out + site.logs()
+        r = get(port, "www.example.org")
+        assert (r.status, r.body) == (200, b"alice in a sandbox\n"), r
+        assert all(d.alive() for d in site.daemons)
+    finally:
+        site.stop()
+        apache.stop()
