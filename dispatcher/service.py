@@ -34,6 +34,7 @@ from twisted.logger import Logger
 from domtool import wire
 from domtool.dispatcher import auth, schema, session, tls
 from domtool.dispatcher.controller import Controller, OpError
+from domtool.dispatcher.tlspush import TlsPush
 from domtool.dispatcher.tlswatch import FileWatch
 
 log = Logger()
@@ -177,20 +178,34 @@ class DispatcherService(session.ListenerService):
             if hasattr(link, "client_tls"):
                 link.client_tls = tls.slave_client(own, host_trust, link.host)
 
+    def _host_files_changed(self) -> None:
+        self.relink()
+        self.tls_push.push()
+
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         super().startService()
+        # Slaves get the host CRL and their renewed certificates (tlspush.py).
+        self.tls_push = TlsPush(
+            self.controller.coordinator.links,
+            getattr(self.config, "host_crl", None),
+            getattr(self.config, "hosts_dir", None),
+            self.reactor,
+            getattr(self.config, "tls_push", 3600.0),
+        )
         self.host_crl = FileWatch(
-            [getattr(self.config, "host_crl", None)],
-            self.relink,
+            self.tls_push.files(),
+            self._host_files_changed,
             self.reactor,
             getattr(self.config, "tls_poll", CRL_POLL),
         )
         self.host_crl.start()
+        self.tls_push.start()
         self.controller.coordinator.resume()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
         if hasattr(self, "host_crl"):
             self.host_crl.stop()
+            self.tls_push.stop()
         self.controller.coordinator.stop()
         return super().stopService()
 

@@ -53,7 +53,7 @@ ADMIN_OPS = frozenset(
     }
 )
 # What the dispatcher may ask a slave: a closed set of typed operations.
-SLAVE_OPS = frozenset({"prepare", "commit", "abort", "status", "describe"})
+SLAVE_OPS = frozenset({"prepare", "commit", "abort", "status", "describe", "tls_update"})
 
 ERROR_KINDS = frozenset(
     {"bad_request", "unauthorized", "refused", "type_errors", "policy", "failed", "internal"}

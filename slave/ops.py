@@ -412,6 +412,8 @@ OP_SCHEMAS: dict[str, Obj] = {
     "abort": Obj({"txid": TXID_FIELD}),
     "status": Obj({}),
     "describe": Obj({"domain": _name}),
+    # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
+    "tls_update": Obj({"crl_pem": Str(1 << 20)}, {"cert_pem": Str(16384), "key_pem": Str(16384)}),
 }
 
 
@@ -466,6 +468,21 @@ class DescribeArgs:
     domain: str
 
 
+@attrs.frozen
+class TlsUpdateArgs:
+    """``tls_update``: the host CRL, and this host's certificate and key when renewed."""
+
+    crl_pem: str
+    cert_pem: str | None = None
+    key_pem: str | None = None
+
+
+def _tls_update(args: dict) -> TlsUpdateArgs:
+    if ("cert_pem" in args) != ("key_pem" in args):
+        raise BadArgs([("", "cert_pem and key_pem go together")])
+    return TlsUpdateArgs(args["crl_pem"], args.get("cert_pem"), args.get("key_pem"))
+
+
 def _prepare(args: dict) -> PrepareArgs:
     changes: dict[str, OwnerChange] = {}
     problems: Problems = []
@@ -491,6 +508,7 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "abort": lambda a: TxArgs(a["txid"]),
     "status": lambda a: StatusArgs(),
     "describe": lambda a: DescribeArgs(a["domain"].lower()),
+    "tls_update": _tls_update,
 }
 
 

@@ -286,7 +286,7 @@ def _complete(alice: OwnerChange, h: Homes) -> PrepareArgs:
 
 OPS = {"prepare": _alone, "prepare with another member": _with_carol, "complete prepare": _complete}
 MEMBER_DATA_OPS = {"prepare"}
-NO_MEMBER_DATA = {"commit", "abort", "status", "describe"}
+NO_MEMBER_DATA = {"commit", "abort", "status", "describe", "tls_update"}  # tls: the host's files
 
 
 def make_agent(tmp: Path) -> Agent:

@@ -107,6 +107,16 @@ def make(
         state, "example.coop", DISPATCHER, address=f"127.0.0.1:{dport}", hosts=(SLAVE,)
     )
     tls = state / "tls"
+    # The slave's renewable files live in its state dir (the dispatcher sends renewals).
+    stls = slave_state / "tls"
+    stls.mkdir()
+    for src, dst in (
+        (f"hosts/{SLAVE}.pem", "slave.pem"),
+        (f"hosts/{SLAVE}.key", "slave.key"),
+        ("hosts/host-crl.pem", "host-crl.pem"),
+    ):
+        (stls / dst).write_bytes((tls / src).read_bytes())
+    (stls / "slave.key").chmod(0o600)
     dconf = root / "dispatcher.toml"
     dconf.write_text(
         f"""[dispatcher]
@@ -117,6 +127,7 @@ listen_address = "127.0.0.1"
 listen_port = {dport}
 site_domains = ["example.coop"]
 tls_poll = {tls_poll}
+tls_push = 30
 
 [tls]
 certificate = "{tls}/dispatcher.pem"
@@ -125,6 +136,7 @@ member_ca = "{state}/ca/member/ca.pem"
 member_crl = "{state}/ca/member/crl.pem"
 host_ca = "{state}/ca/host/ca.pem"
 host_crl = "{state}/ca/host/crl.pem"
+hosts_dir = "{tls}/hosts"
 
 [site]
 nameservers = ["{SLAVE}"]
@@ -151,10 +163,10 @@ listen_port = {sport}
 tls_poll = {tls_poll}
 
 [tls]
-certificate = "{tls}/hosts/{SLAVE}.pem"
-key = "{tls}/hosts/{SLAVE}.key"
+certificate = "{stls}/slave.pem"
+key = "{stls}/slave.key"
 ca = "{tls}/hosts/host-ca.pem"
-crl = "{tls}/hosts/host-crl.pem"
+crl = "{stls}/host-crl.pem"
 {slave_extra}"""
     )
     return OpSite(root, state, slave_state, dport, sport, dconf, sconf)

@@ -4,7 +4,8 @@ re-signed as if issued 30 days minus a few seconds ago, so they go stale seconds
 now), and the host certificates are swapped for ones that expire in seconds too.
 ``domtool-admin ca renew`` (what the package's timer runs) renews them all; after the old
 ones' end has passed, the same two processes still let alice in, still refuse revoked
-bob, and the dispatcher still reaches the slave."""
+bob, and the dispatcher still reaches the slave, which got its renewed certificate and
+the host CRL from the dispatcher (``tls_update``), not from a copy."""
 
 from __future__ import annotations
 
@@ -51,15 +52,17 @@ def test_a_crl_past_half_its_life_and_expiring_certificates_are_renewed_without_
     for kind in (ca.MEMBER, ca.HOST):
         ca.crl(site.ca_dir, kind=kind, now=aged)
     tls = site.state / "tls"
+    stls = site.slave_state / "tls"  # the slave's own copies (it is "another host")
     short = {}
-    write_file(tls / "hosts" / "host-crl.pem", ca.current_crl(site.ca_dir, ca.HOST), 0o644)
-    for name, base in (
-        (opsite.DISPATCHER, tls / "dispatcher"),
-        (opsite.SLAVE, tls / "hosts" / opsite.SLAVE),
+    write_file(stls / "host-crl.pem", ca.current_crl(site.ca_dir, ca.HOST), 0o644)
+    for name, bases in (
+        (opsite.DISPATCHER, [tls / "dispatcher"]),
+        (opsite.SLAVE, [stls / "slave", tls / "hosts" / opsite.SLAVE]),
     ):
         cert, key = ca.issue_host(site.ca_dir, name, 1, now=end - datetime.timedelta(days=1))
-        write_file(Path(f"{base}.key"), key, 0o600)
-        write_file(Path(f"{base}.pem"), cert, 0o644)
+        for base in bases:
+            write_file(Path(f"{base}.key"), key, 0o600)
+            write_file(Path(f"{base}.pem"), cert, 0o644)
         short[name] = x509.load_pem_x509_certificate(cert).serial_number
     time.sleep(1.0)  # the services poll every 0.3 s
     ports = {opsite.DISPATCHER: site.dport, opsite.SLAVE: site.sport}
@@ -99,5 +102,11 @@ def test_a_crl_past_half_its_life_and_expiring_certificates_are_renewed_without_
         renewed = x509.load_pem_x509_certificate(Path(f"{base}.pem").read_bytes())
         assert opsite.served_serial(site, port, name) == renewed.serial_number, name
     assert [d.pid for d in site.daemons] == pids and all(d.alive() for d in site.daemons)
+    # The slave got its renewed certificate, key and the host CRL from the dispatcher
+    # (nobody copied them: the test never wrote its files after the renewal).
+    assert (stls / "slave.pem").read_bytes() == (tls / "hosts" / f"{opsite.SLAVE}.pem").read_bytes()
+    assert (stls / "host-crl.pem").read_bytes() == ca.current_crl(site.ca_dir, ca.HOST)
     logs = site.logs()
-    assert "loaded the renewed CRL" in logs and "loaded the renewed" in logs
+    assert "loaded the renewed CRL" in logs
+    assert "installed the renewed certificate from the dispatcher" in logs
+    assert "installed the renewed host CRL from the dispatcher" in logs

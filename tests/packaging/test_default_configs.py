@@ -32,8 +32,11 @@ def test_dispatcher_toml_parses_with_state_and_ca_in_the_state_directory():
 def test_slave_toml_parses_and_its_backends_build():
     c = slave_config.load(DEBIAN / "conf" / "slave.toml")
     assert c.state_dir == "/var/lib/domtool-slave"
-    for path in (c.certificate, c.key, c.ca, c.crl):
-        assert path.startswith("/etc/domtool/tls/")
+    # What the dispatcher renews (tls_update) is in the state dir, the unit's only
+    # writable path; the trust anchor is not.
+    for path in (c.certificate, c.key, c.crl):
+        assert path.startswith("/var/lib/domtool-slave/tls/")
+    assert c.ca.startswith("/etc/domtool/tls/")
     assert c.listen_port >= 1024
     backends = slave_service.build_backends(c)
     assert sorted(backends) == ["apache", "bind"]
