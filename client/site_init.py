@@ -12,7 +12,8 @@ Layout under the dispatcher's state directory (``/var/lib/domtool`` in the packa
                                 host-ca.pem (default <state>/admin; hand it over, delete it)
 
 Idempotent: each item is checked first; one that is already right is kept, a missing one
-is made. One that exists but differs (another site name, a certificate for another name
+is made (except the admin's files once handed over: when the store pins a live
+certificate of theirs, it is kept, not reissued, so the admin is not locked out). One that exists but differs (another site name, a certificate for another name
 or from another CA, an expired one, an admin that is not an admin) is a conflict: nothing
 at all is written and every conflict is listed, unless ``force`` is given, which replaces
 exactly the conflicting items (a replaced CA reissues everything it signed).
@@ -150,7 +151,7 @@ def init_site(
     cert_state = {}
     for item, kind, name, base in certs:
         if ca_state != "ok":
-            cert_state[item] = "missing" if not base.with_suffix(".pem").exists() else "new CA"
+            cert_state[item] = "missing" if not Path(f"{base}.pem").exists() else "new CA"
             continue
         principal = identity.member(name) if kind == ca.MEMBER else identity.host(name)
         cert_state[item] = (
@@ -163,6 +164,7 @@ def init_site(
         toml_state = "ok" if toml_path.read_text() == toml else "differs from what init writes"
     # 3. The store's admin.
     member_state = "missing"
+    rec = None
     if (state / "domtool.sqlite3").exists():
         store = Store.open(state)
         try:
@@ -171,9 +173,27 @@ def init_site(
             store.close()
         if rec is not None and rec.active:
             member_state = "ok" if rec.is_admin else f"{admin} is a member but not an admin"
+    # The admin's files were handed over (and deleted here, as deploy.md says): the store
+    # pins a live certificate of theirs, so a new one would lock them out. Keep it.
+    admin_item = certs[-1][0]
+    handed_over = (
+        member_state == "ok"
+        and cert_state[admin_item] == "missing"
+        and rec.cert_serial is not None
+        and any(
+            i.serial == rec.cert_serial
+            and i.revoked_at is None
+            and i.not_after > datetime.datetime.now(datetime.UTC)
+            for i in ca.issued(ca_dir, ca.MEMBER)
+        )
+    )
+    if handed_over:
+        cert_state[admin_item] = "handed over"
+        if toml_state == "missing":
+            toml_state = "handed over"
 
     def bad(s: str) -> bool:
-        return s not in ("ok", "missing", "new CA")
+        return s not in ("ok", "missing", "new CA", "handed over")
 
     found = [("CAs", ca_state)] + list(cert_state.items()) + [("admin client.toml", toml_state)]
     found.append((f"store member {admin}", member_state))
@@ -194,6 +214,10 @@ def init_site(
     for item, kind, name, base in certs:
         s = cert_state[item]
         cert_path, key_path = Path(f"{base}.pem"), Path(f"{base}.key")
+        if s == "handed over":
+            result.items[item] = "kept (handed over: not in the state dir any more)"
+            admin_serial = rec.cert_serial
+            continue
         if s == "ok" and ca_state == "ok":
             result.items[item] = "kept"
             cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
@@ -206,15 +230,19 @@ def init_site(
             admin_serial = cert.serial_number
         result.paths[item] = str(cert_path)
     host_ca = ca.ca_certificate(ca_dir, ca.HOST)
-    for d in [out_dir, tls_dir] + ([tls_dir / "hosts"] if hosts else []):
+    for d in (
+        ([] if handed_over else [out_dir]) + [tls_dir] + ([tls_dir / "hosts"] if hosts else [])
+    ):
         client_config.write_file(d / "host-ca.pem", host_ca, 0o644)
     if hosts:
         client_config.write_file(
             tls_dir / "hosts" / "host-crl.pem", ca.current_crl(ca_dir, ca.HOST), 0o644
         )
-    if toml_state != "ok":
+    if toml_state not in ("ok", "handed over"):
         client_config.write_file(toml_path, toml.encode(), 0o644)
-    result.items["admin client.toml"] = "kept" if toml_state == "ok" else "created"
+    result.items["admin client.toml"] = (
+        "created" if toml_state not in ("ok", "handed over") else "kept"
+    )
     result.paths["admin client.toml"] = str(toml_path)
     store = Store.open(state)
     try:

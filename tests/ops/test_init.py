@@ -110,3 +110,28 @@ def test_an_expired_admin_certificate_is_reissued_with_force_and_the_store_follo
     store = Store.open(state)
     assert store.member("admin").cert_serial == serial
     store.close()
+
+
+def test_the_admins_files_once_handed_over_are_not_reissued(tmp_path, capsys):
+    """deploy.md says: give STATE/admin to the admin, then delete it. Running init again
+    must not mint a new admin certificate (the store would pin it and lock them out)."""
+    import shutil
+
+    state = tmp_path / "state"
+    assert init(state) == 0
+    store = Store.open(state)
+    serial = store.member("admin").cert_serial
+    store.close()
+    shutil.rmtree(state / "admin")
+    capsys.readouterr()
+    assert init(state) == 0
+    assert "handed over" in capsys.readouterr().out
+    assert not (state / "admin").exists()
+    store = Store.open(state)
+    assert store.member("admin").cert_serial == serial
+    store.close()
+    assert len(ca.issued(state / "ca", ca.MEMBER)) == 1
+    # Once that certificate is revoked, init issues a new one.
+    ca.revoke(state / "ca", "admin")
+    assert init(state) == 0
+    assert (state / "admin" / "admin.pem").exists()
