@@ -18,12 +18,14 @@ catch-all, server messages), of a member without a Unix account, root or a syste
 account, or a name that is not a plain host name goes to the site's own log (``--site``).
 Files are opened with ``O_NOFOLLOW`` in directories only root can write, so a member
 cannot point its log anywhere else. A log moved away by logrotate is noticed (its path no
-longer names the open file) and opened anew at the next line.
+longer names the open file) and opened anew at the next line. At most ``MAX_OPEN`` files
+are held open (least recently used closed first), whatever the number of vhosts.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pwd
@@ -39,6 +41,9 @@ _ERROR_VHOST = re.compile(rb"^\[[^\]]*\] \[[^\]]*\] \[([^\]]*)\]")
 _HOST = re.compile(r"^[a-z0-9](?:[a-z0-9.-]{0,251}[a-z0-9])?$")
 MIN_UID = 1000  # below: system accounts, never given a member's logs
 RECHECK = 1.0  # seconds between checks that the manifest or a log file moved
+MAX_OPEN = 1024  # log files held open at once (least recently used closed first): a site
+# of 20,000 vhosts must not need 20,000 descriptors in one process (main raises the soft
+# descriptor limit to fit)
 
 
 class Splitter:
@@ -56,8 +61,11 @@ class Splitter:
         self._owners: dict[str, str] = {}
         self._current: str | None = None
         self._checked = 0.0
-        self._files: dict[str, tuple[int, float]] = {}  # path -> (fd, last check)
+        # path -> (fd, last check), least recently used first
+        self._files: collections.OrderedDict[str, tuple[int, float]] = collections.OrderedDict()
         self._ids: dict[str, tuple[int, int] | None] = {}
+        self._targets: dict[bytes, tuple[str, tuple[int, int] | None]] = {}  # by vhost field
+        self._dirs: set[str] = set()  # member directories already checked
 
     # -- who owns what ---------------------------------------------------------
 
@@ -81,6 +89,8 @@ class Splitter:
             return  # keep what we had; try again later
         self._owners, self._current = owners, current
         self._ids.clear()
+        self._targets.clear()
+        self._dirs.clear()
 
     def _account(self, member: str) -> tuple[int, int] | None:
         if member not in self._ids:
@@ -92,13 +102,17 @@ class Splitter:
                 self._ids[member] = None
         return self._ids[member]
 
+    def _head(self, line: bytes) -> bytes:
+        if self.kind == "access":
+            return line.split(b" ", 1)[0]
+        m = _ERROR_VHOST.match(line)
+        return m.group(1) if m else b""
+
     def vhost(self, line: bytes) -> str | None:
         """The vhost a line names (lower case), or None."""
-        if self.kind == "access":
-            head = line.split(b" ", 1)[0]
-        else:
-            m = _ERROR_VHOST.match(line)
-            head = m.group(1) if m else b""
+        return self._name(self._head(line))
+
+    def _name(self, head: bytes) -> str | None:
         try:
             name = head.decode("ascii").lower()
         except UnicodeDecodeError:
@@ -108,18 +122,26 @@ class Splitter:
     def target(self, line: bytes) -> tuple[str, tuple[int, int] | None]:
         """The file the line goes to, and the (uid, gid) it belongs to (None: root's)."""
         self._refresh()
-        name = self.vhost(line)
+        head = self._head(line)
+        hit = self._targets.get(head)
+        if hit is not None:
+            return hit
+        name = self._name(head)
         member = self._owners.get(name) if name else None
         ids = self._account(member) if member else None
         if name is None or ids is None:
-            return self.site_log, None
-        return str(self.root / member / f"{name}.{self.kind}.log"), ids
+            found: tuple[str, tuple[int, int] | None] = (self.site_log, None)
+        else:
+            found = (f"{self.root}/{member}/{name}.{self.kind}.log", ids)
+        if len(self._targets) < 100_000:
+            self._targets[head] = found
+        return found
 
     # -- files -------------------------------------------------------------------
 
     def _open(self, path: str, ids: tuple[int, int] | None) -> int:
-        if ids is not None:
-            d = os.path.dirname(path)
+        d = os.path.dirname(path)
+        if ids is not None and d not in self._dirs:
             os.makedirs(self.root, mode=0o755, exist_ok=True)
             try:
                 os.mkdir(d, 0o750)
@@ -131,6 +153,7 @@ class Splitter:
             if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) != (0, ids[1], 0o750):
                 os.chown(d, 0, ids[1], follow_symlinks=False)
                 os.chmod(d, 0o750)
+            self._dirs.add(d)  # checked once per manifest: only root can change it
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600 if ids is not None else 0o640)
         if ids is not None:
@@ -144,6 +167,7 @@ class Splitter:
         now = time.monotonic()
         have = self._files.get(path)
         if have is not None:
+            self._files.move_to_end(path)
             fd, checked = have
             if now - checked < RECHECK:
                 return fd
@@ -155,6 +179,10 @@ class Splitter:
                 self._files[path] = (fd, now)
                 return fd
             os.close(fd)  # rotated away: a new file at the path
+            del self._files[path]
+        while len(self._files) >= MAX_OPEN:
+            _, (old, _) = self._files.popitem(last=False)
+            os.close(old)
         fd = self._open(path, ids)
         self._files[path] = (fd, now)
         return fd
@@ -190,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", required=True, help="the members' log root, e.g. /var/log/domtool")
     p.add_argument("--site", required=True, help="the site's own log for every other line")
     args = p.parse_args(argv)
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = MAX_OPEN + 64 if hard == resource.RLIM_INFINITY else min(MAX_OPEN + 64, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     splitter = Splitter(args.kind, args.state, args.root, args.site)
     try:
         splitter.run(sys.stdin.buffer)

@@ -43,3 +43,21 @@ def test_lines_of_no_member_or_of_a_system_account_go_to_the_site_log(tmp_path):
     s.close()
     assert site_log.read_bytes() == b"www.root.example a\nwww.ghost.example b\nother.example c\nd\n"
     assert not (tmp_path / "members").exists()
+
+
+def test_at_most_max_open_files_are_held_whatever_the_number_of_vhosts(tmp_path, monkeypatch):
+    from domtool.slave import logsplit
+
+    names = {f"www.m{i}.example": f"m{i}" for i in range(10)}
+    state = _site(tmp_path, names)
+    monkeypatch.setattr(logsplit, "MAX_OPEN", 3)
+    monkeypatch.setattr(Splitter, "_account", lambda self, m: (os.getuid(), os.getgid()))
+    s = Splitter("access", state, tmp_path / "members", str(tmp_path / "site.log"))
+    for round_ in range(3):
+        for name in names:
+            s.write(f"{name} line {round_}\n".encode())
+            assert len(s._files) <= 3
+    s.close()
+    for name, member in names.items():
+        text = (tmp_path / "members" / member / f"{name}.access.log").read_text()
+        assert text == "".join(f"{name} line {r}\n" for r in range(3))
