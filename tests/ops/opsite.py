@@ -65,9 +65,13 @@ class OpSite:
             )
         )
         try:
-            wait_for(lambda: self.admin("ping")[0] == 0, timeout=30, what="the site's ping")
+            wait_for(lambda: self._up(), timeout=30, what="the site's ping")
         except TimeoutError:
             raise AssertionError(self.logs()) from None
+
+    def _up(self) -> bool:
+        code, out = self.admin("ping")
+        return code == 0 and "ns1: up" in out
 
     def admin(self, *argv: str) -> tuple[int, str]:
         """``domtool-admin ARGV --config <admin's>`` in a child process: (exit, output)."""

@@ -349,6 +349,7 @@ binary = "{config.binary}"
     (site.root / "slave.toml").write_text(
         (site.root / "slave.toml").read_text().replace(str(site.slave_state), str(slave_state))
     )
+    shutil.copytree(site.slave_state / "tls", slave_state / "tls")
     site.slave_state = slave_state
     subprocess.run(["chown", "-R", f"{world['user']}:{world['user']}", str(site.state)], check=True)
     dspec = _spec(world, UNITS["dispatcher"], site.state, "stage-wd")
