@@ -1,7 +1,7 @@
 """Bench: the per-member log splitter (slave/logsplit.py) against the floor of Apache's
 own single CustomLog file (one write per line to one file).
 
-    python bench/bench_logsplit.py --lines 200000 --vhosts 1000
+    python bench/bench_logsplit.py --lines 200000 --vhosts 1000 [--zipf 1.1]
 
 Lines are ``%v``-first access lines spread over VHOSTS vhosts of VHOSTS/2 members; the
 splitter runs in-process with member accounts mapped to the current user (no real
@@ -24,6 +24,13 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--lines", type=int, default=200_000)
     p.add_argument("--vhosts", type=int, default=1000)
+    p.add_argument(
+        "--zipf",
+        type=float,
+        metavar="S",
+        help="vhost of each line drawn from a Zipf law of exponent S (real traffic is "
+        "skewed); default: round-robin, the worst case once vhosts > MAX_OPEN",
+    )
     a = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-logsplit-"))
     gen = root / "state" / "generations" / "1"
@@ -34,8 +41,16 @@ def main() -> None:
     ]
     (gen / "manifest.json").write_text(json.dumps({"backends": {"apache": {"units": units}}}))
     os.symlink("generations/1", root / "state" / "current")
+    if a.zipf:
+        import random
+
+        rng = random.Random(1)
+        weights = [1 / (k + 1) ** a.zipf for k in range(a.vhosts)]
+        which = rng.choices(range(a.vhosts), weights, k=a.lines)
+    else:
+        which = [i % a.vhosts for i in range(a.lines)]
     lines = [
-        f'www.v{i % a.vhosts}.example 127.0.0.1 - - [03/Dec/2026:08:00:00 +0000] "GET /p{i} '
+        f'www.v{which[i]}.example 127.0.0.1 - - [03/Dec/2026:08:00:00 +0000] "GET /p{i} '
         f'HTTP/1.1" 200 512 "-" "bench"\n'.encode()
         for i in range(a.lines)
     ]
@@ -53,8 +68,9 @@ def main() -> None:
     floor = time.perf_counter() - t0
     os.close(fd)
     files = sum(1 for _ in (root / "members").rglob("*.log"))
+    law = f"Zipf {a.zipf}" if a.zipf else "round-robin"
     print(
-        f"{a.lines} lines over {a.vhosts} vhosts ({files} files, at most {logsplit.MAX_OPEN} open):"
+        f"{a.lines} lines over {a.vhosts} vhosts, {law} ({files} files, at most {logsplit.MAX_OPEN} open):"
         f" splitter {a.lines / split:,.0f} lines/s ({split:.2f} s);"
         f" one-file floor {a.lines / floor:,.0f} lines/s ({floor:.2f} s)"
     )
