@@ -84,6 +84,7 @@ def test_each_refusal_is_explained_at_once(site, tmp_path):
         code, out, took = _whoami(config)
         assert code == want_code and want in out, f"{what}: exit {code}: {out}"
         assert took < FAST, f"{what}: {took:.1f} s"
+        print(f"{what}: exit {code} in {took:.2f} s")
 
 
 @pytest.mark.slow
