@@ -11,6 +11,7 @@ Emulated, from the unit's ``[Service]`` section:
   (``read-only``: left visible, read-only as everything else);
 - ``PrivateTmp=yes``: fresh tmpfs on /tmp and /var/tmp;
 - ``PrivateDevices=yes``: a tmpfs /dev holding only null, zero, full, random, urandom;
+- ``PrivateNetwork=yes``: a network namespace of its own (only a loopback, down);
 - ``User=``/``Group=``, ``NoNewPrivileges=``, ``CapabilityBoundingSet=``,
   ``AmbientCapabilities=`` and ``UMask=``: ``setpriv`` and ``umask``.
 
@@ -83,6 +84,7 @@ def spec(
         "protect_home": last("ProtectHome", "no"),
         "private_tmp": last("PrivateTmp", "no") == "yes",
         "private_devices": last("PrivateDevices", "no") == "yes",
+        "private_network": last("PrivateNetwork", "no") == "yes",
         "user": users.get(user, user) if user else None,
         "group": users.get(last("Group"), last("Group")) if last("Group") else None,
         "no_new_privs": last("NoNewPrivileges", "no") == "yes",
@@ -99,6 +101,7 @@ def prefix(s: dict) -> list[str]:
     return [
         "unshare",
         "--mount",
+        *(["--net"] if s.get("private_network") else []),
         "--propagation",
         "private",
         "--",

@@ -377,3 +377,66 @@ binary = "{config.binary}"
     finally:
         site.stop()
         apache.stop()
+
+
+@pytest.mark.slow
+def test_the_renewal_job_runs_under_its_units_sandbox(world):
+    """``domtool-renew.service``'s job (``ca renew --force`` here) under that unit's
+    restrictions, network included: it renews the CRLs and host certificates in the state
+    directory, and its sandbox keeps it from anything else."""
+    site = _prepare(world, "renew")
+    spec = _spec(world, UNITS["renew"], site.state, "stage-r")
+    assert spec["private_network"] and spec["user"] == world["user"]
+    before = (site.state / "tls" / "dispatcher.pem").read_bytes()
+    crl_before = (site.ca_dir / "host" / "crl.pem").read_bytes()
+    r = subprocess.run(
+        [
+            *sandbox.prefix(spec),
+            sys.executable,
+            "-m",
+            "domtool.client.admin_cli",
+            "ca",
+            "renew",
+            str(site.ca_dir),
+            "--state",
+            str(site.state),
+            "--force",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "re-signed the host CRL" in r.stdout and "reissued the host certificate" in r.stdout
+    assert (site.state / "tls" / "dispatcher.pem").read_bytes() != before
+    assert (site.ca_dir / "host" / "crl.pem").read_bytes() != crl_before
+    uid = int(subprocess.check_output(["id", "-u", world["user"]]))
+    assert (site.state / "tls" / "dispatcher.key").stat().st_uid == uid
+    report = probe(world, spec, site.state)
+    assert violations("dispatcher", report, uid) == [], report
+    # A listener here on the host's loopback: reachable from the host, not from the job.
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = str(server.getsockname()[1])
+        seen = {}
+        for name, prefix in (("host", []), ("sandbox", sandbox.prefix(spec))):
+            r = subprocess.run(
+                [*prefix, sys.executable, "-c", NET_PROBE, port],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            seen[name] = r.stdout.strip() or r.stderr
+    assert seen == {"host": "connected", "sandbox": "errno 101"}, seen
+
+
+NET_PROBE = """
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2).close()
+    print("connected")
+except OSError as e:
+    print(f"errno {e.errno}")
+"""
