@@ -26,6 +26,8 @@ The ops (``domtool.wire.SLAVE_OPS``)::
     abort    {txid}
     status   {}
     describe {domain}
+    tls_update {crl_pem, cert_pem?, key_pem?}   (renewed TLS files: slave/tlsupdate.py,
+                                                 answered by the listener, not the agent)
 """
 
 from __future__ import annotations
