@@ -2,12 +2,15 @@
 
 Local (no dispatcher needed)::
 
+    domtool-admin init --site NAME --dispatcher FQDN [--host FQDN]... [--force]
+                                                   a new site: CAs, certificates, first admin
     domtool-admin ca init DIR --site NAME          create the member and host CAs
     domtool-admin ca member DIR USER --out DIR     issue a member certificate (+ client.toml)
     domtool-admin ca host DIR FQDN --out DIR       issue a host certificate
     domtool-admin ca revoke DIR NAME [--host]      revoke every certificate of NAME, re-sign the CRL
     domtool-admin ca crl DIR [--host]              re-sign a CRL (renewal), say how long it lasts
-    domtool-admin ca status DIR                    CRLs and certificates that need renewing
+    domtool-admin ca status DIR [--state DIR]      every CA, CRL, certificate: expiry, renewer
+    domtool-admin ca renew DIR [--state DIR]       renew what is due (the package's timer)
     domtool-admin preview --perms FILE --user NAME --out DIR FILE...
                                                    render what a one-host site would write
 
@@ -196,41 +199,10 @@ def cmd_ca(args: argparse.Namespace) -> int:
                 f"revoked {len(serials)} certificate(s) of {args.name}; the {kind} CRL was "
                 "re-signed: copy it where the listeners read it (they reload it on change)",
             )
-        elif args.ca_command == "status":
-            report = {}
-            lines = []
-            problems = 0
-            for kind in (ca.MEMBER, ca.HOST):
-                pem = ca.current_crl(args.dir, kind)
-                left = ca.crl_expires_in(pem)
-                renew = ca.crl_needs_renewal(pem)
-                soon = ca.expiring(args.dir, kind)
-                report[kind] = {
-                    "crl_valid_for_days": left.days,
-                    "crl_needs_renewal": renew,
-                    "expiring": [
-                        {
-                            "name": i.name,
-                            "serial": format(i.serial, "x"),
-                            "not_after": i.not_after.isoformat(),
-                        }
-                        for i in soon
-                    ],
-                }
-                flag = "RENEW NOW: " if renew else ""
-                lines.append(f"{kind} CA: {flag}CRL valid for {left.days} more days")
-                if renew:
-                    problems += 1
-                    lines.append(
-                        f"  run: {PROG} ca crl {args.dir}" + (" --host" if kind == ca.HOST else "")
-                    )
-                for i in soon:
-                    problems += 1
-                    lines.append(
-                        f"  {i.name} (serial {i.serial:x}) expires {i.not_after:%Y-%m-%d}: reissue it"
-                    )
-            _say(args, report, "\n".join(lines))
-            return EXIT_ERRORS if problems else EXIT_OK
+        elif args.ca_command in ("status", "renew"):
+            from domtool.client import ca_report
+
+            return ca_report.run(args)
         elif args.ca_command == "crl":
             kind = ca.HOST if args.host else ca.MEMBER
             pem = ca.crl(args.dir, kind=kind)
@@ -523,12 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = ca_add("revoke", "revoke every certificate issued to NAME and re-sign the CRL")
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("--host", action="store_true", help="NAME is a host (default: a member)")
-    ca_add(
-        "status",
-        "CRL validity and certificates expiring within 30 days (exit 1 if any needs action)",
-    )
+    from domtool.client import ca_report
+
+    ca_report.add_parsers(ca_add)
     sp = ca_add("crl", "re-sign a CRL (renewal; a CRL past its date locks everyone out)")
     sp.add_argument("--host", action="store_true", help="the host CA's CRL (default: member)")
+
+    from domtool.client import site_init
+
+    site_init.add_parser(add)
 
     # preview
     sp = add(

@@ -38,6 +38,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from domtool.client import logs_cli
+
 if TYPE_CHECKING:
     from domtool.perms import Permissions
 
@@ -572,6 +574,7 @@ COMMANDS = {
     "rmdom": ("remove DOMAIN's configuration from every host", cmd_simple("rmdom", render_apply)),
     "doc": ("print the standard library reference (markdown)", cmd_doc),
     "db": ("your PostgreSQL and MariaDB databases: create, drop, list, passwd, grant", None),
+    "logs": (logs_cli.HELP, logs_cli.cmd_logs),
 }
 
 
@@ -582,6 +585,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
     )
     if name == "doc":
         return p
+    if name == "logs":
+        return logs_cli.parser()
     _common(p)
     if name == "plan":
         p.add_argument("files", nargs="+", metavar="FILE")

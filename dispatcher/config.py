@@ -15,6 +15,8 @@ Example (``/etc/domtool/dispatcher.toml``)::
     slave_timeout = 120                # seconds a slave has to answer one op
     retry_initial = 1                  # backoff of a host converging after a missed commit
     retry_max = 300
+    tls_poll = 60                      # seconds between checks for renewed CRLs/certificates
+    tls_push = 3600                    # seconds between sends of the host CRL to the slaves
 
     [tls]
     certificate = "/etc/domtool/dispatcher.pem"
@@ -22,7 +24,8 @@ Example (``/etc/domtool/dispatcher.toml``)::
     member_ca = "/etc/domtool/ca/member/ca.pem"
     member_crl = "/etc/domtool/ca/member/crl.pem"   # re-read when it changes
     host_ca = "/etc/domtool/ca/host/ca.pem"
-    host_crl = "/etc/domtool/ca/host/crl.pem"       # optional
+    host_crl = "/etc/domtool/ca/host/crl.pem"       # optional; sent to every slave
+    hosts_dir = "/var/lib/domtool/tls/hosts"        # optional: slaves' renewed certificates
 
     [site]                             # optional; domtool.model.Site's defaults otherwise
     nameservers = ["ns1.example.coop", "ns2.example.coop"]
@@ -104,6 +107,9 @@ class DispatcherConfig:
     slave_timeout: float = 120.0
     retry_initial: float = 1.0
     retry_max: float = 300.0
+    tls_poll: float = 60.0  # seconds between checks of the CRL and certificate files
+    tls_push: float = 3600.0  # seconds between sends of the host CRL etc. to slaves
+    hosts_dir: str | None = None  # slaves' renewed certificates (tlspush.py)
 
 
 _DISPATCHER = {
@@ -118,6 +124,8 @@ _DISPATCHER = {
     "slave_timeout": float,
     "retry_initial": float,
     "retry_max": float,
+    "tls_poll": float,
+    "tls_push": float,
 }
 _TLS = {
     "certificate": "path",
@@ -126,6 +134,7 @@ _TLS = {
     "member_crl": "path",
     "host_ca": "path",
     "host_crl": "path",
+    "hosts_dir": "path",
 }
 _REQUIRED = ("host", "state_dir", "certificate", "key", "member_ca", "member_crl", "host_ca")
 _NODE = {"name", "roles", "ipv4", "ipv6", "host", "address", "port"}

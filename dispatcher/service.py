@@ -34,6 +34,8 @@ from twisted.logger import Logger
 from domtool import wire
 from domtool.dispatcher import auth, schema, session, tls
 from domtool.dispatcher.controller import Controller, OpError
+from domtool.dispatcher.tlspush import TlsPush
+from domtool.dispatcher.tlswatch import FileWatch
 
 log = Logger()
 
@@ -62,6 +64,7 @@ class MemberProtocol(session.AuthenticatedFrameProtocol):
     peer_noun = "member"
     known_errors = (OpError,)
     internal_failure = wire.Failure("internal", "internal error (see the dispatcher's log)")
+    login_fault = "internal error (see the dispatcher's log)"
     factory: MemberFactory
 
     @property
@@ -70,11 +73,6 @@ class MemberProtocol(session.AuthenticatedFrameProtocol):
 
     def login(self, certificate: Any) -> defer.Deferred:
         return defer.ensureDeferred(auth.login_member(self.factory.portal, certificate))
-
-    def _login_broke(self, failure) -> None:
-        # Unlike the slave's listener, a login that breaks (not a refusal) is only
-        # logged here; the handshake timer closes the connection.
-        log.failure("login failed", failure)
 
     def known_failure(self, error: BaseException) -> wire.Failure:
         assert isinstance(error, OpError)
@@ -163,11 +161,51 @@ class DispatcherService(session.ListenerService):
             **self.timeouts(),
         )
 
+    def reload_own(self, own: tls.KeyPair) -> None:
+        """The renewed dispatcher certificate, for members and for the links to slaves."""
+        super().reload_own(own)
+        self._own = own
+        self.relink()
+
+    def relink(self) -> None:
+        """New connections to slaves with the current certificate and host CRL (renewed
+        files: ``tlswatch``); open links keep theirs until they reconnect."""
+        own = getattr(self, "_own", None) or tls.KeyPair.from_files(
+            self.config.certificate, self.config.key
+        )
+        host_trust = tls.Trust.from_files(self.config.host_ca, self.config.host_crl)
+        for link in self.controller.coordinator.links.values():
+            if hasattr(link, "client_tls"):
+                link.client_tls = tls.slave_client(own, host_trust, link.host)
+
+    def _host_files_changed(self) -> None:
+        self.relink()
+        self.tls_push.push()
+
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         super().startService()
+        # Slaves get the host CRL and their renewed certificates (tlspush.py).
+        self.tls_push = TlsPush(
+            self.controller.coordinator.links,
+            getattr(self.config, "host_crl", None),
+            getattr(self.config, "hosts_dir", None),
+            self.reactor,
+            getattr(self.config, "tls_push", 3600.0),
+        )
+        self.host_crl = FileWatch(
+            self.tls_push.files(),
+            self._host_files_changed,
+            self.reactor,
+            getattr(self.config, "tls_poll", CRL_POLL),
+        )
+        self.host_crl.start()
+        self.tls_push.start()
         self.controller.coordinator.resume()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
+        if hasattr(self, "host_crl"):
+            self.host_crl.stop()
+            self.tls_push.stop()
         self.controller.coordinator.stop()
         return super().stopService()
 

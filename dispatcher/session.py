@@ -38,6 +38,7 @@ from zope.interface import implementer
 
 from domtool import wire
 from domtool.dispatcher import tls
+from domtool.dispatcher.tlswatch import KeyPairWatch
 
 __all__ = [
     "CRL_POLL",
@@ -77,6 +78,7 @@ class AuthenticatedFrameProtocol(Int32StringReceiver):
     log_sessions: ClassVar[bool] = False  # log logins and timeouts at info level
     known_errors: ClassVar[tuple[type[BaseException], ...]] = ()
     internal_failure: ClassVar[wire.Failure] = wire.Failure("failed", "internal error")
+    login_fault: ClassVar[str] = "internal error (see the server's log)"
 
     def __init__(self, factory: SessionFactory) -> None:
         self.factory = factory
@@ -127,7 +129,10 @@ class AuthenticatedFrameProtocol(Int32StringReceiver):
         self.transport.loseConnection()
 
     def _login_broke(self, failure) -> None:
+        # Not a refusal but a fault (the store unreadable...): say so at once and close,
+        # rather than leave the peer waiting for the handshake timeout.
         self.log.failure("the login failed", failure)
+        self.send_error(0, wire.Failure("unauthorized", "the login failed: " + self.login_fault))
         self.transport.loseConnection()
 
     def _idle(self) -> None:
@@ -242,8 +247,11 @@ class CrlWatch:
 
     log = Logger()
 
-    def __init__(self, path: str | os.PathLike, server_tls: tls.ServerTLS, clock: Any) -> None:
+    def __init__(
+        self, path: str | os.PathLike, server_tls: tls.ServerTLS, clock: Any, interval=CRL_POLL
+    ) -> None:
         self.path = path
+        self.interval = interval
         self.server_tls = server_tls
         self.clock = clock
         self._mtime = self._stat()
@@ -272,7 +280,7 @@ class CrlWatch:
     def start(self) -> None:
         self._poll = task.LoopingCall(self.check)
         self._poll.clock = self.clock
-        self._poll.start(CRL_POLL, now=False)
+        self._poll.start(self.interval, now=False)
 
     def stop(self) -> None:
         if self._poll is not None and self._poll.running:
@@ -317,7 +325,20 @@ class ListenerService(service.Service):
         self.server_tls = server_tls
         self.reactor = reactor
         self.port: Any = None
-        self.crl = CrlWatch(crl_path, server_tls, reactor)
+        poll = getattr(config, "tls_poll", CRL_POLL)
+        self.crl = CrlWatch(crl_path, server_tls, reactor, poll)
+        # A renewed certificate of this host (domtool-admin ca renew) is picked up too.
+        self.own = KeyPairWatch(
+            getattr(config, "certificate", ""),
+            getattr(config, "key", ""),
+            self.reload_own,
+            reactor,
+            poll,
+        )
+
+    def reload_own(self, own: tls.KeyPair) -> None:
+        """Use this host's renewed certificate and key (``tlswatch.KeyPairWatch``)."""
+        self.server_tls.reload_own(own)
 
     def listen_factory(self) -> Factory:
         """The factory of the connections this service accepts."""
@@ -346,10 +367,12 @@ class ListenerService(service.Service):
             self.privilegedStartService()
         super().startService()
         self.crl.start()
+        self.own.start()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
         super().stopService()
         self.crl.stop()
+        self.own.stop()
         port, self.port = self.port, None
         if port is not None:
             return defer.maybeDeferred(port.stopListening)

@@ -206,6 +206,12 @@ class ServerTLS:
         self._context = server_context(self._own, trust, self._on_verify_error)
         self._trust = trust
 
+    def reload_own(self, own: KeyPair) -> None:
+        """Present a renewed certificate and key in every handshake from now on (a pair
+        that does not load or match raises, and the old one stays in force)."""
+        self._context = server_context(own, self._trust, self._on_verify_error)
+        self._own = own
+
     def reload_crl_file(self, path: str | os.PathLike) -> None:
         """``reload_crl`` from a file (what the dispatcher does on SIGHUP or a timer)."""
         with open(path, "rb") as f:

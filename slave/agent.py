@@ -2,7 +2,8 @@
 
 The protocol (``domtool.slave.service``) decodes a frame, checks its arguments
 (``domtool.slave.ops.parse``) and hands the typed arguments to :meth:`Agent.handle`, which
-dispatches through an explicit table (:data:`Agent.OPS`, exactly ``domtool.wire.SLAVE_OPS``).
+dispatches through an explicit table (:data:`Agent.OPS`: ``domtool.wire.SLAVE_OPS`` but
+``tls_update``, which the listener answers itself with ``slave/tlsupdate.py``).
 The ``db_*`` ops are not configuration and never touch the engine: they go to
 ``domtool.slave.dbagent.DatabaseOps`` (given as ``databases``; none: refused).
 

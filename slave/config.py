@@ -13,6 +13,7 @@ Example (``/etc/domtool/slave.toml``)::
     prepare_timeout = 60              # seconds a prepared transaction waits for commit
     handshake_timeout = 30
     idle_timeout = 600
+    tls_poll = 60                     # seconds between checks for a renewed CRL/certificate
 
     [tls]
     certificate = "/etc/domtool/slave.pem"
@@ -78,6 +79,7 @@ class SlaveConfig:
     prepare_timeout: float = 60.0
     handshake_timeout: float = 30.0
     idle_timeout: float = 600.0
+    tls_poll: float = 60.0  # seconds between checks of the CRL and certificate files
     backends: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     databases: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
@@ -97,6 +99,7 @@ _SLAVE_KEYS = {
     "prepare_timeout",
     "handshake_timeout",
     "idle_timeout",
+    "tls_poll",
 }
 _TLS_KEYS = {"certificate", "key", "ca", "crl"}
 
@@ -184,6 +187,7 @@ def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConf
         prepare_timeout=number("prepare_timeout", 60.0, 1, 3600),
         handshake_timeout=number("handshake_timeout", 30.0, 1, 600),
         idle_timeout=number("idle_timeout", 600.0, 1, 86400),
+        tls_poll=number("tls_poll", 60.0, 0.1, 3600),
         certificate=path(tls, "tls", "certificate"),
         key=path(tls, "tls", "key"),
         ca=path(tls, "tls", "ca"),

@@ -27,6 +27,8 @@ The ops (``domtool.wire.SLAVE_OPS``)::
     status   {}
     describe {domain}
     db_create, db_drop, db_list, db_passwd, db_grant   (domtool.slave.dbargs)
+    tls_update {crl_pem, cert_pem?, key_pem?}   (renewed TLS files: slave/tlsupdate.py,
+                                                 answered by the listener, not the agent)
 """
 
 from __future__ import annotations
@@ -416,6 +418,8 @@ OP_SCHEMAS: dict[str, Obj] = {
     "abort": Obj({"txid": TXID_FIELD}),
     "status": Obj({}),
     "describe": Obj({"domain": _name}),
+    # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
+    "tls_update": Obj({"crl_pem": Str(1 << 20)}, {"cert_pem": Str(16384), "key_pem": Str(16384)}),
 }
 
 
@@ -470,6 +474,21 @@ class DescribeArgs:
     domain: str
 
 
+@attrs.frozen
+class TlsUpdateArgs:
+    """``tls_update``: the host CRL, and this host's certificate and key when renewed."""
+
+    crl_pem: str
+    cert_pem: str | None = None
+    key_pem: str | None = None
+
+
+def _tls_update(args: dict) -> TlsUpdateArgs:
+    if ("cert_pem" in args) != ("key_pem" in args):
+        raise BadArgs([("", "cert_pem and key_pem go together")])
+    return TlsUpdateArgs(args["crl_pem"], args.get("cert_pem"), args.get("key_pem"))
+
+
 def _prepare(args: dict) -> PrepareArgs:
     changes: dict[str, OwnerChange] = {}
     problems: Problems = []
@@ -495,6 +514,7 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "abort": lambda a: TxArgs(a["txid"]),
     "status": lambda a: StatusArgs(),
     "describe": lambda a: DescribeArgs(a["domain"].lower()),
+    "tls_update": _tls_update,
 }
 
 

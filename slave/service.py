@@ -41,6 +41,7 @@ from domtool.dispatcher import auth, session, tls
 from domtool.slave import ops
 from domtool.slave.agent import Agent, AgentError
 from domtool.slave.config import ConfigError, SlaveConfig
+from domtool.slave.tlsupdate import TlsUpdater
 
 __all__ = [
     "BACKENDS",
@@ -91,6 +92,9 @@ class SlaveProtocol(session.AuthenticatedFrameProtocol):
                 "bad_request", f"bad arguments for {request.op}", e.details[:100]
             )
             self.send_error(request.id, failure)
+            return
+        if request.op == "tls_update":  # the listener's own files, not the agent's state
+            self.respond(request.id, defer.maybeDeferred(self.factory.tls_update, args))
             return
         self.respond(request.id, self.factory.agent.handle(request.op, args))
 
@@ -143,6 +147,8 @@ def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfi
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
     if "node" in fields and "node" not in values:
         values["node"] = config.node_name
+    if "state_dir" in fields and "state_dir" not in values:
+        values["state_dir"] = config.state_dir
     try:
         return cls(**values)
     except TypeError as e:
@@ -204,7 +210,9 @@ class SlaveService(session.ListenerService):
 
     def listen_factory(self) -> SlaveFactory:
         portal = auth.host_portal(set(self.config.dispatcher))
-        return SlaveFactory(self.agent, portal, self.reactor, **self.timeouts())
+        factory = SlaveFactory(self.agent, portal, self.reactor, **self.timeouts())
+        factory.tls_update = TlsUpdater(self.config, self.server_tls).update
+        return factory
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         super().startService()

@@ -23,10 +23,10 @@ config will load, with the staged generation in place of the current one. Reload
 Logs: no vhost gets a ``CustomLog`` or ``ErrorLog`` of its own, since each costs a file
 descriptor in every Apache process and 20,000 of them stop Apache from starting. The index
 declares ONE site-wide access log whose lines start with ``%v`` (the vhost's ServerName),
-and an ``ErrorLogFormat`` carrying ``%v``. Per-member logs are split afterwards: the
-generation's manifest maps each vhost key (``vhost:<fqdn>``) to its owner, and the log
-rotation job (or Apache's own ``split-logfile``, which splits on the first field) moves
-each line to ``<member's log dir>/<fqdn>.log``.
+and an ``ErrorLogFormat`` carrying ``%v``. With ``member_log_dir`` set, both go through
+ONE piped logger each (``slave/logsplit.py``), which looks each line's vhost up in the
+live generation's manifest and appends it to ``<member_log_dir>/<owner>/<fqdn>.access.log``
+or ``.error.log``, readable by that member only.
 
 Catch-all: the first vhost of an address is Apache's default for unknown ``Host`` names,
 so ``sites.conf`` starts with a site-owned vhost answering ``421 Misdirected Request``;
@@ -242,6 +242,25 @@ class ApacheConfig:
     check_timeout: float = 120.0
     allow_override: str = ALLOW_OVERRIDE
     unit_checks: bool = False
+    # Per-member logs (slave/logsplit.py): the members' log root, e.g. /var/log/domtool.
+    # None: the one site-wide access log only. The splitter reads the live manifest in
+    # state_dir (the slave's state directory; filled in from slave.toml).
+    member_log_dir: str | None = None
+    state_dir: str | None = None
+    log_splitter: tuple[str, ...] = ("/usr/bin/python3", "-m", "domtool.slave.logsplit")
+
+    def piped_log(self, kind: str) -> str | None:
+        """The ``"||..."`` piped-log target of the ``kind`` (access/error) splitter, or
+        None without member logs. Apache splits it on spaces (no shell): the paths, set by
+        the site, may hold no space or quote."""
+        if self.member_log_dir is None:
+            return None
+        site = f"{self.log_dir}/{kind}.log"
+        argv = [*self.log_splitter, kind, "--state", str(self.state_dir), "--root"]
+        argv += [self.member_log_dir, "--site", site]
+        if self.state_dir is None or any(re.search(r'[\s"\\]', a) or not a for a in argv):
+            raise ValueError(f"member logs: paths must be set and hold no space or quote: {argv}")
+        return '"||' + " ".join(argv) + '"'
 
     def check_argv(self, sites_conf: str) -> tuple[str, ...]:
         """``apache2 -t`` over the base config plus the given sites index (or unit)."""
@@ -292,7 +311,7 @@ def site_config(
         f"PidFile {apache_quote(run_dir + '/apache2.pid')}",
         f"Mutex file:{run_dir} default",
         f"DefaultRuntimeDir {apache_quote(run_dir)}",
-        f"ErrorLog {apache_quote(config.log_dir + '/error.log')}",
+        f"ErrorLog {config.piped_log('error') or apache_quote(config.log_dir + '/error.log')}",
         "LogLevel warn",
         "ServerName localhost",
         "ServerTokens Prod",
@@ -740,7 +759,8 @@ class ApacheBackend:
             # One access log for the whole site; %v first so it can be split per vhost.
             'LogFormat "%v %h %l %u %t \\"%r\\" %>s %O \\"%{Referer}i\\" \\"%{User-Agent}i\\"" '
             "domtool_vhost",
-            f"CustomLog {apache_quote(c.log_dir + '/access.log')} domtool_vhost",
+            f"CustomLog {c.piped_log('access') or apache_quote(c.log_dir + '/access.log')} "
+            "domtool_vhost",
             'ErrorLogFormat "[%{u}t] [%-m:%l] [%v] [pid %P] %F: %E: [client %a] %M"',
             f"<VirtualHost {c.address}:{c.port}>",
             '    ServerName "default.invalid"',

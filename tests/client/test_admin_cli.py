@@ -218,17 +218,27 @@ def test_adduser_writes_the_issued_certificate_key_and_a_client_config(tmp_path,
         fake.stop()
 
 
-def test_ca_status_warns_about_a_crl_near_its_end_and_says_how_to_renew(tmp_path, capsys):
-    """A CRL with less than 7 days left makes `ca status` exit 1 naming the renewal
-    command; after `ca crl` it exits 0."""
-    import datetime
-
+def test_ca_status_warns_about_a_crl_near_its_end_and_says_what_renews_it(tmp_path, capsys):
+    """A CRL with less than 7 days left makes `ca status` exit 1 naming what renews it;
+    after `ca renew` (the timer's command) it exits 0 and lists every CA, CRL and
+    certificate with its expiry."""
     d = str(tmp_path / "ca")
     ca.init_ca(d, "example.coop")
+    ca.issue_member(d, "alice")
     ca.crl(d, kind=ca.MEMBER, days=3)
     code, out, _ = run(capsys, "ca", "status", d)
-    assert code == 1 and "member CA: RENEW NOW" in out and f"ca crl {d}" in out
-    assert run(capsys, "ca", "crl", d)[0] == 0
+    assert code == 1
+    assert "DUE  CRL                member CRL" in out and "domtool-admin ca renew" in out
+    code, out, _ = run(capsys, "ca", "renew", d)
+    assert code == 0 and "re-signed the member CRL" in out and "host CRL" not in out
     code, out, _ = run(capsys, "ca", "status", d, "--json")
-    assert code == 0 and json.loads(out)["member"]["crl_needs_renewal"] is False
-    assert datetime.timedelta(days=json.loads(out)["member"]["crl_valid_for_days"]) > ca.CRL_WARN
+    items = json.loads(out)
+    assert code == 0 and not any(i["due"] for i in items)
+    assert sorted({(i["what"], i["ca"]) for i in items}) == [
+        ("CA", "host"),
+        ("CA", "member"),
+        ("CRL", "host"),
+        ("CRL", "member"),
+        ("member certificate", "member"),
+    ]
+    assert all(i["expires"] and i["renews"] for i in items)

@@ -286,7 +286,7 @@ def _complete(alice: OwnerChange, h: Homes) -> PrepareArgs:
 
 OPS = {"prepare": _alone, "prepare with another member": _with_carol, "complete prepare": _complete}
 MEMBER_DATA_OPS = {"prepare"}
-NO_MEMBER_DATA = {"commit", "abort", "status", "describe"}
+NO_MEMBER_DATA = {"commit", "abort", "status", "describe", "tls_update"}  # tls: the host's files
 # The database ops carry owner and names too; their matrix (names, prefixes, owners on the
 # server) is tests/slave/test_db_ops.py and test_db_daemons.py.
 DB_OPS = {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}

@@ -21,8 +21,9 @@ def test_dispatcher_toml_parses_with_state_and_ca_in_the_state_directory():
     assert c.ca_dir.startswith("/var/lib/domtool/")
     for path in (c.member_ca, c.member_crl, c.host_ca, c.host_crl):
         assert path.startswith(c.ca_dir + "/")
-    assert c.certificate.startswith("/etc/domtool/tls/")
-    assert c.key.startswith("/etc/domtool/tls/")
+    # Where `domtool-admin init` writes them and the renewal timer (as domtool) renews them.
+    assert c.certificate == "/var/lib/domtool/tls/dispatcher.pem"
+    assert c.key == "/var/lib/domtool/tls/dispatcher.key"
     # No capability is granted to the unit: the port must not be privileged.
     assert c.listen_port >= 1024
     assert [s.port for s in c.slaves] == [1235]
@@ -31,11 +32,22 @@ def test_dispatcher_toml_parses_with_state_and_ca_in_the_state_directory():
 def test_slave_toml_parses_and_its_backends_build():
     c = slave_config.load(DEBIAN / "conf" / "slave.toml")
     assert c.state_dir == "/var/lib/domtool-slave"
-    for path in (c.certificate, c.key, c.ca, c.crl):
-        assert path.startswith("/etc/domtool/tls/")
+    # What the dispatcher renews (tls_update) is in the state dir, the unit's only
+    # writable path; the trust anchor is not.
+    for path in (c.certificate, c.key, c.crl):
+        assert path.startswith("/var/lib/domtool-slave/tls/")
+    assert c.ca.startswith("/etc/domtool/tls/")
     assert c.listen_port >= 1024
     backends = slave_service.build_backends(c)
     assert sorted(backends) == ["apache", "bind"]
+    # Members' logs through the splitter, whose manifest is the slave's state dir's.
+    apache = backends["apache"].config
+    assert apache.member_log_dir == "/var/log/domtool" and apache.state_dir == c.state_dir
+    assert "domtool.slave.logsplit access --state /var/lib/domtool-slave" in apache.piped_log(
+        "access"
+    )
+    assert "var/log/domtool" in (DEBIAN / "domtool-slave.dirs").read_text().split()
+    assert "/var/log/domtool/*/*.log {" in (DEBIAN / "domtool-slave.logrotate").read_text()
 
 
 def test_units_run_the_installed_commands_on_the_default_configs():

@@ -1,0 +1,88 @@
+"""Picking up renewed TLS files while running: the listener's own certificate and key.
+
+:class:`KeyPairWatch` polls a certificate and its key (every ``interval`` seconds) and,
+when either file changed, reads both and hands the new :class:`tls.KeyPair` to
+``on_change`` (which rebuilds the TLS contexts); :class:`FileWatch` is the general
+poll, also used by the dispatcher for the host CRL its links check slaves against. A pair that does not load or does not
+match (the renewal job replaces the key and then the certificate, so a poll may fall
+between the two) keeps the old one in force and is tried again at the next poll. New
+handshakes use the renewed pair; open connections keep theirs. The CRL's counterpart is
+``session.CrlWatch``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet import task
+from twisted.logger import Logger
+
+from domtool.dispatcher import tls
+
+__all__ = ["FileWatch", "KeyPairWatch"]
+
+
+class FileWatch:
+    """Calls ``on_change()`` when any of ``paths`` changed (mtime) since the last success;
+    an ``on_change`` that raises OSError/ValueError is retried at the next poll."""
+
+    log = Logger()
+
+    def __init__(self, paths, on_change: Callable[[], None], clock: Any, interval: float = 60.0):
+        self.paths = [p for p in paths if p]
+        self.on_change = on_change
+        self.clock = clock
+        self.interval = interval
+        self._seen = self._stat()
+        self._poll: task.LoopingCall | None = None
+
+    def _stat(self) -> tuple[int, ...] | None:
+        try:
+            return tuple(os.stat(p).st_mtime_ns for p in self.paths)
+        except OSError:
+            return None
+
+    def check(self) -> bool:
+        """Run ``on_change`` if a file changed; True when it succeeded."""
+        seen = self._stat()
+        if seen is None or seen == self._seen:
+            return False
+        try:
+            self.on_change()
+        except (OSError, ValueError, SSL.Error) as e:
+            self.log.warn("kept the old TLS files: {paths}: {e}", paths=self.paths, e=e)
+            return False
+        self._seen = seen
+        self.log.info("loaded the renewed {paths}", paths=", ".join(map(str, self.paths)))
+        return True
+
+    def start(self) -> None:
+        if not self.paths:
+            return
+        self._poll = task.LoopingCall(self.check)
+        self._poll.clock = self.clock
+        self._poll.start(self.interval, now=False)
+
+    def stop(self) -> None:
+        if self._poll is not None and self._poll.running:
+            self._poll.stop()
+
+
+class KeyPairWatch(FileWatch):
+    """Calls ``on_change(KeyPair)`` when the files at ``cert`` or ``key`` change."""
+
+    def __init__(
+        self,
+        cert: str | os.PathLike,
+        key: str | os.PathLike,
+        on_change: Callable[[tls.KeyPair], None],
+        clock: Any,
+        interval: float = 60.0,
+    ) -> None:
+        self.cert, self.key = cert, key
+        super().__init__(
+            [cert, key], lambda: on_change(tls.KeyPair.from_files(cert, key)), clock, interval
+        )
