@@ -19,6 +19,7 @@ from domtool.lang import ast
 from domtool.lang.checker import Library, check_file, check_library
 from domtool.lang.errors import Diagnostic
 from domtool.lang.evaluator import STEP_BUDGET, Env, evaluate, library_env
+from domtool.lang.primitives import Budget
 from domtool.model import DEFAULT_SITE, DesiredState, Site
 
 #: The standard library's files, in load order (later files use earlier ones).
@@ -87,9 +88,11 @@ def check_source(
     *,
     budget: int = STEP_BUDGET,
 ) -> CheckResult:
-    """Parse, check and evaluate ``(file name, text)`` pairs for the member ``perms``."""
+    """Parse, check and evaluate ``(file name, text)`` pairs for the member ``perms``.
+    All the files' evaluations share one work ``budget`` (one request, one budget)."""
     from domtool.lang.parser import parse_file
 
+    shared = Budget(budget)
     loaded = _load()
     diags: list[Diagnostic] = []
     state = DesiredState()
@@ -105,7 +108,7 @@ def check_source(
         diags.extend(check_diags)
         if check_diags:
             continue
-        ev = evaluate(f, perms, loaded.library, loaded.env, site, budget=budget)
+        ev = evaluate(f, perms, loaded.library, loaded.env, site, budget=shared)
         diags.extend(ev.diagnostics)
         if ev.state is not None:
             diags.extend(_clashes(state, ev.state, name))
