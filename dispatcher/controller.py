@@ -30,6 +30,7 @@ file, so ``regen`` does not bring it back.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -170,6 +171,7 @@ class Controller:
         quota_defaults: Mapping[str, int] | None = None,
         ca_dir: Any = None,
         on_crl: Callable[[bytes], None] | None = None,
+        check_source: Callable[..., Any] | None = None,
     ) -> None:
         self.store = store
         self.site = site
@@ -178,6 +180,9 @@ class Controller:
         self.quota_defaults = dict(quota_defaults or quotas.DEFAULTS)
         self.ca_dir = ca_dir
         self.on_crl = on_crl
+        # check_source(member, files, perms, site) -> CheckResult or an awaitable of one:
+        # the service passes dispatcher.evalpool.EvalPool.check (off the reactor).
+        self._check_source = check_source
         self._lock = defer.DeferredLock()
         self.member_ops: dict[str, Callable] = {
             "check": self.check,
@@ -275,7 +280,17 @@ class Controller:
     def _limits(self, member: str) -> dict[str, int]:
         return quotas.limits(self.quota_defaults, self.store.quotas_of(member))
 
-    def evaluate(
+    async def check_source(self, perms: Permissions, files) -> api.CheckResult:
+        """``api.check_source`` of ``files`` for ``perms``, in the evaluation pool when
+        the controller has one (never in the reactor thread in the service)."""
+        if self._check_source is None:
+            return api.check_source(list(files), perms, self.site)
+        result = self._check_source(perms.user, list(files), perms, self.site)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def evaluate(
         self, perms: Permissions, files: Mapping[str, str], submitted: Mapping[str, str] = {}
     ) -> Evaluated:
         """Check and evaluate ``files`` with the ``submitted`` ones in place, then the
@@ -287,7 +302,7 @@ class Controller:
         files = {**files, **submitted}
         dropped: list[dict[str, Any]] = []
         while True:
-            result = api.check_source(sorted(files.items()), perms, self.site)
+            result = await self.check_source(perms, sorted(files.items()))
             if result.ok:
                 break
             bad = {d.file for d in result.diagnostics}
@@ -324,7 +339,7 @@ class Controller:
     async def check(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
         files = self._files(args, perms)
-        result = api.check_source(sorted(files.items()), perms, self.site)
+        result = await self.check_source(perms, sorted(files.items()))
         return {
             "ok": result.ok,
             "diagnostics": [d.format() for d in result.diagnostics],
@@ -333,7 +348,7 @@ class Controller:
 
     async def plan(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
-        ev = self.evaluate(perms, self.stored_files(member.name), self._files(args, perms))
+        ev = await self.evaluate(perms, self.stored_files(member.name), self._files(args, perms))
         if ev.state is None:
             return {
                 "ok": False,
@@ -356,7 +371,7 @@ class Controller:
         return await self._serial(self._submit, member.name, perms, submitted, progress, "submit")
 
     async def _submit(self, name, perms, submitted, progress, action) -> dict[str, Any]:
-        ev = self.evaluate(perms, self.stored_files(name), submitted)
+        ev = await self.evaluate(perms, self.stored_files(name), submitted)
         if ev.state is None:
             for domain, text in submitted.items():
                 self.store.put_source(name, domain, text, accepted=False)
@@ -593,7 +608,7 @@ class Controller:
             raise _refused(str(e)) from None
         return {"class": args["class"], "value": args["value"], "members": members}
 
-    def regen_state(self, name: str) -> tuple[DesiredState, list[dict[str, Any]]]:
+    async def regen_state(self, name: str) -> tuple[DesiredState, list[dict[str, Any]]]:
         """A member's state from their stored sources and today's permissions, and the
         domain files dropped because they no longer check (each with its reasons)."""
         perms = self._perms(name)
@@ -601,7 +616,7 @@ class Controller:
         seen: set[str] = set()
         dropped = []
         for domain, text in sorted(self.stored_files(name).items()):
-            result = api.check_source([(domain, text)], perms, self.site)
+            result = await self.check_source(perms, [(domain, text)])
             reasons = [d.format() for d in result.diagnostics]
             if result.ok and result.state is not None:
                 keys = {f"zone:{z.name}" for z in result.state.zones} | {
@@ -637,7 +652,7 @@ class Controller:
         dropped: list[dict[str, Any]] = []
         for i, name in enumerate(everyone):
             if name in active:
-                state, lost = self.regen_state(name)
+                state, lost = await self.regen_state(name)
                 dropped += lost
                 new = split(state, self.site)
             else:  # removed member still on a host: take it off

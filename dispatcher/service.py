@@ -151,9 +151,11 @@ class DispatcherService(session.ListenerService):
         controller: Controller,
         server_tls: tls.ServerTLS,
         reactor: Any,
+        eval_pool: Any = None,
     ) -> None:
         super().__init__(config, server_tls, reactor, config.member_crl)
         self.controller = controller
+        self.eval_pool = eval_pool  # dispatcher.evalpool.EvalPool, closed at stop
 
     def listen_factory(self) -> MemberFactory:
         return MemberFactory(
@@ -165,10 +167,14 @@ class DispatcherService(session.ListenerService):
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         super().startService()
+        if self.eval_pool is not None:
+            self.eval_pool.warm()
         self.controller.coordinator.resume()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
         self.controller.coordinator.stop()
+        if self.eval_pool is not None:
+            self.eval_pool.close()
         return super().stopService()
 
 
@@ -177,6 +183,7 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
     from twisted.internet.endpoints import HostnameEndpoint
 
     from domtool.dispatcher.apply import Coordinator
+    from domtool.dispatcher.evalpool import EvalPool
     from domtool.dispatcher.links import TLSLink
     from domtool.dispatcher.store import Store
 
@@ -201,6 +208,7 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
     coordinator = Coordinator(
         store, links, reactor, retry_initial=config.retry_initial, retry_max=config.retry_max
     )
+    pool = EvalPool(reactor)  # members' files are evaluated off the reactor thread
     controller = Controller(
         store,
         config.site,
@@ -209,8 +217,9 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
         quota_defaults=config.quotas,
         ca_dir=config.ca_dir,
         on_crl=server_tls.reload_crl,
+        check_source=pool.check,
     )
-    return DispatcherService(config, controller, server_tls, reactor)
+    return DispatcherService(config, controller, server_tls, reactor, eval_pool=pool)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,7 +153,7 @@ class Interpreter:
             self.budget.charge(work_of(args), span)
             try:
                 return prim.fn(*args)
-            except EvalError:
+            except (EvalError, MemoryError):
                 raise
             except ValueError as e:  # a primitive refused an argument
                 raise EvalError(str(e), span) from None
@@ -250,7 +250,7 @@ class Interpreter:
                 v.prim.fn(b, *v.args, run_body)
             else:
                 v.prim.fn(b, *v.args)
-        except (EvalError, RecursionError):
+        except (EvalError, RecursionError, MemoryError):
             raise
         except ValueError as e:  # a primitive refused a value (validate.Invalid, ...)
             raise EvalError(str(e), v.span) from None
