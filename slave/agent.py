@@ -240,8 +240,11 @@ class Agent:
         node: str | None = None,
         prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
         run_blocking: Callable[..., Any] = _inline,
+        grant_book: Any = None,
     ) -> None:
         self.engine = engine
+        # slave.verified.GrantBook: owners' grants signed by an admin, checked here.
+        self.grant_book = grant_book
         self.host = host
         self.node = node
         self.clock = clock
@@ -424,6 +427,12 @@ class Agent:
         return answer
 
     def _recheck_all(self, args: ops.PrepareArgs) -> dict[str, list[str]]:
+        if self.grant_book is not None:
+            from domtool.slave.verified import recheck_signed
+
+            return {
+                o: recheck_signed(self.grant_book, o, c, self.node) for o, c in args.changes.items()
+            }
         return {o: ops.recheck(o, c, self.node) for o, c in args.changes.items()}
 
     async def _discard(self, prepared: Prepared) -> None:
