@@ -22,6 +22,7 @@ of the 39 tests here failed (seen failing first).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,12 +44,23 @@ from tests.integration.test_authz_matrix_slave import (
     Homes,
     _id,
     bobs_part,
-    homes,  # noqa: F401 (the fixture)
     make_agent,
     run,
     vhost,
     zone,
 )
+
+
+@pytest.fixture(scope="module")
+def hs(tmp_path_factory) -> Homes:
+    """alice's, bob's and carol's homes; ``alice/link`` is a symlink to ``bob/www``."""
+    top = tmp_path_factory.mktemp("authz-signed")
+    h = Homes(top / "home" / "alice", top / "home" / "bob", top / "home" / "carol")
+    for d in (h.alice, h.bob, h.carol):
+        (d / "www").mkdir(parents=True)
+    os.symlink(h.bob / "www", h.alice / "link")
+    return h
+
 
 KEY, PUB = grantsig.new_signing_key()
 OTHER_KEY, _OTHER_PUB = grantsig.new_signing_key()
@@ -101,10 +113,10 @@ def verdict_of(agent: Agent, args: PrepareArgs, owner: str) -> dict:
 # -- the authorization matrix with the dispatcher's grants opened up ---------------------
 
 
-def test_the_authorization_matrix_with_the_dispatchers_checks_off_has_no_escape(homes, tmp_path):
+def test_the_authorization_matrix_with_the_dispatchers_checks_off_has_no_escape(hs, tmp_path):
     """Every (op shape x case) of the slave matrix, the dispatcher granting everything:
     alice is refused in all 126, bob (live) and carol (clean) are not blamed."""
-    h = homes
+    h = hs
     escapes, total = [], 0
     for op, shape in OPS.items():
         for case in CASES:
@@ -234,10 +246,10 @@ BAD_CASES = _domain_cases() + PATH_CASES
 
 
 @pytest.mark.parametrize("case", BAD_CASES, ids=lambda c: f"{c.kind}:{c.what}")
-def test_the_misbehaving_dispatchers_ownership_is_refused_at_the_slave(homes, tmp_path, case):
+def test_the_misbehaving_dispatchers_ownership_is_refused_at_the_slave(hs, tmp_path, case):
     """Each wrong ownership, with the dispatcher granting everything and the owner's own
     signed record relayed, is refused for that owner; bob's live part stays."""
-    h = homes
+    h = hs
     agent = with_bob_live(h, tmp_path)
     owner = case.owner
     args = PrepareArgs("t-bad", {owner: change(h, owner, case.state(h))})
@@ -254,9 +266,9 @@ def test_every_unit_kind_has_every_domain_variant():
     assert len(BAD_CASES) == len(NAMES) * 5 + 2
 
 
-def test_alices_own_part_with_her_signed_grants_is_accepted(homes, tmp_path):
+def test_alices_own_part_with_her_signed_grants_is_accepted(hs, tmp_path):
     """The control: her zone, a vhost with a subdomain and an alias, mail; her paths."""
-    h = homes
+    h = hs
     agent = with_bob_live(h, tmp_path)
     mine = DesiredState(
         zones=(zone(ALICE_DOM, "alice"),),
@@ -284,8 +296,8 @@ def _sig_cases(h: Homes) -> dict[str, tuple[grantsig.SignedGrants | None, str]]:
     }
 
 
-def test_grants_that_do_not_verify_refuse_the_owner(homes, tmp_path):
-    h = homes
+def test_grants_that_do_not_verify_refuse_the_owner(hs, tmp_path):
+    h = hs
     agent = with_bob_live(h, tmp_path)
     mine = DesiredState(zones=(zone(ALICE_DOM, "alice"),))
     for what, (sig, expect) in _sig_cases(h).items():
@@ -295,12 +307,10 @@ def test_grants_that_do_not_verify_refuse_the_owner(homes, tmp_path):
         assert v["message"].startswith("alice: grants: "), v
 
 
-def test_an_older_serial_is_refused_once_a_newer_one_was_seen_even_after_restart(
-    homes, tmp_path
-):
+def test_an_older_serial_is_refused_once_a_newer_one_was_seen_even_after_restart(hs, tmp_path):
     """The admin re-signed alice's grants (serial 11) after removing a domain; the
     dispatcher replays serial 10 (which had it): refused, also by a new GrantBook."""
-    h = homes
+    h = hs
     agent = with_bob_live(h, tmp_path)
     mine = DesiredState(zones=(zone(ALICE_DOM, "alice"),))
     newer = OwnerChange(mine, everything(h), signed(h, "alice", serial=11))
@@ -313,16 +323,16 @@ def test_an_older_serial_is_refused_once_a_newer_one_was_seen_even_after_restart
         again.verified("alice", older.signed)
 
 
-def test_an_owner_removed_from_the_host_needs_no_grants(homes, tmp_path):
-    h = homes
+def test_an_owner_removed_from_the_host_needs_no_grants(hs, tmp_path):
+    h = hs
     agent = with_bob_live(h, tmp_path)
     args = PrepareArgs("t-rm", {"bob": OwnerChange(DesiredState(), Grants(), None)})
     assert verdict_of(agent, args, "bob")["ok"] is True
 
 
-def test_the_verified_grants_api_for_other_backends(homes):
+def test_the_verified_grants_api_for_other_backends(hs):
     """What a mail, list, database or firewall backend calls: one line per refusal."""
-    h = homes
+    h = hs
     vg = GrantBook([PUB]).verified("alice", signed(h, "alice"))
     assert isinstance(vg, VerifiedGrants)
     assert vg.problems("list x", "domain", "domain", "lists.ALICE.example.") == []
