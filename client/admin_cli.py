@@ -580,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("cls", metavar="CLASS", choices=GRANT_CLASSES)
     sp.add_argument("value", metavar="VALUE")
+    from domtool.client import grant_signing
+
+    grant_signing.add_commands(add)
 
     # the site
     sp = add(

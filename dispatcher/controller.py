@@ -172,6 +172,7 @@ class Controller:
         ca_dir: Any = None,
         on_crl: Callable[[bytes], None] | None = None,
         check_source: Callable[..., Any] | None = None,
+        signed_grants: Any = None,
     ) -> None:
         self.store = store
         self.site = site
@@ -183,6 +184,8 @@ class Controller:
         # check_source(member, files, perms, site) -> CheckResult or an awaitable of one:
         # the service passes dispatcher.evalpool.EvalPool.check (off the reactor).
         self._check_source = check_source
+        # dispatcher.signed_grants.SignedGrantFiles: admin-signed records relayed to slaves.
+        self.signed_grants = signed_grants
         self._lock = defer.DeferredLock()
         self.member_ops: dict[str, Callable] = {
             "check": self.check,
@@ -210,6 +213,7 @@ class Controller:
             "audit": self.audit,
             "quota": self.quota,
             "set_quota": self.set_quota,
+            "put_grants": self.put_grants,
         }
         assert set(self.member_ops) == wire.MEMBER_OPS
         assert set(self.admin_ops) == wire.ADMIN_OPS
@@ -328,9 +332,12 @@ class Controller:
         current = self.current(member)
         hosts = changed_hosts(current, new)
         grants = _grants(perms)
+        part: dict[str, Any] = {"grants": grants}
+        signed = None if self.signed_grants is None else self.signed_grants.get(member)
+        if signed is not None:
+            part["signed_grants"] = signed
         changes = {
-            host: {member: {"state": state_json(state), "grants": grants}}
-            for host, state in hosts.items()
+            host: {member: {"state": state_json(state), **part}} for host, state in hosts.items()
         }
         return changes, {h: d.to_json() for h, d in plan(current, new).items()}
 
@@ -583,6 +590,39 @@ class Controller:
             "value": args["value"],
             "changed": new,
         }
+
+    async def put_grants(self, admin: Member, args, progress) -> dict[str, Any]:
+        """Keep an admin-signed grant record to relay to the slaves. It must be the
+        member's complete grants as the store has them now, with a newer serial."""
+        from domtool import grantsig
+        from domtool.dispatcher.signed_grants import mismatch
+
+        if self.signed_grants is None:
+            raise OpError("failed", "this dispatcher keeps no signed grants (no state dir)")
+        try:
+            signed = grantsig.SignedGrants.from_json(args["signed"])
+        except grantsig.GrantSigError as e:
+            raise _refused(str(e)) from None
+        rec = signed.record
+        record = self.store.member(rec.member)
+        if record is None or not record.active:
+            raise _refused(f"{rec.member} is not an active member")
+        diff = mismatch(rec, self._perms(rec.member))
+        if diff:
+            raise OpError(
+                "refused", f"the signed record is not {rec.member}'s grants as they are now", diff
+            )
+        have = self.signed_grants.serial(rec.member)
+        if rec.serial <= have:
+            raise _refused(f"serial {rec.serial} is not newer than the kept one ({have})")
+        self.signed_grants.put(signed)
+        self.store.audit(
+            admin.name,
+            "put_grants",
+            {"user": rec.member, "serial": rec.serial, "key": signed.key},
+            "applied",
+        )
+        return {"user": rec.member, "serial": rec.serial, "key": signed.key}
 
     async def revoke(self, admin: Member, args, progress) -> dict[str, Any]:
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.cred.portal import Portal
@@ -185,6 +186,7 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
     from domtool.dispatcher.apply import Coordinator
     from domtool.dispatcher.evalpool import EvalPool
     from domtool.dispatcher.links import TLSLink
+    from domtool.dispatcher.signed_grants import SignedGrantFiles
     from domtool.dispatcher.store import Store
 
     own = tls.KeyPair.from_files(config.certificate, config.key)
@@ -218,6 +220,7 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
         ca_dir=config.ca_dir,
         on_crl=server_tls.reload_crl,
         check_source=pool.check,
+        signed_grants=SignedGrantFiles(Path(config.state_dir) / "signed-grants"),
     )
     return DispatcherService(config, controller, server_tls, reactor, eval_pool=pool)
 

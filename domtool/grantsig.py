@@ -76,11 +76,19 @@ class GrantRecord:
         return Permissions.from_grants(self.member, self.grants)
 
     def signed_bytes(self) -> bytes:
-        body = {"member": self.member, "serial": self.serial, "grants": [list(g) for g in self.grants]}
+        body = {
+            "member": self.member,
+            "serial": self.serial,
+            "grants": [list(g) for g in self.grants],
+        }
         return PREFIX + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     def to_json(self) -> dict[str, Any]:
-        return {"member": self.member, "serial": self.serial, "grants": [list(g) for g in self.grants]}
+        return {
+            "member": self.member,
+            "serial": self.serial,
+            "grants": [list(g) for g in self.grants],
+        }
 
 
 @attrs.frozen

@@ -19,6 +19,8 @@ Example (``/etc/domtool/slave.toml``)::
     key = "/etc/domtool/slave.key"
     ca = "/etc/domtool/host-ca.pem"   # the site's HOST CA (never a public CA)
     crl = "/etc/domtool/host-crl.pem" # re-read when it changes
+    grant_keys = ["/etc/domtool/grant-signing.pub"]  # admin keys that sign members' grants
+                                      # (slave/verified.py); without: the dispatcher's word
 
     [backends.apache]                 # one table per enabled backend; its keys are the
     base_config = "/etc/domtool/apache/base.conf"   # backend's own settings
@@ -74,6 +76,7 @@ class SlaveConfig:
     handshake_timeout: float = 30.0
     idle_timeout: float = 600.0
     backends: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    grant_keys: tuple[str, ...] = ()
 
     @property
     def node_name(self) -> str:
@@ -92,7 +95,7 @@ _SLAVE_KEYS = {
     "handshake_timeout",
     "idle_timeout",
 }
-_TLS_KEYS = {"certificate", "key", "ca", "crl"}
+_TLS_KEYS = {"certificate", "key", "ca", "crl", "grant_keys"}
 
 
 def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConfig:
@@ -155,6 +158,15 @@ def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConf
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         problems.append("[slave] listen_port: a port number (0-65535)")
         port = DEFAULT_PORT
+    grant_keys = tls.get("grant_keys", [])
+    if isinstance(grant_keys, str):
+        grant_keys = [grant_keys]
+    if not isinstance(grant_keys, list) or not all(isinstance(k, str) and k for k in grant_keys):
+        problems.append("[tls] grant_keys: a list of public key paths")
+        grant_keys = []
+    grant_key_paths = tuple(
+        os.path.normpath(os.path.join(base_dir, os.path.expanduser(k))) for k in grant_keys
+    )
     backend_tables: dict[str, dict[str, Any]] = {}
     for name, table in backends.items():
         if not isinstance(table, dict):
@@ -176,6 +188,7 @@ def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConf
         ca=path(tls, "tls", "ca"),
         crl=path(tls, "tls", "crl"),
         backends=backend_tables,
+        grant_keys=grant_key_paths,
     )
     if problems:
         raise ConfigError(source, problems)

@@ -26,6 +26,7 @@ while no request is running.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -219,6 +220,18 @@ def make_service(
         engine = build_engine(config)
     if run_blocking is None:
         run_blocking = threads.deferToThread
+    grant_book = None
+    if config.grant_keys:
+        from domtool.slave.verified import GrantBook
+
+        grant_book = GrantBook.from_files(
+            config.grant_keys, os.path.join(config.state_dir, "agent", "grant-serials.json")
+        )
+    else:
+        log.warn(
+            "no grant_keys configured: this slave takes members' grants on the dispatcher's "
+            "word and does not re-check domain ownership"
+        )
     agent = Agent(
         engine,
         host=config.host,
@@ -227,6 +240,7 @@ def make_service(
         clock=reactor,
         prepare_timeout=config.prepare_timeout,
         run_blocking=run_blocking,
+        grant_book=grant_book,
     )
     return SlaveService(config, agent, server_tls, reactor)
 
