@@ -220,6 +220,8 @@ def make_service(
         engine = build_engine(config)
     if run_blocking is None:
         run_blocking = threads.deferToThread
+    from domtool.slave.snapshot import Snapshotter
+
     grant_book = None
     if config.grant_keys:
         from domtool.slave.verified import GrantBook
@@ -241,6 +243,7 @@ def make_service(
         prepare_timeout=config.prepare_timeout,
         run_blocking=run_blocking,
         grant_book=grant_book,
+        snapshotter=Snapshotter(os.path.join(config.state_dir, "tls")),
     )
     return SlaveService(config, agent, server_tls, reactor)
 
