@@ -113,7 +113,9 @@ def validate_tls(
     try:
         private = serialization.load_pem_private_key(key, password=None)
     except TypeError:
-        raise SnapshotRefused(f"{tls.key}: an encrypted key (Apache would ask for its passphrase)") from None
+        raise SnapshotRefused(
+            f"{tls.key}: an encrypted key (Apache would ask for its passphrase)"
+        ) from None
     except ValueError:
         raise SnapshotRefused(f"{tls.key}: not a PEM private key") from None
     if _public(private.public_key()) != _public(leaf.public_key()):
@@ -161,7 +163,9 @@ class Snapshotter:
                 key = read_member_file(t.key, granted)
                 chain = None if t.chain is None else read_member_file(t.chain, granted)
                 validate_tls(cert, key, chain, t, self.now())
-                new = TLS(self._put(cert), self._put(key), None if chain is None else self._put(chain))
+                new = TLS(
+                    self._put(cert), self._put(key), None if chain is None else self._put(chain)
+                )
             except SnapshotRefused as e:
                 problems.append(f"{owner}: vhost {v.fqdn}: tls: {e}")
                 continue

@@ -32,7 +32,14 @@ from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
 from domtool.slave.snapshot import MAX_BYTES, SnapshotRefused, Snapshotter, read_member_file
 from tests.conftest import require_binary
-from tests.slave.apache_daemon import APACHE, ApacheProcess, free_port, get, prepare_site, public_dir
+from tests.slave.apache_daemon import (
+    APACHE,
+    ApacheProcess,
+    free_port,
+    get,
+    prepare_site,
+    public_dir,
+)
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -305,9 +312,7 @@ def test_a_member_replacing_their_key_breaks_apache_without_snapshots(apache_sit
 
 
 @pytest.mark.daemons
-def test_with_snapshots_a_member_cannot_break_apache_by_changing_their_files(
-    apache_site, tmp_path
-):
+def test_with_snapshots_a_member_cannot_break_apache_by_changing_their_files(apache_site, tmp_path):
     """The snapshotted vhost serves its certificate; alice then deletes her certificate
     and replaces her key with garbage: ``apache2 -t`` still passes, a graceful restart
     keeps serving her (validated) certificate."""
