@@ -13,10 +13,8 @@ import datetime
 import os
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
-import attrs
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -26,20 +24,12 @@ from cryptography.x509.oid import NameOID
 from domtool.model import TLS, DesiredState, Vhost
 from domtool.slave import ops
 from domtool.slave.agent import by_owner
-from domtool.slave.backends.apache import ApacheBackend
-from domtool.slave.engine import Engine
-from domtool.slave.probes import RealProber
-from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
 from domtool.slave.snapshot import MAX_BYTES, SnapshotRefused, Snapshotter, read_member_file
-from tests.conftest import require_binary
 from tests.slave.apache_daemon import (
-    APACHE,
-    ApacheProcess,
-    free_port,
     get,
-    prepare_site,
     public_dir,
 )
+from tests.slave.engine_site import EngineSite, engine_site
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -207,43 +197,13 @@ def test_the_agent_renders_only_snapshots(tmp_path, homes):
 # -- with the real Apache -----------------------------------------------------------------
 
 
-@attrs.define
-class Site:
-    engine: Engine
-    proc: ApacheProcess
-    tls_port: int
-
-
 @pytest.fixture
 def apache_site(tmp_path):
-    require_binary("apache2")
-    port, tls_port = free_port(), free_port()
-    state_dir = tmp_path / "state"
-    cert, key = make_cert(tmp_path, "default.invalid")
-    root = tmp_path / "apache"
-    sites = str(state_dir / "current" / "apache" / "sites.conf")
-    config = prepare_site(
-        root, port, sites, tls_port=tls_port, default_certificate=cert, default_key=key
-    )
-    engine = Engine(
-        str(state_dir),
-        {"apache": ApacheBackend(config)},
-        RealFileSystem(),
-        SubprocessRunner(),
-        RealClock(),
-        RealProber(),
-        probe_timeout=10.0,
-        probe_interval=0.02,
-    )
-    site = Site(engine, ApacheProcess(config, root), tls_port)
-    try:
-        assert engine.apply(DesiredState()).status == "applied"
+    with engine_site(tmp_path, make_cert(tmp_path, "default.invalid")) as site:
         yield site
-    finally:
-        site.proc.stop()
 
 
-def _kill_orphans(site: Site) -> None:
+def _kill_orphans(site: EngineSite) -> None:
     """The parent died in the graceful: end its children (this test's server only)."""
     import signal
 
@@ -262,7 +222,7 @@ def _kill_orphans(site: Site) -> None:
                 pass
 
 
-def _serves(site: Site, tries: int = 30) -> bool:
+def _serves(site: EngineSite, tries: int = 30) -> bool:
     """Whether the TLS listener answers for alice's vhost within ~3 s (after a graceful)."""
     import time
 
@@ -273,16 +233,6 @@ def _serves(site: Site, tries: int = 30) -> bool:
         except OSError:
             time.sleep(0.1)
     return False
-
-
-def _apache_t(site: Site) -> subprocess.CompletedProcess:
-    c = site.proc.config
-    return subprocess.run(
-        [APACHE, "-t", "-f", c.live_config, "-d", c.server_root],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 @pytest.mark.daemons
@@ -297,7 +247,7 @@ def test_a_member_replacing_their_key_breaks_apache_without_snapshots(apache_sit
         assert apache_site.engine.apply(DesiredState(vhosts=(v,))).status == "applied"
         saved = Path(cert).read_bytes()
         os.unlink(cert)
-        check = _apache_t(apache_site)
+        check = apache_site.apache_t()
         assert check.returncode != 0 and "SSLCertificateFile" in check.stderr, check.stderr
         Path(cert).write_bytes(saved)
         Path(key).write_text("garbage\n")
@@ -330,7 +280,7 @@ def test_with_snapshots_a_member_cannot_break_apache_by_changing_their_files(apa
         assert served == want.public_bytes(serialization.Encoding.DER)
         os.unlink(cert)
         Path(key).write_text("garbage\n")
-        check = _apache_t(apache_site)
+        check = apache_site.apache_t()
         assert check.returncode == 0, check.stderr
         apache_site.proc.graceful()
         assert _serves(apache_site), apache_site.proc.error_log()[-2000:]
