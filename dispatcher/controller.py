@@ -579,8 +579,14 @@ class Controller:
         return self._answer(result, diff, user=user, apply=True, revoked=revoked)
 
     async def grant(self, admin: Member, args, progress) -> dict[str, Any]:
+        from domtool.dispatcher.store import GrantOverlap
+
+        shared = bool(args.get("shared", False))
         try:
-            new = self.store.grant(args["user"], args["class"], args["value"])
+            overlaps = self.store.grant_overlaps(args["user"], args["class"], args["value"])
+            new = self.store.grant(args["user"], args["class"], args["value"], shared=shared)
+        except GrantOverlap as e:
+            raise OpError("refused", str(e), e.overlaps) from None
         except StoreError as e:
             raise _refused(str(e)) from None
         self.store.audit(admin.name, "grant", dict(args), "applied")
@@ -589,6 +595,8 @@ class Controller:
             "class": args["class"],
             "value": args["value"],
             "changed": new,
+            "shared": shared,
+            "overlaps": overlaps,
         }
 
     async def put_grants(self, admin: Member, args, progress) -> dict[str, Any]:

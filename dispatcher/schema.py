@@ -104,7 +104,12 @@ APPLY = Field("bool", required=False)
 ADMIN_KINDS: dict[str, dict[str, Field]] = {
     "adduser": {"user": USER_FIELD, "admin": Field("bool", required=False)},
     "rmuser": {"user": USER_FIELD, "apply": APPLY},
-    "grant": {"user": USER_FIELD, "class": GRANT_CLASS, "value": GRANT_VALUE},
+    "grant": {
+        "user": USER_FIELD,
+        "class": GRANT_CLASS,
+        "value": GRANT_VALUE,
+        "shared": Field("bool", required=False),  # overlapping another member's: on purpose
+    },
     "revoke": {"user": USER_FIELD, "class": GRANT_CLASS, "value": GRANT_VALUE},
     "perms_of": {"user": USER_FIELD},
     "whohas": {"class": GRANT_CLASS, "value": GRANT_VALUE},
