@@ -22,7 +22,7 @@ Example (``/etc/domtool/dispatcher.toml``)::
     member_ca = "/etc/domtool/ca/member/ca.pem"
     member_crl = "/etc/domtool/ca/member/crl.pem"   # re-read when it changes
     host_ca = "/etc/domtool/ca/host/ca.pem"
-    host_crl = "/etc/domtool/ca/host/crl.pem"       # optional
+    host_crl = "/etc/domtool/ca/host/crl.pem"       # required; re-read when it changes
 
     [site]                             # optional; domtool.model.Site's defaults otherwise
     nameservers = ["ns1.example.coop", "ns2.example.coop"]
@@ -127,7 +127,16 @@ _TLS = {
     "host_ca": "path",
     "host_crl": "path",
 }
-_REQUIRED = ("host", "state_dir", "certificate", "key", "member_ca", "member_crl", "host_ca")
+_REQUIRED = (
+    "host",
+    "state_dir",
+    "certificate",
+    "key",
+    "member_ca",
+    "member_crl",
+    "host_ca",
+    "host_crl",
+)
 _NODE = {"name", "roles", "ipv4", "ipv6", "host", "address", "port"}
 _SITE = {"nameservers", "hostmaster", "default_ttl"}
 

@@ -92,6 +92,12 @@ class MemberProtocol(session.AuthenticatedFrameProtocol):
             )
             self.transport.loseConnection()
             return
+        # The certificate against the CRL and pin in force NOW, not at the handshake.
+        why = self.factory.session_refusal(tls.peer_certificate(self.transport), record)
+        if why is not None:
+            self.send_error(session.request_id(frame), wire.Failure("unauthorized", why))
+            self.transport.loseConnection()
+            return
         member = self.avatar = auth.Member(record.name, record.is_admin)
         allowed = self.factory.admin_ops if member.is_admin else wire.MEMBER_OPS
         try:
@@ -131,10 +137,23 @@ class MemberFactory(session.SessionFactory):
     admin_ops = wire.MEMBER_OPS | wire.ADMIN_OPS
 
     def __init__(
-        self, controller: Controller, portal: Portal, clock: IReactorTime, **timeouts: float
+        self,
+        controller: Controller,
+        portal: Portal,
+        clock: IReactorTime,
+        server_tls: Any = None,
+        **timeouts: float,
     ) -> None:
         super().__init__(portal, clock, **timeouts)
         self.controller = controller
+        self.server_tls = server_tls  # its current CRL re-checks each request
+
+    def session_refusal(self, certificate: Any, record: Any) -> str | None:
+        """Why this session's certificate may not make another request, or None."""
+        from domtool.dispatcher.revocation import session_refusal
+
+        crl = None if self.server_tls is None else self.server_tls.trust.crl_pem
+        return session_refusal(certificate, crl, record)
 
 
 tls_factory = session.tls_factory
@@ -153,27 +172,35 @@ class DispatcherService(session.ListenerService):
         server_tls: tls.ServerTLS,
         reactor: Any,
         eval_pool: Any = None,
+        host_crl: Any = None,
     ) -> None:
         super().__init__(config, server_tls, reactor, config.member_crl)
         self.controller = controller
         self.eval_pool = eval_pool  # dispatcher.evalpool.EvalPool, closed at stop
+        # session.CrlWatch of the host CRL over every slave link (revocation.CrlGroup)
+        self.host_crl = host_crl
 
     def listen_factory(self) -> MemberFactory:
         return MemberFactory(
             self.controller,
             auth.member_portal(self.controller.store),
             self.reactor,
+            self.server_tls,
             **self.timeouts(),
         )
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         super().startService()
+        if self.host_crl is not None:
+            self.host_crl.start()
         if self.eval_pool is not None:
             self.eval_pool.warm()
         self.controller.coordinator.resume()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
         self.controller.coordinator.stop()
+        if self.host_crl is not None:
+            self.host_crl.stop()
         if self.eval_pool is not None:
             self.eval_pool.close()
         return super().stopService()
@@ -195,6 +222,8 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
         tls.Trust.from_files(config.member_ca, config.member_crl),
         lambda e: log.warn("refused a member certificate: {why}", why=e.reason),
     )
+    if config.host_crl is None:  # config.load requires it; a hand-built config too
+        raise ValueError("host_crl is required: a revoked slave must be refused")
     host_trust = tls.Trust.from_files(config.host_ca, config.host_crl)
     links = {
         s.node: TLSLink(
@@ -222,7 +251,14 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
         check_source=pool.check,
         signed_grants=SignedGrantFiles(Path(config.state_dir) / "signed-grants"),
     )
-    return DispatcherService(config, controller, server_tls, reactor, eval_pool=pool)
+    from domtool.dispatcher.revocation import CrlGroup
+
+    host_crl = session.CrlWatch(
+        config.host_crl, CrlGroup(link.client_tls for link in links.values()), reactor
+    )
+    return DispatcherService(
+        config, controller, server_tls, reactor, eval_pool=pool, host_crl=host_crl
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
