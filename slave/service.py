@@ -80,6 +80,16 @@ class SlaveProtocol(session.AuthenticatedFrameProtocol):
         return wire.Failure(error.kind, error.message, tuple(error.details))
 
     def frame_received(self, avatar: auth.Host, frame: bytes) -> None:
+        server_tls = getattr(self.factory, "server_tls", None)
+        if server_tls is not None:  # the dispatcher's certificate against the CRL in force now
+            from domtool.dispatcher import revocation, tls
+
+            cert = tls.peer_certificate(self.transport)
+            if cert is not None and revocation.revoked(cert, server_tls.trust.crl_pem):
+                why = f"certificate {cert.serial_number:x} has been revoked"
+                self.send_error(session.request_id(frame), wire.Failure("unauthorized", why))
+                self.transport.loseConnection()
+                return
         try:
             request = wire.decode_request(frame, wire.SLAVE_OPS)
         except wire.WireError as e:
@@ -102,10 +112,16 @@ class SlaveFactory(session.SessionFactory):
     protocol = SlaveProtocol
 
     def __init__(
-        self, agent: Agent, portal: Portal, clock: IReactorTime, **timeouts: float
+        self,
+        agent: Agent,
+        portal: Portal,
+        clock: IReactorTime,
+        server_tls: Any = None,
+        **timeouts: float,
     ) -> None:
         super().__init__(portal, clock, **timeouts)
         self.agent = agent
+        self.server_tls = server_tls  # its current CRL re-checks each request
 
 
 tls_factory = session.tls_factory
@@ -196,7 +212,7 @@ class SlaveService(session.ListenerService):
 
     def listen_factory(self) -> SlaveFactory:
         portal = auth.host_portal(set(self.config.dispatcher))
-        return SlaveFactory(self.agent, portal, self.reactor, **self.timeouts())
+        return SlaveFactory(self.agent, portal, self.reactor, self.server_tls, **self.timeouts())
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         super().startService()

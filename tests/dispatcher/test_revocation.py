@@ -94,6 +94,7 @@ class Slave:
     endpoint: MemoryEndpoint
     creator: tls.ClientTLS
     name: str
+    listener: tls.ServerTLS
 
     def call(self, op, args):
         d = self.link.call(op, args)
@@ -108,10 +109,25 @@ def _slave(site, clock) -> Slave:
     name = "ns1.example.coop"
     trust = tls.Trust(ca.ca_certificate(site.ca_dir, ca.HOST), ca.current_crl(site.ca_dir, ca.HOST))
     listener = tls.slave_listener(tls.KeyPair(*ca.issue_host(site.ca_dir, name)), trust)
-    slave = SlaveFactory(host.agent, auth.host_portal({DISPATCHER}), clock)
+    slave = SlaveFactory(host.agent, auth.host_portal({DISPATCHER}), clock, listener)
     endpoint = MemoryEndpoint(slave_tls_factory(listener, slave, clock), clock)
     creator = tls.slave_client(site.dispatcher, trust, name)
-    return Slave(TLSLink(name, endpoint, creator, clock, attempts=1), endpoint, creator, name)
+    link = TLSLink(name, endpoint, creator, clock, attempts=1)
+    return Slave(link, endpoint, creator, name, listener)
+
+
+def test_the_slave_refuses_an_open_connection_once_the_dispatchers_certificate_is_revoked(
+    site,
+):
+    from domtool.dispatcher.links import RemoteError
+
+    s = _slave(site, Clock())
+    assert s.call("status", {})["generation"] == 0
+    ca.revoke(site.ca_dir, DISPATCHER, kind=ca.HOST)
+    s.listener.reload_crl(ca.current_crl(site.ca_dir, ca.HOST))  # the slave's CRL watch
+    with pytest.raises(RemoteError) as e:
+        s.call("status", {})
+    assert e.value.kind == "unauthorized" and "has been revoked" in str(e.value)
 
 
 def test_a_revoked_slave_is_refused_on_its_open_link_once_the_host_crl_changes(site, tmp_path):
