@@ -375,10 +375,20 @@ class Controller:
     async def submit(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
         submitted = self._files(args, perms)
-        return await self._serial(self._submit, member.name, perms, submitted, progress, "submit")
+        # Evaluate before taking the lock, so a slow file delays only its own member;
+        # _submit reuses it unless the stored files or grants changed meanwhile.
+        stored = self.stored_files(member.name)
+        pre = (stored, perms, await self.evaluate(perms, stored, submitted))
+        return await self._serial(
+            self._submit, member.name, perms, submitted, progress, "submit", pre
+        )
 
-    async def _submit(self, name, perms, submitted, progress, action) -> dict[str, Any]:
-        ev = await self.evaluate(perms, self.stored_files(name), submitted)
+    async def _submit(self, name, perms, submitted, progress, action, pre=None) -> dict[str, Any]:
+        stored = self.stored_files(name)
+        if pre is not None and pre[0] == stored and pre[1] == self._perms(name):
+            ev = pre[2]
+        else:
+            ev = await self.evaluate(perms, stored, submitted)
         if ev.state is None:
             for domain, text in submitted.items():
                 self.store.put_source(name, domain, text, accepted=False)
@@ -597,6 +607,16 @@ class Controller:
             "changed": new,
             "shared": shared,
             "overlaps": overlaps,
+            **self._sign_hint(args["user"]),
+        }
+
+    def _sign_hint(self, user: str) -> dict[str, str]:
+        """After a grant change: slaves keep the member's previous signed record."""
+        if self.signed_grants is None or self.signed_grants.get(user) is None:
+            return {}
+        return {
+            "sign": f"slaves with grant_keys still enforce {user}'s previous signed grants: "
+            f"run domtool-admin sign-grants {user} --key KEY"
         }
 
     async def put_grants(self, admin: Member, args, progress) -> dict[str, Any]:
@@ -644,6 +664,7 @@ class Controller:
             "value": args["value"],
             "changed": had,
             "hint": "run regen to take the revoked grant's configuration off the hosts",
+            **self._sign_hint(args["user"]),
         }
 
     async def perms_of(self, admin: Member, args, progress) -> dict[str, Any]:

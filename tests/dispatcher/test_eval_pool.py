@@ -141,22 +141,22 @@ def _isolation(tmp_path: Path, mode: str) -> dict:
 
 @pytest.mark.slow
 def test_other_members_answer_in_their_usual_time_while_a_worst_case_file_evaluates(tmp_path):
-    """Real service, real loopback TLS: while alice's two worst-case checks run (seconds
-    each, refused on the work budget), bob's whoami answers within 0.25 s (and within
-    10x its time alone) and his submits apply within his usual time plus 0.5 s."""
+    """Real service, real loopback TLS: while alice's worst-case check and submit run
+    (seconds each, refused on the work budget), bob's whoami answers within 0.25 s (and
+    within 10x its time alone) and his submits apply within his usual time plus 0.5 s."""
     r = _isolation(tmp_path / "pool", "pool")
     assert all("work budget" in d for d in r["alice_diagnostics"]), r
-    assert r["bob_finished_after"] < min(r["alice_check_seconds"]), r  # bob ran meanwhile
+    assert len(r["during"]["whoami"]) >= 5 and len(r["during"]["submit"]) >= 1, r
     usual_whoami = max(r["alone"]["whoami"])
     assert max(r["during"]["whoami"]) < max(0.25, 10 * usual_whoami), r
     assert max(r["during"]["submit"]) < max(r["alone"]["submit"]) + 0.5, r
-    assert r["bob_submits_applied"] == [True, True]
+    assert all(r["bob_submits_applied"]), r
     assert r["pool_pids_left"] == []
 
 
 @pytest.mark.slow
 def test_the_isolation_check_fails_when_evaluation_runs_in_the_reactor(tmp_path):
-    """The same run with check_source in the reactor thread (the old way): bob's first
-    whoami waits for alice's check. Shows the test above can fail."""
+    """The same run with check_source in the reactor thread (the old way): bob's whoami
+    waits for alice's evaluation. Shows the test above can fail."""
     r = _isolation(tmp_path / "inline", "inline")
     assert max(r["during"]["whoami"]) > 1.0, r

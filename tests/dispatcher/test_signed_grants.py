@@ -129,3 +129,14 @@ def test_the_slave_config_names_its_trusted_grant_keys(tmp_path):
     bad = CONFIG.format(port=1999).replace("[tls]\n", "[tls]\ngrant_keys = 3\n")
     with pytest.raises(slave_config.ConfigError, match="grant_keys"):
         slave_config.parse(bad, str(tmp_path))
+
+
+def test_grant_and_revoke_say_the_signed_record_is_now_stale(d):
+    d.run(ROOT, "put_grants", signed=grantsig.sign(alices_record(d), KEY).to_json())
+    out = d.run(ROOT, "grant", user="alice", **{"class": "domain", "value": "alice.example"})
+    assert "sign-grants alice" in out["sign"]
+    out = d.run(ROOT, "revoke", user="alice", **{"class": "domain", "value": "alice.example"})
+    assert "sign-grants alice" in out["sign"]
+    assert "sign" not in d.run(
+        ROOT, "grant", user="bob", **{"class": "domain", "value": "b.example"}
+    )
