@@ -115,6 +115,12 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
             timeout=60,
         )
         assert hosts.returncode == 0 and hosts.stdout.startswith("local: up; generation 2")
+        # The slave checked alice's units against her admin-signed grants (issue 13).
+        serials = json.loads(
+            (site / "slave" / "state" / "agent" / "grant-serials.json").read_text()
+        )
+        assert serials == {"alice": 1}
+        assert "no grant_keys configured" not in (site / "slave" / "slave.log").read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
