@@ -24,6 +24,12 @@ field: reason``), empty when the value is the owner's. A path is resolved on thi
 
 Without trusted keys the slave falls back to the dispatcher's grants (and does not
 re-check domain ownership); ``domtool-slave`` logs that at start-up.
+
+Limits: a record has no expiry, so a revocation reaches a slave only when the re-signed
+record is relayed; a dispatcher that withholds it keeps the old (larger) grants in force
+there until it does (the serial floor stops a replay only after the newer record was seen).
+A removal (an owner's empty part) needs no grants, so a dispatcher can still take an
+owner's units off a host, though it cannot put anything of anyone's in their place.
 """
 
 from __future__ import annotations
