@@ -541,11 +541,23 @@ def build_parser() -> argparse.ArgumentParser:
         sp = add(
             verb,
             f"{verb} USER a permission: CLASS is one of {', '.join(GRANT_CLASSES)}",
-            _remote(verb, lambda a: {"user": a.user, "class": a.cls, "value": a.value}),
+            _remote(
+                verb,
+                lambda a: (
+                    {"user": a.user, "class": a.cls, "value": a.value}
+                    | ({"shared": True} if getattr(a, "shared", False) else {})
+                ),
+            ),
         )
         sp.add_argument("user", metavar="USER")
         sp.add_argument("cls", metavar="CLASS", choices=GRANT_CLASSES)
         sp.add_argument("value", metavar="VALUE")
+        if verb == "grant":
+            sp.add_argument(
+                "--shared",
+                action="store_true",
+                help="grant it even though it overlaps another member's grant (shown)",
+            )
     sp = add("perms", "show USER's permissions (default: your own)", cmd_perms)
     sp.add_argument("user", metavar="USER", nargs="?")
     sp = add(
@@ -555,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("cls", metavar="CLASS", choices=GRANT_CLASSES)
     sp.add_argument("value", metavar="VALUE")
+    from domtool.client import grant_signing
+
+    grant_signing.add_commands(add)
 
     # the site
     sp = add(

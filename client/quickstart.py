@@ -177,6 +177,12 @@ class LocalSite:
             self.root / "dispatcher" / "member-ca.pem", ca.ca_certificate(self.ca_dir, ca.MEMBER)
         )
         _write(self.root / "dispatcher" / "member-crl.pem", ca.current_crl(self.ca_dir, ca.MEMBER))
+        # The admin's grant signing key (never the dispatcher's); the slave trusts its .pub.
+        from domtool import grantsig
+
+        private, public = grantsig.new_signing_key()
+        _write(self.root / "admin" / "grant-signing.key", private, 0o600)
+        _write(self.root / "slave" / "grant-signing.pub", public)
         self.ports["dispatcher"] = L.free_port()
         cert, key = ca.issue_member(self.ca_dir, ADMIN)
         self.admin_serial = x509.load_pem_x509_certificate(cert).serial_number
@@ -277,6 +283,7 @@ class LocalSite:
             apache=self.apache_config,
             bind=self.bind_config,
             databases={k: s.slave_table() for k, s in self.db_servers.items()},
+            grant_keys=("grant-signing.pub",),
         )
         path = self.root / "slave" / "slave.toml"
         _write(path, text.encode())
@@ -336,6 +343,13 @@ class LocalSite:
         for cls, value in grants:
             call(admin, "grant", {"user": MEMBER, "class": cls, "value": value})
         self.progress.note(f"alice may use: {', '.join(f'{c} {v}' for c, v in grants)}")
+        # What domtool-admin sign-grants does: the slave checks alice's units against it.
+        from domtool import grantsig
+
+        held = call(admin, "perms_of", {"user": MEMBER})["grants"]
+        record = grantsig.GrantRecord.of(MEMBER, 1, [(g["class"], g["value"]) for g in held])
+        key = (self.root / "admin" / "grant-signing.key").read_bytes()
+        call(admin, "put_grants", {"signed": grantsig.sign(record, key).to_json()})
         # alice's own home inside the site, and her editable config serving it.
         www = self.home / "public_html"
         www.mkdir(parents=True, exist_ok=True)
@@ -454,6 +468,7 @@ def slave_toml(
     bind=None,
     databases=None,
     state_dir: str = "state",
+    grant_keys: tuple[str, ...] = (),
 ) -> str:
     """A ``slave.toml`` for a slave of the local site (certificate files ``host.pem``,
     ``host.key``, ``host-ca.pem``, ``host-crl.pem`` beside it) driving the given
@@ -474,6 +489,8 @@ def slave_toml(
         'ca = "host-ca.pem"',
         'crl = "host-crl.pem"',
     ]
+    if grant_keys:
+        lines.append("grant_keys = [" + ", ".join(f'"{k}"' for k in grant_keys) + "]")
     if apache is not None:
         c = apache
         lines += [

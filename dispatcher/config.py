@@ -24,7 +24,7 @@ Example (``/etc/domtool/dispatcher.toml``)::
     member_ca = "/etc/domtool/ca/member/ca.pem"
     member_crl = "/etc/domtool/ca/member/crl.pem"   # re-read when it changes
     host_ca = "/etc/domtool/ca/host/ca.pem"
-    host_crl = "/etc/domtool/ca/host/crl.pem"       # optional; sent to every slave
+    host_crl = "/etc/domtool/ca/host/crl.pem"       # required; re-read when it changes
     hosts_dir = "/var/lib/domtool/tls/hosts"        # optional: slaves' renewed certificates
 
     [site]                             # optional; domtool.model.Site's defaults otherwise
@@ -136,7 +136,16 @@ _TLS = {
     "host_crl": "path",
     "hosts_dir": "path",
 }
-_REQUIRED = ("host", "state_dir", "certificate", "key", "member_ca", "member_crl", "host_ca")
+_REQUIRED = (
+    "host",
+    "state_dir",
+    "certificate",
+    "key",
+    "member_ca",
+    "member_crl",
+    "host_ca",
+    "host_crl",
+)
 _NODE = {"name", "roles", "ipv4", "ipv6", "host", "address", "port"}
 _SITE = {"nameservers", "hostmaster", "default_ttl"}
 

@@ -30,6 +30,7 @@ file, so ``regen`` does not bring it back.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -170,6 +171,8 @@ class Controller:
         quota_defaults: Mapping[str, int] | None = None,
         ca_dir: Any = None,
         on_crl: Callable[[bytes], None] | None = None,
+        check_source: Callable[..., Any] | None = None,
+        signed_grants: Any = None,
     ) -> None:
         self.store = store
         self.site = site
@@ -178,6 +181,11 @@ class Controller:
         self.quota_defaults = dict(quota_defaults or quotas.DEFAULTS)
         self.ca_dir = ca_dir
         self.on_crl = on_crl
+        # check_source(member, files, perms, site) -> CheckResult or an awaitable of one:
+        # the service passes dispatcher.evalpool.EvalPool.check (off the reactor).
+        self._check_source = check_source
+        # dispatcher.signed_grants.SignedGrantFiles: admin-signed records relayed to slaves.
+        self.signed_grants = signed_grants
         self._lock = defer.DeferredLock()
         self.member_ops: dict[str, Callable] = {
             "check": self.check,
@@ -205,6 +213,7 @@ class Controller:
             "audit": self.audit,
             "quota": self.quota,
             "set_quota": self.set_quota,
+            "put_grants": self.put_grants,
         }
         from domtool.dispatcher.databases import Databases
 
@@ -279,7 +288,17 @@ class Controller:
     def _limits(self, member: str) -> dict[str, int]:
         return quotas.limits(self.quota_defaults, self.store.quotas_of(member))
 
-    def evaluate(
+    async def check_source(self, perms: Permissions, files) -> api.CheckResult:
+        """``api.check_source`` of ``files`` for ``perms``, in the evaluation pool when
+        the controller has one (never in the reactor thread in the service)."""
+        if self._check_source is None:
+            return api.check_source(list(files), perms, self.site)
+        result = self._check_source(perms.user, list(files), perms, self.site)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def evaluate(
         self, perms: Permissions, files: Mapping[str, str], submitted: Mapping[str, str] = {}
     ) -> Evaluated:
         """Check and evaluate ``files`` with the ``submitted`` ones in place, then the
@@ -291,7 +310,7 @@ class Controller:
         files = {**files, **submitted}
         dropped: list[dict[str, Any]] = []
         while True:
-            result = api.check_source(sorted(files.items()), perms, self.site)
+            result = await self.check_source(perms, sorted(files.items()))
             if result.ok:
                 break
             bad = {d.file for d in result.diagnostics}
@@ -317,9 +336,12 @@ class Controller:
         current = self.current(member)
         hosts = changed_hosts(current, new)
         grants = _grants(perms)
+        part: dict[str, Any] = {"grants": grants}
+        signed = None if self.signed_grants is None else self.signed_grants.get(member)
+        if signed is not None:
+            part["signed_grants"] = signed
         changes = {
-            host: {member: {"state": state_json(state), "grants": grants}}
-            for host, state in hosts.items()
+            host: {member: {"state": state_json(state), **part}} for host, state in hosts.items()
         }
         return changes, {h: d.to_json() for h, d in plan(current, new).items()}
 
@@ -328,7 +350,7 @@ class Controller:
     async def check(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
         files = self._files(args, perms)
-        result = api.check_source(sorted(files.items()), perms, self.site)
+        result = await self.check_source(perms, sorted(files.items()))
         return {
             "ok": result.ok,
             "diagnostics": [d.format() for d in result.diagnostics],
@@ -337,7 +359,7 @@ class Controller:
 
     async def plan(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
-        ev = self.evaluate(perms, self.stored_files(member.name), self._files(args, perms))
+        ev = await self.evaluate(perms, self.stored_files(member.name), self._files(args, perms))
         if ev.state is None:
             return {
                 "ok": False,
@@ -357,10 +379,20 @@ class Controller:
     async def submit(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
         submitted = self._files(args, perms)
-        return await self._serial(self._submit, member.name, perms, submitted, progress, "submit")
+        # Evaluate before taking the lock, so a slow file delays only its own member;
+        # _submit reuses it unless the stored files or grants changed meanwhile.
+        stored = self.stored_files(member.name)
+        pre = (stored, perms, await self.evaluate(perms, stored, submitted))
+        return await self._serial(
+            self._submit, member.name, perms, submitted, progress, "submit", pre
+        )
 
-    async def _submit(self, name, perms, submitted, progress, action) -> dict[str, Any]:
-        ev = self.evaluate(perms, self.stored_files(name), submitted)
+    async def _submit(self, name, perms, submitted, progress, action, pre=None) -> dict[str, Any]:
+        stored = self.stored_files(name)
+        if pre is not None and pre[0] == stored and pre[1] == self._perms(name):
+            ev = pre[2]
+        else:
+            ev = await self.evaluate(perms, stored, submitted)
         if ev.state is None:
             for domain, text in submitted.items():
                 self.store.put_source(name, domain, text, accepted=False)
@@ -561,8 +593,14 @@ class Controller:
         return self._answer(result, diff, user=user, apply=True, revoked=revoked)
 
     async def grant(self, admin: Member, args, progress) -> dict[str, Any]:
+        from domtool.dispatcher.store import GrantOverlap
+
+        shared = bool(args.get("shared", False))
         try:
-            new = self.store.grant(args["user"], args["class"], args["value"])
+            overlaps = self.store.grant_overlaps(args["user"], args["class"], args["value"])
+            new = self.store.grant(args["user"], args["class"], args["value"], shared=shared)
+        except GrantOverlap as e:
+            raise OpError("refused", str(e), e.overlaps) from None
         except StoreError as e:
             raise _refused(str(e)) from None
         self.store.audit(admin.name, "grant", dict(args), "applied")
@@ -571,7 +609,52 @@ class Controller:
             "class": args["class"],
             "value": args["value"],
             "changed": new,
+            "shared": shared,
+            "overlaps": overlaps,
+            **self._sign_hint(args["user"]),
         }
+
+    def _sign_hint(self, user: str) -> dict[str, str]:
+        """After a grant change: slaves keep the member's previous signed record."""
+        if self.signed_grants is None or self.signed_grants.get(user) is None:
+            return {}
+        return {
+            "sign": f"slaves with grant_keys still enforce {user}'s previous signed grants: "
+            f"run domtool-admin sign-grants {user} --key KEY"
+        }
+
+    async def put_grants(self, admin: Member, args, progress) -> dict[str, Any]:
+        """Keep an admin-signed grant record to relay to the slaves. It must be the
+        member's complete grants as the store has them now, with a newer serial."""
+        from domtool import grantsig
+        from domtool.dispatcher.signed_grants import mismatch
+
+        if self.signed_grants is None:
+            raise OpError("failed", "this dispatcher keeps no signed grants (no state dir)")
+        try:
+            signed = grantsig.SignedGrants.from_json(args["signed"])
+        except grantsig.GrantSigError as e:
+            raise _refused(str(e)) from None
+        rec = signed.record
+        record = self.store.member(rec.member)
+        if record is None or not record.active:
+            raise _refused(f"{rec.member} is not an active member")
+        diff = mismatch(rec, self._perms(rec.member))
+        if diff:
+            raise OpError(
+                "refused", f"the signed record is not {rec.member}'s grants as they are now", diff
+            )
+        have = self.signed_grants.serial(rec.member)
+        if rec.serial <= have:
+            raise _refused(f"serial {rec.serial} is not newer than the kept one ({have})")
+        self.signed_grants.put(signed)
+        self.store.audit(
+            admin.name,
+            "put_grants",
+            {"user": rec.member, "serial": rec.serial, "key": signed.key},
+            "applied",
+        )
+        return {"user": rec.member, "serial": rec.serial, "key": signed.key}
 
     async def revoke(self, admin: Member, args, progress) -> dict[str, Any]:
         try:
@@ -585,6 +668,7 @@ class Controller:
             "value": args["value"],
             "changed": had,
             "hint": "run regen to take the revoked grant's configuration off the hosts",
+            **self._sign_hint(args["user"]),
         }
 
     async def perms_of(self, admin: Member, args, progress) -> dict[str, Any]:
@@ -597,7 +681,7 @@ class Controller:
             raise _refused(str(e)) from None
         return {"class": args["class"], "value": args["value"], "members": members}
 
-    def regen_state(self, name: str) -> tuple[DesiredState, list[dict[str, Any]]]:
+    async def regen_state(self, name: str) -> tuple[DesiredState, list[dict[str, Any]]]:
         """A member's state from their stored sources and today's permissions, and the
         domain files dropped because they no longer check (each with its reasons)."""
         perms = self._perms(name)
@@ -605,7 +689,7 @@ class Controller:
         seen: set[str] = set()
         dropped = []
         for domain, text in sorted(self.stored_files(name).items()):
-            result = api.check_source([(domain, text)], perms, self.site)
+            result = await self.check_source(perms, [(domain, text)])
             reasons = [d.format() for d in result.diagnostics]
             if result.ok and result.state is not None:
                 keys = {f"zone:{z.name}" for z in result.state.zones} | {
@@ -641,7 +725,7 @@ class Controller:
         dropped: list[dict[str, Any]] = []
         for i, name in enumerate(everyone):
             if name in active:
-                state, lost = self.regen_state(name)
+                state, lost = await self.regen_state(name)
                 dropped += lost
                 new = split(state, self.site)
             else:  # removed member still on a host: take it off

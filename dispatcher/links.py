@@ -158,6 +158,15 @@ class TLSLink:
 
     async def _call(self, op: str, args: dict[str, Any]) -> Any:
         proto = await self._connect()
+        trust = getattr(self.client_tls, "trust", None)
+        if trust is not None:  # the current host CRL, also for a link opened before it
+            from domtool.dispatcher.revocation import link_refusal
+
+            why = link_refusal(tls.peer_certificate(proto.transport), trust.crl_pem)
+            if why is not None:
+                self._proto = None
+                proto.transport.abortConnection()
+                raise LinkError(f"{self.host}: {why}")
         rid = next(self._ids)
         d: defer.Deferred = defer.Deferred()
         proto.waiting[rid] = d

@@ -113,7 +113,12 @@ APPLY = Field("bool", required=False)
 ADMIN_KINDS: dict[str, dict[str, Field]] = {
     "adduser": {"user": USER_FIELD, "admin": Field("bool", required=False)},
     "rmuser": {"user": USER_FIELD, "apply": APPLY},
-    "grant": {"user": USER_FIELD, "class": GRANT_CLASS, "value": GRANT_VALUE},
+    "grant": {
+        "user": USER_FIELD,
+        "class": GRANT_CLASS,
+        "value": GRANT_VALUE,
+        "shared": Field("bool", required=False),  # overlapping another member's: on purpose
+    },
     "revoke": {"user": USER_FIELD, "class": GRANT_CLASS, "value": GRANT_VALUE},
     "perms_of": {"user": USER_FIELD},
     "whohas": {"class": GRANT_CLASS, "value": GRANT_VALUE},
@@ -127,6 +132,28 @@ ADMIN_KINDS: dict[str, dict[str, Field]] = {
         "limit": Field("int", required=False, minimum=1, maximum=10_000),
     },
     "quota": {"user": USER_FIELD},
+    # A grant record signed by an admin's key (domtool.grantsig), checked by the controller.
+    "put_grants": {
+        "signed": Field(
+            "object",
+            fields={
+                "record": Field(
+                    "object",
+                    fields={
+                        "member": USER_FIELD,
+                        "serial": Field("int", minimum=1, maximum=2**63 - 1),
+                        "grants": Field(
+                            "list",
+                            max_items=10_000,
+                            items=Field("list", min_items=2, max_items=2, items=_str(4096)),
+                        ),
+                    },
+                ),
+                "signature": _str(200),
+                "key": _str(64),
+            },
+        )
+    },
     "set_quota": {
         "user": USER_FIELD,
         "resource": _str(64, pattern=re.compile(r"[a-z][a-z0-9_]{0,63}")),

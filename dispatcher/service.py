@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+from pathlib import Path
 from typing import Any
 
 from twisted.cred.portal import Portal
@@ -89,6 +90,12 @@ class MemberProtocol(session.AuthenticatedFrameProtocol):
             )
             self.transport.loseConnection()
             return
+        # The certificate against the CRL and pin in force NOW, not at the handshake.
+        why = self.factory.session_refusal(tls.peer_certificate(self.transport), record)
+        if why is not None:
+            self.send_error(session.request_id(frame), wire.Failure("unauthorized", why))
+            self.transport.loseConnection()
+            return
         member = self.avatar = auth.Member(record.name, record.is_admin)
         allowed = self.factory.admin_ops if member.is_admin else wire.MEMBER_OPS
         try:
@@ -128,10 +135,23 @@ class MemberFactory(session.SessionFactory):
     admin_ops = wire.MEMBER_OPS | wire.ADMIN_OPS
 
     def __init__(
-        self, controller: Controller, portal: Portal, clock: IReactorTime, **timeouts: float
+        self,
+        controller: Controller,
+        portal: Portal,
+        clock: IReactorTime,
+        server_tls: Any = None,
+        **timeouts: float,
     ) -> None:
         super().__init__(portal, clock, **timeouts)
         self.controller = controller
+        self.server_tls = server_tls  # its current CRL re-checks each request
+
+    def session_refusal(self, certificate: Any, record: Any) -> str | None:
+        """Why this session's certificate may not make another request, or None."""
+        from domtool.dispatcher.revocation import session_refusal
+
+        crl = None if self.server_tls is None else self.server_tls.trust.crl_pem
+        return session_refusal(certificate, crl, record)
 
 
 tls_factory = session.tls_factory
@@ -149,15 +169,18 @@ class DispatcherService(session.ListenerService):
         controller: Controller,
         server_tls: tls.ServerTLS,
         reactor: Any,
+        eval_pool: Any = None,
     ) -> None:
         super().__init__(config, server_tls, reactor, config.member_crl)
         self.controller = controller
+        self.eval_pool = eval_pool  # dispatcher.evalpool.EvalPool, closed at stop
 
     def listen_factory(self) -> MemberFactory:
         return MemberFactory(
             self.controller,
             auth.member_portal(self.controller.store),
             self.reactor,
+            self.server_tls,
             **self.timeouts(),
         )
 
@@ -200,6 +223,8 @@ class DispatcherService(session.ListenerService):
         )
         self.host_crl.start()
         self.tls_push.start()
+        if self.eval_pool is not None:
+            self.eval_pool.warm()
         self.controller.coordinator.resume()
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
@@ -207,6 +232,8 @@ class DispatcherService(session.ListenerService):
             self.host_crl.stop()
             self.tls_push.stop()
         self.controller.coordinator.stop()
+        if self.eval_pool is not None:
+            self.eval_pool.close()
         return super().stopService()
 
 
@@ -215,7 +242,9 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
     from twisted.internet.endpoints import HostnameEndpoint
 
     from domtool.dispatcher.apply import Coordinator
+    from domtool.dispatcher.evalpool import EvalPool
     from domtool.dispatcher.links import TLSLink
+    from domtool.dispatcher.signed_grants import SignedGrantFiles
     from domtool.dispatcher.store import Store
 
     own = tls.KeyPair.from_files(config.certificate, config.key)
@@ -224,6 +253,8 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
         tls.Trust.from_files(config.member_ca, config.member_crl),
         lambda e: log.warn("refused a member certificate: {why}", why=e.reason),
     )
+    if config.host_crl is None:  # config.load requires it; a hand-built config too
+        raise ValueError("host_crl is required: a revoked slave must be refused")
     host_trust = tls.Trust.from_files(config.host_ca, config.host_crl)
     links = {
         s.node: TLSLink(
@@ -239,6 +270,7 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
     coordinator = Coordinator(
         store, links, reactor, retry_initial=config.retry_initial, retry_max=config.retry_max
     )
+    pool = EvalPool(reactor)  # members' files are evaluated off the reactor thread
     controller = Controller(
         store,
         config.site,
@@ -247,8 +279,12 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
         quota_defaults=config.quotas,
         ca_dir=config.ca_dir,
         on_crl=server_tls.reload_crl,
+        check_source=pool.check,
+        signed_grants=SignedGrantFiles(Path(config.state_dir) / "signed-grants"),
     )
-    return DispatcherService(config, controller, server_tls, reactor)
+    # The host CRL (required) is watched in startService: a change relinks every slave
+    # link with the current CRL, which each link's per-request check then reads.
+    return DispatcherService(config, controller, server_tls, reactor, eval_pool=pool)
 
 
 def main(argv: list[str] | None = None) -> int:

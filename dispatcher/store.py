@@ -107,6 +107,18 @@ class StoreError(Exception):
     """The store refused an operation (the message says which and why)."""
 
 
+class GrantOverlap(StoreError):
+    """A grant overlapping other members' (``overlaps``: one line each)."""
+
+    def __init__(self, member: str, cls: str, value: str, overlaps: list[str]) -> None:
+        self.overlaps = overlaps
+        super().__init__(
+            f"{cls} {value} for {member} overlaps another member's grant: {overlaps[0]}"
+            + (f" (and {len(overlaps) - 1} more)" if len(overlaps) > 1 else "")
+            + "; grant it with --shared if it really is shared"
+        )
+
+
 @frozen
 class MemberRecord:
     """A member as the store knows them (``removed`` is set once they are removed)."""
@@ -318,19 +330,39 @@ class Store:
         if row is None or row[0] is not None:
             raise StoreError(f"{name} is not an active member")
 
-    def grant(self, member: str, cls: str, value: str) -> bool:
+    def grant(self, member: str, cls: str, value: str, *, shared: bool = False) -> bool:
         """Grant ``member`` the ``cls`` value (True if new, False if already held).
 
         The value is validated and canonicalised by ``domtool.perms`` (a domain is
-        lower-cased, a path normalised); an invalid one is a StoreError, never stored."""
+        lower-cased, a path normalised); an invalid one is a StoreError, never stored.
+        A value that overlaps another active member's grant (``policies.grant_overlap``)
+        is a :class:`GrantOverlap` unless ``shared``."""
         value = _canonical(cls, value)
         with self._tx() as db:
             self._active(db, member)
+            found = self.grant_overlaps(member, cls, value, db)
+            if found and not shared:
+                raise GrantOverlap(member, cls, value, found)
             cur = db.execute(
                 "INSERT OR IGNORE INTO grants (member, class, value) VALUES (?, ?, ?)",
                 (member, cls, value),
             )
             return cur.rowcount == 1
+
+    def grant_overlaps(self, member: str, cls: str, value: str, db=None) -> list[str]:
+        """How ``cls value`` overlaps other active members' grants (one line each)."""
+        from domtool.policies.grant_overlap import overlaps
+
+        rows = (
+            (db or self._db)
+            .execute(
+                "SELECT g.member, g.value FROM grants g JOIN members m ON m.name = g.member"
+                " WHERE g.class = ? AND g.member != ? AND m.removed IS NULL",
+                (cls, member),
+            )
+            .fetchall()
+        )
+        return overlaps(cls, _canonical(cls, value), [(m, v) for m, v in rows])
 
     def revoke(self, member: str, cls: str, value: str) -> bool:
         """Take a grant away (True if it was held)."""

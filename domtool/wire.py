@@ -52,6 +52,7 @@ ADMIN_OPS = frozenset(
         "audit",
         "quota",
         "set_quota",
+        "put_grants",
     }
 )
 # What the dispatcher may ask a slave: a closed set of typed operations.

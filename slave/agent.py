@@ -244,10 +244,16 @@ class Agent:
         prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
         run_blocking: Callable[..., Any] = _inline,
         databases: Any = None,
+        grant_book: Any = None,
+        snapshotter: Any = None,
     ) -> None:
         from domtool.slave.dbagent import DatabaseOps
 
         self.engine = engine
+        # slave.verified.GrantBook: owners' grants signed by an admin, checked here.
+        self.grant_book = grant_book
+        # slave.snapshot.Snapshotter: member TLS files copied, validated, rendered instead.
+        self.snapshotter = snapshotter
         self.host = host
         self.node = node
         self.clock = clock
@@ -362,13 +368,13 @@ class Agent:
         removed = sorted(set(current) - set(parts))
         changed: set[str] = set()
         # The re-check reads the file system (symlinks): off the reactor thread in service.
-        rechecked = await self._blocking(self._recheck_all, args)
+        rechecked, snapped = await self._blocking(self._recheck_all, args)
         for owner, change in args.changes.items():
             if rechecked[owner]:
                 details[owner] = rechecked[owner]
                 continue
             changed.add(owner)
-            parts[owner] = change.state
+            parts[owner] = snapped.get(owner, change.state)
         for _ in range(len(changed) + 1):
             clashes = _conflicts(parts, changed, current)
             if not clashes:
@@ -434,8 +440,23 @@ class Agent:
         self._pending = pending
         return answer
 
-    def _recheck_all(self, args: ops.PrepareArgs) -> dict[str, list[str]]:
-        return {o: ops.recheck(o, c, self.node) for o, c in args.changes.items()}
+    def _recheck_all(self, args: ops.PrepareArgs):
+        """Each owner's refusals, and the parts whose member files were snapshotted."""
+        from domtool.slave.verified import recheck_signed
+
+        problems: dict[str, list[str]] = {}
+        snapped: dict[str, DesiredState] = {}
+        for o, c in args.changes.items():
+            if self.grant_book is not None:
+                problems[o] = recheck_signed(self.grant_book, o, c, self.node)
+            else:
+                problems[o] = ops.recheck(o, c, self.node)
+            if not problems[o] and self.snapshotter is not None and c.state.vhosts:
+                paths = c.grants.paths
+                if self.grant_book is not None and c.signed is not None:
+                    paths = tuple(self.grant_book.verified(o, c.signed).perms.paths)
+                snapped[o], problems[o] = self.snapshotter.snapshot(o, c.state, paths)
+        return problems, snapped
 
     async def _discard(self, prepared: Prepared) -> None:
         try:

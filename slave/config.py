@@ -20,6 +20,8 @@ Example (``/etc/domtool/slave.toml``)::
     key = "/etc/domtool/slave.key"
     ca = "/etc/domtool/host-ca.pem"   # the site's HOST CA (never a public CA)
     crl = "/etc/domtool/host-crl.pem" # re-read when it changes
+    grant_keys = ["/etc/domtool/grant-signing.pub"]  # admin keys that sign members' grants
+                                      # (slave/verified.py); without: the dispatcher's word
 
     [backends.apache]                 # one table per enabled backend; its keys are the
     base_config = "/etc/domtool/apache/base.conf"   # backend's own settings
@@ -82,6 +84,7 @@ class SlaveConfig:
     tls_poll: float = 60.0  # seconds between checks of the CRL and certificate files
     backends: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     databases: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    grant_keys: tuple[str, ...] = ()
 
     @property
     def node_name(self) -> str:
@@ -101,7 +104,7 @@ _SLAVE_KEYS = {
     "idle_timeout",
     "tls_poll",
 }
-_TLS_KEYS = {"certificate", "key", "ca", "crl"}
+_TLS_KEYS = {"certificate", "key", "ca", "crl", "grant_keys"}
 
 
 def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConfig:
@@ -165,6 +168,15 @@ def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConf
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         problems.append("[slave] listen_port: a port number (0-65535)")
         port = DEFAULT_PORT
+    grant_keys = tls.get("grant_keys", [])
+    if isinstance(grant_keys, str):
+        grant_keys = [grant_keys]
+    if not isinstance(grant_keys, list) or not all(isinstance(k, str) and k for k in grant_keys):
+        problems.append("[tls] grant_keys: a list of public key paths")
+        grant_keys = []
+    grant_key_paths = tuple(
+        os.path.normpath(os.path.join(base_dir, os.path.expanduser(k))) for k in grant_keys
+    )
     backend_tables: dict[str, dict[str, Any]] = {}
     for name, table in backends.items():
         if not isinstance(table, dict):
@@ -194,6 +206,7 @@ def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConf
         crl=path(tls, "tls", "crl"),
         backends=backend_tables,
         databases=database_tables,
+        grant_keys=grant_key_paths,
     )
     if problems:
         raise ConfigError(source, problems)

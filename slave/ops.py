@@ -20,8 +20,10 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
 The ops (``domtool.wire.SLAVE_OPS``)::
 
     prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
-                                      grants: {paths: [...], users: [...], groups: [...]}}},
-              complete?: bool}   (complete: changes names every owner of this host)
+                                      grants: {paths: [...], users: [...], groups: [...]},
+                                      signed_grants?: {record, signature, key}}},
+              complete?: bool}   (complete: changes names every owner of this host;
+                                  signed_grants: domtool.grantsig, see slave/verified.py)
     commit   {txid}
     abort    {txid}
     status   {}
@@ -401,6 +403,19 @@ GRANTS = Obj(
         "groups": List(_owner, MAX_GRANTS),
     },
 )
+SIGNED_GRANTS = Obj(
+    {
+        "record": Obj(
+            {
+                "member": _owner,
+                "serial": Int(1, 2**63 - 1),
+                "grants": List(Tuple((Str(16), _path)), MAX_GRANTS),
+            }
+        ),
+        "signature": Str(200),
+        "key": Str(64),
+    }
+)
 TXID_FIELD = Str(64, TXID)
 
 # The arguments of every op. Closed table: its keys are exactly domtool.wire.SLAVE_OPS.
@@ -409,7 +424,9 @@ OP_SCHEMAS: dict[str, Obj] = {
         {
             "txid": TXID_FIELD,
             "changes": Map(
-                Str(32, UNIX_NAME), Obj({"state": STATE}, {"grants": GRANTS}), MAX_OWNERS
+                Str(32, UNIX_NAME),
+                Obj({"state": STATE}, {"grants": GRANTS, "signed_grants": SIGNED_GRANTS}),
+                MAX_OWNERS,
             ),
         },
         {"complete": Bool()},
@@ -438,10 +455,12 @@ class Grants:
 
 @attrs.frozen
 class OwnerChange:
-    """One member's COMPLETE desired state on this host, and their grants."""
+    """One member's COMPLETE desired state on this host, and their grants (as the
+    dispatcher says, and as an administrator signed them when relayed)."""
 
     state: DesiredState
     grants: Grants
+    signed: Any = None  # domtool.grantsig.SignedGrants | None
 
 
 @attrs.frozen
@@ -502,7 +521,16 @@ def _prepare(args: dict) -> PrepareArgs:
         grants = Grants(
             tuple(g.get("paths", ())), tuple(g.get("users", ())), tuple(g.get("groups", ()))
         )
-        changes[owner] = OwnerChange(state.normalised(), grants)
+        signed = None
+        if "signed_grants" in change:
+            from domtool import grantsig
+
+            try:
+                signed = grantsig.SignedGrants.from_json(change["signed_grants"])
+            except grantsig.GrantSigError as e:
+                problems.append((f"changes.{owner}.signed_grants", str(e)[:200]))
+                continue
+        changes[owner] = OwnerChange(state.normalised(), grants, signed)
     if problems:
         raise BadArgs(problems)
     return PrepareArgs(args["txid"], changes, bool(args.get("complete", False)))

@@ -26,6 +26,7 @@ while no request is running.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -80,6 +81,16 @@ class SlaveProtocol(session.AuthenticatedFrameProtocol):
         return wire.Failure(error.kind, error.message, tuple(error.details))
 
     def frame_received(self, avatar: auth.Host, frame: bytes) -> None:
+        server_tls = getattr(self.factory, "server_tls", None)
+        if server_tls is not None:  # the dispatcher's certificate against the CRL in force now
+            from domtool.dispatcher import revocation, tls
+
+            cert = tls.peer_certificate(self.transport)
+            if cert is not None and revocation.revoked(cert, server_tls.trust.crl_pem):
+                why = f"certificate {cert.serial_number:x} has been revoked"
+                self.send_error(session.request_id(frame), wire.Failure("unauthorized", why))
+                self.transport.loseConnection()
+                return
         try:
             request = wire.decode_request(frame, wire.SLAVE_OPS)
         except wire.WireError as e:
@@ -105,10 +116,16 @@ class SlaveFactory(session.SessionFactory):
     protocol = SlaveProtocol
 
     def __init__(
-        self, agent: Agent, portal: Portal, clock: IReactorTime, **timeouts: float
+        self,
+        agent: Agent,
+        portal: Portal,
+        clock: IReactorTime,
+        server_tls: Any = None,
+        **timeouts: float,
     ) -> None:
         super().__init__(portal, clock, **timeouts)
         self.agent = agent
+        self.server_tls = server_tls  # its current CRL re-checks each request
 
 
 tls_factory = session.tls_factory
@@ -210,7 +227,7 @@ class SlaveService(session.ListenerService):
 
     def listen_factory(self) -> SlaveFactory:
         portal = auth.host_portal(set(self.config.dispatcher))
-        factory = SlaveFactory(self.agent, portal, self.reactor, **self.timeouts())
+        factory = SlaveFactory(self.agent, portal, self.reactor, self.server_tls, **self.timeouts())
         factory.tls_update = TlsUpdater(self.config, self.server_tls).update
         return factory
 
@@ -249,6 +266,21 @@ def make_service(
         host=config.host,
         run_blocking=run_blocking,
     )
+
+    from domtool.slave.snapshot import Snapshotter
+
+    grant_book = None
+    if config.grant_keys:
+        from domtool.slave.verified import GrantBook
+
+        grant_book = GrantBook.from_files(
+            config.grant_keys, os.path.join(config.state_dir, "agent", "grant-serials.json")
+        )
+    else:
+        log.warn(
+            "no grant_keys configured: this slave takes members' grants on the dispatcher's "
+            "word and does not re-check domain ownership"
+        )
     agent = Agent(
         engine,
         host=config.host,
@@ -258,6 +290,8 @@ def make_service(
         prepare_timeout=config.prepare_timeout,
         run_blocking=run_blocking,
         databases=databases,
+        grant_book=grant_book,
+        snapshotter=Snapshotter(os.path.join(config.state_dir, "tls")),
     )
     return SlaveService(config, agent, server_tls, reactor)
 

@@ -19,6 +19,7 @@ from domtool.lang import ast
 from domtool.lang.checker import Library, check_file, check_library
 from domtool.lang.errors import Diagnostic
 from domtool.lang.evaluator import STEP_BUDGET, Env, evaluate, library_env
+from domtool.lang.primitives import Budget
 from domtool.model import DEFAULT_SITE, DesiredState, Site
 
 #: The standard library's files, in load order (later files use earlier ones).
@@ -96,9 +97,12 @@ def check_source(
     ``offline`` (``domtool -tc``): a file whose evaluation reaches one of its own
     ``extern val`` declarations (a self-contained program: they have no implementation)
     is reported as checked but not evaluated (a note) instead of an error; submitting it
-    is refused with the error at that use."""
+    is refused with the error at that use.
+
+    All the files' evaluations share one work ``budget`` (one request, one budget)."""
     from domtool.lang.parser import parse_file
 
+    shared = Budget(budget)
     loaded = _load()
     diags: list[Diagnostic] = []
     notes: list[Diagnostic] = []
@@ -116,7 +120,7 @@ def check_source(
         diags.extend(check_diags)
         if check_diags:
             continue
-        ev = evaluate(f, perms, loaded.library, loaded.env, site, budget=budget)
+        ev = evaluate(f, perms, loaded.library, loaded.env, site, budget=shared)
         if offline and ev.unimplemented is not None:
             notes.extend(_not_evaluated(d, ev.unimplemented) for d in ev.diagnostics)
             continue

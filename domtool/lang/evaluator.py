@@ -7,9 +7,11 @@ variables live in the builder and are dynamically scoped: a block (``with``) and
 ``let``/``where`` copy them on entry and restore them at ``end``, while a bare ``C = e``
 in a sequence lasts until the end of the enclosing block.
 
-Hostile programs are bounded: every evaluation and run step counts against a step
-budget, nested applications against a depth limit, and produced units against the
-builder's size cap; each gives a clear :class:`~domtool.lang.primitives.EvalError`.
+Hostile programs are bounded: every evaluation and run step, and every list element and
+string a primitive receives, counts against one work budget per request
+(:class:`~domtool.lang.primitives.Budget`, shared by the request's files), nested
+applications against a depth limit, and produced units against the builder's size cap;
+each gives a clear :class:`~domtool.lang.primitives.EvalError`.
 Only type-checked programs should be evaluated.
 """
 
@@ -26,14 +28,17 @@ from domtool.lang.errors import Diagnostic
 from domtool.lang.primitives import (
     MAX_UNITS,
     REGISTRY,
+    WORK_BUDGET,
+    Budget,
     Builder,
     EvalError,
     Primitive,
     default_env,
+    work_of,
 )
 from domtool.model import DEFAULT_SITE, DesiredState, Site
 
-STEP_BUDGET = 500_000
+STEP_BUDGET = WORK_BUDGET  # the old name: steps are one kind of work
 MAX_DEPTH = 150
 
 
@@ -127,31 +132,30 @@ def arity_of(t: T.Type) -> tuple[int, str]:
 class Interpreter:
     """Evaluates expressions and runs actions, counting steps."""
 
-    def __init__(self, builder: Builder | None, budget: int = STEP_BUDGET) -> None:
+    def __init__(self, builder: Builder | None, budget: int | Budget = STEP_BUDGET) -> None:
         self.b = builder
         self.file: str | None = None  # the member's file: errors are placed in it
         self.user_span: ast.Span | None = None
-        self.steps = 0
-        self.budget = budget
+        self.budget = budget if isinstance(budget, Budget) else Budget(budget)
         self.depth = 0
         self.env_types: dict[str, T.Type] = {}  # the library's variables (set_env)
 
+    @property
+    def steps(self) -> int:
+        """The work done so far (of the whole request when the budget is shared)."""
+        return self.budget.used
+
     def tick(self, span: ast.Span | None) -> None:
-        self.steps += 1
-        if self.steps > self.budget:
-            raise EvalError(
-                f"evaluation exceeded its step budget ({self.budget} steps)",
-                span,
-                "the program does too much work (nested functions that repeat their argument?)",
-            )
+        self.budget.charge(1, span)
 
     # -- values ------------------------------------------------------------------
 
     def complete(self, prim: Primitive, kind: str, args: tuple[Any, ...], span: ast.Span | None):
         if kind == "pure":
+            self.budget.charge(work_of(args), span)
             try:
                 return prim.fn(*args)
-            except EvalError:
+            except (EvalError, MemoryError):
                 raise
             except ValueError as e:  # a primitive refused an argument
                 raise EvalError(str(e), span) from None
@@ -237,6 +241,7 @@ class Interpreter:
         saved_span = b.span
         b.span = v.span
         b.user_span = at = self.user_span
+        self.budget.charge(work_of(v.args), v.span)
         try:
             if v.prim.kind == "block":
                 body_thunk = body if body is not None else EMPTY
@@ -249,7 +254,7 @@ class Interpreter:
                 v.prim.fn(b, *v.args, run_body)
             else:
                 v.prim.fn(b, *v.args)
-        except (EvalError, RecursionError):
+        except (EvalError, RecursionError, MemoryError):
             raise
         except ValueError as e:  # a primitive refused a value (validate.Invalid, ...)
             raise EvalError(str(e), v.span) from None
@@ -419,10 +424,12 @@ def evaluate(
     library: Library,
     lib_env: Env | None = None,
     site: Site = DEFAULT_SITE,
-    budget: int = STEP_BUDGET,
+    budget: int | Budget = STEP_BUDGET,
     max_units: int = MAX_UNITS,
 ) -> Evaluation:
-    """Evaluate a checked file for a member; same input gives an equal state."""
+    """Evaluate a checked file for a member; same input gives an equal state. A shared
+    :class:`Budget` makes several files draw on one request's work budget."""
+    budget = budget if isinstance(budget, Budget) else Budget(budget)
     if lib_env is None:
         lib_env = library_env(library)
     env_defaults = {
@@ -430,7 +437,7 @@ def evaluate(
         for k, v in default_env(perms, site).items()
         if k in library.env_types and value_has_type(v, library.env_types[k], perms, site)
     }
-    b = Builder(perms, site, env_defaults, max_units)
+    b = Builder(perms, site, env_defaults, max_units, budget)
     b.file = file.name
     interp = Interpreter(b, budget)
     interp.file = file.name

@@ -45,6 +45,10 @@ from domtool.model import (
 )
 
 MAX_UNITS = 5000
+#: The work one request's evaluation may do, in units (:class:`Budget`).
+WORK_BUDGET = 500_000
+#: String bytes that cost one unit of work.
+STRING_UNIT = 64
 
 
 class EvalError(Exception):
@@ -62,6 +66,42 @@ class EvalError(Exception):
         self.span = span
         self.hint = hint
         self.details = details
+
+
+class Budget:
+    """The work one request's evaluation may do, shared by all its files.
+
+    One unit is one evaluation or run step, one list element a primitive receives
+    (built, appended or checked), or :data:`STRING_UNIT` bytes of a string it receives:
+    a call that appends a 20,000-item list costs 20,000, not 1. Running out is an
+    :class:`EvalError` at the span of the step that ran out."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int = WORK_BUDGET) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def charge(self, n: int, span: Span | None) -> None:
+        self.used += n
+        if self.used > self.limit:
+            raise EvalError(
+                f"evaluation exceeded its work budget ({self.limit} units)",
+                span,
+                "the program does too much work: each step, each list element a directive "
+                f"receives and each {STRING_UNIT} bytes of its strings count one unit "
+                "(nested functions that repeat their argument, or a long list used many times?)",
+            )
+
+
+def work_of(value: Any, depth: int = 0) -> int:
+    """The units a primitive's argument costs: list elements (nested lists counted
+    through), strings by size; a closure or other value costs nothing here."""
+    if isinstance(value, str):
+        return len(value) // STRING_UNIT
+    if isinstance(value, tuple | list) and depth < 8:
+        return len(value) + sum(work_of(v, depth + 1) for v in value)
+    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -153,8 +193,16 @@ Frame = DomainFrame | VhostFrame | BlockFrame
 class Builder:
     """The state an evaluation builds: frames, environment variables, finished units."""
 
-    def __init__(self, perms: Any, site: Site, env: dict[str, Any], max_units: int = MAX_UNITS):
+    def __init__(
+        self,
+        perms: Any,
+        site: Site,
+        env: dict[str, Any],
+        max_units: int = MAX_UNITS,
+        budget: Budget | None = None,
+    ):
         self.perms = perms
+        self.budget = budget if budget is not None else Budget()
         self.site = site
         self.owner: str = perms.user
         self.env: dict[str, Any] = dict(env)
@@ -198,6 +246,10 @@ class Builder:
                 f"evaluation produced more than {self.max_units} records, vhosts and aliases",
                 "split the configuration or ask an admin to raise the limit",
             )
+
+    def work(self, n: int) -> None:
+        """Charge ``n`` units of work done here to the request's budget."""
+        self.budget.charge(n, self.span)
 
     def get(self, name: str) -> Any:
         try:
@@ -260,7 +312,9 @@ class Builder:
 
 
 def _nodes(b: Builder, var: str) -> tuple[str, ...]:
-    nodes = tuple(sorted(set(b.get(var))))
+    value = b.get(var)
+    b.work(work_of(value))
+    nodes = tuple(sorted(set(value)))
     if not nodes:
         b.fail(f"{var} is empty: nothing would serve this.")
     return nodes

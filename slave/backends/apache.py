@@ -201,6 +201,23 @@ def apache_quote(value: str) -> str:
     return _apache_quote(value)
 
 
+_URL_HOST = re.compile(r"(?i)https?://([^/?$%:]+)(?::[0-9]{1,5})?")
+
+
+def _same_host_path(target: str, vhost) -> str | None:
+    """The path of an absolute rewrite target naming one of the vhost's own names (any
+    case, trailing dot, port), which mod_rewrite serves as that path; else None."""
+    m = _URL_HOST.match(target)
+    if m is None:
+        return None
+    host = m[1].lower().rstrip(".")
+    names = {n.lower().rstrip(".") for n in (vhost.fqdn, *vhost.aliases)}
+    if host not in names:
+        return None
+    rest = target[m.end() :]
+    return rest if rest.startswith("/") else "/" + rest
+
+
 def _rewrite_quote(value: str) -> str:
     """One argument for mod_rewrite's own tokeniser: quotes delimit, nothing escapes."""
     if '"' in value:
@@ -512,6 +529,14 @@ class _VhostRenderer:
         if None in (p, t, fl):
             return out
         fl = list(fl)
+        redirect = any(f == "R" or f.startswith("R=") for f in fl)
+        local = _same_host_path(t, self.vhost) if not redirect else None
+        if local is not None:
+            # mod_rewrite reduces http://THIS-HOST/x to the path /x (reduce_uri): treat
+            # it as the path it is, with the path's checks and [PT] below.
+            t = self.check(field + ".target", _check_rewrite_target, local)
+            if t is None:
+                return out
         # A local target in vhost context could name a file outside the member's tree
         # (mod_rewrite guesses file paths); PT makes it a URL path that goes through
         # Alias and <Directory> access control like any request.

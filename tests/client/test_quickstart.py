@@ -120,6 +120,13 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
 
         require_binary("mariadbd", "mariadb-install-db")
         check_databases(ep)
+
+        # The slave checked alice's units against her admin-signed grants (issue 13).
+        serials = json.loads(
+            (site / "slave" / "state" / "agent" / "grant-serials.json").read_text()
+        )
+        assert serials == {"alice": 1}
+        assert "no grant_keys configured" not in (site / "slave" / "slave.log").read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

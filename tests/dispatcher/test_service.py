@@ -270,6 +270,7 @@ key = "d.key"
 member_ca = "ca/member/ca.pem"
 member_crl = "ca/member/crl.pem"
 host_ca = "ca/host/ca.pem"
+host_crl = "ca/host/crl.pem"  # required (issue 13)
 
 [[nodes]]
 name = "ns1"

@@ -92,7 +92,7 @@ def test_grants_and_whohas(db):
     db.grant("alice", "path", "/home/alice")
     db.grant("alice", "user", "alice")
     db.grant("alice", "group", "alice")
-    db.grant("bob", "domain", "example.org")
+    db.grant("bob", "domain", "example.org", shared=True)  # an admin says: shared
     perms = db.grants_of("alice")
     assert perms.user == "alice"
     assert set(perms.domains) == {"example.org"}
@@ -238,13 +238,21 @@ def test_malformed_member_names_are_refused(db):
     )
 )
 def test_grants_match_a_simple_model(ops):
-    """Any sequence of grants and revokes leaves exactly what a set model predicts."""
+    """Any sequence of grants and revokes leaves exactly what a set model predicts; a
+    grant overlapping the other member's domains (same, parent or subdomain) is refused."""
+    from domtool.dispatcher.store import GrantOverlap
+
     s = Store.connect(":memory:")
     s.add_member("alice")
     s.add_member("bob")
     model: set[tuple[str, str]] = set()
     for op, who, dom in ops:
         if op == "grant":
+            others = {d for w, d in model if w != who}
+            if any(dom == d or dom.endswith("." + d) or d.endswith("." + dom) for d in others):
+                with pytest.raises(GrantOverlap):
+                    s.grant(who, "domain", dom)
+                continue
             assert s.grant(who, "domain", dom) == ((who, dom) not in model)
             model.add((who, dom))
         else:

@@ -175,7 +175,7 @@ def test_exponential_program_stops_on_the_step_budget_fast():
     elapsed = time.perf_counter() - t0
     assert r.state is None
     assert [d.message for d in r.diagnostics] == [
-        "evaluation exceeded its step budget (500000 steps)"
+        "evaluation exceeded its work budget (500000 units)"
     ]
     assert elapsed < 2.0
 

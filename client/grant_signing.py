@@ -1,0 +1,82 @@
+"""``domtool-admin grant-key`` and ``sign-grants``: the administrator's grant signing key.
+
+The key is made and kept on the administrator's machine, never on the dispatcher
+(``domtool.grantsig``). ``grant-key PATH`` writes a new Ed25519 private key to PATH
+(mode 0600) and its public key to PATH.pub, which goes into every slave's
+``grant_keys``. ``sign-grants USER --key PATH`` reads USER's grants from the dispatcher
+(``perms_of``), shows them, signs them with a serial from the clock (milliseconds, so
+each new record is newer) and hands the signed record to the dispatcher
+(``put_grants``), which relays it to the slaves. Run it after every ``grant`` and
+``revoke``: until then the slaves keep enforcing the previous signed record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from domtool import grantsig
+
+PROG = "domtool-admin"
+
+
+def cmd_grant_key(args: argparse.Namespace) -> int:
+    private, public = grantsig.new_signing_key()
+    path = args.path
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        print(f"{PROG}: {path}: {e.strerror} (a key is never overwritten)", file=sys.stderr)
+        return 1
+    with os.fdopen(fd, "wb") as f:
+        f.write(private)
+    with open(path + ".pub", "wb") as f:
+        f.write(public)
+    print(
+        f"wrote {path} (keep it off the dispatcher) and {path}.pub (key {grantsig.key_id(public)})"
+    )
+    print(f"add {path}.pub to every slave's grant_keys")
+    return 0
+
+
+def cmd_sign_grants(args: argparse.Namespace) -> int:
+    from domtool.client import config as client_config
+    from domtool.client.connection import RemoteError, Unreachable, call
+
+    try:
+        with open(args.key, "rb") as f:
+            key = f.read()
+        config = client_config.load(args.config)
+        perms = call(config, "perms_of", {"user": args.user}, None)
+        grants = [(g["class"], g["value"]) for g in perms["grants"]]
+        record = grantsig.GrantRecord.of(args.user, time.time_ns() // 1_000_000, grants)
+        signed = grantsig.sign(record, key)
+        answer = call(config, "put_grants", {"signed": signed.to_json()}, None)
+    except (OSError, client_config.ConfigError, grantsig.GrantSigError, ValueError) as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 1
+    except Unreachable as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return 3
+    except RemoteError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        for d in getattr(e, "details", ()) or ():
+            print(f"  {d}", file=sys.stderr)
+        return 1
+    for c, v in record.grants:
+        print(f"  {c}: {v}")
+    print(f"signed {args.user}'s {len(record.grants)} grants, serial {answer['serial']}")
+    return 0
+
+
+def add_commands(add) -> None:
+    """Register the two commands with admin_cli's ``add(name, help, func, remote)``."""
+    sp = add(
+        "grant-key", "make a new grant signing key PATH and PATH.pub (local)", cmd_grant_key, False
+    )
+    sp.add_argument("path", metavar="PATH")
+    sp = add("sign-grants", "sign USER's current grants for the slaves", cmd_sign_grants)
+    sp.add_argument("user", metavar="USER")
+    sp.add_argument("--key", required=True, metavar="PATH", help="the grant signing key")
