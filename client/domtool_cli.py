@@ -16,6 +16,7 @@ configuration is ``--config PATH`` or ``~/.domtool/client.toml``, see
     domtool history DOMAIN        the stored versions of DOMAIN's source
     domtool undo DOMAIN [VERSION] put back an earlier version (default: the one before)
     domtool rmdom DOMAIN          remove DOMAIN's configuration from every host
+    domtool vmail add|passwd|rm|list ...  virtual mailboxes (``domtool.client.vmail_cli``)
 
 ``domtool -tc`` without ``--perms`` checks with your permissions as the dispatcher holds
 them when a client configuration exists, else with none. Every command takes ``--json``.
@@ -547,6 +548,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the answer as JSON (for scripts)")
 
 
+def _cmd_vmail(args: argparse.Namespace) -> int:
+    from domtool.client.vmail_cli import cmd_vmail
+
+    return cmd_vmail(args)
+
+
 COMMANDS = {
     "plan": ("show what submitting FILE... would change on each host; apply nothing", cmd_plan),
     "perms": (
@@ -565,6 +572,7 @@ COMMANDS = {
     ),
     "rmdom": ("remove DOMAIN's configuration from every host", cmd_simple("rmdom", render_apply)),
     "doc": ("print the standard library reference (markdown)", cmd_doc),
+    "vmail": ("add, re-password, remove or list your virtual mailboxes", _cmd_vmail),
 }
 
 
@@ -582,6 +590,10 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("domain", metavar="DOMAIN")
         if name == "undo":
             p.add_argument("version", metavar="VERSION", type=int, nargs="?")
+    elif name == "vmail":
+        from domtool.client.vmail_cli import arguments
+
+        arguments(p)
     return p
 
 

@@ -31,7 +31,7 @@ MAX_FRAME = (
 
 # What a member may ask the dispatcher.
 MEMBER_OPS = frozenset(
-    {"submit", "check", "plan", "perms", "describe", "history", "undo", "rmdom", "whoami"}
+    {"submit", "check", "plan", "perms", "describe", "history", "undo", "rmdom", "whoami", "vmail"}
 )
 # What an admin may ask in addition.
 ADMIN_OPS = frozenset(
@@ -53,7 +53,7 @@ ADMIN_OPS = frozenset(
     }
 )
 # What the dispatcher may ask a slave: a closed set of typed operations.
-SLAVE_OPS = frozenset({"prepare", "commit", "abort", "status", "describe"})
+SLAVE_OPS = frozenset({"prepare", "commit", "abort", "status", "describe", "vmail"})
 
 ERROR_KINDS = frozenset(
     {"bad_request", "unauthorized", "refused", "type_errors", "policy", "failed", "internal"}

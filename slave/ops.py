@@ -26,6 +26,8 @@ The ops (``domtool.wire.SLAVE_OPS``)::
     abort    {txid}
     status   {}
     describe {domain}
+    vmail    {action: add|passwd|rm|list, owner, domain?, user?, hash?, mail_user?, purge?,
+              grants?: {users}}   (domtool.slave.vmail)
 """
 
 from __future__ import annotations
@@ -415,6 +417,18 @@ OP_SCHEMAS: dict[str, Obj] = {
     "abort": Obj({"txid": TXID_FIELD}),
     "status": Obj({}),
     "describe": Obj({"domain": _name}),
+    # Virtual mailboxes (domtool.slave.vmail): a typed action, not a config unit.
+    "vmail": Obj(
+        {"action": Str(8, allowed=frozenset({"add", "passwd", "rm", "list"})), "owner": _owner},
+        {
+            "domain": _name,
+            "user": Str(64, re.compile(r"[A-Za-z0-9._+-]{1,64}")),
+            "hash": Str(128, re.compile(r"\$6\$[A-Za-z0-9./$=]{1,120}")),
+            "mail_user": _owner,
+            "purge": Bool(),
+            "grants": Obj({}, {"users": List(_owner, MAX_GRANTS)}),
+        },
+    ),
 }
 
 
@@ -494,7 +508,14 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "abort": lambda a: TxArgs(a["txid"]),
     "status": lambda a: StatusArgs(),
     "describe": lambda a: DescribeArgs(a["domain"].lower()),
+    "vmail": lambda a: _vmail_args(a),
 }
+
+
+def _vmail_args(a: dict) -> Any:
+    from domtool.slave.vmail import parse_args
+
+    return parse_args(a)
 
 
 def parse(op: str, args: Any) -> Any:

@@ -237,6 +237,9 @@ def make_service(
         prepare_timeout=config.prepare_timeout,
         run_blocking=run_blocking,
     )
+    from domtool.slave.vmail import mailboxes_for
+
+    agent.mailboxes = mailboxes_for(getattr(engine, "backends", {}), config.state_dir)
     return SlaveService(config, agent, server_tls, reactor)
 
 

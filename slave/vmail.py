@@ -268,6 +268,21 @@ class Mailboxes:
         return done.returncode, done.stdout + done.stderr
 
 
+def mailboxes_for(backends: Mapping[str, Any], state_dir: str) -> Mailboxes | None:
+    """The host's mailboxes from its exim backend's settings (None without one)."""
+    exim = backends.get("exim")
+    c = getattr(exim, "config", None)
+    if c is None:
+        return None
+    return Mailboxes(
+        state_dir=state_dir,
+        vmail_root=c.vmail_root,
+        vmail_map=c.vmail_map,
+        userdb=c.userdb,
+        makeuserdb=c.makeuserdb,
+    )
+
+
 def _atomic(path: str, data: bytes, mode: int) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)

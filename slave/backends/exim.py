@@ -125,6 +125,8 @@ class EximConfig:
     ``spamd``: ``ADDRESS PORT`` of spamd (None: no spam scanning; a domain with the spam
     filter on is then refused at render). ``lists_lmtp``: ``HOST:PORT`` of Mailman's LMTP.
     ``unit_checks``: route each changed unit with ``exim -bt`` before the switch.
+    ``userdb``/``makeuserdb``: Courier's userdb text file the vmail operations write, and
+    the tool that builds authdaemond's ``.dat`` files from it.
     """
 
     live_config: str
@@ -145,6 +147,8 @@ class EximConfig:
     lists_lmtp: str | None = None
     relay_from_hosts: tuple[str, ...] = ()
     exim_user: str = "Debian-exim"
+    userdb: str = "/etc/courier/userdb"
+    makeuserdb: str = "/usr/sbin/makeuserdb"
     binary: str = "/usr/sbin/exim4"
     node: str | None = None
     check_timeout: float = 60.0
