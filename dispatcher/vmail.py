@@ -109,7 +109,9 @@ async def _listed(ctl: Any, hosts: list[str], owner: str, domain: str | None) ->
     call: dict[str, Any] = {"action": "list", "owner": owner}
     if domain is not None:
         call["domain"] = domain
-    results = await ctl.coordinator.gather({h: ctl.coordinator.call(h, "vmail", call) for h in hosts})
+    results = await ctl.coordinator.gather(
+        {h: ctl.coordinator.call(h, "vmail", call) for h in hosts}
+    )
     out: dict[str, dict] = {}
     for host, (ok, value) in sorted(results.items()):
         if not ok:
