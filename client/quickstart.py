@@ -32,7 +32,13 @@ keeps running until SIGTERM or SIGINT and writes ``DIR/endpoints.json``::
 
     {"dispatcher": "127.0.0.1:P", "dns": "127.0.0.1:P", "http": "127.0.0.1:P",
      "client_config": "/abs/DIR/alice/client.toml",
-     "admin_config": "/abs/DIR/admin/client.toml", "pids": {"named": N, ...}}
+     "admin_config": "/abs/DIR/admin/client.toml", "pids": {"named": N, ...},
+     "smtp": "127.0.0.1:P", "imap": "127.0.0.1:P", "vmail_root": "/abs/DIR/mail/vmail"}
+
+Mail (as root, with Exim and Courier installed): ``DIR/mail`` holds a real Exim and
+Courier imapd on loopback (``domtool.client.quickmail``); after the submit, the site makes
+alice's mailbox alice@example.org (the ``vmail`` operation), sends to two of example.net's
+aliases over SMTP and reads one back over IMAP; the summary shows it.
 
 A re-run replaces a directory an earlier quickstart made (it holds ``quickstart.json``);
 it refuses any other non-empty directory.
@@ -117,6 +123,8 @@ class LocalSite:
     apache_config: object = None
     submitted: object = None
     admin_serial: int | None = None
+    mail: object = None  # Exim and Courier (domtool.client.quickmail), when they run
+    mail_demo: object = None
 
     # -- paths ---------------------------------------------------------------------
 
@@ -227,12 +235,23 @@ class LocalSite:
             self.daemons.append(L.start_apache(self.apache_config))
         else:
             self.progress.note("apache2 is not installed: no web in this site")
+        from domtool.client import quickmail
+
+        why = quickmail.available()
+        if why is None:
+            quickmail.start(self, MEMBER)
+        else:
+            self.progress.note(why)
 
     def start_slave(self) -> None:
         self.ports["slave"] = L.free_port()
         text = slave_toml(
             SLAVE_HOST, NODE, self.ports["slave"], apache=self.apache_config, bind=self.bind_config
         )
+        if self.mail:
+            from domtool.client import quickmail
+
+            text += "\n".join(quickmail.slave_lines(self.mail["exim"])) + "\n"
         path = self.root / "slave" / "slave.toml"
         _write(path, text.encode())
         argv = console_script("domtool-slave", "domtool.slave.service") + ["--config", str(path)]
@@ -316,6 +335,10 @@ class LocalSite:
         self.progress.note("submitting " + ", ".join(f["name"] for f in files) + " as alice")
         member = client_config.load(self.member_config)
         self.submitted = call(member, "submit", {"files": files}, self._progress_frame)
+        if self.mail:
+            from domtool.client import quickmail
+
+            self.mail_demo = quickmail.demo(self, member)
         return self.submitted
 
     def _progress_frame(self, p: dict) -> None:
@@ -365,6 +388,7 @@ class LocalSite:
             "client_config": str(self.member_config.resolve()) if self.member_config else None,
             "admin_config": str(self.admin_config.resolve()) if self.admin_config else None,
             "pids": {d.name: d.pid for d in self.daemons},
+            **_mail_endpoints(self),
         }
 
     # -- stopping ---------------------------------------------------------------------
@@ -513,6 +537,12 @@ def _gist(body: str) -> str:
     return " ".join(text.split())[:60]
 
 
+def _mail_endpoints(site: LocalSite) -> dict:
+    from domtool.client import quickmail
+
+    return quickmail.endpoints(site)
+
+
 def report(site: LocalSite, served: dict) -> str:
     """What each host serves now, and the exact commands to try next."""
     from domtool.client.domtool_cli import render_apply
@@ -533,6 +563,9 @@ def report(site: LocalSite, served: dict) -> str:
             "  (403/404: the example's DocumentRoot under /home/alice does not exist on this "
             "machine; the site's own DIR/home/alice is served by the config below)"
         )
+    from domtool.client import quickmail
+
+    lines += quickmail.report_lines(site, site.mail_demo)
     dom = f"{sys.executable.rsplit('/', 1)[0]}/domtool"
     lines += [
         "",
@@ -609,7 +642,12 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(
                 json.dumps(
-                    {"endpoints": site.endpoints(), "served": served, "submit": site.submitted},
+                    {
+                        "endpoints": site.endpoints(),
+                        "served": served,
+                        "submit": site.submitted,
+                        "mail": site.mail_demo,
+                    },
                     indent=2,
                 )
             )

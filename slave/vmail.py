@@ -12,6 +12,9 @@ grants: {users}}``. The slave decides for itself before it touches anything:
   never root or a system account, known to this host (uid and gid from its passwd);
 - a mailbox of another owner is never changed, listed or removed.
 
+Mail users: uid and gid come from the host's passwd, or, when the site gives Exim a local
+users file (``EximConfig.local_users_file``, as the local quickstart site does), from it.
+
 Files: a registry ``state_dir/vmail/mailboxes.json`` (address -> owner, mail user, uid,
 gid, maildir, hash) is the source of truth; from it the userdb text file (mode 0600,
 ``ADDRESS<TAB>uid=..|gid=..|home=..|mail=..|systempw=..``) and Exim's lsearch map
@@ -274,13 +277,37 @@ def mailboxes_for(backends: Mapping[str, Any], state_dir: str) -> Mailboxes | No
     c = getattr(exim, "config", None)
     if c is None:
         return None
+    accounts = _passwd
+    if c.local_users_file:
+        path = c.local_users_file
+
+        def accounts(name: str) -> tuple[int, int] | None:
+            return local_account(path, name)
+
     return Mailboxes(
         state_dir=state_dir,
         vmail_root=c.vmail_root,
         vmail_map=c.vmail_map,
         userdb=c.userdb,
         makeuserdb=c.makeuserdb,
+        accounts=accounts,
     )
+
+
+def local_account(path: str, name: str) -> tuple[int, int] | None:
+    """(uid, gid) of ``name`` in the site's local users file (``USER: uid=N gid=N
+    dir=...``, the one Exim reads for members' local mailboxes), or None."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key.strip() != name:
+                    continue
+                fields = dict(p.split("=", 1) for p in rest.split() if "=" in p)
+                return int(fields["uid"]), int(fields["gid"])
+    except (OSError, KeyError, ValueError):
+        return None
+    return None
 
 
 def _atomic(path: str, data: bytes, mode: int) -> None:
