@@ -74,6 +74,7 @@ def start(site: Any, member: str) -> None:
         p.chmod(0o700)
     users = root / "local-users"
     users.write_text(f"{member}: uid={uid} gid={uid} dir={maildir}\n")
+    site.mail_uid = uid
     courier = md.prepare_courier(root / "courier", free_port())
     config = md.exim_config(
         root,
@@ -90,6 +91,24 @@ def start(site: Any, member: str) -> None:
     site.daemons.append(md.start_courier(courier, root / "courier.log"))
     site.mail = {"exim": config, "courier": courier, "maildir": maildir}
     site.ports["smtp"], site.ports["imap"] = config.port, courier.port
+
+
+def add_local_user(site: Any, user: str) -> None:
+    """Give ``user`` a local mailbox on the site (``DIR/home/USER/Maildir``, the same mail
+    uid as alice's): without one, an alias to the bare name ``user`` does not route and
+    Exim's check refuses it."""
+    if not getattr(site, "mail", None):
+        return
+    uid = site.mail_uid
+    maildir = site.root / "home" / user / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True)
+    (site.root / "home" / user).chmod(0o755)
+    for p in (maildir, *(maildir / s for s in ("cur", "new", "tmp"))):
+        os.chown(p, uid, uid)
+        p.chmod(0o700)
+    with open(site.mail["exim"].local_users_file, "a", encoding="utf-8") as f:
+        f.write(f"{user}: uid={uid} gid={uid} dir={maildir}\n")
 
 
 def slave_lines(config) -> list[str]:

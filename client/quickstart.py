@@ -124,6 +124,7 @@ class LocalSite:
     submitted: object = None
     admin_serial: int | None = None
     mail: object = None  # Exim and Courier (domtool.client.quickmail), when they run
+    mail_uid: int = 0
     mail_demo: object = None
 
     # -- paths ---------------------------------------------------------------------
