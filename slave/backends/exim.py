@@ -750,19 +750,19 @@ class EximBackend:
                 continue
             name = m.name.lower()
             catch = False
+            mine = 0
             for a in m.aliases:
-                if a.source[0] == "user":
-                    rcpt = f"{a.source[1].lower()}@{name}"
-                else:
+                if a.source[0] != "user":
                     catch = True
                     continue
+                rcpt = f"{a.source[1].lower()}@{name}"
                 want = tuple(_target(c, t) for t in a.targets)
                 out.append(Probe("smtp", (c.address, c.port, "expn", rcpt, want), m.owner))
+                mine += 1
+            rcpt = f"{CHECK_LOCAL}@{name}"
             if not catch:
-                rcpt = f"{CHECK_LOCAL}@{name}"
                 out.append(Probe("smtp", (c.address, c.port, "refused", rcpt, ()), m.owner))
-            elif not any(p.owner == m.owner and p.target[3].endswith("@" + name) for p in out):
-                rcpt = f"{CHECK_LOCAL}@{name}"
+            elif not mine:
                 out.append(Probe("smtp", (c.address, c.port, "accepted", rcpt, ()), m.owner))
         return out
 
