@@ -185,7 +185,7 @@ def _hostport(value: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
+def site_config(config: EximConfig) -> bytes:
     """The site's Exim configuration (site-owned; never from member input).
 
     Routers, in order: ``dt_relay`` (relayed domains), ``dt_lists`` (list addresses to
@@ -465,7 +465,6 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "begin rewrite",
         "",
     ]
-    del daemon_argv
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -765,7 +764,3 @@ class EximBackend:
             elif not mine:
                 out.append(Probe("smtp", (c.address, c.port, "accepted", rcpt, ()), m.owner))
         return out
-
-
-def _lines(values: Iterable[str]) -> str:
-    return "".join(f"{v}\n" for v in values)
