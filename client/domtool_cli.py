@@ -17,6 +17,8 @@ configuration is ``--config PATH`` or ``~/.domtool/client.toml``, see
     domtool undo DOMAIN [VERSION] put back an earlier version (default: the one before)
     domtool rmdom DOMAIN          remove DOMAIN's configuration from every host
     domtool vmail add|passwd|rm|list ...  virtual mailboxes (``domtool.client.vmail_cli``)
+    domtool db ACTION ...         your databases: create, drop, list, passwd, grant
+                                  (``domtool.client.db_cli``)
 
 ``domtool -tc`` without ``--perms`` checks with your permissions as the dispatcher holds
 them when a client configuration exists, else with none. Every command takes ``--json``.
@@ -148,7 +150,9 @@ class _EncodingError(Exception):
     pass
 
 
-def check_files(paths: list[str], perms: Permissions, prog: str, note: str = ""):
+def check_files(
+    paths: list[str], perms: Permissions, prog: str, note: str = "", offline: bool = False
+):
     """Read ``paths`` and check them for ``perms`` (``lang.api.check_source``). Errors go to
     stderr, then ``PROG: N errors`` plus ``note``; None when a file could not be read (said
     on stderr)."""
@@ -160,7 +164,9 @@ def check_files(paths: list[str], perms: Permissions, prog: str, note: str = "")
     except _EncodingError as e:
         print(str(e), file=sys.stderr)
         return None
-    result = check_source(sources, perms)
+    result = check_source(sources, perms, offline=offline)
+    if result.notes:  # self-contained programs (-tc only): checked, not evaluated
+        print(format_all(result.notes), file=sys.stderr)
     if result.diagnostics:
         print(format_all(result.diagnostics), file=sys.stderr)
         n = len(result.diagnostics)
@@ -174,7 +180,7 @@ def cmd_typecheck(args: argparse.Namespace) -> int:
 
     user = args.user or getpass.getuser()
     perms = _load_perms(args.perms, user, args.config)
-    result = check_files(args.files, perms, "domtool")
+    result = check_files(args.files, perms, "domtool", offline=True)
     if result is None:
         return EXIT_ERRORS
     if result.state is not None and (args.show or args.json):
@@ -573,6 +579,7 @@ COMMANDS = {
     "rmdom": ("remove DOMAIN's configuration from every host", cmd_simple("rmdom", render_apply)),
     "doc": ("print the standard library reference (markdown)", cmd_doc),
     "vmail": ("add, re-password, remove or list your virtual mailboxes", _cmd_vmail),
+    "db": ("your PostgreSQL and MariaDB databases: create, drop, list, passwd, grant", None),
 }
 
 
@@ -646,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         name, rest = _split_command(argv)
+        if name == "db":
+            from domtool.client import db_cli
+
+            return db_cli.main(rest)
         if name is not None:
             args = command_parser(name).parse_args(rest)
             return COMMANDS[name][1](args)

@@ -8,14 +8,19 @@ What it builds under ``--dir`` (default ``./site``), then runs, all on loopback:
    puts every zone, vhost and mail domain on).
 3. ``bind/`` and ``apache/``: the real ``named`` and ``apache2`` on free high ports,
    with config roots of their own whose live configs include the slave's
-   ``state/current/<backend>/<index>`` (``domtool.client.localdaemons``).
+   ``state/current/<backend>/<index>`` (``domtool.client.localdaemons``); ``postgres/``
+   and ``mariadb/``: PostgreSQL and MariaDB on data directories of their own, socket
+   and loopback TCP (``domtool.client.localdb``), driven by the slave's ``[databases]``
+   (in ``/tmp/domtool-site-db-*``, linked from DIR, when root runs a DIR its ``postgres``
+   and ``mysql`` users cannot reach).
 4. ``slave/``: ``slave.toml`` and ``domtool-slave --config slave/slave.toml``.
 5. ``dispatcher/``: its config and state, and ``domtool-dispatcher --config ...``.
 6. ``admin/``: the operator's admin certificate and client config; ``alice/``: the member
    alice's certificate, key and ``client.toml``; alice is added with the grants of
    ``alice.perms`` through ``domtool-admin``'s operations over TLS.
 7. submits the example configs (``../shared/examples/alice`` when present, else the
-   package's copies) as alice, over TLS, like ``domtool FILE...``;
+   package's copies) as alice, over TLS, like ``domtool FILE...``, and creates alice's
+   database ``alice_www`` (PostgreSQL, else MariaDB) like ``domtool db create``;
 8. prints what each host now serves: each zone's records as ``named`` answers them
    (dnspython), each vhost's answer over HTTP with its Host header; and what to try next.
 
@@ -31,6 +36,7 @@ Without ``--serve`` everything started is stopped before exiting. With ``--serve
 keeps running until SIGTERM or SIGINT and writes ``DIR/endpoints.json``::
 
     {"dispatcher": "127.0.0.1:P", "dns": "127.0.0.1:P", "http": "127.0.0.1:P",
+     "postgres": "127.0.0.1:P", "mysql": "127.0.0.1:P",
      "client_config": "/abs/DIR/alice/client.toml",
      "admin_config": "/abs/DIR/admin/client.toml", "pids": {"named": N, ...},
      "smtp": "127.0.0.1:P", "imap": "127.0.0.1:P", "vmail_root": "/abs/DIR/mail/vmail"}
@@ -52,6 +58,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -60,6 +67,7 @@ import attrs
 
 from domtool.client import config as client_config
 from domtool.client import localdaemons as L
+from domtool.client import localdb
 
 SITE = "coop.example"
 DISPATCHER = "dispatcher.coop.example"
@@ -67,6 +75,7 @@ SLAVE_HOST = "local.coop.example"
 NODE = "local"
 ADMIN = "operator"
 MEMBER = "alice"
+MEMBER_DATABASE = "alice_www"
 MARKER = "quickstart.json"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -122,6 +131,9 @@ class LocalSite:
     bind_config: object = None
     apache_config: object = None
     submitted: object = None
+    db_servers: dict = attrs.field(factory=dict)  # kind -> localdb.Postgres / MariaDB
+    database: object = None  # the answer to alice's db_create
+    db_tmp: Path | None = None  # the servers' trees when DIR is not reachable by them
     admin_serial: int | None = None
     mail: object = None  # Exim and Courier (domtool.client.quickmail), when they run
     mail_uid: int = 0
@@ -243,11 +255,44 @@ class LocalSite:
             quickmail.start(self, MEMBER)
         else:
             self.progress.note(why)
+        self.start_databases()
+
+    def start_databases(self) -> None:
+        """PostgreSQL and MariaDB, whichever is installed, under DIR/postgres, DIR/mariadb.
+
+        Run as root, the servers run as the ``postgres`` and ``mysql`` users, who must
+        reach their trees: when a directory above DIR shuts others out (``/root``), the
+        trees go to a fresh ``/tmp/domtool-site-db-*`` instead (linked from DIR, and
+        removed when the site stops)."""
+        base = self.root
+        if os.geteuid() == 0 and not localdb.reachable_by_others(self.root):
+            self.db_tmp = Path(tempfile.mkdtemp(prefix="domtool-site-db-"))
+            self.db_tmp.chmod(0o755)
+            base = self.db_tmp
+        for kind, name, start, have in (
+            ("postgres", "postgres", localdb.start_postgres, localdb.postgres_bindir()),
+            ("mysql", "mariadb", localdb.start_mariadb, localdb.mariadb_binaries()),
+        ):
+            if not have:
+                self.progress.note(f"{name} is not installed: no {kind} databases in this site")
+                continue
+            if base != self.root:
+                (self.root / name).symlink_to(base / name)
+            server = start(base / name)
+            self.daemons.append(server.daemon)
+            self.db_servers[kind] = server
+            self.ports[kind] = server.port
+            self.progress.note(f"{name} on 127.0.0.1:{server.port} (data {self.root / name})")
 
     def start_slave(self) -> None:
         self.ports["slave"] = L.free_port()
         text = slave_toml(
-            SLAVE_HOST, NODE, self.ports["slave"], apache=self.apache_config, bind=self.bind_config
+            SLAVE_HOST,
+            NODE,
+            self.ports["slave"],
+            apache=self.apache_config,
+            bind=self.bind_config,
+            databases={k: s.slave_table() for k, s in self.db_servers.items()},
         )
         if self.mail:
             from domtool.client import quickmail
@@ -340,6 +385,11 @@ class LocalSite:
             from domtool.client import quickmail
 
             self.mail_demo = quickmail.demo(self, member)
+        for kind in ("postgres", "mysql"):
+            if kind in self.db_servers:
+                self.database = call(member, "db_create", {"kind": kind, "name": MEMBER_DATABASE})
+                self.progress.note(f"created alice's {kind} database {MEMBER_DATABASE}")
+                break
         return self.submitted
 
     def _progress_frame(self, p: dict) -> None:
@@ -386,6 +436,10 @@ class LocalSite:
             "dispatcher": f"127.0.0.1:{self.ports['dispatcher']}",
             "dns": f"127.0.0.1:{self.ports['dns']}" if "dns" in self.ports else None,
             "http": f"127.0.0.1:{self.ports['http']}" if "http" in self.ports else None,
+            **{
+                k: f"127.0.0.1:{self.ports[k]}" if k in self.ports else None
+                for k in ("postgres", "mysql")
+            },
             "client_config": str(self.member_config.resolve()) if self.member_config else None,
             "admin_config": str(self.admin_config.resolve()) if self.admin_config else None,
             "pids": {d.name: d.pid for d in self.daemons},
@@ -399,6 +453,9 @@ class LocalSite:
         for d in reversed(self.daemons):
             d.stop()
         self.daemons.clear()
+        if self.db_tmp is not None:
+            shutil.rmtree(self.db_tmp, ignore_errors=True)
+            self.db_tmp = None
 
 
 @attrs.frozen
@@ -420,6 +477,7 @@ def slave_toml(
     address: str = "127.0.0.1",
     apache=None,
     bind=None,
+    databases=None,
     state_dir: str = "state",
 ) -> str:
     """A ``slave.toml`` for a slave of the local site (certificate files ``host.pem``,
@@ -470,6 +528,9 @@ def slave_toml(
             f'checkconf = "{c.checkconf}"',
             f'rndc = "{c.rndc}"',
         ]
+    for kind, table in sorted((databases or {}).items()):
+        lines += ["", f"[databases.{kind}]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in sorted(table.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -567,6 +628,12 @@ def report(site: LocalSite, served: dict) -> str:
     from domtool.client import quickmail
 
     lines += quickmail.report_lines(site, site.mail_demo)
+    if site.database is not None:
+        d = site.database
+        lines.append(f"== alice's databases (domtool db list): {d['kind']} {d['name']}")
+        ep = d.get("endpoint", {})
+        where = ep.get("socket_dir") or ep.get("socket")
+        lines.append(f"  socket {where}; TCP {ep.get('host')}:{ep.get('port')} (after db passwd)")
     dom = f"{sys.executable.rsplit('/', 1)[0]}/domtool"
     lines += [
         "",
@@ -577,6 +644,8 @@ def report(site: LocalSite, served: dict) -> str:
         f"  {dom} --config {cfg} describe example.org",
         f"  {dom} --config {cfg} history example.org",
     ]
+    if site.database is not None:
+        lines.append(f"  {dom} --config {cfg} db list")
     if "http" in site.ports:
         lines.append(f"  curl -H 'Host: www.example.org' http://127.0.0.1:{site.ports['http']}/")
     if "dns" in site.ports:
@@ -648,6 +717,7 @@ def run(args: argparse.Namespace) -> int:
                         "served": served,
                         "submit": site.submitted,
                         "mail": site.mail_demo,
+                        "database": site.database,
                     },
                     indent=2,
                 )

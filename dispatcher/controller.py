@@ -207,6 +207,10 @@ class Controller:
             "quota": self.quota,
             "set_quota": self.set_quota,
         }
+        from domtool.dispatcher.databases import Databases
+
+        self.databases = Databases(self)  # db_* ops: dispatcher/databases.py
+        self.member_ops.update(self.databases.ops())
         assert set(self.member_ops) == wire.MEMBER_OPS
         assert set(self.admin_ops) == wire.ADMIN_OPS
 
@@ -780,11 +784,15 @@ class Controller:
     async def quota(self, admin: Member, args, progress) -> dict[str, Any]:
         user = args["user"]
         current = merge_all(self.current(user).values())
+        usage = quotas.usage(current)
+        databases = await self.databases.usage(user)  # as the database servers report them
+        usage["databases"] = len(databases["databases"])
         return {
             "user": user,
             "limits": self._limits(user),
-            "usage": quotas.usage(current),
+            "usage": usage,
             "overrides": self.store.quotas_of(user),
+            "databases": databases,
         }
 
     async def set_quota(self, admin: Member, args, progress) -> dict[str, Any]:

@@ -80,6 +80,8 @@ FILES = Field(
         fields={"name": _str(253, pattern=DOMAIN), "text": _str(MAX_FILE_BYTES)},
     ),
 )
+DB_KIND = Field("str", allowed=frozenset({"postgres", "mysql"}))
+DB_NAME = _str(64)
 
 # The request kinds members may send (admin kinds come later). Closed table.
 KINDS: dict[str, dict[str, Field]] = {
@@ -93,6 +95,13 @@ KINDS: dict[str, dict[str, Field]] = {
     "undo": {"domain": DOMAIN_FIELD, "version": Field("int", minimum=1, maximum=2**31 - 1)},
     "rmdom": {"domain": DOMAIN_FIELD},
     "vmail": {},  # filled in below from domtool.dispatcher.vmail.ARGS
+    # databases (domtool.dispatcher.databases). Names are only size-limited here so that
+    # the grammar's own message (domtool.dbnames) reaches the member.
+    "db_create": {"kind": DB_KIND, "name": DB_NAME},
+    "db_drop": {"kind": DB_KIND, "name": DB_NAME, "apply": Field("bool", required=False)},
+    "db_list": {},
+    "db_passwd": {"kind": DB_KIND, "role": DB_NAME, "password": _str(1024)},
+    "db_grant": {"kind": DB_KIND, "database": DB_NAME, "role": DB_NAME},
 }
 
 USER_FIELD = _str(32, pattern=re.compile(r"[a-z_][a-z0-9_-]{0,31}"))

@@ -31,7 +31,11 @@ MAX_FRAME = (
 
 # What a member may ask the dispatcher.
 MEMBER_OPS = frozenset(
-    {"submit", "check", "plan", "perms", "describe", "history", "undo", "rmdom", "whoami", "vmail"}
+    {"submit", "check", "plan", "perms", "describe", "history", "undo", "rmdom", "whoami"}
+    # virtual mailboxes (domtool.dispatcher.vmail)
+    | {"vmail"}
+    # databases (domtool.dispatcher.databases)
+    | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
 )
 # What an admin may ask in addition.
 ADMIN_OPS = frozenset(
@@ -53,7 +57,13 @@ ADMIN_OPS = frozenset(
     }
 )
 # What the dispatcher may ask a slave: a closed set of typed operations.
-SLAVE_OPS = frozenset({"prepare", "commit", "abort", "status", "describe", "vmail"})
+SLAVE_OPS = frozenset(
+    {"prepare", "commit", "abort", "status", "describe"}
+    # databases: typed operations at the slave's edge (domtool.slave.dbargs)
+    | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
+    # virtual mailboxes (domtool.slave.vmail)
+    | {"vmail"}
+)
 
 ERROR_KINDS = frozenset(
     {"bad_request", "unauthorized", "refused", "type_errors", "policy", "failed", "internal"}

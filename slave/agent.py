@@ -3,6 +3,8 @@
 The protocol (``domtool.slave.service``) decodes a frame, checks its arguments
 (``domtool.slave.ops.parse``) and hands the typed arguments to :meth:`Agent.handle`, which
 dispatches through an explicit table (:data:`Agent.OPS`, exactly ``domtool.wire.SLAVE_OPS``).
+The ``db_*`` ops are not configuration and never touch the engine: they go to
+``domtool.slave.dbagent.DatabaseOps`` (given as ``databases``; none: refused).
 
 What the agent holds:
 
@@ -240,7 +242,10 @@ class Agent:
         node: str | None = None,
         prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
         run_blocking: Callable[..., Any] = _inline,
+        databases: Any = None,
     ) -> None:
+        from domtool.slave.dbagent import DatabaseOps
+
         self.engine = engine
         self.host = host
         self.node = node
@@ -264,6 +269,11 @@ class Agent:
             "vmail": self._vmail,
         }
         self.mailboxes: Any = None  # domtool.slave.vmail.Mailboxes, when this host has mail
+        # db_* ops (domtool.slave.dbagent): a host without database servers refuses them.
+        if databases is None:
+            databases = DatabaseOps({}, host=host)
+        self.databases = databases
+        self.OPS.update(databases.handlers())
 
     # -- plumbing ------------------------------------------------------------
 

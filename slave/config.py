@@ -26,6 +26,11 @@ Example (``/etc/domtool/slave.toml``)::
     server_root = "/etc/apache2"
     log_dir = "/var/log/apache2"
 
+    [databases.postgres]              # optional: members' databases on this host's servers
+    socket_dir = "/var/run/postgresql"  # (domtool.slave.db_postgres / db_mysql; their keys)
+    [databases.mysql]
+    socket = "/run/mysqld/mysqld.sock"
+
 Relative paths are taken relative to the config file's directory. Every problem is
 reported at once (:class:`ConfigError`); unknown keys are errors, so a typo never turns a
 setting silently back to its default.
@@ -74,6 +79,7 @@ class SlaveConfig:
     handshake_timeout: float = 30.0
     idle_timeout: float = 600.0
     backends: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    databases: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
     @property
     def node_name(self) -> str:
@@ -102,12 +108,13 @@ def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConf
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(source, [f"not TOML: {e}"]) from None
     problems: list[str] = []
-    unknown = sorted(set(data) - {"slave", "tls", "backends"})
+    unknown = sorted(set(data) - {"slave", "tls", "backends", "databases"})
     if unknown:
         problems.append(f"unknown section(s): {', '.join(unknown)}")
     slave = _table(data, "slave", problems)
     tls = _table(data, "tls", problems)
     backends = _table(data, "backends", problems, required=False)
+    databases = _table(data, "databases", problems, required=False)
     for name, keys, table in (("slave", _SLAVE_KEYS, slave), ("tls", _TLS_KEYS, tls)):
         extra = sorted(set(table) - keys)
         if extra:
@@ -161,6 +168,12 @@ def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConf
             problems.append(f"[backends.{name}]: a table of the backend's settings")
         else:
             backend_tables[name] = _resolve_paths(table, base_dir)
+    database_tables: dict[str, dict[str, Any]] = {}
+    for name, table in databases.items():
+        if name not in ("postgres", "mysql") or not isinstance(table, dict):
+            problems.append(f"[databases.{name}]: a table, for postgres or mysql")
+        else:
+            database_tables[name] = _resolve_paths(table, base_dir)
     config = SlaveConfig(
         host=host,
         node=node,
@@ -176,6 +189,7 @@ def parse(text: str, base_dir: str = "/", source: str = "<config>") -> SlaveConf
         ca=path(tls, "tls", "ca"),
         crl=path(tls, "tls", "crl"),
         backends=backend_tables,
+        databases=database_tables,
     )
     if problems:
         raise ConfigError(source, problems)
@@ -195,7 +209,7 @@ def _table(data: dict, name: str, problems: list[str], required: bool = True) ->
 
 
 # Backend settings whose names end like this are paths (made absolute against the file).
-_PATH_SUFFIXES = ("_config", "_dir", "_root", "_file", "_certificate", "_key")
+_PATH_SUFFIXES = ("_config", "_dir", "_root", "_file", "_certificate", "_key", "socket")
 
 
 def _resolve_paths(table: dict[str, Any], base_dir: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ The ops (``domtool.wire.SLAVE_OPS``)::
     describe {domain}
     vmail    {action: add|passwd|rm|list, owner, domain?, user?, hash?, mail_user?, purge?,
               grants?: {users}}   (domtool.slave.vmail)
+    db_create, db_drop, db_list, db_passwd, db_grant   (domtool.slave.dbargs)
 """
 
 from __future__ import annotations
@@ -676,3 +677,10 @@ def holders(state: DesiredState) -> dict[tuple[str, str], str]:
     for m in state.mail:
         out.setdefault(("mail domain", m.name.lower()), m.owner)
     return out
+
+
+# The database operations (``domtool.slave.dbargs``) belong to the same closed table.
+from domtool.slave import dbargs as _dbargs  # noqa: E402
+
+OP_SCHEMAS.update(_dbargs.SCHEMAS)
+_BUILDERS.update(_dbargs.BUILDERS)

@@ -211,6 +211,11 @@ class SlaveService(session.ListenerService):
         self.started = self.agent.start()
         self.started.addErrback(lambda f: log.failure("the agent failed to start", f))
 
+    def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
+        stopped = super().stopService()
+        self.agent.databases.close()  # the database servers' admin connections
+        return stopped
+
 
 def make_service(
     config: SlaveConfig,
@@ -228,6 +233,14 @@ def make_service(
         engine = build_engine(config)
     if run_blocking is None:
         run_blocking = threads.deferToThread
+    from domtool.slave.dbagent import DatabaseOps, build_servers
+
+    databases = DatabaseOps(
+        build_servers(config.databases),
+        audit_path=f"{config.state_dir}/agent/db-audit.jsonl",
+        host=config.host,
+        run_blocking=run_blocking,
+    )
     agent = Agent(
         engine,
         host=config.host,
@@ -236,6 +249,7 @@ def make_service(
         clock=reactor,
         prepare_timeout=config.prepare_timeout,
         run_blocking=run_blocking,
+        databases=databases,
     )
     from domtool.slave.vmail import mailboxes_for
 

@@ -27,3 +27,7 @@ def require_binary(*names: str) -> None:
         if IN_CI:
             pytest.fail(msg + " (CI must install them: see scripts/setup)")
         pytest.skip(msg)
+
+
+# One real PostgreSQL and one MariaDB per session, for the database daemons tests.
+from tests.db_servers import db_tree, mariadb_server, postgres_server  # noqa: E402, F401

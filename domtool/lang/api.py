@@ -22,7 +22,7 @@ from domtool.lang.evaluator import STEP_BUDGET, Env, evaluate, library_env
 from domtool.model import DEFAULT_SITE, DesiredState, Site
 
 #: The standard library's files, in load order (later files use earlier ones).
-LIBRARY_FILES = ("base.dtl", "dns.dtl", "web.dtl", "mail.dtl", "dom.dtl")
+LIBRARY_FILES = ("base.dtl", "dns.dtl", "web.dtl", "mail.dtl", "dom.dtl", "compat.dtl")
 
 
 class LibraryError(Exception):
@@ -36,6 +36,9 @@ class CheckResult:
 
     diagnostics: tuple[Diagnostic, ...]
     state: DesiredState | None
+    #: ``offline`` checks only: files that type-check but were not evaluated, because they
+    #: reach an ``extern val`` of their own (self-contained programs); severity "note".
+    notes: tuple[Diagnostic, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -86,12 +89,20 @@ def check_source(
     site: Site = DEFAULT_SITE,
     *,
     budget: int = STEP_BUDGET,
+    offline: bool = False,
 ) -> CheckResult:
-    """Parse, check and evaluate ``(file name, text)`` pairs for the member ``perms``."""
+    """Parse, check and evaluate ``(file name, text)`` pairs for the member ``perms``.
+
+    ``offline`` (``domtool -tc``): a file whose evaluation reaches one of its own
+    ``extern val`` declarations (a self-contained program: they have no implementation)
+    is reported as checked but not evaluated (a note) instead of an error; submitting it
+    is refused with the error at that use."""
     from domtool.lang.parser import parse_file
 
     loaded = _load()
     diags: list[Diagnostic] = []
+    notes: list[Diagnostic] = []
+    seen: dict[tuple[str, str], tuple[str, Any]] = {}  # (kind, name) -> (file, span)
     state = DesiredState()
     for name, text in files:
         f, parse_diags = parse_file(name, text)
@@ -106,27 +117,48 @@ def check_source(
         if check_diags:
             continue
         ev = evaluate(f, perms, loaded.library, loaded.env, site, budget=budget)
+        if offline and ev.unimplemented is not None:
+            notes.extend(_not_evaluated(d, ev.unimplemented) for d in ev.diagnostics)
+            continue
         diags.extend(ev.diagnostics)
         if ev.state is not None:
-            diags.extend(_clashes(state, ev.state, name))
+            diags.extend(_clashes(seen, ev, name))
             state = state.merge(ev.state)
     diags.sort(key=Diagnostic.sort_key)
-    return CheckResult(tuple(diags), None if diags else state)
+    return CheckResult(tuple(diags), None if diags else state, tuple(notes))
 
 
-def _clashes(have: DesiredState, new: DesiredState, file: str) -> list[Diagnostic]:
-    """A domain or virtual host configured by two of the submitted files."""
+def _not_evaluated(d: Diagnostic, name: str) -> Diagnostic:
+    return Diagnostic(
+        d.file,
+        d.span,
+        f"type-checks; not evaluated: {name} is declared with `extern val` and has no "
+        "implementation (submitting this file is refused here).",
+        severity="note",
+    )
+
+
+def _clashes(seen: dict[tuple[str, str], tuple[str, Any]], ev: Any, file: str) -> list[Diagnostic]:
+    """A domain or virtual host configured by two of the submitted files: an error at
+    the second, with the span of the first."""
+    assert ev.state is not None
     out = []
-    zones = {z.name for z in have.zones}
-    vhosts = {v.fqdn for v in have.vhosts}
-    for z in new.zones:
-        if z.name in zones:
+    names = [("domain", z.name, "Domain") for z in ev.state.zones]
+    names += [("vhost", v.fqdn, "Virtual host") for v in ev.state.vhosts]
+    for kind, name, label in names:
+        key = (kind, name)
+        span = ev.spans.get(key)
+        if key in seen:
+            other, first = seen[key]
+            where = f"{other}:{first}" if first is not None else other
             out.append(
-                Diagnostic(file, None, f"Domain {z.name} is also configured in another file.")
+                Diagnostic(
+                    file,
+                    span,
+                    f"{label} {name} is also configured in another file.",
+                    (f"First configured at: {where}",),
+                )
             )
-    for v in new.vhosts:
-        if v.fqdn in vhosts:
-            out.append(
-                Diagnostic(file, None, f"Virtual host {v.fqdn} is also configured in another file.")
-            )
+        else:
+            seen[key] = (file, span)
     return out

@@ -38,6 +38,7 @@ from domtool.lang import ast, externs
 from domtool.lang import types as T
 from domtool.lang.errors import Diagnostic
 from domtool.model import DEFAULT_SITE, Site
+from domtool.stdlib import domtool2
 
 BUILTIN_TYPES = ("int", "string", "bool")
 #: Work allowed for deciding context predicates in one file (about a second); past it,
@@ -128,6 +129,7 @@ class Checker:
         self.type_names: set[str] = set(library.type_names) | set(BUILTIN_TYPES)
         self.env_types: dict[str, T.Type] = dict(library.env_types)
         self.extern_vals: dict[str, T.Type] = {}
+        self.shadowed_env: set[str] = set()  # library variables this file redeclares
         self._lines: dict[str, list[str]] = {}
         self._accepted: dict[tuple[str, object], bool] = {}
         self.pred_work = 0
@@ -213,9 +215,22 @@ class Checker:
                     if r:
                         return r
             return externs.hint(need.name, self.perms, self.site)
+        if (
+            isinstance(need, T.Base)
+            and need.name not in BUILTIN_TYPES
+            and isinstance(actual, T.LitStr | T.LitInt)
+        ):
+            return externs.no_checker(need.name)
         return None
 
-    def mismatch(self, expr: ast.Expr, actual: T.Type, needed: T.Type, message: str) -> T.Type:
+    def mismatch(
+        self,
+        expr: ast.Expr,
+        actual: T.Type,
+        needed: T.Type,
+        message: str,
+        hint: str | None = None,
+    ) -> T.Type:
         return self.error(
             expr.span,
             message,
@@ -224,7 +239,7 @@ class Checker:
                 f"Actual type: {T.show(actual)}",
                 f"Needed type: {T.show(needed)}",
             ),
-            self.type_hint(needed, actual),
+            hint or self.type_hint(needed, actual),
         )
 
     # -- written types -------------------------------------------------------------
@@ -256,6 +271,12 @@ class Checker:
                 old = self.env_types.get(name)
                 if old is None:
                     self.env_types[name] = t
+                elif old != t and self._may_shadow(name):
+                    # A member file's own declaration (a self-contained program) gives the
+                    # variable its own type in this file; the evaluator refuses a value
+                    # that does not fit the library's type (evaluator.Interpreter.set_env).
+                    self.env_types[name] = t
+                    self.shadowed_env.add(name)
                 elif old != t:
                     self.error(
                         span,
@@ -264,6 +285,14 @@ class Checker:
                     )
             out.append((name, t))
         return tuple(sorted(dict(out).items()))
+
+    def _may_shadow(self, name: str) -> bool:
+        return (
+            self.library is not EMPTY_LIBRARY
+            and name in self.library.env_types
+            and name not in self.shadowed_env
+            and self.env_types.get(name) == self.library.env_types[name]
+        )
 
     def type(self, ty: ast.Type, declare: bool = False) -> T.Type:
         """Turn a written type into a checker type (``declare``: record env variables)."""
@@ -468,7 +497,9 @@ class Checker:
             t = scope.lookup(e.name)
             if t is None:
                 return self.error(
-                    e.span, f"Unknown variable {e.name}.", hint=_nearest(e.name, scope.names())
+                    e.span,
+                    f"Unknown variable {e.name}.",
+                    hint=domtool2.hint(e.name) or _nearest(e.name, scope.names()),
                 )
             return self.need_here(t, have, e.span)
         if isinstance(e, ast.EList):
@@ -571,7 +602,13 @@ class Checker:
                 return T.ERROR
             at = self.infer(arg, scope, None)
             if not self.sub(at, ft.arg):
-                self.mismatch(arg, at, ft.arg, "Function argument has wrong type.")
+                self.mismatch(
+                    arg,
+                    at,
+                    ft.arg,
+                    "Function argument has wrong type.",
+                    _domtool2_form(e.func) or _domtool2_form(arg),
+                )
             ft = ft.res
         return ft
 
@@ -582,7 +619,7 @@ class Checker:
             return self.error(
                 e.span,
                 f"Unknown environment variable {e.name}.",
-                hint=_nearest(e.name, self.env_types),
+                hint=domtool2.hint(e.name) or _nearest(e.name, self.env_types),
             )
         if not self.sub(vt, need):
             self.mismatch(e.value, vt, need, f"Wrong type for environment variable {e.name}.")
@@ -594,7 +631,7 @@ class Checker:
             self.error(
                 e.span,
                 f"Unknown environment variable {e.env}.",
-                hint=_nearest(e.env, self.env_types),
+                hint=domtool2.hint(e.env) or _nearest(e.env, self.env_types),
             )
             vt = T.ERROR
         body = self.infer(e.body, scope.child(**{e.var: vt}), have)
@@ -701,6 +738,18 @@ class Checker:
 
     def check_body(self, body: ast.Expr, scope: Scope) -> None:
         self.as_action(self.infer(body, scope, T.Root()), body)
+
+
+def _domtool2_form(func: ast.Expr) -> str | None:
+    """For a directive whose Domtool 2 form takes other arguments (``func`` itself, or
+    applied in ``func``, as in ``dns (dnsNS HOST)``): how to write it here."""
+    if isinstance(func, ast.EApp):
+        func = func.func
+    if isinstance(func, ast.EVar):
+        row = domtool2.row(func.name)
+        if row is not None and row.status == "different":
+            return f"{func.name} takes other arguments than in Domtool 2: {row.note}"
+    return None
 
 
 def _opens(t: T.Type, ctx: str) -> bool:

@@ -14,6 +14,7 @@ import re
 from domtool.lang import ast
 from domtool.lang import types as T
 from domtool.lang.checker import Library
+from domtool.stdlib import domtool2
 
 _TITLES = {
     "base.dtl": "Contexts and basic types",
@@ -21,6 +22,7 @@ _TITLES = {
     "web.dtl": "Web sites",
     "mail.dtl": "Mail",
     "dom.dtl": "Shorthands",
+    "compat.dtl": "Domtool 2's names",
 }
 
 
@@ -84,6 +86,14 @@ def reference_markdown(library: Library | None = None) -> str:
     lines += ["| variable | type | meaning |", "|---|---|---|"]
     for name, t in sorted(library.env_types.items()):
         lines.append(f"| `{name}` | `{T.show(t)}` | {ENV_DOCS.get(name, '')} |")
+    lines += ["", "## Domtool 2 name → ours", ""]
+    lines += [
+        "Every name of Domtool 2's modules and member commands, what it is here, and its",
+        "status (from `domtool/stdlib/domtool2.py`; a Domtool 2 name this library does not",
+        "define is refused with a hint taken from this table).",
+        "",
+    ]
+    lines += domtool2.table_markdown()
     lines.append("")
     return "\n".join(lines)
 

@@ -104,6 +104,7 @@ class Unimplemented:
     """An ``extern val`` without a Python implementation: usable for checking only."""
 
     name: str
+    decl: ast.Span | None = None  # where the file declares it
 
 
 EMPTY = Thunk(None, None)
@@ -133,6 +134,7 @@ class Interpreter:
         self.steps = 0
         self.budget = budget
         self.depth = 0
+        self.env_types: dict[str, T.Type] = {}  # the library's variables (set_env)
 
     def tick(self, span: ast.Span | None) -> None:
         self.steps += 1
@@ -177,7 +179,7 @@ class Interpreter:
                 return PrimValue(f.prim, f.arity, args)
             return self.complete(f.prim, f.prim.kind, args, span)
         if isinstance(f, Unimplemented):
-            raise unimplemented(f.name, span)
+            raise unimplemented(f.name, span, f.decl)
         raise EvalError("internal: applying a non-function", span)
 
     def value(self, e: ast.Expr, env: Env) -> Any:
@@ -225,7 +227,7 @@ class Interpreter:
             self.call(v, None)
             return
         if isinstance(v, Unimplemented):
-            raise unimplemented(v.name, span)
+            raise unimplemented(v.name, span, v.decl)
         raise EvalError("internal: running something that is not an action", span)
 
     def call(self, v: PrimAction, body: Thunk | None) -> None:
@@ -234,11 +236,13 @@ class Interpreter:
             raise EvalError("internal: no builder", v.span)
         saved_span = b.span
         b.span = v.span
+        b.user_span = at = self.user_span
         try:
             if v.prim.kind == "block":
                 body_thunk = body if body is not None else EMPTY
 
                 def run_body() -> None:
+                    self.user_span = at  # a deferred body (byDefault) runs later
                     self.run(body_thunk, v.span)
                     b.span = v.span
 
@@ -267,7 +271,7 @@ class Interpreter:
                 self.tick(item.span)
             return
         if isinstance(e, ast.ESet):
-            b.env[e.name] = self.value(e.value, env)
+            b.env[e.name] = self.set_env(e, self.value(e.value, env))
             return
         if isinstance(e, ast.EGet):
             if e.env not in b.env:
@@ -301,6 +305,23 @@ class Interpreter:
             return
         self.run(self.value(e, env), e.span)
 
+    def set_env(self, e: ast.ESet, value: Any) -> Any:
+        """A member file's value for a library variable must fit the library's type (a
+        self-contained program may declare the variable with a type of its own)."""
+        need = self.env_types.get(e.name)
+        if need is None or e.span.file != self.file or self.b is None:
+            return value
+        if isinstance(value, Unimplemented):
+            raise unimplemented(value.name, e.value.span, value.decl)
+        if not value_has_type(value, need, self.b.perms, self.b.site):
+            raise EvalError(
+                f"This value of {e.name} does not fit the standard library's type "
+                f"{T.show(need)}, which its directives read.",
+                e.value.span,
+                "this file declares the variable with a type of its own",
+            )
+        return value
+
     def invoke(self, blk: Any, body: Thunk, span: ast.Span) -> None:
         if isinstance(blk, PrimAction) and blk.prim.kind == "block":
             self.call(PrimAction(blk.prim, blk.args, blk.span or span), body)
@@ -315,16 +336,25 @@ class Interpreter:
                 self.depth -= 1
             return
         if isinstance(blk, Unimplemented):
-            raise unimplemented(blk.name, span)
+            raise unimplemented(blk.name, span, blk.decl)
         raise EvalError("internal: not a block directive", span)
 
 
-def unimplemented(name: str, span: ast.Span | None) -> EvalError:
-    return EvalError(
-        f"{name} is declared with `extern val` but has no implementation, so this "
-        "program can be type-checked but not evaluated.",
-        span,
-    )
+class UnimplementedError(EvalError):
+    """Evaluation reached an ``extern val`` of the file's own, which has no body."""
+
+    def __init__(self, name: str, span: ast.Span | None, decl: ast.Span | None = None) -> None:
+        super().__init__(
+            f"{name} is declared with `extern val` but has no implementation, so this "
+            "program can be type-checked but not evaluated.",
+            span,
+            details=(f"Declared at: {decl.file}:{decl}",) if decl is not None else (),
+        )
+        self.name = name
+
+
+def unimplemented(name: str, span: ast.Span | None, decl: ast.Span | None = None) -> EvalError:
+    return UnimplementedError(name, span, decl)
 
 
 def prim_value(name: str, t: T.Type) -> Any:
@@ -378,6 +408,9 @@ class Evaluation:
     state: DesiredState | None
     diagnostics: tuple[Diagnostic, ...]
     steps: int
+    unimplemented: str | None = None  # the file's own extern val that stopped it, if any
+    #: where each domain and vhost was configured: ("domain"|"vhost", name) -> span
+    spans: dict[tuple[str, str], ast.Span | None] = attrs.field(factory=dict)
 
 
 def evaluate(
@@ -398,13 +431,15 @@ def evaluate(
         if k in library.env_types and value_has_type(v, library.env_types[k], perms, site)
     }
     b = Builder(perms, site, env_defaults, max_units)
+    b.file = file.name
     interp = Interpreter(b, budget)
     interp.file = file.name
+    interp.env_types = dict(library.env_types)
     env = Env({}, lib_env)
     try:
         for d in file.decls:
             if isinstance(d, ast.DExternVal):
-                env = env.bind(d.name, Unimplemented(d.name))  # never a library primitive
+                env = env.bind(d.name, Unimplemented(d.name, d.span))  # never a library primitive
             elif isinstance(d, ast.DVal):
                 env = env.bind(d.name, interp.value(d.value, env))
         if file.body is not None:
@@ -413,8 +448,9 @@ def evaluate(
         span = e.span
         if span is None or span.file != file.name:  # inside the library: blame the caller
             span = interp.user_span
-        diag = Diagnostic(file.name, span, e.message, hint=e.hint)
-        return Evaluation(None, (diag,), interp.steps)
+        diag = Diagnostic(file.name, span, e.message, e.details, e.hint)
+        missing = e.name if isinstance(e, UnimplementedError) else None
+        return Evaluation(None, (diag,), interp.steps, missing)
     except RecursionError:
         diag = Diagnostic(file.name, None, "evaluation nested too deeply")
         return Evaluation(None, (diag,), interp.steps)
@@ -423,4 +459,4 @@ def evaluate(
         vhosts=tuple(b.vhosts.values()),
         mail=tuple(b.mail.values()),
     ).normalised()
-    return Evaluation(state, (), interp.steps)
+    return Evaluation(state, (), interp.steps, spans=dict(b.first_spans))

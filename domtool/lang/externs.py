@@ -18,6 +18,7 @@ variable of one type can be passed where the other is needed.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,9 @@ class ExternType:
     description: str
     hint: Callable[[Any, Site], str | None] | None = None
     kind: str | None = None  # the domtool.validate grammar behind it, if any
+    # A checker raising validate.Invalid with the reason, for predicates that are not one
+    # grammar of domtool.validate (used by :func:`reason`).
+    explain: Callable[[Any], Any] | None = None
 
 
 def _syntax(kind: str) -> Callable[[Any, Any, Site], bool]:
@@ -59,6 +63,48 @@ def _both(*preds: Callable[[Any, Any, Site], bool]) -> Callable[[Any, Any, Site]
 
     pred.kind = getattr(preds[0], "kind", None)  # type: ignore[attr-defined]
     return pred
+
+
+def _check_email_or_user(value: Any) -> str:
+    """Domtool 2's ``email``: ``user@domain``, or a bare user (delivered on the site)."""
+    if isinstance(value, str) and "@" not in value:
+        try:
+            return _v.check_email_user(value)
+        except _v.Invalid as e:
+            raise _v.Invalid("an e-mail address or user", value, e.reason) from None
+    return _v.check_email(value)
+
+
+def _checked(check: Callable[[Any], Any]) -> Callable[[Any, Any, Site], bool]:
+    def pred(value: Any, perms: Any, site: Site) -> bool:
+        try:
+            check(value)
+        except Exception:
+            return False
+        return True
+
+    return pred
+
+
+def _no(chars: str, what: str) -> Callable[[Any], Any]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str):
+            raise _v.Invalid(what, value, "it is not a string")
+        bad = [c for c in value if c in chars or ord(c) < 32 or ord(c) == 127]
+        if bad or len(value) > 4096:
+            raise _v.Invalid(what, value, f"it contains {bad[0]!r}" if bad else "it is too long")
+        return value
+
+    return check
+
+
+_MIME = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}/[a-z0-9][a-z0-9.+-]{0,127}")
+
+
+def _check_mime(value: Any) -> str:
+    if not isinstance(value, str) or not _MIME.fullmatch(value):
+        raise _v.Invalid("a MIME type", value, "expected type/subtype, like text/html")
+    return value
 
 
 def _either(*preds: Callable[[Any, Any, Site], bool]) -> Callable[[Any, Any, Site], bool]:
@@ -156,7 +202,13 @@ EXTERN_TYPES: dict[str, ExternType] = {
         _E("ip", "string", _syntax("ipv4"), "an IPv4 address"),
         _E("ipv4", "string", _syntax("ipv4"), "an IPv4 address"),
         _E("ipv6", "string", _syntax("ipv6"), "an IPv6 address"),
-        _E("email", "string", _syntax("email"), "an e-mail address user@domain"),
+        _E(
+            "email",
+            "string",
+            _checked(_check_email_or_user),
+            "an e-mail address user@domain, or a bare user of the site (as in Domtool 2)",
+            explain=_check_email_or_user,
+        ),
         _E("emailUser", "string", _syntax("email_user"), "the local part of an e-mail address"),
         _E(
             "address",
@@ -216,8 +268,50 @@ EXTERN_TYPES: dict[str, ExternType] = {
             _node_hint("mail"),
         ),
         _E("dns_node", "string", _node("dns"), "a node of the site serving DNS", _node_hint("dns")),
+        # Domtool 2's names for base types we also have under another name.
+        _E(
+            "your_domain_host",
+            "string",
+            _both(_syntax("domain"), _owns("domain")),
+            "a host name inside a domain you own (Domtool 2's name; ours: your_domain)",
+            _domain_hint,
+        ),
+        _E("regexp", "string", _syntax("regex"), "a regular expression (ours: regex)"),
+        _E(
+            "no_spaces",
+            "string",
+            _checked(_no(' \t"', "text without spaces")),
+            "text without spaces, quotes or control characters",
+            explain=_no(' \t"', "text without spaces"),
+        ),
+        _E(
+            "no_newlines",
+            "string",
+            _checked(_no("", "text without newlines")),
+            "text without newlines or other control characters",
+            explain=_no("", "text without newlines"),
+        ),
+        _E(
+            "mime_type",
+            "string",
+            _checked(_check_mime),
+            "a MIME type, like text/html",
+            explain=_check_mime,
+        ),
+        _E(
+            "node",
+            "string",
+            lambda value, perms, site: any(n.name == value for n in site.nodes),
+            "a node of the site",
+        ),
     )
 }
+
+#: Extern types of the standard library that deliberately admit no literal: their values
+#: come only from ``extern val`` declarations (``userSource "x"``, ``dropTarget``). Every other
+#: extern type the library declares has its checker in :data:`EXTERN_TYPES`
+#: (``tests/lang/test_literals.py`` keeps it so).
+NO_LITERALS: frozenset[str] = frozenset({"aliasSource", "aliasTarget"})
 
 # (sub, super): every value of ``sub`` is a value of ``super``.
 SUBTYPES: frozenset[tuple[str, str]] = frozenset(
@@ -269,16 +363,28 @@ def reason(name: str, value: Any) -> str | None:
     """Why ``value`` does not match the grammar of extern type ``name`` (None if it does,
     or if the type has no grammar)."""
     t = EXTERN_TYPES.get(name)
-    kind = getattr(t.predicate, "kind", None) if t is not None else None
-    if kind is None:
+    if t is None:
+        return None
+    kind = getattr(t.predicate, "kind", None)
+    check = t.explain or (None if kind is None else (lambda v: _v.check(kind, v)))
+    if check is None:
         return None
     try:
-        _v.check(kind, value)
+        check(value)
     except _v.Invalid as e:
         return str(e)
     except Exception:
         return None
     return None
+
+
+def no_checker(name: str) -> str:
+    """The hint for a literal where an extern type without a checker is needed."""
+    return (
+        f"{name} is declared with `extern type` but has no checker for literals (no "
+        "base type of that name is known), so no string or integer literal has this "
+        f"type; values of {name} come only from `extern val`s"
+    )
 
 
 def is_subtype(sub: str, sup: str) -> bool:

@@ -50,11 +50,18 @@ MAX_UNITS = 5000
 class EvalError(Exception):
     """An error while evaluating a checked program (its message is shown to the member)."""
 
-    def __init__(self, message: str, span: Span | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        span: Span | None = None,
+        hint: str | None = None,
+        details: tuple[str, ...] = (),
+    ):
         super().__init__(message)
         self.message = message
         self.span = span
         self.hint = hint
+        self.details = details
 
 
 # ---------------------------------------------------------------------------
@@ -107,6 +114,9 @@ class DomainFrame:
     vhosts: set[str] = attrs.Factory(set)
     mail: MailFrame | None = None
     context: str = "Domain"
+    # ``byDefault`` bodies, run when the domain's own body is done (domtool/lang/defaults.py)
+    defaults: list[Any] = attrs.Factory(list)
+    explicit_records: frozenset[tuple[str, str]] = frozenset()
 
 
 @attrs.define
@@ -156,9 +166,30 @@ class Builder:
         self.max_units = max_units
         self.span: Span | None = None
         self._owned: set[tuple[str, Any]] = set()
+        self.file: str | None = None  # the member's file (set by the evaluator)
+        self.user_span: Span | None = None  # the member's last expression run
+        self.defaulting: DomainFrame | None = None  # running that domain's byDefault bodies
+        self.first_spans: dict[tuple[str, str], Span | None] = {}
 
-    def fail(self, message: str, hint: str | None = None) -> None:
-        raise EvalError(message, self.span, hint)
+    def fail(self, message: str, hint: str | None = None, details: tuple[str, ...] = ()) -> None:
+        raise EvalError(message, self.span, hint, details)
+
+    def here(self) -> Span | None:
+        """Where the running directive was written in the member's file (its own span, or
+        the member's expression that led into library code)."""
+        if self.span is not None and self.span.file == self.file:
+            return self.span
+        return self.user_span
+
+    def first(self, kind: str, name: str, message: str) -> None:
+        """Note where ``name`` (a ``kind``: domain, vhost) is configured; if it already
+        is, fail with ``message`` and the span of the first."""
+        key = (kind, name)
+        if key in self.first_spans:
+            span = self.first_spans[key]
+            where = f"{span.file}:{span}" if span is not None else "earlier in this file"
+            self.fail(message, "remove one of the two", (f"First configured at: {where}",))
+        self.first_spans[key] = self.here()
 
     def count(self, n: int = 1) -> None:
         self.units += n
@@ -209,6 +240,8 @@ class Builder:
             )
 
     def record(self, frame: DomainFrame, name: str, rtype: str, data: tuple[Any, ...]) -> None:
+        if self.defaulting is frame and _defaults.record_yields(frame, name, rtype):
+            return
         ttl = self.env.get("TTL", frame.ttl)
         rec = Record(name, rtype, data, None if ttl == frame.ttl else ttl)
         if rec not in frame.records:
@@ -303,11 +336,11 @@ def default_env(perms: Any, site: Site) -> dict[str, Any]:
 def domain(b: Builder, name: str, body: Callable[[], None]) -> None:
     b.owns("your_domain", name)
     name = validate.check_domain(name)
-    if name in b.zones:
-        b.fail(f"Domain {name} is configured twice.")
+    b.first("domain", name, f"Domain {name} is configured twice.")
     frame = DomainFrame(name=name, ttl=b.get("TTL"), nodes=_nodes(b, "DnsNodes"))
     b.stack.append(frame)
     body()
+    _defaults.run_defaults(b, frame)
     b.stack.pop()
     b.count()
     b.zones[name] = Zone(
@@ -419,19 +452,16 @@ def web(b: Builder, label: str, body: Callable[[], None]) -> None:
     dom = b.top(DomainFrame)
     label = validate.check_label(label)
     fqdn = f"{label}.{dom.name}"
-    if fqdn in b.vhosts or fqdn in dom.vhosts:
-        b.fail(
-            f"Virtual host {fqdn} is configured twice.",
-            "`dom` already defines www; to change it, use `dom ... where DocumentRoot = ... "
-            "with` or write the domain out with `domain`"
-            if label == "www"
-            else None,
-        )
+    if b.defaulting is dom and _defaults.vhost_yields(b, dom, label, fqdn):
+        return  # the member's own directive for this name wins over a default
+    b.first("vhost", fqdn, f"Virtual host {fqdn} is configured twice.")
     dom.vhosts.add(fqdn)
     frame = VhostFrame(domain=dom, label=label, fqdn=fqdn)
     b.stack.append(frame)
     body()
     b.stack.pop()
+    if b.defaulting is dom:
+        _defaults.drop_claimed_aliases(b, frame)
     # Settings are read at the end of the body, so `DocumentRoot = ...` inside it counts.
     root = b.get("DocumentRoot")
     b.owns("your_path", root)
@@ -440,6 +470,8 @@ def web(b: Builder, label: str, body: Callable[[], None]) -> None:
     b.owns("your_group", group)
     nodes = _nodes(b, "WebNodes")
     admin = b.env.get("ServerAdmin") or f"webmaster@{dom.name}"
+    if "@" not in admin:  # a bare user (Domtool 2's email): that user at this domain
+        admin = f"{admin}@{dom.name}"
     if b.env.get("SSL") and frame.tls is None:
         b.fail(
             f"SSL is on for {fqdn} but it has no certificate.",
@@ -703,6 +735,8 @@ def drop_target() -> tuple[str, ...]:
 @action("aliasPrim")
 def alias_prim(b: Builder, source: tuple[str, ...], target: tuple[str, ...]) -> None:
     m = _mail(b)
+    if source in m.aliases and b.defaulting is b.top(DomainFrame):
+        return  # a default rule yields to the member's own rule for that source
     for t in target:
         if not validate.is_email(t):
             # A bare user name is that account's local mailbox: only the member's own.
@@ -710,3 +744,8 @@ def alias_prim(b: Builder, source: tuple[str, ...], target: tuple[str, ...]) -> 
     if source not in m.aliases:
         b.count()
     m.aliases[source] = tuple(target)  # a later rule for the same source wins
+
+
+# The defaults of shorthands (``byDefault``) live in their own module; imported last, as
+# it registers a primitive and uses the frames above.
+from domtool.lang import defaults as _defaults  # noqa: E402

@@ -92,3 +92,51 @@ def test_show_and_json_print_the_desired_state(capsys):
     assert data["kind"] == "DesiredState"
     assert [z["name"] for z in data["zones"]] == ["example.org"]
     assert any(v["fqdn"] == "www.example.org" for v in data["vhosts"])
+
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "data" / "published"
+PUBLISHED_OK = (
+    "www-direct",
+    "www-let",
+    "www-function",
+    "www-if",
+    "www-cname",
+    "literals",
+    "guide-mix",
+)
+
+
+@pytest.mark.parametrize("shape", PUBLISHED_OK)
+def test_published_shapes_check_with_exit_0(capsys, shape):
+    """Configurations of the published shapes (dom with the member's own www, ...) pass
+    ``domtool -tc`` for alice: exit 0, nothing on stderr."""
+    files = sorted(str(p) for p in (PUBLISHED / shape).iterdir())
+    code, out, err = run(capsys, "-tc", "--perms", ALICE_PERMS, "--user", "alice", *files)
+    assert (code, err) == (0, "")
+
+
+def test_self_contained_program_checks_with_a_note_and_exit_0(capsys):
+    """-tc type-checks a program of its own extern declarations: exit 0, and a note
+    (not an error) at the first extern val evaluation would need."""
+    path = str(PUBLISHED / "selfcontained" / "example.org")
+    code, out, err = run(capsys, "-tc", "--perms", ALICE_PERMS, "--user", "alice", path)
+    assert code == 0
+    assert err.startswith(f"{path}:20.0-20.19:note: type-checks; not evaluated: domain ")
+    assert ":error:" not in err
+
+
+@pytest.mark.parametrize(
+    "name, span, needle",
+    [
+        ("two-www", "7.4-7.14", "First configured at: "),
+        ("selfcontained-context", "12.2-12.36", "Need: Vhost"),
+        ("email-space", "7.9-7.30", "Needed type: email"),
+        ("unchecked-type", "8.7-8.13", "has no checker for literals"),
+    ],
+)
+def test_published_refusals_exit_1_with_their_span(capsys, name, span, needle):
+    path = str(PUBLISHED / "errors" / name / "example.org")
+    code, out, err = run(capsys, "-tc", "--perms", ALICE_PERMS, "--user", "alice", path)
+    assert code == 1
+    assert err.startswith(f"{path}:{span}:error: ")
+    assert needle in err

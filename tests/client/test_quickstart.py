@@ -68,7 +68,7 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
 
         wait_for(ready, timeout=90, what="endpoints.json")
         ep = json.loads(ep_path.read_text())
-        assert set(ep) >= {"dispatcher", "dns", "http", "client_config"}
+        assert set(ep) >= {"dispatcher", "dns", "http", "client_config", "postgres", "mysql"}
         pids = list(ep["pids"].values())
         dns_port = int(ep["dns"].rsplit(":", 1)[1])
         http_port = int(ep["http"].rsplit(":", 1)[1])
@@ -115,6 +115,11 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
             timeout=60,
         )
         assert hosts.returncode == 0 and hosts.stdout.startswith("local: up; generation 2")
+        # alice's databases on the site's real PostgreSQL and MariaDB (issue 10).
+        from tests.client.quickstart_db_checks import check_databases
+
+        require_binary("mariadbd", "mariadb-install-db")
+        check_databases(ep)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -167,3 +172,15 @@ def test_pki_gives_the_operator_a_loadable_client_config(tmp_path):
         assert c.name == quickstart.DISPATCHER and c.port == site.ports["dispatcher"]
         assert Path(c.key).stat().st_mode & 0o777 == 0o600
         assert Path(c.certificate).is_file() and Path(c.ca).is_file()
+
+
+def test_a_tree_behind_a_closed_directory_is_not_reachable_by_others(tmp_path):
+    """The database servers' users need o+x on every directory above their trees; the
+    quickstart moves the trees to /tmp otherwise."""
+    from domtool.client.localdb import reachable_by_others
+
+    closed = tmp_path / "closed"
+    (closed / "site").mkdir(parents=True)
+    closed.chmod(0o700)
+    assert not reachable_by_others(closed / "site")
+    assert reachable_by_others(Path("/tmp"))

@@ -289,6 +289,9 @@ OPS = {"prepare": _alone, "prepare with another member": _with_carol, "complete 
 # (tests/mail/test_vmail_ops.py, tests/mail/test_vmail_daemon.py).
 MEMBER_DATA_OPS = {"prepare", "vmail"}
 NO_MEMBER_DATA = {"commit", "abort", "status", "describe"}
+# The database ops carry owner and names too; their matrix (names, prefixes, owners on the
+# server) is tests/slave/test_db_ops.py and test_db_daemons.py.
+DB_OPS = {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
 
 
 def make_agent(tmp: Path) -> Agent:
@@ -380,7 +383,7 @@ def test_the_matrix_covers_every_op_kind_and_field():
     and the others; every unit kind has name and owner cases; every member path the
     slave knows (``ops.member_paths`` of a vhost with every path field set) has a case
     per route; every Vhost field is either a case or listed as naming no resource."""
-    assert MEMBER_DATA_OPS | NO_MEMBER_DATA == wire.SLAVE_OPS
+    assert MEMBER_DATA_OPS | NO_MEMBER_DATA | DB_OPS == wire.SLAVE_OPS
     kinds = {"Zone", "Vhost", "MailDomain"}
     assert {c.kind for c in NAME_CASES} == kinds and {c.kind for c in OWNER_CASES} == kinds
     p = "/x"

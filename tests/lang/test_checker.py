@@ -333,9 +333,28 @@ def test_unknown_context_and_type_in_declarations():
     ],
 )
 def test_conflicting_environment_declaration(decl):
-    """Redeclaring a library environment variable with another type is an error."""
-    errs = errors(decl + "\n")
-    assert any("conflicting types" in e.message for e in errs)
+    """A file may give a library environment variable a type of its own (self-contained
+    programs do), but not two: the second declaration in the file is an error."""
+    assert errors(decl + "\n") == []
+    other = decl.replace("bad", "worse").replace("string", "bool")
+    errs = errors(decl + "\n" + other + "\n")
+    assert [e.message for e in errs] == [
+        f"Environment variable {decl.split('{')[1].split(' ')[0]} declared with conflicting types."
+    ]
+    assert errs[0].span.start.line == 2
+
+
+def test_own_type_for_a_library_variable_cannot_smuggle_a_value():
+    """With DocumentRoot redeclared as string, "/etc" type-checks in the file, but the
+    evaluator refuses it at the literal: the library's directives read your_path."""
+    text = (
+        "extern val bad : [Root] {DocumentRoot : string}\n"
+        'dom "example.org" where DocumentRoot = "/etc" with end\n'
+    )
+    r = check_source([("f", text)], ALICE)
+    (d,) = r.diagnostics
+    assert "does not fit the standard library's type your_path" in d.message
+    assert str(d.span) == "2.39-2.44"
 
 
 PREDS = st.recursive(

@@ -1,0 +1,167 @@
+"""``domtool db``: a member's PostgreSQL and MariaDB databases, through the dispatcher.
+
+::
+
+    domtool db create KIND NAME          a database NAME (alice or alice_*), yours
+    domtool db drop KIND NAME [--doit]   without --doit: what would be dropped, nothing else
+    domtool db list                      your databases with their sizes, and your roles
+    domtool db passwd KIND ROLE          set ROLE's password (for TCP); asked twice on the
+                [--password-stdin]       terminal, or the first line of stdin
+    domtool db grant KIND DB ROLE        let your role ROLE use your database DB
+
+KIND is ``postgres`` or ``mysql``. Every name lives under your prefix (your login name,
+or it and ``_``); the dispatcher refuses anything else before any host is asked. Over
+the Unix socket you are authenticated as your Unix user (PostgreSQL ``peer``, MariaDB
+``unix_socket``); a password is only for TCP. The password never appears in argv, in
+the output or in any log. Exit status as ``domtool``'s: 0 ok, 1 refused, 2 usage, 3
+unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from domtool.client.domtool_cli import EXIT_USAGE, UsageError, _common, remote
+
+KINDS = ("postgres", "mysql")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def render_list(result: dict) -> str:
+    dbs = result.get("databases", [])
+    q = result.get("quota", {})
+    lines = [f"{len(dbs)} database(s) on {result.get('host', '?')} (quota {q.get('limit', '?')})"]
+    for d in dbs:
+        lines.append(f"  {d['kind']:<9} {d['name']:<32} {_size(int(d.get('size', 0)))}")
+    for kind, roles in sorted((result.get("roles") or {}).items()):
+        if roles:
+            lines.append(f"  {kind} roles: {', '.join(roles)}")
+    for kind, ep in sorted((result.get("endpoints") or {}).items()):
+        sock = ep.get("socket_dir") or ep.get("socket")
+        lines.append(f"  {kind}: socket {sock}, TCP {ep.get('host')}:{ep.get('port')}")
+    for kind, why in sorted((result.get("errors") or {}).items()):
+        lines.append(f"  {kind}: could not be asked: {why}")
+    return "\n".join(lines)
+
+
+def render_create(result: dict) -> str:
+    ep = result.get("endpoint", {})
+    sock = ep.get("socket_dir") or ep.get("socket")
+    q = result.get("quota", {})
+    return (
+        f"{result.get('message', 'created')}: {result['kind']} database {result['name']} on "
+        f"{result.get('host', '?')} ({q.get('used', '?')}/{q.get('limit', '?')} of your quota)\n"
+        f"  connect over the socket {sock} as your Unix user, or over TCP "
+        f"{ep.get('host')}:{ep.get('port')} after `domtool db passwd {result['kind']} ROLE`"
+    )
+
+
+def render_message(result: dict) -> str:
+    if "message" in result:
+        return str(result["message"])
+    if "role" in result and "database" in result:
+        return f"granted {result['role']} the use of {result['kind']} database {result['database']}"
+    if "role" in result:
+        made = " (role created)" if result.get("created") else ""
+        return f"password of {result['kind']} role {result['role']} set{made}"
+    return ""
+
+
+def read_password(from_stdin: bool) -> str:
+    """The new password: the first line of stdin, or asked twice on the terminal."""
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        if password.endswith("\r"):
+            password = password[:-1]
+    else:
+        if not sys.stdin.isatty():
+            raise UsageError("no terminal to ask the password on; use --password-stdin")
+        password = getpass.getpass("new password: ")
+        if getpass.getpass("again: ") != password:
+            raise UsageError("the two passwords differ; nothing was changed")
+    if not password:
+        raise UsageError("an empty password; nothing was changed")
+    return password
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="domtool db",
+        description="Your PostgreSQL and MariaDB databases (names under your prefix).",
+    )
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = sub.add_parser("create", help="create database NAME (yours)")
+    c.add_argument("kind", choices=KINDS, metavar="KIND")
+    c.add_argument("name", metavar="NAME")
+    d = sub.add_parser("drop", help="drop database NAME (a dry run unless --doit)")
+    d.add_argument("kind", choices=KINDS, metavar="KIND")
+    d.add_argument("name", metavar="NAME")
+    d.add_argument("--doit", action="store_true", help="really drop it (its data is gone)")
+    sub.add_parser("list", help="your databases, their sizes, your roles")
+    w = sub.add_parser("passwd", help="set ROLE's password (for TCP connections)")
+    w.add_argument("kind", choices=KINDS, metavar="KIND")
+    w.add_argument("role", metavar="ROLE")
+    w.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+    g = sub.add_parser("grant", help="let your role ROLE use your database DB")
+    g.add_argument("kind", choices=KINDS, metavar="KIND")
+    g.add_argument("database", metavar="DB")
+    g.add_argument("role", metavar="ROLE")
+    for s in (p, c, d, sub.choices["list"], w, g):
+        _common(s)
+    return p
+
+
+def _global_options(argv: list[str]) -> tuple[list[str], str | None, bool]:
+    """``--config PATH`` and ``--json`` may come anywhere (``domtool --config C db list``):
+    take them out; the rest, the config path, and whether JSON was asked."""
+    rest, config, as_json, i = [], None, False, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--config" and i + 1 < len(argv):
+            config, i = argv[i + 1], i + 2
+            continue
+        if a.startswith("--config="):
+            config = a.split("=", 1)[1]
+        elif a == "--json":
+            as_json = True
+        else:
+            rest.append(a)
+        i += 1
+    return rest, config, as_json
+
+
+def main(argv: list[str]) -> int:
+    """``domtool db ACTION ...``; the exit status."""
+    rest, config, as_json = _global_options(argv)
+    try:
+        args = build_parser().parse_args(rest)
+    except SystemExit as e:
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    args.config, args.json = config, as_json
+    prog = "domtool db"
+    a = args.action
+    if a == "create":
+        return remote(
+            prog, args, "db_create", {"kind": args.kind, "name": args.name}, render_create
+        )
+    if a == "drop":
+        op_args = {"kind": args.kind, "name": args.name, "apply": bool(args.doit)}
+        return remote(prog, args, "db_drop", op_args, render_message)
+    if a == "list":
+        return remote(prog, args, "db_list", {}, render_list)
+    if a == "passwd":
+        password = read_password(args.password_stdin)
+        op_args = {"kind": args.kind, "role": args.role, "password": password}
+        return remote(prog, args, "db_passwd", op_args, render_message)
+    op_args = {"kind": args.kind, "database": args.database, "role": args.role}
+    return remote(prog, args, "db_grant", op_args, render_message)

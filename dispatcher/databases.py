@@ -1,0 +1,214 @@
+"""The dispatcher's database ops: ``domtool db create|drop|list|passwd|grant``.
+
+Each member op is checked here before any host is contacted, and so before any SQL runs:
+
+- ``kind`` is ``postgres`` or ``mysql``; every database and role name passes
+  ``domtool.dbnames.check_name`` for the member (the grammar, the member's prefix
+  ``alice`` / ``alice_*``, the servers' reserved names);
+- the name is the member's and no other's: when another member's name is a longer
+  prefix of it (``alice_b_x`` with a member ``alice_b``), it is that member's and refused;
+- ``create`` counts the member's databases of both kinds as the server reports them
+  (``db_list``) against the ``databases`` quota.
+
+The arguments' schemas are ``domtool.dispatcher.schema.KINDS``'. Then the op goes to the site's database host (the first node with the ``db`` role) as
+the typed slave op of the same name (``domtool.slave.dbargs``), which checks it all
+again. ``drop`` is a dry run (what would go, with its size) unless ``apply``. Every
+change and refusal is audited in the store; a password is never stored, logged or
+echoed. ``usage(member)`` is what ``domtool-admin quota USER`` shows of databases.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+
+from domtool import dbnames, wire
+from domtool.dispatcher.auth import Member
+from domtool.dispatcher.links import LinkError, RemoteError
+from domtool.validate import Invalid
+
+if TYPE_CHECKING:
+    from domtool.dispatcher.controller import Controller
+
+__all__ = ["Databases"]
+
+
+def _error(kind: str, message: str, details: tuple[str, ...] = ()) -> Exception:
+    from domtool.dispatcher.controller import OpError
+
+    return OpError(kind, message, details)
+
+
+class Databases:
+    """The ``db_*`` member ops of a :class:`~domtool.dispatcher.controller.Controller`
+    (its store, site, coordinator and quota limits)."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.c = controller
+        self._lock = defer.DeferredLock()
+
+    def ops(self) -> dict[str, Callable]:
+        return {
+            "db_create": self.create,
+            "db_drop": self.drop,
+            "db_list": self.list,
+            "db_passwd": self.passwd,
+            "db_grant": self.grant,
+        }
+
+    # -- checks ----------------------------------------------------------------------
+
+    def host(self) -> str:
+        """The site's database host: the first node with the ``db`` role."""
+        hosts = self.c.site.nodes_with("db")
+        if not hosts:
+            raise _error("refused", "this site has no database host (no node has the db role)")
+        return hosts[0]
+
+    def _name(self, member: str, value: str, what: str) -> str:
+        try:
+            name = dbnames.check_name(value, member, what)
+        except Invalid as e:
+            raise _error("refused", str(e)) from None
+        members = [m.name for m in self.c.store.members()]
+        owner = dbnames.owner_of(name, members)
+        if owner not in (None, member):
+            raise _error("refused", f"{what} {name!r} is under {owner}'s prefix, not {member}'s")
+        return name
+
+    async def _call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        host = self.host()
+        try:
+            return await self.c.coordinator.call(host, op, args)
+        except LinkError as e:
+            raise _error("failed", f"the database host {host} is unreachable: {e}") from None
+        except RemoteError as e:
+            kind = e.kind if e.kind in wire.ERROR_KINDS else "failed"
+            raise _error(kind, f"{host}: {e.message}", tuple(e.details)) from None
+
+    def _audit(self, who: str, action: str, detail: dict[str, Any], outcome: str) -> None:
+        self.c.store.audit(who, action, detail, outcome)
+
+    async def _audited(self, who: str, action: str, detail: dict, fn) -> dict[str, Any]:
+        from domtool.dispatcher.controller import OpError
+
+        try:
+            result = await fn()
+        except OpError as e:
+            self._audit(who, action, {**detail, "why": e.failure.message[:300]}, "refused")
+            raise
+        self._audit(who, action, detail, "applied")
+        return result
+
+    # -- member ops --------------------------------------------------------------------
+
+    async def create(self, member: Member, args, progress) -> dict[str, Any]:
+        kind, me = args["kind"], member.name
+        detail = {"kind": kind, "name": args["name"]}
+
+        async def run() -> dict[str, Any]:
+            name = self._name(me, args["name"], "a database name")
+            await self._lock.acquire()
+            try:
+                held = await self._call("db_list", {"owner": me})
+                mine = held.get("databases", [])
+                if any(d["kind"] == kind and d["name"] == name for d in mine):
+                    raise _error("refused", f"{me} already has the {kind} database {name}")
+                limit = self.c._limits(me)["databases"]
+                if len(mine) >= limit:
+                    raise _error(
+                        "policy",
+                        f"{me} has {len(mine)} databases, the quota is {limit}; drop one or "
+                        "ask an administrator to raise it (domtool-admin set-quota)",
+                    )
+                progress(1, 2, f"creating {kind} database {name}")
+                result = await self._call("db_create", {"kind": kind, "owner": me, "name": name})
+            finally:
+                self._lock.release()
+            progress(2, 2, f"{kind} database {name} created")
+            return {**result, "host": self.host(), "quota": {"used": len(mine) + 1, "limit": limit}}
+
+        return await self._audited(me, "db_create", detail, run)
+
+    async def drop(self, member: Member, args, progress) -> dict[str, Any]:
+        kind, me, apply = args["kind"], member.name, bool(args.get("apply"))
+        detail = {"kind": kind, "name": args["name"], "apply": apply}
+
+        async def run() -> dict[str, Any]:
+            name = self._name(me, args["name"], "a database name")
+            if not apply:
+                held = await self._call("db_list", {"owner": me})
+                found = [
+                    d for d in held.get("databases", []) if d["kind"] == kind and d["name"] == name
+                ]
+                if not found:
+                    raise _error("refused", f"{me} has no {kind} database {name}")
+                return {
+                    "kind": kind,
+                    "name": name,
+                    "apply": False,
+                    "size": found[0]["size"],
+                    "message": f"dry run: would drop {kind} database {name} "
+                    f"({found[0]['size']} bytes); pass --doit to drop it",
+                }
+            result = await self._call("db_drop", {"kind": kind, "owner": me, "name": name})
+            return {**result, "apply": True, "message": f"dropped {kind} database {name}"}
+
+        if not apply:
+            return await run()  # a dry run changes nothing: not audited
+        return await self._audited(me, "db_drop", detail, run)
+
+    async def list(self, member: Member, args, progress) -> dict[str, Any]:
+        result = await self._call("db_list", {"owner": member.name})
+        limit = self.c._limits(member.name)["databases"]
+        return {
+            **result,
+            "quota": {"used": len(result.get("databases", [])), "limit": limit},
+        }
+
+    async def passwd(self, member: Member, args, progress) -> dict[str, Any]:
+        kind, me = args["kind"], member.name
+        detail = {"kind": kind, "role": args["role"]}  # never the password
+
+        async def run() -> dict[str, Any]:
+            role = self._name(me, args["role"], "a role name")
+            if not args["password"]:
+                raise _error("refused", "the password is empty")
+            return await self._call(
+                "db_passwd",
+                {"kind": kind, "owner": me, "role": role, "password": args["password"]},
+            )
+
+        return await self._audited(me, "db_passwd", detail, run)
+
+    async def grant(self, member: Member, args, progress) -> dict[str, Any]:
+        kind, me = args["kind"], member.name
+        detail = {"kind": kind, "database": args["database"], "role": args["role"]}
+
+        async def run() -> dict[str, Any]:
+            database = self._name(me, args["database"], "a database name")
+            role = self._name(me, args["role"], "a role name")
+            return await self._call(
+                "db_grant", {"kind": kind, "owner": me, "database": database, "role": role}
+            )
+
+        return await self._audited(me, "db_grant", detail, run)
+
+    # -- admin ------------------------------------------------------------------------
+
+    async def usage(self, member: str) -> dict[str, Any]:
+        """The member's databases with their sizes as the servers report them, or why
+        they could not be asked (``error``)."""
+        if not self.c.site.nodes_with("db"):
+            return {"databases": [], "total_size": 0}
+        try:
+            result = await self._call("db_list", {"owner": member})
+        except Exception as e:  # noqa: BLE001 - reported beside the rest of the quota answer
+            return {"databases": [], "total_size": 0, "error": str(e)}
+        dbs = result.get("databases", [])
+        out = {"databases": dbs, "total_size": sum(int(d.get("size", 0)) for d in dbs)}
+        if result.get("errors"):
+            out["error"] = "; ".join(f"{k}: {v}" for k, v in sorted(result["errors"].items()))
+        return out
