@@ -26,7 +26,6 @@ import os
 import pwd
 import shutil
 import signal
-import smtplib
 import subprocess
 from pathlib import Path
 
@@ -55,6 +54,25 @@ AUTHDAEMOND = "/usr/lib/courier/courier-authlib/authdaemond"
 IMAPLOGIN = "/usr/lib/courier/courier/imaplogin"
 IMAPD = "/usr/bin/imapd"
 COURIERTCPD = "/usr/sbin/couriertcpd"
+
+
+_NAMESPACES: list[bool] = []
+
+
+def private_mounts_work() -> bool:
+    """Whether this process may make a private mount namespace (root, not in a locked-down
+    container): both daemons need one. Asked once."""
+    if not _NAMESPACES:
+        try:
+            done = subprocess.run(
+                ["unshare", "-m", "--propagation", "private", "true"],
+                capture_output=True,
+                timeout=10,
+            )
+            _NAMESPACES.append(done.returncode == 0)
+        except (OSError, subprocess.TimeoutExpired):
+            _NAMESPACES.append(False)
+    return _NAMESPACES[0]
 
 
 def exim_available() -> bool:
@@ -189,14 +207,6 @@ def start_exim(config: EximConfig, log: Path, *, queue_interval: str = "5m") -> 
         daemon.stop()
         raise
     return daemon
-
-
-def smtp_ready(port: int, address: str = "127.0.0.1") -> bool:
-    try:
-        with smtplib.SMTP(address, port, timeout=2) as s:
-            return s.noop()[0] == 250
-    except (OSError, smtplib.SMTPException):
-        return False
 
 
 # ---------------------------------------------------------------------------

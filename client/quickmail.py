@@ -41,6 +41,8 @@ def available() -> str | None:
         return "exim4-daemon-heavy (or unshare) is not installed: no mail in this site"
     if not md.courier_available():
         return "courier-imap/courier-authdaemon are not installed: no mail in this site"
+    if not md.private_mounts_work():
+        return "cannot make a private mount namespace (unshare -m): no mail in this site"
     return None
 
 

@@ -14,8 +14,10 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
    ``root``, anything that is uid/gid 0 here, nor a system account (id below 1000);
    every member path (document root, alias and script alias targets, directory blocks,
    TLS files, the htpasswd file) really lies under one of the owner's granted paths once
-   symlinks are resolved on THIS host (``slave.pathcheck.check_member_path``). Each
-   refusal names the owner and the field.
+   symlinks are resolved on THIS host (``slave.pathcheck.check_member_path``); a mail
+   domain's alias sources, targets and spam settings pass ``slave.mailcheck`` (a bare user
+   name target must be one of the owner's users). Each refusal names the owner and the
+   field.
 
 The ops (``domtool.wire.SLAVE_OPS``)::
 

@@ -41,6 +41,8 @@ def need_mail_daemons(*, courier: bool = False, spamd: bool = False) -> None:
         missing.append("spamd")
     if os.geteuid() != 0:
         missing.append("root (to deliver as a member's mail user)")
+    elif not md.private_mounts_work():
+        missing.append("a private mount namespace (unshare -m) for Exim's and Courier's roots")
     if missing:
         msg = "missing: " + ", ".join(missing)
         if IN_CI:
