@@ -2,8 +2,10 @@
 Courier IMAP beside named and apache2), then the member's own commands over TLS:
 ``domtool vmail add`` (password on stdin), SMTP to the mailbox and to the example's
 aliases, IMAP read back, ``vmail list``, ``vmail rm`` (a dry run, then ``--doit``
-keeping the maildir), relaying refused, and a broken mail change refused by the slave's
-``exim -bt`` while the live aliases keep delivering. Then SIGTERM leaves nothing behind."""
+keeping the maildir), relaying refused, a broken mail change refused by the slave's
+``exim -bt`` while the live aliases keep delivering, and a second member (bob, added with
+``domtool-admin``) whose broken change is refused while alice's mail flows, and who cannot
+point an alias at alice's local mailbox. Then SIGTERM leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -131,6 +133,52 @@ def test_vmail_and_aliases_through_the_dispatcher_and_slave():
             timeout=20,
             what="sales still delivered",
         )
+
+        # a second member: bob's broken mail change is refused at the slave, alice's mail
+        # keeps flowing; bob cannot point an alias at alice's local mailbox
+        bob_dir = d / "bob"
+        admin = [str(BIN / "domtool-admin"), "--config", ep["admin_config"]]
+        for argv in (
+            ["adduser", "bob", "--out", str(bob_dir)],
+            ["grant", "bob", "domain", "bob.example"],
+            ["grant", "bob", "user", "bob"],
+        ):
+            done = subprocess.run(admin + argv, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr + done.stdout
+        bob_ep = {"client_config": str(bob_dir / "client.toml")}
+        bob_file = d / "bob.example"
+
+        def bob_submits(body: str):
+            bob_file.write_text(
+                'domain "bob.example" with\n  nameserver "ns1.coop.example";\n'
+                f"  handleMail;\n{body}\nend;\n"
+            )
+            return domtool(bob_ep, str(bob_file))
+
+        stolen = bob_submits('  defaultAlias "alice";')
+        assert (
+            stolen.returncode == 1
+            and "'alice' is not your_user for bob" in stolen.stdout + stolen.stderr
+        )
+        broken_bob = bob_submits('  emailAlias "x" "zed@localhost";')
+        assert broken_bob.returncode == 1, broken_bob.stdout + broken_bob.stderr
+        assert "zed@localhost" in broken_bob.stdout + broken_bob.stderr
+        send(smtp, "sales@example.net", "while-bob-broken")
+        alice_pw = (site / "mail" / "alice-imap-password").read_text().strip()
+        assert wait_for(
+            lambda: (
+                "Subject: while-bob-broken" in imap_subjects(imap, "alice@example.org", alice_pw)
+            ),
+            timeout=20,
+            what="alice's mail while bob's change is refused",
+        )
+        fine = bob_submits('  emailAlias "info" "alice@example.org";')  # an address: fine
+        assert fine.returncode == 0, fine.stdout + fine.stderr
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=30) as s:
+            s.ehlo("test.invalid")
+            s.mail("x@outside.example")
+            assert s.rcpt("info@bob.example")[0] == 250
+            assert s.rcpt("nobody@bob.example")[0] == 550
 
         dry = domtool(ep, "vmail", "rm", "example.net", "info")
         assert dry.returncode == 0 and "again with --doit" in dry.stdout, dry.stdout + dry.stderr
