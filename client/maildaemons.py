@@ -232,6 +232,8 @@ class CourierSite:
 
     @property
     def userdb(self) -> Path:
+        """A directory: makeuserdb reads every file in it (the vmail operations write
+        ``domtool-vmail``; the local site adds its members' local accounts beside it)."""
         return self.etc / "userdb"
 
 
@@ -251,9 +253,8 @@ def prepare_courier(root: Path, port: int) -> CourierSite:
     site.etc.mkdir(parents=True, exist_ok=True)
     (site.run / "authdaemon").mkdir(parents=True, exist_ok=True)
     (site.etc / "authdaemonrc").write_text(AUTHDAEMONRC)
-    if not site.userdb.exists():
-        site.userdb.write_text("")
-    site.userdb.chmod(0o600)
+    site.userdb.mkdir(exist_ok=True)
+    site.userdb.chmod(0o700)
     subprocess.run(
         ["makeuserdb", "-f", str(site.userdb)], check=True, capture_output=True, timeout=30
     )

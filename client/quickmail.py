@@ -13,7 +13,9 @@ asks no DNS.
 After alice's examples are submitted, :func:`demo` makes the mailbox
 ``alice@example.org`` with the ``vmail`` operation (as ``domtool vmail add`` does, over
 TLS as alice), sends one message to ``sales@example.net`` (whose alias points there) and
-one to ``team@example.net`` over SMTP, and reads the first back over IMAP.
+one to ``team@example.net`` over SMTP, and reads both back over IMAP: the first as
+``alice@example.org``, the second from alice's local mailbox as ``alice`` (the site's own
+userdb file ``local-accounts`` stands in for a real host's system-account login).
 """
 
 from __future__ import annotations
@@ -141,6 +143,15 @@ def demo(site: Any, member_config: Any) -> dict:
     from domtool.mailhash import sha512_crypt
 
     password = secrets.token_urlsafe(12)
+    # alice's local account logs in too (as "alice"): on a real host that is Courier's
+    # authpam; here the site's own userdb file beside the vmail operations' one.
+    local = site.mail["maildir"]
+    accounts = site.mail["courier"].userdb / "local-accounts"
+    accounts.write_text(
+        f"{DEMO_USER}\tuid={site.mail_uid}|gid={site.mail_uid}|home={local.parent}"
+        f"|mail={local}|systempw={sha512_crypt(password)}\n"
+    )
+    accounts.chmod(0o600)
     call(
         member_config,
         "vmail",
@@ -179,14 +190,14 @@ def demo(site: Any, member_config: Any) -> dict:
             return out
 
     subjects = wait_for(read, timeout=20, what=f"the message in {login} over IMAP")
-    local = site.mail["maildir"]
-    wait_for(lambda: any((local / "new").iterdir()), timeout=20, what="team@ in alice's box")
+    login = DEMO_USER
+    local_subjects = wait_for(read, timeout=20, what="team@ in alice's local mailbox over IMAP")
     return {
-        "imap_login": login,
+        "imap_login": f"{DEMO_USER}@{DEMO_DOMAIN}",
         "password_file": str(site.root / "mail" / "alice-imap-password"),
         "imap_subjects": subjects,
         "local_mailbox": str(local),
-        "local_messages": len(list((local / "new").iterdir())),
+        "local_subjects": local_subjects,
     }
 
 
@@ -198,9 +209,10 @@ def report_lines(site: Any, mail: dict | None) -> list[str]:
         f"127.0.0.1:{site.ports['imap']} reads it:",
         f"  sales@example.net -> {mail['imap_login']}: IMAP INBOX holds "
         + "; ".join(mail["imap_subjects"]),
-        f"  team@example.net -> alice's local mailbox {mail['local_mailbox']} "
-        f"({mail['local_messages']} message(s)) and carol@elsewhere.example (queued: no DNS)",
-        f"  IMAP login {mail['imap_login']}, password in {mail['password_file']}",
+        "  team@example.net -> alice's local mailbox (IMAP login alice): "
+        + "; ".join(mail["local_subjects"])
+        + ", and carol@elsewhere.example (queued: no DNS)",
+        f"  IMAP logins {mail['imap_login']} and alice, password in {mail['password_file']}",
     ]
 
 

@@ -17,7 +17,8 @@ users file (``EximConfig.local_users_file``, as the local quickstart site does),
 
 Files: a registry ``state_dir/vmail/mailboxes.json`` (address -> owner, mail user, uid,
 gid, maildir, hash) is the source of truth; from it the userdb text file (mode 0600,
-``ADDRESS<TAB>uid=..|gid=..|home=..|mail=..|systempw=..``) and Exim's lsearch map
+``ADDRESS<TAB>uid=..|gid=..|home=..|mail=..|systempw=..``; when ``userdb`` is a
+directory, its file ``domtool-vmail``) and Exim's lsearch map
 (``ADDRESS: uid=N gid=N dir=MAILDIR``) are rewritten whole and renamed into place, then
 ``makeuserdb -f USERDB`` builds the ``.dat`` files authdaemond reads. A maildir is
 ``vmail_root/DOMAIN/USER`` (``cur``, ``new``, ``tmp``), created 0700 and owned by the mail
@@ -97,6 +98,15 @@ class Mailboxes:
     min_id: int = 1000
     accounts: Callable[[str], tuple[int, int] | None] = _passwd
     run: Callable[[list[str]], tuple[int, str]] | None = None
+
+    @property
+    def userdb_file(self) -> str:
+        """Where the mailboxes' userdb lines go: ``userdb`` itself, or, when it is a
+        directory (Courier's makeuserdb reads every file in it, so a site can keep other
+        accounts beside them), the file ``domtool-vmail`` in it."""
+        if os.path.isdir(self.userdb):
+            return os.path.join(self.userdb, "domtool-vmail")
+        return self.userdb
 
     @property
     def registry_path(self) -> str:
@@ -251,7 +261,7 @@ class Mailboxes:
             )
             vmap.append(f"{address}: uid={v['uid']} gid={v['gid']} dir={d}\n")
         _atomic(self.registry_path, json.dumps(boxes, indent=1, sort_keys=True).encode(), 0o600)
-        _atomic(self.userdb, "".join(userdb).encode(), 0o600)
+        _atomic(self.userdb_file, "".join(userdb).encode(), 0o600)
         status, out = self._makeuserdb()
         if status != 0:
             raise VmailRefused(f"makeuserdb failed: {out.strip()[:500]}")
@@ -311,7 +321,8 @@ def local_account(path: str, name: str) -> tuple[int, int] | None:
 
 
 def _atomic(path: str, data: bytes, mode: int) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
+    head, tail = os.path.split(path)
+    tmp = os.path.join(head, f".{tail}.tmp{os.getpid()}")  # makeuserdb skips dot files
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
     try:
         os.write(fd, data)

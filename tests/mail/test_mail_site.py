@@ -84,6 +84,19 @@ def test_vmail_and_aliases_through_the_dispatcher_and_slave():
         # the quickstart's own demo: sales@example.net reached alice@example.org over IMAP
         summary = (d / "quickstart.log").read_text()
         assert "IMAP INBOX holds Subject: hello sales" in summary, summary
+        # team@example.net -> "alice" (her local mailbox), read over IMAP as alice
+        assert "(IMAP login alice): Subject: hello team" in summary, summary
+        pw = (site / "mail" / "alice-imap-password").read_text().strip()
+        # the default alias -> "alice" too; the drop alias is accepted and lands nowhere
+        send(smtp, "whoever@example.net", "to-default")
+        send(smtp, "noreply@example.net", "to-noreply")
+        assert wait_for(
+            lambda: "Subject: to-default" in imap_subjects(imap, "alice", pw),
+            timeout=20,
+            what="the default alias in alice's local mailbox over IMAP",
+        )
+        for login in ("alice", "alice@example.org"):
+            assert "Subject: to-noreply" not in imap_subjects(imap, login, pw)
 
         added = domtool(
             ep, "vmail", "add", "example.net", "info", "--password-stdin", stdin="s3 cret\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import imaplib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -87,7 +88,7 @@ def test_vmail_refusals_change_nothing(mail_site, courier):
     assert mail_site.apply(state).status in ("applied", "unchanged")
     boxes = courier.mailboxes
     h = sha512_crypt("x")
-    before = courier.site.userdb.read_text()
+    before = Path(boxes.userdb_file).read_text()
     cases = [
         (
             VmailArgs("add", "bob", "example.net", "x", h, users=("bob",)),
@@ -111,7 +112,7 @@ def test_vmail_refusals_change_nothing(mail_site, courier):
         with pytest.raises(VmailRefused) as info:
             boxes.handle(args, handled(state))
         assert why in str(info.value), (args, info.value)
-    assert courier.site.userdb.read_text() == before
+    assert Path(boxes.userdb_file).read_text() == before
     # bob cannot touch alice's mailbox even in a domain he would hold
     boxes.handle(
         VmailArgs("add", "alice", "example.net", "box", h, users=("alice",)), handled(state)
