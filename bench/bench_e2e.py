@@ -95,6 +95,9 @@ def populate(site: LocalSite, domains: int, per_member: int = 50) -> float:
             for cls, value in grants + [("domain", n) for n in names]:
                 conn.call("grant", {"user": user, "class": cls, "value": value})
         cfg = site._member_files(user, added["cert_pem"].encode(), added["key_pem"].encode())
+        from domtool.client import quickmail  # their `dom` mail goes to their local mailbox
+
+        quickmail.add_local_user(site, user)
         files = [{"name": n, "text": f'dom "{n}" with end;\n'} for n in names]
         answer = call(client_config.load(cfg), "submit", {"files": files})
         if not answer.get("applied"):

@@ -16,6 +16,7 @@ configuration is ``--config PATH`` or ``~/.domtool/client.toml``, see
     domtool history DOMAIN        the stored versions of DOMAIN's source
     domtool undo DOMAIN [VERSION] put back an earlier version (default: the one before)
     domtool rmdom DOMAIN          remove DOMAIN's configuration from every host
+    domtool vmail add|passwd|rm|list ...  virtual mailboxes (``domtool.client.vmail_cli``)
     domtool db ACTION ...         your databases: create, drop, list, passwd, grant
                                   (``domtool.client.db_cli``)
 
@@ -555,6 +556,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the answer as JSON (for scripts)")
 
 
+def _cmd_vmail(args: argparse.Namespace) -> int:
+    from domtool.client.vmail_cli import cmd_vmail
+
+    return cmd_vmail(args)
+
+
 COMMANDS = {
     "plan": ("show what submitting FILE... would change on each host; apply nothing", cmd_plan),
     "perms": (
@@ -573,6 +580,7 @@ COMMANDS = {
     ),
     "rmdom": ("remove DOMAIN's configuration from every host", cmd_simple("rmdom", render_apply)),
     "doc": ("print the standard library reference (markdown)", cmd_doc),
+    "vmail": ("add, re-password, remove or list your virtual mailboxes", _cmd_vmail),
     "db": ("your PostgreSQL and MariaDB databases: create, drop, list, passwd, grant", None),
     "logs": (logs_cli.HELP, logs_cli.cmd_logs),
 }
@@ -594,6 +602,10 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         p.add_argument("domain", metavar="DOMAIN")
         if name == "undo":
             p.add_argument("version", metavar="VERSION", type=int, nargs="?")
+    elif name == "vmail":
+        from domtool.client.vmail_cli import arguments
+
+        arguments(p)
     return p
 
 

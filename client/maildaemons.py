@@ -26,7 +26,6 @@ import os
 import pwd
 import shutil
 import signal
-import smtplib
 import subprocess
 from pathlib import Path
 
@@ -55,6 +54,25 @@ AUTHDAEMOND = "/usr/lib/courier/courier-authlib/authdaemond"
 IMAPLOGIN = "/usr/lib/courier/courier/imaplogin"
 IMAPD = "/usr/bin/imapd"
 COURIERTCPD = "/usr/sbin/couriertcpd"
+
+
+_NAMESPACES: list[bool] = []
+
+
+def private_mounts_work() -> bool:
+    """Whether this process may make a private mount namespace (root, not in a locked-down
+    container): both daemons need one. Asked once."""
+    if not _NAMESPACES:
+        try:
+            done = subprocess.run(
+                ["unshare", "-m", "--propagation", "private", "true"],
+                capture_output=True,
+                timeout=10,
+            )
+            _NAMESPACES.append(done.returncode == 0)
+        except (OSError, subprocess.TimeoutExpired):
+            _NAMESPACES.append(False)
+    return _NAMESPACES[0]
 
 
 def exim_available() -> bool:
@@ -191,14 +209,6 @@ def start_exim(config: EximConfig, log: Path, *, queue_interval: str = "5m") -> 
     return daemon
 
 
-def smtp_ready(port: int, address: str = "127.0.0.1") -> bool:
-    try:
-        with smtplib.SMTP(address, port, timeout=2) as s:
-            return s.noop()[0] == 250
-    except (OSError, smtplib.SMTPException):
-        return False
-
-
 # ---------------------------------------------------------------------------
 # Courier IMAP (authdaemond with userdb, couriertcpd + imapd)
 
@@ -222,6 +232,8 @@ class CourierSite:
 
     @property
     def userdb(self) -> Path:
+        """A directory: makeuserdb reads every file in it (the vmail operations write
+        ``domtool-vmail``; the local site adds its members' local accounts beside it)."""
         return self.etc / "userdb"
 
 
@@ -241,9 +253,8 @@ def prepare_courier(root: Path, port: int) -> CourierSite:
     site.etc.mkdir(parents=True, exist_ok=True)
     (site.run / "authdaemon").mkdir(parents=True, exist_ok=True)
     (site.etc / "authdaemonrc").write_text(AUTHDAEMONRC)
-    if not site.userdb.exists():
-        site.userdb.write_text("")
-    site.userdb.chmod(0o600)
+    site.userdb.mkdir(exist_ok=True)
+    site.userdb.chmod(0o700)
     subprocess.run(
         ["makeuserdb", "-f", str(site.userdb)], check=True, capture_output=True, timeout=30
     )

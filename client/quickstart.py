@@ -38,7 +38,13 @@ keeps running until SIGTERM or SIGINT and writes ``DIR/endpoints.json``::
     {"dispatcher": "127.0.0.1:P", "dns": "127.0.0.1:P", "http": "127.0.0.1:P",
      "postgres": "127.0.0.1:P", "mysql": "127.0.0.1:P",
      "client_config": "/abs/DIR/alice/client.toml",
-     "admin_config": "/abs/DIR/admin/client.toml", "pids": {"named": N, ...}}
+     "admin_config": "/abs/DIR/admin/client.toml", "pids": {"named": N, ...},
+     "smtp": "127.0.0.1:P", "imap": "127.0.0.1:P", "vmail_root": "/abs/DIR/mail/vmail"}
+
+Mail (as root, with Exim and Courier installed): ``DIR/mail`` holds a real Exim and
+Courier imapd on loopback (``domtool.client.quickmail``); after the submit, the site makes
+alice's mailbox alice@example.org (the ``vmail`` operation), sends to two of example.net's
+aliases over SMTP and reads one back over IMAP; the summary shows it.
 
 A re-run replaces a directory an earlier quickstart made (it holds ``quickstart.json``);
 it refuses any other non-empty directory.
@@ -129,6 +135,9 @@ class LocalSite:
     database: object = None  # the answer to alice's db_create
     db_tmp: Path | None = None  # the servers' trees when DIR is not reachable by them
     admin_serial: int | None = None
+    mail: object = None  # Exim and Courier (domtool.client.quickmail), when they run
+    mail_uid: int = 0
+    mail_demo: object = None
 
     # -- paths ---------------------------------------------------------------------
 
@@ -245,6 +254,13 @@ class LocalSite:
             self.daemons.append(L.start_apache(self.apache_config))
         else:
             self.progress.note("apache2 is not installed: no web in this site")
+        from domtool.client import quickmail
+
+        why = quickmail.available()
+        if why is None:
+            quickmail.start(self, MEMBER)
+        else:
+            self.progress.note(why)
         self.start_databases()
 
     def start_databases(self) -> None:
@@ -285,6 +301,10 @@ class LocalSite:
             databases={k: s.slave_table() for k, s in self.db_servers.items()},
             grant_keys=("grant-signing.pub",),
         )
+        if self.mail:
+            from domtool.client import quickmail
+
+            text += "\n".join(quickmail.slave_lines(self.mail["exim"])) + "\n"
         path = self.root / "slave" / "slave.toml"
         _write(path, text.encode())
         argv = console_script("domtool-slave", "domtool.slave.service") + ["--config", str(path)]
@@ -375,6 +395,10 @@ class LocalSite:
         self.progress.note("submitting " + ", ".join(f["name"] for f in files) + " as alice")
         member = client_config.load(self.member_config)
         self.submitted = call(member, "submit", {"files": files}, self._progress_frame)
+        if self.mail:
+            from domtool.client import quickmail
+
+            self.mail_demo = quickmail.demo(self, member)
         for kind in ("postgres", "mysql"):
             if kind in self.db_servers:
                 self.database = call(member, "db_create", {"kind": kind, "name": MEMBER_DATABASE})
@@ -433,6 +457,7 @@ class LocalSite:
             "client_config": str(self.member_config.resolve()) if self.member_config else None,
             "admin_config": str(self.admin_config.resolve()) if self.admin_config else None,
             "pids": {d.name: d.pid for d in self.daemons},
+            **_mail_endpoints(self),
         }
 
     # -- stopping ---------------------------------------------------------------------
@@ -591,6 +616,12 @@ def _gist(body: str) -> str:
     return " ".join(text.split())[:60]
 
 
+def _mail_endpoints(site: LocalSite) -> dict:
+    from domtool.client import quickmail
+
+    return quickmail.endpoints(site)
+
+
 def report(site: LocalSite, served: dict) -> str:
     """What each host serves now, and the exact commands to try next."""
     from domtool.client.domtool_cli import render_apply
@@ -611,6 +642,9 @@ def report(site: LocalSite, served: dict) -> str:
             "  (403/404: the example's DocumentRoot under /home/alice does not exist on this "
             "machine; the site's own DIR/home/alice is served by the config below)"
         )
+    from domtool.client import quickmail
+
+    lines += quickmail.report_lines(site, site.mail_demo)
     if site.database is not None:
         d = site.database
         lines.append(f"== alice's databases (domtool db list): {d['kind']} {d['name']}")
@@ -699,6 +733,7 @@ def run(args: argparse.Namespace) -> int:
                         "endpoints": site.endpoints(),
                         "served": served,
                         "submit": site.submitted,
+                        "mail": site.mail_demo,
                         "database": site.database,
                     },
                     indent=2,

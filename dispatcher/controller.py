@@ -197,6 +197,7 @@ class Controller:
             "history": self.history,
             "undo": self.undo,
             "rmdom": self.rmdom,
+            "vmail": self.vmail,
         }
         self.admin_ops: dict[str, Callable] = {
             "adduser": self.adduser,
@@ -504,6 +505,11 @@ class Controller:
         domain = args["domain"].lower()
         self._own_domain(perms, domain)
         return await self._serial(self._rmdom, member.name, perms, domain, progress, member.name)
+
+    async def vmail(self, member: Member, args, progress) -> dict[str, Any]:
+        from domtool.dispatcher.vmail import vmail
+
+        return await vmail(self, member, args)
 
     async def _rmdom(self, name, perms, domain, progress, who) -> dict[str, Any]:
         current = self.current(name)

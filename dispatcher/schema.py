@@ -94,6 +94,7 @@ KINDS: dict[str, dict[str, Field]] = {
     "history": {"domain": DOMAIN_FIELD},
     "undo": {"domain": DOMAIN_FIELD, "version": Field("int", minimum=1, maximum=2**31 - 1)},
     "rmdom": {"domain": DOMAIN_FIELD},
+    "vmail": {},  # filled in below from domtool.dispatcher.vmail.ARGS
     # databases (domtool.dispatcher.databases). Names are only size-limited here so that
     # the grammar's own message (domtool.dbnames) reaches the member.
     "db_create": {"kind": DB_KIND, "name": DB_NAME},
@@ -294,3 +295,12 @@ def decode(raw: bytes, *, max_bytes: int = MAX_REQUEST_BYTES, admin: bool = Fals
 
 def _no_constant(name: str):
     raise ValueError(f"{name} is not JSON")
+
+
+def _vmail_args() -> None:
+    from domtool.dispatcher.vmail import ARGS
+
+    KINDS["vmail"] = ARGS
+
+
+_vmail_args()

@@ -55,6 +55,8 @@ class FakeSlave:
     reloads: int = 0
     _pending: tuple[str, int, DesiredState, dict] | None = None
     _last_commit: tuple[str, dict] | None = None
+    # address -> {owner, mail_user}: the vmail op's registry (real: domtool.slave.vmail)
+    mailboxes: dict[str, dict] = attrs.field(factory=dict)
 
     def handle(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Answer one op (raises RemoteError as the agent's error frames would)."""
@@ -64,6 +66,7 @@ class FakeSlave:
             "abort": self._abort,
             "status": self._status,
             "describe": self._describe,
+            "vmail": self._vmail,
         }
         if op not in table:
             raise RemoteError("bad_request", f"unknown operation {op!r}")
@@ -164,6 +167,37 @@ class FakeSlave:
             "owners": sorted(_by_owner(self.state)),
             "pending_txid": None if self._pending is None else self._pending[0],
         }
+
+    def _vmail(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The slave's vmail op in memory: same checks of ownership and existence as
+        ``domtool.slave.vmail.Mailboxes`` (which the mail daemon tests run for real)."""
+        owner, action = args["owner"], args["action"]
+        if action == "list":
+            d = args.get("domain")
+            return {
+                "mailboxes": [
+                    {"address": a, "mail_user": v["mail_user"], "maildir": f"/vmail/{a}"}
+                    for a, v in sorted(self.mailboxes.items())
+                    if v["owner"] == owner and (d is None or a.endswith("@" + d))
+                ]
+            }
+        domain, address = args["domain"], f"{args['user']}@{args['domain']}"
+        if not any(m.name == domain and m.owner == owner for m in self.state.mail):
+            raise RemoteError("refused", f"{domain} is not a mail domain of {owner} on this host")
+        have = self.mailboxes.get(address)
+        if have is not None and have["owner"] != owner:
+            raise RemoteError("refused", f"{address} belongs to another member")
+        if action == "add":
+            if have is not None:
+                raise RemoteError("refused", f"{address} already exists (use vmail passwd)")
+            self.mailboxes[address] = {"owner": owner, "mail_user": args.get("mail_user", owner)}
+            return {"added": address}
+        if have is None:
+            raise RemoteError("refused", f"{address} does not exist")
+        if action == "rm":
+            del self.mailboxes[address]
+            return {"removed": address}
+        return {"changed": address}
 
     def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
         d = args["domain"].lower()

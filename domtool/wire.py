@@ -32,6 +32,8 @@ MAX_FRAME = (
 # What a member may ask the dispatcher.
 MEMBER_OPS = frozenset(
     {"submit", "check", "plan", "perms", "describe", "history", "undo", "rmdom", "whoami"}
+    # virtual mailboxes (domtool.dispatcher.vmail)
+    | {"vmail"}
     # databases (domtool.dispatcher.databases)
     | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
 )
@@ -60,6 +62,8 @@ SLAVE_OPS = frozenset(
     {"prepare", "commit", "abort", "status", "describe", "tls_update"}
     # databases: typed operations at the slave's edge (domtool.slave.dbargs)
     | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
+    # virtual mailboxes (domtool.slave.vmail)
+    | {"vmail"}
 )
 
 ERROR_KINDS = frozenset(

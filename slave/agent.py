@@ -273,7 +273,9 @@ class Agent:
             "abort": self._abort,
             "status": self._status,
             "describe": self._describe,
+            "vmail": self._vmail,
         }
+        self.mailboxes: Any = None  # domtool.slave.vmail.Mailboxes, when this host has mail
         # db_* ops (domtool.slave.dbagent): a host without database servers refuses them.
         if databases is None:
             databases = DatabaseOps({}, host=host)
@@ -567,6 +569,19 @@ class Agent:
             "pending_txid": self.pending_txid,
             "state_known": self._state_known,
         }
+
+    async def _vmail(self, args: Any) -> dict[str, Any]:
+        """A virtual mailbox action (``domtool.slave.vmail``), checked against this host's
+        own live state: only in a mail domain it handles for that owner."""
+        from domtool.slave.vmail import VmailRefused
+
+        if self.mailboxes is None:
+            raise Refused("this host has no virtual mailboxes (no exim backend)")
+        handled = {m.name.lower(): m.owner for m in self._state.mail if m.handle == "local"}
+        try:
+            return await self._locked(self._blocking, self.mailboxes.handle, args, handled)
+        except VmailRefused as e:
+            raise Refused(str(e)) from None
 
     async def _describe(self, args: ops.DescribeArgs) -> dict[str, Any]:
         d = args.domain.lower()

@@ -14,8 +14,10 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
    ``root``, anything that is uid/gid 0 here, nor a system account (id below 1000);
    every member path (document root, alias and script alias targets, directory blocks,
    TLS files, the htpasswd file) really lies under one of the owner's granted paths once
-   symlinks are resolved on THIS host (``slave.pathcheck.check_member_path``). Each
-   refusal names the owner and the field.
+   symlinks are resolved on THIS host (``slave.pathcheck.check_member_path``); a mail
+   domain's alias sources, targets and spam settings pass ``slave.mailcheck`` (a bare user
+   name target must be one of the owner's users). Each refusal names the owner and the
+   field.
 
 The ops (``domtool.wire.SLAVE_OPS``)::
 
@@ -28,6 +30,8 @@ The ops (``domtool.wire.SLAVE_OPS``)::
     abort    {txid}
     status   {}
     describe {domain}
+    vmail    {action: add|passwd|rm|list, owner, domain?, user?, hash?, mail_user?, purge?,
+              grants?: {users}}   (domtool.slave.vmail)
     db_create, db_drop, db_list, db_passwd, db_grant   (domtool.slave.dbargs)
     tls_update {crl_pem, cert_pem?, key_pem?}   (renewed TLS files: slave/tlsupdate.py,
                                                  answered by the listener, not the agent)
@@ -437,6 +441,18 @@ OP_SCHEMAS: dict[str, Obj] = {
     "describe": Obj({"domain": _name}),
     # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
     "tls_update": Obj({"crl_pem": Str(1 << 20)}, {"cert_pem": Str(16384), "key_pem": Str(16384)}),
+    # Virtual mailboxes (domtool.slave.vmail): a typed action, not a config unit.
+    "vmail": Obj(
+        {"action": Str(8, allowed=frozenset({"add", "passwd", "rm", "list"})), "owner": _owner},
+        {
+            "domain": _name,
+            "user": Str(64, re.compile(r"[A-Za-z0-9._+-]{1,64}")),
+            "hash": Str(128, re.compile(r"\$6\$[A-Za-z0-9./$=]{1,120}")),
+            "mail_user": _owner,
+            "purge": Bool(),
+            "grants": Obj({}, {"users": List(_owner, MAX_GRANTS)}),
+        },
+    ),
 }
 
 
@@ -543,7 +559,14 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "status": lambda a: StatusArgs(),
     "describe": lambda a: DescribeArgs(a["domain"].lower()),
     "tls_update": _tls_update,
+    "vmail": lambda a: _vmail_args(a),
 }
+
+
+def _vmail_args(a: dict) -> Any:
+    from domtool.slave.vmail import parse_args
+
+    return parse_args(a)
 
 
 def parse(op: str, args: Any) -> Any:

@@ -293,6 +293,9 @@ def make_service(
         grant_book=grant_book,
         snapshotter=Snapshotter(os.path.join(config.state_dir, "tls")),
     )
+    from domtool.slave.vmail import mailboxes_for
+
+    agent.mailboxes = mailboxes_for(getattr(engine, "backends", {}), config.state_dir)
     return SlaveService(config, agent, server_tls, reactor)
 
 

@@ -33,9 +33,13 @@ by a no-op so no DNS is asked), then the whole staged generation with ``exim -bV
 live config reads ``GEN`` (``state_dir/current``) and both checks pass ``-DGEN=<staged
 generation>``, so what is checked is exactly what the live Exim will read.
 
-Reload: lookup files are read per message, so a switch of ``current`` is live for the next
-SMTP connection; the backend still sends the daemon SIGHUP (Exim re-executes itself and
-re-reads its config). Queued mail lives in the spool on disk and survives both.
+Reload: none. Every SMTP connection and every delivery is a fresh Exim process that opens
+the lookup files through ``current``, so a switch is live for the next connection without
+signalling the daemon (a SIGHUP makes Exim re-execute itself and refuse connections for
+about two seconds meanwhile; ``reload_on_apply`` turns it on for a site that wants it).
+Queued mail lives in the spool on disk and is never touched; the probes below show the
+running daemon serves the new generation. A change to the site's own config (not members')
+is followed by SIGHUP from site setup (:meth:`EximConfig.reload_argv`).
 
 Probes: one SMTP ``EXPN`` per changed alias source against the running daemon on
 loopback (the site config allows EXPN from loopback only), expecting the addresses the
@@ -125,6 +129,9 @@ class EximConfig:
     ``spamd``: ``ADDRESS PORT`` of spamd (None: no spam scanning; a domain with the spam
     filter on is then refused at render). ``lists_lmtp``: ``HOST:PORT`` of Mailman's LMTP.
     ``unit_checks``: route each changed unit with ``exim -bt`` before the switch.
+    ``reload_on_apply``: send Exim SIGHUP after each switch (not needed: see ``reload``).
+    ``userdb``/``makeuserdb``: Courier's userdb text file the vmail operations write, and
+    the tool that builds authdaemond's ``.dat`` files from it.
     """
 
     live_config: str
@@ -145,10 +152,13 @@ class EximConfig:
     lists_lmtp: str | None = None
     relay_from_hosts: tuple[str, ...] = ()
     exim_user: str = "Debian-exim"
+    userdb: str = "/etc/courier/userdb"
+    makeuserdb: str = "/usr/sbin/makeuserdb"
     binary: str = "/usr/sbin/exim4"
     node: str | None = None
     check_timeout: float = 60.0
     unit_checks: bool = True
+    reload_on_apply: bool = False
 
     def argv(self, *args: str, generation: str | None = None) -> tuple[str, ...]:
         gen = () if generation is None else (f"-DGEN={generation}",)
@@ -175,7 +185,7 @@ def _hostport(value: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
+def site_config(config: EximConfig) -> bytes:
     """The site's Exim configuration (site-owned; never from member input).
 
     Routers, in order: ``dt_relay`` (relayed domains), ``dt_lists`` (list addresses to
@@ -277,6 +287,15 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "  deny",
         "",
         "begin routers",
+        "",
+        ".ifdef UNIT_FILE",  # checks ask no DNS: a relayed domain's target just routes
+        "dt_check_relay:",
+        "  driver = accept",
+        "  domains = +mail_domains",
+        "  condition = ${lookup{@relay}lsearch{DTFILE}{yes}{no}}",
+        "  transport = dt_nowhere",
+        "  no_more",
+        ".endif",
         "",
         "dt_relay:",
         "  driver = manualroute",
@@ -455,7 +474,6 @@ def site_config(config: EximConfig, *, daemon_argv: bool = False) -> bytes:
         "begin rewrite",
         "",
     ]
-    del daemon_argv
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -722,6 +740,12 @@ class EximBackend:
         )
 
     def reload(self) -> tuple[Command, ...]:
+        """Nothing by default: every SMTP connection is served by a fresh Exim process
+        that reads the lookup files through ``current``, so the switch is live for the next
+        connection and queued mail is never touched. With ``reload_on_apply``, SIGHUP
+        (Exim re-executes itself; it refuses connections for a moment meanwhile)."""
+        if not self.config.reload_on_apply:
+            return ()
         return (Command(self.config.reload_argv(), timeout=self.config.check_timeout),)
 
     def probes(self, state: DesiredState) -> list[Probe]:
@@ -734,22 +758,18 @@ class EximBackend:
                 continue
             name = m.name.lower()
             catch = False
+            mine = 0
             for a in m.aliases:
-                if a.source[0] == "user":
-                    rcpt = f"{a.source[1].lower()}@{name}"
-                else:
+                if a.source[0] != "user":
                     catch = True
                     continue
+                rcpt = f"{a.source[1].lower()}@{name}"
                 want = tuple(_target(c, t) for t in a.targets)
                 out.append(Probe("smtp", (c.address, c.port, "expn", rcpt, want), m.owner))
+                mine += 1
+            rcpt = f"{CHECK_LOCAL}@{name}"
             if not catch:
-                rcpt = f"{CHECK_LOCAL}@{name}"
                 out.append(Probe("smtp", (c.address, c.port, "refused", rcpt, ()), m.owner))
-            elif not any(p.owner == m.owner and p.target[3].endswith("@" + name) for p in out):
-                rcpt = f"{CHECK_LOCAL}@{name}"
+            elif not mine:
                 out.append(Probe("smtp", (c.address, c.port, "accepted", rcpt, ()), m.owner))
         return out
-
-
-def _lines(values: Iterable[str]) -> str:
-    return "".join(f"{v}\n" for v in values)

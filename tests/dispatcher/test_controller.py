@@ -285,6 +285,9 @@ def test_matrix_a_file_named_after_bobs_domain_is_refused(dispatcher, op):
     assert "alice does not own the domain bob.org" in e.value.failure.message
 
 
+VMAIL_HASH = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"
+
+
 @pytest.mark.parametrize(
     "op,args",
     [
@@ -294,6 +297,9 @@ def test_matrix_a_file_named_after_bobs_domain_is_refused(dispatcher, op):
         ("rmdom", {"domain": "bob.org"}),
         ("describe", {"domain": "www.bob.org"}),
         ("rmdom", {"domain": "mail.bob.net"}),
+        ("vmail", {"action": "add", "domain": "bob.org", "user": "x", "hash": VMAIL_HASH}),
+        ("vmail", {"action": "rm", "domain": "bob.org", "user": "x", "doit": True}),
+        ("vmail", {"action": "list", "domain": "bob.org"}),
     ],
 )
 def test_matrix_domain_ops_on_bobs_domain_are_refused(dispatcher, op, args):
@@ -313,7 +319,7 @@ def test_matrix_domain_ops_on_bobs_domain_are_refused(dispatcher, op, args):
 def test_matrix_covers_every_member_op():
     """The matrix above covers every member op that names a resource; perms and whoami
     name none (they answer about the caller only)."""
-    covered = {"check", "plan", "submit", "describe", "history", "undo", "rmdom"}
+    covered = {"check", "plan", "submit", "describe", "history", "undo", "rmdom", "vmail"}
     # The db_* ops' matrix (prefixes, another member's names) is test_databases.py's.
     covered |= {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
     assert covered | {"perms", "whoami"} == wire.MEMBER_OPS

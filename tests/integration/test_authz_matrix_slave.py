@@ -285,7 +285,9 @@ def _complete(alice: OwnerChange, h: Homes) -> PrepareArgs:
 
 
 OPS = {"prepare": _alone, "prepare with another member": _with_carol, "complete prepare": _complete}
-MEMBER_DATA_OPS = {"prepare"}
+# vmail names an owner's mailbox: the slave checks it against its own live state
+# (tests/mail/test_vmail_ops.py, tests/mail/test_vmail_daemon.py).
+MEMBER_DATA_OPS = {"prepare", "vmail"}
 NO_MEMBER_DATA = {"commit", "abort", "status", "describe", "tls_update"}  # tls: the host's files
 # The database ops carry owner and names too; their matrix (names, prefixes, owners on the
 # server) is tests/slave/test_db_ops.py and test_db_daemons.py.

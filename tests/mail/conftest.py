@@ -41,6 +41,8 @@ def need_mail_daemons(*, courier: bool = False, spamd: bool = False) -> None:
         missing.append("spamd")
     if os.geteuid() != 0:
         missing.append("root (to deliver as a member's mail user)")
+    elif not md.private_mounts_work():
+        missing.append("a private mount namespace (unshare -m) for Exim's and Courier's roots")
     if missing:
         msg = "missing: " + ", ".join(missing)
         if IN_CI:
@@ -177,3 +179,31 @@ def spam_site():
     finally:
         close_site(site)
         shutil.rmtree(spam_root, ignore_errors=True)
+
+
+@attrs.define
+class CourierSite:
+    site: md.CourierSite
+    daemon: md.MailDaemon
+    mailboxes: object  # domtool.slave.vmail.Mailboxes over the shared Exim's map
+
+
+@pytest.fixture(scope="session")
+def courier(mail_site):
+    """Courier authdaemond (userdb) and imapd for the shared Exim's virtual mailboxes."""
+    need_mail_daemons(courier=True)
+    from domtool.slave.vmail import Mailboxes
+
+    site = md.prepare_courier(mail_site.root / "courier", free_port())
+    daemon = md.start_courier(site, mail_site.root / "log" / "courier.log")
+    boxes = Mailboxes(
+        state_dir=str(mail_site.state_dir),
+        vmail_root=mail_site.config.vmail_root,
+        vmail_map=mail_site.config.vmail_map,
+        userdb=str(site.userdb),
+        accounts=lambda name: {"alice": (MEMBER_UID, MEMBER_GID), "bob": (2002, 2002)}.get(name),
+    )
+    try:
+        yield CourierSite(site, daemon, boxes)
+    finally:
+        daemon.stop()

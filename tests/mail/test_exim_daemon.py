@@ -145,32 +145,38 @@ def test_a_broken_member_is_refused_and_the_others_keep_flowing(mail_site):
     wait_until(lambda: with_subject(site.alice_maildir, "after-broken"), what="alice still")
 
 
-def test_reload_keeps_queued_mail(mail_site):
-    """A message the next hop defers stays queued across an apply (SIGHUP to Exim)."""
+def test_apply_and_sighup_keep_queued_mail(mail_site):
+    """A message the next hop defers stays queued across an apply (which signals nothing:
+    the next connection reads the new lookup files) and across Exim's own SIGHUP reload
+    (the backend's reload_argv, as site setup sends after changing the site config)."""
     site = mail_site
-    st = DesiredState(
-        mail=(bob(aliases=(Alias(("user", "slow"), ("tempfail@elsewhere.example",)),)),)
-    )
+    slow = Alias(("user", "slow"), ("tempfail@elsewhere.example",))
+    st = DesiredState(mail=(bob(aliases=(slow,)),))
     assert site.apply(st).status == "applied"
+    assert site.backend.reload() == ()
     before = queue_count(site)
     send(site, ["slow@bob.example"], "queued")
     wait_until(lambda: queue_count(site) == before + 1, what="the message in the queue")
     pid = site.exim.pid
-    st2 = DesiredState(
-        mail=(
-            bob(
-                aliases=(
-                    Alias(("user", "slow"), ("tempfail@elsewhere.example",)),
-                    Alias(("user", "more"), ("bob@elsewhere.example",)),
-                )
-            ),
-        )
-    )
-    out = site.apply(st2)
+    more = Alias(("user", "more"), ("bob@elsewhere.example",))
+    out = site.apply(DesiredState(mail=(bob(aliases=(slow, more)),)))
     assert out.status == "applied", out.message
     assert site.exim.alive() and site.exim.pid == pid
     assert queue_count(site) == before + 1
     assert rcpt_reply(site, "more@bob.example")[0] == 250
+    done = subprocess.run(list(site.config.reload_argv()), capture_output=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    wait_until(lambda: smtp_answers(site), timeout=30, what="exim after SIGHUP")
+    assert site.exim.alive() and site.exim.pid == pid  # re-executed in place
+    assert queue_count(site) == before + 1
+    assert rcpt_reply(site, "more@bob.example")[0] == 250
+
+
+def smtp_answers(site) -> bool:
+    try:
+        return rcpt_reply(site, "more@bob.example")[0] == 250
+    except OSError:
+        return False
 
 
 def test_list_addresses_go_to_mailman_over_lmtp(mail_site, monkeypatch):
@@ -201,3 +207,23 @@ def test_list_addresses_go_to_mailman_over_lmtp(mail_site, monkeypatch):
     assert site.apply(alice_example_net().merge(DesiredState(mail=(bob(),)))).status == "applied"
     assert rcpt_reply(site, "announce@example.net")[0] == 250  # the default alias now
     assert rcpt_reply(site, "dev@lists.bob.example")[0] == 550
+
+
+def test_the_smtp_probe_sees_what_the_running_exim_routes(mail_site):
+    """The convergence probe can fail: right targets pass, wrong ones and a live user
+    probed as unknown are reported with what Exim said."""
+    from domtool.slave.mailprobe import smtp_probe
+
+    site = mail_site
+    assert site.apply(alice_example_net().merge(DesiredState(mail=(bob(),)))).status in (
+        "applied",
+        "unchanged",
+    )
+    a, p = "127.0.0.1", site.config.port
+    assert smtp_probe(a, p, "expn", "sales@example.net", ("alice@example.org",)) is True
+    wrong = smtp_probe(a, p, "expn", "sales@example.net", ("bob@example.org",))
+    assert "routes to ['alice@example.org'], expected ['bob@example.org']" in wrong
+    assert smtp_probe(a, p, "expn", "noreply@example.net", ()) is True
+    assert smtp_probe(a, p, "refused", "nobody@bob.example", ()) is True
+    assert "expected a refusal" in smtp_probe(a, p, "refused", "info@bob.example", ())
+    assert smtp_probe(a, p, "accepted", "anyone@example.net", ()) is True

@@ -74,3 +74,18 @@ def test_a_forged_spam_header_is_removed(spam_site):
         s.sendmail("a@b.example", ["y@tag.example"], msg)
     (m,) = wait_until(lambda: box(site, "forged"), timeout=60, what="forged")
     assert b"X-Domtool-Spam: yes" not in m
+
+
+def test_one_spam_policy_per_message(spam_site):
+    """Recipients of domains with different spam settings cannot share one message: the
+    second policy's recipient is deferred (452) and the sender retries it separately."""
+    site = spam_site
+    state = DesiredState(mail=(dom("tag.example", spam_filter=True), dom("off.example")))
+    assert site.apply(state).status in ("applied", "unchanged")
+    with smtplib.SMTP("127.0.0.1", site.config.port, timeout=60) as s:
+        s.ehlo("t.invalid")
+        s.mail("a@outside.example")
+        assert s.rcpt("x@tag.example")[0] == 250
+        assert s.rcpt("z@tag.example")[0] == 250
+        code, text = s.rcpt("y@off.example")
+        assert code == 452 and b"one spam policy per message" in text

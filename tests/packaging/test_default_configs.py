@@ -3,6 +3,7 @@ the real loaders, and name the paths the systemd units and docs/deploy.md rely o
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,43 @@ def test_slave_site_files_writes_what_the_default_slave_toml_names(tmp_path):
     assert f'include "{tmp_path}/state/current/bind/zones.conf";' in named
     assert (tmp_path / "state" / "current" / "bind" / "zones.conf").exists()
     assert (tmp_path / "state" / "current" / "apache" / "sites.conf").exists()
+
+
+def test_slave_site_files_writes_exims_config_and_first_generation(tmp_path):
+    """With a ``[backends.exim]`` table, the script also writes Exim's site config (0644),
+    both empty Exim indexes of the first generation, the empty vmail map and the maildir
+    root; ``exim -bV`` accepts the config when Exim is installed."""
+    text = (DEBIAN / "conf" / "slave.toml").read_text()
+    text = text.replace("/etc/domtool/", f"{tmp_path}/etc/")
+    text = text.replace("/var/lib/domtool-slave", f"{tmp_path}/state")
+    text += (
+        "\n[backends.exim]\n"
+        f'live_config = "{tmp_path}/etc/exim4/exim4.conf"\n'
+        f'spool_dir = "{tmp_path}/spool"\n'
+        f'log_dir = "{tmp_path}/log"\n'
+        f'pid_file = "{tmp_path}/run/exim.pid"\n'
+        f'vmail_map = "{tmp_path}/state/vmail.map"\n'
+        f'vmail_root = "{tmp_path}/vmail"\n'
+    )
+    conf = tmp_path / "slave.toml"
+    conf.write_text(text)
+    run = subprocess.run(
+        [sys.executable, str(DEBIAN / "slave-site-files.py"), str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    live = tmp_path / "etc" / "exim4" / "exim4.conf"
+    assert live.stat().st_mode & 0o777 == 0o644
+    assert f"GEN = {tmp_path}/state/current" in live.read_text()
+    for index in ("domains", "lists"):
+        assert (tmp_path / "state" / "current" / "exim" / index).read_bytes() == b""
+    assert (tmp_path / "state" / "vmail.map").exists() and (tmp_path / "vmail").is_dir()
+    if os.path.exists("/usr/sbin/exim4"):
+        (tmp_path / "spool").mkdir()
+        (tmp_path / "log").mkdir()
+        done = subprocess.run(
+            ["/usr/sbin/exim4", "-C", str(live), "-bV"], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr

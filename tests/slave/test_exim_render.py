@@ -167,8 +167,10 @@ def test_index_and_commands():
         "-DGEN=/s/staging/7",
         "-bV",
     )
-    (rl,) = b.reload()
+    assert b.reload() == ()  # lookups are read per connection: nothing to signal
+    (rl,) = EximBackend(attrs.evolve(CONFIG, reload_on_apply=True)).reload()
     assert rl.argv[0] == "/usr/sbin/start-stop-daemon" and "HUP" in rl.argv
+    assert rl.argv[-2:] == ("--exec", "/usr/sbin/exim4")
     conf = site_config(CONFIG).decode()
     assert "GEN = /var/lib/domtool/slave/current" in conf
     assert "forbid_pipe" in conf and "forbid_file" in conf and "forbid_include" in conf

@@ -392,7 +392,7 @@ def test_http_probe(http_server):
         closed = s.getsockname()[1]
     refused = p.probe(Probe("http", ("127.0.0.1", closed, "a.example", 204), "a"))
     assert isinstance(refused, str) and "refused" in refused.lower()
-    assert "unknown probe kind" in p.probe(Probe("smtp", (), "a"))
+    assert "unknown probe kind" in p.probe(Probe("ftp", (), "a"))
 
 
 @pytest.fixture

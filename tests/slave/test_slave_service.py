@@ -440,9 +440,11 @@ def test_unknown_backends_and_settings_are_refused(tmp_path):
     ConfigError naming it (nothing is looked up by a name from the file)."""
     from domtool.slave.service import build_backends
 
-    exim = slave_config.parse(CONFIG.format(port=1) + "[backends.exim]\nx = 1\n", str(tmp_path))
-    with pytest.raises(slave_config.ConfigError, match="unknown backend.*exim"):
-        build_backends(exim)
+    unknown = slave_config.parse(
+        CONFIG.format(port=1) + "[backends.sendmail]\nx = 1\n", str(tmp_path)
+    )
+    with pytest.raises(slave_config.ConfigError, match="unknown backend.*sendmail"):
+        build_backends(unknown)
     typo = BACKENDS.replace("port = 8080", "prot = 8080")
     with pytest.raises(slave_config.ConfigError, match=r"\[backends.apache\].*prot"):
         build_backends(slave_config.parse(CONFIG.format(port=1) + typo, str(tmp_path)))

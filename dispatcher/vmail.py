@@ -1,0 +1,121 @@
+"""The member op ``vmail``: virtual mailboxes in the member's own mail domains.
+
+``{action: add|passwd|rm|list, domain?, user?, hash?, mail_user?, purge?, doit?}``. The
+dispatcher checks what it knows (the member owns the domain and the domain handles mail
+in the member's current state, the ``mailboxes`` quota, the password is a SHA-512 crypt
+hash, never clear text), then asks every mail host of the domain (the slave's ``vmail``
+op, which re-checks for itself: ``domtool.slave.vmail``). ``rm`` is a dry run unless
+``doit``: it then only says what would go. The mailbox registry lives on the mail hosts;
+``list`` and the quota count ask them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from domtool.dispatcher.schema import DOMAIN, Field, _str
+
+ACTIONS = frozenset({"add", "passwd", "rm", "list"})
+HASH = re.compile(r"\$6\$(?:rounds=[1-9][0-9]{3,8}\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}")
+LOCAL = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]{0,63}")
+
+ARGS: dict[str, Field] = {
+    "action": Field("str", allowed=ACTIONS),
+    "domain": _str(253, required=False, pattern=DOMAIN),
+    "user": _str(64, required=False, pattern=LOCAL),
+    "hash": _str(128, required=False, pattern=HASH),
+    "mail_user": _str(32, required=False, pattern=re.compile(r"[a-z_][a-z0-9_-]{0,31}")),
+    "purge": Field("bool", required=False),
+    "doit": Field("bool", required=False),
+}
+
+
+async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """The op (``ctl`` is the dispatcher's Controller)."""
+    from domtool.dispatcher.controller import OpError, _refused, _why
+
+    name = member.name
+    perms = ctl._perms(name)
+    action = args["action"]
+    current = ctl.current(name)
+    mail_hosts = sorted(h for h, s in current.items() if s.mail)
+    if action == "list":
+        domain = args.get("domain")
+        if domain is not None:
+            domain = domain.lower()
+            ctl._own_domain(perms, domain)
+        boxes = await _listed(ctl, mail_hosts, name, domain)
+        return {"mailboxes": sorted(boxes.values(), key=lambda b: b["address"])}
+    domain, user = args.get("domain"), args.get("user")
+    if domain is None or user is None:
+        raise OpError("bad_request", f"vmail {action} needs a domain and a user")
+    domain, user = domain.lower(), user.lower()
+    ctl._own_domain(perms, domain)
+    hosts = sorted(
+        h
+        for h, s in current.items()
+        if any(m.name.lower() == domain and m.handle == "local" for m in s.mail)
+    )
+    if not hosts:
+        raise _refused(
+            f"{domain} does not handle mail here: add handleMail to it and submit it first"
+        )
+    address = f"{user}@{domain}"
+    if action in ("add", "passwd") and not args.get("hash"):
+        raise OpError("bad_request", f"vmail {action} needs the password's hash")
+    if action == "add":
+        boxes = await _listed(ctl, mail_hosts, name, None)
+        limit = ctl._limits(name)["mailboxes"]
+        if address not in boxes and len(boxes) + 1 > limit:
+            raise OpError(
+                "policy",
+                f"{name} would have {len(boxes) + 1} mailboxes, over the quota of {limit}; "
+                "ask an administrator to raise it (domtool-admin set-quota)",
+            )
+    if action == "rm" and not args.get("doit"):
+        purge = "and its maildir (--purge)" if args.get("purge") else "(its maildir is kept)"
+        return {"dry_run": True, "would": f"remove {address} {purge}", "hosts": hosts}
+    call = {
+        "action": action,
+        "owner": name,
+        "domain": domain,
+        "user": user,
+        "grants": {"users": sorted(perms.users)},
+    }
+    for key in ("hash", "mail_user", "purge"):
+        if args.get(key) is not None:
+            call[key] = args[key]
+    results = await ctl.coordinator.gather(
+        {h: ctl.coordinator.call(h, "vmail", call) for h in hosts}
+    )
+    failed = {h: _why(v) for h, (ok, v) in results.items() if not ok}
+    ctl.store.audit(
+        name,
+        f"vmail_{action}",
+        {"address": address, "purge": bool(args.get("purge"))},
+        "refused" if failed else "applied",
+    )
+    if failed:
+        raise OpError(
+            "refused", f"vmail {action} {address}: " + "; ".join(failed.values()), sorted(failed)
+        )
+    return {"address": address, "action": action, "hosts": {h: v for h, (_, v) in results.items()}}
+
+
+async def _listed(ctl: Any, hosts: list[str], owner: str, domain: str | None) -> dict:
+    from domtool.dispatcher.controller import OpError, _why
+
+    call: dict[str, Any] = {"action": "list", "owner": owner}
+    if domain is not None:
+        call["domain"] = domain
+    results = await ctl.coordinator.gather(
+        {h: ctl.coordinator.call(h, "vmail", call) for h in hosts}
+    )
+    out: dict[str, dict] = {}
+    for host, (ok, value) in sorted(results.items()):
+        if not ok:
+            raise OpError("failed", f"cannot list mailboxes on {host}: {_why(value)}")
+        for b in value.get("mailboxes", ()):
+            out.setdefault(b["address"], {**b, "hosts": []})["hosts"].append(host)
+    return out

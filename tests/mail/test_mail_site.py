@@ -1,0 +1,219 @@
+"""Mail through the real dispatcher and slave: ``domtool-quickstart --serve`` (Exim and
+Courier IMAP beside named and apache2), then the member's own commands over TLS:
+``domtool vmail add`` (password on stdin), SMTP to the mailbox and to the example's
+aliases, IMAP read back, ``vmail list``, ``vmail rm`` (a dry run, then ``--doit``
+keeping the maildir), relaying refused, a broken mail change refused by the slave's
+``exim -bt`` while the live aliases keep delivering, and a second member (bob, added with
+``domtool-admin``) whose broken change is refused while alice's mail flows, and who cannot
+point an alias at alice's local mailbox. Then SIGTERM leaves nothing behind."""
+
+from __future__ import annotations
+
+import imaplib
+import json
+import os
+import shutil
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from domtool.client.localdaemons import wait_for
+from tests.mail.conftest import need_mail_daemons
+
+pytestmark = [pytest.mark.daemons, pytest.mark.slow]
+BIN = Path(sys.executable).parent
+
+
+def domtool(ep, *args, stdin=None):
+    return subprocess.run(
+        [str(BIN / "domtool"), "--config", ep["client_config"], *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+
+
+def imap_subjects(port, login, password):
+    with imaplib.IMAP4("127.0.0.1", port) as im:
+        im.login(login, password)
+        im.select("INBOX", readonly=True)
+        _, data = im.search(None, "ALL")
+        return [
+            im.fetch(n, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1].decode().strip()
+            for n in data[0].split()
+        ]
+
+
+def send(port, rcpt, subject):
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail("x@outside.example", [rcpt], f"Subject: {subject}\r\n\r\nbody\r\n")
+
+
+def test_vmail_and_aliases_through_the_dispatcher_and_slave():
+    need_mail_daemons(courier=True)
+    d = Path(tempfile.mkdtemp(prefix="domtool-mailsite-"))
+    d.chmod(0o755)
+    site = d / "site"
+    log = open(d / "quickstart.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [str(BIN / "domtool-quickstart"), "--dir", str(site), "--serve", "--quiet"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ep_path = site / "endpoints.json"
+
+        def ready():
+            if proc.poll() is not None:
+                raise AssertionError((d / "quickstart.log").read_text())
+            return ep_path.exists()
+
+        wait_for(ready, timeout=120, what="endpoints.json")
+        ep = json.loads(ep_path.read_text())
+        smtp = int(ep["smtp"].rsplit(":", 1)[1])
+        imap = int(ep["imap"].rsplit(":", 1)[1])
+        assert ep["vmail_root"] == str(site / "mail" / "vmail")
+        pids = list(ep["pids"].values())
+        # the quickstart's own demo: sales@example.net reached alice@example.org over IMAP
+        summary = (d / "quickstart.log").read_text()
+        assert "IMAP INBOX holds Subject: hello sales" in summary, summary
+        # team@example.net -> "alice" (her local mailbox), read over IMAP as alice
+        assert "(IMAP login alice): Subject: hello team" in summary, summary
+        pw = (site / "mail" / "alice-imap-password").read_text().strip()
+        # the default alias -> "alice" too; the drop alias is accepted and lands nowhere
+        send(smtp, "whoever@example.net", "to-default")
+        send(smtp, "noreply@example.net", "to-noreply")
+        assert wait_for(
+            lambda: "Subject: to-default" in imap_subjects(imap, "alice", pw),
+            timeout=20,
+            what="the default alias in alice's local mailbox over IMAP",
+        )
+        for login in ("alice", "alice@example.org"):
+            assert "Subject: to-noreply" not in imap_subjects(imap, login, pw)
+
+        added = domtool(
+            ep, "vmail", "add", "example.net", "info", "--password-stdin", stdin="s3 cret\n"
+        )
+        assert added.returncode == 0, added.stderr + added.stdout
+        assert "s3 cret" not in added.stdout + added.stderr
+        listed = domtool(ep, "vmail", "list")
+        assert listed.returncode == 0 and "info@example.net" in listed.stdout
+        assert "alice@example.org" in listed.stdout
+        send(smtp, "info@example.net", "to-info")
+        assert wait_for(
+            lambda: "Subject: to-info" in imap_subjects(imap, "info@example.net", "s3 cret"),
+            timeout=20,
+            what="to-info over IMAP",
+        )
+        # relaying for a domain nobody here handles is refused at RCPT
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=30) as s:
+            s.ehlo("test.invalid")
+            s.mail("x@outside.example")
+            code, text = s.rcpt("someone@not-handled.example")
+        assert code == 550 and b"relay not permitted" in text
+
+        # a broken mail change (an alias that routes nowhere) is refused by the slave's
+        # exim -bt; the live aliases keep delivering
+        example = (
+            Path(__file__).resolve().parents[1] / "data" / "examples" / "alice" / "example.net"
+        ).read_text()
+        broken = d / "example.net"
+        broken.write_text(
+            example.replace(
+                'aliasDrop "noreply";', 'aliasDrop "noreply";\n  emailAlias "x" "zed@localhost";'
+            )
+        )
+        done = domtool(ep, str(broken))
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "zed@localhost" in done.stdout + done.stderr
+        send(smtp, "sales@example.net", "after-broken")
+        assert wait_for(
+            lambda: (
+                "Subject: after-broken"
+                in imap_subjects(
+                    imap,
+                    "alice@example.org",
+                    (site / "mail" / "alice-imap-password").read_text().strip(),
+                )
+            ),
+            timeout=20,
+            what="sales still delivered",
+        )
+
+        # a second member: bob's broken mail change is refused at the slave, alice's mail
+        # keeps flowing; bob cannot point an alias at alice's local mailbox
+        bob_dir = d / "bob"
+        admin = [str(BIN / "domtool-admin"), "--config", ep["admin_config"]]
+        for argv in (
+            ["adduser", "bob", "--out", str(bob_dir)],
+            ["grant", "bob", "domain", "bob.example"],
+            ["grant", "bob", "user", "bob"],
+        ):
+            done = subprocess.run(admin + argv, capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr + done.stdout
+        bob_ep = {"client_config": str(bob_dir / "client.toml")}
+        bob_file = d / "bob.example"
+
+        def bob_submits(body: str):
+            bob_file.write_text(
+                'domain "bob.example" with\n  nameserver "ns1.coop.example";\n'
+                f"  handleMail;\n{body}\nend;\n"
+            )
+            return domtool(bob_ep, str(bob_file))
+
+        stolen = bob_submits('  defaultAlias "alice";')
+        assert (
+            stolen.returncode == 1
+            and "'alice' is not your_user for bob" in stolen.stdout + stolen.stderr
+        )
+        broken_bob = bob_submits('  emailAlias "x" "zed@localhost";')
+        assert broken_bob.returncode == 1, broken_bob.stdout + broken_bob.stderr
+        assert "zed@localhost" in broken_bob.stdout + broken_bob.stderr
+        send(smtp, "sales@example.net", "while-bob-broken")
+        alice_pw = (site / "mail" / "alice-imap-password").read_text().strip()
+        assert wait_for(
+            lambda: (
+                "Subject: while-bob-broken" in imap_subjects(imap, "alice@example.org", alice_pw)
+            ),
+            timeout=20,
+            what="alice's mail while bob's change is refused",
+        )
+        fine = bob_submits('  emailAlias "info" "alice@example.org";')  # an address: fine
+        assert fine.returncode == 0, fine.stdout + fine.stderr
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=30) as s:
+            s.ehlo("test.invalid")
+            s.mail("x@outside.example")
+            assert s.rcpt("info@bob.example")[0] == 250
+            assert s.rcpt("nobody@bob.example")[0] == 550
+
+        dry = domtool(ep, "vmail", "rm", "example.net", "info")
+        assert dry.returncode == 0 and "again with --doit" in dry.stdout, dry.stdout + dry.stderr
+        assert imap_subjects(imap, "info@example.net", "s3 cret")
+        gone = domtool(ep, "vmail", "rm", "example.net", "info", "--doit")
+        assert gone.returncode == 0, gone.stderr
+        assert (site / "mail" / "vmail" / "example.net" / "info" / "new").is_dir()  # kept
+        with pytest.raises(imaplib.IMAP4.error):
+            imap_subjects(imap, "info@example.net", "s3 cret")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    try:
+        assert code == 0, (d / "quickstart.log").read_text()
+        time.sleep(0.3)
+        for pid in pids:
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
