@@ -52,6 +52,7 @@ from domtool.dispatcher.plan import (
     under,
     without_domain,
 )
+from domtool.dispatcher.rounds import Rounds
 from domtool.dispatcher.store import Store, StoreError
 from domtool.lang import api
 from domtool.model import DesiredState, Site
@@ -179,6 +180,7 @@ class Controller:
         self.ca_dir = ca_dir
         self.on_crl = on_crl
         self._lock = defer.DeferredLock()
+        self.rounds = Rounds(self, self._lock, _grants)  # group commit of submits
         self.member_ops: dict[str, Callable] = {
             "check": self.check,
             "plan": self.plan,
@@ -353,28 +355,30 @@ class Controller:
     async def submit(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
         submitted = self._files(args, perms)
-        return await self._serial(self._submit, member.name, perms, submitted, progress, "submit")
+        return await self.rounds.submit(member.name, perms, submitted, progress, "submit")
 
-    async def _submit(self, name, perms, submitted, progress, action) -> dict[str, Any]:
-        ev = self.evaluate(perms, self.stored_files(name), submitted)
-        if ev.state is None:
-            for domain, text in submitted.items():
-                self.store.put_source(name, domain, text, accepted=False)
-            reasons = list(ev.refused) or ["the files do not type-check"]
-            self.store.audit(
-                name, action, {"domains": sorted(submitted), "refused": reasons[:20]}, "refused"
-            )
-            return {
-                "applied": False,
-                "hosts": {},
-                "refused": reasons,
-                "diagnostics": list(ev.diagnostics),
-                "plan": {},
-                "message": "refused: "
-                + (ev.refused[0] if ev.refused else f"{len(ev.diagnostics)} error(s)"),
-            }
-        changes, diff = self._changes(name, perms, split(ev.state, self.site))
-        result = await self.coordinator.apply(changes, progress)
+    def _evaluation_refused(self, name, submitted, ev: Evaluated, action) -> dict[str, Any]:
+        """Record and answer a submission whose files did not evaluate (or policy refused)."""
+        for domain, text in submitted.items():
+            self.store.put_source(name, domain, text, accepted=False)
+        reasons = list(ev.refused) or ["the files do not type-check"]
+        self.store.audit(
+            name, action, {"domains": sorted(submitted), "refused": reasons[:20]}, "refused"
+        )
+        return {
+            "applied": False,
+            "hosts": {},
+            "refused": reasons,
+            "diagnostics": list(ev.diagnostics),
+            "plan": {},
+            "message": "refused: "
+            + (ev.refused[0] if ev.refused else f"{len(ev.diagnostics)} error(s)"),
+        }
+
+    def _record_submit(
+        self, name, submitted, action, result: ApplyResult, diff, hosts, ev: Evaluated
+    ) -> dict[str, Any]:
+        """Store the versions and the audit line of an applied (or refused) submission."""
         versions = {}
         for domain, text in submitted.items():
             versions[domain] = self.store.put_source(
@@ -387,7 +391,7 @@ class Controller:
             {
                 "domains": sorted(submitted),
                 "versions": versions,
-                "hosts": sorted(changes),
+                "hosts": sorted(hosts),
                 "refused": list(result.refused)[:20],
             },
             outcome,
@@ -459,9 +463,7 @@ class Controller:
             )
         if not source.text:
             return await self.rmdom(member, {"domain": domain}, progress)
-        return await self._serial(
-            self._submit, member.name, perms, {domain: source.text}, progress, "undo"
-        )
+        return await self.rounds.submit(member.name, perms, {domain: source.text}, progress, "undo")
 
     async def rmdom(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
