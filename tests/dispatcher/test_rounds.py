@@ -15,7 +15,7 @@ from domtool.dispatcher.testing import AgentLink, FakeLink, FakeSlave
 from domtool.model import Node, Site
 from tests.slave.test_agent import make_host
 
-from .harness import ALICE, SITE_DOMAINS, files, make_dispatcher, result_of
+from .harness import ALICE, SITE_DOMAINS, make_dispatcher, result_of
 
 
 @attrs.define
