@@ -415,6 +415,7 @@ class Agent:
         self._pending = None
         try:
             outcome = await self._blocking(self.engine.commit, pending.prepared)
+            outcome, pending = await self._retry_without_culprits(pending, outcome)
         except EngineError as e:
             self._load()
             raise Failed(f"{self.host} could not commit {txid}: {e}") from None
@@ -466,6 +467,41 @@ class Agent:
         }
         self._last_commit = (txid, result)
         return result
+
+    async def _retry_without_culprits(self, pending: _Pending, outcome: Any) -> tuple:
+        """The engine's probe-failure retry (as ``Engine.apply``): when a commit rolled
+        back only because some changed owners' probes failed, those owners are refused
+        (they keep their live part) and the others' changes are prepared, recorded and
+        committed once more, so one zone that does not answer holds back nobody else."""
+        rolled = {o.owner for o in outcome.owners if o.status == "rolled back"}
+        culprits = dict(getattr(outcome, "culprits", None) or {})
+        if outcome.status != "rolled back" or not culprits or not set(culprits) < rolled:
+            return outcome, pending
+        refuse = {o: f"rolled back: {why}" for o, why in sorted(culprits.items())}
+        parts, current = by_owner(pending.state), by_owner(self._state)
+        for owner in culprits:
+            _restore(parts, current, owner)
+        prepared = await self._blocking(self.engine.prepare, pending.state, refuse)
+        if prepared.generation is not None:
+            try:
+                await self._blocking(self.records.write, prepared.generation, _nonempty(parts))
+            except OSError as e:
+                await self._discard(prepared)
+                log.error("could not record the state of the retry: {e}", e=e)
+                return outcome, pending
+        log.info(
+            "{txid}: probes of {owners} failed; committing the others again",
+            txid=pending.txid,
+            owners=", ".join(sorted(culprits)),
+        )
+        again = await self._blocking(self.engine.commit, prepared)
+        retried = attrs.evolve(
+            pending,
+            prepared=prepared,
+            generation=prepared.generation or pending.generation,
+            state=compose(parts),
+        )
+        return again, retried
 
     async def _abort(self, args: ops.TxArgs) -> dict[str, Any]:
         return await self._locked(self._do_abort, args.txid)
