@@ -99,6 +99,8 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _EXT = re.compile(r"[a-z0-9]{1,16}")
 _INDEX_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _GEN = re.compile(r"[1-9][0-9]{0,17}")
+_LIVE_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,254}")
+LIVE = "live"  # state_dir/live/<backend>/<name>: stable copies of live units
 
 
 class EngineError(Exception):
@@ -159,6 +161,7 @@ class UnitRef:
     owner: str
     sha: str
     ext: str
+    live: str | None = None  # the unit's stable file name, if its backend keeps live files
 
     @property
     def filename(self) -> str:
@@ -186,6 +189,8 @@ class Prepared:
     message: str = ""
     manifest: Mapping = attrs.field(factory=dict, eq=False, repr=False)
     selection: Mapping = attrs.field(factory=dict, eq=False, repr=False)
+    # backend -> the unit keys to reload alone (``reload_units``), when that is enough
+    narrow: Mapping = attrs.field(factory=dict, eq=False, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -244,7 +249,7 @@ class _PreviousUnits(Mapping):
     def __getitem__(self, key: str) -> Unit:
         ref = self._refs[key]
         content = self._engine._unit_content(self._backend, ref)
-        return Unit(key=ref.key, owner=ref.owner, ext=ref.ext, content=content)
+        return Unit(key=ref.key, owner=ref.owner, ext=ref.ext, content=content, live=ref.live)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._refs)
@@ -375,7 +380,10 @@ class Engine:
     @staticmethod
     def _read_selection(manifest: dict) -> Selection:
         return {
-            b: {u["key"]: UnitRef(u["key"], u["owner"], u["sha"], u["ext"]) for u in body["units"]}
+            b: {
+                u["key"]: UnitRef(u["key"], u["owner"], u["sha"], u["ext"], u.get("live"))
+                for u in body["units"]
+            }
             for b, body in manifest["backends"].items()
         }
 
@@ -434,6 +442,7 @@ class Engine:
             message=message,
             manifest=manifest,
             selection=selection,
+            narrow=self._narrow(plan, body, selection),
         )
 
     def _plan(self, state: DesiredState, refused: dict[str, str]) -> _Plan:
@@ -463,12 +472,24 @@ class Engine:
                     )
                 if u.key in refs:
                     raise BackendFailed(f"backend {name} rendered unit {u.key!r} twice")
+                live = getattr(u, "live", None)
+                if live is not None and (
+                    not isinstance(live, str)
+                    or not _LIVE_NAME.fullmatch(live)
+                    or live.endswith(".tmp")
+                ):
+                    raise BackendFailed(f"backend {name}: bad live file name {live!r}")
                 self._exts.add(u.ext)
                 sha, old = sha256(u.content), prev.get(u.key)
-                if old is not None and (old.sha, old.owner, old.ext) == (sha, u.owner, u.ext):
+                if old is not None and (old.sha, old.owner, old.ext, old.live) == (
+                    sha,
+                    u.owner,
+                    u.ext,
+                    live,
+                ):
                     refs[u.key] = old  # the common case: unchanged, no new object
                 else:
-                    refs[u.key] = UnitRef(u.key, u.owner, sha, u.ext)
+                    refs[u.key] = UnitRef(u.key, u.owner, sha, u.ext, live)
                 units[(name, u.key)] = u
             proposed[name] = refs
         carried = {}
@@ -563,8 +584,17 @@ class Engine:
                 files = plan.carried[b]
             else:
                 paths = {k: self._path(b, r) for k, r in units.items()}
+                backend = self.backends[b]
                 try:
-                    files = dict(self.backends[b].index(paths))
+                    if getattr(backend, "live_files", False):
+                        live = {
+                            k: PurePosixPath(self._p(LIVE, b, r.live))
+                            for k, r in units.items()
+                            if r.live is not None
+                        }
+                        files = dict(backend.index(paths, live=live))
+                    else:
+                        files = dict(backend.index(paths))
                 except Exception as exc:
                     raise BackendFailed(f"backend {b} could not render its index: {exc}") from exc
                 for f in files:
@@ -574,6 +604,7 @@ class Engine:
             backends[b] = {
                 "units": [
                     {"key": r.key, "owner": r.owner, "sha": r.sha, "ext": r.ext}
+                    | ({"live": r.live} if r.live is not None else {})
                     for r in sorted(units.values(), key=lambda r: r.key)
                 ],
                 "index": {f: sha256(data) for f, data in sorted(files.items())},
@@ -583,6 +614,31 @@ class Engine:
     @staticmethod
     def _strip(manifest: dict) -> dict:
         return {"backends": manifest["backends"]}
+
+    def _narrow(self, plan: _Plan, body: dict, sel: Selection) -> dict[str, tuple[str, ...]]:
+        """The backends whose change the daemon can take unit by unit: the index files it
+        reads are unchanged and every changed unit has a live file (so the daemon reads
+        the new content at the path it already knows). Backend -> the changed keys."""
+        out: dict[str, tuple[str, ...]] = {}
+        if plan.reverify:
+            return out
+        for b, new in body["backends"].items():
+            backend = self.backends.get(b)
+            old = plan.current["backends"].get(b)
+            if backend is None or old is None or new == old:
+                continue
+            watched = tuple(getattr(backend, "live_index_files", ()) or ())
+            if not watched or not callable(getattr(backend, "reload_units", None)):
+                continue
+            if any(new["index"].get(f) != old["index"].get(f) for f in watched):
+                continue
+            before, after = plan.previous.get(b, {}), sel.get(b, {})
+            if before.keys() != after.keys():
+                continue
+            keys = tuple(sorted(k for k in after if after[k] != before[k]))
+            if keys and all(after[k].live is not None for k in keys):
+                out[b] = keys
+        return out
 
     def _unchanged(self, plan: _Plan, message: str = "") -> Prepared:
         return Prepared(
@@ -718,13 +774,19 @@ class Engine:
         """Stage these owners' changes as ``gen`` and run check_all of each changed
         backend; None if all pass, else the failing checker's message."""
         body, indexes = self._body(plan, owners)
+        narrow = self._narrow(plan, body, plan.bodies[frozenset(owners)][2])
+        todo = [
+            b
+            for b in body["backends"]
+            if b in self.backends
+            and b not in narrow
+            and (plan.reverify or body["backends"][b] != plan.current["backends"].get(b))
+        ]
+        if not todo:
+            return None  # only units changed, each passed its own check
         self._stage(gen, body, indexes, final=False)
         gen_dir = PurePosixPath(self._p("staging", gen))
-        for b in body["backends"]:
-            if b not in self.backends:
-                continue
-            if not plan.reverify and body["backends"][b] == plan.current["backends"].get(b):
-                continue
+        for b in todo:
             for cmd in self.backends[b].check_all(gen_dir):
                 result = self._run(cmd)
                 if not result.ok:
@@ -866,10 +928,20 @@ class Engine:
         except OSError as exc:
             self._switch_back(base, gen)
             raise self._fs_error(exc, "switching generations") from exc
+        old_sel = self._selection(self._manifest(base))
+        try:
+            self._sync_live(prepared.selection, old_sel, prepared.changed_backends)
+        except OSError as exc:
+            self._switch_back(base, gen)
+            try:
+                self._sync_live(old_sel, prepared.selection, prepared.changed_backends)
+            except OSError:
+                pass  # recover() at the next start repairs the live files
+            raise self._fs_error(exc, "writing live files") from exc
 
         culprits: dict[str, str] = {}
         try:
-            failure = self._reload(prepared.changed_backends)
+            failure = self._reload(prepared.changed_backends, prepared.narrow)
             if failure is None:
                 probed = self._probe(prepared.probes)
                 if probed is not None:
@@ -889,7 +961,15 @@ class Engine:
                     f"switching back to generation {base} ({again}); recover() at the next "
                     f"start goes back to generation {base}"
                 ) from again
-            again = self._reload(prepared.changed_backends)
+            try:
+                self._sync_live(
+                    self._selection(self._manifest(base)),
+                    prepared.selection,
+                    prepared.changed_backends,
+                )
+            except OSError:
+                pass  # recover() at the next start repairs the live files
+            again = self._reload(prepared.changed_backends, prepared.narrow)
             error = self._fs_error(exc, "recording the generation as verified")
             if again is not None:
                 error = type(error)(f"{error}; reloading generation {base} failed: {again}")
@@ -957,11 +1037,74 @@ class Engine:
                 self._manifests.pop(gen, None)
             self._staged = None
 
-    def _reload(self, backends: tuple[str, ...]) -> str | None:
+    def _sync_live(self, new: Selection, old: Selection, backends) -> bool:
+        """Make the live files of ``backends`` hold ``new``'s units (``old``: what they
+        hold now): write each changed one (temporary file, fsync, rename; one directory
+        fsync), remove those ``new`` no longer names. Nothing at all for backends without
+        live files. Returns whether anything changed."""
+        moved = False
+        for b in backends:
+            after, before = new.get(b, {}), old.get(b, {})
+            d = self._p(LIVE, b)
+            todo = [
+                r
+                for k, r in after.items()
+                if r.live is not None
+                and (before.get(k) is None or (before[k].sha, before[k].live) != (r.sha, r.live))
+            ]
+            gone = {r.live for r in before.values() if r.live is not None} - {
+                r.live for r in after.values() if r.live is not None
+            }
+            if not todo and not gone:
+                continue
+            makedirs(self.fs, d)
+            for r in todo:
+                path = f"{d}/{r.live}"
+                self.fs.write(path + ".tmp", self._unit_content(b, r))
+                self.fs.fsync(path + ".tmp")
+                self.fs.rename(path + ".tmp", path)
+            for name in sorted(gone):
+                if self.fs.exists(f"{d}/{name}"):
+                    self.fs.remove(f"{d}/{name}")
+            self.fs.fsync_dir(d)
+            moved = True
+        return moved
+
+    def _repair_live(self, gen: int) -> bool:
+        """At start-up: make every live file the live generation's unit again (a crash
+        may have left some of the next or the previous generation's)."""
+        sel = self._selection(self._manifest(gen)) if gen else {}
+        moved = False
+        for b in sorted(set(sel) | set(self._listdir(self._p(LIVE)))):
+            d = self._p(LIVE, b)
+            wanted = {r.live: r for r in sel.get(b, {}).values() if r.live is not None}
+            for name in self._listdir(d):
+                if name not in wanted:
+                    self.fs.remove(f"{d}/{name}")
+                    moved = True
+            for name, r in sorted(wanted.items()):
+                path = f"{d}/{name}"
+                try:
+                    ok = sha256(self.fs.read(path)) == r.sha
+                except FileNotFoundError:
+                    ok = False
+                if not ok:
+                    makedirs(self.fs, d)
+                    self.fs.write(path + ".tmp", self._unit_content(b, r))
+                    self.fs.fsync(path + ".tmp")
+                    self.fs.rename(path + ".tmp", path)
+                    moved = True
+            if moved and self.fs.is_dir(d):
+                self.fs.fsync_dir(d)
+        return moved
+
+    def _reload(self, backends: tuple[str, ...], narrow: Mapping | None = None) -> str | None:
         for b in backends:
             if b not in self.backends:
                 continue
-            for cmd in self.backends[b].reload():
+            keys = (narrow or {}).get(b)
+            cmds = self.backends[b].reload_units(keys) if keys else self.backends[b].reload()
+            for cmd in cmds:
                 result = self._run(cmd)
                 if not result.ok:
                     return f"{b} reload failed: {result.output() or f'exit status {result.returncode}'}"
@@ -1012,7 +1155,16 @@ class Engine:
                 f"start goes back to generation {base}"
             ) from exc
         try:
-            again = self._reload(prepared.changed_backends)
+            self._sync_live(
+                self._selection(self._manifest(base)), prepared.selection, prepared.changed_backends
+            )
+        except OSError as exc:
+            raise RollbackFailed(
+                f"rolling back to generation {base}: its live files could not be written back "
+                f"({self._fs_error(exc, 'rolling back')}); recover() at the next start does it"
+            ) from exc
+        try:
+            again = self._reload(prepared.changed_backends, prepared.narrow)
         except Exception as exc:
             again = f"{type(exc).__name__}: {exc}"
         message = f"rolled back to generation {base}: {reason}"
@@ -1120,9 +1272,14 @@ class Engine:
             if g > live or g not in complete:
                 self.fs.rmtree(self._p("generations", g))
                 self._manifests.pop(g, None)
+        repaired = self._repair_live(live)
         self.recovery = ""
-        if live != current:
-            self.recovery = f"current moved from generation {current} to {live}"
+        if live != current or repaired:
+            self.recovery = (
+                f"current moved from generation {current} to {live}"
+                if live != current
+                else f"live files repaired to generation {live}"
+            )
             if reload:
                 try:
                     failed = self.reload_all()

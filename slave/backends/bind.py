@@ -88,6 +88,7 @@ __all__ = [
 
 INDEX_FILE = "zones.conf"
 CHECK_FILE = "check.conf"
+NARROW_RELOADS = 16  # more changed zones than this: one whole-server rndc reload
 RTYPES = ("A", "AAAA", "CNAME", "MX", "NS", "TXT", "SRV", "CAA")
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,4095}")
 _SOA_LINE = re.compile(rb"^\S+\t\d+\tIN\tSOA\t\S+ \S+ (\d+) ", re.MULTILINE)
@@ -552,14 +553,17 @@ class BindBackend:
         if self.config.unit_checks:
             argv = self.config.checkzone_argv(r.origin, "{path}")
             checks = (Command(argv, timeout=self.config.check_timeout),)
+        live = f"{r.origin}.zone"
         prev_serial = serial_of(previous.content) if previous is not None else None
         if prev_serial is not None:
             same = f"{head}{prev_serial}{tail}".encode()
             if same == previous.content:
-                unit = Unit(key, zone.owner, "zone", previous.content, checks)
+                unit = Unit(key, zone.owner, "zone", previous.content, checks, live)
                 return previous if unit == previous else unit
         content = f"{head}{next_serial(prev_serial, now)}{tail}".encode()
-        return Unit(key=key, owner=zone.owner, ext="zone", content=content, checks=checks)
+        return Unit(
+            key=key, owner=zone.owner, ext="zone", content=content, checks=checks, live=live
+        )
 
     def render(
         self, state: DesiredState, previous: Mapping[str, Unit], now: int
@@ -624,10 +628,20 @@ class BindBackend:
             lines.append(f'zone "{name}" {{ type primary; file "{path}"; }};')
         return lines
 
-    def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
-        """``zones.conf`` (one zone statement per unit, sorted) and ``check.conf``
-        (the site's base config plus the same statements, for :meth:`check_all`)."""
-        zones = self._zone_statements(units)
+    # The engine keeps each zone at a stable path (``state_dir/live/bind/ZONE.zone``), so a
+    # changed zone is reloaded in place (never dropped and re-added: no SERVFAIL), and a
+    # change of zone contents only is ``rndc reload ZONE`` without the whole-config check.
+    live_files = True
+    live_index_files = (INDEX_FILE,)
+
+    def index(
+        self, units: Mapping[str, PurePosixPath], live: Mapping[str, PurePosixPath] | None = None
+    ) -> dict[str, bytes]:
+        """``zones.conf`` (one zone statement per unit, sorted; each zone at its stable
+        ``live`` path when given) and ``check.conf`` (the site's base config plus the
+        statements naming the staged unit files, for :meth:`check_all`)."""
+        zones = self._zone_statements({k: (live or {}).get(k, p) for k, p in units.items()})
+        checked = self._zone_statements(units) if live else zones
         head = "# domtool: the zones of this generation. Generated; do not edit.\n"
         body = "".join(z + "\n" for z in zones)
         check = (
@@ -635,7 +649,8 @@ class BindBackend:
             "# named-checkconf only.\n"
             f'include "{_conf_path(self.config.base_config)}";\n'
         )
-        return {INDEX_FILE: (head + body).encode(), CHECK_FILE: (check + body).encode()}
+        checked_body = "".join(z + "\n" for z in checked)
+        return {INDEX_FILE: (head + body).encode(), CHECK_FILE: (check + checked_body).encode()}
 
     def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
         """``named-checkconf [-z]`` over the staged ``check.conf``."""
@@ -646,6 +661,15 @@ class BindBackend:
         """``rndc reload``: named re-reads named.conf (the new zones.conf) and every
         zone whose file changed."""
         return (Command(self.config.rndc_argv("reload"), timeout=self.config.check_timeout),)
+
+    def reload_units(self, keys: Iterable[str]) -> tuple[Command, ...]:
+        """``rndc reload ZONE`` for each changed zone (the zone set and zones.conf are
+        the same); more than :data:`NARROW_RELOADS` zones: one ``rndc reload``."""
+        zones = [V.check_domain(k.partition(":")[2]) for k in sorted(keys)]
+        if len(zones) > NARROW_RELOADS:
+            return self.reload()
+        t = self.config.check_timeout
+        return tuple(Command(self.config.rndc_argv("reload", z), timeout=t) for z in zones)
 
     def probes(self, state: DesiredState) -> list[Probe]:
         """SOA queries expecting the serials of the latest :meth:`units` call.
