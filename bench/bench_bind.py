@@ -351,8 +351,7 @@ def main() -> None:
             class Recording:
                 def run(self, cmd):
                     ran.append(
-                        cmd.argv[0].rsplit("/", 1)[1]
-                        + "".join(f" {a}" for a in cmd.argv[7:8])
+                        cmd.argv[0].rsplit("/", 1)[1] + "".join(f" {a}" for a in cmd.argv[7:8])
                     )
                     return runner.run(cmd)
 

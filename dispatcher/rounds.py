@@ -110,6 +110,7 @@ class Rounds:
                 try:
                     batch, self._queue = self._queue, []
                     self.sizes.append(len(batch))
+                    log.info("submit round {r}: {n} change(s)", r=len(self.sizes), n=len(batch))
                     outcomes = await self._round(batch)
                 except BaseException as e:  # the whole round failed: every change hears why
                     log.failure("submit round of {n} failed", n=len(batch))
