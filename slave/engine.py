@@ -153,7 +153,7 @@ class Prober(Protocol):
     def probe(self, probe: Probe) -> bool | str: ...
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class UnitRef:
     """A unit as a manifest names it: its file is ``units/<backend>/<sha>.<ext>``."""
 
@@ -248,8 +248,13 @@ class _PreviousUnits(Mapping):
 
     def __getitem__(self, key: str) -> Unit:
         ref = self._refs[key]
-        content = self._engine._unit_content(self._backend, ref)
-        return Unit(key=ref.key, owner=ref.owner, ext=ref.ext, content=content, live=ref.live)
+        made = self._engine._previous_units
+        unit = made.get((self._backend, ref))
+        if unit is None:
+            content = self._engine._unit_content(self._backend, ref)
+            unit = Unit(key=ref.key, owner=ref.owner, ext=ref.ext, content=content, live=ref.live)
+            made[(self._backend, ref)] = unit
+        return unit
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._refs)
@@ -309,6 +314,8 @@ class Engine:
         self.check_workers = check_workers  # units checked at once (the runner is threadsafe)
         self._manifests: dict[int, dict] = {}
         self._contents: dict[tuple[str, str], bytes] = {}
+        self._previous_units: dict[tuple[str, UnitRef], Unit] = {}  # live units, as Units
+        self._shas: dict[int, tuple[Unit, str]] = {}  # id(unit) -> (unit, sha256 of content)
         self._staged: tuple | None = None  # (generation, body, durable) in staging now
         self._selections: dict[int, tuple[dict, Selection]] = {}
         self._paths: dict[tuple[str, str], PurePosixPath] = {}
@@ -452,6 +459,7 @@ class Engine:
         now = int(self.clock.time())
         proposed: Selection = {}
         units: dict[tuple[str, str], Unit] = {}
+        shas: dict[int, tuple[Unit, str]] = {}
         for name, backend in self.backends.items():
             prev = previous.get(name, {})
             rendered = self._render(
@@ -459,6 +467,24 @@ class Engine:
             )
             refs: dict[str, UnitRef] = {}
             for u in rendered:
+                known = self._shas.get(id(u))
+                if known is not None and known[0] is u:  # the same unit as last time:
+                    if u.key in refs:  # already validated, and its sha is known
+                        raise BackendFailed(f"backend {name} rendered unit {u.key!r} twice")
+                    sha = known[1]
+                    shas[id(u)] = known
+                    old = prev.get(u.key)
+                    if old is not None and (old.sha, old.owner, old.ext, old.live) == (
+                        sha,
+                        u.owner,
+                        u.ext,
+                        u.live,
+                    ):
+                        refs[u.key] = old
+                    else:
+                        refs[u.key] = UnitRef(u.key, u.owner, sha, u.ext, u.live)
+                    units[(name, u.key)] = u
+                    continue
                 if (
                     not isinstance(u.key, str)
                     or not isinstance(u.content, bytes)
@@ -480,7 +506,9 @@ class Engine:
                 ):
                     raise BackendFailed(f"backend {name}: bad live file name {live!r}")
                 self._exts.add(u.ext)
-                sha, old = sha256(u.content), prev.get(u.key)
+                sha = sha256(u.content)
+                shas[id(u)] = (u, sha)
+                old = prev.get(u.key)
                 if old is not None and (old.sha, old.owner, old.ext, old.live) == (
                     sha,
                     u.owner,
@@ -492,6 +520,7 @@ class Engine:
                     refs[u.key] = UnitRef(u.key, u.owner, sha, u.ext, live)
                 units[(name, u.key)] = u
             proposed[name] = refs
+        self._shas = shas  # the units rendered now (a backend's memo returns them again)
         carried = {}
         for name in previous:
             if name not in self.backends:
@@ -575,6 +604,12 @@ class Engine:
             )
         return path
 
+    def _live_path(self, backend: str, name: str) -> PurePosixPath:
+        path = self._paths.get((backend, LIVE, name))
+        if path is None:
+            path = self._paths[(backend, LIVE, name)] = PurePosixPath(self._p(LIVE, backend, name))
+        return path
+
     def _make_body(self, plan: _Plan, owners: set[str]) -> tuple[dict, dict, Selection]:
         sel = self._select(plan, owners)
         backends, indexes = {}, {}
@@ -588,7 +623,7 @@ class Engine:
                 try:
                     if getattr(backend, "live_files", False):
                         live = {
-                            k: PurePosixPath(self._p(LIVE, b, r.live))
+                            k: self._live_path(b, r.live)
                             for k, r in units.items()
                             if r.live is not None
                         }
@@ -635,7 +670,9 @@ class Engine:
             before, after = plan.previous.get(b, {}), sel.get(b, {})
             if before.keys() != after.keys():
                 continue
-            keys = tuple(sorted(k for k in after if after[k] != before[k]))
+            keys = tuple(
+                sorted(k for k, r in after.items() if r is not before[k] and r != before[k])
+            )
             if keys and all(after[k].live is not None for k in keys):
                 out[b] = keys
         return out
@@ -1212,6 +1249,9 @@ class Engine:
                         sha, _, ext = f.partition(".")
                         self._contents.pop((b, sha), None)
                         self._paths.pop((b, sha, ext), None)
+            live_units = sum(len(units) for units in self._selection(self._manifest(live)).values())
+            if len(self._previous_units) > 2 * live_units + 100:
+                self._previous_units.clear()
         except OSError:
             pass  # garbage is harmless; the next commit tries again
 
@@ -1240,6 +1280,7 @@ class Engine:
         :attr:`recovery` says what was done."""
         self._manifests.clear()
         self._contents.clear()
+        self._previous_units.clear()
         self._staged = None
         for name in self._listdir(self._p("staging")):
             self.fs.rmtree(self._p("staging", name))

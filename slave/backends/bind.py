@@ -521,13 +521,17 @@ class BindBackend:
 
     config: BindConfig
     name: str = "bind"
-    # zone name -> (serial, changed) of the latest units() call; only probes() reads it.
-    _serials: dict[str, tuple[int, bool]] = attrs.field(
+    # zone name -> (serial, or the unchanged unit's content, changed) of the latest
+    # units() call; only probes() reads it.
+    _serials: dict[str, tuple[int | bytes | None, bool]] = attrs.field(
         factory=dict, init=False, eq=False, repr=False
     )
     # zone -> its unit, from the latest render: an unchanged zone whose live unit is that
     # unit is not rendered again (a one-zone change costs a lookup per unrelated zone).
     _memo: dict[Zone, Unit] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    # (unit key, path) -> its checked zone statement: the index of 10,000 zones is written
+    # on every change, but only a changed zone's statement is built again.
+    _statements: dict = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def _zones(self, state: DesiredState) -> list[Zone]:
         node = self.config.node
@@ -611,21 +615,32 @@ class BindBackend:
             raise RenderRefused(errors)
         self._serials.clear()
         for u in units:
+            prev = previous.get(u.key)
+            if prev is not None and prev.content == u.content:
+                # unchanged: not probed for a serial (no regex over 10,000 zones per change)
+                self._serials[u.key.split(":", 1)[1]] = (u.content, False)
+                continue
             serial = serial_of(u.content)
             if serial is not None:
-                changed = previous.get(u.key) is None or previous[u.key].content != u.content
-                self._serials[u.key.split(":", 1)[1]] = (serial, changed)
+                self._serials[u.key.split(":", 1)[1]] = (serial, True)
         return units
 
     def _zone_statements(self, units: Mapping[str, PurePosixPath]) -> list[str]:
         lines = []
+        known = self._statements
         for key in sorted(units):
-            kind, _, zone = key.partition(":")
-            if kind != "zone":
-                raise ValueError(f"not a zone unit key: {key!r}")
-            name = V.check_domain(zone)
-            path = _conf_path(str(units[key]))
-            lines.append(f'zone "{name}" {{ type primary; file "{path}"; }};')
+            path = units[key]
+            line = known.get((key, path))
+            if line is None:
+                kind, _, zone = key.partition(":")
+                if kind != "zone":
+                    raise ValueError(f"not a zone unit key: {key!r}")
+                name = V.check_domain(zone)
+                line = f'zone "{name}" {{ type primary; file "{_conf_path(str(path))}"; }};'
+                if len(known) > 4 * len(units) + 1000:  # drop what no generation names now
+                    known.clear()
+                known[(key, path)] = line
+            lines.append(line)
         return lines
 
     # The engine keeps each zone at a stable path (``state_dir/live/bind/ZONE.zone``), so a
@@ -679,13 +694,15 @@ class BindBackend:
         reload of an unverified generation), the first zone is probed to show named
         answers. Zones :meth:`units` did not render are probed without a serial."""
         c = self.config
-        zones = sorted(self._zones(state), key=lambda z: str(z.name))
+        zones = self._zones(state)
         picked = [z for z in zones if self._serials.get(str(z.name).lower(), (0, True))[1]]
-        if not picked:
-            picked = zones[:1]
+        if not picked and zones:
+            picked = [min(zones, key=lambda z: str(z.name))]
         out = []
-        for z in picked:
+        for z in sorted(picked, key=lambda z: str(z.name)):
             name = str(z.name).lower()
             serial = self._serials.get(name, (None, True))[0]
+            if isinstance(serial, bytes):
+                serial = serial_of(serial)
             out.append(Probe("dns", (c.address, c.port, name, "SOA", serial), z.owner))
         return out
