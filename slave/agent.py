@@ -41,6 +41,7 @@ from domtool.model import DesiredState
 from domtool.slave import ops
 from domtool.slave.backend import Probe
 from domtool.slave.engine import EngineError, Prepared
+from domtool.slave.holders import HolderIndex
 from domtool.slave.seams import RealFileSystem
 from domtool.slave.staterecords import StateRecords, compose_parts
 
@@ -110,31 +111,6 @@ def _restore(parts: dict[str, DesiredState], current: Mapping[str, DesiredState]
         parts.pop(owner, None)
 
 
-def _conflicts(
-    parts: Mapping[str, DesiredState],
-    changed: set[str],
-    current: Mapping[str, DesiredState] | None = None,
-) -> dict[str, list[str]]:
-    """For each changed owner, the names they claim that another owner holds too. The
-    owner who holds a name live (in ``current``) keeps it: only the others claiming it
-    are refused, even when the live holder's part is in the same prepare."""
-    live: dict[tuple[str, str], str] = {}
-    for part in (current or {}).values():
-        for key, holder in ops.holders(part).items():
-            live.setdefault(key, holder)
-    seen: dict[tuple[str, str], set[str]] = {}
-    for owner, part in parts.items():
-        for key in ops.holders(part):
-            seen.setdefault(key, set()).add(owner)
-    out: dict[str, list[str]] = {}
-    for (kind, name), owners in sorted(seen.items()):
-        if len(owners) > 1:
-            for o in sorted((owners & changed) - {live.get((kind, name))}):
-                others = ", ".join(sorted(owners - {o}))
-                out.setdefault(o, []).append(f"{o}: {kind} {name}: already held by {others}")
-    return out
-
-
 # ---------------------------------------------------------------------------
 # The state of each generation, on disk
 
@@ -168,6 +144,7 @@ class _Pending:
     answer: dict[str, Any]
     complete: bool = False
     timer: IDelayedCall | None = None
+    parts: dict[str, DesiredState] | None = None  # ``state`` by owner
 
 
 def _inline(fn: Callable, *args: Any) -> Any:
@@ -210,6 +187,8 @@ class Agent:
         self._last_commit: tuple[str, dict[str, Any]] | None = None
         self._state = DesiredState()
         self._state_known = True
+        self._holders = HolderIndex()  # the live names, per owner (clash checks)
+        self._split: tuple[DesiredState, dict[str, DesiredState]] | None = None
         self.OPS: dict[str, Callable[[Any], Any]] = {
             "prepare": self._prepare,
             "commit": self._commit,
@@ -233,6 +212,13 @@ class Agent:
             return await fn(*args)
         finally:
             self._lock.release()
+
+    def _current_parts(self) -> dict[str, DesiredState]:
+        """``by_owner(self.state)``, split once per state (10,000 domains: ~10 ms)."""
+        cached = self._split
+        if cached is None or cached[0] is not self._state:
+            cached = self._split = (self._state, by_owner(self._state))
+        return dict(cached[1])
 
     def _generation(self) -> int:
         return int(self.engine.current_generation())
@@ -300,7 +286,7 @@ class Agent:
                 "(every owner of this host, complete: true)",
             )
         base = self._generation()
-        current = by_owner(self._state)
+        current = self._current_parts()
         details: dict[str, list[str]] = {}
         parts = {o: p for o, p in current.items() if o in args.changes or not args.complete}
         removed = sorted(set(current) - set(parts))
@@ -314,7 +300,7 @@ class Agent:
             changed.add(owner)
             parts[owner] = change.state
         for _ in range(len(changed) + 1):
-            clashes = _conflicts(parts, changed, current)
+            clashes = self._holders.conflicts(parts, changed, current)
             if not clashes:
                 break
             for owner, problems in clashes.items():
@@ -373,6 +359,7 @@ class Agent:
             staged_state,
             answer,
             complete=args.complete and all(ok for ok, _m in verdicts.values()),
+            parts=_nonempty(parts),
         )
         pending.timer = self.clock.callLater(self.prepare_timeout, self._expire, args.txid)
         self._pending = pending
@@ -425,6 +412,8 @@ class Agent:
         status = STATUSES.get(outcome.status, outcome.status)
         if status == "applied":
             self._state = pending.state
+            if pending.parts is not None:
+                self._split = (pending.state, pending.parts)
             self._state_known = True
         elif status == "unchanged" and pending.complete and not self._state_known:
             # A complete, fully accepted prepare that changed nothing: the live generation
@@ -500,6 +489,7 @@ class Agent:
             prepared=prepared,
             generation=prepared.generation or pending.generation,
             state=compose(parts),
+            parts=_nonempty(parts),
         )
         return again, retried
 
