@@ -31,6 +31,11 @@ files the daemon reads) and ``reload_units(keys)`` is reloaded narrowly: when th
 files are unchanged and every changed unit has a live file, only the changed units are
 reloaded (``rndc reload ZONE``) and the whole-config check is skipped (each changed unit
 passed its own check).
+
+A backend whose whole check validates every unit as its unit checks would
+(``check_all_covers_units``: BIND's ``named-checkconf -z``) has more than a few changed
+units checked by that one whole check instead of one checker each; that whole check then
+always runs, and a culprit is found by the engine's bisection.
 """
 
 from __future__ import annotations
