@@ -34,9 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchjson import add_option, emit  # noqa: E402
-
 from bench_e2e import DOMAIN, source, start_site  # noqa: E402
+from benchjson import add_option, emit  # noqa: E402
 
 from domtool.client import config as client_config  # noqa: E402
 from domtool.client.connection import Connection, call  # noqa: E402

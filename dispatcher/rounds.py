@@ -19,6 +19,7 @@ admin op that also applies):
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -176,7 +177,16 @@ class Rounds:
         results: dict[str, ApplyResult] = {}
         if changes:
             results = await ctl.coordinator.apply_many(changes, progress)
-        # Versions and audit lines in arrival order, so the history keeps that order.
+        # Versions and audit lines in arrival order, so the history keeps that order, in
+        # one store transaction (answered only once it is durable, after the round).
+        batched = getattr(ctl.store, "batch", None)
+        with batched() if batched is not None else contextlib.nullcontext():
+            outcomes += self._record(batch, results, changes)
+        return outcomes
+
+    def _record(self, batch, results, changes) -> list[tuple[Change, bool, Any]]:
+        ctl = self.controller
+        outcomes: list[tuple[Change, bool, Any]] = []
         for change in batch:
             if change.evaluated is None:
                 continue
