@@ -113,7 +113,7 @@ class Rounds:
                     self.sizes.append(len(batch))
                     log.info("submit round {r}: {n} change(s)", r=len(self.sizes), n=len(batch))
                     outcomes = await self._round(batch)
-                except BaseException as e:  # the whole round failed: every change hears why
+                except Exception as e:  # the whole round failed: every change hears why
                     log.failure("submit round of {n} failed", n=len(batch))
                     done = {id(c) for c, _ok, _v in outcomes}
                     outcomes += [(c, False, e) for c in batch if id(c) not in done]
