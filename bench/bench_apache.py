@@ -285,7 +285,12 @@ def main() -> None:
     for name, value, _note in rows:
         number, _, unit = value.partition(" ")
         try:
-            figures[name.strip()] = float(number.replace(",", "")) * {"s": 1, "ms": 1e-3, "us": 1e-6, "µs": 1e-6}.get(unit, 1)
+            figures[name.strip()] = float(number.replace(",", "")) * {
+                "s": 1,
+                "ms": 1e-3,
+                "us": 1e-6,
+                "µs": 1e-6,
+            }.get(unit, 1)
         except ValueError:
             figures[name.strip()] = value
     emit(args, figures)

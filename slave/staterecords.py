@@ -105,8 +105,20 @@ class StateRecords:
             for sha, _part, data in fresh.values()
             if data is not None and not self.fs.exists(self.part_path(sha))
         ]
-        for sha, data in todo:
-            atomic_write(self.fs, self.part_path(sha), data, sync_dir=False)
+        # Every new part: temporary files, their fsyncs together (a round of 1,000 new
+        # owners is not 1,000 fsyncs one after the other), renames, one directory fsync.
+        tmps = [(self.part_path(sha) + ".tmp", self.part_path(sha), data) for sha, data in todo]
+        try:
+            for tmp, _path, data in tmps:
+                self.fs.write(tmp, data)
+            self.fs.fsync_many([tmp for tmp, _path, _data in tmps])
+            for tmp, path, _data in tmps:
+                self.fs.rename(tmp, path)
+        except OSError:
+            for tmp, _path, _data in tmps:
+                if self.fs.exists(tmp):
+                    self.fs.remove(tmp)
+            raise
         if todo:
             self.fs.fsync_dir(f"{self.directory}/{OWNERS}")
         atomic_write(
