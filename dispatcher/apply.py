@@ -321,7 +321,18 @@ class Coordinator:
             if owner in refused:
                 out[owner] = ApplyResult(False, refused=tuple(refused[owner]))
                 continue
-            mine = {h: r for h, r in hosts.items() if owner in live.get(h, {})}
+            # Each member hears of its own probes only (a round of 1,000 members verifies
+            # 2,000 names: every answer holding all of them would be 150 MB in all).
+            mine = {
+                h: attrs.evolve(
+                    r,
+                    verified=tuple(
+                        v for v in r.verified if not isinstance(v, dict) or v.get("owner") == owner
+                    ),
+                )
+                for h, r in hosts.items()
+                if owner in live.get(h, {})
+            }
             problems = []
             for h, r in sorted(mine.items()):
                 verdict = owner_verdicts.get(h, {}).get(owner, {"ok": True})

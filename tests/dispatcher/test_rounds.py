@@ -96,6 +96,8 @@ def test_a_batched_round_isolates_one_bad_member_among_ten_good_ones():
             assert out[n]["applied"], out[n]
             assert out[n]["versions"] == {f"{n}.example": 1}
             assert set(out[n]["hosts"]) == {"ns1", "web1"}
+            # each member hears of its own probes only, not the whole round's
+            assert [v["target"] for v in out[n]["hosts"]["ns1"]["verified"]] == [[f"{n}.example"]]
     # Everyone's changes went live together: one generation per host for the round.
     assert {o["hosts"]["ns1"]["generation"] for n, o in out.items() if n != bad} == {2}
     zones = {z.name for z in d.slaves["ns1"].state.zones}
