@@ -104,6 +104,7 @@ _LIVE_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,254}")
 LIVE = "live"  # state_dir/live/<backend>/<name>: stable copies of live units
 # More changed units than this in one backend whose check_all covers units: check_all only.
 UNIT_CHECKS_MAX = 8
+SWEEP_EVERY = 32  # commits between whole sweeps of the unit directories
 
 
 class EngineError(Exception):
@@ -327,6 +328,8 @@ class Engine:
         self._paths: dict[tuple[str, str], PurePosixPath] = {}
         self._files: dict[int, tuple[dict, dict[str, frozenset[str]]]] = {}
         self.recovery = ""  # what the last recover() did, if anything
+        self._commits = 0  # commits garbage-collected since start (full sweep every Nth)
+        self._written: dict[str, set[str]] = {}  # unit files written since the last GC
         self._exts: set[str] = set()  # unit extensions already validated
         self._busy = threading.RLock()
 
@@ -758,6 +761,7 @@ class Engine:
             raise
         for b, ref, content in todo.values():
             self._contents[(b, ref.sha)] = content
+            self._written.setdefault(b, set()).add(ref.filename)
         for b in touched:
             self.fs.fsync_dir(self._p("units", b))
 
@@ -1256,20 +1260,51 @@ class Engine:
             live = self.current_generation()
             gens = self.generations()
             kept = set(gens[-self.keep :]) | {live}
+            # Usually only the units of the generations dropped now can have become
+            # garbage: check those against the kept generations. Every SWEEP_EVERY commits
+            # (and the first after start) the unit directories are swept whole, which also
+            # finds units a refused or aborted prepare left (10,000 files listed per commit
+            # would cost more than the change).
+            self._commits += 1
+            sweep = self._commits % SWEEP_EVERY == 1 or SWEEP_EVERY == 1
+            dropped: dict[str, set[str]] = self._written  # a refused or aborted change's too
+            self._written = {}
             for g in gens:
                 if g not in kept:
+                    if not sweep:
+                        try:
+                            for b, names in self._unit_files(self._manifest(g)).items():
+                                dropped.setdefault(b, set()).update(names)
+                        except (OSError, ValueError, KeyError):
+                            sweep = True
                     self.fs.rmtree(self._p("generations", g))
                     self._manifests.pop(g, None)
-            wanted: dict[str, set[str]] = {}
+                    self._files.pop(g, None)
+            kept_files = []
             for g in sorted(kept):
                 try:
-                    files = self._unit_files(self._manifest(g))
+                    kept_files.append(self._unit_files(self._manifest(g)))
                 except (OSError, ValueError, KeyError):
-                    continue
-                for b, names in files.items():
-                    wanted.setdefault(b, set()).update(names)
-            for b in self._listdir(self._p("units")):
-                keep = wanted.get(b, set())
+                    sweep = True  # cannot tell what a kept generation needs: look at all
+            if not sweep:
+                for b, names in dropped.items():
+                    for f in sorted(names):
+                        if not any(f in files.get(b, ()) for files in kept_files):
+                            try:
+                                self.fs.remove(self._p("units", b, f))
+                            except FileNotFoundError:
+                                pass
+                            sha, _, ext = f.partition(".")
+                            self._contents.pop((b, sha), None)
+                            self._paths.pop((b, sha, ext), None)
+                names_kept = None
+            else:
+                names_kept = {}
+                for files in kept_files:
+                    for b, names in files.items():
+                        names_kept.setdefault(b, set()).update(names)
+            for b in self._listdir(self._p("units")) if names_kept is not None else ():
+                keep = names_kept.get(b, set())
                 for f in self._listdir(self._p("units", b)):
                     if f not in keep:
                         self.fs.remove(self._p("units", b, f))
