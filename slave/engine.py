@@ -1288,15 +1288,17 @@ class Engine:
                     sweep = True  # cannot tell what a kept generation needs: look at all
             if not sweep:
                 for b, names in dropped.items():
-                    for f in sorted(names):
-                        if not any(f in files.get(b, ()) for files in kept_files):
-                            try:
-                                self.fs.remove(self._p("units", b, f))
-                            except FileNotFoundError:
-                                pass
-                            sha, _, ext = f.partition(".")
-                            self._contents.pop((b, sha), None)
-                            self._paths.pop((b, sha, ext), None)
+                    garbage = set(names)
+                    for files in kept_files:  # (set differences: C speed at 10,000 units)
+                        garbage -= files.get(b, frozenset())
+                    for f in sorted(garbage):
+                        try:
+                            self.fs.remove(self._p("units", b, f))
+                        except FileNotFoundError:
+                            pass
+                        sha, _, ext = f.partition(".")
+                        self._contents.pop((b, sha), None)
+                        self._paths.pop((b, sha, ext), None)
                 names_kept = None
             else:
                 names_kept = {}
