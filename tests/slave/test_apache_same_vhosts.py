@@ -10,7 +10,6 @@ from domtool.model import DesiredState
 from domtool.slave.backends.apache import ApacheBackend
 from tests.slave.test_apache_render import CONFIG, vhost
 
-
 rendered: list[str] = []
 
 
