@@ -29,7 +29,10 @@ import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchjson import add_option, emit  # noqa: E402
 
 from domtool.model import BasicAuth, DesiredState, Redirect, Rewrite, Vhost, WebSettings  # noqa: E402
 from domtool.slave.backends.apache import ApacheBackend  # noqa: E402
@@ -113,6 +116,7 @@ def main() -> None:
     ap.add_argument("--check-sizes", default="10,1000,5000")
     ap.add_argument("--reload-size", type=int, default=1000)
     ap.add_argument("--render-count", type=int, default=10_000)
+    add_option(ap)
     args = ap.parse_args()
     sizes = [int(s) for s in args.check_sizes.split(",")]
     biggest = max(sizes + [args.reload_size + 3])
@@ -277,6 +281,19 @@ def main() -> None:
     print(f"{'measure':<{width}}  {'time':>10}  note")
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>10}  {note}")
+    figures: dict = {}
+    for name, value, _note in rows:
+        number, _, unit = value.partition(" ")
+        try:
+            figures[name.strip()] = float(number.replace(",", "")) * {
+                "s": 1,
+                "ms": 1e-3,
+                "us": 1e-6,
+                "µs": 1e-6,
+            }.get(unit, 1)
+        except ValueError:
+            figures[name.strip()] = value
+    emit(args, figures)
 
 
 if __name__ == "__main__":

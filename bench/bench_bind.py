@@ -11,12 +11,18 @@ generation's ``zones.conf`` and ``check.conf``), and measures:
 - ``rndc reload`` with 1,000 zones: from the reload command until a zone changed in the
   new generation answers with its new serial (best of 3);
 - the whole slave apply through ``domtool.slave.engine`` at 1,000 zones when one member
-  changes one zone: render, write, named-checkzone, named-checkconf -z, switch, rndc
-  reload, SOA probe.
+  changes one zone: render, write, named-checkzone, switch, ``rndc reload ZONE`` (the
+  zone is at its stable live path), SOA probe; and when a zone is added (named-checkconf
+  -z and a whole ``rndc reload``);
+- the SERVFAIL window: a thread queries the changing zone all the time while it is
+  changed and reloaded ``--servfail-reloads`` times (default 1,000) through the engine,
+  counting every answer that is not NOERROR; and, for comparison, 10 reloads of the old
+  layout (each zone file content-addressed, so its path changes with every change).
 
 Runs a real named on 127.0.0.1 with its own config root under a temporary directory.
 
     .venv/bin/python bench/bench_bind.py [--check-sizes 1000,10000] [--reload-size 1000]
+        [--servfail-reloads 1000] [--json]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path, PurePosixPath
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.benchjson import add_option, emit  # noqa: E402
 from domtool.model import DesiredState, Record, Zone  # noqa: E402
 from domtool.slave.backends.bind import BindBackend, serial_of  # noqa: E402
 from domtool.slave.engine import Engine  # noqa: E402
@@ -121,10 +128,12 @@ class Layout:
         os.replace(tmp, self.state_dir / "current")
 
 
-def servfail_window(named, change, changes: int = 10) -> tuple[str, str, str]:
-    """Query the changing zone (site7) in a loop while ``changes`` changes are reloaded:
-    a zone whose file name changed is re-created by named and answers SERVFAIL until the
-    new one has loaded. Returns the table row (the longest run of SERVFAILs)."""
+def servfail_window(
+    named, change, changes: int = 10, zone: str = "site7.example", label: str = ""
+) -> tuple[str, str, str, dict]:
+    """Query the changing zone in a loop while ``changes`` changes are reloaded: a zone
+    whose file name changed is re-created by named and answers SERVFAIL until the new one
+    has loaded. Returns the table row (the longest run of SERVFAILs) and its figures."""
     import dns.message
     import dns.query
     import dns.rcode
@@ -133,7 +142,7 @@ def servfail_window(named, change, changes: int = 10) -> tuple[str, str, str]:
     answers: list[tuple[float, int]] = []
 
     def hammer() -> None:
-        q = dns.message.make_query("site7.example", "A")
+        q = dns.message.make_query(zone, "A")
         while not stop.is_set():
             try:
                 r = dns.query.udp(q, "127.0.0.1", port=named.port, timeout=0.5)
@@ -146,7 +155,8 @@ def servfail_window(named, change, changes: int = 10) -> tuple[str, str, str]:
     try:
         for _ in range(changes):
             change()
-            time.sleep(0.05)
+            if changes <= 10:
+                time.sleep(0.05)
     finally:
         stop.set()
         thread.join()
@@ -159,9 +169,10 @@ def servfail_window(named, change, changes: int = 10) -> tuple[str, str, str]:
             start = None
     bad = sum(1 for _, r in answers if r != dns.rcode.NOERROR)
     return (
-        f"SERVFAIL window of a changed zone ({changes} changes)",
+        f"SERVFAIL window of a changed zone, {label} ({changes:,} reloads)",
         f"{longest * 1e3:.1f} ms",
-        f"longest run; {bad} of {len(answers)} queries failed",
+        f"longest run; {bad} of {len(answers):,} queries failed",
+        {"reloads": changes, "queries": len(answers), "not_noerror": bad, "longest_s": longest},
     )
 
 
@@ -169,8 +180,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--check-sizes", default="1000,10000")
     ap.add_argument("--reload-size", type=int, default=1000)
+    ap.add_argument("--servfail-reloads", type=int, default=1000)
+    add_option(ap)
     args = ap.parse_args()
     rows: list[tuple[str, str, str]] = []
+    figures: dict = {"zones": args.reload_size}
     tmp = Path(tempfile.mkdtemp(prefix="bench-bind-"))
     try:
         # -- render --------------------------------------------------------------
@@ -289,7 +303,9 @@ def main() -> None:
                     "until its new serial answers; best of 3",
                 )
             )
-            rows.append(servfail_window(named, one_change))
+            *row, fig = servfail_window(named, one_change, label="old layout: path changes")
+            rows.append(tuple(row))
+            figures["servfail_old_layout"] = fig
         finally:
             named.stop()
 
@@ -314,6 +330,7 @@ def main() -> None:
                     RealClock(),
                     RealProber(),
                     probe_timeout=30,
+                    probe_interval=0.02,  # as the slave's service builds it
                 )
 
             live = [make_zone(i) for i in range(n)]
@@ -328,20 +345,92 @@ def main() -> None:
                 )
             )
             eng = engine(True)
+            ran: list = []
+            runner = eng.runner
+
+            class Recording:
+                def run(self, cmd):
+                    ran.append(
+                        cmd.argv[0].rsplit("/", 1)[1] + "".join(f" {a}" for a in cmd.argv[7:8])
+                    )
+                    return runner.run(cmd)
+
+            eng.runner = Recording()
             times = []
-            for k in range(3):
+            for k in range(5):
                 live[9] = make_zone(9, a=f"192.0.2.{200 + k}")
+                ran.clear()
                 t = time.perf_counter()
                 out = eng.apply(DesiredState(zones=tuple(live)))
                 times.append(time.perf_counter() - t)
                 assert out.status == "applied", out.message
+            times.sort()
             rows.append(
                 (
                     f"engine: one zone changed at {n:,} zones",
-                    f"{min(times):.3f} s",
-                    "render, write, checkzone, checkconf -z, switch, reload, probe; best of 3",
+                    f"{times[2]:.3f} s",
+                    f"median of 5: render, write, {', '.join(ran)}, switch, SOA probe",
                 )
             )
+            figures["engine_one_zone_changed_s"] = times[2]
+            figures["engine_one_zone_commands"] = list(ran)
+            extra = list(live)
+            ran.clear()
+            t = time.perf_counter()
+            extra.append(make_zone(n + 1))
+            out = eng.apply(DesiredState(zones=tuple(extra)))
+            took = time.perf_counter() - t
+            assert out.status == "applied", out.message
+            rows.append(
+                (
+                    f"engine: one zone added at {n:,} zones",
+                    f"{took:.3f} s",
+                    f"{', '.join(ran)}",
+                )
+            )
+            figures["engine_one_zone_added_s"] = took
+            live = extra
+            counter = itertools.count(1)
+
+            def engine_change() -> None:
+                i = next(counter)
+                live[7] = make_zone(7, a=f"10.9.{i >> 8 & 255}.{i & 255}")
+                done = eng.apply(DesiredState(zones=tuple(live)))
+                assert done.status == "applied", done.message
+
+            t = time.perf_counter()
+            *row, fig = servfail_window(
+                named, engine_change, args.servfail_reloads, label="engine, stable path"
+            )
+            fig["wall_s"] = time.perf_counter() - t
+            rows.append(tuple(row))
+            figures["servfail_engine"] = fig
+            # The floor of a one-zone reload: rndc reload ZONE until its new serial answers.
+            live_file = state / "live" / "bind" / "site7.example.zone"
+            old = live_file.read_bytes()
+            serial = serial_of(old)
+
+            def floor() -> float:
+                nonlocal old, serial
+                new = old.replace(f" {serial} ".encode(), f" {serial + 1} ".encode(), 1)
+                assert new != old
+                live_file.write_bytes(new)
+                old, serial = new, serial + 1
+                t = time.perf_counter()
+                named.rndc("reload", "site7.example")
+                want = serial
+                wait_for(lambda: soa_serial(named.port, "site7.example") == want, timeout=60)
+                return time.perf_counter() - t
+
+            took = best(floor)
+            rows.append(
+                (
+                    f"floor: rndc reload ZONE at {n:,} zones",
+                    f"{took:.3f} s",
+                    "until its new serial answers; best of 3",
+                )
+            )
+            figures["floor_rndc_reload_zone_s"] = took
             t = time.perf_counter()
             out = eng.apply(DesiredState(zones=tuple(live)))
             assert out.status == "unchanged", out.message
@@ -362,6 +451,11 @@ def main() -> None:
     print(f"{'measure':<{width}}  {'time':>10}  note")
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>10}  {note}")
+    for name, value, _note in rows:
+        if name not in figures and value.endswith((" s", " ms", " us")):
+            number, unit = value.split()
+            figures[name] = float(number) * {"s": 1, "ms": 1e-3, "us": 1e-6}[unit]
+    emit(args, figures)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,11 @@ the last answer), p50/p99/max latency from send to answer, failures (an error, o
 that is not applied and verified: must be 0), and afterwards how many of the zones named
 serves and how many vhosts apache2 answers as themselves.
 
-The dispatcher serialises submits (one apply at a time through the two-phase
-coordinator), so the latency of the last member is the sum of the applies before it.
+The dispatcher groups the submits that wait into rounds (``domtool.dispatcher.rounds``:
+one prepare and one commit per host for all of them), so the last member waits for the
+round in flight and its own, not for every apply before it.
 
-    .venv/bin/python bench/bench_concurrent_submit.py [--members 200] [--keep DIR]
+    .venv/bin/python bench/bench_concurrent_submit.py [--members 200] [--keep DIR] [--json]
 
 Needs named, apache2 and root; about a minute and a half at 200 members.
 """
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_e2e import percentile, start_site  # noqa: E402
+from benchjson import add_option, emit  # noqa: E402
 
 from domtool.client import config as client_config  # noqa: E402
 from domtool.client import localdaemons as L  # noqa: E402
@@ -144,6 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--members", type=int, default=200)
     ap.add_argument("--keep", help="build the site in this directory and leave it there")
+    add_option(ap)
     args = ap.parse_args()
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-submit-"))
     site = start_site(root / "site")
@@ -176,6 +179,20 @@ def main() -> None:
     )
     for f in r["failures"][:10]:
         print(f"  {f}")
+    emit(
+        args,
+        {
+            "members": r["n"],
+            "failures": len(r["failures"]),
+            "answers_per_s": len(r["lat"]) / r["elapsed"] if r["elapsed"] else 0,
+            "p50_s": percentile(lat, 50),
+            "p99_s": percentile(lat, 99),
+            "max_s": max(lat),
+            "zones_served": r["zones"],
+            "vhosts_served": r["vhosts"],
+            "connect_all_s": r["connect_all"],
+        },
+    )
 
 
 if __name__ == "__main__":

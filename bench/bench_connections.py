@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_e2e import DOMAIN, source, start_site  # noqa: E402
+from benchjson import add_option, emit  # noqa: E402
 
 from domtool.client import config as client_config  # noqa: E402
 from domtool.client.connection import Connection, call  # noqa: E402
@@ -74,6 +75,7 @@ def main() -> None:
         type=int,
         help="soft RLIMIT_NOFILE the site's processes start with (default: this process's)",
     )
+    add_option(ap)
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = args.connections + 200
@@ -171,6 +173,21 @@ def main() -> None:
     if emfile:
         print(f"the dispatcher's log mentions running out of file descriptors {emfile} times")
     print("goal: 1,000 connections < 150 MB")
+    emit(
+        args,
+        {
+            "connections": n,
+            "held": still,
+            "failures": len(failures),
+            "open_all_s": opened,
+            "rss_before_mb": before["VmRSS"] / 1024,
+            "rss_held_mb": during["VmRSS"] / 1024,
+            "rss_after_mb": after["VmRSS"] / 1024,
+            "hwm_mb": after["VmHWM"] / 1024,
+            "new_whoami_s": statistics.median(new_whoami) if new_whoami else None,
+            "new_submit_s": statistics.median(new_submit) if new_submit else None,
+        },
+    )
 
 
 if __name__ == "__main__":

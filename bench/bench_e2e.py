@@ -25,11 +25,21 @@ high ports, and the member alice (added through the admin ops over TLS). Then:
    separately.
 
 ``--others N`` first puts N other members' domains on the host (members of 50 domains
-each, added by the admin ops, one submit each), so the daemons reload a host of that size.
+each, added by the admin ops, one submit each, ``--populate-threads`` of them at once so
+the dispatcher's rounds take several together), so the daemons reload a host of that size.
+With ``--baseline B`` (default 100 when N > 100) the dns change is first measured with B
+other domains, then the host grows to N and everything is measured: the ratio of the two
+dns p50s is the "costs what it changes" figure. At the end (N > 0): the slave process's
+resident memory (VmRSS, VmHWM), and ``regen`` with apply (as ``domtool-admin regen
+--doit``) of the whole site from the store, beside the daemons' own full check + reload.
 
 Goals (design brief): p50 < 1 s with real reloads; the dispatcher's own share < 50 ms.
+Issue 12 at 10,000 domains: dns p50 within 1.5x of the same change at 100; a new vhost
+p50 <= 1.2x (apache2 -t + graceful until answering); own share p99 < 20 ms; slave RSS
+< 300 MB; regen <= 1.5x the daemons' full check + reload.
 
-    .venv/bin/python bench/bench_e2e.py [--changes 30] [--own 20] [--others 1000] [--keep DIR]
+    .venv/bin/python bench/bench_e2e.py [--changes 30] [--own 20] [--others 1000]
+        [--baseline 100] [--keep DIR] [--json]
 
 Needs named, apache2 and root (Apache's children run as www-data); about a minute.
 """
@@ -46,7 +56,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchjson import add_option, emit  # noqa: E402
 
 from domtool.client import config as client_config  # noqa: E402
 from domtool.client import localdaemons as L  # noqa: E402
@@ -77,33 +90,56 @@ def start_site(root: Path, *, with_member: bool = True) -> LocalSite:
     return site
 
 
-def populate(site: LocalSite, domains: int, per_member: int = 50) -> float:
-    """Other members' domains on the host before measuring: members ``bgNN`` (added by
-    the admin ops) each submit up to ``per_member`` files ``dom "bgNNdMM.example" with
-    end;`` (a zone, a mail domain and a www vhost each) in one submit. Seconds taken."""
+def populate(
+    site: LocalSite, domains: int, per_member: int = 50, start: int = 0, threads: int = 8
+) -> float:
+    """Other members' domains on the host before measuring: members ``bgNNN`` (added by
+    the admin ops) each submit up to ``per_member`` files ``dom "bgNNNdMM.example" with
+    end;`` (a zone, a mail domain and a www vhost each) in one submit, ``threads`` members
+    at once. Domains ``start`` .. ``domains`` - 1 (so a site can grow in steps). Seconds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from domtool.client import quickmail
     from domtool.client.connection import Connection
 
     t0 = time.perf_counter()
     admin = client_config.load(site.admin_config)
-    k = 0
-    while k * per_member < domains:
-        user = f"bg{k:02}"
-        names = [f"{user}d{j:02}.example" for j in range(min(per_member, domains - k * per_member))]
-        with Connection(admin) as conn:
+    todo = []
+    k = start // per_member
+    with Connection(admin) as conn:
+        while k * per_member < domains:
+            user = f"bg{k:03}"
+            first = max(start, k * per_member)
+            names = [
+                f"{user}d{j % per_member:02}.example"
+                for j in range(first, min(domains, (k + 1) * per_member))
+            ]
             added = conn.call("adduser", {"user": user})
             grants = [("path", f"/home/{user}"), ("user", user), ("group", user)]
             for cls, value in grants + [("domain", n) for n in names]:
                 conn.call("grant", {"user": user, "class": cls, "value": value})
-        cfg = site._member_files(user, added["cert_pem"].encode(), added["key_pem"].encode())
-        from domtool.client import quickmail  # their `dom` mail goes to their local mailbox
+            cfg = site._member_files(user, added["cert_pem"].encode(), added["key_pem"].encode())
+            quickmail.add_local_user(site, user)  # their `dom` mail goes to their local mailbox
+            todo.append((user, cfg, names))
+            k += 1
 
-        quickmail.add_local_user(site, user)
+    def submit(job) -> None:
+        user, cfg, names = job
         files = [{"name": n, "text": f'dom "{n}" with end;\n'} for n in names]
-        answer = call(client_config.load(cfg), "submit", {"files": files})
+        answer = call(patient(client_config.load(cfg)), "submit", {"files": files})
         if not answer.get("applied"):
             raise RuntimeError(f"{user}'s domains were not applied: {answer.get('message')}")
-        k += 1
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(submit, todo))
     return time.perf_counter() - t0
+
+
+def patient(config):
+    """A client config that waits up to an hour for an answer (big sites, long applies)."""
+    import attrs
+
+    return attrs.evolve(config, timeout=3600.0)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -127,13 +163,13 @@ def soa_serial(port: int) -> int:
     return -1
 
 
-def end_to_end(site: LocalSite, kind: str, n: int) -> dict:
+def end_to_end(site: LocalSite, kind: str, n: int, offset: int = 0) -> dict:
     member = client_config.load(site.member_config)
     www = site.home / "public_html"
     dns, http = site.ports["dns"], site.ports["http"]
     latencies, confirm, failures = [], [], []
     serial = soa_serial(dns)
-    for i in range(n):
+    for i in range(offset, offset + n):
         text = source(www, kind, i)
         t0 = time.perf_counter()
         answer = call(member, "submit", {"files": [{"name": DOMAIN, "text": text}]})
@@ -296,6 +332,53 @@ def ms(x: float) -> str:
     return f"{x * 1000:8.1f} ms"
 
 
+def memory(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM of a process, in MB."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
+
+
+def full_floor(site: LocalSite) -> dict[str, float]:
+    """The daemons' own full check and reload of the live generation (median of 3):
+    named-checkconf -z, rndc reload until the last zone's serial answers again, apache2 -t,
+    graceful until a vhost answers."""
+    b, a = site.bind_config, site.apache_config
+    current = (site.state_dir / "current").resolve()
+    out = {
+        "named-checkconf -z": timed(b.checkconf_argv(str(current / "bind" / "check.conf")), 3),
+        "rndc reload": timed(b.rndc_argv("reload"), 3),
+        "apache2 -t": timed(a.check_argv(str(current / "apache" / "sites.conf")), 3),
+    }
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run(list(a.reload_argv()), capture_output=True, timeout=120, check=True)
+        L.wait_for(lambda: _answers(site), timeout=60, what="apache2 after graceful")
+        times.append(time.perf_counter() - t0)
+        time.sleep(0.3)
+    out["apache2 -k graceful (until answering)"] = statistics.median(times)
+    out["full check + reload"] = sum(out.values())
+    return out
+
+
+def regen(site: LocalSite) -> dict[str, object]:
+    """``regen`` with apply, as ``domtool-admin regen --doit``: seconds and what it did."""
+    admin = client_config.load(site.admin_config)
+    t0 = time.perf_counter()
+    answer = call(patient(admin), "regen", {"apply": True})
+    took = time.perf_counter() - t0
+    return {
+        "seconds": took,
+        "hosts_changed": len(answer.get("hosts") or {}),
+        "dropped": len(answer.get("dropped") or []),
+        "message": answer.get("message", ""),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--changes", type=int, default=30, help="changes of each kind (default 30)")
@@ -307,25 +390,54 @@ def main() -> None:
         help="other members' domains on the host first (zone + mail + vhost each; default 0)",
     )
     ap.add_argument("--keep", help="build the site in this directory and leave it there")
+    ap.add_argument(
+        "--baseline",
+        type=int,
+        default=None,
+        help="measure the dns change first at this many other domains (default 100 if --others > 100)",
+    )
+    ap.add_argument("--populate-threads", type=int, default=8)
+    add_option(ap)
     args = ap.parse_args()
+    if args.baseline is None:
+        args.baseline = 100 if args.others > 100 else 0
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     t0 = time.perf_counter()
     site = start_site(root / "site")
     print(f"local site up in {time.perf_counter() - t0:.1f} s ({root / 'site'})")
     own = None
+    base = None
+    slave_mem: dict = {}
+    full: dict = {}
+    regen_out: dict = {}
     try:
-        if args.others:
-            took = populate(site, args.others)
-            print(
-                f"{args.others} other domains (zone, mail, www vhost each) applied in {took:.1f} s"
-            )
         call(
             client_config.load(site.member_config),
             "submit",
             {"files": [{"name": DOMAIN, "text": source(site.home / "public_html", "dns", 999)}]},
         )
+        if args.baseline:
+            took = populate(site, args.baseline, threads=args.populate_threads)
+            print(f"{args.baseline} other domains applied in {took:.1f} s", flush=True)
+            base = end_to_end(site, "dns", args.changes, offset=5000)
+            print(
+                f"dns p50 at {args.baseline} others: {ms(percentile(base['lat'] or [float('nan')], 50))}",
+                flush=True,
+            )
+        if args.others > args.baseline:
+            took = populate(site, args.others, start=args.baseline, threads=args.populate_threads)
+            print(
+                f"{args.others} other domains (zone, mail, www vhost each) applied in {took:.1f} s",
+                flush=True,
+            )
         results = {kind: end_to_end(site, kind, args.changes) for kind in ("dns", "web")}
         fl = floors(site)
+        if args.others:
+            slave = next(d for d in site.daemons if d.name == "domtool-slave")
+            slave_mem = memory(slave.pid)
+            regen_out = regen(site)
+            full = full_floor(site)
+            slave_mem.update({f"after regen {k}": v for k, v in memory(slave.pid).items()})
         own = own_share(site, args.own)
     finally:
         site.stop()
@@ -368,7 +480,56 @@ def main() -> None:
         )
         for k, label in labels:
             print(f"  {label:<26} {ms(percentile(own[k], 50))} {ms(percentile(own[k], 99))}")
+    figures: dict = {"others": args.others, "changes": args.changes}
+    for kind in ("dns", "web"):
+        lat = results[kind]["lat"] or [float("nan")]
+        figures[f"{kind}_p50_s"] = percentile(lat, 50)
+        figures[f"{kind}_p99_s"] = percentile(lat, 99)
+        figures[f"{kind}_failures"] = len(results[kind]["failures"])
+    figures["floors_s"] = fl
+    if base is not None:
+        lat = base["lat"] or [float("nan")]
+        figures["baseline_others"] = args.baseline
+        figures["baseline_dns_p50_s"] = percentile(lat, 50)
+        figures["baseline_dns_failures"] = len(base["failures"])
+        figures["dns_p50_ratio"] = figures["dns_p50_s"] / figures["baseline_dns_p50_s"]
+        print(
+            f"\ndns p50 at {args.others:,} others / at {args.baseline:,}: "
+            f"{ms(figures['dns_p50_s'])} / {ms(figures['baseline_dns_p50_s'])}"
+            f" = {figures['dns_p50_ratio']:.2f}x (goal <= 1.5x)"
+        )
+    web_floor = fl.get("apache2 -t + graceful")
+    if web_floor:
+        figures["web_p50_over_floor"] = figures["web_p50_s"] / web_floor
+        print(
+            f"web p50 / (apache2 -t + graceful until answering): {ms(figures['web_p50_s'])} /"
+            f" {ms(web_floor)} = {figures['web_p50_over_floor']:.2f}x (goal <= 1.2x)"
+        )
+    if slave_mem:
+        figures["slave_mb"] = slave_mem
+        print(
+            "slave resident memory: "
+            + ", ".join(f"{k} {v:.1f} MB" for k, v in slave_mem.items())
+            + " (goal < 300 MB)"
+        )
+    if regen_out:
+        figures["regen_s"] = regen_out["seconds"]
+        figures["regen"] = regen_out
+        figures["full_floor_s"] = full
+        figures["regen_over_floor"] = regen_out["seconds"] / full["full check + reload"]
+        print(
+            f"regen --doit: {regen_out['seconds']:.2f} s ({regen_out['message']}); the daemons'"
+            f" full check + reload {full['full check + reload']:.2f} s ="
+            f" {figures['regen_over_floor']:.2f}x (goal <= 1.5x)"
+        )
+        for k, v in full.items():
+            print(f"  {k:<40} {ms(v)}")
+    if own:
+        figures["own_p50_s"] = percentile(own["own"], 50)
+        figures["own_p99_s"] = percentile(own["own"], 99)
+        figures["evaluate_p50_s"] = percentile(own["evaluate"], 50)
     print("\ngoals: p50 < 1 s with real reloads; dispatcher's own share < 50 ms per request")
+    emit(args, figures)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchjson import add_option, emit  # noqa: E402
 
 from domtool.model import DesiredState, Record, Zone  # noqa: E402
 from domtool.slave.backend import Command, Probe, Unit  # noqa: E402
@@ -132,7 +135,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="1000,10000")
     ap.add_argument("--repeat", type=int, default=7)
+    add_option(ap)
     args = ap.parse_args()
+    figures: dict = {}
     sizes = [int(s) for s in args.sizes.split(",")]
     print(
         f"{'fs':<5} {'units':>7} {'first apply':>12} {'1-unit change':>14} {'(cpu)':>9}"
@@ -141,6 +146,13 @@ def main() -> None:
     for fs_kind in ("real", "fake"):
         for n in sizes:
             r = run(fs_kind, n, args.repeat)
+            figures[f"{fs_kind} {n}"] = {
+                "first_apply_s": r["first"],
+                "one_unit_change_s": r["change"],
+                "one_unit_change_cpu_s": r["cpu"],
+                "unchanged_s": r["same"],
+                "rollback_s": r["rollback"],
+            }
             print(
                 f"{fs_kind:<5} {n:>7,} {r['first']:>10.3f} s {r['change'] * 1000:>11.1f} ms"
                 f" {r['cpu'] * 1000:>6.1f} ms {r['same'] * 1000:>7.1f} ms"
@@ -151,6 +163,7 @@ def main() -> None:
         " prober; the backend's render of every unit included. rollback: a one-unit"
         " change whose reload fails, until the old generation is live and reloaded)"
     )
+    emit(args, figures)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ form, all owned by one member, then measures:
 
 Prints domains per second for each phase and the process's peak RSS.
 
-    .venv/bin/python bench/bench_lang.py [--domains 10000]
+    .venv/bin/python bench/bench_lang.py [--domains 10000] [--json]
 """
 
 from __future__ import annotations
@@ -19,7 +19,13 @@ from __future__ import annotations
 import argparse
 import random
 import resource
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchjson import add_option, emit  # noqa: E402
 
 
 def domain_name(i: int) -> str:
@@ -64,6 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--domains", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=1)
+    add_option(ap)
     args = ap.parse_args()
 
     from domtool.lang.api import check_source, load_library
@@ -108,6 +115,16 @@ def main() -> None:
     print(f"{'parse':<28}{t_parse:>10.3f}{n / t_parse:>12.0f}")
     print(f"{'parse+check+evaluate':<28}{t_all:>10.3f}{n / t_all:>12.0f}")
     print(f"peak RSS: {rss_mb:.0f} MB")
+    emit(
+        args,
+        {
+            "domains": n,
+            "load_library_s": t_lib,
+            "parse_s": t_parse,
+            "parse_check_evaluate_s": t_all,
+            "peak_rss_mb": rss_mb,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,12 @@ each owner's COMPLETE new part (``{state, grants}``, the slave's ``prepare`` arg
 A change to a host that still has a pending change carries the pending owners along, so
 the newer transaction supersedes the older one instead of racing it. One apply (or
 retry) runs at a time.
+
+``Coordinator.apply_many(changes)`` is the same two phases for a group-commit round
+(``domtool.dispatcher.rounds``): many owners at once, each with its own answer. An owner
+refused by any host (its checker, a name clash, or a host that fails) is left out and only
+that owner is refused; a host that had accepted the offender is aborted and prepared again
+without it, the others keep their prepared transaction; then every host commits once.
 """
 
 from __future__ import annotations
@@ -118,6 +124,11 @@ class Coordinator:
         """Deferred[ApplyResult] of a two-phase apply of ``changes``."""
         return defer.ensureDeferred(self._locked(self._apply, changes, progress))
 
+    def apply_many(self, changes: Changes, progress=None) -> defer.Deferred:
+        """Deferred[dict owner -> ApplyResult] of one isolating two-phase apply of every
+        owner's change in ``changes`` (see the module's docstring)."""
+        return defer.ensureDeferred(self._locked(self._apply_many, changes, progress))
+
     def resume(self) -> None:
         """Start converging every host the store says has a pending change (at startup)."""
         for host in self.store.pending():
@@ -215,6 +226,122 @@ class Coordinator:
                 self._schedule(host, self.retry_initial)
             tell(len(full) + i + 1, total, f"{host} {hosts[host].status}")
         return ApplyResult(not problems, hosts, tuple(problems))
+
+    async def _apply_many(self, changes: Changes, progress) -> dict[str, ApplyResult]:
+        tell = progress or (lambda done, total, what: None)
+        pending = self.store.pending()
+        full: dict[str, dict[str, Any]] = {}
+        for host, owners in changes.items():
+            merged = dict(pending[host]["changes"]) if host in pending else {}
+            merged.update(owners)
+            full[host] = merged
+        everyone = {o for owners in full.values() for o in owners}
+        refused: dict[str, list[str]] = {}  # owner -> reasons
+        prepared: dict[str, tuple[str, dict[str, Any]]] = {}  # host -> (txid, answer)
+        steps = 0
+        # Each pass refuses at least one more owner or ends, so it ends by len(everyone)+1.
+        for _ in range(len(everyone) + 1):
+            todo = {
+                h: {o: c for o, c in owners.items() if o not in refused}
+                for h, owners in full.items()
+                if h not in prepared
+            }
+            todo = {h: c for h, c in todo.items() if c}
+            txids = {h: self.new_txid() for h in todo}
+            answers = await self.gather(
+                {
+                    h: self.call(h, "prepare", {"txid": txids[h], "changes": c})
+                    for h, c in todo.items()
+                }
+            )
+            newly: dict[str, list[str]] = {}
+            for host in sorted(answers):
+                ok, value = answers[host]
+                steps += 1
+                if not ok:
+                    for owner in todo[host]:
+                        newly.setdefault(owner, []).append(_reason(host, value))
+                    tell(steps, steps + len(full), f"{host} could not prepare")
+                    continue
+                prepared[host] = (txids[host], value)
+                verdicts = dict(value.get("owners", {}))
+                for owner, verdict in sorted(verdicts.items()):
+                    if owner in todo[host] and not verdict.get("ok", False):
+                        newly.setdefault(owner, []).append(
+                            f"{host}: {owner}: {verdict.get('message', 'refused')}"
+                        )
+                tell(steps, steps + len(full), f"{host} prepared")
+            if not newly:
+                break
+            for owner, reasons in newly.items():
+                refused.setdefault(owner, []).extend(reasons)
+            # A host that staged an owner refused elsewhere must stage again without it.
+            again = [
+                h
+                for h, (_txid, answer) in prepared.items()
+                if any(
+                    o in refused and dict(answer.get("owners", {})).get(o, {}).get("ok", False)
+                    for o in full[h]
+                )
+            ]
+            if again:
+                await self.gather(
+                    {h: self.call(h, "abort", {"txid": prepared.pop(h)[0]}) for h in again}
+                )
+        live = {
+            h: {o: c for o, c in full[h].items() if o not in refused}
+            for h in prepared
+            if any(o not in refused for o in full[h])
+        }
+        idle = [h for h in prepared if h not in live]
+        if idle:  # every owner of these hosts was refused: nothing to commit there
+            await self.gather({h: self.call(h, "abort", {"txid": prepared[h][0]}) for h in idle})
+        for host, c in live.items():
+            self.store.set_pending(host, prepared[host][0], c)
+        committed = await self.gather(
+            {h: self.call(h, "commit", {"txid": prepared[h][0]}) for h in live}
+        )
+        hosts: dict[str, HostResult] = {}
+        owner_verdicts: dict[str, dict[str, Any]] = {}
+        for host in sorted(committed):
+            ok, value = committed[host]
+            txid = prepared[host][0]
+            if ok:
+                hosts[host] = self._committed(host, txid, live[host], value)
+                owner_verdicts[host] = dict(value.get("owners") or {})
+            else:
+                why = _reason(host, value)
+                self.store.note_pending_error(host, why)
+                hosts[host] = HostResult(None, "pending", (), f"{why}; retrying until it converges")
+                self._schedule(host, self.retry_initial)
+            steps += 1
+            tell(steps, steps, f"{host} {hosts[host].status}")
+        out: dict[str, ApplyResult] = {}
+        for owner in everyone:
+            if owner in refused:
+                out[owner] = ApplyResult(False, refused=tuple(refused[owner]))
+                continue
+            # Each member hears of its own probes only (a round of 1,000 members verifies
+            # 2,000 names: every answer holding all of them would be 150 MB in all).
+            mine = {
+                h: attrs.evolve(
+                    r,
+                    verified=tuple(
+                        v for v in r.verified if not isinstance(v, dict) or v.get("owner") == owner
+                    ),
+                )
+                for h, r in hosts.items()
+                if owner in live.get(h, {})
+            }
+            problems = []
+            for h, r in sorted(mine.items()):
+                verdict = owner_verdicts.get(h, {}).get(owner, {"ok": True})
+                if r.status == "rolled_back":
+                    problems.append(f"{h} rolled back: {r.message}")
+                elif not verdict.get("ok", True):
+                    problems.append(f"{h}: {owner}: {verdict.get('message', 'rolled back')}")
+            out[owner] = ApplyResult(not problems, mine, tuple(problems))
+        return out
 
     def _committed(
         self, host: str, txid: str, change: Mapping[str, Any], answer: Any

@@ -53,6 +53,7 @@ from domtool.dispatcher.plan import (
     under,
     without_domain,
 )
+from domtool.dispatcher.rounds import Rounds
 from domtool.dispatcher.store import Store, StoreError
 from domtool.lang import api
 from domtool.model import DesiredState, Site
@@ -187,6 +188,7 @@ class Controller:
         # dispatcher.signed_grants.SignedGrantFiles: admin-signed records relayed to slaves.
         self.signed_grants = signed_grants
         self._lock = defer.DeferredLock()
+        self.rounds = Rounds(self, self._lock, self._part)  # group commit of submits
         self.member_ops: dict[str, Callable] = {
             "check": self.check,
             "plan": self.plan,
@@ -330,17 +332,22 @@ class Controller:
         refused += quotas.check(perms.user, state, self._limits(perms.user))
         return Evaluated(None if refused else state, (), tuple(refused))
 
+    def _part(self, member: str, perms: Permissions) -> dict[str, Any]:
+        """What a prepare sends with a member's state: the grants, and the admin-signed
+        record of them when there is one (slaves with ``grant_keys`` check that)."""
+        part: dict[str, Any] = {"grants": _grants(perms)}
+        signed = None if self.signed_grants is None else self.signed_grants.get(member)
+        if signed is not None:
+            part["signed_grants"] = signed
+        return part
+
     def _changes(
         self, member: str, perms: Permissions, new: Mapping[str, DesiredState]
     ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
         """The prepare changes and the plan of ``member`` going to ``new`` per host."""
         current = self.current(member)
         hosts = changed_hosts(current, new)
-        grants = _grants(perms)
-        part: dict[str, Any] = {"grants": grants}
-        signed = None if self.signed_grants is None else self.signed_grants.get(member)
-        if signed is not None:
-            part["signed_grants"] = signed
+        part = self._part(member, perms)
         changes = {
             host: {member: {"state": state_json(state), **part}} for host, state in hosts.items()
         }
@@ -380,38 +387,34 @@ class Controller:
     async def submit(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
         submitted = self._files(args, perms)
-        # Evaluate before taking the lock, so a slow file delays only its own member;
-        # _submit reuses it unless the stored files or grants changed meanwhile.
+        # Evaluate before queueing (in the worker pool), so a slow file delays only its own
+        # member; the round reuses it unless the member's files or grants changed meanwhile.
         stored = self.stored_files(member.name)
         pre = (stored, perms, await self.evaluate(perms, stored, submitted))
-        return await self._serial(
-            self._submit, member.name, perms, submitted, progress, "submit", pre
-        )
+        return await self.rounds.submit(member.name, perms, submitted, progress, "submit", pre)
 
-    async def _submit(self, name, perms, submitted, progress, action, pre=None) -> dict[str, Any]:
-        stored = self.stored_files(name)
-        if pre is not None and pre[0] == stored and pre[1] == self._perms(name):
-            ev = pre[2]
-        else:
-            ev = await self.evaluate(perms, stored, submitted)
-        if ev.state is None:
-            for domain, text in submitted.items():
-                self.store.put_source(name, domain, text, accepted=False)
-            reasons = list(ev.refused) or ["the files do not type-check"]
-            self.store.audit(
-                name, action, {"domains": sorted(submitted), "refused": reasons[:20]}, "refused"
-            )
-            return {
-                "applied": False,
-                "hosts": {},
-                "refused": reasons,
-                "diagnostics": list(ev.diagnostics),
-                "plan": {},
-                "message": "refused: "
-                + (ev.refused[0] if ev.refused else f"{len(ev.diagnostics)} error(s)"),
-            }
-        changes, diff = self._changes(name, perms, split(ev.state, self.site))
-        result = await self.coordinator.apply(changes, progress)
+    def _evaluation_refused(self, name, submitted, ev: Evaluated, action) -> dict[str, Any]:
+        """Record and answer a submission whose files did not evaluate (or policy refused)."""
+        for domain, text in submitted.items():
+            self.store.put_source(name, domain, text, accepted=False)
+        reasons = list(ev.refused) or ["the files do not type-check"]
+        self.store.audit(
+            name, action, {"domains": sorted(submitted), "refused": reasons[:20]}, "refused"
+        )
+        return {
+            "applied": False,
+            "hosts": {},
+            "refused": reasons,
+            "diagnostics": list(ev.diagnostics),
+            "plan": {},
+            "message": "refused: "
+            + (ev.refused[0] if ev.refused else f"{len(ev.diagnostics)} error(s)"),
+        }
+
+    def _record_submit(
+        self, name, submitted, action, result: ApplyResult, diff, hosts, ev: Evaluated
+    ) -> dict[str, Any]:
+        """Store the versions and the audit line of an applied (or refused) submission."""
         versions = {}
         for domain, text in submitted.items():
             versions[domain] = self.store.put_source(
@@ -424,7 +427,7 @@ class Controller:
             {
                 "domains": sorted(submitted),
                 "versions": versions,
-                "hosts": sorted(changes),
+                "hosts": sorted(hosts),
                 "refused": list(result.refused)[:20],
             },
             outcome,
@@ -496,9 +499,7 @@ class Controller:
             )
         if not source.text:
             return await self.rmdom(member, {"domain": domain}, progress)
-        return await self._serial(
-            self._submit, member.name, perms, {domain: source.text}, progress, "undo"
-        )
+        return await self.rounds.submit(member.name, perms, {domain: source.text}, progress, "undo")
 
     async def rmdom(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)

@@ -181,6 +181,7 @@ class Store:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
+        self._depth = 0  # transactions open (batch() and the steps inside it)
 
     @classmethod
     def open(cls, state_dir: str | os.PathLike) -> Store:
@@ -211,13 +212,38 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        depth = self._depth
+        if depth:  # inside batch(): a savepoint, so a failing step still undoes only itself
+            name = f"step{depth}"
+            self._db.execute(f"SAVEPOINT {name}")
+            self._depth = depth + 1
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._depth = depth
+            self._db.execute(f"RELEASE {name}")
+            return
         self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield self._db
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._depth = 0
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the writes made inside into one transaction (one fsync): a group-commit
+        round records its members' versions and audit lines together."""
+        with self._tx():
+            yield
 
     # -- schema ---------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Every object here is a frozen attrs value. Collections are tuples, sorted where order
 carries no meaning, so that the same source and permissions always give an equal (and
-identically serialised) state. Every unit of configuration carries its ``owner``: the
+identically serialised) state. Each value caches its hash (computed once: the slave's
+render memos look up thousands of unchanged objects on every change). Every unit of configuration carries its ``owner``: the
 member whose submission produced it. The slave uses the owner to isolate one member's
 failure from the others and to re-check paths and users locally.
 
@@ -23,7 +24,7 @@ import attrs
 ROLES = ("dns", "web", "mail", "lists", "db")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Node:
     """One host of the site: its name, the roles it serves and its public address."""
 
@@ -33,7 +34,7 @@ class Node:
     ipv6: str | None = None
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Site:
     """Site-wide settings the evaluator needs: nodes, name servers and defaults."""
 
@@ -59,7 +60,7 @@ DEFAULT_SITE = Site(nodes=(Node(name="local", roles=ROLES, ipv4="127.0.0.1"),))
 # DNS
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Record:
     """One resource record. ``name`` is relative to the zone: "@" for the apex,
     otherwise one or more labels ("www", "_sip._tcp"). ``data`` depends on ``rtype``:
@@ -77,7 +78,7 @@ class Record:
     ttl: int | None = None
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Zone:
     """A DNS zone a member owns, with its records (sorted) and the DNS nodes serving it."""
 
@@ -92,7 +93,7 @@ class Zone:
 # Web
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Redirect:
     """Redirect requests for ``path`` (and below) to ``target`` with an HTTP status."""
 
@@ -101,7 +102,7 @@ class Redirect:
     status: int = 302
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Rewrite:
     """A mod_rewrite rule with optional conditions ((test string, pattern, flags), ...)."""
 
@@ -111,7 +112,7 @@ class Rewrite:
     conditions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class ProxyPass:
     """Reverse-proxy URL ``path`` to the member's own daemon at http://127.0.0.1:port/target."""
 
@@ -120,7 +121,7 @@ class ProxyPass:
     target: str = "/"
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class BasicAuth:
     """HTTP basic authentication with a member-owned htpasswd file."""
 
@@ -129,7 +130,7 @@ class BasicAuth:
     require: tuple[str, ...] = ("valid-user",)
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class WebSettings:
     """Settings that may appear on a vhost and inside location/directory blocks."""
 
@@ -146,7 +147,7 @@ class WebSettings:
 BLOCK_KINDS = ("location", "directory")
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Block:
     """A ``<Location>`` or ``<Directory>`` block: kind is "location" or "directory"."""
 
@@ -155,7 +156,7 @@ class Block:
     settings: WebSettings = WebSettings()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class TLS:
     """TLS for a vhost: member-owned certificate and key files (and optional chain)."""
 
@@ -164,7 +165,7 @@ class TLS:
     chain: str | None = None
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Vhost:
     """One virtual host: a host name served by the given web nodes."""
 
@@ -189,7 +190,7 @@ class Vhost:
 # Mail
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class Alias:
     """One mail routing rule of a domain.
 
@@ -201,7 +202,7 @@ class Alias:
     targets: tuple[str, ...]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class MailDomain:
     """Mail for a domain: handled locally (``handle="local"``) or relayed to ``relay_host``."""
 

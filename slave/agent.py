@@ -10,8 +10,10 @@ The ``db_*`` ops are not configuration and never touch the engine: they go to
 What the agent holds:
 
 - the host's full desired state (every member's part on this host), known per generation:
-  ``state_dir/agent/states/<N>.json`` (written atomically when generation N is staged, so
-  whichever generation the engine comes back with after a crash, its state is on disk);
+  ``state_dir/agent/states/<N>.json``, an index of one record per owner
+  (``domtool.slave.staterecords``: a one-owner change writes one small record), written
+  atomically when generation N is staged, so whichever generation the engine comes back
+  with after a crash, its state is on disk;
 - at most ONE pending transaction: a ``prepare`` stages generation N+1 through the engine
   and holds the engine's ``Prepared`` under the transaction id until ``commit`` or
   ``abort``, or until :attr:`Agent.prepare_timeout` seconds pass (then it is aborted).
@@ -28,7 +30,6 @@ one at a time under a lock.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,12 +44,13 @@ from domtool.model import DesiredState
 from domtool.slave import ops
 from domtool.slave.backend import Probe
 from domtool.slave.engine import EngineError, Prepared
-from domtool.slave.seams import FileSystem, RealFileSystem, atomic_write, makedirs
+from domtool.slave.holders import HolderIndex
+from domtool.slave.seams import RealFileSystem
+from domtool.slave.staterecords import StateRecords, compose_parts
 
 __all__ = ["Agent", "AgentError", "Failed", "Refused", "StateRecords", "by_owner", "compose"]
 
 DEFAULT_PREPARE_TIMEOUT = 60.0
-KEEP_STATES = 5
 
 log = Logger()
 
@@ -95,11 +97,13 @@ def by_owner(state: DesiredState) -> dict[str, DesiredState]:
 
 
 def compose(parts: Mapping[str, DesiredState]) -> DesiredState:
-    """The host's state made of every owner's part (normalised)."""
-    out = DesiredState()
-    for owner in sorted(parts):
-        out = out.merge(parts[owner])
-    return out.normalised()
+    """The host's state made of every owner's part (normalised): one concatenation and
+    one sort, not a merge per owner (that was quadratic at 10,000 owners)."""
+    return compose_parts(parts)
+
+
+def _nonempty(parts: Mapping[str, DesiredState]) -> dict[str, DesiredState]:
+    return {o: p for o, p in parts.items() if p != DesiredState()}
 
 
 def _restore(parts: dict[str, DesiredState], current: Mapping[str, DesiredState], owner: str):
@@ -110,84 +114,11 @@ def _restore(parts: dict[str, DesiredState], current: Mapping[str, DesiredState]
         parts.pop(owner, None)
 
 
-def _conflicts(
-    parts: Mapping[str, DesiredState],
-    changed: set[str],
-    current: Mapping[str, DesiredState] | None = None,
-) -> dict[str, list[str]]:
-    """For each changed owner, the names they claim that another owner holds too. The
-    owner who holds a name live (in ``current``) keeps it: only the others claiming it
-    are refused, even when the live holder's part is in the same prepare."""
-    live: dict[tuple[str, str], str] = {}
-    for part in (current or {}).values():
-        for key, holder in ops.holders(part).items():
-            live.setdefault(key, holder)
-    seen: dict[tuple[str, str], set[str]] = {}
-    for owner, part in parts.items():
-        for key in ops.holders(part):
-            seen.setdefault(key, set()).add(owner)
-    out: dict[str, list[str]] = {}
-    for (kind, name), owners in sorted(seen.items()):
-        if len(owners) > 1:
-            for o in sorted((owners & changed) - {live.get((kind, name))}):
-                others = ", ".join(sorted(owners - {o}))
-                out.setdefault(o, []).append(f"{o}: {kind} {name}: already held by {others}")
-    return out
-
-
 # ---------------------------------------------------------------------------
 # The state of each generation, on disk
 
 
-@attrs.define
-class StateRecords:
-    """The full desired state of each staged generation: ``<dir>/<N>.json``, written
-    atomically through the engine's file system seam (temporary file, fsync, rename,
-    fsync of the directory), so crash and disk-full tests cover it too."""
-
-    fs: FileSystem
-    directory: str
-
-    def path(self, generation: int) -> str:
-        return f"{self.directory}/{int(generation)}.json"
-
-    def write(self, generation: int, state: DesiredState) -> None:
-        makedirs(self.fs, self.directory)
-        data = json.dumps(
-            {"generation": generation, "state": model.to_json(state)},
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
-        atomic_write(self.fs, self.path(generation), data)
-
-    def read(self, generation: int) -> DesiredState | None:
-        """The state recorded for ``generation``, or None when there is none."""
-        try:
-            raw = self.fs.read(self.path(generation))
-        except FileNotFoundError:
-            return None
-        data = json.loads(raw)
-        state = model.from_json(data["state"])
-        if not isinstance(state, DesiredState) or data.get("generation") != generation:
-            raise ValueError(f"{self.path(generation)} is not the state of generation {generation}")
-        return state
-
-    def generations(self) -> list[int]:
-        try:
-            names = self.fs.listdir(self.directory)
-        except FileNotFoundError:
-            return []
-        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
-
-    def prune(self, keep: set[int], newest: int = KEEP_STATES) -> None:
-        """Remove records except ``keep`` and the ``newest`` highest generations."""
-        gens = self.generations()
-        for g in gens[:-newest] if newest else gens:
-            if g not in keep:
-                try:
-                    self.fs.remove(self.path(g))
-                except FileNotFoundError:
-                    pass
+# The records themselves live in ``domtool.slave.staterecords`` (one record per owner).
 
 
 # ---------------------------------------------------------------------------
@@ -216,6 +147,7 @@ class _Pending:
     answer: dict[str, Any]
     complete: bool = False
     timer: IDelayedCall | None = None
+    parts: dict[str, DesiredState] | None = None  # ``state`` by owner
 
 
 def _inline(fn: Callable, *args: Any) -> Any:
@@ -267,6 +199,8 @@ class Agent:
         self._last_commit: tuple[str, dict[str, Any]] | None = None
         self._state = DesiredState()
         self._state_known = True
+        self._holders = HolderIndex()  # the live names, per owner (clash checks)
+        self._split: tuple[DesiredState, dict[str, DesiredState]] | None = None
         self.OPS: dict[str, Callable[[Any], Any]] = {
             "prepare": self._prepare,
             "commit": self._commit,
@@ -297,6 +231,13 @@ class Agent:
             return await fn(*args)
         finally:
             self._lock.release()
+
+    def _current_parts(self) -> dict[str, DesiredState]:
+        """``by_owner(self.state)``, split once per state (10,000 domains: ~10 ms)."""
+        cached = self._split
+        if cached is None or cached[0] is not self._state:
+            cached = self._split = (self._state, by_owner(self._state))
+        return dict(cached[1])
 
     def _generation(self) -> int:
         return int(self.engine.current_generation())
@@ -364,7 +305,7 @@ class Agent:
                 "(every owner of this host, complete: true)",
             )
         base = self._generation()
-        current = by_owner(self._state)
+        current = self._current_parts()
         details: dict[str, list[str]] = {}
         parts = {o: p for o, p in current.items() if o in args.changes or not args.complete}
         removed = sorted(set(current) - set(parts))
@@ -378,7 +319,7 @@ class Agent:
             changed.add(owner)
             parts[owner] = snapped.get(owner, change.state)
         for _ in range(len(changed) + 1):
-            clashes = _conflicts(parts, changed, current)
+            clashes = self._holders.conflicts(parts, changed, current)
             if not clashes:
                 break
             for owner, problems in clashes.items():
@@ -408,7 +349,7 @@ class Agent:
         staged_state = compose(parts)
         if generation != base:
             try:
-                await self._blocking(self.records.write, generation, staged_state)
+                await self._blocking(self.records.write, generation, _nonempty(parts))
             except OSError as e:
                 await self._discard(prepared)
                 raise Failed(
@@ -437,6 +378,7 @@ class Agent:
             staged_state,
             answer,
             complete=args.complete and all(ok for ok, _m in verdicts.values()),
+            parts=_nonempty(parts),
         )
         pending.timer = self.clock.callLater(self.prepare_timeout, self._expire, args.txid)
         self._pending = pending
@@ -494,6 +436,7 @@ class Agent:
         self._pending = None
         try:
             outcome = await self._blocking(self.engine.commit, pending.prepared)
+            outcome, pending = await self._retry_without_culprits(pending, outcome)
         except EngineError as e:
             self._load()
             raise Failed(f"{self.host} could not commit {txid}: {e}") from None
@@ -503,6 +446,8 @@ class Agent:
         status = STATUSES.get(outcome.status, outcome.status)
         if status == "applied":
             self._state = pending.state
+            if pending.parts is not None:
+                self._split = (pending.state, pending.parts)
             self._state_known = True
         elif status == "unchanged" and pending.complete and not self._state_known:
             # A complete, fully accepted prepare that changed nothing: the live generation
@@ -545,6 +490,42 @@ class Agent:
         }
         self._last_commit = (txid, result)
         return result
+
+    async def _retry_without_culprits(self, pending: _Pending, outcome: Any) -> tuple:
+        """The engine's probe-failure retry (as ``Engine.apply``): when a commit rolled
+        back only because some changed owners' probes failed, those owners are refused
+        (they keep their live part) and the others' changes are prepared, recorded and
+        committed once more, so one zone that does not answer holds back nobody else."""
+        rolled = {o.owner for o in outcome.owners if o.status == "rolled back"}
+        culprits = dict(getattr(outcome, "culprits", None) or {})
+        if outcome.status != "rolled back" or not culprits or not set(culprits) < rolled:
+            return outcome, pending
+        refuse = {o: f"rolled back: {why}" for o, why in sorted(culprits.items())}
+        parts, current = by_owner(pending.state), by_owner(self._state)
+        for owner in culprits:
+            _restore(parts, current, owner)
+        prepared = await self._blocking(self.engine.prepare, pending.state, refuse)
+        if prepared.generation is not None:
+            try:
+                await self._blocking(self.records.write, prepared.generation, _nonempty(parts))
+            except OSError as e:
+                await self._discard(prepared)
+                log.error("could not record the state of the retry: {e}", e=e)
+                return outcome, pending
+        log.info(
+            "{txid}: probes of {owners} failed; committing the others again",
+            txid=pending.txid,
+            owners=", ".join(sorted(culprits)),
+        )
+        again = await self._blocking(self.engine.commit, prepared)
+        retried = attrs.evolve(
+            pending,
+            prepared=prepared,
+            generation=prepared.generation or pending.generation,
+            state=compose(parts),
+            parts=_nonempty(parts),
+        )
+        return again, retried
 
     async def _abort(self, args: ops.TxArgs) -> dict[str, Any]:
         return await self._locked(self._do_abort, args.txid)

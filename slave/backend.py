@@ -18,6 +18,24 @@ The daemon's own top-level config (written once by the site setup, not by member
 includes ``state_dir/current/<backend>/<index file>``; the index names unit files by
 absolute path under ``state_dir/units``. A generation therefore costs one small index
 rewrite plus only the units that changed.
+
+Live files (optional). A daemon that treats a unit whose path changed as a new one (BIND
+drops and re-adds a zone whose file moved: it answers SERVFAIL meanwhile) can have each
+unit at a stable path: a backend whose units carry a ``live`` name and which sets
+``live_files = True`` gets ``index(paths, live=...)`` with each such unit's stable path
+``state_dir/live/<backend>/<live>`` (what the daemon's index names) beside its content
+path (what a checker of the staged generation reads). The engine keeps each live file a
+copy of the live generation's unit (written after the switch, put back on a rollback,
+repaired by ``recover()``). A backend that also names ``live_index_files`` (the index
+files the daemon reads) and ``reload_units(keys)`` is reloaded narrowly: when those index
+files are unchanged and every changed unit has a live file, only the changed units are
+reloaded (``rndc reload ZONE``) and the whole-config check is skipped (each changed unit
+passed its own check).
+
+A backend whose whole check validates every unit as its unit checks would
+(``check_all_covers_units``: BIND's ``named-checkconf -z``) has more than a few changed
+units checked by that one whole check instead of one checker each; that whole check then
+always runs, and a culprit is found by the engine's bisection.
 """
 
 from __future__ import annotations
@@ -55,6 +73,10 @@ class Unit:
     ext: str
     content: bytes
     checks: tuple[Command, ...] = ()
+    # A stable file name for this unit (``state_dir/live/<backend>/<live>``), for daemons
+    # that must read a changed unit at the same path (see "Live files" below); None: the
+    # daemon reads the content-addressed unit file.
+    live: str | None = None
 
 
 @attrs.frozen

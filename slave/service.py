@@ -201,6 +201,10 @@ def build_engine(config: SlaveConfig) -> Any:
         seams.SubprocessRunner(),
         seams.RealClock(),
         probes.RealProber(),
+        # rndc reload ZONE queues the load: ask again soon rather than every 0.1 s
+        probe_interval=0.02,
+        check_workers=2,  # per-unit checkers (named-checkzone) two at a time
+        probe_workers=16,  # a round of many new zones and vhosts probes them together
     )
 
 

@@ -88,6 +88,7 @@ __all__ = [
 
 INDEX_FILE = "zones.conf"
 CHECK_FILE = "check.conf"
+NARROW_RELOADS = 16  # more changed zones than this: one whole-server rndc reload
 RTYPES = ("A", "AAAA", "CNAME", "MX", "NS", "TXT", "SRV", "CAA")
 _SAFE_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,4095}")
 _SOA_LINE = re.compile(rb"^\S+\t\d+\tIN\tSOA\t\S+ \S+ (\d+) ", re.MULTILINE)
@@ -520,13 +521,17 @@ class BindBackend:
 
     config: BindConfig
     name: str = "bind"
-    # zone name -> (serial, changed) of the latest units() call; only probes() reads it.
-    _serials: dict[str, tuple[int, bool]] = attrs.field(
+    # zone name -> (serial, or the unchanged unit's content, changed) of the latest
+    # units() call; only probes() reads it.
+    _serials: dict[str, tuple[int | bytes | None, bool]] = attrs.field(
         factory=dict, init=False, eq=False, repr=False
     )
     # zone -> its unit, from the latest render: an unchanged zone whose live unit is that
     # unit is not rendered again (a one-zone change costs a lookup per unrelated zone).
     _memo: dict[Zone, Unit] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    # (unit key, path) -> its checked zone statement: the index of 10,000 zones is written
+    # on every change, but only a changed zone's statement is built again.
+    _statements: dict = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def _zones(self, state: DesiredState) -> list[Zone]:
         node = self.config.node
@@ -552,14 +557,17 @@ class BindBackend:
         if self.config.unit_checks:
             argv = self.config.checkzone_argv(r.origin, "{path}")
             checks = (Command(argv, timeout=self.config.check_timeout),)
+        live = f"{r.origin}.zone"
         prev_serial = serial_of(previous.content) if previous is not None else None
         if prev_serial is not None:
             same = f"{head}{prev_serial}{tail}".encode()
             if same == previous.content:
-                unit = Unit(key, zone.owner, "zone", previous.content, checks)
+                unit = Unit(key, zone.owner, "zone", previous.content, checks, live)
                 return previous if unit == previous else unit
         content = f"{head}{next_serial(prev_serial, now)}{tail}".encode()
-        return Unit(key=key, owner=zone.owner, ext="zone", content=content, checks=checks)
+        return Unit(
+            key=key, owner=zone.owner, ext="zone", content=content, checks=checks, live=live
+        )
 
     def render(
         self, state: DesiredState, previous: Mapping[str, Unit], now: int
@@ -607,27 +615,53 @@ class BindBackend:
             raise RenderRefused(errors)
         self._serials.clear()
         for u in units:
+            prev = previous.get(u.key)
+            if prev is not None and prev.content == u.content:
+                # unchanged: not probed for a serial (no regex over 10,000 zones per change)
+                self._serials[u.key.split(":", 1)[1]] = (u.content, False)
+                continue
             serial = serial_of(u.content)
             if serial is not None:
-                changed = previous.get(u.key) is None or previous[u.key].content != u.content
-                self._serials[u.key.split(":", 1)[1]] = (serial, changed)
+                self._serials[u.key.split(":", 1)[1]] = (serial, True)
         return units
 
     def _zone_statements(self, units: Mapping[str, PurePosixPath]) -> list[str]:
         lines = []
+        known = self._statements
         for key in sorted(units):
-            kind, _, zone = key.partition(":")
-            if kind != "zone":
-                raise ValueError(f"not a zone unit key: {key!r}")
-            name = V.check_domain(zone)
-            path = _conf_path(str(units[key]))
-            lines.append(f'zone "{name}" {{ type primary; file "{path}"; }};')
+            path = units[key]
+            line = known.get((key, path))
+            if line is None:
+                kind, _, zone = key.partition(":")
+                if kind != "zone":
+                    raise ValueError(f"not a zone unit key: {key!r}")
+                name = V.check_domain(zone)
+                line = f'zone "{name}" {{ type primary; file "{_conf_path(str(path))}"; }};'
+                if len(known) > 4 * len(units) + 1000:  # drop what no generation names now
+                    known.clear()
+                known[(key, path)] = line
+            lines.append(line)
         return lines
 
-    def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
-        """``zones.conf`` (one zone statement per unit, sorted) and ``check.conf``
-        (the site's base config plus the same statements, for :meth:`check_all`)."""
-        zones = self._zone_statements(units)
+    # The engine keeps each zone at a stable path (``state_dir/live/bind/ZONE.zone``), so a
+    # changed zone is reloaded in place (never dropped and re-added: no SERVFAIL), and a
+    # change of zone contents only is ``rndc reload ZONE`` without the whole-config check.
+    live_files = True
+    live_index_files = (INDEX_FILE,)
+
+    @property
+    def check_all_covers_units(self) -> bool:
+        """``named-checkconf -z`` loads every zone: it checks what named-checkzone would."""
+        return self.config.check_zones
+
+    def index(
+        self, units: Mapping[str, PurePosixPath], live: Mapping[str, PurePosixPath] | None = None
+    ) -> dict[str, bytes]:
+        """``zones.conf`` (one zone statement per unit, sorted; each zone at its stable
+        ``live`` path when given) and ``check.conf`` (the site's base config plus the
+        statements naming the staged unit files, for :meth:`check_all`)."""
+        zones = self._zone_statements({k: (live or {}).get(k, p) for k, p in units.items()})
+        checked = self._zone_statements(units) if live else zones
         head = "# domtool: the zones of this generation. Generated; do not edit.\n"
         body = "".join(z + "\n" for z in zones)
         check = (
@@ -635,7 +669,8 @@ class BindBackend:
             "# named-checkconf only.\n"
             f'include "{_conf_path(self.config.base_config)}";\n'
         )
-        return {INDEX_FILE: (head + body).encode(), CHECK_FILE: (check + body).encode()}
+        checked_body = "".join(z + "\n" for z in checked)
+        return {INDEX_FILE: (head + body).encode(), CHECK_FILE: (check + checked_body).encode()}
 
     def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
         """``named-checkconf [-z]`` over the staged ``check.conf``."""
@@ -647,6 +682,15 @@ class BindBackend:
         zone whose file changed."""
         return (Command(self.config.rndc_argv("reload"), timeout=self.config.check_timeout),)
 
+    def reload_units(self, keys: Iterable[str]) -> tuple[Command, ...]:
+        """``rndc reload ZONE`` for each changed zone (the zone set and zones.conf are
+        the same); more than :data:`NARROW_RELOADS` zones: one ``rndc reload``."""
+        zones = [V.check_domain(k.partition(":")[2]) for k in sorted(keys)]
+        if len(zones) > NARROW_RELOADS:
+            return self.reload()
+        t = self.config.check_timeout
+        return tuple(Command(self.config.rndc_argv("reload", z), timeout=t) for z in zones)
+
     def probes(self, state: DesiredState) -> list[Probe]:
         """SOA queries expecting the serials of the latest :meth:`units` call.
 
@@ -655,13 +699,15 @@ class BindBackend:
         reload of an unverified generation), the first zone is probed to show named
         answers. Zones :meth:`units` did not render are probed without a serial."""
         c = self.config
-        zones = sorted(self._zones(state), key=lambda z: str(z.name))
+        zones = self._zones(state)
         picked = [z for z in zones if self._serials.get(str(z.name).lower(), (0, True))[1]]
-        if not picked:
-            picked = zones[:1]
+        if not picked and zones:
+            picked = [min(zones, key=lambda z: str(z.name))]
         out = []
-        for z in picked:
+        for z in sorted(picked, key=lambda z: str(z.name)):
             name = str(z.name).lower()
             serial = self._serials.get(name, (None, True))[0]
+            if isinstance(serial, bytes):
+                serial = serial_of(serial)
             out.append(Probe("dns", (c.address, c.port, name, "SOA", serial), z.owner))
         return out

@@ -1,0 +1,102 @@
+"""Who holds each served name on this host, kept up to date per owner, so that a prepare
+checks only the changed owners' names for clashes (not every name of 10,000 domains).
+
+``HolderIndex.conflicts(parts, changed, current)`` answers exactly what the agent's
+original scan over every owner's part did: for each changed owner, the names it claims
+that another owner in ``parts`` claims too; the owner who holds a name live (in
+``current``) keeps it, only the others claiming it are refused. The index of the live
+names is updated per owner: an owner whose part is the same as last time (the same unit
+objects) costs one comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from domtool.model import DesiredState
+from domtool.slave import ops
+
+Key = tuple[str, str]
+
+
+class HolderIndex:
+    """The live names by owner and by name (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, tuple[DesiredState, frozenset[Key]]] = {}
+        self._by_key: dict[Key, set[str]] = {}
+        self._keys: dict[int, tuple[DesiredState, frozenset[Key]]] = {}
+
+    def keys_of(self, part: DesiredState) -> frozenset[Key]:
+        """The names one part holds (remembered per part object)."""
+        hit = self._keys.get(id(part))
+        if hit is not None and hit[0] is part:
+            return hit[1]
+        keys = frozenset(ops.holders(part))
+        if len(self._keys) > 4 * len(self._parts) + 1000:
+            self._keys = {id(p): (p, k) for p, k in self._parts.values()}
+        self._keys[id(part)] = (part, keys)
+        return keys
+
+    def _sync(self, current: Mapping[str, DesiredState]) -> None:
+        for owner in [o for o in self._parts if o not in current]:
+            self._drop(owner)
+        for owner, part in current.items():
+            known = self._parts.get(owner)
+            if known is not None and (known[0] is part or known[0] == part):
+                # (equal parts share their unit objects: the comparison is by identity)
+                continue
+            if known is not None:
+                self._drop(owner)
+            keys = self.keys_of(part)
+            self._parts[owner] = (part, keys)
+            for key in keys:
+                self._by_key.setdefault(key, set()).add(owner)
+
+    def _drop(self, owner: str) -> None:
+        _part, keys = self._parts.pop(owner)
+        for key in keys:
+            holders = self._by_key.get(key)
+            if holders is not None:
+                holders.discard(owner)
+                if not holders:
+                    del self._by_key[key]
+
+    def conflicts(
+        self,
+        parts: Mapping[str, DesiredState],
+        changed: set[str],
+        current: Mapping[str, DesiredState] | None = None,
+    ) -> dict[str, list[str]]:
+        current = current or {}
+        self._sync(current)
+        order = {o: i for i, o in enumerate(current)}
+        claims: dict[Key, set[str]] = {}
+        for owner in changed:
+            if owner in parts:
+                for key in self.keys_of(parts[owner]):
+                    claims.setdefault(key, set()).add(owner)
+        out: dict[str, list[str]] = {}
+        for key in sorted(claims):
+            live = self._by_key.get(key, set())
+            # Unchanged owners still in ``parts`` with their live part claim it too.
+            owners = set(claims[key])
+            owners |= {
+                o for o in live if o not in changed and o in parts and parts[o] is current[o]
+            }
+            owners |= {
+                o
+                for o in live
+                if o not in changed
+                and o in parts
+                and parts[o] is not current[o]
+                and key in self.keys_of(parts[o])
+            }
+            if len(owners) < 2:
+                continue
+            holder = min(live, key=order.__getitem__) if live else None
+            kind, name = key
+            for o in sorted((owners & changed) - {holder}):
+                others = ", ".join(sorted(owners - {o}))
+                out.setdefault(o, []).append(f"{o}: {kind} {name}: already held by {others}")
+        return out
