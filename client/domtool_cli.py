@@ -19,6 +19,7 @@ configuration is ``--config PATH`` or ``~/.domtool/client.toml``, see
     domtool vmail add|passwd|rm|list ...  virtual mailboxes (``domtool.client.vmail_cli``)
     domtool db ACTION ...         your databases: create, drop, list, passwd, grant
                                   (``domtool.client.db_cli``)
+    domtool list rm ADDRESS [--doit]  delete a mailing list out of your config from Mailman
 
 ``domtool -tc`` without ``--perms`` checks with your permissions as the dispatcher holds
 them when a client configuration exists, else with none. Every command takes ``--json``.
@@ -39,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domtool.client import logs_cli
+from domtool.client import list_cli, logs_cli
 
 if TYPE_CHECKING:
     from domtool.perms import Permissions
@@ -427,6 +428,7 @@ def render_describe(result) -> str:
                 zones=tuple(from_json(z) for z in h.get("zones") or ()),
                 vhosts=tuple(from_json(v) for v in h.get("vhosts") or ()),
                 mail=tuple(from_json(m) for m in h.get("mail") or ()),
+                lists=tuple(from_json(d) for d in h.get("lists") or ()),
             )
             text = format_state(state)
         except (ValueError, TypeError):
@@ -583,6 +585,7 @@ COMMANDS = {
     "vmail": ("add, re-password, remove or list your virtual mailboxes", _cmd_vmail),
     "db": ("your PostgreSQL and MariaDB databases: create, drop, list, passwd, grant", None),
     "logs": (logs_cli.HELP, logs_cli.cmd_logs),
+    "list": (list_cli.HELP, lambda args: list_cli.run(args)),
 }
 
 
@@ -598,6 +601,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
     _common(p)
     if name == "plan":
         p.add_argument("files", nargs="+", metavar="FILE")
+    elif name == "list":
+        list_cli.add_arguments(p)
     elif name in ("describe", "history", "undo", "rmdom"):
         p.add_argument("domain", metavar="DOMAIN")
         if name == "undo":

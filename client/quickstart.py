@@ -39,12 +39,16 @@ keeps running until SIGTERM or SIGINT and writes ``DIR/endpoints.json``::
      "postgres": "127.0.0.1:P", "mysql": "127.0.0.1:P",
      "client_config": "/abs/DIR/alice/client.toml",
      "admin_config": "/abs/DIR/admin/client.toml", "pids": {"named": N, ...},
-     "smtp": "127.0.0.1:P", "imap": "127.0.0.1:P", "vmail_root": "/abs/DIR/mail/vmail"}
+     "smtp": "127.0.0.1:P", "imap": "127.0.0.1:P", "vmail_root": "/abs/DIR/mail/vmail",
+     "mailman_rest": "http://USER:PASS@127.0.0.1:P/3.1"}
 
 Mail (as root, with Exim and Courier installed): ``DIR/mail`` holds a real Exim and
 Courier imapd on loopback (``domtool.client.quickmail``); after the submit, the site makes
 alice's mailbox alice@example.org (the ``vmail`` operation), sends to two of example.net's
 aliases over SMTP and reads one back over IMAP; the summary shows it.
+
+With Mailman 3 installed, a Mailman core runs too and alice's list team@lists.example.org
+is submitted with her examples (``domtool.client.quickstart_lists``).
 
 A re-run replaces a directory an earlier quickstart made (it holds ``quickstart.json``);
 it refuses any other non-empty directory.
@@ -67,7 +71,7 @@ import attrs
 
 from domtool.client import config as client_config
 from domtool.client import localdaemons as L
-from domtool.client import localdb
+from domtool.client import localdb, quickstart_lists
 
 SITE = "coop.example"
 DISPATCHER = "dispatcher.coop.example"
@@ -130,6 +134,7 @@ class LocalSite:
     member_config: Path | None = None
     bind_config: object = None
     apache_config: object = None
+    mailman: object = None  # domtool.client.mailman_daemon.MailmanSite when Mailman runs
     submitted: object = None
     db_servers: dict = attrs.field(factory=dict)  # kind -> localdb.Postgres / MariaDB
     database: object = None  # the answer to alice's db_create
@@ -228,6 +233,7 @@ class LocalSite:
             raise SiteError("neither named nor apache2 is installed (run scripts/setup as root)")
         L.bootstrap_state(self.state_dir, indexes)
         current = self.state_dir / "current"
+        quickstart_lists.start_mailman(self)  # it starts slowly: waited for below
         if have_named:
             self.ports["dns"] = L.free_port(udp=True)
             self.ports["rndc"] = L.free_port()
@@ -262,6 +268,7 @@ class LocalSite:
         else:
             self.progress.note(why)
         self.start_databases()
+        quickstart_lists.wait_mailman(self)  # started first: it boots while the others do
 
     def start_databases(self) -> None:
         """PostgreSQL and MariaDB, whichever is installed, under DIR/postgres, DIR/mariadb.
@@ -305,6 +312,7 @@ class LocalSite:
             from domtool.client import quickmail
 
             text += "\n".join(quickmail.slave_lines(self.mail["exim"])) + "\n"
+        text += quickstart_lists.slave_backend(self)
         path = self.root / "slave" / "slave.toml"
         _write(path, text.encode())
         argv = console_script("domtool-slave", "domtool.slave.service") + ["--config", str(path)]
@@ -392,6 +400,7 @@ class LocalSite:
         files = []
         for p in sorted((examples_dir() / "alice").iterdir()):
             files.append({"name": p.name, "text": p.read_text(encoding="utf-8")})
+        files += quickstart_lists.files(self)
         self.progress.note("submitting " + ", ".join(f["name"] for f in files) + " as alice")
         member = client_config.load(self.member_config)
         self.submitted = call(member, "submit", {"files": files}, self._progress_frame)
@@ -421,7 +430,7 @@ class LocalSite:
         perms = parse_perms((ex / "alice.perms").read_text(), MEMBER)
         sources = [(p.name, p.read_text()) for p in sorted((ex / "alice").iterdir())]
         state = check_source(sources, perms).state
-        out: dict = {"dns": {}, "http": {}}
+        out: dict = {"dns": {}, "http": {}, "lists": quickstart_lists.served(self)}
         if state is None:
             return out
         if "dns" in self.ports:
@@ -458,6 +467,7 @@ class LocalSite:
             "admin_config": str(self.admin_config.resolve()) if self.admin_config else None,
             "pids": {d.name: d.pid for d in self.daemons},
             **_mail_endpoints(self),
+            **quickstart_lists.endpoints(self),
         }
 
     # -- stopping ---------------------------------------------------------------------
@@ -645,6 +655,7 @@ def report(site: LocalSite, served: dict) -> str:
     from domtool.client import quickmail
 
     lines += quickmail.report_lines(site, site.mail_demo)
+    lines += quickstart_lists.report(site, served)
     if site.database is not None:
         d = site.database
         lines.append(f"== alice's databases (domtool db list): {d['kind']} {d['name']}")

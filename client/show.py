@@ -46,6 +46,10 @@ def format_state(state: DesiredState) -> str:
             src = f"{a.source[1]}@{m.name}" if kind == "user" else f"({kind})"
             dst = ", ".join(a.targets) if a.targets else "(dropped)"
             out.append(f"  {src} -> {dst}")
+    for d in state.lists:
+        out.append(f"lists {d.name}  (owner {d.owner}; web {d.web_host}; on {', '.join(d.nodes)})")
+        for ml in d.lists:
+            out.append(f"  {ml.name}@{d.name}  owners {', '.join(ml.owners)}")
     if not out:
         out.append("(nothing)")
     return "\n".join(out)

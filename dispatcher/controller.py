@@ -30,6 +30,7 @@ file, so ``regen`` does not bring it back.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -39,7 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from domtool import wire
-from domtool.dispatcher import ca
+from domtool.dispatcher import ca, list_ops
 from domtool.dispatcher.apply import ApplyResult, Coordinator
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.links import LinkError, RemoteError
@@ -58,6 +59,7 @@ from domtool.dispatcher.store import Store, StoreError
 from domtool.lang import api
 from domtool.model import DesiredState, Site
 from domtool.perms import Permissions
+from domtool.policies import lists as list_policy
 from domtool.policies import quotas, reserved
 
 log = Logger()
@@ -115,6 +117,11 @@ def ownership_problems(state: DesiredState, perms: Permissions) -> list[str]:
         mine(f"mail domain {m.name}", m.owner)
         if not perms.owns_domain(m.name):
             out.append(f"mail domain {m.name}: {me} does not own this domain")
+    for d in state.lists:
+        mine(f"list domain {d.name}", d.owner)
+        for name in (d.name, d.web_host):
+            if not perms.owns_domain(name):
+                out.append(f"list domain {d.name}: {me} does not own the domain of {name}")
     return out
 
 
@@ -200,6 +207,7 @@ class Controller:
             "undo": self.undo,
             "rmdom": self.rmdom,
             "vmail": self.vmail,
+            "list_rm": functools.partial(list_ops.list_rm, self),
         }
         self.admin_ops: dict[str, Callable] = {
             "adduser": self.adduser,
@@ -330,6 +338,9 @@ class Controller:
         refused = ownership_problems(state, perms)
         refused += reserved.check(perms.user, state, self.site_domains)
         refused += quotas.check(perms.user, state, self._limits(perms.user))
+        if state.lists:
+            others = list_ops.others_deployed(self.store, perms.user, state)
+            refused += list_policy.check(perms.user, state, others)
         return Evaluated(None if refused else state, (), tuple(refused))
 
     def _part(self, member: str, perms: Permissions) -> dict[str, Any]:

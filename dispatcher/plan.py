@@ -16,7 +16,12 @@ import attrs
 from domtool import model
 from domtool.model import DesiredState, Site
 
-KINDS = (("zone", "zones", "name"), ("vhost", "vhosts", "fqdn"), ("mail", "mail", "name"))
+KINDS = (
+    ("zone", "zones", "name"),
+    ("vhost", "vhosts", "fqdn"),
+    ("mail", "mail", "name"),
+    ("lists", "lists", "name"),
+)
 
 
 @attrs.frozen
@@ -106,6 +111,7 @@ def without_domain(state: DesiredState, domain: str) -> DesiredState:
             v for v in state.vhosts if not (under(v.fqdn, domain) or under(v.domain, domain))
         ),
         mail=tuple(m for m in state.mail if not under(m.name, domain)),
+        lists=tuple(d for d in state.lists if not under(d.name, domain)),
     )
 
 

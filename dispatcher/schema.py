@@ -95,6 +95,10 @@ KINDS: dict[str, dict[str, Field]] = {
     "undo": {"domain": DOMAIN_FIELD, "version": Field("int", minimum=1, maximum=2**31 - 1)},
     "rmdom": {"domain": DOMAIN_FIELD},
     "vmail": {},  # filled in below from domtool.dispatcher.vmail.ARGS
+    "list_rm": {
+        "list": _str(320, pattern=re.compile(r"[A-Za-z0-9._-]{1,64}@[A-Za-z0-9.-]{1,253}")),
+        "doit": Field("bool", required=False),
+    },
     # databases (domtool.dispatcher.databases). Names are only size-limited here so that
     # the grammar's own message (domtool.dbnames) reaches the member.
     "db_create": {"kind": DB_KIND, "name": DB_NAME},

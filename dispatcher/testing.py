@@ -29,7 +29,7 @@ from domtool.model import DesiredState
 
 def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
     parts: dict[str, DesiredState] = {}
-    for field in ("zones", "vhosts", "mail"):
+    for field in ("zones", "vhosts", "mail", "lists"):
         for unit in getattr(state, field):
             part = parts.get(unit.owner, DesiredState())
             parts[unit.owner] = attrs.evolve(part, **{field: getattr(part, field) + (unit,)})
@@ -89,7 +89,10 @@ class FakeSlave:
         for owner, change in args["changes"].items():
             new = model.from_json(change["state"])
             wrong = [
-                u for f in ("zones", "vhosts", "mail") for u in getattr(new, f) if u.owner != owner
+                u
+                for f in ("zones", "vhosts", "mail", "lists")
+                for u in getattr(new, f)
+                if u.owner != owner
             ]
             if owner in self.refuse:
                 owners[owner] = {"ok": False, "message": self.refuse[owner]}
@@ -213,6 +216,7 @@ class FakeSlave:
             "zones": [model.to_json(z) for z in s.zones if under(z.name)],
             "vhosts": [model.to_json(v) for v in s.vhosts if under(v.fqdn)],
             "mail": [model.to_json(m) for m in s.mail if under(m.name)],
+            "lists": [model.to_json(x) for x in s.lists if under(x.name)],
         }
 
 

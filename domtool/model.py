@@ -218,6 +218,32 @@ class MailDomain:
 
 
 # ---------------------------------------------------------------------------
+# Mailing lists (Mailman 3)
+
+
+@attrs.frozen
+class MailingList:
+    """One Mailman list, ``name@`` its domain, and its owners' addresses (sorted)."""
+
+    name: str
+    owners: tuple[str, ...]
+
+
+@attrs.frozen
+class ListDomain:
+    """A domain's Mailman lists: Mailman answers for ``name`` (lists are NAME@name) on the
+    list ``nodes``, its web interface is ``web_host``; ``lists`` sorted by name. The
+    domain's ``mail_nodes`` (its Exim hosts) get it too, to route list mail to Mailman."""
+
+    name: str
+    owner: str
+    nodes: tuple[str, ...]
+    web_host: str
+    lists: tuple[MailingList, ...] = ()
+    mail_nodes: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------
 # The whole state
 
 
@@ -228,6 +254,7 @@ class DesiredState:
     zones: tuple[Zone, ...] = ()
     vhosts: tuple[Vhost, ...] = ()
     mail: tuple[MailDomain, ...] = ()
+    lists: tuple[ListDomain, ...] = ()
 
     def normalised(self) -> DesiredState:
         """Sort every collection so equal content gives an equal value."""
@@ -235,6 +262,7 @@ class DesiredState:
             zones=tuple(sorted(self.zones, key=lambda z: z.name)),
             vhosts=tuple(sorted(self.vhosts, key=lambda v: (v.fqdn, v.nodes))),
             mail=tuple(sorted(self.mail, key=lambda m: m.name)),
+            lists=tuple(sorted(self.lists, key=lambda d: d.name)),
         )
 
     def merge(self, other: DesiredState) -> DesiredState:
@@ -242,6 +270,7 @@ class DesiredState:
             zones=self.zones + other.zones,
             vhosts=self.vhosts + other.vhosts,
             mail=self.mail + other.mail,
+            lists=self.lists + other.lists,
         ).normalised()
 
     def for_node(self, node: str) -> DesiredState:
@@ -250,6 +279,7 @@ class DesiredState:
             zones=tuple(z for z in self.zones if node in z.nodes),
             vhosts=tuple(v for v in self.vhosts if node in v.nodes),
             mail=tuple(m for m in self.mail if node in m.nodes),
+            lists=tuple(d for d in self.lists if node in d.nodes or node in d.mail_nodes),
         )
 
 
@@ -273,6 +303,8 @@ _CLASSES = {
         Vhost,
         Alias,
         MailDomain,
+        MailingList,
+        ListDomain,
         DesiredState,
     )
 }

@@ -326,6 +326,57 @@ def check_email(value: Any) -> str:
     return f"{local}@{domain}"
 
 
+# Mailman 3 list names: Mailman's own rules (``mailman.app.lifecycle.create_list``: a valid
+# address local part whose characters are in ``[mailman] listname_chars``, by default
+# ``[-_.0-9a-z]``; Mailman lower-cases names), plus ours: no name that ends in one of the
+# list's own address suffixes (``team-request`` would be list team's request address), and
+# none of the mail system's reserved local parts.
+LIST_SUFFIXES = (
+    "bounces",
+    "confirm",
+    "join",
+    "leave",
+    "owner",
+    "request",
+    "subscribe",
+    "unsubscribe",
+)
+RESERVED_LIST_NAMES = frozenset(
+    {"postmaster", "abuse", "mailer-daemon", "hostmaster", "webmaster", "root", "mailman"}
+)
+_LIST_CHAR = re.compile(r"[a-z0-9._-]")
+
+
+def check_list_name(value: Any) -> str:
+    """A Mailman list name (the part before '@'): letters, digits and '.', '_', '-', 1-64
+    characters, starting with a letter or digit, not ending with '.', no '..'; lower-cased;
+    not ending in ``-request``, ``-owner``... and not a reserved mail name."""
+    kind = "a mailing list name"
+    value = _need_str(kind, value)
+    if value == "":
+        raise Invalid(kind, value, "it is empty")
+    if len(value) > 64:
+        raise Invalid(kind, value, "it is longer than 64 characters")
+    low = value.lower()
+    if not all(_LIST_CHAR.match(ch) for ch in low):
+        raise Invalid(
+            kind,
+            value,
+            "only letters, digits and '.', '_', '-' are allowed (Mailman's listname_chars); "
+            f"found {_describe_bad_char(low, _LIST_CHAR)}",
+        )
+    if not low[0].isalnum() or low.endswith(".") or ".." in low:
+        raise Invalid(
+            kind, value, "it must start with a letter or digit, not end with '.', no '..'"
+        )
+    for suffix in LIST_SUFFIXES:
+        if low.endswith("-" + suffix):
+            raise Invalid(kind, value, f"it ends in '-{suffix}', one of a list's own addresses")
+    if low in RESERVED_LIST_NAMES:
+        raise Invalid(kind, value, "it is reserved for the mail system")
+    return low
+
+
 # ---------------------------------------------------------------------------
 # Numbers
 
@@ -829,6 +880,7 @@ KINDS: dict[str, Callable[[Any], Any]] = {
     "ip": check_ip,
     "email": check_email,
     "email_user": check_email_user,
+    "list_name": check_list_name,
     "port": check_port,
     "member_port": check_member_port,
     "unix_name": check_unix_name,
@@ -889,6 +941,7 @@ is_ipv6 = _make_is(check_ipv6)
 is_ip = _make_is(check_ip)
 is_email = _make_is(check_email)
 is_email_user = _make_is(check_email_user)
+is_list_name = _make_is(check_list_name)
 is_port = _make_is(check_port)
 is_member_port = _make_is(check_member_port)
 is_unix_name = _make_is(check_unix_name)

@@ -36,6 +36,8 @@ MEMBER_OPS = frozenset(
     | {"vmail"}
     # databases (domtool.dispatcher.databases)
     | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
+    # mailing lists (domtool.dispatcher.list_ops)
+    | {"list_rm"}
 )
 # What an admin may ask in addition.
 ADMIN_OPS = frozenset(
@@ -64,6 +66,8 @@ SLAVE_OPS = frozenset(
     | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
     # virtual mailboxes (domtool.slave.vmail)
     | {"vmail"}
+    # mailing lists: removing one (domtool.slave.mailman_ops)
+    | {"list_remove"}
 )
 
 ERROR_KINDS = frozenset(

@@ -4,10 +4,10 @@ have (pure).
 The site sets defaults (``DEFAULTS``, overridden by the dispatcher's configuration); an
 admin may override any of them per member (``set_quota``, held in the store). A
 submission whose resulting state exceeds a limit is refused with one message per
-exceeded resource. Mailboxes and lists are not in the model yet: their usage counts zero
-until their units land. Databases are not configuration: ``usage`` counts zero for them and
-the dispatcher counts them as the database host reports them, at ``db create``
-(``domtool.dispatcher.databases``).
+exceeded resource. A list is one mailing list (``ListDomain.lists``). Mailboxes are not
+in the model yet: their usage counts zero until their units land. Databases are not
+configuration: ``usage`` counts zero for them and the dispatcher counts them as the
+database host reports them, at ``db create`` (``domtool.dispatcher.databases``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def usage(state: DesiredState) -> dict[str, int]:
         "domains": len(domains),
         "vhosts": len({v.fqdn for v in state.vhosts}),
         "mailboxes": 0,
-        "lists": 0,
+        "lists": sum(len(d.lists) for d in state.lists),
         "databases": 0,
     }
 

@@ -29,6 +29,7 @@ def names_of(state: DesiredState) -> list[tuple[str, str]]:
     out += [("vhost", v.fqdn) for v in state.vhosts]
     out += [("vhost alias", a) for v in state.vhosts for a in v.aliases]
     out += [("mail domain", m.name) for m in state.mail]
+    out += [("list host", n) for d in state.lists for n in (d.name, d.web_host)]
     return out
 
 

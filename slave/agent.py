@@ -84,15 +84,13 @@ class Failed(AgentError):
 
 def by_owner(state: DesiredState) -> dict[str, DesiredState]:
     """Split a host's state into each owner's part."""
+    fields = [f.name for f in attrs.fields(DesiredState)]
     parts: dict[str, dict[str, list]] = {}
-    for field in ("zones", "vhosts", "mail"):
+    for field in fields:
         for unit in getattr(state, field):
-            parts.setdefault(unit.owner, {"zones": [], "vhosts": [], "mail": []})[field].append(
-                unit
-            )
+            parts.setdefault(unit.owner, {f: [] for f in fields})[field].append(unit)
     return {
-        o: DesiredState(zones=tuple(p["zones"]), vhosts=tuple(p["vhosts"]), mail=tuple(p["mail"]))
-        for o, p in parts.items()
+        o: DesiredState(**{f: tuple(units) for f, units in p.items()}) for o, p in parts.items()
     }
 
 
@@ -175,6 +173,7 @@ class Agent:
         node: str | None = None,
         prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
         run_blocking: Callable[..., Any] = _inline,
+        actions: Mapping[str, Callable[..., dict[str, Any]]] | None = None,
         databases: Any = None,
         grant_book: Any = None,
         snapshotter: Any = None,
@@ -201,6 +200,9 @@ class Agent:
         self._state_known = True
         self._holders = HolderIndex()  # the live names, per owner (clash checks)
         self._split: tuple[DesiredState, dict[str, DesiredState]] | None = None
+        # Typed operations that are actions, not configuration (a backend's ``actions()``:
+        # op name -> blocking callable); see ``domtool.slave.mailman_ops``.
+        self.actions = dict(actions or {})
         self.OPS: dict[str, Callable[[Any], Any]] = {
             "prepare": self._prepare,
             "commit": self._commit,
@@ -208,6 +210,7 @@ class Agent:
             "status": self._status,
             "describe": self._describe,
             "vmail": self._vmail,
+            "list_remove": self._list_remove,
         }
         self.mailboxes: Any = None  # domtool.slave.vmail.Mailboxes, when this host has mail
         # db_* ops (domtool.slave.dbagent): a host without database servers refuses them.
@@ -564,6 +567,33 @@ class Agent:
         except VmailRefused as e:
             raise Refused(str(e)) from None
 
+    async def _list_remove(self, args: ops.ListRemoveArgs) -> dict[str, Any]:
+        return await self._locked(self._do_list_remove, args)
+
+    async def _do_list_remove(self, args: ops.ListRemoveArgs) -> dict[str, Any]:
+        action = self.actions.get("list_remove")
+        if action is None:
+            raise Refused(f"{self.host} runs no mailing lists")
+        for d in self._state.lists:
+            for ml in d.lists:
+                if f"{ml.name}@{d.name}".lower() == args.list:
+                    raise Refused(
+                        f"{args.list} is still in {d.owner}'s configuration of {d.name}; "
+                        "remove it there (and submit) first"
+                    )
+        try:
+            result = await self._blocking(action, args.owner, args.list, args.doit)
+        except Exception as e:  # the action's refusal or Mailman's error, as the answer
+            kind = Refused if type(e).__name__.endswith("Refused") else Failed
+            raise kind(f"{self.host}: {e}") from None
+        log.info(
+            "list_remove {list} for {owner}: {msg}",
+            list=args.list,
+            owner=args.owner,
+            msg=result.get("message"),
+        )
+        return {"host": self.host, **result}
+
     async def _describe(self, args: ops.DescribeArgs) -> dict[str, Any]:
         d = args.domain.lower()
 
@@ -581,4 +611,5 @@ class Agent:
                 model.to_json(v) for v in s.vhosts if under(v.fqdn) or v.domain.lower() == d
             ],
             "mail": [model.to_json(m) for m in s.mail if under(m.name)],
+            "lists": [model.to_json(d) for d in s.lists if under(d.name)],
         }

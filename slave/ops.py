@@ -21,6 +21,7 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
 
 The ops (``domtool.wire.SLAVE_OPS``)::
 
+    list_remove {owner, list, doit?: bool}   (remove a mailing list; dry run unless doit)
     prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
                                       grants: {paths: [...], users: [...], groups: [...]},
                                       signed_grants?: {record, signature, key}}},
@@ -86,6 +87,7 @@ TXID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 UNIX_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 # A loose shape check only; the real grammar is domtool.validate's, in recheck.
 NAME = re.compile(r"[A-Za-z0-9*_.-]{1,253}")
+LIST_ADDRESS = re.compile(r"[A-Za-z0-9._-]{1,64}@[A-Za-z0-9.-]{1,253}")
 RECORD_NAME = re.compile(r"@|[A-Za-z0-9*_.-]{1,253}")
 
 
@@ -390,12 +392,21 @@ MAIL = Obj(
     },
     kind="MailDomain",
 )
+MAILING_LIST = Obj(
+    {"name": Str(64, NAME), "owners": List(_text, MAX_SMALL_LIST)}, kind="MailingList"
+)
+LIST_DOMAIN = Obj(
+    {"name": _name, "owner": _owner, "nodes": _nodes, "web_host": _name},
+    {"lists": List(MAILING_LIST, MAX_UNITS), "mail_nodes": _nodes},
+    kind="ListDomain",
+)
 STATE = Obj(
     {},
     {
         "zones": List(ZONE, MAX_UNITS),
         "vhosts": List(VHOST, MAX_UNITS),
         "mail": List(MAIL, MAX_UNITS),
+        "lists": List(LIST_DOMAIN, MAX_UNITS),
     },
     kind="DesiredState",
 )
@@ -439,6 +450,7 @@ OP_SCHEMAS: dict[str, Obj] = {
     "abort": Obj({"txid": TXID_FIELD}),
     "status": Obj({}),
     "describe": Obj({"domain": _name}),
+    "list_remove": Obj({"owner": _owner, "list": Str(320, LIST_ADDRESS)}, {"doit": Bool()}),
     # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
     "tls_update": Obj({"crl_pem": Str(1 << 20)}, {"cert_pem": Str(16384), "key_pem": Str(16384)}),
     # Virtual mailboxes (domtool.slave.vmail): a typed action, not a config unit.
@@ -503,6 +515,15 @@ class StatusArgs:
 
 
 @attrs.frozen
+class ListRemoveArgs:
+    """``list_remove``: remove ``owner``'s mailing list ``list`` (a dry run unless ``doit``)."""
+
+    owner: str
+    list: str
+    doit: bool = False
+
+
+@attrs.frozen
 class DescribeArgs:
     """``describe``: what this host serves for ``domain``."""
 
@@ -558,6 +579,7 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "abort": lambda a: TxArgs(a["txid"]),
     "status": lambda a: StatusArgs(),
     "describe": lambda a: DescribeArgs(a["domain"].lower()),
+    "list_remove": lambda a: ListRemoveArgs(a["owner"], a["list"].lower(), bool(a.get("doit"))),
     "tls_update": _tls_update,
     "vmail": lambda a: _vmail_args(a),
 }
@@ -681,6 +703,25 @@ def recheck(
     units("zone", st.zones, lambda z: z.name)
     units("vhost", st.vhosts, lambda v: v.fqdn)
     units("mail domain", st.mail, lambda m: m.name)
+    for d in st.lists:  # a list domain goes to its list nodes and its mail nodes
+        if d.owner != owner:
+            refuse(
+                f"list domain {d.name}",
+                "owner",
+                f"belongs to {str(d.owner)[:32]!r}, not to {owner!r}",
+            )
+        if node is not None and node not in d.nodes and node not in d.mail_nodes:
+            refuse(f"list domain {d.name}", "nodes", f"not served by this host ({node})")
+    for d in st.lists:
+        what = f"list domain {d.name}"
+        name(what, "name", validate.check_domain, d.name)
+        name(what, "web_host", validate.check_domain, d.web_host)
+        for i, ml in enumerate(d.lists):
+            name(what, f"lists[{i}].name", validate.check_list_name, ml.name)
+            if ml.name != str(ml.name).lower():
+                refuse(what, f"lists[{i}].name", "not lower-cased")
+            for j, o in enumerate(ml.owners):
+                name(what, f"lists[{i}].owners[{j}]", validate.check_email, o)
     for z in st.zones:
         what = f"zone {z.name}"
         name(what, "name", validate.check_domain, z.name)
@@ -726,6 +767,10 @@ def holders(state: DesiredState) -> dict[tuple[str, str], str]:
             out.setdefault(("vhost", n.lower()), v.owner)
     for m in state.mail:
         out.setdefault(("mail domain", m.name.lower()), m.owner)
+    for d in state.lists:
+        out.setdefault(("list domain", d.name.lower()), d.owner)
+        for ml in d.lists:
+            out.setdefault(("list", f"{ml.name}@{d.name}".lower()), d.owner)
     return out
 
 

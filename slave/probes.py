@@ -10,6 +10,8 @@ and gets ``True`` or a reason string. Kinds (see ``domtool.slave.backend.Probe``
 - ``"http"``: (address, port, host header, expected status[, URL path]). One GET with
   ``http.client`` (no redirects followed, no proxy from the environment), the status
   must match.
+- ``"mailman_list"``: (REST config file, list address, owners). The list exists in
+  Mailman core and its owners are exactly these (``domtool.slave.mailman_rest``).
 - ``"smtp"``: (address, port, mode, address, expected): an SMTP EXPN or RCPT on
   loopback (``domtool.slave.mailprobe``).
 
@@ -41,6 +43,8 @@ class RealProber:
                 return self._http(*probe.target)
             if probe.kind == "dns":
                 return self._dns(*probe.target)
+            if probe.kind == "mailman_list":
+                return self._mailman_list(*probe.target)
             if probe.kind == "smtp":
                 from domtool.slave.mailprobe import smtp_probe
 
@@ -67,6 +71,18 @@ class RealProber:
             conn.close()
         if resp.status != int(status):
             return f"{where} answered {resp.status}, expected {status}"
+        return True
+
+    def _mailman_list(self, rest_config: str, fqdn: str, owners) -> bool | str:
+        from domtool.slave import mailman_rest
+
+        try:
+            client = mailman_rest.Client(mailman_rest.RestConfig.load(rest_config), self.timeout)
+            have = sorted(client.owners(fqdn))
+        except (OSError, ValueError, mailman_rest.RestError) as exc:
+            return f"list {fqdn}: {exc}"
+        if have != sorted(owners):
+            return f"list {fqdn}: owners {', '.join(have) or '(none)'}, not {', '.join(owners)}"
         return True
 
     def _dns(self, server: str, port: int, qname: str, rtype: str, serial: int | None):

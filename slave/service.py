@@ -147,6 +147,14 @@ def _bind(table: Mapping[str, Any], config: SlaveConfig) -> Any:
     return bind.BindBackend(_settings(bind.BindConfig, "bind", table, config))
 
 
+def _mailman(table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    from domtool.slave.backends import mailman
+
+    values = dict(table)
+    values.setdefault("live_index", f"{config.state_dir}/current/mailman/{mailman.INDEX_FILE}")
+    return mailman.MailmanBackend(_settings(mailman.MailmanConfig, "mailman", values, config))
+
+
 def _exim(table: Mapping[str, Any], config: SlaveConfig) -> Any:
     from domtool.slave.backends import exim
 
@@ -176,6 +184,7 @@ def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfi
 BACKENDS: dict[str, Callable[[Mapping[str, Any], SlaveConfig], Any]] = {
     "apache": _apache,
     "bind": _bind,
+    "mailman": _mailman,
     "exim": _exim,
 }
 
@@ -293,6 +302,7 @@ def make_service(
         clock=reactor,
         prepare_timeout=config.prepare_timeout,
         run_blocking=run_blocking,
+        actions=backend_actions(getattr(engine, "backends", {})),
         databases=databases,
         grant_book=grant_book,
         snapshotter=Snapshotter(os.path.join(config.state_dir, "tls")),
@@ -301,6 +311,14 @@ def make_service(
 
     agent.mailboxes = mailboxes_for(getattr(engine, "backends", {}), config.state_dir)
     return SlaveService(config, agent, server_tls, reactor)
+
+
+def backend_actions(backends: Mapping[str, Any]) -> dict[str, Any]:
+    """The typed operations the backends offer (``actions()``: op name -> callable)."""
+    out: dict[str, Any] = {}
+    for b in backends.values():
+        out.update(getattr(b, "actions", dict)())
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,3 +31,4 @@ def require_binary(*names: str) -> None:
 
 # One real PostgreSQL and one MariaDB per session, for the database daemons tests.
 from tests.db_servers import db_tree, mariadb_server, postgres_server  # noqa: E402, F401
+from tests.mailman_site import mailman_site  # noqa: E402, F401  (the session's Mailman)

@@ -23,7 +23,7 @@ from domtool.lang.primitives import Budget
 from domtool.model import DEFAULT_SITE, DesiredState, Site
 
 #: The standard library's files, in load order (later files use earlier ones).
-LIBRARY_FILES = ("base.dtl", "dns.dtl", "web.dtl", "mail.dtl", "dom.dtl", "compat.dtl")
+LIBRARY_FILES = ("base.dtl", "dns.dtl", "web.dtl", "mail.dtl", "lists.dtl", "dom.dtl", "compat.dtl")
 
 
 class LibraryError(Exception):

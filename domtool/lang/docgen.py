@@ -21,6 +21,7 @@ _TITLES = {
     "dns.dtl": "Domains and DNS",
     "web.dtl": "Web sites",
     "mail.dtl": "Mail",
+    "lists.dtl": "Mailing lists",
     "dom.dtl": "Shorthands",
     "compat.dtl": "Domtool 2's names",
 }
@@ -32,6 +33,7 @@ ENV_DOCS = {
     "WebNodes": "web nodes serving a vhost; default every web node of the site",
     "MailNodes": "mail nodes handling a domain's mail; default every mail node",
     "DnsNodes": "DNS nodes serving a zone; default every DNS node",
+    "ListNodes": "nodes running a domain's mailing lists (Mailman); default every list node",
     "User": "Unix user CGI and other programs of a vhost run as; default you",
     "Group": "Unix group for a vhost's programs; default your own group",
     "TTL": "time to live of records (seconds); default the site's (3600)",

@@ -465,5 +465,6 @@ def evaluate(
         zones=tuple(b.zones.values()),
         vhosts=tuple(b.vhosts.values()),
         mail=tuple(b.mail.values()),
+        lists=tuple(b.lists.values()),
     ).normalised()
     return Evaluation(state, (), interp.steps, spans=dict(b.first_spans))

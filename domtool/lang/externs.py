@@ -268,6 +268,14 @@ EXTERN_TYPES: dict[str, ExternType] = {
             _node_hint("mail"),
         ),
         _E("dns_node", "string", _node("dns"), "a node of the site serving DNS", _node_hint("dns")),
+        _E("list_name", "string", _syntax("list_name"), "a Mailman mailing list name"),
+        _E(
+            "list_node",
+            "string",
+            _node("lists"),
+            "a node of the site running Mailman",
+            _node_hint("lists"),
+        ),
         # Domtool 2's names for base types we also have under another name.
         _E(
             "your_domain_host",

@@ -33,7 +33,9 @@ from domtool.model import (
     Alias,
     BasicAuth,
     Block,
+    ListDomain,
     MailDomain,
+    MailingList,
     ProxyPass,
     Record,
     Redirect,
@@ -146,6 +148,20 @@ class MailFrame:
 
 
 @attrs.define
+class ListFrame:
+    name: str
+    owners: list[str] = attrs.Factory(list)
+    context: str = "MailingList"
+
+
+@attrs.define
+class ListsFrame:
+    nodes: tuple[str, ...]
+    web_host: str | None = None
+    lists: dict[str, MailingList] = attrs.Factory(dict)
+
+
+@attrs.define
 class DomainFrame:
     name: str
     ttl: int
@@ -153,6 +169,7 @@ class DomainFrame:
     records: set[Record] = attrs.Factory(set)
     vhosts: set[str] = attrs.Factory(set)
     mail: MailFrame | None = None
+    lists: ListsFrame | None = None
     context: str = "Domain"
     # ``byDefault`` bodies, run when the domain's own body is done (domtool/lang/defaults.py)
     defaults: list[Any] = attrs.Factory(list)
@@ -183,7 +200,7 @@ class BlockFrame:
     context: str = "Location"
 
 
-Frame = DomainFrame | VhostFrame | BlockFrame
+Frame = DomainFrame | VhostFrame | BlockFrame | ListFrame
 
 
 # ---------------------------------------------------------------------------
@@ -210,6 +227,7 @@ class Builder:
         self.zones: dict[str, Zone] = {}
         self.vhosts: dict[str, Vhost] = {}
         self.mail: dict[str, MailDomain] = {}
+        self.lists: dict[str, ListDomain] = {}
         self.units = 0
         self.max_units = max_units
         self.span: Span | None = None
@@ -371,6 +389,7 @@ def default_env(perms: Any, site: Site) -> dict[str, Any]:
         "WebNodes": site.nodes_with("web"),
         "MailNodes": site.nodes_with("mail"),
         "DnsNodes": site.nodes_with("dns"),
+        "ListNodes": site.nodes_with("lists"),
         "TTL": site.default_ttl,
         "SSL": False,
         "Nameservers": tuple(site.nameservers),
@@ -396,6 +415,8 @@ def domain(b: Builder, name: str, body: Callable[[], None]) -> None:
     body()
     _defaults.run_defaults(b, frame)
     b.stack.pop()
+    if frame.lists is not None:
+        _finish_lists(b, frame)
     b.count()
     b.zones[name] = Zone(
         name=name,
@@ -798,6 +819,85 @@ def alias_prim(b: Builder, source: tuple[str, ...], target: tuple[str, ...]) -> 
     if source not in m.aliases:
         b.count()
     m.aliases[source] = tuple(target)  # a later rule for the same source wins
+
+
+# ---------------------------------------------------------------------------
+# Mailing lists (Mailman)
+
+
+def _lists(b: Builder, dom: DomainFrame) -> ListsFrame:
+    if dom.lists is None:
+        dom.lists = ListsFrame(nodes=_nodes(b, "ListNodes"))
+    return dom.lists
+
+
+@action("listHost")
+def list_host(b: Builder, label: str) -> None:
+    dom = b.top(DomainFrame)
+    lists = _lists(b, dom)
+    label = validate.check_label(label)
+    if lists.web_host is not None and lists.web_host != label:
+        b.fail(f"The list host of {dom.name} is already {lists.web_host}.{dom.name}.")
+    lists.web_host = label
+    b.node_records(dom, label, lists.nodes)
+
+
+@block("mailingList")
+def mailing_list(b: Builder, name: str, body: Callable[[], None]) -> None:
+    dom = b.top(DomainFrame)
+    lists = _lists(b, dom)
+    name = validate.check_list_name(name)
+    if name in lists.lists:
+        b.fail(f"Mailing list {name}@{dom.name} is configured twice.")
+    frame = ListFrame(name)
+    b.stack.append(frame)
+    body()
+    b.stack.pop()
+    if not frame.owners:
+        b.fail(
+            f"Mailing list {name}@{dom.name} has no owner.",
+            'give one in its block: mailingList "NAME" with owner "you@example.org" end',
+        )
+    b.count()
+    lists.lists[name] = MailingList(name, tuple(sorted(set(frame.owners))))
+
+
+@action("owner")
+def list_owner(b: Builder, address: str) -> None:
+    b.top(ListFrame).owners.append(validate.check_email(address))
+
+
+def _finish_lists(b: Builder, dom: DomainFrame) -> None:
+    """The domain's lists: they need its mail handled here, and no alias may take one of
+    a list's addresses."""
+    lists = dom.lists
+    assert lists is not None
+    if not lists.lists:
+        b.fail(f"listHost in {dom.name} without any mailingList.")
+    if dom.mail is None or dom.mail.handle != "local":
+        b.fail(
+            f"The mailing lists of {dom.name} need its mail handled here.",
+            "add handleMail to the domain (dom does it for you)",
+        )
+    taken = {src[1] for src in dom.mail.aliases if src[0] == "user"}
+    for name in lists.lists:
+        for local in (name, *(f"{name}-{s}" for s in validate.LIST_SUFFIXES)):
+            if local in taken:
+                b.fail(
+                    f"{local}@{dom.name} is an address of mailing list {name} and an alias too.",
+                    "remove the alias or rename the list",
+                )
+    if lists.web_host is None:
+        lists.web_host = "lists"
+        b.node_records(dom, "lists", lists.nodes)
+    b.lists[dom.name] = ListDomain(
+        name=dom.name,
+        owner=b.owner,
+        nodes=lists.nodes,
+        web_host=f"{lists.web_host}.{dom.name}",
+        lists=tuple(lists.lists[n] for n in sorted(lists.lists)),
+        mail_nodes=dom.mail.nodes,
+    )
 
 
 # The defaults of shorthands (``byDefault``) live in their own module; imported last, as

@@ -50,8 +50,8 @@ Lists: the site config has a ``dt_lists`` router before the aliases that looks t
 part (without a ``+suffix``, as in Mailman's VERP and confirm addresses) up in the
 domain's ``lists:DOMAIN`` unit (named by the ``lists`` index) and hands the message to
 Mailman over LMTP (``lists_lmtp`` setting, ``HOST:PORT``). The units come from
-:func:`list_local_parts`, which reads the model's lists (none yet: the lists backend
-fills it in); a list named N answers N, N-request, N-owner, N-bounces, N-confirm, N-join,
+:func:`list_local_parts`, which reads the model's ``ListDomain`` units whose ``mail_nodes``
+include this node; a list named N answers N, N-request, N-owner, N-bounces, N-confirm, N-join,
 N-leave, N-subscribe and N-unsubscribe.
 """
 
@@ -611,12 +611,17 @@ LIST_SUFFIXES = (
 )
 
 
-def list_local_parts(state: DesiredState) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Domain -> (owner, list names) of the Mailman lists in ``state``, for the
-    ``lists:DOMAIN`` units (the hook the lists backend fills; none while the model has no
-    list units). A list's addresses are its name plus :data:`LIST_SUFFIXES`."""
-    del state
-    return {}
+def list_local_parts(
+    state: DesiredState, node: str | None = None
+) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Domain -> (owner, list names) of the Mailman lists in ``state`` whose mail this
+    node handles (``ListDomain.mail_nodes``; every one when ``node`` is None), for the
+    ``lists:DOMAIN`` units. A list's addresses are its name plus :data:`LIST_SUFFIXES`."""
+    return {
+        str(d.name).lower(): (d.owner, tuple(ml.name for ml in d.lists))
+        for d in state.lists
+        if node is None or node in d.mail_nodes
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -655,7 +660,7 @@ class EximBackend:
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
         units, errors = self.render(state)
-        for domain, (owner, names) in sorted(list_local_parts(state).items()):
+        for domain, (owner, names) in sorted(list_local_parts(state, self.config.node).items()):
             try:
                 units.append(self.render_lists(domain, owner, names))
             except RenderRefused as exc:

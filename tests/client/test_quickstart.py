@@ -40,6 +40,19 @@ def _processes_mentioning(text: str) -> list[str]:
     return out
 
 
+def _mailman_owners(url: str, fqdn: str) -> list[str]:
+    """The owners of a list, over Mailman's REST API at a URL carrying its credentials."""
+    import urllib.parse
+
+    from domtool.slave.mailman_rest import Client, RestConfig, list_id
+
+    u = urllib.parse.urlsplit(url)
+    plain = f"{u.scheme}://{u.hostname}:{u.port}{u.path}"
+    client = Client(RestConfig(plain, u.username, u.password, ledger="/nonexistent"))
+    data = client.get(f"/lists/{list_id(fqdn)}/roster/owner")
+    return sorted(e["email"] for e in data.get("entries", []))
+
+
 @pytest.mark.daemons
 @pytest.mark.slow
 def test_served_site_takes_a_members_change_and_stops_cleanly():
@@ -72,6 +85,20 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
         pids = list(ep["pids"].values())
         dns_port = int(ep["dns"].rsplit(":", 1)[1])
         http_port = int(ep["http"].rsplit(":", 1)[1])
+        # alice's list exists in the site's Mailman core with its owner (issue 10), read
+        # with the REST URL endpoints.json gives; the summary showed it.
+        assert _mailman_owners(ep["mailman_rest"], "team@lists.example.org") == [
+            "alice@example.org"
+        ]
+        assert "team@lists.example.org" in (d / "quickstart.log").read_text()
+        rm = subprocess.run(
+            [str(BIN / "domtool"), "--config", ep["client_config"], "list", "rm"]
+            + ["team@lists.example.org", "--doit"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert rm.returncode == 1 and "still in your configuration" in rm.stderr, rm
         # Before: the example's www.example.org answers (its root does not exist here).
         assert http_get(http_port, "www.example.org")[0] in (403, 404)
 

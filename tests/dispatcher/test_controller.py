@@ -300,6 +300,7 @@ VMAIL_HASH = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQJ
         ("vmail", {"action": "add", "domain": "bob.org", "user": "x", "hash": VMAIL_HASH}),
         ("vmail", {"action": "rm", "domain": "bob.org", "user": "x", "doit": True}),
         ("vmail", {"action": "list", "domain": "bob.org"}),
+        ("list_rm", {"list": "team@bob.org", "doit": True}),
     ],
 )
 def test_matrix_domain_ops_on_bobs_domain_are_refused(dispatcher, op, args):
@@ -322,6 +323,7 @@ def test_matrix_covers_every_member_op():
     covered = {"check", "plan", "submit", "describe", "history", "undo", "rmdom", "vmail"}
     # The db_* ops' matrix (prefixes, another member's names) is test_databases.py's.
     covered |= {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
+    covered |= {"list_rm"}
     assert covered | {"perms", "whoami"} == wire.MEMBER_OPS
 
 

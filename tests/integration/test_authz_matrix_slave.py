@@ -288,7 +288,17 @@ OPS = {"prepare": _alone, "prepare with another member": _with_carol, "complete 
 # vmail names an owner's mailbox: the slave checks it against its own live state
 # (tests/mail/test_vmail_ops.py, tests/mail/test_vmail_daemon.py).
 MEMBER_DATA_OPS = {"prepare", "vmail"}
-NO_MEMBER_DATA = {"commit", "abort", "status", "describe", "tls_update"}  # tls: the host's files
+# list_remove names one list of its owner: its refusals (the ledger names another member,
+# the list is still configured) are tests/integration/test_lists_e2e.py and
+# tests/slave/test_mailman_render.py.
+NO_MEMBER_DATA = {
+    "commit",
+    "abort",
+    "status",
+    "describe",
+    "tls_update",
+    "list_remove",
+}  # tls: the host's files
 # The database ops carry owner and names too; their matrix (names, prefixes, owners on the
 # server) is tests/slave/test_db_ops.py and test_db_daemons.py.
 DB_OPS = {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}

@@ -187,7 +187,7 @@ def test_list_addresses_go_to_mailman_over_lmtp(mail_site, monkeypatch):
 
     site = mail_site
     lists = {"example.net": ("alice", ("announce",)), "lists.bob.example": ("bob", ("dev",))}
-    monkeypatch.setattr(exim, "list_local_parts", lambda state: lists)
+    monkeypatch.setattr(exim, "list_local_parts", lambda state, node=None: lists)
     out = site.apply(alice_example_net().merge(DesiredState(mail=(bob(),))))
     assert (out.status, out.applied) == ("applied", ("alice", "bob")), out.message
     bt = subprocess.run(

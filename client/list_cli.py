@@ -1,0 +1,48 @@
+"""``domtool list``: the member's mailing list command (lists are declared in the config).
+
+    domtool list rm ADDRESS [--doit]   delete a list you removed from your config from
+                                       Mailman (a dry run unless --doit; the archive is
+                                       kept and its settings and rosters are exported)
+
+Lists are created and changed by submitting a config with ``mailingList`` (see
+``domtool doc``); ``rm`` is for deleting one for good once it is out of the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "delete a mailing list from Mailman once it is out of your config (list rm ADDRESS)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("rm",), help="rm: delete a list (dry run unless --doit)")
+    p.add_argument("address", metavar="ADDRESS", help="the list, NAME@DOMAIN")
+    p.add_argument("--doit", action="store_true", help="really delete it (default: dry run)")
+
+
+def render(result: dict) -> str:
+    lines = []
+    for host, answer in sorted((result.get("hosts") or {}).items()):
+        msg = answer.get("message") or answer.get("error") or answer
+        lines.append(f"{host}: {msg}")
+    if not result.get("doit"):
+        lines.append(
+            f"(dry run: nothing was removed; `domtool list rm {result.get('list')} --doit`)"
+        )
+    return "\n".join(lines)
+
+
+def failed(result: dict) -> bool:
+    """--doit that removed nothing anywhere is a failure (exit status 1)."""
+    hosts = (result.get("hosts") or {}).values()
+    return any("error" in a for a in hosts) or (
+        bool(result.get("doit")) and not result.get("removed")
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from domtool.client.domtool_cli import remote
+
+    op_args = {"list": args.address, "doit": bool(args.doit)}
+    return remote("domtool", args, "list_rm", op_args, render, failed)
