@@ -37,26 +37,25 @@ KEEP_STATES = 5
 OWNERS = "owners"
 
 
+def _fields() -> tuple[str, ...]:
+    """Every collection of the desired state (zones, vhosts, mail, lists, ...)."""
+    return tuple(f.name for f in attrs.fields(DesiredState))
+
+
 def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
     parts: dict[str, dict[str, list]] = {}
-    for field in ("zones", "vhosts", "mail"):
+    for field in _fields():
         for unit in getattr(state, field):
-            parts.setdefault(unit.owner, {"zones": [], "vhosts": [], "mail": []})[field].append(
-                unit
-            )
-    return {
-        o: DesiredState(zones=tuple(p["zones"]), vhosts=tuple(p["vhosts"]), mail=tuple(p["mail"]))
-        for o, p in parts.items()
-    }
+            parts.setdefault(unit.owner, {f: [] for f in _fields()})[field].append(unit)
+    return {o: DesiredState(**{f: tuple(v) for f, v in p.items()}) for o, p in parts.items()}
 
 
 def compose_parts(parts: Mapping[str, DesiredState]) -> DesiredState:
-    zones, vhosts, mail = [], [], []
+    out: dict[str, list] = {f: [] for f in _fields()}
     for owner in sorted(parts):
-        zones += parts[owner].zones
-        vhosts += parts[owner].vhosts
-        mail += parts[owner].mail
-    return DesiredState(zones=tuple(zones), vhosts=tuple(vhosts), mail=tuple(mail)).normalised()
+        for f in _fields():
+            out[f] += getattr(parts[owner], f)
+    return DesiredState(**{f: tuple(v) for f, v in out.items()}).normalised()
 
 
 def _dumps(data: object) -> bytes:
