@@ -353,8 +353,11 @@ def unit(
     users: Iterable[str],
     site: Site,
 ) -> MemberPolicy | None:
-    """The MemberPolicy every node of the site gets for ``member`` (None: no policy)."""
+    """The MemberPolicy every node of the site gets for ``member`` (None: no policy, or
+    the member has no Unix user for it to bind)."""
     users = tuple(sorted(set(users)))
+    if not users:
+        return None
     parts = {
         name: build(record.get(name), site_record.get(name), users, site)
         for name, build in UNIT_PARTS.items()
