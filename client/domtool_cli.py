@@ -20,6 +20,7 @@ configuration is ``--config PATH`` or ``~/.domtool/client.toml``, see
     domtool db ACTION ...         your databases: create, drop, list, passwd, grant
                                   (``domtool.client.db_cli``)
     domtool list rm ADDRESS [--doit]  delete a mailing list out of your config from Mailman
+    domtool firewall              your network policy as each host holds it
 
 ``domtool -tc`` without ``--perms`` checks with your permissions as the dispatcher holds
 them when a client configuration exists, else with none. Every command takes ``--json``.
@@ -40,7 +41,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domtool.client import list_cli, logs_cli
+from domtool.client import list_cli, logs_cli, policy_cli
 
 if TYPE_CHECKING:
     from domtool.perms import Permissions
@@ -586,6 +587,11 @@ COMMANDS = {
     "db": ("your PostgreSQL and MariaDB databases: create, drop, list, passwd, grant", None),
     "logs": (logs_cli.HELP, logs_cli.cmd_logs),
     "list": (list_cli.HELP, lambda args: list_cli.run(args)),
+    # admin-set policy as the hosts hold it (domtool.client.policy_cli)
+    "firewall": (
+        "show your network policy as the hosts enforce it",
+        lambda args: cmd_simple("policy", policy_cli.render_mine)(args),
+    ),
 }
 
 

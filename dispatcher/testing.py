@@ -29,7 +29,7 @@ from domtool.model import DesiredState
 
 def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
     parts: dict[str, DesiredState] = {}
-    for field in ("zones", "vhosts", "mail", "lists"):
+    for field in ("zones", "vhosts", "mail", "lists", "policies"):
         for unit in getattr(state, field):
             part = parts.get(unit.owner, DesiredState())
             parts[unit.owner] = attrs.evolve(part, **{field: getattr(part, field) + (unit,)})
@@ -90,7 +90,7 @@ class FakeSlave:
             new = model.from_json(change["state"])
             wrong = [
                 u
-                for f in ("zones", "vhosts", "mail", "lists")
+                for f in ("zones", "vhosts", "mail", "lists", "policies")
                 for u in getattr(new, f)
                 if u.owner != owner
             ]

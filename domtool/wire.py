@@ -38,6 +38,8 @@ MEMBER_OPS = frozenset(
     | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
     # mailing lists (domtool.dispatcher.list_ops)
     | {"list_rm"}
+    # admin-set member policy, the member's own (domtool.dispatcher.policy_ops)
+    | {"policy"}
 )
 # What an admin may ask in addition.
 ADMIN_OPS = frozenset(
@@ -57,6 +59,10 @@ ADMIN_OPS = frozenset(
         "quota",
         "set_quota",
         "put_grants",
+        # admin-set member policy (domtool.dispatcher.policy_ops)
+        "policy_show",
+        "policy_set",
+        "policy_check",
     }
 )
 # What the dispatcher may ask a slave: a closed set of typed operations.

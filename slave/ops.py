@@ -50,6 +50,7 @@ import attrs
 
 from domtool import model, validate
 from domtool.model import Block, DesiredState, Vhost, WebSettings
+from domtool.policies import member_policy
 from domtool.slave.mailcheck import recheck_mail
 from domtool.slave.pathcheck import PathRefused, check_member_path
 from domtool.validate import Invalid
@@ -400,6 +401,32 @@ LIST_DOMAIN = Obj(
     {"lists": List(MAILING_LIST, MAX_UNITS), "mail_nodes": _nodes},
     kind="ListDomain",
 )
+# Admin-set member policy (domtool.policies.member_policy): the limits part adds its
+# own entry to POLICY's optional fields.
+FIREWALL_RULE = Obj(
+    {
+        "user": _owner,
+        "mode": Str(16, allowed=frozenset(model.FIREWALL_MODES)),
+        "proto": Str(8, allowed=frozenset(model.PROTOCOLS)),
+        "ports": List(Tuple((Int(1, 65535), Int(1, 65535))), 32),
+    },
+    {"hosts": List(Str(64, re.compile(r"[0-9A-Fa-f.:/]{1,64}")), 64)},
+    kind="FirewallRule",
+)
+FIREWALL = Obj(
+    {},
+    {
+        "rules": List(FIREWALL_RULE, 1024),
+        "web_servers": List(Str(64, re.compile(r"[0-9A-Fa-f.:]{1,64}")), MAX_NODES),
+        "rate": Nullable(Int(1, 10 * 1024**3)),
+    },
+    kind="Firewall",
+)
+POLICY = Obj(
+    {"owner": _owner, "nodes": _nodes, "users": List(_owner, MAX_GRANTS)},
+    {"firewall": Nullable(FIREWALL)},
+    kind="MemberPolicy",
+)
 STATE = Obj(
     {},
     {
@@ -407,6 +434,7 @@ STATE = Obj(
         "vhosts": List(VHOST, MAX_UNITS),
         "mail": List(MAIL, MAX_UNITS),
         "lists": List(LIST_DOMAIN, MAX_UNITS),
+        "policies": List(POLICY, 1),
     },
     kind="DesiredState",
 )
@@ -701,6 +729,17 @@ def recheck(
 
     st = change.state
     units("zone", st.zones, lambda z: z.name)
+    units("policy", st.policies, lambda p: p.owner)
+    for p in st.policies:
+        for reason in member_policy.unit_problems(owner, p, g.users):
+            problems.append(f"{owner}: {reason}")
+        for u in p.users:
+            why = _account(user=u, min_id=min_id)
+            if why is not None:
+                refuse("policy", "users", f"{u!r} {why}")
+    # A reverse proxy only to a port the owner may serve (checked at the dispatcher too).
+    for reason in member_policy.proxy_problems(st.vhosts, st.policies[0] if st.policies else None):
+        problems.append(f"{owner}: {reason}")
     units("vhost", st.vhosts, lambda v: v.fqdn)
     units("mail domain", st.mail, lambda m: m.name)
     for d in st.lists:  # a list domain goes to its list nodes and its mail nodes
