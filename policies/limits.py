@@ -326,3 +326,121 @@ def table(limits: MemberLimits) -> list[tuple[str, str, str, str]]:
         )
         for r in RESOURCES
     ]
+
+
+# ---------------------------------------------------------------------------
+# The "limits" part of an admin-set member policy (policies/member_policy.py)
+
+
+def _policy_error(problems: Iterable[str]):
+    from domtool.policies.member_policy import PolicyError
+
+    return PolicyError(problems)
+
+
+@attrs.frozen
+class LimitsPart:
+    """A stored limits part: the resources set, as integers. In a member's record these
+    are the admin's overrides; in the site's record (``*``), the site's defaults."""
+
+    values: Mapping[str, int] = attrs.field(factory=dict)
+
+    def to_json(self) -> dict[str, int]:
+        return {r: self.values[r] for r in RESOURCES if r in self.values}
+
+    @classmethod
+    def from_json(cls, data: object) -> LimitsPart:
+        if not isinstance(data, Mapping):
+            raise _policy_error(["the limits part is an object of limit: value"])
+        try:
+            return cls(check_overrides(SiteLimits(), data))
+        except LimitError as e:
+            raise _policy_error(e.problems) from None
+
+    def problems(self, member: str, users: Iterable[str], holder) -> list[str]:
+        try:
+            check_overrides(SiteLimits(), self.values)
+        except LimitError as e:
+            return list(e.problems)
+        return []
+
+
+def _words(value: str) -> dict[str, str]:
+    """``memory=512M processes=100`` or ``memory 512M``."""
+    words = str(value).split()
+    if len(words) == 2 and "=" not in value:
+        return {words[0]: words[1]}
+    return parse_assignments(words)
+
+
+def edit_limits(part: LimitsPart | None, action: str, value: str, member: str | None):
+    """The limits part after ``set LIMIT=VALUE...`` or ``reset [LIMIT...]`` (member None:
+    the site's defaults). Raises PolicyError; the stored part is unchanged then."""
+    current = dict(part.values) if part is not None else {}
+    try:
+        if action == "set":
+            new = dict(current)
+            new.update(check_overrides(SiteLimits(), _words(value)))
+        elif action == "reset":
+            new = reset_overrides(["-"], "-", current, str(value or "").split())
+        else:
+            raise LimitError([f"unknown limits action {action!r} (set, reset)"])
+    except LimitError as e:
+        raise _policy_error(e.problems) from None
+    return LimitsPart(new) if new else None
+
+
+def site_limits(site_part: LimitsPart | None) -> SiteLimits:
+    """The site's bounds with the site record's defaults in them."""
+    bounds = dict(DEFAULT_BOUNDS)
+    for r, v in (site_part.values if site_part is not None else {}).items():
+        bounds[r] = attrs.evolve(bounds[r], default=v)
+    return SiteLimits(bounds)
+
+
+def effective_limits(member_part, site_part, users, site=None):
+    """The model's ``Limits`` of a member: the site's defaults, then its overrides; None
+    while neither the site nor this member has a limits record. Once the site has one
+    (``domtool-admin limits set --site memory=1G``), every member with a Unix user is
+    bounded by the site's defaults for what neither record sets."""
+    from domtool.model import Limits
+
+    if member_part is None and site_part is None:
+        return None
+
+    ml = effective(site_limits(site_part), "-", member_part.values if member_part else {})
+    return Limits(**{r: ml.value(r) for r in RESOURCES}, overridden=tuple(sorted(ml.overridden)))
+
+
+def from_model(owner: str, limits) -> MemberLimits:
+    """``domtool.model.Limits`` of ``owner`` as a :class:`MemberLimits`."""
+    return MemberLimits(
+        member=owner,
+        overridden=frozenset(limits.overridden),
+        **{r: getattr(limits, r) for r in RESOURCES},
+    )
+
+
+def unit_problems(limits) -> list[str]:
+    """What a host refuses in a policy's limits (beside the schema): out of the bounds
+    any site may set, an unknown name among the overridden ones."""
+    out = []
+    for r in RESOURCES:
+        v = getattr(limits, r)
+        b = DEFAULT_BOUNDS[r]
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= b.maximum:
+            out.append(f"policy: limits: {r} {v!r} out of range (1 to {b.maximum})")
+    out += [f"policy: limits: unknown limit {r!r}" for r in limits.overridden if r not in KIND]
+    return out
+
+
+def policy_lines(limits) -> list[str]:
+    """The limits as the lines the CLIs show (``memory 1G (default)``...)."""
+    if limits is None:
+        return []
+    over = set(limits.overridden)
+    return [
+        f"{r} {format_value(r, getattr(limits, r))}"
+        + (" (set for this member)" if r in over else " (site default)")
+        for r in RESOURCES
+    ]

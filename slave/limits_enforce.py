@@ -193,6 +193,9 @@ def unit_limits(u: dict) -> MemberLimits:
     (a unit file edited by hand, or written by another version)."""
     member = u.get("member")
     ml = MemberLimits.from_json({"member": member, "overridden": [], **u.get("limits", {})})
+    for user in u.get("users") or ():
+        if V.check_unix_name(user) == "root":
+            raise ValueError(f"{member}: root is never a member's user")
     if (
         u.get("systemd", {}).get("dropin") != systemd_dropin(ml)
         or u.get("cgroup_v1") != cgroup_v1(ml)
@@ -298,16 +301,21 @@ def enforce_v2(config: EnforceConfig, ml: MemberLimits) -> dict[str, str]:
     return out
 
 
-def enforce_systemd(config: EnforceConfig, members: list[MemberLimits]) -> dict[str, dict]:
-    out = {}
-    for ml in members:
-        uid = pwd.getpwnam(ml.member).pw_uid
+def enforce_systemd(
+    config: EnforceConfig, members: list[MemberLimits], users: dict[str, tuple[str, ...]]
+) -> dict[str, dict]:
+    """Each member user's ``user-UID.slice.d`` drop-in, ``daemon-reload``, and the
+    properties systemd then reports (``systemctl show``). Not run on the test machines
+    (no systemd as PID 1): the drop-ins are checked there by ``systemd-analyze verify``."""
+    out: dict[str, dict] = {}
+    uids = {(ml.member, u): pwd.getpwnam(u).pw_uid for ml in members for u in users[ml.member]}
+    for (member, _u), uid in uids.items():
         d = Path(config.systemd_dir, f"user-{uid}.slice.d")
         d.mkdir(parents=True, exist_ok=True)
+        ml = next(m for m in members if m.member == member)
         _atomic(d / DROPIN_NAME, systemd_dropin(ml))
     subprocess.run(["systemctl", "daemon-reload"], check=True, timeout=120)
-    for ml in members:
-        uid = pwd.getpwnam(ml.member).pw_uid
+    for (member, u), uid in uids.items():
         done = subprocess.run(
             ["systemctl", "show", f"user-{uid}.slice", "-p", "TasksMax,MemoryMax,CPUWeight"],
             capture_output=True,
@@ -315,7 +323,8 @@ def enforce_systemd(config: EnforceConfig, members: list[MemberLimits]) -> dict[
             check=True,
             timeout=60,
         )
-        out[ml.member] = dict(ln.split("=", 1) for ln in done.stdout.splitlines() if "=" in ln)
+        props = dict(ln.split("=", 1) for ln in done.stdout.splitlines() if "=" in ln)
+        out.setdefault(member, {})[u] = props
     return out
 
 
@@ -342,14 +351,16 @@ def remove_stale_v1(config: EnforceConfig, keep: set[str]) -> list[str]:
     return problems
 
 
-def write_pam(config: EnforceConfig, members: list[MemberLimits]) -> list[str]:
+def write_pam(
+    config: EnforceConfig, members: list[MemberLimits], users: dict[str, tuple[str, ...]]
+) -> list[str]:
     if config.limits_d is None:
         return []
     d = Path(config.limits_d)
     d.mkdir(parents=True, exist_ok=True)
     from domtool.slave.backends.limits import pam_limits
 
-    want = {f"domtool-{ml.member}.conf": pam_limits(ml) for ml in members}
+    want = {f"domtool-{ml.member}.conf": pam_limits(ml, users[ml.member]) for ml in members}
     for name, text in want.items():
         p = d / name
         if not p.exists() or p.read_text() != text:
@@ -374,7 +385,9 @@ def quota_state(filesystem: str, *, quotaon: str | None = None) -> tuple[bool, s
     return False, f"this filesystem has no quotas ({filesystem}): {text or 'quotaon -p says off'}"
 
 
-def enforce_quota(config: EnforceConfig, members: list[MemberLimits]) -> dict[str, dict]:
+def enforce_quota(
+    config: EnforceConfig, members: list[MemberLimits], users: dict[str, tuple[str, ...]]
+) -> dict[str, dict]:
     from domtool.slave.backends.limits import setquota_argv
 
     out: dict[str, dict] = {}
@@ -383,9 +396,13 @@ def enforce_quota(config: EnforceConfig, members: list[MemberLimits]) -> dict[st
         entry: dict = {"quotas": on, "why": why, "members": {}}
         if on:
             for ml in members:
-                argv = setquota_argv(ml.member, ml.disk, fs)
-                done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-                entry["members"][ml.member] = "set" if done.returncode == 0 else done.stderr.strip()
+                for u in users[ml.member]:
+                    argv = setquota_argv(u, ml.disk, fs)
+                    done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                    ok = done.returncode == 0
+                    entry["members"].setdefault(ml.member, {})[u] = (
+                        "set" if ok else done.stderr.strip()
+                    )
         out[fs] = entry
     return out
 
@@ -394,17 +411,21 @@ def apply(config: EnforceConfig, units: list[dict]) -> tuple[dict, list[str]]:
     """Enforce every unit; returns (report, problems)."""
     problems: list[str] = []
     members: list[MemberLimits] = []
+    users: dict[str, tuple[str, ...]] = {}
     for u in units:
         try:
-            members.append(unit_limits(u))
+            ml = unit_limits(u)
         except ValueError as e:
             problems.append(str(e))
+            continue
+        members.append(ml)
+        users[ml.member] = tuple(u.get("users") or (ml.member,))
     mechanism, why = detect(config)
     report: dict = {"mechanism": mechanism, "why": why, "time": int(time.time()), "members": {}}
     if mechanism is None:
         return report, [f"no cgroup mechanism on this host: {why}"]
     for ml in members:
-        entry: dict = {"limits": {r: ml.value(r) for r in RESOURCES}}
+        entry: dict = {"limits": {r: ml.value(r) for r in RESOURCES}, "users": users[ml.member]}
         try:
             if mechanism == "cgroup-v1":
                 entry["kernel"] = enforce_v1(config, ml)
@@ -417,14 +438,14 @@ def apply(config: EnforceConfig, units: list[dict]) -> tuple[dict, list[str]]:
         report["members"][ml.member] = entry
     if mechanism == "systemd" and members:
         try:
-            for m, props in enforce_systemd(config, members).items():
+            for m, props in enforce_systemd(config, members, users).items():
                 report["members"][m]["kernel"] = props
         except (OSError, KeyError, subprocess.SubprocessError) as e:
             problems.append(f"systemd: {e}")
     if mechanism == "cgroup-v1":
         problems += remove_stale_v1(config, {ml.member for ml in members})
-    report["pam_limits"] = write_pam(config, members)
-    report["quota"] = enforce_quota(config, members)
+    report["pam_limits"] = write_pam(config, members, users)
+    report["quota"] = enforce_quota(config, members, users)
     if config.report:
         p = Path(config.report)
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -422,9 +422,22 @@ FIREWALL = Obj(
     },
     kind="Firewall",
 )
+_u63 = Int(1, 2**63 - 1)
+LIMITS = Obj(
+    {
+        "processes": _u63,
+        "memory": _u63,
+        "cpu_weight": Int(1, 10000),
+        "cgi_cpu": _u63,
+        "cgi_wall": _u63,
+        "disk": _u63,
+    },
+    {"overridden": List(Str(16), 8)},
+    kind="Limits",
+)
 POLICY = Obj(
     {"owner": _owner, "nodes": _nodes, "users": List(_owner, MAX_GRANTS)},
-    {"firewall": Nullable(FIREWALL)},
+    {"firewall": Nullable(FIREWALL), "limits": Nullable(LIMITS)},
     kind="MemberPolicy",
 )
 STATE = Obj(

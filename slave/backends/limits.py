@@ -82,15 +82,14 @@ def cgroup_v1(ml: MemberLimits) -> dict[str, dict[str, str]]:
     }
 
 
-def pam_limits(ml: MemberLimits) -> str:
+def pam_limits(ml: MemberLimits, users: tuple[str, ...] = ()) -> str:
     """``/etc/security/limits.d/domtool-MEMBER.conf``. Only ``nproc``: ``rss`` is ignored
     by Linux, and ``as``/``cpu`` per login process would break ordinary programs (memory
     and CPU are the cgroup's)."""
-    return (
-        f"# domtool: per-process bounds of member {ml.member}. Generated; do not edit.\n"
-        f"{ml.member} soft nproc {ml.processes}\n"
-        f"{ml.member} hard nproc {ml.processes}\n"
-    )
+    lines = [f"# domtool: per-process bounds of member {ml.member}. Generated; do not edit."]
+    for u in users or (ml.member,):
+        lines += [f"{u} soft nproc {ml.processes}", f"{u} hard nproc {ml.processes}"]
+    return "\n".join(lines) + "\n"
 
 
 def setquota_argv(user: str, disk_bytes: int, filesystem: str) -> tuple[str, ...]:
@@ -99,8 +98,11 @@ def setquota_argv(user: str, disk_bytes: int, filesystem: str) -> tuple[str, ...
     return ("setquota", "-u", user, kib, kib, "0", "0", filesystem)
 
 
-def unit_content(ml: MemberLimits) -> bytes:
-    """One member's rendered limits, after the member name passed its grammar again."""
+def unit_content(ml: MemberLimits, users: tuple[str, ...] = ()) -> bytes:
+    """One member's rendered limits, after every name passed its grammar again. ``users``
+    are the member's Unix users the limits bind (the member's name when empty): one
+    cgroup for all of them; per user, a systemd slice (``user-UID.slice``), its
+    pam_limits lines and its quota."""
     try:
         name = V.check_unix_name(ml.member)
     except V.Invalid as e:
@@ -110,6 +112,15 @@ def unit_content(ml: MemberLimits) -> bytes:
     if name == "root":
         raise RenderRefused([LimitsRefused(name, name, "member", name, "root is never a member")])
     problems = []
+    users = tuple(users) or (name,)
+    for i, u in enumerate(users):
+        try:
+            if V.check_unix_name(u) == "root":
+                problems.append(
+                    LimitsRefused(name, name, f"users[{i}]", u, "root is never a member's user")
+                )
+        except V.Invalid as e:
+            problems.append(LimitsRefused(name, name, f"users[{i}]", u, str(e)))
     for r in RESOURCES:
         v = ml.value(r)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
@@ -120,12 +131,13 @@ def unit_content(ml: MemberLimits) -> bytes:
         raise RenderRefused(problems)
     data = {
         "member": name,
+        "users": list(users),
         "limits": {r: ml.value(r) for r in RESOURCES},
         "systemd": {"dropin": systemd_dropin(ml)},
         "cgroup_v2": cgroup_v2(ml),
         "cgroup_v1": cgroup_v1(ml),
-        "pam_limits": pam_limits(ml),
-        "quota": {"user": name, "block_kib": max(1, ml.disk // 1024)},
+        "pam_limits": pam_limits(ml, users),
+        "quota": {"users": list(users), "block_kib": max(1, ml.disk // 1024)},
         "cgi": {"cpu_seconds": ml.cgi_cpu, "wall_seconds": ml.cgi_wall},
     }
     return (json.dumps(data, sort_keys=True, indent=1) + "\n").encode()
@@ -154,27 +166,45 @@ class LimitsConfig:
         )
 
 
-def _no_limits(state: DesiredState) -> Iterable[MemberLimits]:
-    return ()
+def policy_limits(state: DesiredState) -> Iterable[tuple[MemberLimits, tuple[str, ...]]]:
+    """Each member policy's limits in the state, with the Unix users it binds."""
+    from domtool.policies.limits import from_model
+
+    for p in state.policies:
+        if p.limits is not None:
+            yield from_model(p.owner, p.limits), tuple(p.users)
+
+
+def cgi_limits(state: DesiredState) -> dict:
+    """owner -> the Apache backend's ``CgiLimits`` from the state's member policies."""
+    from domtool.slave.backends.apache import CgiLimits
+
+    return {
+        p.owner: CgiLimits(p.limits.cgi_cpu, p.limits.processes, p.limits.memory)
+        for p in state.policies
+        if p.limits is not None
+    }
 
 
 @attrs.define
 class LimitsBackend:
     """Renders each member's limits; checks and enforces them through limits_enforce.
 
-    ``limits_of(state)`` yields the members' :class:`MemberLimits` carried by the state
-    (the dispatcher's member policy)."""
+    ``limits_of(state)`` yields each member's :class:`MemberLimits` and Unix users,
+    carried by the state (the dispatcher's member policy, ``MemberPolicy.limits``)."""
 
     config: LimitsConfig
-    limits_of: Callable[[DesiredState], Iterable[MemberLimits]] = _no_limits
+    limits_of: Callable[[DesiredState], Iterable[tuple[MemberLimits, tuple[str, ...]]]] = (
+        policy_limits
+    )
     name: str = "limits"
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
         errors: list[UnitRefused] = []
         units: dict[str, Unit] = {}
-        for ml in self.limits_of(state):
+        for ml, users in self.limits_of(state):
             try:
-                content = unit_content(ml)
+                content = unit_content(ml, users)
             except RenderRefused as e:
                 errors.extend(e.errors)
                 continue

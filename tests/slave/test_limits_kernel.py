@@ -197,3 +197,53 @@ def test_a_memory_hog_is_stopped_at_memory_max(site, tmp_path):
         assert int(oom["oom_kill"]) >= 1
         # The host is unaffected: this process can still allocate what the hog could not.
         assert len(bytearray(200 * M)) == 200 * M
+
+
+def test_the_engine_stages_checks_and_enforces_a_member_policy(site, tmp_path):
+    """The limits backend behind the engine's seam: a member policy's limits part is
+    rendered, checked (systemd-analyze verify), switched and enforced (the reload), and
+    a bad unit (a user that is root) is refused for its owner alone."""
+    from domtool.model import DesiredState, Limits, MemberPolicy
+    from domtool.slave.backends.limits import LimitsBackend, LimitsConfig
+    from domtool.slave.engine import Engine
+    from domtool.slave.probes import RealProber
+    from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
+
+    config, conf_path = site
+    state_dir = tmp_path / "state"
+    backend = LimitsBackend(
+        LimitsConfig(conf_path, str(state_dir / "current" / "limits" / "limits.json"))
+    )
+    engine = Engine(
+        str(state_dir),
+        {"limits": backend},
+        RealFileSystem(),
+        SubprocessRunner(),
+        RealClock(),
+        RealProber(),
+    )
+    with member_user() as pw:
+        lim = Limits(
+            processes=50,
+            memory=128 * M,
+            cpu_weight=200,
+            cgi_cpu=5,
+            cgi_wall=9,
+            disk=1024 * M,
+            overridden=("processes",),
+        )
+        policy = MemberPolicy(pw.pw_name, ("local",), (pw.pw_name,), limits=lim)
+        out = engine.apply(DesiredState(policies=(policy,)))
+        assert out.status == "applied", out
+        d = E.member_cgroups(config, "cgroup-v1", pw.pw_name)
+        assert read(d["pids"] + "/pids.max") == "50"
+        assert read(d["cpu"] + "/cpu.shares") == "2048"
+        report = json.loads(Path(config.report).read_text())
+        assert report["members"][pw.pw_name]["users"] == [pw.pw_name]
+        bad = MemberPolicy("mallory", ("local",), ("root",), limits=lim)
+        out = engine.apply(DesiredState(policies=(policy, bad)))
+        assert "mallory" in str(out), out
+        assert read(d["pids"] + "/pids.max") == "50"  # alice's limits stay enforced
+        out = engine.apply(DesiredState())
+        assert out.status == "applied", out
+        assert not Path(d["pids"]).exists()
