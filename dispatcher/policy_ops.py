@@ -122,7 +122,13 @@ async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, A
     """The member's own policy: what the store says and what each host holds."""
     d = _describe(ctl, member.name)
     hosts = {h: mp.unit_to_lines(model.from_json(u)) for h, u in d["hosts"].items()}
-    return {"member": member.name, "lines": d["lines"], "hosts": hosts, "effective": d["effective"]}
+    return {
+        "member": member.name,
+        "lines": d["lines"],
+        "hosts": hosts,
+        "effective": d["effective"],
+        "held": d["hosts"],  # host -> the whole unit it holds (the limits part reads it)
+    }
 
 
 async def policy_check(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:

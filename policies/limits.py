@@ -382,7 +382,10 @@ def edit_limits(part: LimitsPart | None, action: str, value: str, member: str | 
             new = dict(current)
             new.update(check_overrides(SiteLimits(), _words(value)))
         elif action == "reset":
-            new = reset_overrides(["-"], "-", current, str(value or "").split())
+            names = str(value or "").split()
+            if not names:
+                raise LimitError(["name the limits to reset, or all"])
+            new = reset_overrides(["-"], "-", current, [] if names == ["all"] else names)
         else:
             raise LimitError([f"unknown limits action {action!r} (set, reset)"])
     except LimitError as e:
