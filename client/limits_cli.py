@@ -78,3 +78,66 @@ def add_admin_commands(add) -> None:
         },
         show=render_show,
     )
+
+
+# ---------------------------------------------------------------------------
+# domtool usage / domtool-admin usage [MEMBER]
+
+
+def _size(n: int) -> str:
+    for unit, k in (("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+        if n >= k:
+            return f"{n / k:.1f}{unit}"
+    return f"{n}B"
+
+
+def _figure(d: dict | None, show) -> str:
+    if not d:
+        return "not collected"
+    if d.get("collected") is False:
+        return f"not collected ({d.get('why', '?')})"
+    return show(d)
+
+
+def usage_lines(host: str, u: dict) -> list[str]:
+    if "error" in u:
+        return [f"  on {host}: unreachable or refused: {u['error']}"]
+    cg = u.get("cgroup")
+    if isinstance(cg, dict) and "processes" not in cg and cg.get("collected") is not False:
+        cg = next(iter(cg.values()), None)  # systemd: per user; show the first
+    out = [f"  on {host} (limits enforced by: {u.get('mechanism', 'not known')}):"]
+    out.append(
+        "    processes  "
+        + _figure(cg, lambda c: f"{c['processes']} in the cgroup")
+        + "; "
+        + _figure(u.get("proc"), lambda p: f"{p['processes']} of the member's users in /proc")
+    )
+    out.append(
+        "    memory     "
+        + _figure(cg, lambda c: f"{_size(c['memory_bytes'])} in the cgroup")
+        + "; "
+        + _figure(u.get("proc"), lambda p: f"{_size(p['rss_bytes'])} resident")
+    )
+    out.append(
+        "    disk       "
+        + _figure(u.get("disk"), lambda d: f"{_size(d['bytes'])} in {len(d['paths'])} tree(s)")
+    )
+    out.append(
+        "    web        "
+        + _figure(u.get("web"), lambda w: f"{w['requests']} requests, {_size(w['bytes'])} sent")
+    )
+    out.append(
+        "    outbound   " + _figure(u.get("outbound"), lambda o: f"{_size(o.get('bytes', 0))} sent")
+    )
+    return out
+
+
+def render_usage(result) -> str:
+    out = []
+    for name, hosts in sorted((result.get("members") or {}).items()):
+        out.append(f"{name}:")
+        if not hosts:
+            out.append("  nothing on any host")
+        for host, u in sorted(hosts.items()):
+            out += usage_lines(host, u)
+    return "\n".join(out)

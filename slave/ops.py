@@ -22,6 +22,7 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
 The ops (``domtool.wire.SLAVE_OPS``)::
 
     list_remove {owner, list, doit?: bool}   (remove a mailing list; dry run unless doit)
+    usage    {owner?}   (what a member uses here: domtool.slave.usage)
     prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
                                       grants: {paths: [...], users: [...], groups: [...]},
                                       signed_grants?: {record, signature, key}}},
@@ -492,6 +493,8 @@ OP_SCHEMAS: dict[str, Obj] = {
     "status": Obj({}),
     "describe": Obj({"domain": _name}),
     "list_remove": Obj({"owner": _owner, "list": Str(320, LIST_ADDRESS)}, {"doit": Bool()}),
+    # what members use on this host (domtool.slave.usage); no owner: every owner here
+    "usage": Obj({}, {"owner": _owner}),
     # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
     "tls_update": Obj({"crl_pem": Str(1 << 20)}, {"cert_pem": Str(16384), "key_pem": Str(16384)}),
     # Virtual mailboxes (domtool.slave.vmail): a typed action, not a config unit.
@@ -565,6 +568,13 @@ class ListRemoveArgs:
 
 
 @attrs.frozen
+class UsageArgs:
+    """``usage``: what ``owner`` (None: every owner of this host) uses here."""
+
+    owner: str | None = None
+
+
+@attrs.frozen
 class DescribeArgs:
     """``describe``: what this host serves for ``domain``."""
 
@@ -623,6 +633,7 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "list_remove": lambda a: ListRemoveArgs(a["owner"], a["list"].lower(), bool(a.get("doit"))),
     "tls_update": _tls_update,
     "vmail": lambda a: _vmail_args(a),
+    "usage": lambda a: UsageArgs(a.get("owner")),
 }
 
 

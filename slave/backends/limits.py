@@ -153,6 +153,8 @@ class LimitsConfig:
     live_index: str
     python: str = sys.executable
     timeout: float = 120.0
+    # The members' split Apache logs (as ApacheConfig.member_log_dir), for usage.
+    member_log_dir: str | None = None
 
     def argv(self, verb: str, index: str) -> tuple[str, ...]:
         return (
@@ -236,3 +238,18 @@ class LimitsBackend:
     def probes(self, state: DesiredState) -> list[Probe]:
         """None: ``apply`` reads every value back from the kernel and fails otherwise."""
         return []
+
+    def actions(self) -> dict:
+        """The typed operation of this backend at the slave's edge: ``usage``."""
+        from domtool.slave import usage
+        from domtool.slave.limits_enforce import EnforceConfig
+
+        def collect(state: DesiredState, owner: str) -> dict:
+            return usage.collect(
+                state,
+                owner,
+                enforce_config=EnforceConfig.load(self.config.enforce_config),
+                member_log_dir=self.config.member_log_dir,
+            )
+
+        return {"usage": collect}

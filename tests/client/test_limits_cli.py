@@ -92,3 +92,22 @@ def test_dry_run_changes_nothing(site, capsys):  # noqa: F811
     assert "dry run" in capsys.readouterr().out
     assert d.store.policy_of("alice") is None
     assert all(not s.state.policies for s in d.slaves.values())
+
+
+def test_usage_asks_every_host_about_the_member_only(site, capsys):  # noqa: F811
+    d, root, alice = site
+    d.forget_calls()
+    assert domtool_cli.main(["usage", "--config", alice]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("alice:")
+    for host in d.slaves:
+        assert f"on {host} (limits enforced by: not known):" in out
+    assert "web        not collected (this host keeps no per-member logs" in out
+    assert "outbound   not collected" in out
+    calls = [c for link in d.links.values() for c in link.calls if c[0] == "usage"]
+    assert len(calls) == len(d.slaves) and all(c[1] == {"owner": "alice"} for c in calls)
+    assert admin_cli.main(["usage", "--config", root, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data["members"]) >= {"alice", "bob"}
+    assert admin_cli.main(["usage", "mallory", "--config", root]) == 1
+    assert "mallory is not an active member" in capsys.readouterr().err
