@@ -247,3 +247,36 @@ def test_the_engine_stages_checks_and_enforces_a_member_policy(site, tmp_path):
         out = engine.apply(DesiredState())
         assert out.status == "applied", out
         assert not Path(d["pids"]).exists()
+
+
+SPIN = """
+import os, time
+start = {start}                     # both loops spin over the same wall-clock window
+while time.time() < start:
+    time.sleep(0.01)
+t0 = sum(os.times()[:2])
+while time.time() < start + 3:
+    pass
+print(sum(os.times()[:2]) - t0, flush=True)
+"""
+
+
+def test_cpu_share_divides_a_contended_cpu_by_weight(site, tmp_path):
+    """Two members' busy loops pinned to one CPU: the kernel gives them CPU time in the
+    ratio of their cpu.shares (weights 100 and 400: 1024 and 4096 shares)."""
+    config, conf_path = site
+    with member_user() as a, member_user() as b:
+        index = write_index(
+            tmp_path / "units",
+            [limits(a.pw_name, cpu_weight=100), limits(b.pw_name, cpu_weight=400)],
+        )
+        assert enforce("apply", conf_path, index).returncode == 0
+        one = min(os.sched_getaffinity(0))
+        start = time.time() + 2
+        procs = [run_as_member(config, pw, SPIN.format(start=start)) for pw in (a, b)]
+        for p in procs:
+            os.sched_setaffinity(p.pid, {one})
+        low, high = (float(p.communicate(timeout=30)[0]) for p in procs)
+        ratio = high / low
+        print(f"CPU seconds on one contended CPU: weight 100 {low:.2f}, 400 {high:.2f}")
+        assert 2.5 < ratio < 6.0, (low, high)
