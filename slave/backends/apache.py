@@ -34,6 +34,10 @@ no member's site ever answers for a name it does not carry. Probes: every vhost 
 ``204`` at the reserved ``/.well-known/domtool-probe`` ahead of the member's own
 directives, so "204 there" means "this name is live", whatever the member's site does.
 
+CGI limits: for a member whose policy has limits, ``RLimitCPU``/``RLimitNPROC``/
+``RLimitMEM`` (soft = hard) at the vhost level (:class:`CgiLimits`; a member's
+``.htaccess`` can set them again, see there: the slave's CGI reaper is what it cannot lift).
+
 Limits: CGI runs through suexec as the member (``SuexecUserGroup``); Debian's
 ``apache2-suexec-pristine`` only runs programs under ``/var/www`` and ``~user/public_html``,
 so a site whose member trees live elsewhere installs ``apache2-suexec-custom`` with its

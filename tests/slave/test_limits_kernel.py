@@ -115,6 +115,9 @@ def test_systemd_analyze_verify_flags_what_it_only_warns_about():
     bad = E.verify_slice("[Slice]\nTasksMax=lots\nMemoryMax=1Q\nCPUWeight=100000\n")
     assert len(bad) == 3, bad
     assert any("Invalid CPU weight" in line for line in bad)
+    # One run for many members: each warning is its own member's.
+    both = E.verify_slices({"alice": "[Slice]\nTasksMax=200\n", "bob": "[Slice]\nCPUWeight=0\n"})
+    assert both["alice"] == [] and len(both["bob"]) == 1, both
 
 
 FORK_BOMB = """
