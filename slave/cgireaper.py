@@ -20,6 +20,11 @@ slave (root) sweeps ``/proc`` every ``interval`` seconds:
   JSON line on stdout). The CPU check is per process, like RLIMIT_CPU: precise to one
   sweep interval, and beyond any ``.htaccess``.
 
+With ``--enforce-config`` (``limits_enforce``'s config), each CGI process is also moved
+into its member's cgroup at its first sweep, so the member's ``pids.max``, memory and CPU
+share bound its CGI programs too (Apache's children live in the web server's cgroup; on
+cgroup v1, memory charged before the move stays with the old cgroup).
+
 Limits: a program that forks and exits within one sweep interval leaves an orphan the
 reaper never saw under Apache; that orphan is still bounded by the member's cgroup
 (``pids.max``, memory) and ``RLimitCPU`` but not by the wall limit. On systemd hosts the
@@ -152,22 +157,43 @@ class Reaper:
 def cgi_limits(index: str) -> dict[int, tuple[int, int]]:
     """uid -> (CPU seconds, wall seconds) from the limits backend's index (users not on
     this host, and system accounts, skipped)."""
+    return load(index)[0]
+
+
+def load(index: str) -> tuple[dict[int, tuple[int, int]], dict[int, str]]:
+    """(uid -> (CPU seconds, wall seconds), uid -> member) for every user of every
+    member in the limits backend's index."""
     out: dict[int, tuple[int, int]] = {}
+    members: dict[int, str] = {}
     try:
         with open(index, encoding="utf-8") as f:
             paths = json.load(f)["units"]
     except (OSError, ValueError, KeyError):
-        return out
+        return out, members
     for path in paths:
         try:
             with open(path, encoding="utf-8") as f:
                 u = json.load(f)
-            uid = pwd.getpwnam(u["member"]).pw_uid
-        except (OSError, ValueError, KeyError):
+            limits = (int(u["cgi"]["cpu_seconds"]), int(u["cgi"]["wall_seconds"]))
+            users = u.get("users") or [u["member"]]
+        except (OSError, ValueError, KeyError, TypeError):
             continue
-        if uid >= 1000:
-            out[uid] = (int(u["cgi"]["cpu_seconds"]), int(u["cgi"]["wall_seconds"]))
-    return out
+        for user in users:
+            try:
+                uid = pwd.getpwnam(user).pw_uid
+            except KeyError:
+                continue
+            if uid >= 1000:
+                out[uid] = limits
+                members[uid] = u["member"]
+    return out, members
+
+
+def _uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
 
 
 def cgroup_pids(path: str | None) -> list[int]:
@@ -187,11 +213,41 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--web-cgroup")
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("--once", action="store_true")
+    p.add_argument(
+        "--enforce-config",
+        help="limits_enforce's config: also move each CGI process into its member's cgroup",
+    )
     a = p.parse_args(argv)
     reaper = Reaper(frozenset(os.path.realpath(e) for e in a.web_exe))
+    adopt = None
+    if a.enforce_config:
+        from domtool.slave import limits_enforce as E
+
+        config = E.EnforceConfig.load(a.enforce_config)
+        mechanism, _why = E.detect(config)
+        if mechanism in ("cgroup-v1", "cgroup-v2"):
+            adopt = (config, mechanism)
+    placed: set[tuple[int, float]] = set()
     while True:
-        limits = cgi_limits(a.index)
+        limits, members = load(a.index)
         found = reaper.sweep(scan(), limits, uptime(), cgroup_pids(a.web_cgroup))
+        if adopt is not None:
+            placed &= set(reaper.tracked)
+            for key in sorted(set(reaper.tracked) - placed):
+                pid, _start = key
+                uid = _uid(pid)
+                if uid not in members:
+                    continue
+                try:
+                    E.place(adopt[0], adopt[1], members[uid], pid)
+                    done = "placed"
+                except OSError as e:
+                    done = f"not placed: {e.strerror}"
+                placed.add(key)
+                print(
+                    json.dumps({"pid": pid, "uid": uid, "member": members[uid], "action": done}),
+                    flush=True,
+                )
         for proc, what, figure, limit in found:
             try:
                 os.kill(proc.pid, signal.SIGKILL)

@@ -39,7 +39,7 @@ from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
 from tests.conftest import require_binary
 from tests.slave.apache_daemon import ApacheProcess, free_port, get, prepare_site, public_dir
-from tests.slave.member_users import member_user, write_index
+from tests.slave.member_users import enforce, limits_site, member_user, write_index
 
 pytestmark = pytest.mark.daemons
 
@@ -80,6 +80,18 @@ time.sleep(120)
 print("Content-Type: text/plain\\n\\nwoke up")
 """
 
+HOG = """#!/usr/bin/python3
+import os, time
+here = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(here, "hog.pid"), "w") as f:
+    f.write(str(os.getpid()))
+time.sleep(1.5)                      # the reaper's sweep moves it into its member's cgroup
+chunks = []
+for i in range(32):                  # 512 MiB, under RLimitMEM, over the member's memory
+    chunks.append(bytearray(16 * 1024 * 1024))
+print("Content-Type: text/plain\\n\\nsurvived")
+"""
+
 HELLO = """#!/usr/bin/python3
 print("Content-Type: text/plain\\n\\nhello")
 """
@@ -103,7 +115,13 @@ class Site:
                 d.chmod(0o755)
                 shutil.chown(d, pw.pw_uid, pw.pw_gid)
             self.dirs[pw.pw_name] = home
-            for name, text in (("loop.cgi", LOOP), ("sleep.cgi", SLEEP), ("hello.cgi", HELLO)):
+            scripts = (
+                ("loop.cgi", LOOP),
+                ("sleep.cgi", SLEEP),
+                ("hello.cgi", HELLO),
+                ("hog.cgi", HOG),
+            )
+            for name, text in scripts:
                 for sub in ("www", "cgi-bin"):
                     p = home / sub / name
                     p.write_text(text)
@@ -234,16 +252,23 @@ def _limits(member: str, **kw) -> MemberLimits:
 
 
 @contextlib.contextmanager
-def reaper(site, tmp_path, **walls):
-    """The slave's CGI reaper over a limits index for both members; yields its kill lines."""
+def reaper(site, tmp_path, enforce_config=None, memory=None, **walls):
+    """The slave's CGI reaper over a limits index for both members; yields its kill lines.
+    With ``enforce_config`` it also moves CGIs into their members' cgroups."""
     alice, bob = site.members
+    extra = {"memory": memory} if memory else {}
     index = write_index(
         tmp_path / "limits",
         [
-            _limits(alice.pw_name, cgi_cpu=CPU_SECONDS, cgi_wall=walls.get("alice", 60)),
-            _limits(bob.pw_name, cgi_cpu=CPU_SECONDS, cgi_wall=walls.get("bob", 60)),
+            _limits(alice.pw_name, cgi_cpu=CPU_SECONDS, cgi_wall=walls.get("alice", 60), **extra),
+            _limits(bob.pw_name, cgi_cpu=CPU_SECONDS, cgi_wall=walls.get("bob", 60), **extra),
         ],
     )
+    adopt = []
+    if enforce_config is not None:
+        done = enforce("apply", enforce_config, index)
+        assert done.returncode == 0, done.stderr
+        adopt = ["--enforce-config", enforce_config]
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -255,6 +280,7 @@ def reaper(site, tmp_path, **walls):
             site.proc.config.binary,
             "--interval",
             "0.3",
+            *adopt,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -316,3 +342,19 @@ def test_a_sleeping_cgi_is_killed_at_its_wall_limit_by_the_reaper(site, tmp_path
     assert [k for k in kills if k["pid"] == pid and k["uid"] == alice.pw_uid and "wall" in k]
     assert not [k for k in kills if k["uid"] == bob.pw_uid], kills
     print(f"sleeping CGI ended after {wall:.1f}s wall (limit 3s)")
+
+
+def test_a_cgi_memory_hog_is_bounded_by_its_members_cgroup(site, tmp_path):
+    """Apache's children live in the web server's cgroup; the reaper moves alice's CGI
+    into her cgroup, whose memory limit (96M) OOM-kills it far below RLimitMEM (512M)."""
+    alice, _bob = site.members
+    with limits_site(tmp_path) as (config, conf_path):
+        with reaper(site, tmp_path, enforce_config=conf_path, memory=96 * M) as lines:
+            r = get(site.port, _host(alice), "/cgi-bin/hog.cgi", timeout=60)
+        assert r.status == 500 and b"survived" not in r.body
+        pid = int((site.dirs[alice.pw_name] / "cgi-bin" / "hog.pid").read_text())
+        assert [x for x in lines if x["pid"] == pid and x["action"] == "placed"], lines
+        memcg = config.cgroup_root + f"/memory/{config.prefix}/{alice.pw_name}"
+        oom = dict(x.split() for x in Path(memcg, "memory.oom_control").read_text().splitlines())
+        assert int(oom["oom_kill"]) >= 1
+        assert int(Path(memcg, "memory.max_usage_in_bytes").read_text()) <= 96 * M
