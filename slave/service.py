@@ -163,6 +163,12 @@ def _exim(table: Mapping[str, Any], config: SlaveConfig) -> Any:
     return exim.EximBackend(_settings(exim.EximConfig, "exim", settings, config))
 
 
+def _nft(table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    from domtool.slave.backends import nft
+
+    return nft.NftBackend(_settings(nft.NftConfig, "nft", table, config))
+
+
 def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfig) -> Any:
     fields = {f.name for f in attrs.fields(cls)}
     unknown = sorted(set(table) - fields)
@@ -186,6 +192,7 @@ BACKENDS: dict[str, Callable[[Mapping[str, Any], SlaveConfig], Any]] = {
     "bind": _bind,
     "mailman": _mailman,
     "exim": _exim,
+    "nft": _nft,
 }
 
 
