@@ -14,8 +14,8 @@ and gets ``True`` or a reason string. Kinds (see ``domtool.slave.backend.Probe``
   Mailman core and its owners are exactly these (``domtool.slave.mailman_rest``).
 - ``"smtp"``: (address, port, mode, address, expected): an SMTP EXPN or RCPT on
   loopback (``domtool.slave.mailprobe``).
-- ``"nft_table"``: (nft, family, table, chains): ``nft -j list table`` shows our table
-  with every one of those chains (``domtool.slave.backends.nft``).
+- ``"nft_table"``: (nft, table, chain, digest): ``nft list chain inet TABLE CHAIN``
+  shows that member's chain with this version's digest (``domtool.slave.backends.nft``).
 
 :class:`FakeProber` answers as a test says and records what it was asked.
 
