@@ -3,7 +3,7 @@ only the standard library, so the system python3 runs it as any user).
 
     serve PROTO:PORT[@ADDR] ...     listen (tcp: accept and send "ok"; udp: echo "ok"),
                                     print "ready" once every socket is bound
-    connect PROTO HOST PORT [SRC] [TIMEOUT]
+    connect PROTO HOST PORT [SRC] [TIMEOUT] [SOURCE_PORT]
                                     print "ok" if the service answered, else "fail: why"
     blast HOST PORT SECONDS         send UDP datagrams of 1000 bytes for SECONDS; print
                                     the bytes sendto() accepted
@@ -51,13 +51,14 @@ def serve(specs):
     sys.stdin.read()  # until the test closes our stdin
 
 
-def connect(proto, host, port, src="", timeout="1.5"):
+def connect(proto, host, port, src="", timeout="1.5", sport="0"):
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     s = socket.socket(socket.AF_INET, kind)
     s.settimeout(float(timeout))
     try:
-        if src:
-            s.bind((src, 0))
+        if src or sport != "0":
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((src, int(sport)))
         s.connect((host, int(port)))
         if proto == "udp":
             s.send(b"hi")

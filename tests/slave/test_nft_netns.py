@@ -335,6 +335,22 @@ def test_admin_and_member_see_what_the_host_enforces(site, outcomes):
     assert shown["members"][a]["lines"] == mine["lines"]
 
 
+def test_a_served_port_as_source_does_not_open_other_destinations(site, outcomes):
+    """alice may serve tcp 8001; a connection she starts FROM port 8001 is still hers
+    (original direction) and still needs a client rule for where it goes."""
+    a = site.users["a"]
+    peer = site.serve(None, ["tcp:7005", "tcp:7001"], site.nsp)
+    try:
+        argv = as_user(a, "connect", "tcp", PEER, "7005", "", "1.5", "8001")
+        got = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+        assert got.startswith("fail"), got
+        argv = as_user(a, "connect", "tcp", PEER, "7001", "", "1.5", "8001")
+        got = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+        assert got == "ok", got
+    finally:
+        site.stop(peer)
+
+
 def test_the_hosts_other_tables_are_untouched(site, outcomes):
     listing = sh("nft", "list", "table", "ip", "hostfw").stdout
     rules = [line for line in listing.splitlines() if "packets" not in line]
