@@ -1,25 +1,32 @@
 """The nftables backend: members' network policy (issue 11) as one table of its own.
 
-Each member's ``MemberPolicy.firewall`` is one unit (an nft fragment: the member's
-chains, counters, rate limit and its users' entries in the ``owners`` verdict map); the
-index ``ruleset.nft`` is the one transaction that replaces our table and nothing else::
+Each member's ``MemberPolicy.firewall`` is one unit: nft *commands* on our table, each
+one idempotent (``add table``, ``add map owners``, the member's counters, ``add chain`` +
+``flush chain`` of its chains, its rules, its users' entries in the ``owners`` verdict
+map). The index ``ruleset.nft`` is the one transaction that replaces our table and
+nothing else::
 
-    table inet domtool                # make sure it exists (so the delete cannot fail)
-    delete table inet domtool         # ...and drop it,
-    table inet domtool {              # then build it again, in the same transaction
-        map owners { type uid : verdict; }
-        include "state_dir/units/nft/<sha256>.nft"    # one per member
-        chain output { type filter hook output priority 0; policy accept;
-                       meta skuid vmap @owners; }
-    }
+    table inet domtool                 # make sure it exists (so the delete cannot fail)
+    delete table inet domtool          # ...and drop it, then build it again:
+    add table inet domtool; add map inet domtool owners { type uid : verdict; }
+    add chain inet domtool output { type filter hook output priority 0; policy accept; }
+    add rule inet domtool output meta skuid vmap @owners
+    include "state_dir/live/nft/OWNER.nft"      # one per member
 
 ``nft -f`` applies a file as one netlink batch: either the whole new table is there or
 the old one still is. Other tables on the host are never named. The daemon's check is
-``nft -c -f`` of the staged index (the kernel validates the batch without committing;
-user names are resolved to uids then, so a user this host lacks is refused there, and
-the engine's bisection refuses only that member). The probe (kind ``"nft_table"``)
-reads a changed member's ``a_`` chain back from the kernel and checks it carries the
-digest of this version of the member's policy (a comment in the chain).
+``nft -c -f`` of ``check.nft`` (the same, naming the staged unit files; the kernel
+validates the batch without committing; user names are resolved to uids then, so a user
+this host lacks is refused there, and the engine's bisection refuses only that member).
+
+Units live at stable paths (``state_dir/live/nft/OWNER.nft``, the engine's live files),
+so when only members' rules change (the same members with the same users) the engine
+takes the narrow path: each changed unit is checked on its own (``nft -c -f UNIT``,
+against the live table) and loaded on its own (``nft -f UNIT``: that member's chains
+flushed and refilled in one transaction; everyone's counters are kept). Adding or
+removing a member or one of its users changes the unit keys and reloads the whole table
+(counters start again). The probe (kind ``"nft_table"``) reads a changed member's ``a_``
+chain back from the kernel: its accept rule carries this version's digest (a comment).
 
 What a member's user chain ``u_<user>`` says, for packets its sockets send (``meta
 skuid`` matches the owner of the sending socket, on output only):
@@ -67,6 +74,8 @@ from domtool.slave.backend import (
 )
 
 INDEX_FILE = "ruleset.nft"
+CHECK_FILE = "check.nft"
+NARROW_RELOADS = 20
 FAMILY = "inet"
 TABLE = "domtool"
 MAX_PROBES = 10
@@ -138,9 +147,13 @@ def digest(p: MemberPolicy) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def unit_content(p: MemberPolicy) -> bytes:
-    """The nft fragment of one member's firewall (PolicyError / ValueError if bad)."""
-    for name in (p.owner, *p.users):
+def unit_content(p: MemberPolicy, table: str = TABLE) -> bytes:
+    """One member's firewall as nft commands on our table (PolicyError / ValueError if
+    bad). Each command is idempotent, so the same file is included by the full load,
+    checked on its own against the live kernel (``nft -c -f``), and loaded on its own to
+    replace only this member's rules (a narrow reload: the other members' rules and
+    counters, and this member's counters, stay as they are)."""
+    for name in (p.owner, *p.users, table):
         if not isinstance(name, str) or not NAME.fullmatch(name):
             raise ValueError(f"{name!r} is not a Unix user name")
     fw = p.firewall
@@ -148,30 +161,51 @@ def unit_content(p: MemberPolicy) -> bytes:
         raise ValueError("no firewall part")
     for a in fw.web_servers:
         ipaddress.ip_address(a)
-    o = p.owner
-    out = [f"# domtool: network policy of {o}", f"counter out_{o} {{ }}", f"counter drop_{o} {{ }}"]
-    accept = [f"chain a_{o} {{", f'    comment "domtool {digest(p)}"']
-    if fw.rate is not None:
-        if type(fw.rate) is not int or not 1 <= fw.rate <= member_policy.MAX_RATE:
-            raise ValueError(f"rate {fw.rate!r} out of range")
-        out.append(f"limit lim_{o} {{ rate over {fw.rate} bytes/second }}")
-        accept.append(f'    limit name "lim_{o}" counter name "drop_{o}" drop')
-    accept += [f'    counter name "out_{o}" accept', "}"]
-    out += accept
+    if fw.rate is not None and (
+        type(fw.rate) is not int or not 1 <= fw.rate <= member_policy.MAX_RATE
+    ):
+        raise ValueError(f"rate {fw.rate!r} out of range")
+    o, t = p.owner, f"{FAMILY} {table}"
+    out = [
+        f"# domtool: network policy of {o}",
+        f"add table {t}",
+        f"add map {t} owners {{ type uid : verdict; }}",
+        f"add counter {t} out_{o}",
+        f"add counter {t} drop_{o}",
+        f"add chain {t} a_{o}",
+        f"flush chain {t} a_{o}",
+    ]
     for user in p.users:
-        out.append(f"chain u_{user} {{")
+        out += [f"add chain {t} u_{user}", f"flush chain {t} u_{user}"]
+    # the rate limit: made sure to exist, dropped (nothing refers to it after the
+    # flushes), and made again with this version's rate
+    out += [f"add limit {t} lim_{o} {{ rate over 1 bytes/second; }}", f"delete limit {t} lim_{o}"]
+    if fw.rate is not None:
+        out.append(f"add limit {t} lim_{o} {{ rate over {fw.rate} bytes/second; }}")
+        out.append(f'add rule {t} a_{o} limit name "lim_{o}" counter name "drop_{o}" drop')
+    out.append(f'add rule {t} a_{o} counter name "out_{o}" accept comment "domtool {digest(p)}"')
+    for user in p.users:
         for r in fw.rules:
             if r.user == user:
-                out += ["    " + line for line in rule_lines(r, fw.web_servers, f"a_{o}")]
+                out += [
+                    f"add rule {t} u_{user} {line}"
+                    for line in rule_lines(r, fw.web_servers, f"a_{o}")
+                ]
         out += [
-            "    meta l4proto tcp reject with tcp reset",
-            "    reject with icmpx admin-prohibited",
-            "}",
+            f"add rule {t} u_{user} meta l4proto tcp reject with tcp reset",
+            f"add rule {t} u_{user} reject with icmpx admin-prohibited",
         ]
-    elements = ", ".join(f'"{u}" : goto u_{u}' for u in p.users)
-    if elements:
-        out.append(f"map owners {{ type uid : verdict; elements = {{ {elements} }} }}")
+        out.append(f'add element {t} owners {{ "{user}" : goto u_{user} }}')
     return ("\n".join(out) + "\n").encode()
+
+
+def unit_key(p: MemberPolicy) -> str:
+    """``policy:OWNER``, with the users when they are not just the owner: a change of
+    users changes the key, so the engine loads the whole table again (a narrow reload
+    cannot take a user's chain away)."""
+    if p.users == (p.owner,):
+        return f"policy:{p.owner}"
+    return f"policy:{p.owner}:{'+'.join(p.users)}"
 
 
 @attrs.define
@@ -180,6 +214,12 @@ class NftBackend:
 
     config: NftConfig
     name: str = "nft"
+    # Units at stable paths (state_dir/live/nft/OWNER.nft): ruleset.nft names those, so
+    # a change of rules only is loaded member by member (reload_units), checked by each
+    # changed unit's own nft -c; a change of who is in the table reloads it whole.
+    live_files: bool = True
+    live_index_files: tuple[str, ...] = (INDEX_FILE,)
+    check_all_covers_units: bool = True  # check.nft (nft -c) covers every unit's check
     _memo: dict = attrs.Factory(dict)
     _changed: list[tuple[str, str]] = attrs.Factory(list)  # (owner, digest) of the last units()
 
@@ -197,6 +237,7 @@ class NftBackend:
         memo: dict = {}
         changed = []
         seen_users: dict[str, str] = {}
+        check = (Command((self.config.nft, "-c", "-f", "{path}"), timeout=self.config.timeout),)
         for p in self._policies(state):
             for u in p.users:
                 if u in seen_users and seen_users[u] != p.owner:
@@ -209,11 +250,11 @@ class NftBackend:
             unit = memo_get(self._memo, p)
             if unit is None:
                 try:
-                    content = unit_content(p)
+                    content = unit_content(p, self.config.table)
                 except ValueError as e:
                     errors.append(PolicyRefused(p.owner, p.owner, "firewall", "", str(e)))
                     continue
-                unit = Unit(f"policy:{p.owner}", p.owner, "nft", content)
+                unit = Unit(unit_key(p), p.owner, "nft", content, check, live=f"{p.owner}.nft")
             memo_put(memo, p, unit)
             units.append(unit)
             prev = previous.get(unit.key)
@@ -225,15 +266,28 @@ class NftBackend:
         self._changed = changed
         return sorted(units, key=lambda u: u.key)
 
-    def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
-        t = self.config.table
+    def index(
+        self, units: Mapping[str, PurePosixPath], live: Mapping[str, PurePosixPath] | None = None
+    ) -> dict[str, bytes]:
+        """``ruleset.nft`` (what is loaded: each unit at its stable live path) and
+        ``check.nft`` (the same naming this generation's staged unit files: what
+        ``nft -c`` checks before the switch)."""
+        named = {k: (live or {}).get(k, path) for k, path in units.items()}
+        return {
+            INDEX_FILE: self._index(named, "what is loaded"),
+            CHECK_FILE: self._index(units, "for nft -c only: the staged units"),
+        }
+
+    def _index(self, units: Mapping[str, PurePosixPath], what: str) -> bytes:
+        t = f"{FAMILY} {self.config.table}"
         lines = [
-            "# domtool: members' network policy (one transaction; no other table is named)",
-            f"table {FAMILY} {t}",
-            f"delete table {FAMILY} {t}",
-            f"table {FAMILY} {t} {{",
-            '    comment "domtool: members\' network policy"',
-            "    map owners { type uid : verdict; }",
+            f"# domtool: members' network policy, {what} (one transaction; no other table)",
+            f"table {t}",
+            f"delete table {t}",
+            f'add table {t} {{ comment "domtool: members\' network policy"; }}',
+            f"add map {t} owners {{ type uid : verdict; }}",
+            f"add chain {t} output {{ type filter hook output priority 0; policy accept; }}",
+            f"add rule {t} output meta skuid vmap @owners",
         ]
         for key in sorted(units):
             if not key.startswith("policy:"):
@@ -241,23 +295,31 @@ class NftBackend:
             path = str(units[key])
             if '"' in path or "\n" in path:
                 raise ValueError(f"unit path {path!r} cannot be included")
-            lines.append(f'    include "{path}"')
-        lines += [
-            "    chain output {",
-            "        type filter hook output priority 0; policy accept;",
-            "        meta skuid vmap @owners",
-            "    }",
-            "}",
-        ]
-        return {INDEX_FILE: ("\n".join(lines) + "\n").encode()}
+            lines.append(f'include "{path}"')
+        return ("\n".join(lines) + "\n").encode()
 
     def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
-        staged = str(PurePosixPath(generation_dir) / self.name / INDEX_FILE)
+        staged = str(PurePosixPath(generation_dir) / self.name / CHECK_FILE)
         return (Command((self.config.nft, "-c", "-f", staged), timeout=self.config.timeout),)
 
     def reload(self) -> tuple[Command, ...]:
         live = f"{self.config.state_dir}/current/{self.name}/{INDEX_FILE}"
         return (Command((self.config.nft, "-f", live), timeout=self.config.timeout),)
+
+    def reload_units(self, keys) -> tuple[Command, ...]:
+        """Each changed member's unit loaded on its own (its rules replaced, counters
+        kept); more than :data:`NARROW_RELOADS` members: the whole table."""
+        keys = sorted(keys)
+        if len(keys) > NARROW_RELOADS:
+            return self.reload()
+        out = []
+        for key in keys:
+            owner = key.split(":")[1]
+            if not NAME.fullmatch(owner):
+                raise ValueError(f"bad unit key {key!r}")
+            path = f"{self.config.state_dir}/live/{self.name}/{owner}.nft"
+            out.append(Command((self.config.nft, "-f", path), timeout=self.config.timeout))
+        return tuple(out)
 
     def probes(self, state: DesiredState) -> list[Probe]:
         """For the members whose unit the last :meth:`units` call changed (at most

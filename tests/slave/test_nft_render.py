@@ -36,24 +36,35 @@ def test_one_unit_per_member_and_an_index_naming_only_our_table():
     state = DesiredState(policies=(pol("alice"), pol("bob"), pol("carol", nodes=("h2",))))
     units = b.units(state, {}, 0)
     assert [(u.key, u.owner) for u in units] == [("policy:alice", "alice"), ("policy:bob", "bob")]
-    index = b.index({u.key: PurePosixPath(f"/s/units/nft/{u.owner}.nft") for u in units})[
-        INDEX_FILE
-    ]
-    text = index.decode()
-    assert text.count("table inet domtool") == 3 and "delete table inet domtool" in text
-    assert [
-        line.split()[0]
-        for line in text.splitlines()
-        if line.startswith("table") or line.startswith("delete")
-    ] == ["table", "delete", "table"]
-    assert 'include "/s/units/nft/alice.nft"' in text and "meta skuid vmap @owners" in text
+    files = b.index(
+        {u.key: PurePosixPath(f"/s/units/nft/{u.owner}.sha.nft") for u in units},
+        live={u.key: PurePosixPath(f"/s/live/nft/{u.owner}.nft") for u in units},
+    )
+    text, check = files[INDEX_FILE].decode(), files["check.nft"].decode()
+    # only our table is named, by every command of the index and of each unit
+    for body in [text, check] + [u.content.decode() for u in units]:
+        for line in body.splitlines():
+            if line and not line.startswith(("#", "include")):
+                assert " inet domtool" in line, line
+    assert text.splitlines()[1:3] == ["table inet domtool", "delete table inet domtool"]
+    assert 'include "/s/live/nft/alice.nft"' in text and "meta skuid vmap @owners" in text
+    assert 'include "/s/units/nft/alice.sha.nft"' in check and "/live/" not in check
+    assert [u.live for u in units] == ["alice.nft", "bob.nft"]
     assert b.check_all(PurePosixPath("/g/7"))[0].argv == (
         "/usr/sbin/nft",
         "-c",
         "-f",
-        "/g/7/nft/ruleset.nft",
+        "/g/7/nft/check.nft",
     )
     assert b.reload()[0].argv[-1] == "/var/lib/domtool-slave/current/nft/ruleset.nft"
+    narrow = b.reload_units(["policy:bob"])
+    assert [c.argv for c in narrow] == [
+        ("/usr/sbin/nft", "-f", "/var/lib/domtool-slave/live/nft/bob.nft")
+    ]
+    assert b.reload_units([f"policy:m{i}" for i in range(21)]) == b.reload()
+    assert units[0].checks[0].argv == ("/usr/sbin/nft", "-c", "-f", "{path}")
+    two = b.units(DesiredState(policies=(pol("alice", ("alice", "alice_d")),)), {}, 0)
+    assert two[0].key == "policy:alice:alice+alice_d"
 
 
 def test_probes_follow_changed_members_with_their_digest():
@@ -132,7 +143,7 @@ def test_the_rendered_ruleset_passes_nft_check(tmp_path):
         path = tmp_path / f"{u.owner}.nft"
         path.write_bytes(u.content)
         paths[u.key] = PurePosixPath(path)
-    (tmp_path / INDEX_FILE).write_bytes(b.index(paths)[INDEX_FILE])
+    (tmp_path / INDEX_FILE).write_bytes(b.index(paths)["check.nft"])
     proc = subprocess.run(
         ["unshare", "-n", "nft", "-c", "-f", str(tmp_path / INDEX_FILE)],
         capture_output=True,
