@@ -226,7 +226,7 @@ class FirewallPart:
         rate = data.get("rate")
         if rate is not None and (type(rate) is not int or not 1 <= rate <= MAX_RATE):
             raise PolicyError([f"firewall rate {rate!r}: bytes per second, 1 to {MAX_RATE}"])
-        return cls(tuple(sorted({rule_from_json(r) for r in rules}, key=_rule_key)), rate)
+        return cls(tuple(sorted({rule_from_json(r) for r in rules}, key=rule_key)), rate)
 
     def problems(
         self, member: str, users: Iterable[str], holder: Callable[[str], str | None]
@@ -245,7 +245,7 @@ class FirewallPart:
         return out
 
 
-def _rule_key(r: FirewallRule):
+def rule_key(r: FirewallRule):
     return (r.user, r.mode, r.proto, r.ports, r.hosts)
 
 
@@ -338,7 +338,7 @@ def effective_firewall(
     rate = member_part.rate if member_part is not None and member_part.rate else None
     if rate is None and site_part is not None:
         rate = site_part.rate
-    return Firewall(tuple(sorted(rules, key=_rule_key)), web_servers(site), rate)
+    return Firewall(tuple(sorted(rules, key=rule_key)), web_servers(site), rate)
 
 
 #: Builders of the unit's parts from the member's and the site's record: the limits
@@ -454,7 +454,7 @@ def edit_firewall(part: FirewallPart | None, action: str, value: str, member: st
                 raise PolicyError([f"rule {format_rule(rule)!r} is already there"])
             if len(part.rules) >= MAX_RULES:
                 raise PolicyError([f"at most {MAX_RULES} rules"])
-            new = attrs.evolve(part, rules=tuple(sorted({*part.rules, rule}, key=_rule_key)))
+            new = attrs.evolve(part, rules=tuple(sorted({*part.rules, rule}, key=rule_key)))
         else:
             if rule not in part.rules:
                 shown = "; ".join(format_rule(r) for r in part.rules) or "none"

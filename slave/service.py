@@ -173,6 +173,12 @@ def _exim(table: Mapping[str, Any], config: SlaveConfig) -> Any:
     return exim.EximBackend(_settings(exim.EximConfig, "exim", settings, config))
 
 
+def _nft(table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    from domtool.slave.backends import nft
+
+    return nft.NftBackend(_settings(nft.NftConfig, "nft", table, config))
+
+
 def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfig) -> Any:
     fields = {f.name for f in attrs.fields(cls)}
     unknown = sorted(set(table) - fields)
@@ -197,6 +203,7 @@ BACKENDS: dict[str, Callable[[Mapping[str, Any], SlaveConfig], Any]] = {
     "mailman": _mailman,
     "exim": _exim,
     "limits": _limits,
+    "nft": _nft,
 }
 
 
