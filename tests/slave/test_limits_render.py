@@ -115,3 +115,13 @@ def test_apache_renders_cgi_limits_from_the_policy_only_for_its_owner():
         in {u.owner: u.content.decode() for u in apache.units(state2, {}, 0)}["alice"]
     )
     assert CgiLimits(5).lines() == ["RLimitCPU 5 5"]
+
+
+def test_the_slave_recheck_refuses_limits_out_of_range():
+    from domtool.policies import member_policy as mp
+
+    bad = policy(limits=Limits(10**9, 512 * M, 50, 10, 30, 1, overridden=("ram",)))
+    problems = mp.unit_problems("alice", bad, ["alice"])
+    assert any("processes 1000000000 out of range" in p for p in problems), problems
+    assert any("unknown limit 'ram'" in p for p in problems)
+    assert mp.unit_problems("alice", policy(), ["alice"]) == []
