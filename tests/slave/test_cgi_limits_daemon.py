@@ -233,8 +233,9 @@ def test_a_looping_cgi_is_killed_at_its_cpu_limit_while_others_answer(site):
     limits = (home / "loop.limits").read_text()
     assert re.search(rf"Max cpu time +{CPU_SECONDS} +{CPU_SECONDS} +seconds", limits), limits
     # Killed when its CPU time reached the limit (SIGXCPU was ignored: the hard limit
-    # kills). times() is tick-sampled, the kernel's limit check is not: a little slack.
-    assert CPU_SECONDS - 0.5 < cpu < CPU_SECONDS + 0.75, cpu
+    # kills). The program's own times() reading overshoots under load (2.2 to 2.9 s seen
+    # at load 7 to 9 on 2 cores); without the limit it would loop until Apache's Timeout.
+    assert CPU_SECONDS - 0.5 < cpu < CPU_SECONDS + 1.5, cpu
     pid = int((home / "loop.pid").read_text())
     assert not Path(f"/proc/{pid}").exists()
     assert answers and all(s == 200 for s, _ in answers), answers
@@ -310,7 +311,7 @@ def test_an_htaccess_lifting_the_cpu_limit_has_no_effect(site, tmp_path):
     limits = (www / "loop.limits").read_text()
     assert re.search(r"Max cpu time +1000 +1000 +seconds", limits), limits  # lifted...
     cpu = float((www / "loop.cpu").read_text())
-    assert CPU_SECONDS - 0.5 < cpu < CPU_SECONDS + 1.0, cpu  # ...to no effect
+    assert CPU_SECONDS - 0.5 < cpu < CPU_SECONDS + 1.5, cpu  # ...to no effect
     pid = int((www / "loop.pid").read_text())
     assert not Path(f"/proc/{pid}").exists()
     assert [k for k in kills if k["pid"] == pid and "cpu" in k], kills
