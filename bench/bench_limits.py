@@ -13,8 +13,6 @@ Needs root and the v1 controllers (the test machines).
 from __future__ import annotations
 
 import argparse
-import json
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -95,7 +93,6 @@ def main() -> None:
     for k, v in figures.items():
         print(f"  {k:22} {v:.3f} s" if isinstance(v, float) else f"  {k:22} {v}")
     emit(args, figures)
-    _ = secrets, json
 
 
 if __name__ == "__main__":

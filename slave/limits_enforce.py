@@ -248,7 +248,8 @@ def check(units: Iterable[dict]) -> list[str]:
         try:
             ml = unit_limits(u)
         except ValueError as e:
-            problems.append(f"{u.get('member')!s:.40}: {e}")
+            who = f"{u.get('member')!s:.40}"
+            problems.append(str(e) if str(e).startswith(who + ":") else f"{who}: {e}")
             continue
         if ml.member in seen:
             problems.append(f"{ml.member}: twice")
