@@ -233,9 +233,11 @@ def test_a_looping_cgi_is_killed_at_its_cpu_limit_while_others_answer(site):
     limits = (home / "loop.limits").read_text()
     assert re.search(rf"Max cpu time +{CPU_SECONDS} +{CPU_SECONDS} +seconds", limits), limits
     # Killed when its CPU time reached the limit (SIGXCPU was ignored: the hard limit
-    # kills). The program's own times() reading overshoots under load (2.2 to 2.9 s seen
-    # at load 7 to 9 on 2 cores); without the limit it would loop until Apache's Timeout.
-    assert CPU_SECONDS - 0.5 < cpu < CPU_SECONDS + 1.5, cpu
+    # kills). The kernel checks RLIMIT_CPU against tick-accounted time, from which a VM's
+    # steal time is taken out; the program's times() scales to its whole run time, steal
+    # included, so it reads more under load (2.2 to 3.0 s seen at load 7 to 9 on this
+    # 2-core VM). Without the limit it would loop until Apache's Timeout (60 s).
+    assert CPU_SECONDS - 0.5 < cpu < 2 * CPU_SECONDS + 1, cpu
     pid = int((home / "loop.pid").read_text())
     assert not Path(f"/proc/{pid}").exists()
     assert answers and all(s == 200 for s, _ in answers), answers

@@ -166,6 +166,7 @@ def test_a_fork_bomb_stays_inside_pids_max(site, tmp_path):
             )
             # The host is unaffected: outside the cgroup, processes still start.
             assert subprocess.run(["true"], timeout=10).returncode == 0
+            print(f"fork bomb: pids.current {current} (max 30), {events} forks refused")
         finally:
             bomb.kill()
             bomb.wait(timeout=10)
@@ -198,6 +199,11 @@ def test_a_memory_hog_is_stopped_at_memory_max(site, tmp_path):
         assert int(read(d["memory"] + "/memory.max_usage_in_bytes")) <= 96 * M
         oom = dict(line.split() for line in read(d["memory"] + "/memory.oom_control").splitlines())
         assert int(oom["oom_kill"]) >= 1
+        peak = int(read(d["memory"] + "/memory.max_usage_in_bytes"))
+        print(
+            f"memory hog: OOM-killed after {chunks} chunks of 16 MiB, peak {peak} bytes "
+            f"(limit {96 * M}), oom_kill {oom['oom_kill']}"
+        )
         # The host is unaffected: this process can still allocate what the hog could not.
         assert len(bytearray(200 * M)) == 200 * M
 
