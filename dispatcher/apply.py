@@ -354,7 +354,7 @@ class Coordinator:
             for owner, c in change.items():
                 if verdicts.get(owner, {"ok": True}).get("ok", True):
                     state = c["state"]
-                    empty = not any(state.get(k) for k in ("zones", "vhosts", "mail", "lists"))
+                    empty = not any(v for k, v in state.items() if k != "kind")
                     parts[owner] = None if empty else state
         self.store.record_commit(host, generation, status, parts, txid=txid)
         self._timers.pop(host, None)

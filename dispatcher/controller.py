@@ -40,7 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from domtool import wire
-from domtool.dispatcher import ca, list_ops
+from domtool.dispatcher import ca, list_ops, policy_ops, usage_ops
 from domtool.dispatcher.apply import ApplyResult, Coordinator
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.links import LinkError, RemoteError
@@ -60,7 +60,7 @@ from domtool.lang import api
 from domtool.model import DesiredState, Site
 from domtool.perms import Permissions
 from domtool.policies import lists as list_policy
-from domtool.policies import quotas, reserved
+from domtool.policies import member_policy, quotas, reserved
 
 log = Logger()
 
@@ -208,6 +208,8 @@ class Controller:
             "rmdom": self.rmdom,
             "vmail": self.vmail,
             "list_rm": functools.partial(list_ops.list_rm, self),
+            "policy": functools.partial(policy_ops.policy, self),
+            "usage": functools.partial(usage_ops.usage, self),
         }
         self.admin_ops: dict[str, Callable] = {
             "adduser": self.adduser,
@@ -225,6 +227,10 @@ class Controller:
             "quota": self.quota,
             "set_quota": self.set_quota,
             "put_grants": self.put_grants,
+            "policy_show": functools.partial(policy_ops.policy_show, self),
+            "policy_set": functools.partial(policy_ops.policy_set, self),
+            "policy_check": functools.partial(policy_ops.policy_check, self),
+            "usage_of": functools.partial(usage_ops.usage_of, self),
         }
         from domtool.dispatcher.databases import Databases
 
@@ -336,6 +342,11 @@ class Controller:
 
     def _policy(self, perms: Permissions, state: DesiredState) -> Evaluated:
         refused = ownership_problems(state, perms)
+        if state.policies:  # admin-set only: never from a member's own files
+            refused.append("a member's configuration cannot set policy (admins set it)")
+        refused += member_policy.proxy_problems(
+            state.vhosts, policy_ops.unit_for(self, perms.user, perms)
+        )
         refused += reserved.check(perms.user, state, self.site_domains)
         refused += quotas.check(perms.user, state, self._limits(perms.user))
         if state.lists:
@@ -352,10 +363,24 @@ class Controller:
             part["signed_grants"] = signed
         return part
 
-    def _changes(
+    def place(
         self, member: str, perms: Permissions, new: Mapping[str, DesiredState]
+    ) -> dict[str, DesiredState]:
+        """``new`` with the member's admin-set policy unit on every node it binds."""
+        return policy_ops.place(policy_ops.unit_for(self, member, perms), new)
+
+    def _changes(
+        self,
+        member: str,
+        perms: Permissions,
+        new: Mapping[str, DesiredState],
+        *,
+        placed: bool = True,
     ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-        """The prepare changes and the plan of ``member`` going to ``new`` per host."""
+        """The prepare changes and the plan of ``member`` going to ``new`` per host
+        (``placed``: with the member's policy put in; False only to remove everything)."""
+        if placed:
+            new = self.place(member, perms, new)
         current = self.current(member)
         hosts = changed_hosts(current, new)
         part = self._part(member, perms)
@@ -584,7 +609,7 @@ class Controller:
         if record is None or not record.active:
             raise _refused(f"{user} is not an active member")
         perms = self._perms(user)
-        changes, diff = self._changes(user, perms, {})
+        changes, diff = self._changes(user, perms, {}, placed=False)
         if not args.get("apply"):
             return {
                 "user": user,

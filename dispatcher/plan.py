@@ -21,6 +21,7 @@ KINDS = (
     ("vhost", "vhosts", "fqdn"),
     ("mail", "mail", "name"),
     ("lists", "lists", "name"),
+    ("policy", "policies", "owner"),
 )
 
 
@@ -112,6 +113,7 @@ def without_domain(state: DesiredState, domain: str) -> DesiredState:
         ),
         mail=tuple(m for m in state.mail if not under(m.name, domain)),
         lists=tuple(d for d in state.lists if not under(d.name, domain)),
+        policies=state.policies,
     )
 
 

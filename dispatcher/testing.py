@@ -29,7 +29,7 @@ from domtool.model import DesiredState
 
 def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
     parts: dict[str, DesiredState] = {}
-    for field in ("zones", "vhosts", "mail", "lists"):
+    for field in ("zones", "vhosts", "mail", "lists", "policies"):
         for unit in getattr(state, field):
             part = parts.get(unit.owner, DesiredState())
             parts[unit.owner] = attrs.evolve(part, **{field: getattr(part, field) + (unit,)})
@@ -67,10 +67,19 @@ class FakeSlave:
             "status": self._status,
             "describe": self._describe,
             "vmail": self._vmail,
+            "usage": self._usage,
         }
         if op not in table:
             raise RemoteError("bad_request", f"unknown operation {op!r}")
         return table[op](args)
+
+    def _usage(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The real collector (domtool.slave.usage) over this fake host's state."""
+        from domtool.slave import usage
+
+        owner = args.get("owner")
+        owners = [owner] if owner else sorted(_by_owner(self.state))
+        return {"host": self.host, "members": {o: usage.collect(self.state, o) for o in owners}}
 
     def restart(self) -> None:
         """Lose the pending transaction, as a restarted agent does."""
@@ -90,7 +99,7 @@ class FakeSlave:
             new = model.from_json(change["state"])
             wrong = [
                 u
-                for f in ("zones", "vhosts", "mail", "lists")
+                for f in ("zones", "vhosts", "mail", "lists", "policies")
                 for u in getattr(new, f)
                 if u.owner != owner
             ]

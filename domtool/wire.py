@@ -38,6 +38,10 @@ MEMBER_OPS = frozenset(
     | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
     # mailing lists (domtool.dispatcher.list_ops)
     | {"list_rm"}
+    # admin-set member policy, the member's own (domtool.dispatcher.policy_ops)
+    | {"policy"}
+    # what the member uses, as the hosts report it (domtool.dispatcher.usage_ops)
+    | {"usage"}
 )
 # What an admin may ask in addition.
 ADMIN_OPS = frozenset(
@@ -57,6 +61,12 @@ ADMIN_OPS = frozenset(
         "quota",
         "set_quota",
         "put_grants",
+        # admin-set member policy (domtool.dispatcher.policy_ops)
+        "policy_show",
+        "policy_set",
+        "policy_check",
+        # what members use (domtool.dispatcher.usage_ops)
+        "usage_of",
     }
 )
 # What the dispatcher may ask a slave: a closed set of typed operations.
@@ -68,6 +78,8 @@ SLAVE_OPS = frozenset(
     | {"vmail"}
     # mailing lists: removing one (domtool.slave.mailman_ops)
     | {"list_remove"}
+    # what a member uses on the host (domtool.slave.usage)
+    | {"usage"}
 )
 
 ERROR_KINDS = frozenset(

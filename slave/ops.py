@@ -22,6 +22,7 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
 The ops (``domtool.wire.SLAVE_OPS``)::
 
     list_remove {owner, list, doit?: bool}   (remove a mailing list; dry run unless doit)
+    usage    {owner?}   (what a member uses here: domtool.slave.usage)
     prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
                                       grants: {paths: [...], users: [...], groups: [...]},
                                       signed_grants?: {record, signature, key}}},
@@ -50,6 +51,7 @@ import attrs
 
 from domtool import model, validate
 from domtool.model import Block, DesiredState, Vhost, WebSettings
+from domtool.policies import member_policy
 from domtool.slave.mailcheck import recheck_mail
 from domtool.slave.pathcheck import PathRefused, check_member_path
 from domtool.validate import Invalid
@@ -400,6 +402,45 @@ LIST_DOMAIN = Obj(
     {"lists": List(MAILING_LIST, MAX_UNITS), "mail_nodes": _nodes},
     kind="ListDomain",
 )
+# Admin-set member policy (domtool.policies.member_policy): the limits part adds its
+# own entry to POLICY's optional fields.
+FIREWALL_RULE = Obj(
+    {
+        "user": _owner,
+        "mode": Str(16, allowed=frozenset(model.FIREWALL_MODES)),
+        "proto": Str(8, allowed=frozenset(model.PROTOCOLS)),
+        "ports": List(Tuple((Int(1, 65535), Int(1, 65535))), 32),
+    },
+    {"hosts": List(Str(64, re.compile(r"[0-9A-Fa-f.:/]{1,64}")), 64)},
+    kind="FirewallRule",
+)
+FIREWALL = Obj(
+    {},
+    {
+        "rules": List(FIREWALL_RULE, 1024),
+        "web_servers": List(Str(64, re.compile(r"[0-9A-Fa-f.:]{1,64}")), MAX_NODES),
+        "rate": Nullable(Int(1, 10 * 1024**3)),
+    },
+    kind="Firewall",
+)
+_u63 = Int(1, 2**63 - 1)
+LIMITS = Obj(
+    {
+        "processes": _u63,
+        "memory": _u63,
+        "cpu_weight": Int(1, 10000),
+        "cgi_cpu": _u63,
+        "cgi_wall": _u63,
+        "disk": _u63,
+    },
+    {"overridden": List(Str(16), 8)},
+    kind="Limits",
+)
+POLICY = Obj(
+    {"owner": _owner, "nodes": _nodes, "users": List(_owner, MAX_GRANTS)},
+    {"firewall": Nullable(FIREWALL), "limits": Nullable(LIMITS)},
+    kind="MemberPolicy",
+)
 STATE = Obj(
     {},
     {
@@ -407,6 +448,7 @@ STATE = Obj(
         "vhosts": List(VHOST, MAX_UNITS),
         "mail": List(MAIL, MAX_UNITS),
         "lists": List(LIST_DOMAIN, MAX_UNITS),
+        "policies": List(POLICY, 1),
     },
     kind="DesiredState",
 )
@@ -451,6 +493,8 @@ OP_SCHEMAS: dict[str, Obj] = {
     "status": Obj({}),
     "describe": Obj({"domain": _name}),
     "list_remove": Obj({"owner": _owner, "list": Str(320, LIST_ADDRESS)}, {"doit": Bool()}),
+    # what members use on this host (domtool.slave.usage); no owner: every owner here
+    "usage": Obj({}, {"owner": _owner}),
     # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
     "tls_update": Obj({"crl_pem": Str(1 << 20)}, {"cert_pem": Str(16384), "key_pem": Str(16384)}),
     # Virtual mailboxes (domtool.slave.vmail): a typed action, not a config unit.
@@ -524,6 +568,13 @@ class ListRemoveArgs:
 
 
 @attrs.frozen
+class UsageArgs:
+    """``usage``: what ``owner`` (None: every owner of this host) uses here."""
+
+    owner: str | None = None
+
+
+@attrs.frozen
 class DescribeArgs:
     """``describe``: what this host serves for ``domain``."""
 
@@ -582,6 +633,7 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "list_remove": lambda a: ListRemoveArgs(a["owner"], a["list"].lower(), bool(a.get("doit"))),
     "tls_update": _tls_update,
     "vmail": lambda a: _vmail_args(a),
+    "usage": lambda a: UsageArgs(a.get("owner")),
 }
 
 
@@ -701,6 +753,17 @@ def recheck(
 
     st = change.state
     units("zone", st.zones, lambda z: z.name)
+    units("policy", st.policies, lambda p: p.owner)
+    for p in st.policies:
+        for reason in member_policy.unit_problems(owner, p, g.users):
+            problems.append(f"{owner}: {reason}")
+        for u in p.users:
+            why = _account(user=u, min_id=min_id)
+            if why is not None:
+                refuse("policy", "users", f"{u!r} {why}")
+    # A reverse proxy only to a port the owner may serve (checked at the dispatcher too).
+    for reason in member_policy.proxy_problems(st.vhosts, st.policies[0] if st.policies else None):
+        problems.append(f"{owner}: {reason}")
     units("vhost", st.vhosts, lambda v: v.fqdn)
     units("mail domain", st.mail, lambda m: m.name)
     for d in st.lists:  # a list domain goes to its list nodes and its mail nodes

@@ -37,25 +37,25 @@ KEEP_STATES = 5
 OWNERS = "owners"
 
 
-def _fields() -> tuple[str, ...]:
-    """Every collection of the desired state (zones, vhosts, mail, lists, ...)."""
-    return tuple(f.name for f in attrs.fields(DesiredState))
+_FIELDS = tuple(f.name for f in attrs.fields(DesiredState))
 
 
 def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
     parts: dict[str, dict[str, list]] = {}
-    for field in _fields():
+    for field in _FIELDS:
         for unit in getattr(state, field):
-            parts.setdefault(unit.owner, {f: [] for f in _fields()})[field].append(unit)
-    return {o: DesiredState(**{f: tuple(v) for f, v in p.items()}) for o, p in parts.items()}
+            parts.setdefault(unit.owner, {f: [] for f in _FIELDS})[field].append(unit)
+    return {
+        o: DesiredState(**{f: tuple(units) for f, units in p.items()}) for o, p in parts.items()
+    }
 
 
 def compose_parts(parts: Mapping[str, DesiredState]) -> DesiredState:
-    out: dict[str, list] = {f: [] for f in _fields()}
+    out: dict[str, list] = {f: [] for f in _FIELDS}
     for owner in sorted(parts):
-        for f in _fields():
+        for f in _FIELDS:
             out[f] += getattr(parts[owner], f)
-    return DesiredState(**{f: tuple(v) for f, v in out.items()}).normalised()
+    return DesiredState(**{f: tuple(units) for f, units in out.items()}).normalised()
 
 
 def _dumps(data: object) -> bytes:
