@@ -190,6 +190,22 @@ def site(tmp_path):
             s.close()
 
 
+def _ended(pid: int, within: float = 5.0) -> bool:
+    """Whether process ``pid`` is gone (or a zombie) within ``within`` seconds: a killed
+    CGI may still be exiting when Apache has already answered."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def _host(pw) -> str:
     return f"www.{pw.pw_name}.example"
 
@@ -239,7 +255,7 @@ def test_a_looping_cgi_is_killed_at_its_cpu_limit_while_others_answer(site):
     # 2-core VM). Without the limit it would loop until Apache's Timeout (60 s).
     assert CPU_SECONDS - 0.5 < cpu < 2 * CPU_SECONDS + 1, cpu
     pid = int((home / "loop.pid").read_text())
-    assert not Path(f"/proc/{pid}").exists()
+    assert _ended(pid)
     assert answers and all(s == 200 for s, _ in answers), answers
     print(
         f"loop killed after {result['wall']:.1f}s wall, {cpu:.2f}s CPU; "
@@ -315,7 +331,7 @@ def test_an_htaccess_lifting_the_cpu_limit_has_no_effect(site, tmp_path):
     cpu = float((www / "loop.cpu").read_text())
     assert CPU_SECONDS - 0.5 < cpu < CPU_SECONDS + 1.5, cpu  # ...to no effect
     pid = int((www / "loop.pid").read_text())
-    assert not Path(f"/proc/{pid}").exists()
+    assert _ended(pid)
     assert [k for k in kills if k["pid"] == pid and "cpu" in k], kills
     ht.unlink()
     assert get(site.port, _host(alice), "/hello.cgi").status == 200
@@ -338,7 +354,7 @@ def test_a_sleeping_cgi_is_killed_at_its_wall_limit_by_the_reaper(site, tmp_path
         assert r.status in (500, 502, 504), r
         assert 3 <= wall < 10, wall
         pid = int((site.dirs[alice.pw_name] / "cgi-bin" / "sleep.pid").read_text())
-        assert not Path(f"/proc/{pid}").exists()
+        assert _ended(pid)
         bob_pid = int((site.dirs[bob.pw_name] / "cgi-bin" / "sleep.pid").read_text())
         assert Path(f"/proc/{bob_pid}").exists()  # within its own limit
         assert get(site.port, _host(bob), "/cgi-bin/hello.cgi").status == 200
