@@ -616,7 +616,7 @@ class _VhostRenderer:
             u = self.q(f"url_aliases[{i}].url_path", check_url_path, url)
             p = self.q(f"url_aliases[{i}].path", check_abs_path, path)
             if u and p:
-                out.add(f"Alias {u} {p}")
+                out.add(f"Alias {u} {_alias_target(url, path)}")
                 out.open(f"<Directory {p}>")
                 out.add(f"Options {BASE_OPTIONS}")
                 out.add(f"AllowOverride {self.config.allow_override}")
@@ -630,7 +630,7 @@ class _VhostRenderer:
             u = self.q(f + ".url_path", check_url_path, url)
             p = self.q(f + ".path", check_abs_path, path)
             if u and p:
-                out.add(f"ScriptAlias {u} {p}")
+                out.add(f"ScriptAlias {u} {_alias_target(url, path)}")
                 out.open(f"<Directory {p}>")
                 out.add("Options +ExecCGI")
                 out.add("AllowOverride None")
@@ -731,6 +731,17 @@ def _flags(checker):
 
 # ---------------------------------------------------------------------------
 # The backend
+
+
+def _alias_target(url: str, path: str) -> str:
+    """The quoted file path of an ``Alias``/``ScriptAlias`` (both already checked): Apache
+    replaces the URL prefix by the path as written, so a URL that ends in ``/`` needs a
+    path that does too (``/cgi-bin/x.cgi`` -> ``/srv/cgi/x.cgi``, not ``/srv/cgix.cgi``);
+    the path grammar drops a trailing slash, so it is put back here."""
+    p = check_abs_path(path)
+    if check_url_path(url).endswith("/") and not p.endswith("/"):
+        p += "/"
+    return apache_quote(p)
 
 
 @attrs.frozen
