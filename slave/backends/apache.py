@@ -613,10 +613,10 @@ class _VhostRenderer:
         self.dir_settings(out, "settings", v.settings)
         out.close("</Directory>")
         for i, (url, path) in enumerate(v.url_aliases):
-            u = self.q(f"url_aliases[{i}].url_path", check_url_path, url)
+            u = self.check(f"url_aliases[{i}].url_path", _alias_url, url)
             p = self.q(f"url_aliases[{i}].path", check_abs_path, path)
             if u and p:
-                out.add(f"Alias {u} {_alias_target(url, path)}")
+                out.add(f"Alias {u} {p}")
                 out.open(f"<Directory {p}>")
                 out.add(f"Options {BASE_OPTIONS}")
                 out.add(f"AllowOverride {self.config.allow_override}")
@@ -627,10 +627,10 @@ class _VhostRenderer:
             if not self.config.suexec:
                 self.refuse(f, (url, path), "CGI needs suexec, which this host lacks")
                 continue
-            u = self.q(f + ".url_path", check_url_path, url)
+            u = self.check(f + ".url_path", _alias_url, url)
             p = self.q(f + ".path", check_abs_path, path)
             if u and p:
-                out.add(f"ScriptAlias {u} {_alias_target(url, path)}")
+                out.add(f"ScriptAlias {u} {p}")
                 out.open(f"<Directory {p}>")
                 out.add("Options +ExecCGI")
                 out.add("AllowOverride None")
@@ -733,15 +733,16 @@ def _flags(checker):
 # The backend
 
 
-def _alias_target(url: str, path: str) -> str:
-    """The quoted file path of an ``Alias``/``ScriptAlias`` (both already checked): Apache
-    replaces the URL prefix by the path as written, so a URL that ends in ``/`` needs a
-    path that does too (``/cgi-bin/x.cgi`` -> ``/srv/cgi/x.cgi``, not ``/srv/cgix.cgi``);
-    the path grammar drops a trailing slash, so it is put back here."""
-    p = check_abs_path(path)
-    if check_url_path(url).endswith("/") and not p.endswith("/"):
-        p += "/"
-    return apache_quote(p)
+def _alias_url(url: str) -> str:
+    """The URL path of an ``Alias``/``ScriptAlias`` without its trailing slashes: Apache
+    replaces the URL prefix by the file path as written, and the path grammar drops a
+    path's trailing slash, so ``/cgi-bin/`` with ``/srv/cgi`` would map ``/cgi-bin/x`` to
+    ``/srv/cgix``; ``/cgi-bin`` maps it to ``/srv/cgi/x`` (and matches whole segments
+    only). The whole site (``/``) is the DocumentRoot, not an alias."""
+    u = check_url_path(url).rstrip("/")
+    if not u:
+        raise _Bad("an alias of / is the whole site: set DocumentRoot instead")
+    return apache_quote(u)
 
 
 @attrs.frozen
