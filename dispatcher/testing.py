@@ -10,8 +10,9 @@ way Twisted ships ``MemoryReactor``).
 - :class:`FakeLink` is a :class:`~domtool.dispatcher.links.SlaveLink` to a FakeSlave that
   can be taken down (``up = False``) or made to drop given ops (``drop``), and records
   every call. Arguments go through a JSON round trip, as over the wire.
-- :class:`AgentLink` is a SlaveLink to the real slave agent controller in-process
-  (``ops.parse`` then ``Agent.handle``), so the same dispatcher tests run against it.
+
+The link to the real slave agent in-process (``AgentLink``) needs both sides, so it lives
+with the tests (``tests/agent_link.py``): nothing here imports ``domtool.slave``.
 """
 
 from __future__ import annotations
@@ -245,36 +246,3 @@ class FakeLink:
     def ops(self) -> list[str]:
         """The ops called so far, in order."""
         return [op for op, _ in self.calls]
-
-
-@attrs.define
-class AgentLink:
-    """A SlaveLink to the real slave agent (``domtool.slave.agent.Agent``) in-process."""
-
-    host: str
-    agent: Any
-    up: bool = True
-    calls: list[tuple[str, dict]] = attrs.field(factory=list)
-
-    def call(self, op: str, args: dict[str, Any]) -> defer.Deferred:
-        from domtool.slave import ops
-        from domtool.slave.agent import AgentError
-
-        args = json.loads(json.dumps(args))
-        self.calls.append((op, args))
-        if not self.up:
-            return defer.fail(LinkError(f"connection to {self.host} refused"))
-        try:
-            parsed = ops.parse(op, args)
-        except ops.BadArgs as e:
-            return defer.fail(RemoteError("bad_request", f"bad arguments for {op}", e.details))
-
-        def translate(failure):
-            failure.trap(AgentError)
-            e = failure.value
-            raise RemoteError(e.kind, e.message, tuple(e.details))
-
-        d = self.agent.handle(op, parsed)
-        d.addCallback(lambda r: json.loads(json.dumps(r)))
-        d.addErrback(translate)
-        return d

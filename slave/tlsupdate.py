@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.logger import Logger
 
 from domtool import identity
-from domtool.dispatcher import tls
+from domtool.net import tls
 from domtool.slave.agent import Failed, Refused
 
 __all__ = ["TlsUpdater"]

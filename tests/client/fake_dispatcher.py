@@ -21,7 +21,8 @@ from OpenSSL import SSL
 
 from domtool import identity, wire
 from domtool.client import config as client_config
-from domtool.dispatcher import ca, tls
+from domtool.dispatcher import ca
+from domtool.net import tls
 
 DISPATCHER = "dispatcher.example.coop"
 
