@@ -26,22 +26,7 @@ from twisted.internet import defer
 from domtool import model
 from domtool.dispatcher.links import LinkError, RemoteError
 from domtool.model import DesiredState
-
-
-def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
-    parts: dict[str, DesiredState] = {}
-    for field in ("zones", "vhosts", "mail", "lists"):
-        for unit in getattr(state, field):
-            part = parts.get(unit.owner, DesiredState())
-            parts[unit.owner] = attrs.evolve(part, **{field: getattr(part, field) + (unit,)})
-    return parts
-
-
-def _compose(parts: dict[str, DesiredState]) -> DesiredState:
-    out = DesiredState()
-    for owner in sorted(parts):
-        out = out.merge(parts[owner])
-    return out.normalised()
+from domtool.states import by_owner, compose, kinds, under_domain, units
 
 
 @attrs.define
@@ -85,16 +70,11 @@ class FakeSlave:
             raise RemoteError(
                 "refused", f"transaction {self._pending[0]} is pending on {self.host}"
             )
-        parts = _by_owner(self.state)
+        parts = by_owner(self.state)
         owners = {}
         for owner, change in args["changes"].items():
             new = model.from_json(change["state"])
-            wrong = [
-                u
-                for f in ("zones", "vhosts", "mail", "lists")
-                for u in getattr(new, f)
-                if u.owner != owner
-            ]
+            wrong = [u for _kind, u in units(new) if u.owner != owner]
             if owner in self.refuse:
                 owners[owner] = {"ok": False, "message": self.refuse[owner]}
             elif wrong:
@@ -105,7 +85,7 @@ class FakeSlave:
                     parts.pop(owner, None)
                 else:
                     parts[owner] = new
-        staged = _compose(parts)
+        staged = compose(parts)
         generation = self.generation if staged == self.state else self.generation + 1
         answer = {
             "txid": txid,
@@ -168,7 +148,7 @@ class FakeSlave:
         return {
             "host": self.host,
             "generation": self.generation,
-            "owners": sorted(_by_owner(self.state)),
+            "owners": sorted(by_owner(self.state)),
             "pending_txid": None if self._pending is None else self._pending[0],
         }
 
@@ -205,19 +185,12 @@ class FakeSlave:
 
     def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
         d = args["domain"].lower()
-
-        def under(name: str) -> bool:
-            return name.lower() == d or name.lower().endswith("." + d)
-
-        s = self.state
+        mine = under_domain(self.state, d)
         return {
             "domain": d,
             "host": self.host,
             "generation": self.generation,
-            "zones": [model.to_json(z) for z in s.zones if under(z.name)],
-            "vhosts": [model.to_json(v) for v in s.vhosts if under(v.fqdn)],
-            "mail": [model.to_json(m) for m in s.mail if under(m.name)],
-            "lists": [model.to_json(x) for x in s.lists if under(x.name)],
+            **{kind: [model.to_json(u) for u in getattr(mine, kind)] for kind in kinds(mine)},
         }
 
 

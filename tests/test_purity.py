@@ -1,7 +1,7 @@
 """Import rules, checked on the sources: the core package ``domtool/`` is pure (no reactor,
 sockets, subprocesses or file writes), and the sides stay apart: ``slave/`` never imports
-``dispatcher/`` nor the reverse, and ``net/`` (what both sides and the clients share)
-imports neither."""
+``dispatcher/`` nor the reverse, and ``net/`` and ``util/`` (what both sides and the clients share)
+import neither."""
 
 import ast
 from pathlib import Path
@@ -44,6 +44,7 @@ LAYERS = {
     "slave": ("domtool.dispatcher",),
     "dispatcher": ("domtool.slave",),
     "net": ("domtool.dispatcher", "domtool.slave", "domtool.client"),
+    "util": ("domtool.dispatcher", "domtool.slave", "domtool.client", "domtool.net"),
 }
 
 
@@ -184,10 +185,13 @@ def test_the_checks_catch_violations(tmp_path):
     (tmp_path / "net" / "dyn.py").write_text(
         "import importlib\nimportlib.import_module('domtool.slave.agent')\n"
     )
+    (tmp_path / "util").mkdir()
+    (tmp_path / "util" / "files.py").write_text("from domtool.net import tls\n")
     assert sorted(crossing_imports(tmp_path)) == [
         "dispatcher/backends/late.py:2: import domtool.slave",
         "dispatcher/rel.py:1: import domtool.slave",
         "net/dyn.py:2: import domtool.slave.agent",
         "slave/backends/late.py:2: import domtool.dispatcher",
         "slave/rel.py:1: import domtool.dispatcher",
+        "util/files.py:1: import domtool.net",
     ]

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from domtool import model
 from domtool.model import DesiredState, Record, Zone
 from domtool.slave import ops
-from domtool.slave.agent import Agent, Failed, Refused, compose
+from domtool.slave.agent import Agent, Failed, Refused
 from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
 from domtool.slave.backends.bind import BindBackend, BindConfig
 from domtool.slave.engine import Engine
@@ -28,6 +28,7 @@ from domtool.slave.seams import (
     Result,
     makedirs,
 )
+from domtool.states import compose
 from tests.slave.fake_backend import FakeBackend, FakeDaemon, zone
 
 STATE_DIR = "/var/lib/domtool-slave"
