@@ -59,7 +59,7 @@ from domtool.model import DesiredState, Site, Vhost
 from domtool.perms import Permissions
 from domtool.policies import lists as list_policy
 from domtool.policies import quotas, reserved
-from domtool.states import member_paths, under, unit_names, units, without_domain
+from domtool.states import member_paths, names, under, unit_names, units, without_domain
 from domtool.util.locks import run_locked
 
 log = Logger()
@@ -686,15 +686,13 @@ class Controller:
         domain files dropped because they no longer check (each with its reasons)."""
         perms = self._perms(name)
         kept: list[DesiredState] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         dropped = []
         for domain, text in sorted(self.stored_files(name).items()):
             result = await self.check_source(perms, [(domain, text)])
             reasons = [d.format() for d in result.diagnostics]
             if result.ok and result.state is not None:
-                keys = {f"zone:{z.name}" for z in result.state.zones} | {
-                    f"vhost:{v.fqdn}" for v in result.state.vhosts
-                }
+                keys = {(n.kind, n.name) for n in names(result.state)}
                 ev = self._policy(perms, result.state)
                 if keys & seen:
                     reasons = [f"{domain}: configures a name another of {name}'s files does"]
