@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from domtool.model import DesiredState
-from domtool.states import names
+from domtool.states import unit_names, units
 
 Key = tuple[str, str]
 
@@ -25,13 +25,15 @@ _NOT_HELD = frozenset({"list host"})
 
 
 def holders(state: DesiredState) -> dict[Key, str]:
-    """Who holds each name a daemon serves: (kind, name) -> owner, the first unit to name
-    it winning. A vhost holds its fqdn and every alias, a list domain its name and each
+    """Who holds each name a daemon serves (``states.names``): (kind, name) -> owner, the
+    first unit to name it winning. A vhost holds its fqdn and every alias, a list domain its name and each
     list's address; names are compared lower-cased."""
     out: dict[Key, str] = {}
-    for n in names(state):
-        if n.kind not in _NOT_HELD:
-            out.setdefault((_HELD_AS.get(n.kind, n.kind), n.name.lower()), n.owner)
+    for _field, unit in units(state):
+        owner = unit.owner
+        for kind, name, _f, _u in unit_names(unit):
+            if kind not in _NOT_HELD:
+                out.setdefault((_HELD_AS.get(kind, kind), name.lower()), owner)
     return out
 
 
