@@ -195,3 +195,34 @@ def test_the_checks_catch_violations(tmp_path):
         "slave/rel.py:1: import domtool.dispatcher",
         "util/files.py:1: import domtool.net",
     ]
+
+
+def _loaded_by(folder: str) -> list[str]:
+    """The domtool modules loaded, in a fresh interpreter, by importing every module of
+    ``folder`` (its installed package ``domtool.<folder>``): imports through any other
+    package count too."""
+    import json
+    import subprocess
+    import sys
+
+    modules = [
+        ".".join(["domtool", folder, *p.relative_to(ROOT / folder).with_suffix("").parts])
+        for p in _py_files(ROOT / folder)
+        if p.name != "__init__.py"
+    ]
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('domtool.'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_no_side_loads_the_other_even_through_a_third_package():
+    """Importing every slave module loads no dispatcher module, and the reverse (through
+    policies/, client/ or the core as much as directly)."""
+    slave = _loaded_by("slave")
+    assert "domtool.net.session" in slave  # the scan did import something
+    assert [m for m in slave if m.startswith("domtool.dispatcher")] == []
+    assert [m for m in _loaded_by("dispatcher") if m.startswith("domtool.slave")] == []
