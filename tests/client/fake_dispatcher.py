@@ -1,5 +1,5 @@
 """A small stand-in dispatcher for the client's tests: a real mutual-TLS listener on
-loopback (``dispatcher.tls.member_front_door``'s context: member CA pinned, CRL checked,
+loopback (``net.tls.member_front_door``'s context: member CA pinned, CRL checked,
 client certificate required) in a thread, speaking ``domtool.wire`` frames, answering
 each op from a table of Python functions.
 
