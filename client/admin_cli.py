@@ -40,7 +40,6 @@ import sys
 import time
 from pathlib import Path
 
-from domtool.client.config import write_file as _write
 from domtool.client.domtool_cli import (
     EXIT_ERRORS,
     EXIT_OK,
@@ -52,6 +51,7 @@ from domtool.client.domtool_cli import (
     render_generic,
     render_perms,
 )
+from domtool.util.files import atomic_write as _write
 
 PROG = "domtool-admin"
 GRANT_CLASSES = ("domain", "path", "user", "group")

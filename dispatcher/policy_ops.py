@@ -30,6 +30,7 @@ from domtool import model
 from domtool.dispatcher.store import SITE_POLICY
 from domtool.model import DesiredState, MemberPolicy
 from domtool.policies import member_policy as mp
+from domtool.util.locks import run_locked
 
 
 def record_of(store: Any, who: str) -> mp.PolicyRecord:
@@ -148,7 +149,7 @@ async def policy_check(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[s
 
 
 async def policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
-    return await ctl._serial(_policy_set, ctl, admin, args, progress)
+    return await run_locked(ctl._lock, _policy_set, ctl, admin, args, progress)
 
 
 async def _policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:

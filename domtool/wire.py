@@ -1,6 +1,6 @@
 """The wire format between members, the dispatcher and the slaves (pure encode/decode).
 
-Transport: a TLS connection (see ``domtool.dispatcher.tls``) carrying frames of a 4-byte
+Transport: a TLS connection (see ``domtool.net.tls``) carrying frames of a 4-byte
 big-endian length followed by that many bytes of UTF-8 JSON (Twisted's
 ``Int32StringReceiver`` with ``MAX_LENGTH = MAX_FRAME``). One JSON object per frame.
 

@@ -46,9 +46,11 @@ from domtool.slave.backend import Probe
 from domtool.slave.engine import EngineError, Prepared
 from domtool.slave.holders import HolderIndex
 from domtool.slave.seams import RealFileSystem
-from domtool.slave.staterecords import StateRecords, compose_parts
+from domtool.slave.staterecords import StateRecords
+from domtool.states import by_owner, compose, kinds, under_domain
+from domtool.util.locks import run_locked
 
-__all__ = ["Agent", "AgentError", "Failed", "Refused", "StateRecords", "by_owner", "compose"]
+__all__ = ["Agent", "AgentError", "Failed", "Refused", "StateRecords"]
 
 DEFAULT_PREPARE_TIMEOUT = 60.0
 
@@ -80,24 +82,6 @@ class Failed(AgentError):
 
 # ---------------------------------------------------------------------------
 # States per owner
-
-
-def by_owner(state: DesiredState) -> dict[str, DesiredState]:
-    """Split a host's state into each owner's part."""
-    fields = [f.name for f in attrs.fields(DesiredState)]
-    parts: dict[str, dict[str, list]] = {}
-    for field in fields:
-        for unit in getattr(state, field):
-            parts.setdefault(unit.owner, {f: [] for f in fields})[field].append(unit)
-    return {
-        o: DesiredState(**{f: tuple(units) for f, units in p.items()}) for o, p in parts.items()
-    }
-
-
-def compose(parts: Mapping[str, DesiredState]) -> DesiredState:
-    """The host's state made of every owner's part (normalised): one concatenation and
-    one sort, not a merge per owner (that was quadratic at 10,000 owners)."""
-    return compose_parts(parts)
 
 
 def _nonempty(parts: Mapping[str, DesiredState]) -> dict[str, DesiredState]:
@@ -229,13 +213,6 @@ class Agent:
             result = await result
         return result
 
-    async def _locked(self, fn: Callable, *args: Any) -> Any:
-        await self._lock.acquire()
-        try:
-            return await fn(*args)
-        finally:
-            self._lock.release()
-
     def _current_parts(self) -> dict[str, DesiredState]:
         """``by_owner(self.state)``, split once per state (10,000 domains: ~10 ms)."""
         cached = self._split
@@ -260,7 +237,7 @@ class Agent:
 
     def start(self) -> defer.Deferred:
         """Let the engine recover from a crash, then load the live generation's state."""
-        return defer.ensureDeferred(self._locked(self._start))
+        return defer.ensureDeferred(run_locked(self._lock, self._start))
 
     async def _start(self) -> None:
         await self._blocking(self.engine.recover)
@@ -292,7 +269,7 @@ class Agent:
     # -- operations ----------------------------------------------------------
 
     async def _prepare(self, args: ops.PrepareArgs) -> dict[str, Any]:
-        return await self._locked(self._do_prepare, args)
+        return await run_locked(self._lock, self._do_prepare, args)
 
     async def _do_prepare(self, args: ops.PrepareArgs) -> dict[str, Any]:
         if self._pending is not None:
@@ -422,11 +399,11 @@ class Agent:
             txid=txid,
             t=self.prepare_timeout,
         )
-        d = defer.ensureDeferred(self._locked(self._do_abort, txid))
+        d = defer.ensureDeferred(run_locked(self._lock, self._do_abort, txid))
         d.addErrback(lambda f: log.failure("aborting {txid} failed", f, txid=txid))
 
     async def _commit(self, args: ops.TxArgs) -> dict[str, Any]:
-        return await self._locked(self._do_commit, args.txid)
+        return await run_locked(self._lock, self._do_commit, args.txid)
 
     async def _do_commit(self, txid: str) -> dict[str, Any]:
         pending = self._pending
@@ -532,7 +509,7 @@ class Agent:
         return again, retried
 
     async def _abort(self, args: ops.TxArgs) -> dict[str, Any]:
-        return await self._locked(self._do_abort, args.txid)
+        return await run_locked(self._lock, self._do_abort, args.txid)
 
     async def _do_abort(self, txid: str) -> dict[str, Any]:
         pending = self._pending
@@ -564,12 +541,14 @@ class Agent:
             raise Refused("this host has no virtual mailboxes (no exim backend)")
         handled = {m.name.lower(): m.owner for m in self._state.mail if m.handle == "local"}
         try:
-            return await self._locked(self._blocking, self.mailboxes.handle, args, handled)
+            return await run_locked(
+                self._lock, self._blocking, self.mailboxes.handle, args, handled
+            )
         except VmailRefused as e:
             raise Refused(str(e)) from None
 
     async def _list_remove(self, args: ops.ListRemoveArgs) -> dict[str, Any]:
-        return await self._locked(self._do_list_remove, args)
+        return await run_locked(self._lock, self._do_list_remove, args)
 
     async def _do_list_remove(self, args: ops.ListRemoveArgs) -> dict[str, Any]:
         action = self.actions.get("list_remove")
@@ -615,20 +594,10 @@ class Agent:
 
     async def _describe(self, args: ops.DescribeArgs) -> dict[str, Any]:
         d = args.domain.lower()
-
-        def under(name: str) -> bool:
-            name = name.lower()
-            return name == d or name.endswith("." + d)
-
-        s = self._state
+        mine = under_domain(self._state, d)
         return {
             "domain": d,
             "host": self.host,
             "generation": self._generation(),
-            "zones": [model.to_json(z) for z in s.zones if under(z.name)],
-            "vhosts": [
-                model.to_json(v) for v in s.vhosts if under(v.fqdn) or v.domain.lower() == d
-            ],
-            "mail": [model.to_json(m) for m in s.mail if under(m.name)],
-            "lists": [model.to_json(d) for d in s.lists if under(d.name)],
+            **{kind: [model.to_json(u) for u in getattr(mine, kind)] for kind in kinds(mine)},
         }

@@ -44,16 +44,17 @@ from __future__ import annotations
 import grp
 import pwd
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from domtool import model, validate
-from domtool.model import Block, DesiredState, Vhost, WebSettings
+from domtool.model import DesiredState
 from domtool.policies import member_policy
 from domtool.slave.mailcheck import recheck_mail
 from domtool.slave.pathcheck import PathRefused, check_member_path
+from domtool.states import member_paths
 from domtool.validate import Invalid
 
 __all__ = [
@@ -695,33 +696,6 @@ def _account(user: str | None = None, group: str | None = None, min_id: int = MI
     return None
 
 
-def _settings_paths(field: str, ws: WebSettings) -> Iterable[tuple[str, str]]:
-    if ws.auth is not None:
-        yield f"{field}.auth.user_file", ws.auth.user_file
-
-
-def _block_paths(field: str, b: Block) -> Iterable[tuple[str, str]]:
-    if b.kind == "directory":
-        yield f"{field}.path", b.path
-    yield from _settings_paths(f"{field}.settings", b.settings)
-
-
-def member_paths(v: Vhost) -> list[tuple[str, str]]:
-    """Every filesystem path of a vhost that must lie under its owner's granted paths,
-    with the field it came from."""
-    out = [("document_root", v.document_root)]
-    out += [(f"url_aliases[{i}].path", p) for i, (_u, p) in enumerate(v.url_aliases)]
-    out += [(f"script_aliases[{i}].path", p) for i, (_u, p) in enumerate(v.script_aliases)]
-    if v.tls is not None:
-        out += [("tls.certificate", v.tls.certificate), ("tls.key", v.tls.key)]
-        if v.tls.chain is not None:
-            out.append(("tls.chain", v.tls.chain))
-    out += list(_settings_paths("settings", v.settings))
-    for i, b in enumerate(v.blocks):
-        out += list(_block_paths(f"blocks[{i}]", b))
-    return out
-
-
 def recheck(
     owner: str, change: OwnerChange, node: str | None = None, min_id: int = MIN_MEMBER_ID
 ) -> list[str]:
@@ -817,24 +791,6 @@ def recheck(
             except PathRefused as e:
                 refuse(what, field, str(e))
     return problems
-
-
-def holders(state: DesiredState) -> dict[tuple[str, str], str]:
-    """Who holds each name a daemon serves: (kind, name) -> owner. A vhost holds its fqdn
-    and every alias; names are compared lower-cased."""
-    out: dict[tuple[str, str], str] = {}
-    for z in state.zones:
-        out.setdefault(("zone", z.name.lower()), z.owner)
-    for v in state.vhosts:
-        for n in (v.fqdn, *v.aliases):
-            out.setdefault(("vhost", n.lower()), v.owner)
-    for m in state.mail:
-        out.setdefault(("mail domain", m.name.lower()), m.owner)
-    for d in state.lists:
-        out.setdefault(("list domain", d.name.lower()), d.owner)
-        for ml in d.lists:
-            out.setdefault(("list", f"{ml.name}@{d.name}".lower()), d.owner)
-    return out
 
 
 # The database operations (``domtool.slave.dbargs``) belong to the same closed table.
