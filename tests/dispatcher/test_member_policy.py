@@ -146,3 +146,29 @@ def test_the_wire_form_round_trips():
         mp.FirewallPart.from_json(
             {"rules": [{"user": "a", "mode": "client", "ports": [[1, 99999]]}]}
         )
+
+
+def test_a_members_own_state_cannot_carry_policy(d):
+    """Only the store's policy reaches the hosts: an evaluation carrying one is refused
+    (the language has no way to make one), and placing always uses the stored one."""
+    from domtool.model import DesiredState, Firewall, FirewallRule, MemberPolicy
+    from domtool.perms import Permissions
+
+    forged = MemberPolicy(
+        "alice",
+        ("ns1", "web1"),
+        ("alice",),
+        Firewall((FirewallRule("alice", "server", "tcp", ((1, 65535),)),)),
+    )
+    perms = d.store.grants_of("alice")
+    assert isinstance(perms, Permissions)
+    ev = d.controller._policy(perms, DesiredState(policies=(forged,)))
+    assert ev.state is None and "cannot set policy" in ev.refused[0]
+    fw(d, "add", "client tcp 25", user="alice")
+    placed = d.controller.place("alice", perms, {"web1": DesiredState(policies=(forged,))})
+    assert {
+        h: [mp.format_rule(r) for r in s.policies[0].firewall.rules] for h, s in placed.items()
+    } == {
+        "ns1": ["alice client tcp 25"],
+        "web1": ["alice client tcp 25"],
+    }

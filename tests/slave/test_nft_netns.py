@@ -452,3 +452,32 @@ def test_rate_limit_and_outbound_counters(site, outcomes):
     assert grew["dropped_packets"] > 0
     assert grew["packets"] >= packets and grew["bytes"] >= sent + 28 * packets
     assert grew["bytes"] <= sent + 28 * packets + 2_000, (grew, sent)
+
+
+def test_a_failed_probe_rolls_the_kernel_back_to_the_old_rules(site, outcomes):
+    """The table is loaded, then its probe fails (as if the kernel held something else):
+    the engine switches back and loads the previous rules again; the member's change is
+    refused with the probe's reason and the stored policy stays as it was."""
+    a = site.users["a"]
+    before, stored = site.table(), site.store.policy_of(a)
+    real = site.engine.prober
+
+    class Failing:
+        def probe(self, probe):
+            if probe.owner == a:
+                return "the kernel says no (test)"
+            return real.probe(probe)
+
+    site.engine.prober = Failing()
+    try:
+        out = site.run(
+            ROOT, "policy_set", user=a, part="firewall", action="add", value="client tcp 7444"
+        )
+    finally:
+        site.engine.prober = real
+    assert not out["applied"] and any("the kernel says no" in r for r in out["refused"]), out
+    assert site.store.policy_of(a) == stored
+    chain = sh("nft", "list", "chain", "inet", "domtool", f"u_{a}").stdout
+    assert "7444" not in chain
+    strip = lambda t: [x for x in t.splitlines() if "packets" not in x]  # noqa: E731
+    assert strip(site.table()) == strip(before)
