@@ -37,7 +37,11 @@ def record_of(store: Any, who: str) -> mp.PolicyRecord:
 
 
 def unit_for(ctl: Any, member: str, perms: Any = None) -> MemberPolicy | None:
-    """The policy unit ``member``'s hosts get now (None: no policy binds the member)."""
+    """The policy unit ``member``'s hosts get now (None: no policy binds the member, or
+    the member is not an active member: a removed member's hosts hold nothing)."""
+    record = ctl.store.member(member)
+    if record is None or not record.active:
+        return None
     perms = perms if perms is not None else ctl._perms(member)
     return mp.unit(
         member,

@@ -172,3 +172,13 @@ def test_a_members_own_state_cannot_carry_policy(d):
         "ns1": ["alice client tcp 25"],
         "web1": ["alice client tcp 25"],
     }
+
+
+def test_a_removed_member_takes_its_policy_off_every_host(d):
+    fw(d, "add", "client tcp 25", user="bob")
+    out = d.run(ROOT, "rmuser", user="bob", apply=True)
+    assert out["applied"], out
+    assert all(p.owner != "bob" for s in d.slaves.values() for p in s.state.policies)
+    assert d.store.policy_of("bob") is None
+    d.forget_calls()
+    assert d.run(ROOT, "regen", apply=True)["hosts"] == {}
