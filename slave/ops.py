@@ -22,6 +22,7 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
 The ops (``domtool.wire.SLAVE_OPS``)::
 
     list_remove {owner, list, doit?: bool}   (remove a mailing list; dry run unless doit)
+    policy_held {owner}   (the owner's admin-set policy here, and whether the kernel holds it)
     prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
                                       grants: {paths: [...], users: [...], groups: [...]},
                                       signed_grants?: {record, signature, key}}},
@@ -479,6 +480,8 @@ OP_SCHEMAS: dict[str, Obj] = {
     "status": Obj({}),
     "describe": Obj({"domain": _name}),
     "list_remove": Obj({"owner": _owner, "list": Str(320, LIST_ADDRESS)}, {"doit": Bool()}),
+    # The owner's admin-set policy as this host holds it, and whether it is live.
+    "policy_held": Obj({"owner": _owner}),
     # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
     "tls_update": Obj({"crl_pem": Str(1 << 20)}, {"cert_pem": Str(16384), "key_pem": Str(16384)}),
     # Virtual mailboxes (domtool.slave.vmail): a typed action, not a config unit.
@@ -552,6 +555,13 @@ class ListRemoveArgs:
 
 
 @attrs.frozen
+class PolicyHeldArgs:
+    """``policy_held``: ``owner``'s admin-set policy as this host holds it."""
+
+    owner: str
+
+
+@attrs.frozen
 class DescribeArgs:
     """``describe``: what this host serves for ``domain``."""
 
@@ -608,6 +618,7 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "status": lambda a: StatusArgs(),
     "describe": lambda a: DescribeArgs(a["domain"].lower()),
     "list_remove": lambda a: ListRemoveArgs(a["owner"], a["list"].lower(), bool(a.get("doit"))),
+    "policy_held": lambda a: PolicyHeldArgs(a["owner"]),
     "tls_update": _tls_update,
     "vmail": lambda a: _vmail_args(a),
 }

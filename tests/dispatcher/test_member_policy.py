@@ -31,7 +31,15 @@ def test_an_admin_rule_reaches_every_node_and_the_member_sees_it(d):
         assert [mp.format_rule(r) for r in pol.firewall.rules] == ["alice client tcp 80,443"]
     mine = d.run(ALICE, "policy")
     assert mine["lines"] == ["alice client tcp 80,443"]
-    assert mine["hosts"] == {"ns1": mine["lines"], "web1": mine["lines"]}
+    assert mine["hosts"] == {
+        h: {"lines": mine["lines"], "live": None, "from": "host"} for h in ("ns1", "web1")
+    }
+    # a host that does not answer is shown from the dispatcher's record, and says so
+    d.links["web1"].up = False
+    mine = d.run(ALICE, "policy")
+    assert mine["hosts"]["web1"]["lines"] == mine["lines"]
+    assert mine["hosts"]["web1"]["from"].startswith("record")
+    d.links["web1"].up = True
     assert d.run(BOB, "policy")["lines"] == []
     check = d.run(ROOT, "policy_check")
     assert check["ok"], check

@@ -38,6 +38,7 @@ from domtool.slave.backends import nft
 from domtool.slave.engine import Engine
 from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
+from domtool.slave.service import backend_actions
 from tests.conftest import require_binary
 from tests.dispatcher.harness import result_of
 
@@ -175,7 +176,14 @@ class Site2:
             probe_timeout=5.0,
         )
         self.engine = engine
-        self.agent = Agent(engine, host="h1", state_dir=str(state), clock=Clock(), node="h1")
+        self.agent = Agent(
+            engine,
+            host="h1",
+            state_dir=str(state),
+            clock=Clock(),
+            node="h1",
+            actions=backend_actions(engine.backends),
+        )
         result_of(self.agent.start())
         store = Store.connect(":memory:")
         store.add_member("root", is_admin=True)
@@ -345,7 +353,8 @@ def test_admin_and_member_see_what_the_host_enforces(site, outcomes):
     a = site.users["a"]
     mine = site.run(Member(a), "policy")
     assert sorted(mine["lines"]) == sorted(mp.format_rule(r) for r in _rules("a", site.users))
-    assert mine["hosts"]["h1"] == mine["lines"]
+    # what the host itself says it holds, and its kernel's word that it is live
+    assert mine["hosts"]["h1"] == {"lines": mine["lines"], "live": True, "from": "host"}
     (held,) = [p for p in site.agent.state.policies if p.owner == a]
     assert [mp.format_rule(r) for r in held.firewall.rules] == mine["lines"]
     chain = sh("nft", "list", "chain", "inet", "domtool", f"u_{a}").stdout
