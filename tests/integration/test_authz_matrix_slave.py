@@ -298,6 +298,7 @@ NO_MEMBER_DATA = {
     "describe",
     "tls_update",
     "list_remove",
+    "policy_held",  # reads an owner's policy back; changes nothing
 }  # tls: the host's files
 # The database ops carry owner and names too; their matrix (names, prefixes, owners on the
 # server) is tests/slave/test_db_ops.py and test_db_daemons.py.
