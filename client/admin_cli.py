@@ -24,6 +24,8 @@ Through the dispatcher (your certificate must belong to an admin; ``--config PAT
     hosts   ping [HOST]      describe DOMAIN
     audit [--user U] [--limit N]    quota USER [RESOURCE VALUE]
     firewall list|add|remove|rate|clear|check ...   members' network policy
+    limits list|set|reset|check ...                 members' resource limits
+    usage [USER]                                    what members use on each host
 
 Destructive verbs (``rmuser``, ``regen``, ``rmdom``) are dry runs that print the plan
 unless ``--doit`` is given. Every command takes ``--json``. Exit status as ``domtool``:
@@ -610,6 +612,15 @@ def build_parser() -> argparse.ArgumentParser:
     from domtool.client import policy_cli
 
     policy_cli.add_admin_commands(add)
+    from domtool.client import limits_cli
+
+    limits_cli.add_admin_commands(add)
+    sp = add(
+        "usage",
+        "show what USER (or every member) uses on each host",
+        _remote("usage_of", lambda a: {"user": a.user} if a.user else {}, limits_cli.render_usage),
+    )
+    sp.add_argument("user", metavar="USER", nargs="?")
     return p
 
 

@@ -107,11 +107,12 @@ def _who(args: argparse.Namespace, words: Sequence[str]) -> tuple[dict, list[str
     return {"user": words[0]}, list(words[1:])
 
 
-def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]]) -> None:
+def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]], show=None) -> None:
     """Register ``domtool-admin PART VERB ...`` commands for one policy part.
 
     ``verbs``: verb -> (help, metavar of the value or "" for none). Besides them every
-    part gets ``list [USER]`` and ``check [USER]``."""
+    part gets ``list [USER]`` and ``check [USER]``; ``show`` renders ``list``'s answer
+    (default :func:`render_show`)."""
     top = add(part, help_text, None)
     sub = top.add_subparsers(dest=f"{part}_command", metavar="VERB", required=True)
 
@@ -129,7 +130,7 @@ def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]]) 
             ADMIN,
             "policy_show",
             lambda a: {"user": a.user} if a.user else {},
-            render_show,
+            show or render_show,
         ),
     )
     sp.add_argument("user", metavar="USER", nargs="?")

@@ -40,7 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from domtool import wire
-from domtool.dispatcher import ca, list_ops, policy_ops
+from domtool.dispatcher import ca, list_ops, policy_ops, usage_ops
 from domtool.dispatcher.apply import ApplyResult, Coordinator
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.links import LinkError, RemoteError
@@ -209,6 +209,7 @@ class Controller:
             "vmail": self.vmail,
             "list_rm": functools.partial(list_ops.list_rm, self),
             "policy": functools.partial(policy_ops.policy, self),
+            "usage": functools.partial(usage_ops.usage, self),
         }
         self.admin_ops: dict[str, Callable] = {
             "adduser": self.adduser,
@@ -229,6 +230,7 @@ class Controller:
             "policy_show": functools.partial(policy_ops.policy_show, self),
             "policy_set": functools.partial(policy_ops.policy_set, self),
             "policy_check": functools.partial(policy_ops.policy_check, self),
+            "usage_of": functools.partial(usage_ops.usage_of, self),
         }
         from domtool.dispatcher.databases import Databases
 

@@ -131,18 +131,28 @@ async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, A
     calls = {h: ctl.coordinator.call(h, "policy_held", {"owner": member.name}) for h in nodes}
     answers = await ctl.coordinator.gather(calls)
     hosts: dict[str, Any] = {}
+    held: dict[str, Any] = {}  # host -> the whole unit it holds (the limits part reads it)
     for h in nodes:
         ok, value = answers[h]
         if ok:
             unit = value.get("policy")
             lines = mp.unit_to_lines(model.from_json(unit)) if unit else []
             hosts[h] = {"lines": lines, "live": value.get("live"), "from": "host"}
+            if unit:
+                held[h] = unit
         elif h in d["hosts"]:
             lines = mp.unit_to_lines(model.from_json(d["hosts"][h]))
             why = str(getattr(value, "value", value))[:200]
             hosts[h] = {"lines": lines, "live": None, "from": f"record ({why})"}
+            held[h] = d["hosts"][h]
     hosts = {h: v for h, v in hosts.items() if v["lines"] or v["from"] != "host"}
-    return {"member": member.name, "lines": d["lines"], "hosts": hosts, "effective": d["effective"]}
+    return {
+        "member": member.name,
+        "lines": d["lines"],
+        "hosts": hosts,
+        "effective": d["effective"],
+        "held": held,
+    }
 
 
 async def policy_check(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:

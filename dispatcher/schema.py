@@ -108,6 +108,8 @@ KINDS: dict[str, dict[str, Field]] = {
     "db_grant": {"kind": DB_KIND, "database": DB_NAME, "role": DB_NAME},
     # the member's own admin-set policy (domtool.dispatcher.policy_ops)
     "policy": {},
+    # what the member uses (domtool.dispatcher.usage_ops)
+    "usage": {},
 }
 
 USER_FIELD = _str(32, pattern=re.compile(r"[a-z_][a-z0-9_-]{0,31}"))
@@ -165,6 +167,7 @@ ADMIN_KINDS: dict[str, dict[str, Field]] = {
     # (domtool.policies.member_policy.EDITS) checks the action's value.
     "policy_show": {"user": _str(32, required=False, pattern=USER_FIELD.pattern)},
     "policy_check": {"user": _str(32, required=False, pattern=USER_FIELD.pattern)},
+    "usage_of": {"user": _str(32, required=False, pattern=USER_FIELD.pattern)},
     "policy_set": {
         "user": _str(32, required=False, pattern=USER_FIELD.pattern),
         "site": Field("bool", required=False),

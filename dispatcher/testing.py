@@ -68,10 +68,19 @@ class FakeSlave:
             "describe": self._describe,
             "vmail": self._vmail,
             "policy_held": self._policy_held,
+            "usage": self._usage,
         }
         if op not in table:
             raise RemoteError("bad_request", f"unknown operation {op!r}")
         return table[op](args)
+
+    def _usage(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The real collector (domtool.slave.usage) over this fake host's state."""
+        from domtool.slave import usage
+
+        owner = args.get("owner")
+        owners = [owner] if owner else sorted(_by_owner(self.state))
+        return {"host": self.host, "members": {o: usage.collect(self.state, o) for o in owners}}
 
     def restart(self) -> None:
         """Lose the pending transaction, as a restarted agent does."""

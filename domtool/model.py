@@ -279,6 +279,21 @@ class Firewall:
 
 
 @attrs.frozen(cache_hash=True)
+class Limits:
+    """A member's resource limits (``policies/limits.py``): processes, memory in bytes,
+    CPU weight, CGI CPU and wall seconds, disk quota in bytes; ``overridden`` names the
+    ones an admin set for this member (the rest are the site's defaults)."""
+
+    processes: int
+    memory: int
+    cpu_weight: int
+    cgi_cpu: int
+    cgi_wall: int
+    disk: int
+    overridden: tuple[str, ...] = ()
+
+
+@attrs.frozen(cache_hash=True)
 class MemberPolicy:
     """The admin-set policy of one member on the given nodes: the member's Unix
     ``users`` it binds (sorted) and its parts (None: that part is not set)."""
@@ -287,6 +302,7 @@ class MemberPolicy:
     nodes: tuple[str, ...]
     users: tuple[str, ...]
     firewall: Firewall | None = None
+    limits: Limits | None = None
 
 
 # ---------------------------------------------------------------------------
@@ -357,6 +373,7 @@ _CLASSES = {
         ListDomain,
         FirewallRule,
         Firewall,
+        Limits,
         MemberPolicy,
         DesiredState,
     )

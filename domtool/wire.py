@@ -40,6 +40,8 @@ MEMBER_OPS = frozenset(
     | {"list_rm"}
     # admin-set member policy, the member's own (domtool.dispatcher.policy_ops)
     | {"policy"}
+    # what the member uses, as the hosts report it (domtool.dispatcher.usage_ops)
+    | {"usage"}
 )
 # What an admin may ask in addition.
 ADMIN_OPS = frozenset(
@@ -63,6 +65,8 @@ ADMIN_OPS = frozenset(
         "policy_show",
         "policy_set",
         "policy_check",
+        # what members use (domtool.dispatcher.usage_ops)
+        "usage_of",
     }
 )
 # What the dispatcher may ask a slave: a closed set of typed operations.
@@ -76,6 +80,8 @@ SLAVE_OPS = frozenset(
     | {"list_remove"}
     # admin-set member policy as this host holds and enforces it (slave/agent.py)
     | {"policy_held"}
+    # what a member uses on the host (domtool.slave.usage)
+    | {"usage"}
 )
 
 ERROR_KINDS = frozenset(

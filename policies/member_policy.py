@@ -410,6 +410,10 @@ def unit_problems(owner: str, policy: MemberPolicy, granted_users: Iterable[str]
     for u in policy.users:
         if u not in granted:
             out.append(f"policy: user {u!r} is not one of {owner}'s granted users")
+    if policy.limits is not None:
+        from domtool.policies.limits import unit_problems as limits_problems
+
+        out += limits_problems(policy.limits)
     fw = policy.firewall
     if fw is not None:
         if fw.rate is not None and not 1 <= fw.rate <= MAX_RATE:
@@ -473,3 +477,11 @@ def unit_to_lines(policy: MemberPolicy | None) -> list[str]:
     if policy.firewall.rate is not None:
         out.append(f"rate {policy.firewall.rate} bytes/s")
     return out
+
+
+# The limits part (policies/limits.py) plugs into the same tables.
+from domtool.policies import limits as _limits  # noqa: E402
+
+PARTS["limits"] = _limits.LimitsPart
+EDITS["limits"] = _limits.edit_limits
+UNIT_PARTS["limits"] = _limits.effective_limits

@@ -212,6 +212,7 @@ class Agent:
             "vmail": self._vmail,
             "list_remove": self._list_remove,
             "policy_held": self._policy_held,
+            "usage": self._usage,
         }
         self.mailboxes: Any = None  # domtool.slave.vmail.Mailboxes, when this host has mail
         # db_* ops (domtool.slave.dbagent): a host without database servers refuses them.
@@ -610,6 +611,24 @@ class Agent:
             live = await self._blocking(action, held[0])
             out["live"] = True if live is True else str(live)
         return out
+
+    async def _usage(self, args: ops.UsageArgs) -> dict[str, Any]:
+        """What members use on this host (``domtool.slave.usage``; the limits backend's
+        action knows its cgroups, quotas and logs; without it: /proc and disk only)."""
+        from domtool.slave import usage
+
+        state = self._state
+        owners = (
+            [args.owner]
+            if args.owner
+            else sorted({p.owner for p in state.policies} | {v.owner for v in state.vhosts})
+        )
+        collect = self.actions.get("usage") or (lambda st, owner: usage.collect(st, owner))
+
+        def run() -> dict[str, Any]:
+            return {o: collect(state, o) for o in owners}
+
+        return {"host": self.host, "members": await self._blocking(run)}
 
     async def _describe(self, args: ops.DescribeArgs) -> dict[str, Any]:
         d = args.domain.lower()

@@ -23,6 +23,7 @@ The ops (``domtool.wire.SLAVE_OPS``)::
 
     list_remove {owner, list, doit?: bool}   (remove a mailing list; dry run unless doit)
     policy_held {owner}   (the owner's admin-set policy here, and whether the kernel holds it)
+    usage    {owner?}   (what a member uses here: domtool.slave.usage)
     prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
                                       grants: {paths: [...], users: [...], groups: [...]},
                                       signed_grants?: {record, signature, key}}},
@@ -423,9 +424,22 @@ FIREWALL = Obj(
     },
     kind="Firewall",
 )
+_u63 = Int(1, 2**63 - 1)
+LIMITS = Obj(
+    {
+        "processes": _u63,
+        "memory": _u63,
+        "cpu_weight": Int(1, 10000),
+        "cgi_cpu": _u63,
+        "cgi_wall": _u63,
+        "disk": _u63,
+    },
+    {"overridden": List(Str(16), 8)},
+    kind="Limits",
+)
 POLICY = Obj(
     {"owner": _owner, "nodes": _nodes, "users": List(_owner, MAX_GRANTS)},
-    {"firewall": Nullable(FIREWALL)},
+    {"firewall": Nullable(FIREWALL), "limits": Nullable(LIMITS)},
     kind="MemberPolicy",
 )
 STATE = Obj(
@@ -482,6 +496,8 @@ OP_SCHEMAS: dict[str, Obj] = {
     "list_remove": Obj({"owner": _owner, "list": Str(320, LIST_ADDRESS)}, {"doit": Bool()}),
     # The owner's admin-set policy as this host holds it, and whether it is live.
     "policy_held": Obj({"owner": _owner}),
+    # what members use on this host (domtool.slave.usage); no owner: every owner here
+    "usage": Obj({}, {"owner": _owner}),
     # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
     "tls_update": Obj({"crl_pem": Str(1 << 20)}, {"cert_pem": Str(16384), "key_pem": Str(16384)}),
     # Virtual mailboxes (domtool.slave.vmail): a typed action, not a config unit.
@@ -561,6 +577,12 @@ class PolicyHeldArgs:
     owner: str
 
 
+class UsageArgs:
+    """``usage``: what ``owner`` (None: every owner of this host) uses here."""
+
+    owner: str | None = None
+
+
 @attrs.frozen
 class DescribeArgs:
     """``describe``: what this host serves for ``domain``."""
@@ -621,6 +643,7 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "policy_held": lambda a: PolicyHeldArgs(a["owner"]),
     "tls_update": _tls_update,
     "vmail": lambda a: _vmail_args(a),
+    "usage": lambda a: UsageArgs(a.get("owner")),
 }
 
 

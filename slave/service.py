@@ -137,8 +137,18 @@ tls_factory = session.tls_factory
 
 def _apache(table: Mapping[str, Any], config: SlaveConfig) -> Any:
     from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
+    from domtool.slave.backends.limits import cgi_limits
 
-    return ApacheBackend(_settings(ApacheConfig, "apache", table, config))
+    # RLimitCPU/NPROC/MEM per member from the state's member policies (limits part).
+    return ApacheBackend(_settings(ApacheConfig, "apache", table, config), cgi_limits_of=cgi_limits)
+
+
+def _limits(table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    from domtool.slave.backends import limits
+
+    values = dict(table)
+    values.setdefault("live_index", f"{config.state_dir}/current/limits/{limits.INDEX_FILE}")
+    return limits.LimitsBackend(_settings(limits.LimitsConfig, "limits", values, config))
 
 
 def _bind(table: Mapping[str, Any], config: SlaveConfig) -> Any:
@@ -192,6 +202,7 @@ BACKENDS: dict[str, Callable[[Mapping[str, Any], SlaveConfig], Any]] = {
     "bind": _bind,
     "mailman": _mailman,
     "exim": _exim,
+    "limits": _limits,
     "nft": _nft,
 }
 

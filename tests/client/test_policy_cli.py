@@ -16,7 +16,7 @@ from domtool.dispatcher.controller import OpError
 from ..dispatcher.harness import make_dispatcher, result_of
 from .fake_dispatcher import FakeDispatcher, Refuse, member_config
 
-OPS = ["policy_set", "policy_show", "policy_check", "policy"]
+OPS = ["policy_set", "policy_show", "policy_check", "policy", "usage", "usage_of"]
 
 
 @pytest.fixture

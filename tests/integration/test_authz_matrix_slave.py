@@ -299,6 +299,7 @@ NO_MEMBER_DATA = {
     "tls_update",
     "list_remove",
     "policy_held",  # reads an owner's policy back; changes nothing
+    "usage",  # reads what an owner uses; changes nothing
 }  # tls: the host's files
 # The database ops carry owner and names too; their matrix (names, prefixes, owners on the
 # server) is tests/slave/test_db_ops.py and test_db_daemons.py.
