@@ -577,6 +577,7 @@ class PolicyHeldArgs:
     owner: str
 
 
+@attrs.frozen
 class UsageArgs:
     """``usage``: what ``owner`` (None: every owner of this host) uses here."""
 
