@@ -2,9 +2,10 @@
 1,000) and one member's rule change, on the real kernel.
 
 Runs itself again under ``unshare --mount --net`` (root only): a network namespace of its
-own (the host's firewall is never touched) and a private mount namespace in which a
-generated ``/etc/passwd`` with N member users is bind-mounted (nft resolves user names to
-uids when it parses; the machine's real user database is never changed).
+own (the host's firewall is never touched) and a private mount namespace in which a copy
+of ``/etc`` with N member users added to its ``passwd`` is bind-mounted over ``/etc``
+(nft resolves user names to uids when it parses; the machine's own user database is
+never changed).
 
 Measures (best and median of ``--repeat``):
 
@@ -114,13 +115,17 @@ def inside(args: argparse.Namespace) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-nft-"))
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     names = users(n)
-    passwd = Path("/etc/passwd").read_text()
-    passwd += "".join(
-        f"{u}:x:{UID0 + i}:{UID0 + i}::/nonexistent:/usr/sbin/nologin\n"
-        for i, u in enumerate(names)
-    )
-    (tmp / "passwd").write_text(passwd)
-    subprocess.run(["mount", "--bind", str(tmp / "passwd"), "/etc/passwd"], check=True)
+    # A copy of /etc with the member users added, bind-mounted over /etc in this mount
+    # namespace only (a directory: another process's useradd renaming /etc/passwd on the
+    # host cannot detach it, as it would a bind mount of the file).
+    etc = tmp / "etc"
+    subprocess.run(["cp", "-a", "/etc", str(etc)], check=True)
+    with open(etc / "passwd", "a") as f:
+        f.writelines(
+            f"{u}:x:{UID0 + i}:{UID0 + i}::/nonexistent:/usr/sbin/nologin\n"
+            for i, u in enumerate(names)
+        )
+    subprocess.run(["mount", "--bind", str(etc), "/etc"], check=True)
 
     site = Site(nodes=(Node("h1", ("web", "dns"), ipv4="10.0.0.1"),))
     policies = []
@@ -155,7 +160,9 @@ def inside(args: argparse.Namespace) -> int:
     figures["ruleset_bytes"] = size
 
     def run(*argv):
-        subprocess.run(argv, check=True, capture_output=True)
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)}: {proc.stderr[-2000:]}")
 
     figures["nft_check_s"] = timed(lambda: run(nft, "-c", "-f", str(index)), repeat)
     first, cpus = [], []
@@ -259,7 +266,7 @@ def inside(args: argparse.Namespace) -> int:
     for k, v in figures.items():
         print(f"  {k:<28} {v}")
     emit(args, figures)
-    subprocess.run(["umount", "/etc/passwd"], check=False)
+    subprocess.run(["umount", "/etc"], check=False)
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

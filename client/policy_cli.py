@@ -82,8 +82,18 @@ def render_mine(result) -> str:
     out = [f"{result.get('member')}: " + ("no firewall policy" if not lines else "")]
     out += [f"  {line}" for line in lines]
     for host, held in sorted((result.get("hosts") or {}).items()):
-        same = "as above" if held == lines else "; ".join(held) or "nothing"
-        out.append(f"  on {host}: {same}")
+        got = held.get("lines", [])
+        same = "as above" if got == lines else "; ".join(got) or "nothing"
+        live = held.get("live")
+        note = (
+            ""
+            if live is None
+            else (" (live in the kernel)" if live is True else f" (NOT live: {live})")
+        )
+        src = (
+            "" if held.get("from", "host") == "host" else f" [from the dispatcher's {held['from']}]"
+        )
+        out.append(f"  on {host}: {same}{note}{src}")
     return "\n".join(out)
 
 

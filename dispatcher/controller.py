@@ -614,6 +614,7 @@ class Controller:
             if self.on_crl is not None:
                 self.on_crl(ca.current_crl(self.ca_dir, ca.MEMBER))
         self.store.remove_member(user)
+        self.store.set_policy(user, None)  # admin-set policy goes with the member
         self.store.audit(admin.name, "rmuser", {"user": user, "revoked": revoked}, "applied")
         return self._answer(result, diff, user=user, apply=True, revoked=revoked)
 

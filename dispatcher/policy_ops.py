@@ -38,7 +38,11 @@ def record_of(store: Any, who: str) -> mp.PolicyRecord:
 
 
 def unit_for(ctl: Any, member: str, perms: Any = None) -> MemberPolicy | None:
-    """The policy unit ``member``'s hosts get now (None: no policy binds the member)."""
+    """The policy unit ``member``'s hosts get now (None: no policy binds the member, or
+    the member is not an active member: a removed member's hosts hold nothing)."""
+    record = ctl.store.member(member)
+    if record is None or not record.active:
+        return None
     perms = perms if perms is not None else ctl._perms(member)
     return mp.unit(
         member,
@@ -120,15 +124,35 @@ async def policy_show(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[st
 
 
 async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, Any]:
-    """The member's own policy: what the store says and what each host holds."""
+    """The member's own policy: what the store says, and what each host says it holds
+    and enforces (``policy_held``: its live state, and its kernel's word); a host that
+    does not answer is shown from the dispatcher's record of what it committed."""
     d = _describe(ctl, member.name)
-    hosts = {h: mp.unit_to_lines(model.from_json(u)) for h, u in d["hosts"].items()}
+    nodes = sorted(set(d["hosts"]) | {n.name for n in ctl.site.nodes})
+    calls = {h: ctl.coordinator.call(h, "policy_held", {"owner": member.name}) for h in nodes}
+    answers = await ctl.coordinator.gather(calls)
+    hosts: dict[str, Any] = {}
+    held: dict[str, Any] = {}  # host -> the whole unit it holds (the limits part reads it)
+    for h in nodes:
+        ok, value = answers[h]
+        if ok:
+            unit = value.get("policy")
+            lines = mp.unit_to_lines(model.from_json(unit)) if unit else []
+            hosts[h] = {"lines": lines, "live": value.get("live"), "from": "host"}
+            if unit:
+                held[h] = unit
+        elif h in d["hosts"]:
+            lines = mp.unit_to_lines(model.from_json(d["hosts"][h]))
+            why = str(getattr(value, "value", value))[:200]
+            hosts[h] = {"lines": lines, "live": None, "from": f"record ({why})"}
+            held[h] = d["hosts"][h]
+    hosts = {h: v for h, v in hosts.items() if v["lines"] or v["from"] != "host"}
     return {
         "member": member.name,
         "lines": d["lines"],
         "hosts": hosts,
         "effective": d["effective"],
-        "held": d["hosts"],  # host -> the whole unit it holds (the limits part reads it)
+        "held": held,
     }
 
 

@@ -57,6 +57,7 @@ class FakeSlave:
             "status": self._status,
             "describe": self._describe,
             "vmail": self._vmail,
+            "policy_held": self._policy_held,
             "usage": self._usage,
         }
         if op not in table:
@@ -196,6 +197,15 @@ class FakeSlave:
             del self.mailboxes[address]
             return {"removed": address}
         return {"changed": address}
+
+    def _policy_held(self, args: dict[str, Any]) -> dict[str, Any]:
+        held = [p for p in self.state.policies if p.owner == args["owner"]]
+        return {
+            "host": self.host,
+            "generation": self.generation,
+            "policy": model.to_json(held[0]) if held else None,
+            "live": None,  # no kernel here
+        }
 
     def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
         d = args["domain"].lower()

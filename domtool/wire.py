@@ -78,6 +78,8 @@ SLAVE_OPS = frozenset(
     | {"vmail"}
     # mailing lists: removing one (domtool.slave.mailman_ops)
     | {"list_remove"}
+    # admin-set member policy as this host holds and enforces it (slave/agent.py)
+    | {"policy_held"}
     # what a member uses on the host (domtool.slave.usage)
     | {"usage"}
 )

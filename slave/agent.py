@@ -195,6 +195,7 @@ class Agent:
             "describe": self._describe,
             "vmail": self._vmail,
             "list_remove": self._list_remove,
+            "policy_held": self._policy_held,
             "usage": self._usage,
         }
         self.mailboxes: Any = None  # domtool.slave.vmail.Mailboxes, when this host has mail
@@ -573,6 +574,22 @@ class Agent:
             msg=result.get("message"),
         )
         return {"host": self.host, **result}
+
+    async def _policy_held(self, args: ops.PolicyHeldArgs) -> dict[str, Any]:
+        """The owner's policy unit in the live state, and each backend's word on whether
+        it is what the kernel enforces (``policy_live`` actions: True or the reason)."""
+        held = [p for p in self._state.policies if p.owner == args.owner]
+        out: dict[str, Any] = {
+            "host": self.host,
+            "generation": self._generation(),
+            "policy": model.to_json(held[0]) if held else None,
+            "live": None,
+        }
+        action = self.actions.get("policy_live")
+        if held and action is not None:
+            live = await self._blocking(action, held[0])
+            out["live"] = True if live is True else str(live)
+        return out
 
     async def _usage(self, args: ops.UsageArgs) -> dict[str, Any]:
         """What members use on this host (``domtool.slave.usage``; the limits backend's

@@ -22,6 +22,7 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
 The ops (``domtool.wire.SLAVE_OPS``)::
 
     list_remove {owner, list, doit?: bool}   (remove a mailing list; dry run unless doit)
+    policy_held {owner}   (the owner's admin-set policy here, and whether the kernel holds it)
     usage    {owner?}   (what a member uses here: domtool.slave.usage)
     prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
                                       grants: {paths: [...], users: [...], groups: [...]},
@@ -494,6 +495,8 @@ OP_SCHEMAS: dict[str, Obj] = {
     "status": Obj({}),
     "describe": Obj({"domain": _name}),
     "list_remove": Obj({"owner": _owner, "list": Str(320, LIST_ADDRESS)}, {"doit": Bool()}),
+    # The owner's admin-set policy as this host holds it, and whether it is live.
+    "policy_held": Obj({"owner": _owner}),
     # what members use on this host (domtool.slave.usage); no owner: every owner here
     "usage": Obj({}, {"owner": _owner}),
     # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
@@ -569,6 +572,13 @@ class ListRemoveArgs:
 
 
 @attrs.frozen
+class PolicyHeldArgs:
+    """``policy_held``: ``owner``'s admin-set policy as this host holds it."""
+
+    owner: str
+
+
+@attrs.frozen
 class UsageArgs:
     """``usage``: what ``owner`` (None: every owner of this host) uses here."""
 
@@ -632,6 +642,7 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "status": lambda a: StatusArgs(),
     "describe": lambda a: DescribeArgs(a["domain"].lower()),
     "list_remove": lambda a: ListRemoveArgs(a["owner"], a["list"].lower(), bool(a.get("doit"))),
+    "policy_held": lambda a: PolicyHeldArgs(a["owner"]),
     "tls_update": _tls_update,
     "vmail": lambda a: _vmail_args(a),
     "usage": lambda a: UsageArgs(a.get("owner")),

@@ -321,6 +321,17 @@ class NftBackend:
             out.append(Command((self.config.nft, "-f", path), timeout=self.config.timeout))
         return tuple(out)
 
+    def actions(self) -> dict:
+        """``policy_live(policy)``: True when the kernel's table holds this version of
+        the member's rules (the probe's check), else the reason."""
+
+        def live(p: MemberPolicy) -> bool | str:
+            if p.firewall is None:
+                return True
+            return probe_table(self.config.nft, self.config.table, f"a_{p.owner}", digest(p))
+
+        return {"policy_live": live}
+
     def probes(self, state: DesiredState) -> list[Probe]:
         """For the members whose unit the last :meth:`units` call changed (at most
         ``MAX_PROBES``; the load itself is one transaction ``nft -f`` confirmed): the

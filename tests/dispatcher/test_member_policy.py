@@ -31,7 +31,15 @@ def test_an_admin_rule_reaches_every_node_and_the_member_sees_it(d):
         assert [mp.format_rule(r) for r in pol.firewall.rules] == ["alice client tcp 80,443"]
     mine = d.run(ALICE, "policy")
     assert mine["lines"] == ["alice client tcp 80,443"]
-    assert mine["hosts"] == {"ns1": mine["lines"], "web1": mine["lines"]}
+    assert mine["hosts"] == {
+        h: {"lines": mine["lines"], "live": None, "from": "host"} for h in ("ns1", "web1")
+    }
+    # a host that does not answer is shown from the dispatcher's record, and says so
+    d.links["web1"].up = False
+    mine = d.run(ALICE, "policy")
+    assert mine["hosts"]["web1"]["lines"] == mine["lines"]
+    assert mine["hosts"]["web1"]["from"].startswith("record")
+    d.links["web1"].up = True
     assert d.run(BOB, "policy")["lines"] == []
     check = d.run(ROOT, "policy_check")
     assert check["ok"], check
@@ -146,3 +154,39 @@ def test_the_wire_form_round_trips():
         mp.FirewallPart.from_json(
             {"rules": [{"user": "a", "mode": "client", "ports": [[1, 99999]]}]}
         )
+
+
+def test_a_members_own_state_cannot_carry_policy(d):
+    """Only the store's policy reaches the hosts: an evaluation carrying one is refused
+    (the language has no way to make one), and placing always uses the stored one."""
+    from domtool.model import DesiredState, Firewall, FirewallRule, MemberPolicy
+    from domtool.perms import Permissions
+
+    forged = MemberPolicy(
+        "alice",
+        ("ns1", "web1"),
+        ("alice",),
+        Firewall((FirewallRule("alice", "server", "tcp", ((1, 65535),)),)),
+    )
+    perms = d.store.grants_of("alice")
+    assert isinstance(perms, Permissions)
+    ev = d.controller._policy(perms, DesiredState(policies=(forged,)))
+    assert ev.state is None and "cannot set policy" in ev.refused[0]
+    fw(d, "add", "client tcp 25", user="alice")
+    placed = d.controller.place("alice", perms, {"web1": DesiredState(policies=(forged,))})
+    assert {
+        h: [mp.format_rule(r) for r in s.policies[0].firewall.rules] for h, s in placed.items()
+    } == {
+        "ns1": ["alice client tcp 25"],
+        "web1": ["alice client tcp 25"],
+    }
+
+
+def test_a_removed_member_takes_its_policy_off_every_host(d):
+    fw(d, "add", "client tcp 25", user="bob")
+    out = d.run(ROOT, "rmuser", user="bob", apply=True)
+    assert out["applied"], out
+    assert all(p.owner != "bob" for s in d.slaves.values() for p in s.state.policies)
+    assert d.store.policy_of("bob") is None
+    d.forget_calls()
+    assert d.run(ROOT, "regen", apply=True)["hosts"] == {}

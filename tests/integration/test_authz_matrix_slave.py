@@ -299,6 +299,7 @@ NO_MEMBER_DATA = {
     "describe",
     "tls_update",
     "list_remove",
+    "policy_held",  # reads an owner's policy back; changes nothing
     "usage",  # reads what an owner uses; changes nothing
 }  # tls: the host's files
 # The database ops carry owner and names too; their matrix (names, prefixes, owners on the

@@ -1,7 +1,7 @@
 """Tiny network programs for the nftables tests, run as a member's Unix user (standalone:
 only the standard library, so the system python3 runs it as any user).
 
-    serve PROTO:PORT[@ADDR] ...     listen (tcp: accept and send "ok"; udp: echo "ok"),
+    serve PROTO:PORT[@ADDR] ...     listen (ADDR with a colon: IPv6 only) (tcp: accept and send "ok"; udp: echo "ok"),
                                     print "ready" once every socket is bound
     connect PROTO HOST PORT [SRC] [TIMEOUT] [SOURCE_PORT]
                                     print "ok" if the service answered, else "fail: why"
@@ -21,8 +21,11 @@ def serve(specs):
         proto, _, rest = spec.partition(":")
         port, _, addr = rest.partition("@")
         kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-        s = socket.socket(socket.AF_INET, kind)
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        s = socket.socket(family, kind)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         s.bind((addr or "0.0.0.0", int(port)))
         if proto == "tcp":
             s.listen(64)
@@ -53,7 +56,7 @@ def serve(specs):
 
 def connect(proto, host, port, src="", timeout="1.5", sport="0"):
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind)
     s.settimeout(float(timeout))
     try:
         if src or sport != "0":

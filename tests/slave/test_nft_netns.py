@@ -6,8 +6,8 @@ loads our nftables table and the members' programs run) and the *peer* (10.77.0.
 10.77.0.3: the site's web server). The policy goes the whole way: ``domtool-admin
 firewall add`` (the controller's ``policy_set``) -> store -> the two-phase apply ->
 the real slave agent -> the engine -> ``nft -c -f`` -> ``nft -f``. Then every case of
-the matrix (58: connect out and accept, TCP and UDP, from anywhere, from the web server,
-from this machine, for both members) is tried for real and must do what the rules say
+the matrix (90: connect out and accept, TCP and UDP, IPv4 and IPv6, from anywhere, from the web
+server, from this machine, for both members) is tried for real and must do what the rules say
 (the oracle reads the rules, not the ruleset). Also: the host's own table is untouched,
 a ruleset ``nft -c`` refuses never goes live (the old one stays), bad input changes
 nothing, and the rate limit and counters work.
@@ -38,6 +38,7 @@ from domtool.slave.backends import nft
 from domtool.slave.engine import Engine
 from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
+from domtool.slave.service import backend_actions
 from tests.conftest import require_binary
 from tests.dispatcher.harness import result_of
 
@@ -47,7 +48,9 @@ HELPER = (Path(__file__).parent / "nethelper.py").read_text()
 PY = "/usr/bin/python3"  # the system python: any user may run it
 CLONE_NEWNET = 0x40000000
 HOST, PEER, WEB, LOCAL = "10.77.0.1", "10.77.0.2", "10.77.0.3", "127.0.0.1"
+HOST6, PEER6, WEB6, LOCAL6 = "fd77::1", "fd77::2", "fd77::3", "::1"
 SOURCES = {"remote": PEER, "web": WEB, "local": LOCAL}
+SOURCES6 = {"remote6": PEER6, "web6": WEB6, "local6": LOCAL6}
 ROOT = Member("root", True)
 
 RULES = {
@@ -71,7 +74,13 @@ OUT_CASES = [
     ("udp", 7004, PEER),
     ("tcp", 7005, PEER),
     ("tcp", 7001, LOCAL),
+    # IPv6 (the table is inet: one rule set for both)
+    ("tcp", 7001, PEER6),
+    ("tcp", 7002, WEB6),  # the host-restricted rule names an IPv4 host only
+    ("udp", 7003, PEER6),
+    ("tcp", 7004, PEER6),
 ]
+LISTEN6 = [("tcp", 8001), ("tcp", 8002), ("tcp", 8003), ("tcp", 8005)]
 LISTEN = [("tcp", 8001), ("tcp", 8002), ("tcp", 8003), ("udp", 8004), ("tcp", 8005)]
 LISTEN += [("tcp", 8006), ("udp", 8001)]
 
@@ -135,6 +144,9 @@ class Site2:
         sh("ip", "-n", self.nsh, "link", "set", "v0", "up")
         for a in (PEER, WEB):
             sh("ip", "-n", self.nsp, "addr", "add", f"{a}/24", "dev", "v1")
+        sh("ip", "-n", self.nsh, "addr", "add", f"{HOST6}/64", "dev", "v0", "nodad")
+        for a in (PEER6, WEB6):
+            sh("ip", "-n", self.nsp, "addr", "add", f"{a}/64", "dev", "v1", "nodad")
         sh("ip", "-n", self.nsp, "link", "set", "v1", "up")
         for u in self.users.values():
             sh("useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", u)
@@ -164,7 +176,14 @@ class Site2:
             probe_timeout=5.0,
         )
         self.engine = engine
-        self.agent = Agent(engine, host="h1", state_dir=str(state), clock=Clock(), node="h1")
+        self.agent = Agent(
+            engine,
+            host="h1",
+            state_dir=str(state),
+            clock=Clock(),
+            node="h1",
+            actions=backend_actions(engine.backends),
+        )
         result_of(self.agent.start())
         store = Store.connect(":memory:")
         store.add_member("root", is_admin=True)
@@ -172,7 +191,9 @@ class Site2:
             store.add_member(u)
             store.grant(u, "user", u)
         self.store = store
-        site = Site(nodes=(Node("h1", ("dns",), ipv4=HOST), Node("web1", ("web",), ipv4=WEB)))
+        site = Site(
+            nodes=(Node("h1", ("dns",), ipv4=HOST), Node("web1", ("web",), ipv4=WEB, ipv6=WEB6))
+        )
         links = {"h1": AgentLink("h1", self.agent), "web1": FakeLink("web1", FakeSlave("web1"))}
         self.controller = Controller(store, site, Coordinator(store, links, Clock()))
 
@@ -234,6 +255,7 @@ def oracle_out(rules, proto, port, dst) -> bool:
 
 
 def oracle_accept(rules, proto, port, source) -> bool:
+    source = source.removesuffix("6")  # the same rules for IPv6
     for r in rules:
         if r.proto != proto or not any(lo <= port <= hi for lo, hi in r.ports):
             continue
@@ -247,6 +269,9 @@ def oracle_accept(rules, proto, port, source) -> bool:
 CASES = [("out", m, proto, port, dst) for m in "ab" for proto, port, dst in OUT_CASES]
 CASES += [
     ("accept", m, proto, port, src) for m in "ab" for proto, port in LISTEN for src in SOURCES
+]
+CASES += [
+    ("accept", m, proto, port, src) for m in "ab" for proto, port in LISTEN6 for src in SOURCES6
 ]
 
 
@@ -272,8 +297,11 @@ def outcomes(site):
     """Every case tried at once (per listening member: two users cannot share a port)."""
     results: dict[tuple, str] = {}
     servers = ["tcp:7001", "tcp:7002", "udp:7003", "tcp:7004", "udp:7004", "tcp:7005"]
+    # UDP answers from the address it was asked at only when bound to it (the peer has
+    # two IPv6 addresses, and a connected UDP client ignores the other one)
+    servers += [f"{spec}@{'::' if spec.startswith('tcp') else PEER6}" for spec in servers]
     peer = site.serve(None, servers, site.nsp)
-    local = site.serve(None, ["tcp:7001@127.0.0.1"])
+    local = site.serve(None, ["tcp:7001@127.0.0.1", "tcp:7001@::1"])
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
         futs = {
             c: pool.submit(site.connect, site.users[c[1]], c[2], c[4], c[3])
@@ -282,18 +310,19 @@ def outcomes(site):
         }
         results.update({c: f.result() for c, f in futs.items()})
         for m in "ab":
-            listener = site.serve(site.users[m], [f"{p}:{n}" for p, n in LISTEN])
+            specs = [f"{p}:{n}" for p, n in LISTEN] + [f"{p}:{n}@::" for p, n in LISTEN6]
+            listener = site.serve(site.users[m], specs)
             futs = {}
             for c in CASES:
                 if c[0] != "accept" or c[1] != m:
                     continue
                 _kind, _m, proto, port, src = c
-                if src == "local":
-                    futs[c] = pool.submit(site.connect, None, proto, LOCAL, port)
+                six = src.endswith("6")
+                target, source = (HOST6, SOURCES6[src]) if six else (HOST, SOURCES[src])
+                if src.startswith("local"):
+                    futs[c] = pool.submit(site.connect, None, proto, source, port)
                 else:
-                    futs[c] = pool.submit(
-                        site.connect, None, proto, HOST, port, SOURCES[src], site.nsp
-                    )
+                    futs[c] = pool.submit(site.connect, None, proto, target, port, source, site.nsp)
             results.update({c: f.result() for c, f in futs.items()})
             site.stop(listener)
     site.stop(peer)
@@ -302,7 +331,8 @@ def outcomes(site):
 
 
 def _id(c):
-    return "-".join(str(x) for x in c).replace("10.77.0.", "n").replace("127.0.0.1", "lo")
+    text = "-".join(str(x) for x in c).replace("10.77.0.", "n").replace("127.0.0.1", "lo")
+    return text.replace("fd77::", "v6n").replace("::1", "v6lo")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_id(c) for c in CASES])
@@ -323,7 +353,8 @@ def test_admin_and_member_see_what_the_host_enforces(site, outcomes):
     a = site.users["a"]
     mine = site.run(Member(a), "policy")
     assert sorted(mine["lines"]) == sorted(mp.format_rule(r) for r in _rules("a", site.users))
-    assert mine["hosts"]["h1"] == mine["lines"]
+    # what the host itself says it holds, and its kernel's word that it is live
+    assert mine["hosts"]["h1"] == {"lines": mine["lines"], "live": True, "from": "host"}
     (held,) = [p for p in site.agent.state.policies if p.owner == a]
     assert [mp.format_rule(r) for r in held.firewall.rules] == mine["lines"]
     chain = sh("nft", "list", "chain", "inet", "domtool", f"u_{a}").stdout
@@ -452,3 +483,32 @@ def test_rate_limit_and_outbound_counters(site, outcomes):
     assert grew["dropped_packets"] > 0
     assert grew["packets"] >= packets and grew["bytes"] >= sent + 28 * packets
     assert grew["bytes"] <= sent + 28 * packets + 2_000, (grew, sent)
+
+
+def test_a_failed_probe_rolls_the_kernel_back_to_the_old_rules(site, outcomes):
+    """The table is loaded, then its probe fails (as if the kernel held something else):
+    the engine switches back and loads the previous rules again; the member's change is
+    refused with the probe's reason and the stored policy stays as it was."""
+    a = site.users["a"]
+    before, stored = site.table(), site.store.policy_of(a)
+    real = site.engine.prober
+
+    class Failing:
+        def probe(self, probe):
+            if probe.owner == a:
+                return "the kernel says no (test)"
+            return real.probe(probe)
+
+    site.engine.prober = Failing()
+    try:
+        out = site.run(
+            ROOT, "policy_set", user=a, part="firewall", action="add", value="client tcp 7444"
+        )
+    finally:
+        site.engine.prober = real
+    assert not out["applied"] and any("the kernel says no" in r for r in out["refused"]), out
+    assert site.store.policy_of(a) == stored
+    chain = sh("nft", "list", "chain", "inet", "domtool", f"u_{a}").stdout
+    assert "7444" not in chain
+    strip = lambda t: [x for x in t.splitlines() if "packets" not in x]  # noqa: E731
+    assert strip(site.table()) == strip(before)

@@ -101,3 +101,24 @@ def test_recheck_refuses_a_proxy_to_a_port_the_owner_may_not_serve(tmp_path):
         ),
     )
     assert not [p for p in ops.recheck("alice", ok, "web1") if "proxy" in p]
+
+
+def test_a_slave_config_enables_the_nft_backend(tmp_path):
+    from domtool.slave.backends.nft import NftBackend
+    from domtool.slave.config import parse
+    from domtool.slave.service import ConfigError, build_backends
+
+    def config(table: str):
+        text = (
+            f'[slave]\nhost = "h1.example.coop"\nnode = "h1"\n'
+            f'dispatcher = ["d.example.coop"]\nstate_dir = "{tmp_path}/state"\n'
+            '[tls]\ncertificate = "c.pem"\nkey = "k.pem"\nca = "ca.pem"\ncrl = "crl.pem"\n'
+            f"[backends.nft]\n{table}"
+        )
+        return parse(text, str(tmp_path))
+
+    (backend,) = build_backends(config('nft = "/usr/sbin/nft"\n')).values()
+    assert isinstance(backend, NftBackend)
+    assert backend.config.node == "h1" and backend.config.state_dir == f"{tmp_path}/state"
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_backends(config('nft_path = "/x"\n'))
