@@ -100,7 +100,6 @@ def inside(args: argparse.Namespace) -> int:
     from domtool.dispatcher.auth import Member
     from domtool.dispatcher.controller import Controller
     from domtool.dispatcher.store import Store
-    from domtool.dispatcher.testing import AgentLink
     from domtool.model import DesiredState, Firewall, MemberPolicy, Node, Site
     from domtool.policies import member_policy as mp
     from domtool.slave.agent import Agent
@@ -108,6 +107,7 @@ def inside(args: argparse.Namespace) -> int:
     from domtool.slave.engine import Engine
     from domtool.slave.probes import RealProber
     from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
+    from tests.agent_link import AgentLink
     from tests.dispatcher.harness import result_of
 
     n, repeat = args.members, args.repeat

@@ -243,9 +243,7 @@ class WithExtras(DesiredState):
 @settings(max_examples=50)
 @given(desired(), st.lists(st.builds(Extra, domains(), OWNERS), max_size=3), domains())
 def test_a_kind_added_to_the_state_is_split_composed_and_filtered(state, extras, d):
-    ext = WithExtras(
-        **{f: getattr(state, f) for f in states.kinds(state)}, extras=tuple(extras)
-    )
+    ext = WithExtras(**{f: getattr(state, f) for f in states.kinds(state)}, extras=tuple(extras))
     parts = states.by_owner(ext)
     assert all(isinstance(p, WithExtras) for p in parts.values())
     composed = states.compose(parts) if parts else WithExtras()
@@ -253,9 +251,7 @@ def test_a_kind_added_to_the_state_is_split_composed_and_filtered(state, extras,
     assert states.without_owners(ext, {"alice"}).extras == tuple(
         p for p in extras if p.owner != "alice"
     )
-    assert states.under_domain(ext, d).extras == tuple(
-        p for p in extras if states.under(p.name, d)
-    )
+    assert states.under_domain(ext, d).extras == tuple(p for p in extras if states.under(p.name, d))
     assert Counter(n.name for n in states.names(ext) if n.kind == "extra") == Counter(
         p.name for p in extras
     )

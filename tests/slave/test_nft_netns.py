@@ -30,7 +30,7 @@ from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.controller import Controller, OpError
 from domtool.dispatcher.store import Store
-from domtool.dispatcher.testing import AgentLink, FakeLink, FakeSlave
+from domtool.dispatcher.testing import FakeLink, FakeSlave
 from domtool.model import Node, Site
 from domtool.policies import member_policy as mp
 from domtool.slave.agent import Agent
@@ -39,6 +39,7 @@ from domtool.slave.engine import Engine
 from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
 from domtool.slave.service import backend_actions
+from tests.agent_link import AgentLink
 from tests.conftest import require_binary
 from tests.dispatcher.harness import result_of
 
