@@ -335,7 +335,7 @@ class Engine:
         # manifest and selection that names it, with its JSON text: at 10,000 domains a
         # manifest is 30,000 entries, so each generation building, comparing, dumping and
         # caching its own copies cost ~0.1 s and ~20 MB per cached manifest.
-        self._entries: dict[tuple, tuple[dict, UnitRef, str]] = {}
+        self._entries: dict[UnitRef, tuple[dict, UnitRef]] = {}
         self._entry_text: dict[int, tuple[dict, str]] = {}  # id(entry) -> (entry, JSON)
         self._busy = threading.RLock()
 
@@ -380,32 +380,30 @@ class Engine:
         if not isinstance(u, dict) or u.keys() - {"key", "owner", "sha", "ext", "live"}:
             return u
         try:
-            ident = (u["key"], u["owner"], u["sha"], u["ext"], u.get("live"))
-            hash(ident)
+            ref = UnitRef(u["key"], u["owner"], u["sha"], u["ext"], u.get("live"))
+            got = self._entries.get(ref)
         except (KeyError, TypeError):
             return u
-        got = self._entries.get(ident)
         if got is None:
-            if ("live" in u) != (ident[4] is not None):
+            if ("live" in u) != (ref.live is not None):
                 return u  # ("live": null is not what a manifest of ours holds)
-            return self._register(ident, u, UnitRef(*ident))
+            return self._register(u, ref)
         return got[0] if got[0] == u else u
 
-    def _register(self, ident: tuple, entry: dict, ref: UnitRef) -> dict:
-        self._entries[ident] = (entry, ref)
+    def _register(self, entry: dict, ref: UnitRef) -> dict:
+        self._entries[ref] = (entry, ref)
         self._entry_text[id(entry)] = (entry, _dumps(entry))
         return entry
 
     def _entry(self, ref: UnitRef) -> dict:
         """The manifest entry of ``ref`` (shared; do not mutate)."""
-        ident = (ref.key, ref.owner, ref.sha, ref.ext, ref.live)
-        got = self._entries.get(ident)
+        got = self._entries.get(ref)
         if got is not None:
             return got[0]
         entry = {"key": ref.key, "owner": ref.owner, "sha": ref.sha, "ext": ref.ext}
         if ref.live is not None:
             entry["live"] = ref.live
-        return self._register(ident, entry, ref)
+        return self._register(entry, ref)
 
     def _prune_entries(self) -> None:
         """Forget the entries no manifest held in memory names (after garbage collection)."""
@@ -429,6 +427,12 @@ class Engine:
                     return known[1]
                 return "{" + ",".join(f"{_dumps(k)}:{enc(v[k])}" for k in sorted(v)) + "}"
             if isinstance(v, list):
+                try:  # the common case: every item a shared entry
+                    got = [texts[id(x)] for x in v]
+                    if all(t[0] is x for t, x in zip(got, v, strict=True)):
+                        return "[" + ",".join([t[1] for t in got]) + "]"
+                except KeyError:
+                    pass
                 return "[" + ",".join(map(enc, v)) + "]"
             return _dumps(v)
 
@@ -468,12 +472,10 @@ class Engine:
         for b, body in manifest["backends"].items():
             refs = out[b] = {}
             for u in body["units"]:
-                ident = (u["key"], u["owner"], u["sha"], u["ext"], u.get("live"))
-                got = self._entries.get(ident)
-                if got is not None and got[0] is u:
-                    refs[u["key"]] = got[1]  # the same UnitRef as every other generation's
-                else:
-                    refs[u["key"]] = UnitRef(*ident)
+                ref = UnitRef(u["key"], u["owner"], u["sha"], u["ext"], u.get("live"))
+                got = self._entries.get(ref)
+                # the same UnitRef as every other generation's, when the entry is shared
+                refs[u["key"]] = got[1] if got is not None and got[0] is u else ref
         return out
 
     def _unit_content(self, backend: str, ref: UnitRef) -> bytes:

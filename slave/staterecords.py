@@ -37,26 +37,25 @@ KEEP_STATES = 5
 OWNERS = "owners"
 
 
+_FIELDS = tuple(f.name for f in attrs.fields(DesiredState))  # zones, vhosts, mail, lists
+
+
 def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
     parts: dict[str, dict[str, list]] = {}
-    for field in ("zones", "vhosts", "mail"):
+    for field in _FIELDS:
         for unit in getattr(state, field):
-            parts.setdefault(unit.owner, {"zones": [], "vhosts": [], "mail": []})[field].append(
-                unit
-            )
-    return {
-        o: DesiredState(zones=tuple(p["zones"]), vhosts=tuple(p["vhosts"]), mail=tuple(p["mail"]))
-        for o, p in parts.items()
-    }
+            parts.setdefault(unit.owner, {f: [] for f in _FIELDS})[field].append(unit)
+    return {o: DesiredState(**{f: tuple(p[f]) for f in _FIELDS}) for o, p in parts.items()}
 
 
 def compose_parts(parts: Mapping[str, DesiredState]) -> DesiredState:
-    zones, vhosts, mail = [], [], []
+    """Every owner's part in one state (normalised): one concatenation and one sort per
+    field (every field: a part's mailing lists too)."""
+    out: dict[str, list] = {f: [] for f in _FIELDS}
     for owner in sorted(parts):
-        zones += parts[owner].zones
-        vhosts += parts[owner].vhosts
-        mail += parts[owner].mail
-    return DesiredState(zones=tuple(zones), vhosts=tuple(vhosts), mail=tuple(mail)).normalised()
+        for f in _FIELDS:
+            out[f] += getattr(parts[owner], f)
+    return DesiredState(**{f: tuple(v) for f, v in out.items()}).normalised()
 
 
 def _dumps(data: object) -> bytes:
