@@ -702,6 +702,7 @@ class ApacheBackend:
 
     config: ApacheConfig
     name: str = "apache"
+    pure_index = True  # index() depends only on the units (the config is frozen)
     # vhost -> its unit, from the latest render: an unchanged vhost is not rendered again,
     # so a one-vhost change costs a lookup per unrelated vhost, not a render.
     _memo: dict[Vhost, Unit] = attrs.field(factory=dict, init=False, eq=False, repr=False)
