@@ -123,7 +123,7 @@ def test_a_list_from_config_to_mailman_and_removed_with_doit(mailman_site, tmp_p
     assert dry["removed"] is False and "would remove" in dry["hosts"]["local"]["message"]
     assert fq in rest.lists()
 
-    store.grant("bob", "domain", d)
+    store.grant("bob", "domain", d, shared=True)
     theirs = result_of(controller.handle(BOB, "list_rm", {"list": fq, "doit": True}))
     assert theirs["removed"] is False
     assert "member alice's list" in theirs["hosts"]["local"]["error"]
