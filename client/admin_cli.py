@@ -23,6 +23,9 @@ Through the dispatcher (your certificate must belong to an admin; ``--config PAT
     regen [--doit]           rmdom DOMAIN [--doit]
     hosts   ping [HOST]      describe DOMAIN
     audit [--user U] [--limit N]    quota USER [RESOURCE VALUE]
+    firewall list|add|remove|rate|clear|check ...   members' network policy
+    limits list|set|reset|check ...                 members' resource limits
+    usage [USER]                                    what members use on each host
 
 Destructive verbs (``rmuser``, ``regen``, ``rmdom``) are dry runs that print the plan
 unless ``--doit`` is given. Every command takes ``--json``. Exit status as ``domtool``:
@@ -37,7 +40,6 @@ import sys
 import time
 from pathlib import Path
 
-from domtool.client.config import write_file as _write
 from domtool.client.domtool_cli import (
     EXIT_ERRORS,
     EXIT_OK,
@@ -49,6 +51,7 @@ from domtool.client.domtool_cli import (
     render_generic,
     render_perms,
 )
+from domtool.util.files import atomic_write as _write
 
 PROG = "domtool-admin"
 GRANT_CLASSES = ("domain", "path", "user", "group")
@@ -605,6 +608,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("user", metavar="USER")
     sp.add_argument("resource", metavar="RESOURCE", nargs="?")
     sp.add_argument("value", metavar="VALUE", nargs="?", type=int)
+    # admin-set member policy: firewall (domtool.client.policy_cli; limits adds its part)
+    from domtool.client import policy_cli
+
+    policy_cli.add_admin_commands(add)
+    from domtool.client import limits_cli
+
+    limits_cli.add_admin_commands(add)
+    sp = add(
+        "usage",
+        "show what USER (or every member) uses on each host",
+        _remote("usage_of", lambda a: {"user": a.user} if a.user else {}, limits_cli.render_usage),
+    )
+    sp.add_argument("user", metavar="USER", nargs="?")
     return p
 
 

@@ -34,7 +34,6 @@ __all__ = [
     "dump",
     "load",
     "parse",
-    "write_file",
 ]
 
 DEFAULT_PATH = "~/.domtool/client.toml"
@@ -207,15 +206,3 @@ def dump(
         f"ca = {q(ca)}",
     ]
     return "\n".join(lines) + "\n"
-
-
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` with ``mode``: through ``<path>.tmp`` created with that
-    mode and renamed into place, so a key is never readable with looser rights, and a
-    reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)

@@ -1,6 +1,6 @@
 """A member's (or admin's) blocking connection to the dispatcher, for the command-line tools.
 
-One TLS implementation: the context is ``domtool.dispatcher.tls.client_context`` (the one
+One TLS implementation: the context is ``domtool.net.tls.client_context`` (the one
 ``member_client`` wraps for Twisted): our certificate out, the host CA as the only trust
 root, the dispatcher's DNS subjectAltName checked against the expected name. The socket
 is a plain non-blocking TCP socket driven by ``select`` with a deadline, so no reactor is
@@ -40,7 +40,7 @@ from service_identity.cryptography import verify_certificate_hostname
 
 from domtool import wire
 from domtool.client.config import ClientConfig
-from domtool.dispatcher import tls
+from domtool.net import tls
 
 __all__ = ["Connection", "RemoteError", "Unreachable", "call", "describe_certificate"]
 

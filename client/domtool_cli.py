@@ -20,6 +20,9 @@ configuration is ``--config PATH`` or ``~/.domtool/client.toml``, see
     domtool db ACTION ...         your databases: create, drop, list, passwd, grant
                                   (``domtool.client.db_cli``)
     domtool list rm ADDRESS [--doit]  delete a mailing list out of your config from Mailman
+    domtool firewall              your network policy as each host holds it
+    domtool limits                your resource limits as each host holds them
+    domtool usage                 what you use on each host
 
 ``domtool -tc`` without ``--perms`` checks with your permissions as the dispatcher holds
 them when a client configuration exists, else with none. Every command takes ``--json``.
@@ -40,7 +43,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from domtool.client import list_cli, logs_cli
+from domtool.client import list_cli, logs_cli, policy_cli
 
 if TYPE_CHECKING:
     from domtool.perms import Permissions
@@ -586,7 +589,32 @@ COMMANDS = {
     "db": ("your PostgreSQL and MariaDB databases: create, drop, list, passwd, grant", None),
     "logs": (logs_cli.HELP, logs_cli.cmd_logs),
     "list": (list_cli.HELP, lambda args: list_cli.run(args)),
+    # admin-set policy as the hosts hold it (domtool.client.policy_cli)
+    "firewall": (
+        "show your network policy as the hosts enforce it",
+        lambda args: cmd_simple("policy", policy_cli.render_mine)(args),
+    ),
+    "limits": (
+        "show your resource limits as the hosts enforce them",
+        lambda args: cmd_simple("policy", _limits_mine)(args),
+    ),
+    "usage": (
+        "show what you use on each host (processes, memory, disk, web, outbound)",
+        lambda args: cmd_simple("usage", _usage)(args),
+    ),
 }
+
+
+def _usage(result) -> str:
+    from domtool.client import limits_cli
+
+    return limits_cli.render_usage(result)
+
+
+def _limits_mine(result) -> str:
+    from domtool.client import limits_cli
+
+    return limits_cli.render_mine(result)
 
 
 def command_parser(name: str) -> argparse.ArgumentParser:

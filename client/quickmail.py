@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from domtool.client import maildaemons as md
+from domtool.client import quickstart_lists
 from domtool.client.localdaemons import free_port, wait_for
 
 DEMO_DOMAIN = "example.org"
@@ -87,6 +88,8 @@ def start(site: Any, member: str) -> None:
         local_users_file=str(users),
         userdb=str(courier.userdb),
         primary_hostname="mail.coop.example",
+        # list mail goes to the site's Mailman over LMTP (started before Exim)
+        lists_lmtp=quickstart_lists.lists_lmtp(site),
     )
     md.prepare_exim(config)
     site.progress.note(f"exim on 127.0.0.1:{config.port} (config {config.live_config})")
@@ -118,6 +121,7 @@ def add_local_user(site: Any, user: str) -> None:
 def slave_lines(config) -> list[str]:
     """The ``[backends.exim]`` table of the local slave."""
     c = config
+    lmtp = [f'lists_lmtp = "{c.lists_lmtp}"'] if c.lists_lmtp else []
     return [
         "",
         "[backends.exim]",
@@ -134,6 +138,7 @@ def slave_lines(config) -> list[str]:
         f'local_users_file = "{c.local_users_file}"',
         f'userdb = "{c.userdb}"',
         f'binary = "{c.binary}"',
+        *lmtp,
     ]
 
 

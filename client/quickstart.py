@@ -72,6 +72,7 @@ import attrs
 from domtool.client import config as client_config
 from domtool.client import localdaemons as L
 from domtool.client import localdb, quickstart_lists
+from domtool.util.files import atomic_write
 
 SITE = "coop.example"
 DISPATCHER = "dispatcher.coop.example"
@@ -614,7 +615,7 @@ def add_admin(state_dir: Path, serial: int | None) -> None:
 
 def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    client_config.write_file(path, data, mode)
+    atomic_write(path, data, mode)
 
 
 def _gist(body: str) -> str:

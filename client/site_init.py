@@ -31,6 +31,7 @@ from cryptography import x509
 from domtool import identity
 from domtool.client import config as client_config
 from domtool.dispatcher import ca
+from domtool.util.files import atomic_write
 
 __all__ = ["InitError", "InitResult", "init_site"]
 
@@ -98,8 +99,8 @@ def _issue_pair(
     issue = ca.issue_member if kind == ca.MEMBER else ca.issue_host
     cert, key = issue(ca_dir, name, days)
     cert_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    client_config.write_file(key_path, key, 0o600)
-    client_config.write_file(cert_path, cert, 0o644)
+    atomic_write(key_path, key, 0o600)
+    atomic_write(cert_path, cert, 0o644)
     return cert
 
 
@@ -233,13 +234,11 @@ def init_site(
     for d in (
         ([] if handed_over else [out_dir]) + [tls_dir] + ([tls_dir / "hosts"] if hosts else [])
     ):
-        client_config.write_file(d / "host-ca.pem", host_ca, 0o644)
+        atomic_write(d / "host-ca.pem", host_ca, 0o644)
     if hosts:
-        client_config.write_file(
-            tls_dir / "hosts" / "host-crl.pem", ca.current_crl(ca_dir, ca.HOST), 0o644
-        )
+        atomic_write(tls_dir / "hosts" / "host-crl.pem", ca.current_crl(ca_dir, ca.HOST), 0o644)
     if toml_state not in ("ok", "handed over"):
-        client_config.write_file(toml_path, toml.encode(), 0o644)
+        atomic_write(toml_path, toml.encode(), 0o644)
     result.items["admin client.toml"] = (
         "created" if toml_state not in ("ok", "handed over") else "kept"
     )

@@ -39,6 +39,7 @@ from twisted.logger import Logger
 
 from domtool.dispatcher.links import LinkError, RemoteError, SlaveLink
 from domtool.dispatcher.store import Store
+from domtool.util.locks import run_locked
 
 log = Logger()
 
@@ -122,12 +123,12 @@ class Coordinator:
 
     def apply(self, changes: Changes, progress=None) -> defer.Deferred:
         """Deferred[ApplyResult] of a two-phase apply of ``changes``."""
-        return defer.ensureDeferred(self._locked(self._apply, changes, progress))
+        return defer.ensureDeferred(run_locked(self.lock, self._apply, changes, progress))
 
     def apply_many(self, changes: Changes, progress=None) -> defer.Deferred:
         """Deferred[dict owner -> ApplyResult] of one isolating two-phase apply of every
         owner's change in ``changes`` (see the module's docstring)."""
-        return defer.ensureDeferred(self._locked(self._apply_many, changes, progress))
+        return defer.ensureDeferred(run_locked(self.lock, self._apply_many, changes, progress))
 
     def resume(self) -> None:
         """Start converging every host the store says has a pending change (at startup)."""
@@ -146,13 +147,6 @@ class Coordinator:
         self._timers.clear()
 
     # -- plumbing -------------------------------------------------------------
-
-    async def _locked(self, fn, *args):
-        await self.lock.acquire()
-        try:
-            return await fn(*args)
-        finally:
-            self.lock.release()
 
     def call(self, host: str, op: str, args: dict) -> defer.Deferred:
         """Deferred result of ``op`` on ``host``'s slave (LinkError if none is configured)."""
@@ -354,7 +348,7 @@ class Coordinator:
             for owner, c in change.items():
                 if verdicts.get(owner, {"ok": True}).get("ok", True):
                     state = c["state"]
-                    empty = not any(state.get(k) for k in ("zones", "vhosts", "mail", "lists"))
+                    empty = not any(v for k, v in state.items() if k != "kind")
                     parts[owner] = None if empty else state
         self.store.record_commit(host, generation, status, parts, txid=txid)
         self._timers.pop(host, None)
@@ -374,7 +368,7 @@ class Coordinator:
 
     def _fire(self, host: str) -> None:
         self._timers.pop(host, None)
-        d = defer.ensureDeferred(self._locked(self._retry, host))
+        d = defer.ensureDeferred(run_locked(self.lock, self._retry, host))
         d.addErrback(lambda f: log.failure("converging {host} failed", f, host=host))
 
     async def _retry(self, host: str) -> None:

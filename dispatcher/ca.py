@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from domtool import identity
+from domtool.util.files import atomic_write
 
 MEMBER = identity.MEMBER
 HOST = identity.HOST
@@ -61,19 +62,6 @@ class Issued:
 
 def _now(now: datetime.datetime | None) -> datetime.datetime:
     return now if now is not None else datetime.datetime.now(datetime.UTC)
-
-
-def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write atomically: a temporary file with the final mode, fsync, rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 @contextmanager
@@ -166,10 +154,10 @@ def init_ca(
             )
             .sign(key, hashes.SHA256())
         )
-        _write(d / "ca.key", _key_pem(key), 0o600)
-        _write(d / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
-        _write(d / "index.json", json.dumps({"crl_number": 0, "issued": []}).encode())
-    _write(root / "site.json", json.dumps({"site": site}).encode())
+        atomic_write(d / "ca.key", _key_pem(key), 0o600)
+        atomic_write(d / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
+        atomic_write(d / "index.json", json.dumps({"crl_number": 0, "issued": []}).encode())
+    atomic_write(root / "site.json", json.dumps({"site": site}).encode())
     for kind in (MEMBER, HOST):
         crl(root, kind=kind, now=now)
     return root
@@ -272,7 +260,7 @@ def _issue(
                 "revoked_at": None,
             }
         )
-        _write(d / "index.json", json.dumps(index, indent=1).encode())
+        atomic_write(d / "index.json", json.dumps(index, indent=1).encode())
     return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
 
@@ -337,7 +325,7 @@ def revoke(
             if e["revoked_at"] is None:
                 e["revoked_at"] = now.isoformat()
                 newly.append(int(e["serial"], 16))
-        _write(d / "index.json", json.dumps(index, indent=1).encode())
+        atomic_write(d / "index.json", json.dumps(index, indent=1).encode())
         _sign_crl(d, CRL_DAYS, now)
     return newly
 
@@ -384,8 +372,8 @@ def _sign_crl(d: Path, days: int, now: datetime.datetime) -> bytes:
                 .build()
             )
     pem = builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-    _write(d / "index.json", json.dumps(index, indent=1).encode())
-    _write(d / "crl.pem", pem)
+    atomic_write(d / "index.json", json.dumps(index, indent=1).encode())
+    atomic_write(d / "crl.pem", pem)
     return pem
 
 

@@ -40,7 +40,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from domtool import wire
-from domtool.dispatcher import ca, list_ops
+from domtool.dispatcher import ca, list_ops, policy_ops, usage_ops
 from domtool.dispatcher.apply import ApplyResult, Coordinator
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.links import LinkError, RemoteError
@@ -51,16 +51,16 @@ from domtool.dispatcher.plan import (
     split,
     state_from_json,
     state_json,
-    under,
-    without_domain,
 )
 from domtool.dispatcher.rounds import Rounds
 from domtool.dispatcher.store import Store, StoreError
 from domtool.lang import api
-from domtool.model import DesiredState, Site
+from domtool.model import DesiredState, Site, Vhost
 from domtool.perms import Permissions
 from domtool.policies import lists as list_policy
-from domtool.policies import quotas, reserved
+from domtool.policies import member_policy, quotas, reserved
+from domtool.states import member_paths, names, under, unit_names, units, without_domain
+from domtool.util.locks import run_locked
 
 log = Logger()
 
@@ -90,38 +90,25 @@ def ownership_problems(state: DesiredState, perms: Permissions) -> list[str]:
         if owner != me:
             out.append(f"{what} would belong to {owner}, not {me}")
 
-    for z in state.zones:
-        mine(f"zone {z.name}", z.owner)
-        if not perms.owns_domain(z.name):
-            out.append(f"zone {z.name}: {me} does not own this domain")
-    for v in state.vhosts:
-        mine(f"vhost {v.fqdn}", v.owner)
-        for name in (v.fqdn, v.domain, *v.aliases):
+    for _field, unit in units(state):
+        found = [n for n in unit_names(unit) if n.kind != "list"]
+        what = found[0].what if found else type(unit).__name__.lower()
+        mine(what, unit.owner)
+        domains = [n.name for n in found]
+        if isinstance(unit, Vhost):  # and the domain it was declared in
+            domains.insert(1, unit.domain)
+        for name in domains:
             if not perms.owns_domain(name):
-                out.append(f"vhost {v.fqdn}: {me} does not own the domain of {name}")
-        if not perms.owns_user(v.user):
-            out.append(f"vhost {v.fqdn}: {me} may not run as user {v.user}")
-        if not perms.owns_group(v.group):
-            out.append(f"vhost {v.fqdn}: {me} may not use group {v.group}")
-        paths = [v.document_root]
-        paths += [p for _, p in v.url_aliases] + [p for _, p in v.script_aliases]
-        paths += [b.path for b in v.blocks if b.kind == "directory"]
-        if v.tls is not None:
-            paths += [v.tls.certificate, v.tls.key] + ([v.tls.chain] if v.tls.chain else [])
-        auths = [v.settings.auth] + [b.settings.auth for b in v.blocks]
-        paths += [a.user_file for a in auths if a is not None]
-        for p in paths:
-            if not perms.owns_path(p):
-                out.append(f"vhost {v.fqdn}: {me} does not own path {p}")
-    for m in state.mail:
-        mine(f"mail domain {m.name}", m.owner)
-        if not perms.owns_domain(m.name):
-            out.append(f"mail domain {m.name}: {me} does not own this domain")
-    for d in state.lists:
-        mine(f"list domain {d.name}", d.owner)
-        for name in (d.name, d.web_host):
-            if not perms.owns_domain(name):
-                out.append(f"list domain {d.name}: {me} does not own the domain of {name}")
+                this = "this domain" if len(domains) == 1 else f"the domain of {name}"
+                out.append(f"{what}: {me} does not own {this}")
+        if isinstance(unit, Vhost):
+            if not perms.owns_user(unit.user):
+                out.append(f"{what}: {me} may not run as user {unit.user}")
+            if not perms.owns_group(unit.group):
+                out.append(f"{what}: {me} may not use group {unit.group}")
+            for _f, p in member_paths(unit):
+                if not perms.owns_path(p):
+                    out.append(f"{what}: {me} does not own path {p}")
     return out
 
 
@@ -212,6 +199,8 @@ class Controller:
             "rmdom": self.rmdom,
             "vmail": self.vmail,
             "list_rm": functools.partial(list_ops.list_rm, self),
+            "policy": functools.partial(policy_ops.policy, self),
+            "usage": functools.partial(usage_ops.usage, self),
         }
         self.admin_ops: dict[str, Callable] = {
             "adduser": self.adduser,
@@ -229,6 +218,10 @@ class Controller:
             "quota": self.quota,
             "set_quota": self.set_quota,
             "put_grants": self.put_grants,
+            "policy_show": functools.partial(policy_ops.policy_show, self),
+            "policy_set": functools.partial(policy_ops.policy_set, self),
+            "policy_check": functools.partial(policy_ops.policy_check, self),
+            "usage_of": functools.partial(usage_ops.usage_of, self),
         }
         from domtool.dispatcher.databases import Databases
 
@@ -253,13 +246,6 @@ class Controller:
         else:
             return defer.fail(OpError("bad_request", f"unknown operation {op[:40]!r}"))
         return defer.ensureDeferred(fn(member, dict(args), progress or (lambda *a: None)))
-
-    async def _serial(self, fn, *args):
-        await self._lock.acquire()
-        try:
-            return await fn(*args)
-        finally:
-            self._lock.release()
 
     # -- helpers --------------------------------------------------------------
 
@@ -351,6 +337,11 @@ class Controller:
 
     def _policy(self, perms: Permissions, state: DesiredState) -> Evaluated:
         refused = ownership_problems(state, perms)
+        if state.policies:  # admin-set only: never from a member's own files
+            refused.append("a member's configuration cannot set policy (admins set it)")
+        refused += member_policy.proxy_problems(
+            state.vhosts, policy_ops.unit_for(self, perms.user, perms)
+        )
         refused += reserved.check(perms.user, state, self.site_domains)
         refused += quotas.check(perms.user, state, self._limits(perms.user))
         if state.lists:
@@ -367,10 +358,24 @@ class Controller:
             part["signed_grants"] = signed
         return part
 
-    def _changes(
+    def place(
         self, member: str, perms: Permissions, new: Mapping[str, DesiredState]
+    ) -> dict[str, DesiredState]:
+        """``new`` with the member's admin-set policy unit on every node it binds."""
+        return policy_ops.place(policy_ops.unit_for(self, member, perms), new)
+
+    def _changes(
+        self,
+        member: str,
+        perms: Permissions,
+        new: Mapping[str, DesiredState],
+        *,
+        placed: bool = True,
     ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-        """The prepare changes and the plan of ``member`` going to ``new`` per host."""
+        """The prepare changes and the plan of ``member`` going to ``new`` per host
+        (``placed``: with the member's policy put in; False only to remove everything)."""
+        if placed:
+            new = self.place(member, perms, new)
         current = self.current(member)
         hosts = changed_hosts(current, new)
         part = self._part(member, perms)
@@ -531,7 +536,9 @@ class Controller:
         perms = self._perms(member.name)
         domain = args["domain"].lower()
         self._own_domain(perms, domain)
-        return await self._serial(self._rmdom, member.name, perms, domain, progress, member.name)
+        return await run_locked(
+            self._lock, self._rmdom, member.name, perms, domain, progress, member.name
+        )
 
     async def vmail(self, member: Member, args, progress) -> dict[str, Any]:
         from domtool.dispatcher.vmail import vmail
@@ -591,7 +598,7 @@ class Controller:
         }
 
     async def rmuser(self, admin: Member, args, progress) -> dict[str, Any]:
-        return await self._serial(self._rmuser, admin, args, progress)
+        return await run_locked(self._lock, self._rmuser, admin, args, progress)
 
     async def _rmuser(self, admin: Member, args, progress) -> dict[str, Any]:
         user = args["user"]
@@ -599,7 +606,7 @@ class Controller:
         if record is None or not record.active:
             raise _refused(f"{user} is not an active member")
         perms = self._perms(user)
-        changes, diff = self._changes(user, perms, {})
+        changes, diff = self._changes(user, perms, {}, placed=False)
         if not args.get("apply"):
             return {
                 "user": user,
@@ -622,6 +629,7 @@ class Controller:
             if self.on_crl is not None:
                 self.on_crl(ca.current_crl(self.ca_dir, ca.MEMBER))
         self.store.remove_member(user)
+        self.store.set_policy(user, None)  # admin-set policy goes with the member
         self.store.audit(admin.name, "rmuser", {"user": user, "revoked": revoked}, "applied")
         return self._answer(result, diff, user=user, apply=True, revoked=revoked)
 
@@ -719,16 +727,14 @@ class Controller:
         domain files dropped because they no longer check (each with its reasons)."""
         perms = self._perms(name)
         kept: list[DesiredState] = []
-        seen: set[str] = set()
+        seen: set[tuple[str, str]] = set()
         dropped = []
         stored = sorted(self.stored_files(name).items())
         results = await self.check_each(perms, [[(domain, text)] for domain, text in stored])
         for (domain, _text), result in zip(stored, results, strict=True):
             reasons = [d.format() for d in result.diagnostics]
             if result.ok and result.state is not None:
-                keys = {f"zone:{z.name}" for z in result.state.zones} | {
-                    f"vhost:{v.fqdn}" for v in result.state.vhosts
-                }
+                keys = {(n.kind, n.name) for n in names(result.state)}
                 ev = self._policy(perms, result.state)
                 if keys & seen:
                     reasons = [f"{domain}: configures a name another of {name}'s files does"]
@@ -746,7 +752,7 @@ class Controller:
         return state, dropped
 
     async def regen(self, admin: Member, args, progress) -> dict[str, Any]:
-        return await self._serial(self._regen, admin, bool(args.get("apply")), progress)
+        return await run_locked(self._lock, self._regen, admin, bool(args.get("apply")), progress)
 
     async def _regen(self, admin: Member, apply: bool, progress) -> dict[str, Any]:
         members = [m.name for m in self.store.members()]
@@ -822,8 +828,8 @@ class Controller:
             }
         results = {}
         for name in owners:
-            results[name] = await self._serial(
-                self._rmdom, name, self._perms(name), domain, progress, admin.name
+            results[name] = await run_locked(
+                self._lock, self._rmdom, name, self._perms(name), domain, progress, admin.name
             )
         return {
             "domain": domain,

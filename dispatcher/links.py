@@ -10,7 +10,7 @@ dispatcher's host certificate out, the host CA pinned, the slave's name checked)
 of ``domtool.wire``, requests pipelined by id. It connects on first use and after a loss;
 a failed connection attempt is retried with exponential backoff (``retry_initial``
 doubling, ``attempts`` times) on the injected clock before the call fails, and each call
-has a timeout. In-memory links for tests live in ``domtool.dispatcher.testing``.
+has a timeout. In-memory links for tests live in ``domtool.dispatcher.testing`` (and ``tests/agent_link.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
 from domtool import wire
-from domtool.dispatcher import tls
+from domtool.net import tls
 
 log = Logger()
 
@@ -160,7 +160,7 @@ class TLSLink:
         proto = await self._connect()
         trust = getattr(self.client_tls, "trust", None)
         if trust is not None:  # the current host CRL, also for a link opened before it
-            from domtool.dispatcher.revocation import link_refusal
+            from domtool.net.revocation import link_refusal
 
             why = link_refusal(tls.peer_certificate(proto.transport), trust.crl_pem)
             if why is not None:

@@ -21,6 +21,7 @@ KINDS = (
     ("vhost", "vhosts", "fqdn"),
     ("mail", "mail", "name"),
     ("lists", "lists", "name"),
+    ("policy", "policies", "owner"),
 )
 
 
@@ -95,24 +96,6 @@ def changed_hosts(
         if current.get(host, DesiredState()).normalised()
         != new.get(host, DesiredState()).normalised()
     }
-
-
-def under(name: str, domain: str) -> bool:
-    """``name`` is ``domain`` or one of its subdomains (case-insensitive)."""
-    name, domain = name.lower().rstrip("."), domain.lower().rstrip(".")
-    return name == domain or name.endswith("." + domain)
-
-
-def without_domain(state: DesiredState, domain: str) -> DesiredState:
-    """``state`` less every zone, vhost and mail domain at or under ``domain``."""
-    return DesiredState(
-        zones=tuple(z for z in state.zones if not under(z.name, domain)),
-        vhosts=tuple(
-            v for v in state.vhosts if not (under(v.fqdn, domain) or under(v.domain, domain))
-        ),
-        mail=tuple(m for m in state.mail if not under(m.name, domain)),
-        lists=tuple(d for d in state.lists if not under(d.name, domain)),
-    )
 
 
 def merge_all(states: Iterable[DesiredState]) -> DesiredState:

@@ -192,7 +192,7 @@ def renew(
 ) -> list[str]:
     """Re-sign each CRL past half its life and reissue each kept host certificate near
     its end (everything with ``force``); what was done, one line each."""
-    from domtool.client.config import write_file
+    from domtool.util.files import atomic_write
 
     now = _now(now)
     done = []
@@ -211,7 +211,7 @@ def renew(
         crl = ca.current_crl(ca_dir, ca.HOST)
         target = hosts_dir / "host-crl.pem"
         if not target.exists() or target.read_bytes() != crl:
-            write_file(target, crl, 0o644)
+            atomic_write(target, crl, 0o644)
             done.append(f"copied the host CRL to {target} (give it to every slave)")
     for name, path in host_files(state_dir):
         cert = x509.load_pem_x509_certificate(path.read_bytes())
@@ -219,8 +219,8 @@ def renew(
         if not (due or force):
             continue
         cert_pem, key_pem = ca.issue_host(ca_dir, identity.host(name).name, HOST_DAYS, now=now)
-        write_file(path.with_suffix(".key"), key_pem, 0o600)
-        write_file(path, cert_pem, 0o644)
+        atomic_write(path.with_suffix(".key"), key_pem, 0o600)
+        atomic_write(path, cert_pem, 0o644)
         done.append(
             f"reissued the host certificate of {name} ({path}; was valid until {end:%Y-%m-%d})"
         )

@@ -161,7 +161,7 @@ class Rounds:
             change.evaluated = ev
             if ev.state is None:
                 continue
-            new = split(ev.state, ctl.site)
+            new = ctl.place(change.member, change.perms, split(ev.state, ctl.site))
             before = m.current if m.new is None else m.new
             change.diff = {h: d.to_json() for h, d in plan(before, new).items()}
             m.perms, m.new = change.perms, new

@@ -106,6 +106,10 @@ KINDS: dict[str, dict[str, Field]] = {
     "db_list": {},
     "db_passwd": {"kind": DB_KIND, "role": DB_NAME, "password": _str(1024)},
     "db_grant": {"kind": DB_KIND, "database": DB_NAME, "role": DB_NAME},
+    # the member's own admin-set policy (domtool.dispatcher.policy_ops)
+    "policy": {},
+    # what the member uses (domtool.dispatcher.usage_ops)
+    "usage": {},
 }
 
 USER_FIELD = _str(32, pattern=re.compile(r"[a-z_][a-z0-9_-]{0,31}"))
@@ -158,6 +162,19 @@ ADMIN_KINDS: dict[str, dict[str, Field]] = {
                 "key": _str(64),
             },
         )
+    },
+    # admin-set member policy (domtool.dispatcher.policy_ops); a part's own parser
+    # (domtool.policies.member_policy.EDITS) checks the action's value.
+    "policy_show": {"user": _str(32, required=False, pattern=USER_FIELD.pattern)},
+    "policy_check": {"user": _str(32, required=False, pattern=USER_FIELD.pattern)},
+    "usage_of": {"user": _str(32, required=False, pattern=USER_FIELD.pattern)},
+    "policy_set": {
+        "user": _str(32, required=False, pattern=USER_FIELD.pattern),
+        "site": Field("bool", required=False),
+        "part": _str(32, pattern=re.compile(r"[a-z][a-z0-9_]{0,31}")),
+        "action": _str(32, pattern=re.compile(r"[a-z][a-z0-9_]{0,31}")),
+        "value": _str(4096, required=False),
+        "dry_run": Field("bool", required=False),
     },
     "set_quota": {
         "user": USER_FIELD,

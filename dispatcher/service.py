@@ -33,10 +33,11 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from domtool import wire
-from domtool.dispatcher import auth, schema, session, tls
+from domtool.dispatcher import auth, schema
 from domtool.dispatcher.controller import Controller, OpError
 from domtool.dispatcher.tlspush import TlsPush
-from domtool.dispatcher.tlswatch import FileWatch
+from domtool.net import session, tls
+from domtool.net.tlswatch import FileWatch
 
 log = Logger()
 
@@ -148,7 +149,7 @@ class MemberFactory(session.SessionFactory):
 
     def session_refusal(self, certificate: Any, record: Any) -> str | None:
         """Why this session's certificate may not make another request, or None."""
-        from domtool.dispatcher.revocation import session_refusal
+        from domtool.net.revocation import session_refusal
 
         crl = None if self.server_tls is None else self.server_tls.trust.crl_pem
         return session_refusal(certificate, crl, record)

@@ -16,6 +16,7 @@ from typing import Any
 
 from domtool import grantsig
 from domtool.perms import Permissions
+from domtool.util.files import atomic_write
 
 __all__ = ["SignedGrantFiles", "mismatch"]
 
@@ -51,9 +52,4 @@ class SignedGrantFiles:
     def put(self, signed: grantsig.SignedGrants) -> None:
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self._path(signed.record.member)
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(signed.to_json(), f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(signed.to_json(), sort_keys=True).encode(), 0o640)

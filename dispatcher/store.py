@@ -17,7 +17,7 @@ import datetime
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -100,7 +100,18 @@ MIGRATIONS: list[str] = [
         last_error TEXT
     );
     """,
+    # 3: admin-set member policy (domtool.policies.member_policy): one JSON record per
+    # member, and the site's defaults under the name "*".
+    """
+    CREATE TABLE policies (
+        member TEXT PRIMARY KEY,
+        record TEXT NOT NULL
+    );
+    """,
 ]
+
+#: The name the site's default policy is stored under (no member can be called that).
+SITE_POLICY = "*"
 
 
 class StoreError(Exception):
@@ -563,6 +574,32 @@ class Store:
         return dict(
             self._db.execute("SELECT resource, value FROM quotas WHERE member = ?", (member,))
         )
+
+    # -- admin-set member policy (migration 3) ---------------------------------
+
+    def set_policy(self, member: str, record: Mapping[str, Any] | None) -> None:
+        """Store ``member``'s policy record (JSON object of parts; None or empty: none).
+        ``SITE_POLICY`` holds the site's defaults."""
+        with self._tx() as db:
+            if not record:
+                db.execute("DELETE FROM policies WHERE member = ?", (member,))
+            else:
+                db.execute(
+                    "INSERT INTO policies (member, record) VALUES (?, ?)"
+                    " ON CONFLICT (member) DO UPDATE SET record = excluded.record",
+                    (member, json.dumps(record, sort_keys=True)),
+                )
+
+    def policy_of(self, member: str) -> dict[str, Any] | None:
+        """``member``'s stored policy record, or None."""
+        row = self._db.execute("SELECT record FROM policies WHERE member = ?", (member,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def policies(self) -> dict[str, dict[str, Any]]:
+        """Every stored policy record by member (``SITE_POLICY``: the site's)."""
+        return {
+            m: json.loads(r) for m, r in self._db.execute("SELECT member, record FROM policies")
+        }
 
     # -- what each host holds, and pending commits (migration 2) ---------------
 

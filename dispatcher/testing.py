@@ -10,8 +10,9 @@ way Twisted ships ``MemoryReactor``).
 - :class:`FakeLink` is a :class:`~domtool.dispatcher.links.SlaveLink` to a FakeSlave that
   can be taken down (``up = False``) or made to drop given ops (``drop``), and records
   every call. Arguments go through a JSON round trip, as over the wire.
-- :class:`AgentLink` is a SlaveLink to the real slave agent controller in-process
-  (``ops.parse`` then ``Agent.handle``), so the same dispatcher tests run against it.
+
+The link to the real slave agent in-process (``AgentLink``) needs both sides, so it lives
+with the tests (``tests/agent_link.py``): nothing here imports ``domtool.slave``.
 """
 
 from __future__ import annotations
@@ -25,22 +26,7 @@ from twisted.internet import defer
 from domtool import model
 from domtool.dispatcher.links import LinkError, RemoteError
 from domtool.model import DesiredState
-
-
-def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
-    parts: dict[str, DesiredState] = {}
-    for field in ("zones", "vhosts", "mail", "lists"):
-        for unit in getattr(state, field):
-            part = parts.get(unit.owner, DesiredState())
-            parts[unit.owner] = attrs.evolve(part, **{field: getattr(part, field) + (unit,)})
-    return parts
-
-
-def _compose(parts: dict[str, DesiredState]) -> DesiredState:
-    out = DesiredState()
-    for owner in sorted(parts):
-        out = out.merge(parts[owner])
-    return out.normalised()
+from domtool.states import by_owner, compose, kinds, under_domain, units
 
 
 @attrs.define
@@ -57,6 +43,10 @@ class FakeSlave:
     _last_commit: tuple[str, dict] | None = None
     # address -> {owner, mail_user}: the vmail op's registry (real: domtool.slave.vmail)
     mailboxes: dict[str, dict] = attrs.field(factory=dict)
+    # the ``usage`` answer for one owner: tests hand in the slave's real collector
+    # (domtool.slave.usage.collect; the dispatcher never imports the slave); without one
+    # the fake host says it collected nothing
+    usage_collector: Any = None
 
     def handle(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
         """Answer one op (raises RemoteError as the agent's error frames would)."""
@@ -67,10 +57,21 @@ class FakeSlave:
             "status": self._status,
             "describe": self._describe,
             "vmail": self._vmail,
+            "policy_held": self._policy_held,
+            "usage": self._usage,
         }
         if op not in table:
             raise RemoteError("bad_request", f"unknown operation {op!r}")
         return table[op](args)
+
+    def _usage(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The collector's figures over this fake host's state (see ``usage_collector``)."""
+        owner = args.get("owner")
+        owners = [owner] if owner else sorted(by_owner(self.state))
+        collect = self.usage_collector or (
+            lambda _state, o: {"member": o, "users": [], "collected": False, "why": "a fake host"}
+        )
+        return {"host": self.host, "members": {o: collect(self.state, o) for o in owners}}
 
     def restart(self) -> None:
         """Lose the pending transaction, as a restarted agent does."""
@@ -84,16 +85,11 @@ class FakeSlave:
             raise RemoteError(
                 "refused", f"transaction {self._pending[0]} is pending on {self.host}"
             )
-        parts = _by_owner(self.state)
+        parts = by_owner(self.state)
         owners = {}
         for owner, change in args["changes"].items():
             new = model.from_json(change["state"])
-            wrong = [
-                u
-                for f in ("zones", "vhosts", "mail", "lists")
-                for u in getattr(new, f)
-                if u.owner != owner
-            ]
+            wrong = [u for _kind, u in units(new) if u.owner != owner]
             if owner in self.refuse:
                 owners[owner] = {"ok": False, "message": self.refuse[owner]}
             elif wrong:
@@ -104,7 +100,7 @@ class FakeSlave:
                     parts.pop(owner, None)
                 else:
                     parts[owner] = new
-        staged = _compose(parts)
+        staged = compose(parts)
         generation = self.generation if staged == self.state else self.generation + 1
         answer = {
             "txid": txid,
@@ -167,7 +163,7 @@ class FakeSlave:
         return {
             "host": self.host,
             "generation": self.generation,
-            "owners": sorted(_by_owner(self.state)),
+            "owners": sorted(by_owner(self.state)),
             "pending_txid": None if self._pending is None else self._pending[0],
         }
 
@@ -202,21 +198,23 @@ class FakeSlave:
             return {"removed": address}
         return {"changed": address}
 
+    def _policy_held(self, args: dict[str, Any]) -> dict[str, Any]:
+        held = [p for p in self.state.policies if p.owner == args["owner"]]
+        return {
+            "host": self.host,
+            "generation": self.generation,
+            "policy": model.to_json(held[0]) if held else None,
+            "live": None,  # no kernel here
+        }
+
     def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
         d = args["domain"].lower()
-
-        def under(name: str) -> bool:
-            return name.lower() == d or name.lower().endswith("." + d)
-
-        s = self.state
+        mine = under_domain(self.state, d)
         return {
             "domain": d,
             "host": self.host,
             "generation": self.generation,
-            "zones": [model.to_json(z) for z in s.zones if under(z.name)],
-            "vhosts": [model.to_json(v) for v in s.vhosts if under(v.fqdn)],
-            "mail": [model.to_json(m) for m in s.mail if under(m.name)],
-            "lists": [model.to_json(x) for x in s.lists if under(x.name)],
+            **{kind: [model.to_json(u) for u in getattr(mine, kind)] for kind in kinds(mine)},
         }
 
 
@@ -245,36 +243,3 @@ class FakeLink:
     def ops(self) -> list[str]:
         """The ops called so far, in order."""
         return [op for op, _ in self.calls]
-
-
-@attrs.define
-class AgentLink:
-    """A SlaveLink to the real slave agent (``domtool.slave.agent.Agent``) in-process."""
-
-    host: str
-    agent: Any
-    up: bool = True
-    calls: list[tuple[str, dict]] = attrs.field(factory=list)
-
-    def call(self, op: str, args: dict[str, Any]) -> defer.Deferred:
-        from domtool.slave import ops
-        from domtool.slave.agent import AgentError
-
-        args = json.loads(json.dumps(args))
-        self.calls.append((op, args))
-        if not self.up:
-            return defer.fail(LinkError(f"connection to {self.host} refused"))
-        try:
-            parsed = ops.parse(op, args)
-        except ops.BadArgs as e:
-            return defer.fail(RemoteError("bad_request", f"bad arguments for {op}", e.details))
-
-        def translate(failure):
-            failure.trap(AgentError)
-            e = failure.value
-            raise RemoteError(e.kind, e.message, tuple(e.details))
-
-        d = self.agent.handle(op, parsed)
-        d.addCallback(lambda r: json.loads(json.dumps(r)))
-        d.addErrback(translate)
-        return d

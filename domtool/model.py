@@ -244,6 +244,68 @@ class ListDomain:
 
 
 # ---------------------------------------------------------------------------
+# Admin-set member policy (issue 11). Never produced by a member's source: the
+# dispatcher puts the policy the admins stored (``domtool.policies.member_policy``) into
+# each host's part of the member's state, and refuses an evaluation that carries one.
+
+FIREWALL_MODES = ("client", "server", "proxied", "local")
+PROTOCOLS = ("tcp", "udp")
+
+
+@attrs.frozen(cache_hash=True)
+class FirewallRule:
+    """What one of the member's Unix users may do on the network.
+
+    mode "client": connect out to ``ports`` (only to ``hosts``, addresses or networks,
+    when given); "server": accept on ``ports`` from anywhere; "proxied": accept only
+    from the site's web servers; "local": accept only from this machine. ``ports`` are
+    inclusive ranges (lo, hi)."""
+
+    user: str
+    mode: str
+    proto: str
+    ports: tuple[tuple[int, int], ...]
+    hosts: tuple[str, ...] = ()
+
+
+@attrs.frozen(cache_hash=True)
+class Firewall:
+    """A member's network policy: its rules (sorted), the web servers' addresses that
+    "proxied" rules admit, and an optional outbound rate limit in bytes per second."""
+
+    rules: tuple[FirewallRule, ...] = ()
+    web_servers: tuple[str, ...] = ()
+    rate: int | None = None
+
+
+@attrs.frozen(cache_hash=True)
+class Limits:
+    """A member's resource limits (``policies/limits.py``): processes, memory in bytes,
+    CPU weight, CGI CPU and wall seconds, disk quota in bytes; ``overridden`` names the
+    ones an admin set for this member (the rest are the site's defaults)."""
+
+    processes: int
+    memory: int
+    cpu_weight: int
+    cgi_cpu: int
+    cgi_wall: int
+    disk: int
+    overridden: tuple[str, ...] = ()
+
+
+@attrs.frozen(cache_hash=True)
+class MemberPolicy:
+    """The admin-set policy of one member on the given nodes: the member's Unix
+    ``users`` it binds (sorted) and its parts (None: that part is not set)."""
+
+    owner: str
+    nodes: tuple[str, ...]
+    users: tuple[str, ...]
+    firewall: Firewall | None = None
+    limits: Limits | None = None
+
+
+# ---------------------------------------------------------------------------
 # The whole state
 
 
@@ -255,6 +317,7 @@ class DesiredState:
     vhosts: tuple[Vhost, ...] = ()
     mail: tuple[MailDomain, ...] = ()
     lists: tuple[ListDomain, ...] = ()
+    policies: tuple[MemberPolicy, ...] = ()
 
     def normalised(self) -> DesiredState:
         """Sort every collection so equal content gives an equal value."""
@@ -263,6 +326,7 @@ class DesiredState:
             vhosts=tuple(sorted(self.vhosts, key=lambda v: (v.fqdn, v.nodes))),
             mail=tuple(sorted(self.mail, key=lambda m: m.name)),
             lists=tuple(sorted(self.lists, key=lambda d: d.name)),
+            policies=tuple(sorted(self.policies, key=lambda p: p.owner)),
         )
 
     def merge(self, other: DesiredState) -> DesiredState:
@@ -271,6 +335,7 @@ class DesiredState:
             vhosts=self.vhosts + other.vhosts,
             mail=self.mail + other.mail,
             lists=self.lists + other.lists,
+            policies=self.policies + other.policies,
         ).normalised()
 
     def for_node(self, node: str) -> DesiredState:
@@ -280,6 +345,7 @@ class DesiredState:
             vhosts=tuple(v for v in self.vhosts if node in v.nodes),
             mail=tuple(m for m in self.mail if node in m.nodes),
             lists=tuple(d for d in self.lists if node in d.nodes or node in d.mail_nodes),
+            policies=tuple(p for p in self.policies if node in p.nodes),
         )
 
 
@@ -305,6 +371,10 @@ _CLASSES = {
         MailDomain,
         MailingList,
         ListDomain,
+        FirewallRule,
+        Firewall,
+        Limits,
+        MemberPolicy,
         DesiredState,
     )
 }

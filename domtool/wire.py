@@ -1,6 +1,6 @@
 """The wire format between members, the dispatcher and the slaves (pure encode/decode).
 
-Transport: a TLS connection (see ``domtool.dispatcher.tls``) carrying frames of a 4-byte
+Transport: a TLS connection (see ``domtool.net.tls``) carrying frames of a 4-byte
 big-endian length followed by that many bytes of UTF-8 JSON (Twisted's
 ``Int32StringReceiver`` with ``MAX_LENGTH = MAX_FRAME``). One JSON object per frame.
 
@@ -38,6 +38,10 @@ MEMBER_OPS = frozenset(
     | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
     # mailing lists (domtool.dispatcher.list_ops)
     | {"list_rm"}
+    # admin-set member policy, the member's own (domtool.dispatcher.policy_ops)
+    | {"policy"}
+    # what the member uses, as the hosts report it (domtool.dispatcher.usage_ops)
+    | {"usage"}
 )
 # What an admin may ask in addition.
 ADMIN_OPS = frozenset(
@@ -57,6 +61,12 @@ ADMIN_OPS = frozenset(
         "quota",
         "set_quota",
         "put_grants",
+        # admin-set member policy (domtool.dispatcher.policy_ops)
+        "policy_show",
+        "policy_set",
+        "policy_check",
+        # what members use (domtool.dispatcher.usage_ops)
+        "usage_of",
     }
 )
 # What the dispatcher may ask a slave: a closed set of typed operations.
@@ -68,6 +78,10 @@ SLAVE_OPS = frozenset(
     | {"vmail"}
     # mailing lists: removing one (domtool.slave.mailman_ops)
     | {"list_remove"}
+    # admin-set member policy as this host holds and enforces it (slave/agent.py)
+    | {"policy_held"}
+    # what a member uses on the host (domtool.slave.usage)
+    | {"usage"}
 )
 
 ERROR_KINDS = frozenset(

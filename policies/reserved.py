@@ -16,30 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from domtool.model import DesiredState
-
-
-def _under(name: str, domain: str) -> bool:
-    name, domain = name.lower().rstrip("."), domain.lower().rstrip(".")
-    return name == domain or name.endswith("." + domain)
-
-
-def names_of(state: DesiredState) -> list[tuple[str, str]]:
-    """Every (kind, name) a state configures."""
-    out = [("zone", z.name) for z in state.zones]
-    out += [("vhost", v.fqdn) for v in state.vhosts]
-    out += [("vhost alias", a) for v in state.vhosts for a in v.aliases]
-    out += [("mail domain", m.name) for m in state.mail]
-    out += [("list host", n) for d in state.lists for n in (d.name, d.web_host)]
-    return out
+from domtool.states import names, under
 
 
 def reserved_reason(member: str, name: str, site_domains: Iterable[str]) -> str | None:
     """Why ``name`` is reserved for ``member`` (None when it is not)."""
     for site in site_domains:
-        if not _under(name, site):
+        if not under(name, site):
             continue
         own = f"{member}.{site}"
-        if _under(name, own):
+        if under(name, own):
             return None
         label = name.lower()[: -len(site) - 1].rsplit(".", 1)[-1] if name.lower() != site else ""
         if label and label != member:
@@ -52,8 +38,10 @@ def check(member: str, state: DesiredState, site_domains: Iterable[str]) -> list
     """A refusal for each reserved name ``state`` configures (empty: none)."""
     site_domains = tuple(site_domains)
     out = []
-    for kind, name in names_of(state):
-        why = reserved_reason(member, name, site_domains)
+    for n in names(state):
+        if n.kind == "list":  # an address, not a domain name (its domain is checked)
+            continue
+        why = reserved_reason(member, n.name, site_domains)
         if why is not None:
-            out.append(f"{kind} {why}")
+            out.append(f"{n.kind} {why}")
     return out

@@ -46,9 +46,11 @@ from domtool.slave.backend import Probe
 from domtool.slave.engine import EngineError, Prepared
 from domtool.slave.holders import HolderIndex
 from domtool.slave.seams import RealFileSystem
-from domtool.slave.staterecords import StateRecords, compose_parts
+from domtool.slave.staterecords import StateRecords
+from domtool.states import by_owner, compose, kinds, under_domain
+from domtool.util.locks import run_locked
 
-__all__ = ["Agent", "AgentError", "Failed", "Refused", "StateRecords", "by_owner", "compose"]
+__all__ = ["Agent", "AgentError", "Failed", "Refused", "StateRecords"]
 
 DEFAULT_PREPARE_TIMEOUT = 60.0
 
@@ -80,24 +82,6 @@ class Failed(AgentError):
 
 # ---------------------------------------------------------------------------
 # States per owner
-
-
-def by_owner(state: DesiredState) -> dict[str, DesiredState]:
-    """Split a host's state into each owner's part."""
-    fields = [f.name for f in attrs.fields(DesiredState)]
-    parts: dict[str, dict[str, list]] = {}
-    for field in fields:
-        for unit in getattr(state, field):
-            parts.setdefault(unit.owner, {f: [] for f in fields})[field].append(unit)
-    return {
-        o: DesiredState(**{f: tuple(units) for f, units in p.items()}) for o, p in parts.items()
-    }
-
-
-def compose(parts: Mapping[str, DesiredState]) -> DesiredState:
-    """The host's state made of every owner's part (normalised): one concatenation and
-    one sort, not a merge per owner (that was quadratic at 10,000 owners)."""
-    return compose_parts(parts)
 
 
 def _nonempty(parts: Mapping[str, DesiredState]) -> dict[str, DesiredState]:
@@ -211,6 +195,8 @@ class Agent:
             "describe": self._describe,
             "vmail": self._vmail,
             "list_remove": self._list_remove,
+            "policy_held": self._policy_held,
+            "usage": self._usage,
         }
         self.mailboxes: Any = None  # domtool.slave.vmail.Mailboxes, when this host has mail
         # db_* ops (domtool.slave.dbagent): a host without database servers refuses them.
@@ -227,13 +213,6 @@ class Agent:
         if isinstance(result, defer.Deferred) or inspect.isawaitable(result):
             result = await result
         return result
-
-    async def _locked(self, fn: Callable, *args: Any) -> Any:
-        await self._lock.acquire()
-        try:
-            return await fn(*args)
-        finally:
-            self._lock.release()
 
     def _current_parts(self) -> dict[str, DesiredState]:
         """``by_owner(self.state)``, split once per state (10,000 domains: ~10 ms)."""
@@ -259,7 +238,7 @@ class Agent:
 
     def start(self) -> defer.Deferred:
         """Let the engine recover from a crash, then load the live generation's state."""
-        return defer.ensureDeferred(self._locked(self._start))
+        return defer.ensureDeferred(run_locked(self._lock, self._start))
 
     async def _start(self) -> None:
         await self._blocking(self.engine.recover)
@@ -291,7 +270,7 @@ class Agent:
     # -- operations ----------------------------------------------------------
 
     async def _prepare(self, args: ops.PrepareArgs) -> dict[str, Any]:
-        return await self._locked(self._do_prepare, args)
+        return await run_locked(self._lock, self._do_prepare, args)
 
     async def _do_prepare(self, args: ops.PrepareArgs) -> dict[str, Any]:
         if self._pending is not None:
@@ -425,11 +404,11 @@ class Agent:
             txid=txid,
             t=self.prepare_timeout,
         )
-        d = defer.ensureDeferred(self._locked(self._do_abort, txid))
+        d = defer.ensureDeferred(run_locked(self._lock, self._do_abort, txid))
         d.addErrback(lambda f: log.failure("aborting {txid} failed", f, txid=txid))
 
     async def _commit(self, args: ops.TxArgs) -> dict[str, Any]:
-        return await self._locked(self._do_commit, args.txid)
+        return await run_locked(self._lock, self._do_commit, args.txid)
 
     async def _do_commit(self, txid: str) -> dict[str, Any]:
         pending = self._pending
@@ -535,7 +514,7 @@ class Agent:
         return again, retried
 
     async def _abort(self, args: ops.TxArgs) -> dict[str, Any]:
-        return await self._locked(self._do_abort, args.txid)
+        return await run_locked(self._lock, self._do_abort, args.txid)
 
     async def _do_abort(self, txid: str) -> dict[str, Any]:
         pending = self._pending
@@ -567,12 +546,14 @@ class Agent:
             raise Refused("this host has no virtual mailboxes (no exim backend)")
         handled = {m.name.lower(): m.owner for m in self._state.mail if m.handle == "local"}
         try:
-            return await self._locked(self._blocking, self.mailboxes.handle, args, handled)
+            return await run_locked(
+                self._lock, self._blocking, self.mailboxes.handle, args, handled
+            )
         except VmailRefused as e:
             raise Refused(str(e)) from None
 
     async def _list_remove(self, args: ops.ListRemoveArgs) -> dict[str, Any]:
-        return await self._locked(self._do_list_remove, args)
+        return await run_locked(self._lock, self._do_list_remove, args)
 
     async def _do_list_remove(self, args: ops.ListRemoveArgs) -> dict[str, Any]:
         action = self.actions.get("list_remove")
@@ -598,22 +579,46 @@ class Agent:
         )
         return {"host": self.host, **result}
 
+    async def _policy_held(self, args: ops.PolicyHeldArgs) -> dict[str, Any]:
+        """The owner's policy unit in the live state, and each backend's word on whether
+        it is what the kernel enforces (``policy_live`` actions: True or the reason)."""
+        held = [p for p in self._state.policies if p.owner == args.owner]
+        out: dict[str, Any] = {
+            "host": self.host,
+            "generation": self._generation(),
+            "policy": model.to_json(held[0]) if held else None,
+            "live": None,
+        }
+        action = self.actions.get("policy_live")
+        if held and action is not None:
+            live = await self._blocking(action, held[0])
+            out["live"] = True if live is True else str(live)
+        return out
+
+    async def _usage(self, args: ops.UsageArgs) -> dict[str, Any]:
+        """What members use on this host (``domtool.slave.usage``; the limits backend's
+        action knows its cgroups, quotas and logs; without it: /proc and disk only)."""
+        from domtool.slave import usage
+
+        state = self._state
+        owners = (
+            [args.owner]
+            if args.owner
+            else sorted({p.owner for p in state.policies} | {v.owner for v in state.vhosts})
+        )
+        collect = self.actions.get("usage") or (lambda st, owner: usage.collect(st, owner))
+
+        def run() -> dict[str, Any]:
+            return {o: collect(state, o) for o in owners}
+
+        return {"host": self.host, "members": await self._blocking(run)}
+
     async def _describe(self, args: ops.DescribeArgs) -> dict[str, Any]:
         d = args.domain.lower()
-
-        def under(name: str) -> bool:
-            name = name.lower()
-            return name == d or name.endswith("." + d)
-
-        s = self._state
+        mine = under_domain(self._state, d)
         return {
             "domain": d,
             "host": self.host,
             "generation": self._generation(),
-            "zones": [model.to_json(z) for z in s.zones if under(z.name)],
-            "vhosts": [
-                model.to_json(v) for v in s.vhosts if under(v.fqdn) or v.domain.lower() == d
-            ],
-            "mail": [model.to_json(m) for m in s.mail if under(m.name)],
-            "lists": [model.to_json(d) for d in s.lists if under(d.name)],
+            **{kind: [model.to_json(u) for u in getattr(mine, kind)] for kind in kinds(mine)},
         }

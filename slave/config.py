@@ -29,6 +29,9 @@ Example (``/etc/domtool/slave.toml``)::
     server_root = "/etc/apache2"
     log_dir = "/var/log/apache2"
 
+    [backends.nft]                    # members' network policy: our own nftables table
+    nft = "/usr/sbin/nft"             # (slave/backends/nft.py, docs/policy.md)
+
     [databases.postgres]              # optional: members' databases on this host's servers
     socket_dir = "/var/run/postgresql"  # (domtool.slave.db_postgres / db_mysql; their keys)
     [databases.mysql]

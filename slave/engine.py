@@ -90,6 +90,7 @@ from domtool.slave.seams import (
     makedirs,
     replace_symlink,
 )
+from domtool.states import without_owners
 
 MANIFEST = "manifest.json"
 UNDO = "undo.tmp"  # in state_dir during a commit: a symlink to the generation before
@@ -232,16 +233,6 @@ class Outcome:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def without_owners(state: DesiredState, owners: set[str]) -> DesiredState:
-    """The state with every object owned by one of ``owners`` left out."""
-    changes = {}
-    for f in attrs.fields(type(state)):
-        value = getattr(state, f.name)
-        if isinstance(value, tuple):
-            changes[f.name] = tuple(v for v in value if getattr(v, "owner", None) not in owners)
-    return attrs.evolve(state, **changes)
 
 
 class _PreviousUnits(Mapping):

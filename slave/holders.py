@@ -14,9 +14,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from domtool.model import DesiredState
-from domtool.slave import ops
+from domtool.states import unit_names, units
 
 Key = tuple[str, str]
+
+#: the names one owner's units hold apart from everyone else's: a vhost's aliases share
+#: the vhosts' namespace; a list domain's web host is not a held name of its own
+_HELD_AS = {"vhost alias": "vhost"}
+_NOT_HELD = frozenset({"list host"})
+
+
+def holders(state: DesiredState) -> dict[Key, str]:
+    """Who holds each name a daemon serves (``states.names``): (kind, name) -> owner, the
+    first unit to name it winning. A vhost holds its fqdn and every alias, a list domain its name and each
+    list's address; names are compared lower-cased."""
+    out: dict[Key, str] = {}
+    for _field, unit in units(state):
+        owner = unit.owner
+        for kind, name, _f, _u in unit_names(unit):
+            if kind not in _NOT_HELD:
+                out.setdefault((_HELD_AS.get(kind, kind), name.lower()), owner)
+    return out
 
 
 class HolderIndex:
@@ -32,7 +50,7 @@ class HolderIndex:
         hit = self._keys.get(id(part))
         if hit is not None and hit[0] is part:
             return hit[1]
-        keys = frozenset(ops.holders(part))
+        keys = frozenset(holders(part))
         if len(self._keys) > 4 * len(self._parts) + 1000:
             self._keys = {id(p): (p, k) for p, k in self._parts.values()}
         self._keys[id(part)] = (part, keys)

@@ -16,15 +16,11 @@ from collections.abc import Callable
 
 from domtool import validate
 from domtool.model import MailDomain
+from domtool.states import under
 from domtool.validate import Invalid
 
 SPAM_ACTIONS = frozenset({"tag", "refuse", "junk"})
 MAX_TARGETS = 256
-
-
-def _in_domains(name: str, domains) -> bool:
-    name = name.lower().rstrip(".")
-    return any(name == d or name.endswith("." + d) for d in (str(x).lower() for x in domains))
 
 
 def recheck_mail(
@@ -38,7 +34,7 @@ def recheck_mail(
     ``account(user=NAME)`` says why a user may not be used on this host (or None)."""
     what = f"mail domain {str(m.name)[:253]}"
     domains = getattr(grants, "domains", None)
-    if domains is not None and not _in_domains(str(m.name), domains):
+    if domains is not None and not any(under(str(m.name), str(d)) for d in domains):
         refuse(what, "name", f"{m.name!r} is not one of {owner}'s domains")
     if m.handle not in ("local", "relay"):
         refuse(what, "handle", "expected 'local' or 'relay'")

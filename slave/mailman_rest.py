@@ -18,6 +18,8 @@ import os
 import urllib.parse
 from typing import Any
 
+from domtool.util.files import atomic_write
+
 TIMEOUT = 30.0
 
 
@@ -173,11 +175,6 @@ class Ledger:
         return cls(path, dict(data.get("lists", {})), dict(data.get("applied", {})))
 
     def save(self) -> None:
-        tmp = f"{self.path}.tmp{os.getpid()}"
         data = json.dumps({"lists": self.lists, "applied": self.applied}, sort_keys=True, indent=1)
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(data + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write(self.path, (data + "\n").encode())

@@ -22,6 +22,8 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
 The ops (``domtool.wire.SLAVE_OPS``)::
 
     list_remove {owner, list, doit?: bool}   (remove a mailing list; dry run unless doit)
+    policy_held {owner}   (the owner's admin-set policy here, and whether the kernel holds it)
+    usage    {owner?}   (what a member uses here: domtool.slave.usage)
     prepare  {txid, changes: {OWNER: {state: <model JSON of a DesiredState>,
                                       grants: {paths: [...], users: [...], groups: [...]},
                                       signed_grants?: {record, signature, key}}},
@@ -43,15 +45,17 @@ from __future__ import annotations
 import grp
 import pwd
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
 
 from domtool import model, validate
-from domtool.model import Block, DesiredState, Vhost, WebSettings
+from domtool.model import DesiredState
+from domtool.policies import member_policy
 from domtool.slave.mailcheck import recheck_mail
 from domtool.slave.pathcheck import PathRefused, check_member_path
+from domtool.states import member_paths
 from domtool.validate import Invalid
 
 __all__ = [
@@ -400,6 +404,45 @@ LIST_DOMAIN = Obj(
     {"lists": List(MAILING_LIST, MAX_UNITS), "mail_nodes": _nodes},
     kind="ListDomain",
 )
+# Admin-set member policy (domtool.policies.member_policy): the limits part adds its
+# own entry to POLICY's optional fields.
+FIREWALL_RULE = Obj(
+    {
+        "user": _owner,
+        "mode": Str(16, allowed=frozenset(model.FIREWALL_MODES)),
+        "proto": Str(8, allowed=frozenset(model.PROTOCOLS)),
+        "ports": List(Tuple((Int(1, 65535), Int(1, 65535))), 32),
+    },
+    {"hosts": List(Str(64, re.compile(r"[0-9A-Fa-f.:/]{1,64}")), 64)},
+    kind="FirewallRule",
+)
+FIREWALL = Obj(
+    {},
+    {
+        "rules": List(FIREWALL_RULE, 1024),
+        "web_servers": List(Str(64, re.compile(r"[0-9A-Fa-f.:]{1,64}")), MAX_NODES),
+        "rate": Nullable(Int(1, 10 * 1024**3)),
+    },
+    kind="Firewall",
+)
+_u63 = Int(1, 2**63 - 1)
+LIMITS = Obj(
+    {
+        "processes": _u63,
+        "memory": _u63,
+        "cpu_weight": Int(1, 10000),
+        "cgi_cpu": _u63,
+        "cgi_wall": _u63,
+        "disk": _u63,
+    },
+    {"overridden": List(Str(16), 8)},
+    kind="Limits",
+)
+POLICY = Obj(
+    {"owner": _owner, "nodes": _nodes, "users": List(_owner, MAX_GRANTS)},
+    {"firewall": Nullable(FIREWALL), "limits": Nullable(LIMITS)},
+    kind="MemberPolicy",
+)
 STATE = Obj(
     {},
     {
@@ -407,6 +450,7 @@ STATE = Obj(
         "vhosts": List(VHOST, MAX_UNITS),
         "mail": List(MAIL, MAX_UNITS),
         "lists": List(LIST_DOMAIN, MAX_UNITS),
+        "policies": List(POLICY, 1),
     },
     kind="DesiredState",
 )
@@ -451,6 +495,10 @@ OP_SCHEMAS: dict[str, Obj] = {
     "status": Obj({}),
     "describe": Obj({"domain": _name}),
     "list_remove": Obj({"owner": _owner, "list": Str(320, LIST_ADDRESS)}, {"doit": Bool()}),
+    # The owner's admin-set policy as this host holds it, and whether it is live.
+    "policy_held": Obj({"owner": _owner}),
+    # what members use on this host (domtool.slave.usage); no owner: every owner here
+    "usage": Obj({}, {"owner": _owner}),
     # Renewed TLS files from the dispatcher (slave/tlsupdate.py checks and installs them).
     "tls_update": Obj({"crl_pem": Str(1 << 20)}, {"cert_pem": Str(16384), "key_pem": Str(16384)}),
     # Virtual mailboxes (domtool.slave.vmail): a typed action, not a config unit.
@@ -524,6 +572,20 @@ class ListRemoveArgs:
 
 
 @attrs.frozen
+class PolicyHeldArgs:
+    """``policy_held``: ``owner``'s admin-set policy as this host holds it."""
+
+    owner: str
+
+
+@attrs.frozen
+class UsageArgs:
+    """``usage``: what ``owner`` (None: every owner of this host) uses here."""
+
+    owner: str | None = None
+
+
+@attrs.frozen
 class DescribeArgs:
     """``describe``: what this host serves for ``domain``."""
 
@@ -580,8 +642,10 @@ _BUILDERS: dict[str, Callable[[dict], Any]] = {
     "status": lambda a: StatusArgs(),
     "describe": lambda a: DescribeArgs(a["domain"].lower()),
     "list_remove": lambda a: ListRemoveArgs(a["owner"], a["list"].lower(), bool(a.get("doit"))),
+    "policy_held": lambda a: PolicyHeldArgs(a["owner"]),
     "tls_update": _tls_update,
     "vmail": lambda a: _vmail_args(a),
+    "usage": lambda a: UsageArgs(a.get("owner")),
 }
 
 
@@ -643,33 +707,6 @@ def _account(user: str | None = None, group: str | None = None, min_id: int = MI
     return None
 
 
-def _settings_paths(field: str, ws: WebSettings) -> Iterable[tuple[str, str]]:
-    if ws.auth is not None:
-        yield f"{field}.auth.user_file", ws.auth.user_file
-
-
-def _block_paths(field: str, b: Block) -> Iterable[tuple[str, str]]:
-    if b.kind == "directory":
-        yield f"{field}.path", b.path
-    yield from _settings_paths(f"{field}.settings", b.settings)
-
-
-def member_paths(v: Vhost) -> list[tuple[str, str]]:
-    """Every filesystem path of a vhost that must lie under its owner's granted paths,
-    with the field it came from."""
-    out = [("document_root", v.document_root)]
-    out += [(f"url_aliases[{i}].path", p) for i, (_u, p) in enumerate(v.url_aliases)]
-    out += [(f"script_aliases[{i}].path", p) for i, (_u, p) in enumerate(v.script_aliases)]
-    if v.tls is not None:
-        out += [("tls.certificate", v.tls.certificate), ("tls.key", v.tls.key)]
-        if v.tls.chain is not None:
-            out.append(("tls.chain", v.tls.chain))
-    out += list(_settings_paths("settings", v.settings))
-    for i, b in enumerate(v.blocks):
-        out += list(_block_paths(f"blocks[{i}]", b))
-    return out
-
-
 def recheck(
     owner: str, change: OwnerChange, node: str | None = None, min_id: int = MIN_MEMBER_ID
 ) -> list[str]:
@@ -712,6 +749,17 @@ def recheck(
 
     st = change.state
     units("zone", st.zones, lambda z: z.name)
+    units("policy", st.policies, lambda p: p.owner)
+    for p in st.policies:
+        for reason in member_policy.unit_problems(owner, p, g.users):
+            problems.append(f"{owner}: {reason}")
+        for u in p.users:
+            why = _account(user=u, min_id=min_id)
+            if why is not None:
+                refuse("policy", "users", f"{u!r} {why}")
+    # A reverse proxy only to a port the owner may serve (checked at the dispatcher too).
+    for reason in member_policy.proxy_problems(st.vhosts, st.policies[0] if st.policies else None):
+        problems.append(f"{owner}: {reason}")
     units("vhost", st.vhosts, lambda v: v.fqdn)
     units("mail domain", st.mail, lambda m: m.name)
     for d in st.lists:  # a list domain goes to its list nodes and its mail nodes
@@ -765,24 +813,6 @@ def recheck(
             except PathRefused as e:
                 refuse(what, field, str(e))
     return problems
-
-
-def holders(state: DesiredState) -> dict[tuple[str, str], str]:
-    """Who holds each name a daemon serves: (kind, name) -> owner. A vhost holds its fqdn
-    and every alias; names are compared lower-cased."""
-    out: dict[tuple[str, str], str] = {}
-    for z in state.zones:
-        out.setdefault(("zone", z.name.lower()), z.owner)
-    for v in state.vhosts:
-        for n in (v.fqdn, *v.aliases):
-            out.setdefault(("vhost", n.lower()), v.owner)
-    for m in state.mail:
-        out.setdefault(("mail domain", m.name.lower()), m.owner)
-    for d in state.lists:
-        out.setdefault(("list domain", d.name.lower()), d.owner)
-        for ml in d.lists:
-            out.setdefault(("list", f"{ml.name}@{d.name}".lower()), d.owner)
-    return out
 
 
 # The database operations (``domtool.slave.dbargs``) belong to the same closed table.

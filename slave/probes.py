@@ -14,6 +14,8 @@ and gets ``True`` or a reason string. Kinds (see ``domtool.slave.backend.Probe``
   Mailman core and its owners are exactly these (``domtool.slave.mailman_rest``).
 - ``"smtp"``: (address, port, mode, address, expected): an SMTP EXPN or RCPT on
   loopback (``domtool.slave.mailprobe``).
+- ``"nft_table"``: (nft, table, chain, digest): ``nft list chain inet TABLE CHAIN``
+  shows that member's chain with this version's digest (``domtool.slave.backends.nft``).
 
 :class:`FakeProber` answers as a test says and records what it was asked.
 
@@ -45,6 +47,10 @@ class RealProber:
                 return self._dns(*probe.target)
             if probe.kind == "mailman_list":
                 return self._mailman_list(*probe.target)
+            if probe.kind == "nft_table":
+                from domtool.slave.backends.nft import probe_table
+
+                return probe_table(*probe.target)
             if probe.kind == "smtp":
                 from domtool.slave.mailprobe import smtp_probe
 

@@ -2,12 +2,12 @@
 
 Layers, from the socket in:
 
-- TLS (``domtool.dispatcher.tls.slave_listener``): the host CA pinned with its CRL, a client
+- TLS (``domtool.net.tls.slave_listener``): the host CA pinned with its CRL, a client
   certificate required. ``TLSMemoryBIOFactory`` wraps :class:`SlaveFactory`.
-- :class:`SlaveProtocol` (a ``dispatcher.session.AuthenticatedFrameProtocol``, shared
+- :class:`SlaveProtocol` (a ``net.session.AuthenticatedFrameProtocol``, shared
   with the dispatcher's member listener; ``MAX_LENGTH = wire.MAX_FRAME``): after the
-  handshake it logs the peer in (``auth.login_host`` against
-  ``auth.host_portal({dispatcher})``); a refused peer gets one ``unauthorized`` error frame
+  handshake it logs the peer in (``cred.login_host`` against
+  ``cred.host_portal({dispatcher})``); a refused peer gets one ``unauthorized`` error frame
   and the connection is closed. Frames that arrive before a successful login are ignored
   (with TLS 1.3 the client may write before the server has judged its certificate). Then
   every frame: ``wire.decode_request(frame, SLAVE_OPS)`` → ``ops.parse`` (schema and size
@@ -38,7 +38,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from domtool import wire
-from domtool.dispatcher import auth, session, tls
+from domtool.net import cred, session, tls
 from domtool.slave import ops
 from domtool.slave.agent import Agent, AgentError
 from domtool.slave.config import ConfigError, SlaveConfig
@@ -70,20 +70,20 @@ class SlaveProtocol(session.AuthenticatedFrameProtocol):
     factory: SlaveFactory
 
     @property
-    def peer(self) -> auth.Host | None:
+    def peer(self) -> cred.Host | None:
         return self.avatar
 
     def login(self, certificate: Any) -> defer.Deferred:
-        return defer.ensureDeferred(auth.login_host(self.factory.portal, certificate))
+        return defer.ensureDeferred(cred.login_host(self.factory.portal, certificate))
 
     def known_failure(self, error: BaseException) -> wire.Failure:
         assert isinstance(error, AgentError)
         return wire.Failure(error.kind, error.message, tuple(error.details))
 
-    def frame_received(self, avatar: auth.Host, frame: bytes) -> None:
+    def frame_received(self, avatar: cred.Host, frame: bytes) -> None:
         server_tls = getattr(self.factory, "server_tls", None)
         if server_tls is not None:  # the dispatcher's certificate against the CRL in force now
-            from domtool.dispatcher import revocation, tls
+            from domtool.net import revocation, tls
 
             cert = tls.peer_certificate(self.transport)
             if cert is not None and revocation.revoked(cert, server_tls.trust.crl_pem):
@@ -137,8 +137,18 @@ tls_factory = session.tls_factory
 
 def _apache(table: Mapping[str, Any], config: SlaveConfig) -> Any:
     from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
+    from domtool.slave.backends.limits import cgi_limits
 
-    return ApacheBackend(_settings(ApacheConfig, "apache", table, config))
+    # RLimitCPU/NPROC/MEM per member from the state's member policies (limits part).
+    return ApacheBackend(_settings(ApacheConfig, "apache", table, config), cgi_limits_of=cgi_limits)
+
+
+def _limits(table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    from domtool.slave.backends import limits
+
+    values = dict(table)
+    values.setdefault("live_index", f"{config.state_dir}/current/limits/{limits.INDEX_FILE}")
+    return limits.LimitsBackend(_settings(limits.LimitsConfig, "limits", values, config))
 
 
 def _bind(table: Mapping[str, Any], config: SlaveConfig) -> Any:
@@ -161,6 +171,12 @@ def _exim(table: Mapping[str, Any], config: SlaveConfig) -> Any:
     settings = dict(table)
     settings.setdefault("state_dir", config.state_dir)
     return exim.EximBackend(_settings(exim.EximConfig, "exim", settings, config))
+
+
+def _nft(table: Mapping[str, Any], config: SlaveConfig) -> Any:
+    from domtool.slave.backends import nft
+
+    return nft.NftBackend(_settings(nft.NftConfig, "nft", table, config))
 
 
 def _settings(cls: type, name: str, table: Mapping[str, Any], config: SlaveConfig) -> Any:
@@ -186,6 +202,8 @@ BACKENDS: dict[str, Callable[[Mapping[str, Any], SlaveConfig], Any]] = {
     "bind": _bind,
     "mailman": _mailman,
     "exim": _exim,
+    "limits": _limits,
+    "nft": _nft,
 }
 
 
@@ -239,7 +257,7 @@ class SlaveService(session.ListenerService):
         self.started: defer.Deferred | None = None
 
     def listen_factory(self) -> SlaveFactory:
-        portal = auth.host_portal(set(self.config.dispatcher))
+        portal = cred.host_portal(set(self.config.dispatcher))
         factory = SlaveFactory(self.agent, portal, self.reactor, self.server_tls, **self.timeouts())
         factory.tls_update = TlsUpdater(self.config, self.server_tls).update
         return factory

@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives import serialization
 
 from domtool.model import TLS, DesiredState
 from domtool.slave.pathcheck import PathRefused, check_member_path
+from domtool.util.files import atomic_write
 
 __all__ = ["MAX_BYTES", "SnapshotRefused", "Snapshotter"]
 
@@ -136,14 +137,7 @@ class Snapshotter:
         path = os.path.join(self.store, hashlib.sha256(data).hexdigest() + ".pem")
         if os.path.exists(path):
             return path
-        tmp = f"{path}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        atomic_write(path, data, 0o600)
         return path
 
     def snapshot(

@@ -32,30 +32,10 @@ import attrs
 from domtool import model
 from domtool.model import DesiredState
 from domtool.slave.seams import FileSystem, atomic_write, makedirs
+from domtool.states import by_owner, compose
 
 KEEP_STATES = 5
 OWNERS = "owners"
-
-
-_FIELDS = tuple(f.name for f in attrs.fields(DesiredState))  # zones, vhosts, mail, lists
-
-
-def _by_owner(state: DesiredState) -> dict[str, DesiredState]:
-    parts: dict[str, dict[str, list]] = {}
-    for field in _FIELDS:
-        for unit in getattr(state, field):
-            parts.setdefault(unit.owner, {f: [] for f in _FIELDS})[field].append(unit)
-    return {o: DesiredState(**{f: tuple(p[f]) for f in _FIELDS}) for o, p in parts.items()}
-
-
-def compose_parts(parts: Mapping[str, DesiredState]) -> DesiredState:
-    """Every owner's part in one state (normalised): one concatenation and one sort per
-    field (every field: a part's mailing lists too)."""
-    out: dict[str, list] = {f: [] for f in _FIELDS}
-    for owner in sorted(parts):
-        for f in _FIELDS:
-            out[f] += getattr(parts[owner], f)
-    return DesiredState(**{f: tuple(v) for f, v in out.items()}).normalised()
 
 
 def _dumps(data: object) -> bytes:
@@ -91,7 +71,7 @@ class StateRecords:
 
     def write(self, generation: int, state: DesiredState | Mapping[str, DesiredState]) -> None:
         """Record ``state`` (a host state, or its parts by owner) as ``generation``'s."""
-        parts = _by_owner(state) if isinstance(state, DesiredState) else dict(state)
+        parts = by_owner(state) if isinstance(state, DesiredState) else dict(state)
         makedirs(self.fs, f"{self.directory}/{OWNERS}")
         index: dict[str, str] = {}
         fresh: dict[str, tuple[str, DesiredState, bytes | None]] = {}
@@ -170,7 +150,7 @@ class StateRecords:
             raise ValueError(f"generation {generation}: a recorded part is missing: {e}") from e
         self._known = {o: (parts[o], sha) for o, sha in owners.items()}
         self._indexes[int(generation)] = dict(owners)
-        return compose_parts(parts)
+        return compose(parts)
 
     def generations(self) -> list[int]:
         try:

@@ -19,7 +19,6 @@ then certificate, then CRL) and put in force at once (``ServerTLS.reload_own``,
 from __future__ import annotations
 
 import datetime
-import os
 from typing import Any
 
 from cryptography import x509
@@ -28,8 +27,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from twisted.logger import Logger
 
 from domtool import identity
-from domtool.dispatcher import tls
+from domtool.net import tls
 from domtool.slave.agent import Failed, Refused
+from domtool.util.files import atomic_write
 
 __all__ = ["TlsUpdater"]
 
@@ -57,15 +57,7 @@ def _write(path: str, data: bytes, mode: int) -> bool:
                 return False
     except OSError:
         pass
-    tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    atomic_write(path, data, mode)
     return True
 
 

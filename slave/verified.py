@@ -42,10 +42,12 @@ from typing import Any
 import attrs
 
 from domtool import grantsig, validate
-from domtool.model import DesiredState
+from domtool.model import DesiredState, Vhost
 from domtool.perms import Permissions
 from domtool.slave import ops
 from domtool.slave.pathcheck import PathRefused, check_member_path
+from domtool.states import unit_names, units
+from domtool.util.files import atomic_write
 from domtool.validate import Invalid
 
 __all__ = ["GrantBook", "VerifiedGrants", "normal_domain", "recheck_signed"]
@@ -101,19 +103,16 @@ class VerifiedGrants:
         return [] if why is None else [f"{self.owner}: {what}: {field}: {why}"]
 
     def unit_problems(self, state: DesiredState) -> list[str]:
-        """Every zone, vhost and mail domain name of ``state`` outside the verified
-        domains (paths, users and groups are ``ops.recheck``'s, given :meth:`grants`)."""
+        """Every domain name ``state`` configures (``states.names``, and the domain each
+        vhost is declared in) outside the verified domains (paths, users and groups are
+        ``ops.recheck``'s, given :meth:`grants`)."""
         out: list[str] = []
-        for z in state.zones:
-            out += self.problems(f"zone {z.name}", "name", "domain", z.name)
-        for v in state.vhosts:
-            what = f"vhost {v.fqdn}"
-            out += self.problems(what, "fqdn", "domain", v.fqdn)
-            out += self.problems(what, "domain", "domain", v.domain)
-            for i, a in enumerate(v.aliases):
-                out += self.problems(what, f"aliases[{i}]", "domain", a)
-        for m in state.mail:
-            out += self.problems(f"mail domain {m.name}", "name", "domain", m.name)
+        for _kind, unit in units(state):
+            for n in unit_names(unit):
+                if n.kind != "list":  # an address: its list domain is checked
+                    out += self.problems(n.what, n.field, "domain", n.name)
+                if isinstance(unit, Vhost) and n.field == "fqdn":
+                    out += self.problems(n.what, "domain", "domain", unit.domain)
         return out
 
 
@@ -165,13 +164,8 @@ class GrantBook:
     def _save(self) -> None:
         if self.serials_path is None:
             return
-        tmp = self.serials_path + ".tmp"
         os.makedirs(os.path.dirname(self.serials_path), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(self.serials, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.serials_path)
+        atomic_write(self.serials_path, json.dumps(self.serials, sort_keys=True).encode())
 
 
 def recheck_signed(

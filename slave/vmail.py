@@ -39,6 +39,7 @@ import attrs
 
 from domtool import validate
 from domtool.mailhash import BadHash, check_hash
+from domtool.util.files import atomic_write
 from domtool.validate import Invalid
 
 ACTIONS = ("add", "passwd", "rm", "list")
@@ -260,12 +261,14 @@ class Mailboxes:
                 f"{address}\tuid={v['uid']}|gid={v['gid']}|home={d}|mail={d}|systempw={v['hash']}\n"
             )
             vmap.append(f"{address}: uid={v['uid']} gid={v['gid']} dir={d}\n")
-        _atomic(self.registry_path, json.dumps(boxes, indent=1, sort_keys=True).encode(), 0o600)
-        _atomic(self.userdb_file, "".join(userdb).encode(), 0o600)
+        atomic_write(
+            self.registry_path, json.dumps(boxes, indent=1, sort_keys=True).encode(), 0o600
+        )
+        atomic_write(self.userdb_file, "".join(userdb).encode(), 0o600)
         status, out = self._makeuserdb()
         if status != 0:
             raise VmailRefused(f"makeuserdb failed: {out.strip()[:500]}")
-        _atomic(self.vmail_map, "".join(vmap).encode(), 0o644)
+        atomic_write(self.vmail_map, "".join(vmap).encode(), 0o644)
 
     def _makeuserdb(self) -> tuple[int, str]:
         argv = [self.makeuserdb, "-f", self.userdb]
@@ -318,16 +321,3 @@ def local_account(path: str, name: str) -> tuple[int, int] | None:
     except (OSError, KeyError, ValueError):
         return None
     return None
-
-
-def _atomic(path: str, data: bytes, mode: int) -> None:
-    head, tail = os.path.split(path)
-    tmp = os.path.join(head, f".{tail}.tmp{os.getpid()}")  # makeuserdb skips dot files
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)

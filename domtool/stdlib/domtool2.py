@@ -24,7 +24,6 @@ STATUSES: dict[str, str] = {
     "different": "the same name with other arguments here (the note says how to write it)",
     "command": "not in the language here: a member command replaces it",
     "admin": "set by the site's admins, not in members' files",
-    "adding": "being added by another issue (see the note)",
     "not supported": "no counterpart; using it is refused with a hint saying what to do",
 }
 
@@ -215,9 +214,9 @@ ROWS: tuple[Row, ...] = (
     _R(
         "spamassassin",
         "spamassassin (per-member filtering)",
-        "adding",
-        "`spamFilter` and issue 9's switches",
-        "`spamFilter true` today; on/off, score and where tagged mail goes: issue 9",
+        "renamed",
+        "`spamFilter`, `spamThreshold`, `spamAction`",
+        "per mail domain: on/off, the score that counts as spam, and tag, refuse or junk it",
     ),
     # -- mailman ---------------------------------------------------------------------------
     _R(

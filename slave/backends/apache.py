@@ -34,6 +34,10 @@ no member's site ever answers for a name it does not carry. Probes: every vhost 
 ``204`` at the reserved ``/.well-known/domtool-probe`` ahead of the member's own
 directives, so "204 there" means "this name is live", whatever the member's site does.
 
+CGI limits: for a member whose policy has limits, ``RLimitCPU``/``RLimitNPROC``/
+``RLimitMEM`` (soft = hard) at the vhost level (:class:`CgiLimits`; a member's
+``.htaccess`` can set them again, see there: the slave's CGI reaper is what it cannot lift).
+
 Limits: CGI runs through suexec as the member (``SuexecUserGroup``); Debian's
 ``apache2-suexec-pristine`` only runs programs under ``/var/www`` and ``~user/public_html``,
 so a site whose member trees live elsewhere installs ``apache2-suexec-custom`` with its
@@ -46,7 +50,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 
 import attrs
@@ -68,6 +72,7 @@ from domtool.slave.backend import renderer_check as _v  # validate.check_* -> _B
 __all__ = [
     "ApacheBackend",
     "ApacheConfig",
+    "CgiLimits",
     "RenderRefused",
     "VhostRefused",
     "apache_quote",
@@ -230,6 +235,34 @@ def _rewrite_quote(value: str) -> str:
 
 
 @attrs.frozen
+class CgiLimits:
+    """Per-process bounds of one member's CGI programs (from ``policies.limits``):
+    ``RLimitCPU``, ``RLimitNPROC`` and ``RLimitMEM`` at the vhost level, soft = hard, so
+    the program cannot raise them and a caught ``SIGXCPU`` does not outlive the limit
+    (the kernel's SIGKILL at the hard limit follows). ``RLimitNPROC`` counts every
+    process of the member's user (suexec runs the program as that user).
+
+    Trap: Apache declares ``RLimit*`` with ``OR_ALL``, so ANY ``AllowOverride`` class
+    (our ``AuthConfig Indexes Limit``) lets a member's ``.htaccess`` set them again,
+    raising the CPU limit of CGI programs below that directory. What a member cannot
+    lift is the slave's reaper (``slave/cgireaper.py``), which kills a CGI past its CPU
+    seconds or wall time; these lines make the kernel kill first where no ``.htaccess``
+    interferes."""
+
+    cpu_seconds: int
+    processes: int | None = None
+    memory: int | None = None
+
+    def lines(self) -> list[str]:
+        out = [f"RLimitCPU {int(self.cpu_seconds)} {int(self.cpu_seconds)}"]
+        if self.processes is not None:
+            out.append(f"RLimitNPROC {int(self.processes)} {int(self.processes)}")
+        if self.memory is not None:
+            out.append(f"RLimitMEM {int(self.memory)} {int(self.memory)}")
+        return out
+
+
+@attrs.frozen
 class ApacheConfig:
     """How this host's Apache is laid out: listeners, binary, site config files, logs.
 
@@ -384,9 +417,10 @@ class _Lines:
 class _VhostRenderer:
     """Renders one vhost; collects every refused field instead of stopping at the first."""
 
-    def __init__(self, config: ApacheConfig, vhost: Vhost):
+    def __init__(self, config: ApacheConfig, vhost: Vhost, cgi: CgiLimits | None = None):
         self.config = config
         self.vhost = vhost
+        self.cgi = cgi
         self.errors: list[VhostRefused] = []
 
     def check(self, field: str, checker, value):
@@ -569,6 +603,9 @@ class _VhostRenderer:
         out.add(f"DocumentRoot {apache_quote(root or '/')}")
         if self.config.suexec and user and group:
             out.add(f"SuexecUserGroup {user} {group}")
+        if self.cgi is not None:
+            for line in self.cgi.lines():
+                out.add(line)
         out.open(f"<Directory {apache_quote(root or '/')}>")
         out.add(f"Options {BASE_OPTIONS}")
         out.add(f"AllowOverride {self.config.allow_override}")
@@ -576,7 +613,7 @@ class _VhostRenderer:
         self.dir_settings(out, "settings", v.settings)
         out.close("</Directory>")
         for i, (url, path) in enumerate(v.url_aliases):
-            u = self.q(f"url_aliases[{i}].url_path", check_url_path, url)
+            u = self.check(f"url_aliases[{i}].url_path", _alias_url, url)
             p = self.q(f"url_aliases[{i}].path", check_abs_path, path)
             if u and p:
                 out.add(f"Alias {u} {p}")
@@ -590,7 +627,7 @@ class _VhostRenderer:
             if not self.config.suexec:
                 self.refuse(f, (url, path), "CGI needs suexec, which this host lacks")
                 continue
-            u = self.q(f + ".url_path", check_url_path, url)
+            u = self.check(f + ".url_path", _alias_url, url)
             p = self.q(f + ".path", check_abs_path, path)
             if u and p:
                 out.add(f"ScriptAlias {u} {p}")
@@ -696,6 +733,18 @@ def _flags(checker):
 # The backend
 
 
+def _alias_url(url: str) -> str:
+    """The URL path of an ``Alias``/``ScriptAlias`` without its trailing slashes: Apache
+    replaces the URL prefix by the file path as written, and the path grammar drops a
+    path's trailing slash, so ``/cgi-bin/`` with ``/srv/cgi`` would map ``/cgi-bin/x`` to
+    ``/srv/cgix``; ``/cgi-bin`` maps it to ``/srv/cgi/x`` (and matches whole segments
+    only). The whole site (``/``) is the DocumentRoot, not an alias."""
+    u = check_url_path(url).rstrip("/")
+    if not u:
+        raise _Bad("an alias of / is the whole site: set DocumentRoot instead")
+    return apache_quote(u)
+
+
 @attrs.frozen
 class ApacheBackend:
     """The Backend protocol for Apache 2.4 (see ``domtool.slave.backend``)."""
@@ -703,9 +752,13 @@ class ApacheBackend:
     config: ApacheConfig
     name: str = "apache"
     pure_index = True  # index() depends only on the units (the config is frozen)
+    # Each owner's CGI limits carried by the state (the member policy), by owner; None:
+    # no RLimit* lines. ``cgi_default`` applies to an owner the state gives none.
+    cgi_limits_of: Callable[[DesiredState], Mapping[str, CgiLimits]] | None = None
+    cgi_default: CgiLimits | None = None
     # vhost -> its unit, from the latest render: an unchanged vhost is not rendered again,
     # so a one-vhost change costs a lookup per unrelated vhost, not a render.
-    _memo: dict[Vhost, Unit] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    _memo: dict = attrs.field(factory=dict, init=False, eq=False, repr=False)
     # (vhosts, units, errors) of the latest render: the same vhosts (a change of zones
     # only) give the same units without looking at 10,000 vhosts again.
     _last: list = attrs.field(factory=list, init=False, eq=False, repr=False)
@@ -714,9 +767,14 @@ class ApacheBackend:
         node = self.config.node
         return [v for v in state.vhosts if node is None or node in v.nodes]
 
-    def render_vhost(self, vhost: Vhost) -> Unit:
+    def _cgi(self, state: DesiredState) -> tuple[tuple[str, CgiLimits], ...]:
+        if self.cgi_limits_of is None:
+            return ()
+        return tuple(sorted(self.cgi_limits_of(state).items()))
+
+    def render_vhost(self, vhost: Vhost, cgi: CgiLimits | None = None) -> Unit:
         """One vhost's unit; raises :class:`RenderRefused` listing every refused field."""
-        content = _VhostRenderer(self.config, vhost).render()
+        content = _VhostRenderer(self.config, vhost, cgi).render()
         checks = ()
         if self.config.unit_checks:
             argv = self.config.check_argv("{path}")
@@ -733,7 +791,7 @@ class ApacheBackend:
         """Every vhost of this host. Raises :class:`RenderRefused` with all refusals (of
         every owner) if any vhost has a value that fails its grammar, or if two vhosts
         claim the same name."""
-        vhosts = tuple(self._vhosts(state))
+        vhosts = (tuple(self._vhosts(state)), self._cgi(state))
         last = self._last[0] if self._last else None
         if last is not None and last[0] == vhosts:  # (identical objects compare at once)
             units, errors = last[1], last[2]
@@ -755,14 +813,18 @@ class ApacheBackend:
         rendered: list[tuple[Vhost, Unit, list[str]]] = []
         errors: list[VhostRefused] = []
         claims: dict[str, list[Vhost]] = {}
-        memo: dict[Vhost, Unit] = {}
+        memo: dict = {}
+        cgi = dict(self._cgi(state))
         for v in self._vhosts(state):
+            limits = cgi.get(v.owner, self.cgi_default)
             try:
-                unit = memo_get(self._memo, v) or self.render_vhost(v)
+                unit = memo_get(self._memo, (v, limits)) or (
+                    self.render_vhost(v, limits) if limits else self.render_vhost(v)
+                )
             except RenderRefused as exc:
                 errors.extend(exc.errors)
                 continue
-            memo_put(memo, v, unit)
+            memo_put(memo, (v, limits), unit)
             names = list(dict.fromkeys(n.lower() for n in (v.fqdn, *v.aliases)))
             rendered.append((v, unit, names))
             for n in names:

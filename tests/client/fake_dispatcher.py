@@ -1,5 +1,5 @@
 """A small stand-in dispatcher for the client's tests: a real mutual-TLS listener on
-loopback (``dispatcher.tls.member_front_door``'s context: member CA pinned, CRL checked,
+loopback (``net.tls.member_front_door``'s context: member CA pinned, CRL checked,
 client certificate required) in a thread, speaking ``domtool.wire`` frames, answering
 each op from a table of Python functions.
 
@@ -21,7 +21,8 @@ from OpenSSL import SSL
 
 from domtool import identity, wire
 from domtool.client import config as client_config
-from domtool.dispatcher import ca, tls
+from domtool.dispatcher import ca
+from domtool.net import tls
 
 DISPATCHER = "dispatcher.example.coop"
 

@@ -40,16 +40,23 @@ def _processes_mentioning(text: str) -> list[str]:
     return out
 
 
-def _mailman_owners(url: str, fqdn: str) -> list[str]:
-    """The owners of a list, over Mailman's REST API at a URL carrying its credentials."""
+def _mailman_get(url: str, path: str) -> dict:
+    """GET a path of Mailman's REST API at a URL carrying its credentials."""
     import urllib.parse
 
-    from domtool.slave.mailman_rest import Client, RestConfig, list_id
+    from domtool.slave.mailman_rest import Client, RestConfig
 
     u = urllib.parse.urlsplit(url)
     plain = f"{u.scheme}://{u.hostname}:{u.port}{u.path}"
     client = Client(RestConfig(plain, u.username, u.password, ledger="/nonexistent"))
-    data = client.get(f"/lists/{list_id(fqdn)}/roster/owner")
+    return client.get(path)
+
+
+def _mailman_owners(url: str, fqdn: str) -> list[str]:
+    """The owners of a list, over Mailman's REST API."""
+    from domtool.slave.mailman_rest import list_id
+
+    data = _mailman_get(url, f"/lists/{list_id(fqdn)}/roster/owner")
     return sorted(e["email"] for e in data.get("entries", []))
 
 
@@ -91,6 +98,26 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
             "alice@example.org"
         ]
         assert "team@lists.example.org" in (d / "quickstart.log").read_text()
+        if ep.get("smtp"):
+            # the site's Exim routes the list's address to Mailman over LMTP: a stranger's
+            # post is held in Mailman's queue
+            import smtplib
+
+            from domtool.slave.mailman_rest import list_id
+
+            host, port = ep["smtp"].rsplit(":", 1)
+            subject = "to alice's list"
+            msg = f"From: x@outside.example\r\nSubject: {subject}\r\n\r\nhi\r\n"
+            with smtplib.SMTP(host, int(port), timeout=30) as s:
+                assert s.sendmail("x@outside.example", ["team@lists.example.org"], msg) == {}
+
+            def held():
+                data = _mailman_get(
+                    ep["mailman_rest"], f"/lists/{list_id('team@lists.example.org')}/held"
+                )
+                return [e for e in data.get("entries", []) if e.get("subject") == subject]
+
+            wait_for(held, timeout=60, what="the post held in Mailman's queue")
         rm = subprocess.run(
             [str(BIN / "domtool"), "--config", ep["client_config"], "list", "rm"]
             + ["team@lists.example.org", "--doit"],

@@ -6,8 +6,9 @@ from __future__ import annotations
 import attrs
 import pytest
 
-from domtool.dispatcher import auth, ca, tls
+from domtool.dispatcher import auth, ca
 from domtool.dispatcher.store import Store
+from domtool.net import tls
 
 from .loopback import Outcome, connect, member_login
 

@@ -27,12 +27,13 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import Int32StringReceiver
 
 from domtool import wire
-from domtool.dispatcher import ca, service, tls
+from domtool.dispatcher import ca, service
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.controller import Controller
 from domtool.dispatcher.store import Store
 from domtool.dispatcher.testing import FakeLink, FakeSlave
 from domtool.model import Node, Site
+from domtool.net import tls
 
 DISPATCHER = "dispatcher.example.coop"
 SITE = Site(nodes=(Node("ns1", ("dns",)), Node("web1", ("web", "mail"))))

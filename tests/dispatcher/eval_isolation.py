@@ -23,12 +23,13 @@ from pathlib import Path
 
 from twisted.internet import defer, task
 
-from domtool.dispatcher import ca, service, tls
+from domtool.dispatcher import ca, service
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.controller import Controller
 from domtool.dispatcher.evalpool import EvalPool
 from domtool.dispatcher.store import Store
 from domtool.dispatcher.testing import FakeLink, FakeSlave
+from domtool.net import tls
 from tests.dispatcher.dispatcher_sockets import DISPATCHER, SITE, Cfg, ask
 
 

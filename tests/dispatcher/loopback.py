@@ -22,8 +22,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 from zope.interface import implementer
 
-from domtool.dispatcher.auth import login_host, login_member
-from domtool.dispatcher.tls import peer_certificate
+from domtool.dispatcher.auth import login_member
+from domtool.net.cred import login_host
+from domtool.net.tls import peer_certificate
 
 
 @attrs.define
@@ -82,7 +83,7 @@ def member_login(portal):
 
 
 def host_login(portal):
-    """The login a slave's listener does (``auth.login_host``)."""
+    """The login a slave's listener does (``cred.login_host``)."""
     return lambda certificate: login_host(portal, certificate)
 
 

@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from loopback import Outcome, RawClient, WhoAmI, member_login  # noqa: E402
 
-from domtool.dispatcher import auth, ca, tls  # noqa: E402
+from domtool.dispatcher import auth, ca  # noqa: E402
 from domtool.dispatcher.store import Store  # noqa: E402
+from domtool.net import tls  # noqa: E402
 
 DISPATCHER = "dispatcher.example.coop"
 

@@ -10,8 +10,9 @@ import pytest
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.controller import Controller
 from domtool.dispatcher.links import LinkError, RemoteError
-from domtool.dispatcher.testing import AgentLink, FakeLink, FakeSlave
+from domtool.dispatcher.testing import FakeLink, FakeSlave
 from domtool.model import Node, Site
+from tests.agent_link import AgentLink
 from tests.slave.test_agent import make_host
 
 from .harness import ALICE, BOB, ROOT, SITE_DOMAINS, example, files, make_dispatcher, result_of

@@ -9,8 +9,10 @@ from twisted.cred.error import UnauthorizedLogin
 from twisted.python.failure import Failure
 
 from domtool.dispatcher import auth, ca
-from domtool.dispatcher.auth import Host, IMember, Member, PeerCertificate
+from domtool.dispatcher.auth import IMember, Member
 from domtool.dispatcher.store import Store
+from domtool.net import cred
+from domtool.net.cred import Host, PeerCertificate
 
 
 def result_of(d):
@@ -54,17 +56,17 @@ def test_host_certificate_cannot_log_in_as_member(world):
 def test_member_certificate_cannot_log_in_as_host(world):
     """A slave's portal refuses a member certificate even if its name were allowed."""
     ca_dir, _ = world
-    r = _login(auth.host_portal({"alice"}), ca.issue_member(ca_dir, "alice")[0], auth.IHost)
+    r = _login(cred.host_portal({"alice"}), ca.issue_member(ca_dir, "alice")[0], cred.IHost)
     assert isinstance(r, Failure) and "a member certificate cannot act as a host" in str(r.value)
 
 
 def test_host_portal_accepts_listed_hosts_only(world):
     """The slave portal admits the listed dispatcher and refuses other hosts."""
     ca_dir, _ = world
-    portal = auth.host_portal({"dispatcher.example.coop"})
-    ok = _login(portal, ca.issue_host(ca_dir, "dispatcher.example.coop")[0], auth.IHost)
+    portal = cred.host_portal({"dispatcher.example.coop"})
+    ok = _login(portal, ca.issue_host(ca_dir, "dispatcher.example.coop")[0], cred.IHost)
     assert ok[1] == Host("dispatcher.example.coop")
-    bad = _login(portal, ca.issue_host(ca_dir, "www.example.coop")[0], auth.IHost)
+    bad = _login(portal, ca.issue_host(ca_dir, "www.example.coop")[0], cred.IHost)
     assert isinstance(bad, Failure) and bad.check(UnauthorizedLogin)
 
 

@@ -319,12 +319,14 @@ def test_matrix_domain_ops_on_bobs_domain_are_refused(dispatcher, op, args):
 
 def test_matrix_covers_every_member_op():
     """The matrix above covers every member op that names a resource; perms and whoami
-    name none (they answer about the caller only)."""
+    name none, nor do policy and usage (they answer about the caller only;
+    test_member_policy.py shows bob's policy is not alice's, test_usage_ops.py that
+    alice's usage asks the hosts about alice only)."""
     covered = {"check", "plan", "submit", "describe", "history", "undo", "rmdom", "vmail"}
     # The db_* ops' matrix (prefixes, another member's names) is test_databases.py's.
     covered |= {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
     covered |= {"list_rm"}
-    assert covered | {"perms", "whoami"} == wire.MEMBER_OPS
+    assert covered | {"perms", "whoami", "policy", "usage"} == wire.MEMBER_OPS
 
 
 def test_the_dispatchers_own_ownership_check_catches_each_resource_kind():

@@ -13,10 +13,11 @@ from twisted.internet.task import Clock
 from domtool.dispatcher import schema
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.controller import Controller
-from domtool.dispatcher.testing import AgentLink, FakeLink, FakeSlave
+from domtool.dispatcher.testing import FakeLink, FakeSlave
 from domtool.model import Node, Site
 from domtool.slave.agent import Agent
 from domtool.slave.dbagent import DatabaseOps
+from tests.agent_link import AgentLink
 from tests.dispatcher.harness import ALICE, BOB, ROOT, Dispatcher, make_dispatcher
 from tests.slave.fake_dbserver import FakeDatabaseServer
 

@@ -41,10 +41,12 @@ def test_each_list_counts_against_the_lists_quota(dispatcher):
 
 
 def test_another_members_list_is_refused_with_its_holder(dispatcher):
-    """example.org granted to bob as well: bob may not declare alice's deployed list."""
+    """example.org granted to bob as well (shared): bob may not declare alice's deployed list."""
     ok = dispatcher.run(ALICE, "submit", files=files(example_org=config("example.org", "team")))
     assert ok["applied"], ok
-    dispatcher.run(ROOT, "grant", user="bob", **{"class": "domain", "value": "example.org"})
+    dispatcher.run(
+        ROOT, "grant", user="bob", shared=True, **{"class": "domain", "value": "example.org"}
+    )
     out = dispatcher.run(BOB, "submit", files=files(example_org=config("example.org", "team")))
     assert out["applied"] is False
     assert "mailing list team@example.org is already member alice's list" in out["refused"]

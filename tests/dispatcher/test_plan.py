@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from domtool import states
 from domtool.dispatcher import plan
 from domtool.model import DesiredState, MailDomain, Node, Record, Site, Vhost, Zone
 
@@ -60,7 +61,7 @@ def test_without_domain_drops_the_domain_and_its_subdomains_only():
         zones=(_zone("example.org"), _zone("notexample.org")),
         vhosts=(_vhost("www.example.org"),),
     )
-    left = plan.without_domain(state, "example.org")
+    left = states.without_domain(state, "example.org")
     assert [z.name for z in left.zones] == ["notexample.org"] and left.vhosts == ()
 
 

@@ -14,12 +14,13 @@ from twisted.internet.task import Clock
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 
-from domtool.dispatcher import auth, ca, config, service, tls
+from domtool.dispatcher import auth, ca, config, service
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.links import LinkError, TLSLink
-from domtool.dispatcher.revocation import CrlGroup
-from domtool.dispatcher.session import CrlWatch
 from domtool.dispatcher.testing import FakeLink, FakeSlave
+from domtool.net import cred, tls
+from domtool.net.revocation import CrlGroup
+from domtool.net.session import CrlWatch
 from domtool.slave.service import SlaveFactory
 from domtool.slave.service import tls_factory as slave_tls_factory
 from tests.dispatcher.conftest import DISPATCHER
@@ -109,7 +110,7 @@ def _slave(site, clock) -> Slave:
     name = "ns1.example.coop"
     trust = tls.Trust(ca.ca_certificate(site.ca_dir, ca.HOST), ca.current_crl(site.ca_dir, ca.HOST))
     listener = tls.slave_listener(tls.KeyPair(*ca.issue_host(site.ca_dir, name)), trust)
-    slave = SlaveFactory(host.agent, auth.host_portal({DISPATCHER}), clock, listener)
+    slave = SlaveFactory(host.agent, cred.host_portal({DISPATCHER}), clock, listener)
     endpoint = MemoryEndpoint(slave_tls_factory(listener, slave, clock), clock)
     creator = tls.slave_client(site.dispatcher, trust, name)
     link = TLSLink(name, endpoint, creator, clock, attempts=1)

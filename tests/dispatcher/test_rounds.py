@@ -11,8 +11,9 @@ from twisted.internet import defer
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.controller import Controller
-from domtool.dispatcher.testing import AgentLink, FakeLink, FakeSlave
+from domtool.dispatcher.testing import FakeLink, FakeSlave
 from domtool.model import Node, Site
+from tests.agent_link import AgentLink
 from tests.slave.test_agent import make_host
 
 from .harness import ALICE, SITE_DOMAINS, make_dispatcher, result_of

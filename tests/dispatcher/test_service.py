@@ -15,10 +15,11 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 
 from domtool import wire
-from domtool.dispatcher import auth, ca, config, service, tls
+from domtool.dispatcher import auth, ca, config, service
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.links import RemoteError, TLSLink
 from domtool.dispatcher.testing import FakeLink, FakeSlave
+from domtool.net import cred, tls
 from domtool.slave.service import SlaveFactory
 from domtool.slave.service import tls_factory as slave_tls_factory
 
@@ -222,7 +223,7 @@ def test_the_tls_link_drives_a_real_slave_listener_and_agent(site):
         ca.ca_certificate(site.ca_dir, ca.HOST), ca.current_crl(site.ca_dir, ca.HOST)
     )
     listener = tls.slave_listener(tls.KeyPair(*ca.issue_host(site.ca_dir, slave_name)), host_trust)
-    slave = SlaveFactory(host.agent, auth.host_portal({DISPATCHER}), clock)
+    slave = SlaveFactory(host.agent, cred.host_portal({DISPATCHER}), clock)
     endpoint = MemoryEndpoint(slave_tls_factory(listener, slave, clock), clock)
     link = TLSLink(
         slave_name, endpoint, tls.slave_client(site.dispatcher, host_trust, slave_name), clock
@@ -418,7 +419,7 @@ def test_the_tls_link_retries_a_refused_connection_with_backoff(site):
         ca.ca_certificate(site.ca_dir, ca.HOST), ca.current_crl(site.ca_dir, ca.HOST)
     )
     listener = tls.slave_listener(tls.KeyPair(*ca.issue_host(site.ca_dir, slave_name)), host_trust)
-    slave = SlaveFactory(host.agent, auth.host_portal({DISPATCHER}), clock)
+    slave = SlaveFactory(host.agent, cred.host_portal({DISPATCHER}), clock)
     inner = MemoryEndpoint(slave_tls_factory(listener, slave, clock), clock)
 
     @attrs.define
@@ -491,7 +492,7 @@ def test_the_tls_link_gives_up_on_a_slave_that_does_not_answer(site):
         ca.ca_certificate(site.ca_dir, ca.HOST), ca.current_crl(site.ca_dir, ca.HOST)
     )
     listener = tls.slave_listener(tls.KeyPair(*ca.issue_host(site.ca_dir, slave_name)), host_trust)
-    slave = SlaveFactory(Silent(), auth.host_portal({DISPATCHER}), clock)
+    slave = SlaveFactory(Silent(), cred.host_portal({DISPATCHER}), clock)
     endpoint = MemoryEndpoint(slave_tls_factory(listener, slave, clock), clock)
     client = tls.slave_client(site.dispatcher, host_trust, slave_name)
     link = TLSLink(slave_name, endpoint, client, clock, timeout=10)

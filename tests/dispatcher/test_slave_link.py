@@ -3,8 +3,9 @@ slave accepting only its dispatcher by name."""
 
 from __future__ import annotations
 
-from domtool.dispatcher import auth, ca, tls
-from domtool.dispatcher.auth import Host
+from domtool.dispatcher import ca
+from domtool.net import cred, tls
+from domtool.net.cred import Host
 
 from .conftest import DISPATCHER
 from .loopback import connect, host_login
@@ -21,7 +22,7 @@ def _slave(site, errors=None):
         host_ca,
         None if errors is None else errors.append,
     )
-    return listener, host_ca, host_login(auth.host_portal({DISPATCHER}))
+    return listener, host_ca, host_login(cred.host_portal({DISPATCHER}))
 
 
 def test_dispatcher_is_accepted_by_its_slave(site):

@@ -15,8 +15,9 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 from OpenSSL._util import lib as _ssl_lib  # SSL_session_reused: no public wrapper
 
-from domtool.dispatcher import ca, tls
+from domtool.dispatcher import ca
 from domtool.dispatcher.auth import Member
+from domtool.net import tls
 
 from .conftest import DISPATCHER, SITE
 from .loopback import RawClient, RawServer, connect, member_login

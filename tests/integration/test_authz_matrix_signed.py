@@ -32,9 +32,10 @@ import pytest
 from domtool import grantsig
 from domtool.model import DesiredState, MailDomain
 from domtool.slave import ops
-from domtool.slave.agent import Agent, by_owner
+from domtool.slave.agent import Agent
 from domtool.slave.ops import Grants, OwnerChange, PrepareArgs
 from domtool.slave.verified import GrantBook, VerifiedGrants
+from domtool.states import by_owner
 from tests.integration.test_authz_matrix_slave import (
     ALICE_DOM,
     BOB_DOM,

@@ -11,7 +11,7 @@ field that names a resource:
 - a name bob already holds on this host: zone name, vhost fqdn and aliases (against bob's
   fqdn and bob's alias), mail domain name;
 - the unit's ``owner`` field set to bob;
-- every member path of a vhost (the slave's own list, ``ops.member_paths``) under bob's
+- every member path of a vhost (the slave's own list, ``states.member_paths``) under bob's
   granted path, directly, through a symlink in alice's home, and through ``..``;
 - the vhost's user and group: bob's, root's, a system account's.
 
@@ -38,17 +38,18 @@ import attrs
 import pytest
 from twisted.internet.task import Clock
 
-from domtool import model, wire
+from domtool import model, states, wire
 from domtool.dispatcher.controller import ownership_problems
 from domtool.model import TLS, BasicAuth, Block, DesiredState, MailDomain, Record, Vhost, Zone
 from domtool.perms import Permissions
 from domtool.slave import ops
-from domtool.slave.agent import Agent, by_owner
+from domtool.slave.agent import Agent
 from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
 from domtool.slave.backends.bind import BindBackend, BindConfig
 from domtool.slave.engine import Engine
 from domtool.slave.ops import Grants, OwnerChange, PrepareArgs
 from domtool.slave.seams import FakeClock, FakeFileSystem, FakeProcessRunner, Result, makedirs
+from domtool.states import by_owner
 
 NODE = "local"
 STATE_DIR = "/var/lib/domtool-slave"
@@ -298,6 +299,8 @@ NO_MEMBER_DATA = {
     "describe",
     "tls_update",
     "list_remove",
+    "policy_held",  # reads an owner's policy back; changes nothing
+    "usage",  # reads what an owner uses; changes nothing
 }  # tls: the host's files
 # The database ops carry owner and names too; their matrix (names, prefixes, owners on the
 # server) is tests/slave/test_db_ops.py and test_db_daemons.py.
@@ -391,7 +394,7 @@ def refused_at_slave(case: Case, op: str, h: Homes, tmp: Path) -> bool:
 def test_the_matrix_covers_every_op_kind_and_field():
     """The ops split exactly into those carrying member data (prepare, in each shape)
     and the others; every unit kind has name and owner cases; every member path the
-    slave knows (``ops.member_paths`` of a vhost with every path field set) has a case
+    slave knows (``states.member_paths`` of a vhost with every path field set) has a case
     per route; every Vhost field is either a case or listed as naming no resource."""
     assert MEMBER_DATA_OPS | NO_MEMBER_DATA | DB_OPS == wire.SLAVE_OPS
     kinds = {"Zone", "Vhost", "MailDomain"}
@@ -407,7 +410,7 @@ def test_the_matrix_covers_every_op_kind_and_field():
         settings=model.WebSettings(auth=BasicAuth("r", p)),
         blocks=(Block("directory", p, model.WebSettings(auth=BasicAuth("r", p))),),
     )
-    slave_fields = {f for f, _ in ops.member_paths(full)}
+    slave_fields = {f for f, _ in states.member_paths(full)}
     slave_fields.add("blocks[0].settings.auth.user_file")  # a location block's auth file
     assert slave_fields == set(PATH_FIELDS)
     assert {(c.field, c.route) for c in PATH_CASES} == {

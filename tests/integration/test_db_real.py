@@ -12,12 +12,12 @@ from twisted.internet.task import Clock
 
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.controller import Controller, OpError
-from domtool.dispatcher.testing import AgentLink
 from domtool.model import Node, Site
 from domtool.slave.agent import Agent
 from domtool.slave.db_mysql import MariaDBConfig, MariaDBServer
 from domtool.slave.db_postgres import PostgresConfig, PostgresServer
 from domtool.slave.dbagent import DatabaseOps
+from tests.agent_link import AgentLink
 from tests.dispatcher.harness import ALICE, BOB, Dispatcher, make_dispatcher
 
 pytestmark = pytest.mark.daemons

@@ -21,7 +21,6 @@ from twisted.internet.task import Clock
 from domtool.client.localdaemons import wait_for
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.controller import Controller, OpError
-from domtool.dispatcher.testing import AgentLink
 from domtool.model import Node, Site
 from domtool.slave.agent import Agent
 from domtool.slave.backends.mailman import MailmanBackend, MailmanConfig
@@ -30,6 +29,7 @@ from domtool.slave.mailman_rest import list_id
 from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
 from domtool.slave.service import backend_actions
+from tests.agent_link import AgentLink
 from tests.dispatcher.harness import ALICE, BOB, SITE_DOMAINS, files, make_dispatcher
 from tests.mailman_site import unique_domain
 
@@ -123,7 +123,7 @@ def test_a_list_from_config_to_mailman_and_removed_with_doit(mailman_site, tmp_p
     assert dry["removed"] is False and "would remove" in dry["hosts"]["local"]["message"]
     assert fq in rest.lists()
 
-    store.grant("bob", "domain", d, shared=True)
+    store.grant("bob", "domain", d, shared=True)  # an admin shares the domain
     theirs = result_of(controller.handle(BOB, "list_rm", {"list": fq, "doit": True}))
     assert theirs["removed"] is False
     assert "member alice's list" in theirs["hosts"]["local"]["error"]

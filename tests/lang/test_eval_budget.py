@@ -35,9 +35,9 @@ def test_the_worst_case_file_stops_on_the_work_budget_fast_with_its_span():
     span of the directive that ran out (line 2: ``directoryIndex big``)."""
     text = worst_case(15)
     assert 200_000 < len(text.encode()) < 256 * 1024
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     r = check_source([("example.org", text)], ALICE)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert r.state is None
     [d] = r.diagnostics
     assert d.message == f"evaluation exceeded its work budget ({WORK_BUDGET} units)"

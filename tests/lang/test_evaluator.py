@@ -170,9 +170,9 @@ def test_exponential_program_stops_on_the_step_budget_fast():
     lines += [f"val f{i} = \\x -> f{i - 1} (f{i - 1} x)" for i in range(1, 41)]
     lines.append('dom "example.org" with f40 handleMail end')
     text = "\n".join(lines)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     r = check_source([("boom", text)], ALICE)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.process_time() - t0
     assert r.state is None
     assert [d.message for d in r.diagnostics] == [
         "evaluation exceeded its work budget (500000 units)"

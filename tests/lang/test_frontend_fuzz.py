@@ -190,9 +190,9 @@ def test_huge_mixed_nesting_is_fast(n):
     """Very deep mixed nesting fails in bounded time."""
     layers = [NEST[i % len(NEST)] for i in range(n)]
     text = "".join(o for o, _ in layers) + "x" + "".join(c for _, c in reversed(layers))
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     f, diags = parse_file("f", text)
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     assert f is None and len(diags) == 1
 
 

@@ -162,9 +162,9 @@ def test_integer_bounds():
     toks, diags = lex("f", str(2**63 - 1))
     assert diags == [] and toks[0].value == 2**63 - 1
     assert "too large" in only_error(str(2**63)).message
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     assert "too large" in only_error("9" * 1_000_000).message
-    assert time.perf_counter() - t0 < 1.0
+    assert time.process_time() - t0 < 1.0
 
 
 def test_string_length_bound():
@@ -180,9 +180,9 @@ def test_a_string_near_the_size_limit_lexes_fast():
     """A 2,000,000-character literal (escapes included) is refused in well under a
     second: scanning is linear."""
     text = '"' + "ab\\n" * 500_000 + '"'
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     d = only_error(text)
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     assert "too long" in d.message
 
 

@@ -643,9 +643,9 @@ def test_deep_types_and_predicates_are_refused(text):
 def test_ten_thousand_levels_fail_fast(kind):
     """10,000-deep nesting is one clean error within two seconds, no RecursionError."""
     text = nest(kind, 10_000)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     f, diags = parse_file("t", text)
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     assert f is None and len(diags) == 1
     assert diags[0].message == "expression nested too deeply (limit 100)"
 
@@ -663,17 +663,17 @@ def test_long_flat_constructs_are_not_nesting():
         "[" + ", ".join(["1"] * 20_000) + "]",
         "f " + " ".join(["x"] * 20_000),
     ):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         f, diags = parse_file("t", text)
         assert diags == [] and depth(f.body) <= 3
-        assert time.perf_counter() - t0 < 2.0
+        assert time.process_time() - t0 < 2.0
 
 
 def test_a_huge_file_is_refused_before_parsing():
     """10 MB of ``(`` is "file too large", quickly."""
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     f, diags = parse_file("t", "(" * 10_000_000)
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     assert f is None and [d.message for d in diags] == [
         "file too large (10000000 bytes; limit 2 MiB)"
     ]
@@ -681,9 +681,9 @@ def test_a_huge_file_is_refused_before_parsing():
 
 def test_a_huge_string_literal_is_refused():
     """A 1.5 MB string literal is "string literal too long", quickly."""
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     f, diags = parse_file("t", 'dom "' + "x" * 1_500_000 + '" with end')
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     assert f is None and [d.message for d in diags] == [
         "string literal too long (limit 65536 characters)"
     ]
@@ -727,9 +727,9 @@ def test_double_semicolon_is_an_error_naming_the_empty_item():
 
 def test_a_ten_megabyte_string_literal_is_refused_fast():
     """A 10 MB literal is over the file limit: one diagnostic, within two seconds."""
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     f, diags = parse_file("t", 'dom "' + "x" * 10_000_000 + '" with end')
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     assert f is None and len(diags) == 1
     assert diags[0].message.startswith("file too large (10000015 bytes")
 

@@ -153,11 +153,11 @@ def test_a_long_literal_list_checks_in_linear_time():
     """20,000 addresses in one list check and evaluate quickly."""
     items = ", ".join(f'"u{i}@elsewhere.example"' for i in range(20_000))
     text = f'domain "example.org" with aliasMulti "all" [{items}] end'
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     r = check_source([("f", text)], ALICE)
     assert r.ok, r.diagnostics[:1]
     assert len(r.state.mail[0].aliases[0].targets) == 20_000
-    assert time.perf_counter() - t0 < 3.0
+    assert time.process_time() - t0 < 3.0
 
 
 def _pred_program(n: int) -> str:
@@ -178,9 +178,9 @@ def test_big_predicates_are_decided_in_bounded_time(n):
     text = _pred_program(n)
     f, diags = parse_file("p", text)
     assert f is not None and not diags
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     errs = check_file(f, ALICE, EMPTY_LIBRARY, source=text)
-    assert time.perf_counter() - t0 < 2.0
+    assert time.process_time() - t0 < 2.0
     msgs = [e.message for e in errs]
     assert msgs.count("Context incompatibility for nested action.") == len(msgs) >= 1
     if n == 8:
@@ -367,9 +367,9 @@ def test_many_hard_predicates_exhaust_the_files_budget_quickly():
     text = "\n".join(lines)
     f, diags = parse_file("p", text)
     assert f is not None and not diags
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     errs = check_file(f, ALICE, EMPTY_LIBRARY, source=text)
-    assert time.perf_counter() - t0 < 4.0
+    assert time.process_time() - t0 < 4.0
     assert [e.message for e in errs].count(
         "Context predicates in this file are too complex to check."
     ) == 1

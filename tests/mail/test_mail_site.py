@@ -155,6 +155,8 @@ def test_vmail_and_aliases_through_the_dispatcher_and_slave():
             ["adduser", "bob", "--out", str(bob_dir)],
             ["grant", "bob", "domain", "bob.example"],
             ["grant", "bob", "user", "bob"],
+            # the slave checks bob's units against grants an administrator signed
+            ["sign-grants", "bob", "--key", str(site / "admin" / "grant-signing.key")],
         ):
             done = subprocess.run(admin + argv, capture_output=True, text=True, timeout=60)
             assert done.returncode == 0, done.stderr + done.stdout
@@ -173,9 +175,14 @@ def test_vmail_and_aliases_through_the_dispatcher_and_slave():
             stolen.returncode == 1
             and "'alice' is not your_user for bob" in stolen.stdout + stolen.stderr
         )
-        broken_bob = bob_submits('  emailAlias "x" "zed@localhost";')
+        broken_bob = bob_submits('  emailAlias "x" "ghost@bob.example";')  # no such user
         assert broken_bob.returncode == 1, broken_bob.stdout + broken_bob.stderr
-        assert "zed@localhost" in broken_bob.stdout + broken_bob.stderr
+        said = broken_bob.stdout + broken_bob.stderr
+        # refused by Exim's own check of bob's staged aliases on the slave, for bob alone
+        assert (
+            "ghost@bob.example" in said and "Unrouteable" in said and "refused: local: bob" in said
+        ), said
+        assert "grants" not in said, said
         send(smtp, "sales@example.net", "while-bob-broken")
         alice_pw = (site / "mail" / "alice-imap-password").read_text().strip()
         assert wait_for(

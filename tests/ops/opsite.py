@@ -183,7 +183,7 @@ def served_serial(site: OpSite, port: int, name: str) -> int:
 
     from OpenSSL import SSL
 
-    from domtool.dispatcher import tls
+    from domtool.net import tls
 
     admin = site.state / "admin"
     own = tls.KeyPair.from_files(admin / "admin.pem", admin / "admin.key")

@@ -13,6 +13,7 @@ import pytest
 
 from domtool.client import config as client_config
 from domtool.dispatcher import ca
+from domtool.util.files import atomic_write
 
 from . import opsite
 
@@ -29,13 +30,13 @@ def site(tmp_path_factory):
 
 def _member_dir(site, d: Path, name: str, cert: bytes, key: bytes) -> str:
     d.mkdir(parents=True)
-    client_config.write_file(d / f"{name}.pem", cert, 0o644)
-    client_config.write_file(d / f"{name}.key", key, 0o600)
-    client_config.write_file(d / "host-ca.pem", ca.ca_certificate(site.ca_dir, ca.HOST), 0o644)
+    atomic_write(d / f"{name}.pem", cert, 0o644)
+    atomic_write(d / f"{name}.key", key, 0o600)
+    atomic_write(d / "host-ca.pem", ca.ca_certificate(site.ca_dir, ca.HOST), 0o644)
     toml = client_config.dump(
         f"127.0.0.1:{site.dport}", opsite.DISPATCHER, f"{name}.pem", f"{name}.key", "host-ca.pem"
     )
-    client_config.write_file(d / "client.toml", toml.encode(), 0o644)
+    atomic_write(d / "client.toml", toml.encode(), 0o644)
     return str(d / "client.toml")
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from domtool.client.config import write_file
 from domtool.dispatcher import ca, renewal
+from domtool.util.files import atomic_write
 
 from . import opsite
 
@@ -54,15 +54,15 @@ def test_a_crl_past_half_its_life_and_expiring_certificates_are_renewed_without_
     tls = site.state / "tls"
     stls = site.slave_state / "tls"  # the slave's own copies (it is "another host")
     short = {}
-    write_file(stls / "host-crl.pem", ca.current_crl(site.ca_dir, ca.HOST), 0o644)
+    atomic_write(stls / "host-crl.pem", ca.current_crl(site.ca_dir, ca.HOST), 0o644)
     for name, bases in (
         (opsite.DISPATCHER, [tls / "dispatcher"]),
         (opsite.SLAVE, [stls / "slave", tls / "hosts" / opsite.SLAVE]),
     ):
         cert, key = ca.issue_host(site.ca_dir, name, 1, now=end - datetime.timedelta(days=1))
         for base in bases:
-            write_file(Path(f"{base}.key"), key, 0o600)
-            write_file(Path(f"{base}.pem"), cert, 0o644)
+            atomic_write(Path(f"{base}.key"), key, 0o600)
+            atomic_write(Path(f"{base}.pem"), cert, 0o644)
         short[name] = x509.load_pem_x509_certificate(cert).serial_number
     time.sleep(1.0)  # the services poll every 0.3 s
     ports = {opsite.DISPATCHER: site.dport, opsite.SLAVE: site.sport}

@@ -12,7 +12,8 @@ import attrs
 import pytest
 from cryptography import x509
 
-from domtool.dispatcher import ca, tls
+from domtool.dispatcher import ca
+from domtool.net import tls
 from domtool.slave import ops
 from domtool.slave.agent import Refused
 from domtool.slave.tlsupdate import TlsUpdater

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from domtool import model
 from domtool.model import DesiredState, Record, Zone
 from domtool.slave import ops
-from domtool.slave.agent import Agent, Failed, Refused, compose
+from domtool.slave.agent import Agent, Failed, Refused
 from domtool.slave.backends.apache import ApacheBackend, ApacheConfig
 from domtool.slave.backends.bind import BindBackend, BindConfig
 from domtool.slave.engine import Engine
@@ -28,6 +28,7 @@ from domtool.slave.seams import (
     Result,
     makedirs,
 )
+from domtool.states import compose
 from tests.slave.fake_backend import FakeBackend, FakeDaemon, zone
 
 STATE_DIR = "/var/lib/domtool-slave"
@@ -660,3 +661,47 @@ def test_prepare_and_commit_with_the_real_bind_backend(tmp_path):
     assert again["staged_generation"] == 2
     assert h.run("commit", tx("t2"))["status"] == "unchanged"
     assert len(runner.ran) == ran
+
+
+def test_describe_agrees_with_the_fake_slave_and_with_rmdom(host):
+    """The agent's describe and the dispatcher's FakeSlave answer alike for every kind
+    (they used to disagree about vhosts), and show exactly what rmdom removes."""
+    from domtool.dispatcher.testing import FakeSlave
+    from domtool.model import ListDomain, MailDomain, Vhost
+    from domtool.states import under_domain, without_domain
+
+    def vhost(fqdn, domain, aliases=()):
+        return Vhost(
+            fqdn, "alice", domain, (NODE,), "/home/alice/www", "alice", "alice",
+            "alice@alice.example", aliases=aliases,
+        )  # fmt: skip
+
+    state = DesiredState(
+        zones=(zone("alice.example", "alice"), zone("notalice.example", "bob")),
+        vhosts=(
+            vhost("www.alice.example", "alice.example"),
+            vhost("www.other.example", "other.example", aliases=("www.alice.example.",)),
+            vhost("odd.example", "sub.alice.example"),  # hand-built: its domain counts
+        ),
+        mail=(MailDomain("ALICE.example", "alice", (NODE,)),),
+        lists=(ListDomain("lists.alice.example", "alice", (NODE,), "web.alice.example"),),
+    ).normalised()
+    host.agent._state = state  # what a committed generation would hold
+    fake = FakeSlave("ns1.example.coop", state=state)
+    for d in ("alice.example", "Alice.Example.", "other.example", "sub.alice.example"):
+        mine = host.run("describe", ops.DescribeArgs(d.lower().rstrip(".")))
+        theirs = fake.handle("describe", {"domain": d.lower().rstrip(".")})
+        assert {k: v for k, v in mine.items() if k != "generation"} == {
+            k: v for k, v in theirs.items() if k != "generation"
+        }
+        inside = under_domain(state, d)
+        assert [model.from_json(j) for j in mine["vhosts"]] == list(inside.vhosts)
+        assert without_domain(state, d) == attrs.evolve(
+            state, **{k: tuple(u for u in getattr(state, k) if u not in getattr(inside, k))
+                      for k in ("zones", "vhosts", "mail", "lists")}
+        )  # fmt: skip
+    alice = host.run("describe", ops.DescribeArgs("alice.example"))
+    assert [j["fqdn"] for j in alice["vhosts"]] == ["odd.example", "www.alice.example"]
+    assert len(alice["zones"]) == len(alice["mail"]) == len(alice["lists"]) == 1
+    other = host.run("describe", ops.DescribeArgs("other.example"))
+    assert [j["fqdn"] for j in other["vhosts"]] == ["www.other.example"]  # not by its alias

@@ -205,6 +205,15 @@ def test_each_member_serves_their_own_content(site: Site, web: Path):
     assert any(line.startswith("www.bob.example ") for line in log.splitlines())
 
 
+def test_an_alias_written_with_trailing_slashes_serves_its_files(site: Site, web: Path):
+    """``alias "/files/" "/path/"``: the path grammar drops the path's trailing slash, and
+    Apache replaces the URL prefix by the path as written, so the rendered path keeps a
+    slash when the URL has one (else /files/doc.txt would map to .../filesdoc.txt)."""
+    v = alice(web, url_aliases=(("/files/", str(web / "alice" / "files") + "/"),))
+    assert site.apply(DesiredState(vhosts=(v,))).status == "applied"
+    assert get(site.port, "www.example.org", "/files/doc.txt").body == b"alice's aliased file\n"
+
+
 def test_proxy_to_a_member_daemon(site: Site, web: Path):
     """ProxyPass sends a vhost's path to the member's own HTTP server on a member port;
     an .htaccess RewriteRule [P] towards that same server (proxying as www-data, past

@@ -222,7 +222,7 @@ def test_full_vhost_renders_the_intended_directives():
     assert http["DocumentRoot"].args == ("/home/alice/www",)
     assert http["SuexecUserGroup"].args == ("alice", "alice")
     assert http["Alias"].args == ("/files", "/home/alice/files")
-    assert http["ScriptAlias"].args == ("/cgi-bin/", "/home/alice/cgi-bin")
+    assert http["ScriptAlias"].args == ("/cgi-bin", "/home/alice/cgi-bin")
     assert http["ProxyPass"].args == ("/app", "http://127.0.0.1:8081/")
     assert http["Redirect"].args == ("301", "/old", "https://example.org/new")
     assert http["RewriteCond"].args == ("%{HTTP_HOST}", "^www\\.", "[NC]")
@@ -447,7 +447,7 @@ FIELDS = {
     "group": (lambda x: vhost(group=x), S),
     "script_aliases[0].url_path": (
         lambda x: vhost(script_aliases=((x, "/home/alice/cgi"),)),
-        f"/{S}/",
+        f"/{S}",
     ),
     "blocks[1].path": (
         lambda x: vhost(blocks=(Block("location", "/a"), Block("directory", x))),
@@ -461,7 +461,7 @@ FIELDS = {
 }
 
 # Normalisation the renderer applies to an accepted value: paths lose '//', '.', '..' and a
-# final '/'; names and URL hosts are lower-cased.
+# final '/' (an alias's URL path its final '/'s); names and URL hosts are lower-cased.
 NORMALISE = {
     "fqdn": apache.check_domain,
     "aliases[0]": apache.check_domain,
@@ -471,6 +471,9 @@ NORMALISE = {
     "document_root": apache.check_abs_path,
     "url_aliases[0].path": apache.check_abs_path,
     "script_aliases[0].path": apache.check_abs_path,
+    # an alias's URL loses its trailing slashes (its file path has none either)
+    "url_aliases[0].url_path": lambda x: apache.check_url_path(x).rstrip("/"),
+    "script_aliases[0].url_path": lambda x: apache.check_url_path(x).rstrip("/"),
     "settings.auth.user_file": apache.check_abs_path,
     "tls.certificate": apache.check_abs_path,
     "tls.key": apache.check_abs_path,

@@ -8,9 +8,8 @@ import random
 from collections.abc import Mapping
 
 from domtool.model import DesiredState, MailDomain, Vhost, Zone
-from domtool.slave import ops
-from domtool.slave.agent import by_owner, compose
-from domtool.slave.holders import HolderIndex
+from domtool.slave.holders import HolderIndex, holders
+from domtool.states import by_owner, compose
 
 
 def reference(
@@ -23,11 +22,11 @@ def reference(
     are refused, even when the live holder's part is in the same prepare."""
     live: dict[tuple[str, str], str] = {}
     for part in (current or {}).values():
-        for key, holder in ops.holders(part).items():
+        for key, holder in holders(part).items():
             live.setdefault(key, holder)
     seen: dict[tuple[str, str], set[str]] = {}
     for owner, part in parts.items():
-        for key in ops.holders(part):
+        for key in holders(part):
             seen.setdefault(key, set()).add(owner)
     out: dict[str, list[str]] = {}
     for (kind, name), owners in sorted(seen.items()):

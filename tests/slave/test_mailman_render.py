@@ -15,6 +15,7 @@ from domtool.model import DesiredState, ListDomain, MailingList
 from domtool.slave import ops
 from domtool.slave.backend import RenderRefused
 from domtool.slave.backends.mailman import MailmanBackend, MailmanConfig, site_config
+from domtool.slave.holders import holders
 from domtool.slave.ops import Grants, OwnerChange
 
 CONFIG = MailmanConfig(
@@ -139,7 +140,7 @@ def test_the_slave_schema_takes_list_domains_and_the_recheck_refuses_bad_ones():
         "not served by this host"
         in ops.recheck("alice", OwnerChange(DesiredState(lists=(d,)), grants), "elsewhere")[0]
     )
-    assert ops.holders(DesiredState(lists=(d,)))[("list", "team@example.org")] == "alice"
+    assert holders(DesiredState(lists=(d,)))[("list", "team@example.org")] == "alice"
 
 
 def test_the_agent_refuses_to_remove_a_list_that_is_still_configured():

@@ -30,8 +30,9 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from domtool import model, wire
-from domtool.dispatcher import auth, ca, tls
+from domtool.dispatcher import ca
 from domtool.model import DesiredState
+from domtool.net import cred, tls
 from domtool.slave import config as slave_config
 from domtool.slave.agent import Agent
 from domtool.slave.backends.apache import ApacheBackend
@@ -115,7 +116,7 @@ def connect(site: Site, host, client_tls, *, portal: Portal | None = None) -> Li
     clock = host.clock
     factory = SlaveFactory(
         host.agent,
-        portal or auth.host_portal({DISPATCHER}),
+        portal or cred.host_portal({DISPATCHER}),
         clock,
         handshake_timeout=30,
         idle_timeout=300,
@@ -156,7 +157,7 @@ def test_the_dispatcher_prepares_and_commits_over_tls(site, host):
     """End to end: the dispatcher's certificate logs in; prepare stages generation 1,
     commit makes it live; status reports it."""
     link = connect(site, host, as_dispatcher(site))
-    assert link.server.peer == auth.Host(DISPATCHER)
+    assert link.server.peer == cred.Host(DISPATCHER)
     alice = DesiredState(zones=(zone("alice.example", "alice"),))
     prepared = link.send(1, "prepare", prepare_args("t1", alice=alice))
     assert prepared == {
@@ -258,7 +259,7 @@ def test_an_oversize_frame_is_refused_and_the_link_closed(site, host):
 class SlowChecker:
     """A checker that answers only when the test says so (a slow directory, say)."""
 
-    credentialInterfaces = (auth.IPeerCertificate,)
+    credentialInterfaces = (cred.IPeerCertificate,)
 
     def __init__(self) -> None:
         self.pending: list[defer.Deferred] = []
@@ -273,21 +274,21 @@ def test_frames_before_login_are_ignored(site, host):
     """Until the login has succeeded nothing is acted on: a prepare sent while the checker
     is still deciding is dropped; after the login, requests are answered."""
     checker = SlowChecker()
-    link = connect(site, host, as_dispatcher(site), portal=Portal(auth.HostRealm(), [checker]))
+    link = connect(site, host, as_dispatcher(site), portal=Portal(cred.HostRealm(), [checker]))
     state = DesiredState(zones=(zone("alice.example", "alice"),))
     link.client.sendString(wire.request(1, "prepare", prepare_args("t1", alice=state)))
     link.pump.flush()
     assert link.client.frames == [] and host.agent.pending_txid is None
     checker.pending[0].callback(DISPATCHER)
     link.pump.flush()
-    assert link.server.peer == auth.Host(DISPATCHER)
+    assert link.server.peer == cred.Host(DISPATCHER)
     assert link.send(2, "status", {})["result"]["pending_txid"] is None
 
 
 def test_a_connection_that_never_logs_in_is_dropped(site, host):
     """A peer that never completes the handshake is cut off after handshake_timeout."""
     clock = host.clock
-    factory = SlaveFactory(host.agent, auth.host_portal({DISPATCHER}), clock, handshake_timeout=30)
+    factory = SlaveFactory(host.agent, cred.host_portal({DISPATCHER}), clock, handshake_timeout=30)
     server_factory = tls_factory(site.listener, factory, clock)
 
     class Silent(Protocol):
@@ -650,11 +651,11 @@ def test_the_dispatcher_publishes_a_site_on_a_real_apache_through_the_slave(site
 def _logged_in(host) -> tuple:
     """A SlaveProtocol already past its login, over a StringTransport (no TLS needed to
     feed it frames)."""
-    factory = SlaveFactory(host.agent, auth.host_portal({DISPATCHER}), host.clock)
+    factory = SlaveFactory(host.agent, cred.host_portal({DISPATCHER}), host.clock)
     proto = factory.buildProtocol(None)
     transport = StringTransport()
     proto.makeConnection(transport)
-    proto._welcome(auth.Host(DISPATCHER))
+    proto._welcome(cred.Host(DISPATCHER))
     return proto, transport
 
 

@@ -23,8 +23,8 @@ from cryptography.x509.oid import NameOID
 
 from domtool.model import TLS, DesiredState, Vhost
 from domtool.slave import ops
-from domtool.slave.agent import by_owner
 from domtool.slave.snapshot import MAX_BYTES, SnapshotRefused, Snapshotter, read_member_file
+from domtool.states import by_owner
 from tests.slave.apache_daemon import (
     get,
     public_dir,

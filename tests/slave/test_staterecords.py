@@ -8,9 +8,9 @@ import json
 
 from domtool import model
 from domtool.model import DesiredState
-from domtool.slave.agent import compose
 from domtool.slave.seams import FakeFileSystem, makedirs
 from domtool.slave.staterecords import StateRecords
+from domtool.states import compose
 from tests.slave.fake_backend import zone
 
 DIR = "/var/lib/domtool-slave/agent/states"

@@ -13,7 +13,7 @@ certificate unless a trust root is given), so every choice is visible here:
   verifies the server against the host CA only, then checks the server's DNS
   subjectAltName against the expected host name with ``service_identity``.
 
-Which principal a verified certificate names is decided later, by ``auth.py``
+Which principal a verified certificate names is decided later, by ``cred.py``
 (``domtool.identity``); these creators only make sure the chain, dates and revocation
 status are right.
 """
@@ -299,7 +299,7 @@ def member_front_door(own: KeyPair, member_ca: Trust, on_verify_error=None) -> S
 
 def slave_listener(own: KeyPair, host_ca: Trust, on_verify_error=None) -> ServerTLS:
     """A slave's listener: its host certificate out, the host CA pinned (the dispatcher's
-    certificate is then checked by name in ``auth.HostCertificateChecker``)."""
+    certificate is then checked by name in ``cred.HostCertificateChecker``)."""
     return ServerTLS(own, host_ca, on_verify_error)
 
 

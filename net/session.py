@@ -37,8 +37,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from domtool import wire
-from domtool.dispatcher import tls
-from domtool.dispatcher.tlswatch import KeyPairWatch
+from domtool.net import tls
+from domtool.net.tlswatch import KeyPairWatch
 
 __all__ = [
     "CRL_POLL",

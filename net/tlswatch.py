@@ -20,7 +20,7 @@ from OpenSSL import SSL
 from twisted.internet import task
 from twisted.logger import Logger
 
-from domtool.dispatcher import tls
+from domtool.net import tls
 
 __all__ = ["FileWatch", "KeyPairWatch"]
 

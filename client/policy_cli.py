@@ -1,0 +1,178 @@
+"""``domtool-admin firewall ...`` and ``domtool firewall``: admin-set member policy on
+the command line (ops of ``domtool.dispatcher.policy_ops``).
+
+Admin::
+
+    domtool-admin firewall list [USER]              stored rules, effective rules, hosts
+    domtool-admin firewall add USER RULE...         e.g. alice client tcp 80,443 to 10.0.0.0/8
+    domtool-admin firewall add --site RULE...       a site default (for every member's users)
+    domtool-admin firewall remove USER|--site RULE...
+    domtool-admin firewall rate USER|--site RATE    outbound bytes/s (500k, 10M, none)
+    domtool-admin firewall clear USER|--site
+    domtool-admin firewall check [USER]             stored policy vs grants, proxies, hosts
+
+RULE is ``[USER] client|server|proxied|local [tcp|udp] PORTS [to HOST,...]``. ``add``,
+``remove``, ``rate`` and ``clear`` apply to every host at once (``--dry-run``: only show
+the plan). Member: ``domtool firewall`` shows your rules as each host holds them.
+
+Another part (limits) registers its verbs with :func:`add_part` the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+ADMIN = "domtool-admin"
+
+
+def _remote(prog: str, op: str, build, render) -> Callable[[argparse.Namespace], int]:
+    from domtool.client.domtool_cli import remote
+
+    def run(args: argparse.Namespace) -> int:
+        return remote(prog, args, op, build(args), render, failed=_failed)
+
+    return run
+
+
+def _failed(result) -> bool:
+    return result.get("applied") is False and not result.get("message", "").startswith("dry run")
+
+
+def render_show(result) -> str:
+    out = []
+    site = result.get("site") or {}
+    for part, value in sorted(site.items()):
+        out.append(f"site defaults ({part}): {value}")
+    for name, m in sorted(result.get("members", {}).items()):
+        lines = m.get("lines") or []
+        out.append(f"{name}: " + ("no policy" if not lines and not m.get("effective") else ""))
+        out += [f"  {line}" for line in lines]
+        held = m.get("hosts") or {}
+        if held:
+            out.append(f"  held by: {', '.join(sorted(held))}")
+    return "\n".join(out)
+
+
+def render_set(result) -> str:
+    out = [result.get("message", "")]
+    for name, hosts in sorted((result.get("plan") or {}).items()):
+        for host, d in sorted(hosts.items()):
+            keys = d.get("added", []) + d.get("changed", []) + d.get("removed", [])
+            out.append(f"  {name} on {host}: {', '.join(keys)}")
+    out += [f"  refused: {r}" for r in result.get("refused", [])]
+    return "\n".join(x for x in out if x)
+
+
+def render_check(result) -> str:
+    out = ["ok: every member's policy is valid and on every host" if result.get("ok") else ""]
+    for name, m in sorted(result.get("members", {}).items()):
+        for p in m.get("problems", []):
+            out.append(f"{name}: {p}")
+        if m.get("out_of_sync"):
+            out.append(
+                f"{name}: hosts out of sync: {', '.join(m['out_of_sync'])} "
+                "(domtool-admin regen --doit pushes again)"
+            )
+    return "\n".join(x for x in out if x)
+
+
+def render_mine(result) -> str:
+    lines = result.get("lines") or []
+    out = [f"{result.get('member')}: " + ("no firewall policy" if not lines else "")]
+    out += [f"  {line}" for line in lines]
+    for host, held in sorted((result.get("hosts") or {}).items()):
+        got = held.get("lines", [])
+        same = "as above" if got == lines else "; ".join(got) or "nothing"
+        live = held.get("live")
+        note = (
+            ""
+            if live is None
+            else (" (live in the kernel)" if live is True else f" (NOT live: {live})")
+        )
+        src = (
+            "" if held.get("from", "host") == "host" else f" [from the dispatcher's {held['from']}]"
+        )
+        out.append(f"  on {host}: {same}{note}{src}")
+    return "\n".join(out)
+
+
+def _who(args: argparse.Namespace, words: Sequence[str]) -> tuple[dict, list[str]]:
+    from domtool.client.domtool_cli import UsageError
+
+    if args.site:
+        return {"site": True}, list(words)
+    if not words:
+        raise UsageError("name a member (USER) or --site")
+    return {"user": words[0]}, list(words[1:])
+
+
+def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]], show=None) -> None:
+    """Register ``domtool-admin PART VERB ...`` commands for one policy part.
+
+    ``verbs``: verb -> (help, metavar of the value or "" for none). Besides them every
+    part gets ``list [USER]`` and ``check [USER]``; ``show`` renders ``list``'s answer
+    (default :func:`render_show`)."""
+    top = add(part, help_text, None)
+    sub = top.add_subparsers(dest=f"{part}_command", metavar="VERB", required=True)
+
+    def verb(name: str, text: str, func) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        sp.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS)
+        sp.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = verb(
+        "list",
+        f"show every member's (or USER's) {part} policy",
+        _remote(
+            ADMIN,
+            "policy_show",
+            lambda a: {"user": a.user} if a.user else {},
+            show or render_show,
+        ),
+    )
+    sp.add_argument("user", metavar="USER", nargs="?")
+    sp = verb(
+        "check",
+        "check stored policy against grants and proxies, and which hosts differ",
+        _remote(ADMIN, "policy_check", lambda a: {"user": a.user} if a.user else {}, render_check),
+    )
+    sp.add_argument("user", metavar="USER", nargs="?")
+    for name, (text, metavar) in verbs.items():
+
+        def build(a: argparse.Namespace, name=name, metavar=metavar) -> dict:
+            who, rest = _who(a, a.words)
+            out = {**who, "part": part, "action": name}
+            if metavar:
+                from domtool.client.domtool_cli import UsageError
+
+                if not rest:
+                    raise UsageError(f"{part} {name} needs {metavar}")
+                out["value"] = " ".join(rest)
+            if a.dry_run:
+                out["dry_run"] = True
+            return out
+
+        sp = verb(name, text, _remote(ADMIN, "policy_set", build, render_set))
+        sp.add_argument("--site", action="store_true", help="the site's defaults, not a member's")
+        sp.add_argument("--dry-run", action="store_true", help="only show what would change")
+        sp.add_argument(
+            "words", nargs="*", metavar=f"USER {metavar}".strip(), help="the member, then the value"
+        )
+
+
+def add_admin_commands(add) -> None:
+    """``domtool-admin firewall ...`` (admin_cli's ``add(name, help, func)``)."""
+    add_part(
+        add,
+        "firewall",
+        "members' network policy: list, add, remove, rate, clear, check",
+        {
+            "add": ("add a rule for USER (or --site)", "RULE"),
+            "remove": ("remove one of USER's (or the site's) rules", "RULE"),
+            "rate": ("set USER's (or the site's) outbound rate in bytes/s", "RATE"),
+            "clear": ("remove USER's (or the site's) whole firewall policy", ""),
+        },
+    )

@@ -1,0 +1,230 @@
+"""Operations on desired states (pure): per owner, per domain, the names a state
+configures, a vhost's member paths.
+
+Every kind of unit a :class:`~domtool.model.DesiredState` holds is one of its tuple
+fields (zones, vhosts, mail, lists, ...), and every unit carries its ``owner``. The
+operations here walk those fields through ``attrs.fields``, so a kind added to the state
+needs no change in them; only :func:`unit_names` knows the kinds whose names are more
+than their ``name`` (a vhost's aliases, a list domain's web host and lists).
+
+Under a domain: a unit is *at or under* domain D when a name it is declared for (a
+zone's, mail or list domain's ``name``; a vhost's ``fqdn`` and the ``domain`` it was
+declared in) is D or a subdomain of D, compared case-insensitively and without a
+trailing dot. A vhost's aliases do not count: ``www.example.org`` with the alias
+``www.example.net`` is not under ``example.net`` (``rmdom example.net`` must not remove
+it). The language makes ``fqdn`` = label + ``.`` + ``domain``, so for its states a vhost
+is under D exactly when its ``fqdn`` is; the ``domain`` also counts for values built
+otherwise. ``describe`` (on the slave and its fake) shows :func:`under_domain`, which is
+what ``rmdom`` (:func:`without_domain`) removes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, NamedTuple
+
+import attrs
+
+from domtool.model import Block, DesiredState, ListDomain, MailDomain, Vhost, WebSettings, Zone
+
+__all__ = [
+    "Name",
+    "by_owner",
+    "compose",
+    "is_under",
+    "kinds",
+    "member_paths",
+    "names",
+    "under",
+    "under_domain",
+    "unit_names",
+    "units",
+    "without_domain",
+    "without_owners",
+]
+
+
+# ---------------------------------------------------------------------------
+# The kinds of a state
+
+
+def kinds(state: DesiredState | type[DesiredState] = DesiredState) -> tuple[str, ...]:
+    """The names of the state's unit fields, in declaration order."""
+    cls = state if isinstance(state, type) else type(state)
+    return tuple(f.name for f in attrs.fields(cls))
+
+
+def units(state: DesiredState) -> Iterator[tuple[str, Any]]:
+    """Every (field, unit) of ``state``, field by field."""
+    for field in kinds(state):
+        for unit in getattr(state, field):
+            yield field, unit
+
+
+def _filtered(state: DesiredState, keep: Callable[[Any], bool]) -> DesiredState:
+    return attrs.evolve(
+        state, **{f: tuple(u for u in getattr(state, f) if keep(u)) for f in kinds(state)}
+    )
+
+
+# ---------------------------------------------------------------------------
+# Per owner
+
+
+def by_owner(state: DesiredState) -> dict[str, DesiredState]:
+    """Split a state into each owner's part (order within each field kept)."""
+    fields = kinds(state)
+    parts: dict[str, dict[str, list]] = {}
+    for field in fields:
+        for unit in getattr(state, field):
+            parts.setdefault(unit.owner, {f: [] for f in fields})[field].append(unit)
+    cls = type(state)
+    return {o: cls(**{f: tuple(us) for f, us in p.items()}) for o, p in parts.items()}
+
+
+def compose(parts: Mapping[str, DesiredState]) -> DesiredState:
+    """The state made of every owner's part, normalised: one concatenation per field and
+    one sort (not a merge per owner, which is quadratic at 10,000 owners)."""
+    cls = type(next(iter(parts.values()), DesiredState()))
+    fields = kinds(cls)
+    out: dict[str, list] = {f: [] for f in fields}
+    for owner in sorted(parts):
+        for f in fields:
+            out[f] += getattr(parts[owner], f)
+    return cls(**{f: tuple(us) for f, us in out.items()}).normalised()
+
+
+def without_owners(state: DesiredState, owners: Iterable[str]) -> DesiredState:
+    """The state with every unit owned by one of ``owners`` left out."""
+    gone = set(owners)
+    return _filtered(state, lambda u: u.owner not in gone)
+
+
+# ---------------------------------------------------------------------------
+# Under a domain (see the module docstring)
+
+
+def under(name: str, domain: str) -> bool:
+    """``name`` is ``domain`` or one of its subdomains (case-insensitive, a trailing dot
+    ignored)."""
+    name, domain = name.lower().rstrip("."), domain.lower().rstrip(".")
+    return name == domain or name.endswith("." + domain)
+
+
+_DECLARED = ("name", "fqdn", "domain")  # the fields that say where a unit is declared
+
+
+def is_under(unit: Any, domain: str) -> bool:
+    """Whether ``unit`` is declared at or under ``domain``."""
+    for field in _DECLARED:
+        value = getattr(unit, field, None)
+        if isinstance(value, str) and under(value, domain):
+            return True
+    return False
+
+
+def under_domain(state: DesiredState, domain: str) -> DesiredState:
+    """The units of ``state`` at or under ``domain``."""
+    return _filtered(state, lambda u: is_under(u, domain))
+
+
+def without_domain(state: DesiredState, domain: str) -> DesiredState:
+    """``state`` less every unit at or under ``domain`` (what ``rmdom`` leaves)."""
+    return _filtered(state, lambda u: not is_under(u, domain))
+
+
+# ---------------------------------------------------------------------------
+# The names a state configures
+
+
+class Name(NamedTuple):
+    """One name a unit configures: ``kind`` ("zone", "vhost", "vhost alias", "mail
+    domain", "list domain", "list host", "list"), the name itself, the unit's field it
+    comes from, and the unit; ``owner`` is the unit's, ``what`` the unit as messages name
+    it ("vhost www.example.org"). A tuple: a host of 10,000 domains makes 50,000."""
+
+    kind: str
+    name: str
+    field: str
+    unit: Any
+
+    @property
+    def owner(self) -> str:
+        return self.unit.owner
+
+    @property
+    def what(self) -> str:
+        u = self.unit
+        return f"vhost {u.fqdn}" if isinstance(u, Vhost) else f"{_label(u)} {u.name}"
+
+
+#: a kind's label in messages ("mail domain"); another kind: its class name, lower-cased
+_LABELS = {Zone: "zone", Vhost: "vhost", MailDomain: "mail domain", ListDomain: "list domain"}
+
+
+def _label(unit: Any) -> str:
+    return _LABELS.get(type(unit)) or type(unit).__name__.lower()
+
+
+def _vhost_names(v: Vhost) -> list[Name]:
+    out = [Name("vhost", v.fqdn, "fqdn", v)]
+    if v.aliases:
+        out += [Name("vhost alias", a, f"aliases[{i}]", v) for i, a in enumerate(v.aliases)]
+    return out
+
+
+def _list_names(d: ListDomain) -> list[Name]:
+    out = [Name("list domain", d.name, "name", d), Name("list host", d.web_host, "web_host", d)]
+    if d.lists:
+        out += [
+            Name("list", f"{ml.name}@{d.name}", f"lists[{i}]", d) for i, ml in enumerate(d.lists)
+        ]
+    return out
+
+
+#: the kinds whose names are more than their ``name``
+_NAMES = {Vhost: _vhost_names, ListDomain: _list_names}
+
+
+def unit_names(unit: Any) -> list[Name]:
+    """The names one unit configures: its ``name`` (a vhost: ``fqdn`` and each alias; a
+    list domain: also its web host and each list's address)."""
+    special = _NAMES.get(type(unit))
+    if special is not None:
+        return special(unit)
+    name = getattr(unit, "name", None)
+    return [Name(_label(unit), name, "name", unit)] if isinstance(name, str) else []
+
+
+def names(state: DesiredState) -> list[Name]:
+    """Every name ``state`` configures, field by field, unit by unit."""
+    return [n for _field, unit in units(state) for n in unit_names(unit)]
+
+
+# ---------------------------------------------------------------------------
+# A vhost's member paths
+
+
+def _settings_paths(field: str, ws: WebSettings) -> list[tuple[str, str]]:
+    return [] if ws.auth is None else [(f"{field}.auth.user_file", ws.auth.user_file)]
+
+
+def _block_paths(field: str, b: Block) -> list[tuple[str, str]]:
+    out = [(f"{field}.path", b.path)] if b.kind == "directory" else []
+    return out + _settings_paths(f"{field}.settings", b.settings)
+
+
+def member_paths(v: Vhost) -> list[tuple[str, str]]:
+    """Every filesystem path of a vhost that must lie under its owner's granted paths,
+    with the field it came from."""
+    out = [("document_root", v.document_root)]
+    out += [(f"url_aliases[{i}].path", p) for i, (_u, p) in enumerate(v.url_aliases)]
+    out += [(f"script_aliases[{i}].path", p) for i, (_u, p) in enumerate(v.script_aliases)]
+    if v.tls is not None:
+        out += [("tls.certificate", v.tls.certificate), ("tls.key", v.tls.key)]
+        if v.tls.chain is not None:
+            out.append(("tls.chain", v.tls.chain))
+    out += _settings_paths("settings", v.settings)
+    for i, b in enumerate(v.blocks):
+        out += _block_paths(f"blocks[{i}]", b)
+    return out
