@@ -99,11 +99,13 @@ def populate(
     at once. Domains ``start`` .. ``domains`` - 1 (so a site can grow in steps). Seconds."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from domtool import grantsig
     from domtool.client import quickmail
     from domtool.client.connection import Connection
 
     t0 = time.perf_counter()
     admin = client_config.load(site.admin_config)
+    key = (site.root / "admin" / "grant-signing.key").read_bytes()
     todo = []
     k = start // per_member
     with Connection(admin) as conn:
@@ -118,6 +120,10 @@ def populate(
             grants = [("path", f"/home/{user}"), ("user", user), ("group", user)]
             for cls, value in grants + [("domain", n) for n in names]:
                 conn.call("grant", {"user": user, "class": cls, "value": value})
+            # What domtool-admin sign-grants does (the slave checks units against it).
+            held = conn.call("perms_of", {"user": user})["grants"]
+            record = grantsig.GrantRecord.of(user, 1, [(g["class"], g["value"]) for g in held])
+            conn.call("put_grants", {"signed": grantsig.sign(record, key).to_json()})
             cfg = site._member_files(user, added["cert_pem"].encode(), added["key_pem"].encode())
             quickmail.add_local_user(site, user)  # their `dom` mail goes to their local mailbox
             todo.append((user, cfg, names))

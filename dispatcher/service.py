@@ -281,6 +281,7 @@ def make_service(config: Any, reactor: Any) -> DispatcherService:
         ca_dir=config.ca_dir,
         on_crl=server_tls.reload_crl,
         check_source=pool.check,
+        check_each=pool.check_each,
         signed_grants=SignedGrantFiles(Path(config.state_dir) / "signed-grants"),
     )
     # The host CRL (required) is watched in startService: a change relinks every slave

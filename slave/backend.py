@@ -109,7 +109,11 @@ class Backend(Protocol):
         """
 
     def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
-        """Render the index files, given each unit key's absolute unit-file path."""
+        """Render the index files, given each unit key's absolute unit-file path.
+
+        A backend whose index files depend on nothing but ``units`` (its config frozen)
+        says so with a class attribute ``pure_index = True``: the engine then reuses
+        the files of the same units instead of rendering them again."""
 
     def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
         """Commands that check the whole staged configuration of this generation."""

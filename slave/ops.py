@@ -718,6 +718,17 @@ def recheck(
     below ``min_id`` (system accounts)."""
     problems: list[str] = []
     g = change.grants
+    accounts: dict[tuple, str | None] = {}  # each name looked up once (50 vhosts, 1 user)
+
+    def account(user: str | None = None, group: str | None = None) -> str | None:
+        key = (user, group)
+        try:
+            return accounts[key]
+        except KeyError:
+            accounts[key] = why = _account(user=user, group=group, min_id=min_id)
+            return why
+        except TypeError:  # not a name at all: looked up (and refused) as it is
+            return _account(user=user, group=group, min_id=min_id)
 
     def refuse(what: str, field: str, reason: str) -> None:
         problems.append(f"{owner}: {what}: {field}: {reason}")
@@ -779,19 +790,19 @@ def recheck(
         name(f"mail domain {m.name}", "name", validate.check_domain, m.name)
         if m.relay_host is not None:
             name(f"mail domain {m.name}", "relay_host", validate.check_domain, m.relay_host)
-        recheck_mail(owner, m, g, lambda **kw: _account(min_id=min_id, **kw), refuse)
+        recheck_mail(owner, m, g, account, refuse)
     for v in st.vhosts:
         what = f"vhost {v.fqdn}"
         name(what, "fqdn", validate.check_domain, v.fqdn)
         name(what, "domain", validate.check_domain, v.domain)
         for i, a in enumerate(v.aliases):
             name(what, f"aliases[{i}]", validate.check_domain, a)
-        why = _account(user=v.user, min_id=min_id)
+        why = account(user=v.user)
         if why is not None:
             refuse(what, "user", f"{v.user!r} {why}")
         elif v.user not in g.users:
             refuse(what, "user", f"{v.user!r} is not one of {owner}'s granted users")
-        why = _account(group=v.group, min_id=min_id)
+        why = account(group=v.group)
         if why is not None:
             refuse(what, "group", f"{v.group!r} {why}")
         elif v.group not in g.groups:

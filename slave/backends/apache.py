@@ -751,6 +751,7 @@ class ApacheBackend:
 
     config: ApacheConfig
     name: str = "apache"
+    pure_index = True  # index() depends only on the units (the config is frozen)
     # Each owner's CGI limits carried by the state (the member policy), by owner; None:
     # no RLimit* lines. ``cgi_default`` applies to an owner the state gives none.
     cgi_limits_of: Callable[[DesiredState], Mapping[str, CgiLimits]] | None = None

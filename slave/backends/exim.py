@@ -634,7 +634,11 @@ class EximBackend:
 
     config: EximConfig
     name: str = "exim"
+    pure_index = True  # index() depends only on the units (the config is frozen)
     _memo: dict[MailDomain, Unit] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    # (mail domains, list parts, units) of the latest units() call: the same domains (a
+    # change of zones or vhosts only) give the same units without 10,000 lookups
+    _last: list = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     def _domains(self, state: DesiredState) -> list[MailDomain]:
         node = self.config.node
@@ -659,15 +663,23 @@ class EximBackend:
         )
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
+        domains = tuple(self._domains(state))
+        parts = sorted(list_local_parts(state, self.config.node).items())
+        last = self._last[0] if self._last else None
+        if last is not None and last[0] == domains and last[1] == parts:
+            return list(last[2])  # (identical objects compare at once)
         units, errors = self.render(state)
-        for domain, (owner, names) in sorted(list_local_parts(state, self.config.node).items()):
+        for domain, (owner, names) in parts:
             try:
                 units.append(self.render_lists(domain, owner, names))
             except RenderRefused as exc:
                 errors.extend(exc.errors)
         if errors:
+            self._last.clear()
             raise RenderRefused(errors)
-        return sorted(units, key=lambda u: u.key)
+        units = sorted(units, key=lambda u: u.key)
+        self._last[:] = [(domains, parts, units)]
+        return list(units)
 
     def render(self, state: DesiredState) -> tuple[list[Unit], list[MailRefused]]:
         """The units that rendered and the refusals. A domain claimed twice is refused for

@@ -130,6 +130,7 @@ class MailmanBackend:
 
     config: MailmanConfig
     name: str = "mailman"
+    pure_index = True  # index() depends only on the units (the config is frozen)
     _changed: list[tuple[str, str, tuple[str, ...], str]] = attrs.Factory(list)
     _memo: dict = attrs.Factory(dict)
 

@@ -89,6 +89,16 @@ def test_a_file_is_checked_in_a_worker_with_the_same_result(pool_of):
     )
 
 
+def test_check_each_gives_what_one_check_per_batch_gives(pool_of):
+    """regen's replays: many single-file checks in one job, each result exactly what its
+    own ``check`` gives, a bad file's diagnostics only in its own result."""
+    pool, reactor = pool_of(workers=1)
+    batches = [[OK_FILE], [("alice.example", 'dom "bob.example" with end')], [OK_FILE], []]
+    each = reactor.run(defer.ensureDeferred(pool.check_each("alice", batches, ALICE, DEFAULT_SITE)))
+    assert each == [check(pool, reactor, b) for b in batches]
+    assert [r.ok for r in each] == [True, False, True, True]
+
+
 @pytest.mark.slow
 def test_a_job_over_its_cpu_time_is_stopped_and_the_worker_serves_the_next(pool_of):
     """With the work budget out of the way (10**9 units), the CPU limit (1 s) ends the

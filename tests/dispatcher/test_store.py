@@ -145,6 +145,28 @@ def test_sources_history_and_latest(db):
     assert db.source("example.org", 9) is None
 
 
+def test_one_members_latest_sources_are_the_sites_latest_of_that_member(db):
+    """``latest_sources(member)`` (asked on every submit, a query of its own) is exactly
+    the site's latest accepted versions that belong to the member: a domain another member
+    took over since is not the member's any more, a refused newer version does not count."""
+    for m in ("alice", "bob"):
+        db.add_member(m)
+    db.put_source("alice", "a.org", "a1", accepted=True)
+    db.put_source("alice", "a.org", "a2", accepted=True)
+    db.put_source("alice", "a.org", "a3?", accepted=False)
+    db.put_source("alice", "moved.org", "m1", accepted=True)
+    db.put_source("bob", "moved.org", "m2", accepted=True)
+    db.put_source("bob", "b.org", "b1", accepted=False)
+    db.put_source("alice", "z.org", "z1", accepted=True)
+    everyone = db.latest_sources()
+    for m in ("alice", "bob", "carol"):
+        assert db.latest_sources(m) == [s for s in everyone if s.member == m]
+    assert [(s.domain, s.text) for s in db.latest_sources("alice")] == [
+        ("a.org", "a2"),
+        ("z.org", "z1"),
+    ]
+
+
 def test_a_failed_write_leaves_nothing(db):
     """A write that fails half way is rolled back whole (a source from a stranger)."""
     with pytest.raises(StoreError):

@@ -89,3 +89,26 @@ def test_prune_keeps_the_parts_of_kept_generations_only():
     assert records.generations() == [7, 8]
     assert len(fs.listdir(f"{DIR}/owners")) == 2 + 2
     assert StateRecords(fs, DIR).read(7) == compose(_parts(3, m001="v7"))
+
+
+def test_an_owners_mailing_lists_are_composed_recorded_and_read_back():
+    """Every field of a part goes into the host state and its record: a list domain too
+    (composing only zones, vhosts and mail dropped every owner's lists)."""
+    from domtool.model import ListDomain, MailingList
+
+    lists = ListDomain(
+        "alice.example", "alice", ("local",), "lists.alice.example",
+        (MailingList("team", ("a@alice.example",)),), ("local",),
+    )  # fmt: skip
+    parts = {
+        "alice": DesiredState(zones=(zone("alice.example", "alice", "v1"),), lists=(lists,)),
+        "bob": DesiredState(zones=(zone("bob.example", "bob", "v1"),)),
+    }
+    state = compose(parts)
+    assert state.lists == (lists,) and len(state.zones) == 2
+    fs = FakeFileSystem()
+    makedirs(fs, DIR)
+    StateRecords(fs, DIR).write(1, parts)
+    assert StateRecords(fs, DIR).read(1).lists == (lists,)
+    StateRecords(fs, DIR).write(2, state)  # a whole host state is split by owner first
+    assert StateRecords(fs, DIR).read(2) == state
