@@ -39,7 +39,7 @@ import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from domtool import wire
+from domtool import protocol, wire
 from domtool.dispatcher import ca, list_ops, policy_ops, usage_ops
 from domtool.dispatcher.apply import ApplyResult, Coordinator
 from domtool.dispatcher.auth import Member
@@ -110,14 +110,6 @@ def ownership_problems(state: DesiredState, perms: Permissions) -> list[str]:
                 if not perms.owns_path(p):
                     out.append(f"{what}: {me} does not own path {p}")
     return out
-
-
-def _grants(perms: Permissions) -> dict[str, list[str]]:
-    return {
-        "paths": sorted(perms.paths),
-        "users": sorted(perms.users),
-        "groups": sorted(perms.groups),
-    }
 
 
 def _perms_json(perms: Permissions) -> dict[str, Any]:
@@ -283,7 +275,8 @@ class Controller:
         for host, p in self.store.pending().items():
             change = p["changes"].get(member)
             if change is not None:
-                out[host] = state_from_json(change["state"])
+                state = protocol.change_state(change)
+                out[host] = DesiredState() if state is None else state_from_json(state)
         return {h: s for h, s in out.items() if not _empty(s)}
 
     def _limits(self, member: str) -> dict[str, int]:
@@ -349,14 +342,13 @@ class Controller:
             refused += list_policy.check(perms.user, state, others)
         return Evaluated(None if refused else state, (), tuple(refused))
 
-    def _part(self, member: str, perms: Permissions) -> dict[str, Any]:
-        """What a prepare sends with a member's state: the grants, and the admin-signed
-        record of them when there is one (slaves with ``grant_keys`` check that)."""
-        part: dict[str, Any] = {"grants": _grants(perms)}
+    def _part(self, member: str, perms: Permissions) -> Callable[[DesiredState], dict]:
+        """``part(state)``: the member's change of a prepare (``protocol.change_json``):
+        the state with the grants, and the admin-signed record of them when there is one
+        (slaves with ``grant_keys`` check that)."""
+        grants = protocol.Grants.of(perms)
         signed = None if self.signed_grants is None else self.signed_grants.get(member)
-        if signed is not None:
-            part["signed_grants"] = signed
-        return part
+        return lambda state: protocol.change_json(state_json(state), grants, signed)
 
     def place(
         self, member: str, perms: Permissions, new: Mapping[str, DesiredState]
@@ -379,9 +371,7 @@ class Controller:
         current = self.current(member)
         hosts = changed_hosts(current, new)
         part = self._part(member, perms)
-        changes = {
-            host: {member: {"state": state_json(state), **part}} for host, state in hosts.items()
-        }
+        changes = {host: {member: part(state)} for host, state in hosts.items()}
         return changes, {h: d.to_json() for h, d in plan(current, new).items()}
 
     # -- member ops -----------------------------------------------------------
@@ -481,7 +471,9 @@ class Controller:
         return {"user": member.name, "admin": member.is_admin}
 
     async def _describe_on(self, hosts, domain: str) -> dict[str, Any]:
-        calls = {h: self.coordinator.call(h, "describe", {"domain": domain}) for h in hosts}
+        calls = {
+            h: self.coordinator.call(h, "describe", protocol.DescribeArgs(domain)) for h in hosts
+        }
         results = await self.coordinator.gather(calls)
         out = {}
         for host, (ok, value) in sorted(results.items()):
@@ -840,7 +832,7 @@ class Controller:
 
     async def _status_of(self, hosts) -> dict[str, Any]:
         results = await self.coordinator.gather(
-            {h: self.coordinator.call(h, "status", {}) for h in hosts}
+            {h: self.coordinator.call(h, "status", protocol.StatusArgs()) for h in hosts}
         )
         recorded = {}
         for g in self.store.generations():

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from domtool.protocol import UsageArgs
+
 
 async def _ask(ctl: Any, owner: str | None) -> dict[str, Any]:
     from domtool.dispatcher.controller import _why
 
     hosts = sorted(n.name for n in ctl.site.nodes)
-    args = {"owner": owner} if owner else {}
+    args = UsageArgs(owner or None)
     calls = {h: ctl.coordinator.call(h, "usage", args) for h in hosts}
     results = await ctl.coordinator.gather(calls)
     return {h: (v if ok else {"error": _why(v)}) for h, (ok, v) in sorted(results.items())}

@@ -262,6 +262,28 @@ class Map:
                 self.value.check(v, where, problems, depth + 1)
 
 
+@attrs.frozen
+class Scalars:
+    """A free-form value whose shape is its producer's (a probe's target): null, a
+    boolean, an integer, a string of at most ``max_bytes``, or a list of at most
+    ``max_items`` of these (nested no deeper than ``MAX_DEPTH``)."""
+
+    max_bytes: int
+    max_items: int
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        if value is None or isinstance(value, (bool, int)):
+            return
+        if isinstance(value, str):
+            Str(self.max_bytes).check(value, path, problems, depth)
+        elif isinstance(value, list):
+            List(self, self.max_items).check(value, path, problems, depth)
+        else:
+            problems.append(
+                (path, f"expected null, bool, int, str or list, got {json_type(value)}")
+            )
+
+
 def check(schema: Any, value: Any, path: str = "") -> None:
     """Raise :class:`SchemaError` with every problem of ``value`` under ``schema``."""
     problems: Problems = []
@@ -522,12 +544,15 @@ class OwnerChange:
         return out
 
 
-def change_json(state_json: Mapping[str, Any], grants: Grants, signed: Any = None) -> dict:
-    """An :class:`OwnerChange`'s JSON form from a state already in model JSON (the
-    dispatcher keeps states as JSON; this writes the same bytes as ``to_json``)."""
+def change_json(
+    state_json: Mapping[str, Any], grants: Grants, signed: Mapping[str, Any] | None = None
+) -> dict:
+    """An :class:`OwnerChange`'s JSON form from a state already in model JSON and the
+    signed grant record's JSON form (the dispatcher keeps and relays both as JSON; this
+    writes the same bytes as ``OwnerChange.to_json``)."""
     out: dict[str, Any] = {"state": state_json, "grants": grants.to_json()}
     if signed is not None:
-        out["signed_grants"] = signed.to_json()
+        out["signed_grants"] = dict(signed)
     return out
 
 
@@ -545,21 +570,19 @@ class PrepareArgs:
     removed (a whole-host convergence)."""
 
     txid: str
-    changes: Mapping[str, OwnerChange]
+    # Each owner's change, typed, or already in its JSON form (the dispatcher keeps the
+    # parts it sends as JSON: :func:`change_json`).
+    changes: Mapping[str, OwnerChange | Mapping[str, Any]]
     complete: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return prepare_json(
-            self.txid, {o: c.to_json() for o, c in self.changes.items()}, self.complete
-        )
-
-
-def prepare_json(txid: str, changes: Mapping[str, Any], complete: bool = False) -> dict:
-    """A :class:`PrepareArgs`'s JSON form from changes already in JSON (``change_json``)."""
-    out: dict[str, Any] = {"txid": txid, "changes": dict(changes)}
-    if complete:
-        out["complete"] = True
-    return out
+        changes = {
+            o: c.to_json() if isinstance(c, OwnerChange) else c for o, c in self.changes.items()
+        }
+        out: dict[str, Any] = {"txid": self.txid, "changes": changes}
+        if self.complete:
+            out["complete"] = True
+        return out
 
 
 @attrs.frozen
@@ -888,7 +911,7 @@ _verdicts = Map(Str(32, UNIX_NAME), VERDICT, MAX_OWNERS)
 _generation = Int(0, 2**63 - 1)
 # A probe the host ran after its reload (slave.probes): kind, target, owner.
 PROBE = Obj(
-    {"kind": Str(32), "target": List(Str(MAX_TEXT), MAX_SMALL_LIST)}, {"owner": Nullable(Str(32))}
+    {"kind": Str(32), "target": Scalars(MAX_TEXT, MAX_SMALL_LIST)}, {"owner": Nullable(Str(32))}
 )
 
 
