@@ -9,9 +9,9 @@ import os
 
 import pytest
 
+from domtool import protocol
 from domtool.client import vmail_cli
 from domtool.client.domtool_cli import command_parser
-from domtool import protocol
 from domtool.mailhash import HASH, sha512_crypt, verify
 from domtool.model import Alias, MailDomain
 from domtool.slave import ops
