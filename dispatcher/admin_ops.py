@@ -80,12 +80,7 @@ class AdminOps:
         perms = self._perms(user)
         changes, diff = self._changes(user, perms, {}, placed=False)
         if not args.get("apply"):
-            return {
-                "user": user,
-                "apply": False,
-                "plan": diff,
-                "message": "dry run: pass apply to remove",
-            }
+            return protocol.DryRun("dry run: pass apply to remove", diff).to_json(user=user)
         result = await self.coordinator.apply(changes, progress)
         if not result.applied:
             self.store.audit(
@@ -248,6 +243,10 @@ class AdminOps:
             if diff:
                 plans[name] = diff
             progress(i + 1, len(everyone), f"evaluated {name}")
+        if not apply:
+            message = f"dry run: {len(changes)} host(s) would change; pass apply to converge"
+            dry = protocol.DryRun(message, plans, per_member=True, dropped=tuple(dropped))
+            return dry.to_json(hosts={}, refused=[])
         out: dict[str, Any] = {
             "apply": apply,
             "plan": plans,
@@ -255,9 +254,6 @@ class AdminOps:
             "hosts": {},
             "refused": [],
         }
-        if not apply:
-            out["message"] = f"dry run: {len(changes)} host(s) would change; pass apply to converge"
-            return out
         result = await self.coordinator.apply(changes, progress)
         self.store.audit(
             admin.name,
@@ -292,12 +288,9 @@ class AdminOps:
                         cur, {h: without_domain(s, domain) for h, s in cur.items()}
                     ).items()
                 }
-            return {
-                "domain": domain,
-                "apply": False,
-                "plan": plans,
-                "message": "dry run: pass apply to remove",
-            }
+            return protocol.DryRun("dry run: pass apply to remove", plans, per_member=True).to_json(
+                domain=domain
+            )
         results = {}
         for name in owners:
             results[name] = await run_locked(

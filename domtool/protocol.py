@@ -1269,20 +1269,26 @@ class DryRun:
     message: str
     plan: Mapping[str, Any]
     per_member: bool = False
-    dropped: tuple[Mapping[str, Any], ...] = ()
+    dropped: tuple[Mapping[str, Any], ...] | None = None
 
     def to_json(self, **extra: Any) -> dict[str, Any]:
-        out: dict[str, Any] = {"dry_run": True, "message": self.message, "plan": dict(self.plan)}
+        """The answer (``apply: false``), with the op's own ``extra`` fields."""
+        out: dict[str, Any] = {"apply": False, "plan": dict(self.plan), "message": self.message}
         out["per_member"] = self.per_member
-        if self.dropped:
+        if self.dropped is not None:
             out["dropped"] = [dict(d) for d in self.dropped]
-        return {**out, **extra}
+        return {**extra, **out}
+
+    @staticmethod
+    def is_one(obj: Any) -> bool:
+        """Whether an answer is a dry run's."""
+        return isinstance(obj, dict) and obj.get("apply") is False
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> DryRun:
         return cls(
-            str(obj.get("message", "")),
+            str(obj.get("message") or ""),
             dict(obj.get("plan") or {}),
             bool(obj.get("per_member", False)),
-            tuple(obj.get("dropped") or ()),
+            None if obj.get("dropped") is None else tuple(obj["dropped"]),
         )
