@@ -305,7 +305,7 @@ class AdminOps:
 
     async def _status_of(self, hosts) -> dict[str, Any]:
         results = await self.coordinator.gather(
-            {h: self.coordinator.call(h, "status", protocol.StatusArgs()) for h in hosts}
+            {h: self.coordinator.ask(h, "status", protocol.StatusArgs()) for h in hosts}
         )
         recorded = {}
         for g in self.store.generations():
@@ -318,7 +318,7 @@ class AdminOps:
             rec = recorded.get(host)
             out[host] = {
                 "reachable": ok,
-                "generation": value.get("generation") if ok else None,
+                "generation": value.generation if ok else None,
                 "recorded_generation": None if rec is None else rec.number,
                 "recorded_status": None if rec is None else rec.status,
                 "pending": host in pending,

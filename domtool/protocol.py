@@ -263,21 +263,24 @@ class Map:
 
 
 @attrs.frozen
-class Scalars:
-    """A free-form value whose shape is its producer's (a probe's target): null, a
-    boolean, an integer, a string of at most ``max_bytes``, or a list of at most
-    ``max_items`` of these (nested no deeper than ``MAX_DEPTH``)."""
+class Free:
+    """A free-form value whose shape is its producer's (a probe's target, a usage
+    collector's figures): null, a boolean, a number, a string of at most ``max_bytes``, or
+    a list or object of at most ``max_items`` of these (nested no deeper than
+    ``MAX_DEPTH``)."""
 
     max_bytes: int
     max_items: int
 
     def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
-        if value is None or isinstance(value, (bool, int)):
+        if value is None or isinstance(value, (bool, int, float)):
             return
         if isinstance(value, str):
             Str(self.max_bytes).check(value, path, problems, depth)
         elif isinstance(value, list):
             List(self, self.max_items).check(value, path, problems, depth)
+        elif isinstance(value, dict):
+            Map(Str(self.max_bytes), self, self.max_items).check(value, path, problems, depth)
         else:
             problems.append(
                 (path, f"expected null, bool, int, str or list, got {json_type(value)}")
@@ -911,7 +914,7 @@ _verdicts = Map(Str(32, UNIX_NAME), VERDICT, MAX_OWNERS)
 _generation = Int(0, 2**63 - 1)
 # A probe the host ran after its reload (slave.probes): kind, target, owner.
 PROBE = Obj(
-    {"kind": Str(32), "target": Scalars(MAX_TEXT, MAX_SMALL_LIST)}, {"owner": Nullable(Str(32))}
+    {"kind": Str(32), "target": Free(MAX_TEXT, MAX_SMALL_LIST)}, {"owner": Nullable(Str(32))}
 )
 
 
@@ -1048,6 +1051,28 @@ class StatusAnswer:
     verified: bool | None = None
     state_known: bool | None = None
 
+    SCHEMA = Obj(
+        {
+            "host": Str(MAX_NAME),
+            "generation": _generation,
+            "owners": List(Str(32, UNIX_NAME), MAX_OWNERS),
+            "pending_txid": Nullable(TXID_FIELD),
+        },
+        {"verified": Bool(), "state_known": Bool()},
+    )
+
+    @classmethod
+    def from_json(cls, obj: Any) -> StatusAnswer:
+        check(cls.SCHEMA, obj)
+        return cls(
+            obj["host"],
+            obj["generation"],
+            tuple(obj["owners"]),
+            obj["pending_txid"],
+            obj.get("verified"),
+            obj.get("state_known"),
+        )
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"host": self.host, "generation": self.generation}
         if self.verified is not None:
@@ -1088,6 +1113,21 @@ class PolicyHeldAnswer:
     policy: Any = None  # domtool.model.MemberPolicy | None
     live: bool | str | None = None
 
+    SCHEMA = Obj(
+        {
+            "host": Str(MAX_NAME),
+            "generation": _generation,
+            "policy": Nullable(POLICY),
+            "live": Nullable(Free(MAX_TEXT, 0)),
+        }
+    )
+
+    @classmethod
+    def from_json(cls, obj: Any) -> PolicyHeldAnswer:
+        check(cls.SCHEMA, obj)
+        policy = None if obj["policy"] is None else model.from_json(obj["policy"])
+        return cls(obj["host"], obj["generation"], policy, obj["live"])
+
     def to_json(self) -> dict[str, Any]:
         return {
             "host": self.host,
@@ -1104,17 +1144,30 @@ class UsageAnswer:
     host: str
     members: Mapping[str, Any]
 
+    SCHEMA = Obj(
+        {
+            "host": Str(MAX_NAME),
+            "members": Map(Str(32, UNIX_NAME), Free(MAX_TEXT, MAX_UNITS), MAX_OWNERS),
+        }
+    )
+
+    @classmethod
+    def from_json(cls, obj: Any) -> UsageAnswer:
+        check(cls.SCHEMA, obj)
+        return cls(obj["host"], dict(obj["members"]))
+
     def to_json(self) -> dict[str, Any]:
         return {"host": self.host, "members": dict(self.members)}
 
 
-#: Each slave op's answer class (ops whose answer is the action's own report are absent).
+#: The answers the dispatcher reads field by field (``Coordinator.ask`` decodes them).
+#: The others it relays to the member as they are: ``abort`` (only its success matters),
+#: ``describe`` (written by :class:`DescribeAnswer`), and the actions' own reports
+#: (``vmail``, ``list_remove``, ``db_*``: the slave's ``vmail``/``mailman_ops``/``dbagent``).
 SLAVE_ANSWERS: dict[str, type] = {
     "prepare": PrepareAnswer,
     "commit": CommitAnswer,
-    "abort": AbortAnswer,
     "status": StatusAnswer,
-    "describe": DescribeAnswer,
     "policy_held": PolicyHeldAnswer,
     "usage": UsageAnswer,
 }
