@@ -40,48 +40,20 @@ from twisted.logger import Logger
 from domtool import protocol
 from domtool.dispatcher.links import LinkError, RemoteError, SlaveLink
 from domtool.dispatcher.store import Store
-from domtool.protocol import CommitAnswer, PrepareAnswer, PrepareArgs, TxArgs
+from domtool.protocol import (  # ApplyResult, HostResult: this module's answers
+    ApplyResult,
+    CommitAnswer,
+    HostResult,
+    PrepareAnswer,
+    PrepareArgs,
+    TxArgs,
+)
 from domtool.util.locks import run_locked
 
 log = Logger()
 
 # host -> owner -> the owner's change in its JSON form (protocol.change_json: state, grants)
 Changes = Mapping[str, Mapping[str, Any]]
-
-
-@attrs.frozen
-class HostResult:
-    """What one host did: its generation, status (applied, unchanged, rolled_back,
-    pending), what it verified after the switch, and its message."""
-
-    generation: int | None
-    status: str
-    verified: tuple[Any, ...] = ()
-    message: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            "status": self.status,
-            "verified": list(self.verified),
-            "message": self.message,
-        }
-
-
-@attrs.frozen
-class ApplyResult:
-    """The one answer of an apply: applied or not, each host's result, the reasons."""
-
-    applied: bool
-    hosts: Mapping[str, HostResult] = attrs.field(factory=dict)
-    refused: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "applied": self.applied,
-            "hosts": {h: r.to_json() for h, r in sorted(self.hosts.items())},
-            "refused": list(self.refused),
-        }
 
 
 def _reason(host: str, failure: Any) -> str:

@@ -1174,6 +1174,46 @@ SLAVE_ANSWERS: dict[str, type] = {
 
 
 # ---------------------------------------------------------------------------
+# What the dispatcher answers a change (written by dispatcher/apply.py's coordinator).
+
+
+@attrs.frozen
+class HostResult:
+    """In the dispatcher's answer to a change (``submit``, ``undo``, ``rmdom``, ``regen``...),
+    what one host did: its generation, status (applied, unchanged, rolled_back,
+    pending), what it verified after the switch, and its message."""
+
+    generation: int | None
+    status: str
+    verified: tuple[Any, ...] = ()
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "generation": self.generation,
+            "status": self.status,
+            "verified": list(self.verified),
+            "message": self.message,
+        }
+
+
+@attrs.frozen
+class ApplyResult:
+    """The one answer of an apply: applied or not, each host's result, the reasons."""
+
+    applied: bool
+    hosts: Mapping[str, HostResult] = attrs.field(factory=dict)
+    refused: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "applied": self.applied,
+            "hosts": {h: r.to_json() for h, r in sorted(self.hosts.items())},
+            "refused": list(self.refused),
+        }
+
+
+# ---------------------------------------------------------------------------
 # What members and admins ask the dispatcher.
 
 
