@@ -9,7 +9,7 @@ message. It knows nothing else of the engine (no files, no backends, no daemons)
 The search halves: a group that fails on top of the owners accepted so far is split in
 two and each half tried in turn (in owner-name order); an owner that fails alone on top of
 them is refused. With k culprits among n owners this costs about 2·k·log2(n) checks, not
-n (``tests/slave/test_bisect.py`` bounds it). An owner refused while others were accepted
+n (``tests/slave/test_engine_bisect.py`` bounds it). An owner refused while others were accepted
 is tried once more alone on the live generation: if it passes there, its change only
 conflicts with the others of the batch, and it is told so.
 
