@@ -799,11 +799,7 @@ class Engine:
                     f"start goes back to generation {base}"
                 ) from again
             try:
-                store.sync_live(
-                    store.selection(store.manifest(base)),
-                    prepared.selection,
-                    prepared.changed_backends,
-                )
+                store.live_back(base, prepared.selection, prepared.changed_backends)
             except OSError:
                 pass  # recover() at the next start repairs the live files
             again = self._reload(prepared.changed_backends, prepared.narrow)
@@ -896,11 +892,7 @@ class Engine:
                 f"start goes back to generation {base}"
             ) from exc
         try:
-            store.sync_live(
-                store.selection(store.manifest(base)),
-                prepared.selection,
-                prepared.changed_backends,
-            )
+            store.live_back(base, prepared.selection, prepared.changed_backends)
         except OSError as exc:
             raise RollbackFailed(
                 f"rolling back to generation {base}: its live files could not be written back "

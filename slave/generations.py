@@ -624,6 +624,11 @@ class GenerationStore:
                     self.fs.remove(f"{d}/{name}")
             self.fs.fsync_dir(d)
 
+    def live_back(self, base: int, now: Selection, backends: Iterable[str]) -> None:
+        """After switching back to generation ``base``: its units in the live files of
+        ``backends`` again (``now``: what they hold)."""
+        self.sync_live(self.selection(self.manifest(base)), now, backends)
+
     def _repair_live(self, gen: int) -> bool:
         """At start-up: make every live file the live generation's unit again (a crash
         may have left some of the next or the previous generation's)."""
