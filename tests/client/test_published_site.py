@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from domtool.client.localdaemons import dns_records, http_get, wait_for
+from domtool.devsite.localdaemons import dns_records, http_get, wait_for
 from tests.conftest import require_binary
 
 BIN = Path(sys.executable).parent

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from domtool.client import quickstart
-from domtool.client.localdaemons import dns_records, http_get, wait_for
+from domtool.devsite import quickstart
+from domtool.devsite.localdaemons import dns_records, http_get, wait_for
 from tests.conftest import require_binary
 
 BIN = Path(sys.executable).parent
@@ -238,7 +238,7 @@ def test_pki_gives_the_operator_a_loadable_client_config(tmp_path):
 def test_a_tree_behind_a_closed_directory_is_not_reachable_by_others(tmp_path):
     """The database servers' users need o+x on every directory above their trees; the
     quickstart moves the trees to /tmp otherwise."""
-    from domtool.client.localdb import reachable_by_others
+    from domtool.devsite.localdb import reachable_by_others
 
     closed = tmp_path / "closed"
     (closed / "site").mkdir(parents=True)

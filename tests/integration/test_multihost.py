@@ -29,9 +29,10 @@ import attrs
 import pytest
 
 from domtool.client import config as client_config
-from domtool.client import localdaemons as L
-from domtool.client import quickstart as Q
 from domtool.client.connection import RemoteError, call
+from domtool.devsite import localdaemons as L
+from domtool.devsite import quickstart as Q
+from domtool.slave.sitefiles import bootstrap_state
 from tests.client.test_quickstart import _processes_mentioning
 from tests.conftest import require_binary
 
@@ -141,7 +142,7 @@ def _slave_host(local: Q.LocalSite, name: str, address: str, role: str) -> Slave
     state = d / "state"
     bind = apache = None
     if role == "dns":
-        L.bootstrap_state(state, {"bind": "zones.conf"})
+        bootstrap_state(state, {"bind": "zones.conf"})
         # named binds only interface addresses: 127.0.0.1 (see the module docstring).
         port = L.free_port(udp=True, address=NAMED_ADDR)
         rndc = L.free_port(address=NAMED_ADDR)
@@ -150,7 +151,7 @@ def _slave_host(local: Q.LocalSite, name: str, address: str, role: str) -> Slave
         )
         local.daemons.append(L.start_named(bind))
     else:
-        L.bootstrap_state(state, {"apache": "sites.conf"})
+        bootstrap_state(state, {"apache": "sites.conf"})
         port = L.free_port(address=address)
         apache = L.prepare_apache(
             d / "apache", port, state / "current" / "apache" / "sites.conf", address=address

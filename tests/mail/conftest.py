@@ -17,13 +17,14 @@ from pathlib import Path
 import attrs
 import pytest
 
-from domtool.client import maildaemons as md
-from domtool.client.localdaemons import free_port
+from domtool.devsite import maildaemons as md
+from domtool.devsite.localdaemons import free_port
 from domtool.model import DesiredState
 from domtool.slave.backends.exim import DOMAINS_INDEX, LISTS_INDEX, EximBackend, EximConfig
 from domtool.slave.engine import Engine, Outcome
 from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
+from domtool.slave.sitefiles import bootstrap_state
 from tests.conftest import IN_CI
 from tests.mail.sink import SmtpSink
 
@@ -98,12 +99,7 @@ class MailSite:
 
 
 def bootstrap(state_dir: Path) -> None:
-    d = state_dir / "bootstrap" / "exim"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / DOMAINS_INDEX).write_bytes(b"")
-    (d / LISTS_INDEX).write_bytes(b"")
-    if not (state_dir / "current").is_symlink():
-        os.symlink("bootstrap", state_dir / "current")
+    bootstrap_state(state_dir, {"exim": (DOMAINS_INDEX, LISTS_INDEX)})
 
 
 def make_site(prefix: str, *, spamd_port: int | None = None, **config_kw) -> MailSite:

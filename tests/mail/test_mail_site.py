@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from domtool.client.localdaemons import wait_for
+from domtool.devsite.localdaemons import wait_for
 from tests.mail.conftest import need_mail_daemons
 
 pytestmark = [pytest.mark.daemons, pytest.mark.slow]

@@ -25,8 +25,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from domtool.client import localdaemons
-from domtool.client.localdaemons import wait_for
+from domtool.devsite import localdaemons
+from domtool.devsite.localdaemons import wait_for
 from domtool.slave.backends.bind import BindConfig
 
 NAMED = shutil.which("named", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/named"

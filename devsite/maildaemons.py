@@ -31,7 +31,7 @@ from pathlib import Path
 
 import attrs
 
-from domtool.client.localdaemons import binary, connects, spawn, wait_for
+from domtool.devsite.localdaemons import binary, connects, spawn, wait_for
 from domtool.slave.backends.exim import EximConfig, site_config
 
 __all__ = [

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import attrs
 
-from domtool.client.localdaemons import Daemon, free_port, spawn, wait_for
+from domtool.devsite.localdaemons import Daemon, free_port, spawn, wait_for
 
 MASTER = "/usr/lib/mailman3/bin/master"
 
@@ -158,7 +158,7 @@ def start_mailman(site: MailmanSite, timeout: float = 90.0, *, wait: bool = True
 
 def wait_ready(site: MailmanSite, timeout: float = 90.0) -> MailmanSite:
     """Wait until the started Mailman's REST answers and its LMTP port accepts."""
-    from domtool.client.localdaemons import connects
+    from domtool.devsite.localdaemons import connects
     from domtool.slave.mailman_rest import RestError
 
     d = site.daemon

@@ -7,10 +7,9 @@ really leaves nothing behind. Their top-level configs are written through the ba
 own ``site_config`` functions, so the local site runs exactly what a production site
 runs, including the live config that includes ``state_dir/current/<backend>/<index>``.
 
-:func:`bootstrap_state` gives a fresh slave state directory an empty generation (empty
-index files, ``current -> bootstrap``) so both daemons can start before the first apply;
-the engine's ``recover`` leaves such a link alone (it names no generation), and the first
-apply replaces it.
+The slave's state directory gets its empty first generation from the production
+``domtool.slave.sitefiles.bootstrap_state``, as on a real slave host, so both daemons can
+start before the first apply.
 
 Also here: :func:`free_port`, :func:`wait_for`, :func:`http_get` (a GET with a Host
 header to a loopback port) and :func:`dns_records` (dnspython query). Run as root, named
@@ -40,7 +39,6 @@ __all__ = [
     "apache_binary",
     "apache_config",
     "bind_config",
-    "bootstrap_state",
     "dns_records",
     "free_port",
     "http_get",
@@ -148,19 +146,6 @@ def spawn(name: str, argv: list[str], log: Path, *, cwd: Path | None = None, env
             start_new_session=True,
         )
     return Daemon(name, proc, log)
-
-
-def bootstrap_state(state_dir: Path, indexes: dict[str, str]) -> None:
-    """Give a fresh slave state directory an empty live generation so daemons can start:
-    ``state_dir/bootstrap/<backend>/<index>`` (empty) and ``current -> bootstrap``."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    for backend, index in indexes.items():
-        d = state_dir / "bootstrap" / backend
-        d.mkdir(parents=True, exist_ok=True)
-        (d / index).write_bytes(b"")
-    current = state_dir / "current"
-    if not current.is_symlink() and not current.exists():
-        os.symlink("bootstrap", current)
 
 
 # ---------------------------------------------------------------------------

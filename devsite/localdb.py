@@ -29,7 +29,7 @@ from pathlib import Path
 
 import attrs
 
-from domtool.client import localdaemons as L
+from domtool.devsite import localdaemons as L
 
 __all__ = [
     "MariaDB",
