@@ -20,7 +20,6 @@ userdb file ``local-accounts`` stands in for a real host's system-account login)
 
 from __future__ import annotations
 
-import imaplib
 import os
 import pwd
 import secrets
@@ -181,21 +180,16 @@ def demo(site: Any, member_config: Any) -> dict:
             "From: carol@elsewhere.example\r\nSubject: hello team\r\n\r\nLunch?\r\n",
         )
     login = f"{DEMO_USER}@{DEMO_DOMAIN}"
-
-    def read() -> list[str]:
-        with imaplib.IMAP4("127.0.0.1", imap_port) as im:
-            im.login(login, password)
-            im.select("INBOX", readonly=True)
-            _, data = im.search(None, "ALL")
-            out = []
-            for num in data[0].split():
-                _, msg = im.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-                out.append(msg[0][1].decode().strip())
-            return out
-
-    subjects = wait_for(read, timeout=20, what=f"the message in {login} over IMAP")
-    login = DEMO_USER
-    local_subjects = wait_for(read, timeout=20, what="team@ in alice's local mailbox over IMAP")
+    subjects = wait_for(
+        lambda: md.imap_subjects(imap_port, login, password),
+        timeout=20,
+        what=f"the message in {login} over IMAP",
+    )
+    local_subjects = wait_for(
+        lambda: md.imap_subjects(imap_port, DEMO_USER, password),
+        timeout=20,
+        what="team@ in alice's local mailbox over IMAP",
+    )
     return {
         "imap_login": f"{DEMO_USER}@{DEMO_DOMAIN}",
         "password_file": str(site.root / "mail" / "alice-imap-password"),

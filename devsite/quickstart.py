@@ -326,15 +326,14 @@ class LocalSite:
         self.progress.note(f"domtool-slave on 127.0.0.1:{self.ports['slave']} (log {d.log})")
 
     def _wait_listening(self, d: L.Daemon, port: int, timeout: float = 20.0) -> None:
-        def ready() -> bool:
-            if not d.alive():
-                raise SiteError(f"{d.name} exited ({d.proc.returncode}); its log:\n{d.log_tail()}")
-            return L.connects(port)
-
+        """Wait until ``d`` listens on ``port``; else it is stopped and SiteError says why,
+        with its log."""
         try:
-            L.wait_for(ready, timeout=timeout, what=f"{d.name} listening on {port}")
-        except TimeoutError as e:
-            raise SiteError(f"{e}; its log:\n{d.log_tail()}") from None
+            d.wait_ready(
+                lambda: L.connects(port), what=f"{d.name} listening on {port}", timeout=timeout
+            )
+        except (RuntimeError, TimeoutError) as e:
+            raise SiteError(str(e)) from None
 
     def start_dispatcher(self) -> None:
         """dispatcher.toml (one node, ``local``, with every role, whose slave is ours),

@@ -64,7 +64,7 @@ def site(tmp_path):
                 "domtool-slave", argv + ["--config", str(d / "slave.toml")], d / "slave.log", cwd=d
             )
             local.daemons.append(slave)
-            L.wait_for(lambda: L.connects(node.port, ADDR), what="the slave listening")
+            slave.wait_ready(lambda: L.connects(node.port, ADDR), what="the slave listening")
             dd = root / "dispatcher"
             _write(
                 dd / "dispatcher.toml",

@@ -69,14 +69,11 @@ class SlaveHost:
         )
         self.slave = d
         self.started.append(d)
-
-        def ready() -> bool:
-            if not d.alive():
-                raise AssertionError(f"slave {self.node.name} exited:\n{d.log_tail()}")
-            return L.connects(self.node.port, self.node.address)
-
-        L.wait_for(ready, timeout=20, what=f"slave {self.node.name} listening")
-        return d
+        return d.wait_ready(
+            lambda: L.connects(self.node.port, self.node.address),
+            what=f"slave {self.node.name} listening",
+            timeout=20,
+        )
 
 
 @attrs.define

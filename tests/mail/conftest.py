@@ -18,7 +18,7 @@ import attrs
 import pytest
 
 from domtool.devsite import maildaemons as md
-from domtool.devsite.localdaemons import free_port
+from domtool.devsite.localdaemons import Daemon, free_port
 from domtool.model import DesiredState
 from domtool.slave.backends.exim import DOMAINS_INDEX, LISTS_INDEX, EximBackend, EximConfig
 from domtool.slave.engine import Engine, Outcome
@@ -83,11 +83,11 @@ class MailSite:
     config: EximConfig
     backend: EximBackend
     engine: Engine
-    exim: md.MailDaemon
+    exim: Daemon
     sink: SmtpSink
     state_dir: Path
     alice_maildir: Path
-    spamd: md.MailDaemon | None = None
+    spamd: Daemon | None = None
     lmtp: SmtpSink | None = None  # stands in for Mailman's LMTP runner (lists tests)
 
     def apply(self, state: DesiredState) -> Outcome:
@@ -180,7 +180,7 @@ def spam_site():
 @attrs.define
 class CourierSite:
     site: md.CourierSite
-    daemon: md.MailDaemon
+    daemon: Daemon
     mailboxes: object  # domtool.slave.vmail.Mailboxes over the shared Exim's map
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from domtool.devsite import maildaemons as md
 from domtool.devsite.localdaemons import wait_for
 from tests.mail.conftest import need_mail_daemons
 
@@ -40,15 +41,7 @@ def domtool(ep, *args, stdin=None):
     )
 
 
-def imap_subjects(port, login, password):
-    with imaplib.IMAP4("127.0.0.1", port) as im:
-        im.login(login, password)
-        im.select("INBOX", readonly=True)
-        _, data = im.search(None, "ALL")
-        return [
-            im.fetch(n, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1].decode().strip()
-            for n in data[0].split()
-        ]
+imap_subjects = md.imap_subjects
 
 
 def send(port, rcpt, subject):
