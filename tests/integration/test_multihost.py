@@ -33,8 +33,8 @@ from domtool.client.connection import RemoteError, call
 from domtool.devsite import localdaemons as L
 from domtool.devsite import quickstart as Q
 from domtool.slave.sitefiles import bootstrap_state
-from tests.client.test_quickstart import _processes_mentioning
 from tests.conftest import require_binary
+from tests.served_site import processes_mentioning
 
 pytestmark = [pytest.mark.daemons, pytest.mark.slow]
 
@@ -223,7 +223,7 @@ def site():
             for pid in pids:
                 with pytest.raises(ProcessLookupError):
                     os.kill(pid, 0)
-            assert _processes_mentioning(str(root)) == []
+            assert processes_mentioning(str(root)) == []
         finally:
             shutil.rmtree(top, ignore_errors=True)
 
