@@ -381,10 +381,11 @@ def prepare_named(
     return config
 
 
-def start_named(config, timeout: float = 15.0) -> Daemon:
-    """Run ``named -g`` on its config; wait until rndc answers."""
+def start_named(config, timeout: float = 15.0, named: str | None = None) -> Daemon:
+    """Run ``named -g`` (the binary ``named``, default the installed one) on its config;
+    wait until rndc answers."""
     root = Path(config.live_config).parent
-    argv = [binary("named") or "/usr/sbin/named", "-g", "-c", config.live_config]
+    argv = [named or binary("named") or "/usr/sbin/named", "-g", "-c", config.live_config]
     if os.geteuid() == 0:
         argv += ["-u", "root"]
 
