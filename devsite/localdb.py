@@ -93,16 +93,40 @@ def _chown_tree(path: Path, uid: int | None, gid: int | None) -> None:
             os.chown(os.path.join(dirpath, n), uid, gid, follow_symlinks=False)
 
 
-def _server_tree(root: Path, uid: int | None, gid: int | None) -> tuple[Path, Path]:
-    """``root`` (0755) with its ``run`` directory (0755), owned by the server's user; the
-    data directory ``root/data`` (made by the server's setup tool) and ``run``."""
+@attrs.frozen
+class _Tree:
+    """Where a server runs and as whom (see :func:`_server_tree`)."""
+
+    run_user: str
+    uid: int | None
+    gid: int | None
+    data: Path
+    run: Path
+
+
+def _server_tree(root: Path, service_user: str) -> _Tree:
+    """``root`` (0755) with its ``run`` directory (0755), owned by the user the server
+    runs as (:func:`_run_as`); the data directory is ``root/data`` (made by the server's
+    setup tool)."""
+    run_user, uid, gid = _run_as(service_user)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
     run = root / "run"
     run.mkdir(exist_ok=True)
     run.chmod(0o755)
     _chown_tree(root, uid, gid)
-    return root / "data", run
+    return _Tree(run_user, uid, gid, root / "data", run)
+
+
+@attrs.define
+class _Server:
+    """A running database server: its daemon and root."""
+
+    daemon: L.Daemon
+    root: Path
+
+    def stop(self) -> int | None:
+        return self.daemon.stop()
 
 
 def _setup(argv: list[str], uid, gid, what: str, timeout: float = 120) -> None:
@@ -126,11 +150,9 @@ def _setup(argv: list[str], uid, gid, what: str, timeout: float = 120) -> None:
 
 
 @attrs.define
-class Postgres:
+class Postgres(_Server):
     """A running PostgreSQL: its daemon, socket directory, TCP port, superuser."""
 
-    daemon: L.Daemon
-    root: Path
     socket_dir: Path
     port: int
     admin_user: str = "postgres"
@@ -143,9 +165,6 @@ class Postgres:
             "admin_user": self.admin_user,
         }
 
-    def stop(self) -> int | None:
-        return self.daemon.stop()
-
 
 def start_postgres(root: Path, port: int | None = None, timeout: float = 60.0) -> Postgres:
     """initdb ``root/data`` and run postgres on it (see the module docstring)."""
@@ -153,9 +172,9 @@ def start_postgres(root: Path, port: int | None = None, timeout: float = 60.0) -
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed (no initdb/postgres)")
     port = port or L.free_port()
-    run_user, uid, gid = _run_as("postgres")
+    tree = _server_tree(root, "postgres")
+    run_user, uid, gid, data, run = tree.run_user, tree.uid, tree.gid, tree.data, tree.run
     me = getpass.getuser()
-    data, run = _server_tree(root, uid, gid)
     _setup(
         [
             str(bindir / "initdb"),
@@ -238,11 +257,9 @@ def start_postgres(root: Path, port: int | None = None, timeout: float = 60.0) -
 
 
 @attrs.define
-class MariaDB:
+class MariaDB(_Server):
     """A running MariaDB: its daemon, socket, TCP port."""
 
-    daemon: L.Daemon
-    root: Path
     socket: Path
     port: int
     admin_user: str = "root"
@@ -250,9 +267,6 @@ class MariaDB:
     def slave_table(self) -> dict:
         """The slave's ``[databases.mysql]`` settings for this server."""
         return {"socket": str(self.socket), "port": self.port, "admin_user": self.admin_user}
-
-    def stop(self) -> int | None:
-        return self.daemon.stop()
 
 
 def start_mariadb(root: Path, port: int | None = None, timeout: float = 60.0) -> MariaDB:
@@ -262,9 +276,9 @@ def start_mariadb(root: Path, port: int | None = None, timeout: float = 60.0) ->
         raise RuntimeError("MariaDB is not installed (no mariadb-install-db/mariadbd)")
     install, server = found
     port = port or L.free_port()
-    _, uid, gid = _run_as("mysql")
+    tree = _server_tree(root, "mysql")
+    uid, gid, data, run = tree.uid, tree.gid, tree.data, tree.run
     me = getpass.getuser()
-    data, run = _server_tree(root, uid, gid)
     _setup(
         [
             install,
