@@ -42,6 +42,7 @@ from pathlib import Path, PurePosixPath
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.benchjson import add_option, emit  # noqa: E402
+from domtool.devsite.localdaemons import wait_for  # noqa: E402
 from domtool.model import DesiredState, Record, Zone  # noqa: E402
 from domtool.slave.backends.bind import BindBackend, serial_of  # noqa: E402
 from domtool.slave.engine import Engine  # noqa: E402
@@ -54,7 +55,6 @@ from tests.slave.named_daemon import (  # noqa: E402
     free_port,
     soa_serial,
     start_named,
-    wait_for,
 )
 
 NOW = int(time.time())

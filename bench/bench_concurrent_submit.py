@@ -38,8 +38,8 @@ from bench_e2e import percentile, start_site  # noqa: E402
 from benchjson import add_option, emit  # noqa: E402
 
 from domtool.client import config as client_config  # noqa: E402
-from domtool.client import localdaemons as L  # noqa: E402
 from domtool.client.connection import Connection  # noqa: E402
+from domtool.devsite import localdaemons as L  # noqa: E402
 
 
 def add_members(site, n: int) -> list[tuple[str, Path]]:

@@ -1,7 +1,7 @@
 """Benchmark a member's change end to end on the local site, against the daemons' floors.
 
 Builds a whole local site under a temporary directory with the quickstart's building
-blocks (``domtool.client.quickstart.LocalSite``): CAs, a real ``domtool-dispatcher``
+blocks (``domtool.devsite.quickstart.LocalSite``): CAs, a real ``domtool-dispatcher``
 process, a real ``domtool-slave`` process, real ``named`` and ``apache2`` on loopback
 high ports, and the member alice (added through the admin ops over TLS). Then:
 
@@ -62,9 +62,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchjson import add_option, emit  # noqa: E402
 
 from domtool.client import config as client_config  # noqa: E402
-from domtool.client import localdaemons as L  # noqa: E402
 from domtool.client.connection import call  # noqa: E402
-from domtool.client.quickstart import LocalSite, Progress  # noqa: E402
+from domtool.devsite import localdaemons as L  # noqa: E402
+from domtool.devsite.quickstart import LocalSite, Progress  # noqa: E402
 
 DOMAIN = "example.org"
 
@@ -100,8 +100,8 @@ def populate(
     from concurrent.futures import ThreadPoolExecutor
 
     from domtool import grantsig
-    from domtool.client import quickmail
     from domtool.client.connection import Connection
+    from domtool.devsite import quickmail
 
     t0 = time.perf_counter()
     admin = client_config.load(site.admin_config)

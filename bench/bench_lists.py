@@ -37,7 +37,7 @@ from bench_e2e import percentile, start_site  # noqa: E402
 
 from domtool.client import config as client_config  # noqa: E402
 from domtool.client.connection import call  # noqa: E402
-from domtool.client.quickstart_lists import LIST_DOMAIN  # noqa: E402
+from domtool.devsite.quickstart_lists import LIST_DOMAIN  # noqa: E402
 
 
 def source(i: int, add: bool) -> str:

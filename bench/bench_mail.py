@@ -40,7 +40,7 @@ from bench_e2e import ms, percentile, populate, start_site, timed  # noqa: E402
 
 from domtool.client import config as client_config  # noqa: E402
 from domtool.client.connection import call  # noqa: E402
-from domtool.client.quickstart import examples_dir  # noqa: E402
+from domtool.devsite.quickstart import examples_dir  # noqa: E402
 from domtool.slave.backends.exim import unit_addresses  # noqa: E402
 
 DOMAIN = "example.net"

@@ -72,7 +72,7 @@ ADMIN_OPS = frozenset(
 # What the dispatcher may ask a slave: a closed set of typed operations.
 SLAVE_OPS = frozenset(
     {"prepare", "commit", "abort", "status", "describe", "tls_update"}
-    # databases: typed operations at the slave's edge (domtool.slave.dbargs)
+    # databases: typed operations at the slave's edge (domtool.protocol.DbArgs and its siblings)
     | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
     # virtual mailboxes (domtool.slave.vmail)
     | {"vmail"}

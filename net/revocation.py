@@ -9,20 +9,19 @@ certificate is revoked kept its open link (issue 13, finding 4). Here:
   session's certificate against the listener's CURRENT CRL and the store's CURRENT pin
   (``MemberRecord.cert_serial``); a refusal closes the session;
 - :func:`link_refusal` is what a slave link asks before each call: the slave's
-  certificate against the current host CRL (``tls.ClientTLS.trust``);
-- :class:`CrlGroup` lets one ``session.CrlWatch`` reload the host CRL of every slave
-  link's TLS creator when the file changes.
+  certificate against the current host CRL (``tls.ClientTLS.trust``), which the
+  dispatcher renews on every link when the host CRL file changes (its ``tlswatch.FileWatch``
+  and ``relink``; a CRL the host CA did not sign changes no link).
 """
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from typing import Any
 
 from cryptography import x509
 
-__all__ = ["CrlGroup", "link_refusal", "revoked", "session_refusal"]
+__all__ = ["link_refusal", "revoked", "session_refusal"]
 
 
 @lru_cache(maxsize=8)
@@ -56,19 +55,3 @@ def link_refusal(cert: x509.Certificate | None, crl_pem: bytes | None) -> str | 
     if cert is not None and revoked(cert, crl_pem):
         return f"the slave's certificate {cert.serial_number:x} has been revoked"
     return None
-
-
-class CrlGroup:
-    """Several TLS creators sharing one CRL file: ``reload_crl_file`` reloads each
-    (all or none: a CRL that does not load for the first keeps every old one)."""
-
-    def __init__(self, creators) -> None:
-        self.creators = list(creators)
-
-    def reload_crl_file(self, path: str | os.PathLike) -> None:
-        with open(path, "rb") as f:
-            pem = f.read()
-        for c in self.creators:
-            c.check_crl(pem)
-        for c in self.creators:
-            c.reload_crl(pem)

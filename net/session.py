@@ -1,6 +1,7 @@
 """What the dispatcher's member listener and the slave's listener share: one authenticated,
-framed connection behind mutual TLS, its factory, the listening TLS factory, and the CRL
-file watch.
+framed connection behind mutual TLS, its factory, the listening TLS factory, and the
+listener service that watches its CRL and key pair (``tlswatch.CrlWatch``,
+``tlswatch.KeyPairWatch``).
 
 :class:`AuthenticatedFrameProtocol` (``Int32StringReceiver``, ``MAX_LENGTH =
 wire.MAX_FRAME``): after the TLS handshake it logs the peer in (:meth:`login`, through a
@@ -28,7 +29,7 @@ from typing import Any, ClassVar
 from twisted.application import service
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import Portal
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, IReactorTime
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
@@ -38,7 +39,7 @@ from zope.interface import implementer
 
 from domtool import wire
 from domtool.net import tls
-from domtool.net.tlswatch import KeyPairWatch
+from domtool.net.tlswatch import CRL_POLL, CrlWatch, KeyPairWatch
 
 __all__ = [
     "CRL_POLL",
@@ -50,8 +51,6 @@ __all__ = [
     "serve",
     "tls_factory",
 ]
-
-CRL_POLL = 60.0  # seconds between checks of a CRL file
 
 
 def request_id(frame: bytes) -> int:
@@ -239,52 +238,6 @@ def tls_factory(
 ) -> TLSMemoryBIOFactory:
     """The listening factory: ``factory`` behind the server side of ``server_tls``."""
     return tls.memory_bio_factory(server_tls, False, factory, clock)
-
-
-class CrlWatch:
-    """Reloads ``server_tls``'s CRL from ``path`` when the file changes (polled every
-    ``CRL_POLL`` seconds while started); a CRL that does not load keeps the old one."""
-
-    log = Logger()
-
-    def __init__(
-        self, path: str | os.PathLike, server_tls: tls.ServerTLS, clock: Any, interval=CRL_POLL
-    ) -> None:
-        self.path = path
-        self.interval = interval
-        self.server_tls = server_tls
-        self.clock = clock
-        self._mtime = self._stat()
-        self._poll: task.LoopingCall | None = None
-
-    def _stat(self) -> float | None:
-        try:
-            return os.stat(self.path).st_mtime
-        except OSError:
-            return None
-
-    def check(self) -> bool:
-        """Reload the CRL file if it changed; True when a new CRL is in force."""
-        mtime = self._stat()
-        if mtime is None or mtime == self._mtime:
-            return False
-        self._mtime = mtime
-        try:
-            self.server_tls.reload_crl_file(self.path)
-        except (OSError, ValueError) as e:
-            self.log.error("kept the old CRL: {crl}: {e}", crl=self.path, e=e)
-            return False
-        self.log.info("loaded the renewed CRL {crl}", crl=self.path)
-        return True
-
-    def start(self) -> None:
-        self._poll = task.LoopingCall(self.check)
-        self._poll.clock = self.clock
-        self._poll.start(self.interval, now=False)
-
-    def stop(self) -> None:
-        if self._poll is not None and self._poll.running:
-            self._poll.stop()
 
 
 def serve(

@@ -251,6 +251,8 @@ class ClientTLS:
     """Client-side connection creator: our certificate out, the expected host's back."""
 
     def __init__(self, own: KeyPair, trust: Trust, hostname: str) -> None:
+        if trust.crl_pem is not None:  # (CRLError: a CRL the pinned CA did not sign)
+            check_crl(trust.ca_pem, trust.crl_pem)
         self.hostname = hostname
         self._own = own
         self._trust = trust

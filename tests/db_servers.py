@@ -1,6 +1,6 @@
 """Session fixtures: one real PostgreSQL and one real MariaDB for every daemons test.
 
-Each is started ONCE per test session (``domtool.client.localdb``) on a data directory
+Each is started ONCE per test session (``domtool.devsite.localdb``) on a data directory
 of its own under a fresh ``/tmp/domtool-dbtest-*`` (reachable by the ``postgres`` and
 ``mysql`` users when the tests run as root), with its own socket and a free loopback
 port, and stopped (and the tree removed) at the end of the session. Outside CI a missing
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from domtool.client import localdb
+from domtool.devsite import localdb
 from tests.conftest import IN_CI
 
 

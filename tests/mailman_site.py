@@ -12,7 +12,7 @@ import itertools
 
 import pytest
 
-from domtool.client import mailman_daemon
+from domtool.devsite import mailman_daemon
 
 _counter = itertools.count(1)
 

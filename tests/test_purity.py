@@ -1,7 +1,8 @@
 """Import rules, checked on the sources: the core package ``domtool/`` is pure (no reactor,
 sockets, subprocesses or file writes), and the sides stay apart: ``slave/`` never imports
 ``dispatcher/`` nor the reverse, and ``net/`` and ``util/`` (what both sides and the clients share)
-import neither."""
+import neither; and no production folder (nor the Debian packaging's scripts) imports the
+developers' local-site tooling ``devsite/`` (``domtool.devsite``)."""
 
 import ast
 from pathlib import Path
@@ -38,13 +39,22 @@ FORBIDDEN_CALLS = {
     "remove",
 }
 
+#: the local site of ``domtool-quickstart`` and its daemons: tooling, never production's
+DEV_TOOLING = "domtool.devsite"
+#: what is installed or shipped for a real site (``debian/``: the packages' own scripts)
+PRODUCTION = ("domtool", "dispatcher", "slave", "client", "net", "util", "policies", "debian")
+
 #: folder -> the installed packages its modules may not import (pyproject's package-dir
 #: installs ``slave/`` as ``domtool.slave``, ...).
 LAYERS = {
-    "slave": ("domtool.dispatcher",),
-    "dispatcher": ("domtool.slave",),
-    "net": ("domtool.dispatcher", "domtool.slave", "domtool.client"),
-    "util": ("domtool.dispatcher", "domtool.slave", "domtool.client", "domtool.net"),
+    folder: (*forbidden, DEV_TOOLING)
+    for folder, forbidden in {
+        **{folder: () for folder in PRODUCTION},
+        "slave": ("domtool.dispatcher",),
+        "dispatcher": ("domtool.slave",),
+        "net": ("domtool.dispatcher", "domtool.slave", "domtool.client"),
+        "util": ("domtool.dispatcher", "domtool.slave", "domtool.client", "domtool.net"),
+    }.items()
 }
 
 
@@ -164,6 +174,15 @@ def test_slave_and_dispatcher_never_import_each_other():
     assert crossing_imports() == []
 
 
+def test_production_never_imports_the_dev_tooling():
+    """No module of domtool/, dispatcher/, slave/, client/, net/, util/, policies/ nor a
+    script of debian/ imports ``domtool.devsite`` (the quickstart's local site), so
+    neither the services nor the Debian packages need it."""
+    assert set(PRODUCTION) <= set(LAYERS)
+    assert all(DEV_TOOLING in forbidden for forbidden in LAYERS.values())
+    assert crossing_imports() == []
+
+
 def test_the_checks_catch_violations(tmp_path):
     """The same scanners the tests above use flag an offending tree (so they can fail),
     and pass a clean one."""
@@ -187,26 +206,44 @@ def test_the_checks_catch_violations(tmp_path):
     )
     (tmp_path / "util").mkdir()
     (tmp_path / "util" / "files.py").write_text("from domtool.net import tls\n")
+    # the dev tooling: imported from production folders in each way a module can be
+    (core / "rel.py").write_text("def f():\n    from .devsite import localdaemons\n")
+    (tmp_path / "client").mkdir()
+    (tmp_path / "client" / "cli.py").write_text("import domtool.devsite.quickstart\n")
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "q.py").write_text("__import__('domtool.devsite')\n")
+    (tmp_path / "debian").mkdir()
+    (tmp_path / "debian" / "site-files.py").write_text(
+        "from domtool.devsite.localdaemons import bootstrap_state\n"
+    )
+    (tmp_path / "client" / "ok.py").write_text("from domtool.slave import sitefiles\n")
+    (tmp_path / "devsite").mkdir()  # the tooling itself may import anything
+    (tmp_path / "devsite" / "site.py").write_text("from domtool.devsite import localdb\n")
     assert sorted(crossing_imports(tmp_path)) == [
+        "client/cli.py:1: import domtool.devsite.quickstart",
+        "debian/site-files.py:1: import domtool.devsite.localdaemons",
         "dispatcher/backends/late.py:2: import domtool.slave",
         "dispatcher/rel.py:1: import domtool.slave",
+        "domtool/rel.py:2: import domtool.devsite",
         "net/dyn.py:2: import domtool.slave.agent",
+        "policies/q.py:1: import domtool.devsite",
         "slave/backends/late.py:2: import domtool.dispatcher",
         "slave/rel.py:1: import domtool.dispatcher",
         "util/files.py:1: import domtool.net",
     ]
 
 
-def _loaded_by(folder: str) -> list[str]:
+def _loaded_by(*folders: str) -> list[str]:
     """The domtool modules loaded, in a fresh interpreter, by importing every module of
-    ``folder`` (its installed package ``domtool.<folder>``): imports through any other
-    package count too."""
+    each of ``folders`` (its installed package ``domtool.<folder>``): imports through any
+    other package count too."""
     import json
     import subprocess
     import sys
 
     modules = [
-        ".".join(["domtool", folder, *p.relative_to(ROOT / folder).with_suffix("").parts])
+        ".".join([*_package_of(p, ROOT), p.stem])
+        for folder in folders
         for p in _py_files(ROOT / folder)
         if p.name != "__init__.py"
     ]
@@ -226,3 +263,11 @@ def test_no_side_loads_the_other_even_through_a_third_package():
     assert "domtool.net.session" in slave  # the scan did import something
     assert [m for m in slave if m.startswith("domtool.dispatcher")] == []
     assert [m for m in _loaded_by("dispatcher") if m.startswith("domtool.slave")] == []
+
+
+def test_no_production_module_loads_the_dev_tooling():
+    """Importing every module of every production package loads no ``domtool.devsite``
+    module, through whatever other package."""
+    loaded = _loaded_by(*(f for f in PRODUCTION if f != "debian"))
+    assert "domtool.client.admin_cli" in loaded and "domtool.lang.checker" in loaded
+    assert [m for m in loaded if m == DEV_TOOLING or m.startswith(DEV_TOOLING + ".")] == []

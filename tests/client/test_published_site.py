@@ -5,18 +5,15 @@ program and two explicit www sites are refused with their spans and change nothi
 
 from __future__ import annotations
 
-import json
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from domtool.client.localdaemons import dns_records, http_get, wait_for
+from domtool.devsite.localdaemons import dns_records, http_get
 from tests.conftest import require_binary
+from tests.served_site import served_site
 
 BIN = Path(sys.executable).parent
 PUBLISHED = Path(__file__).resolve().parent.parent / "data" / "published"
@@ -26,25 +23,8 @@ PUBLISHED = Path(__file__).resolve().parent.parent / "data" / "published"
 @pytest.mark.slow
 def test_published_shapes_submit_through_the_local_site():
     require_binary("named", "named-checkzone", "named-checkconf", "rndc", "apache2")
-    d = Path(tempfile.mkdtemp(prefix="domtool-pub-"))
-    d.chmod(0o755)
-    site = d / "site"
-    log = open(d / "quickstart.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(BIN / "domtool-quickstart"), "--dir", str(site), "--serve"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        ep_path = site / "endpoints.json"
-
-        def ready():
-            if proc.poll() is not None:
-                raise AssertionError((d / "quickstart.log").read_text())
-            return ep_path.exists()
-
-        wait_for(ready, timeout=90, what="endpoints.json")
-        ep = json.loads(ep_path.read_text())
+    with served_site("domtool-pub-") as s:
+        ep = s.endpoints
         dns_port = int(ep["dns"].rsplit(":", 1)[1])
         http_port = int(ep["http"].rsplit(":", 1)[1])
 
@@ -105,15 +85,3 @@ def test_published_shapes_submit_through_the_local_site():
             assert done.returncode != 0, rel
             assert f"example.org:{span}:error:" in done.stderr, done.stderr
         assert dns_records(dns_port, "www.example.org", "CNAME")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-    try:
-        assert code == 0, (d / "quickstart.log").read_text()
-    finally:
-        shutil.rmtree(d, ignore_errors=True)

@@ -6,38 +6,18 @@ The fast tests cover the directory guard and the site's parts that need no daemo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from domtool.client import quickstart
-from domtool.client.localdaemons import dns_records, http_get, wait_for
+from domtool.devsite import quickstart
+from domtool.devsite.localdaemons import dns_records, http_get, wait_for
 from tests.conftest import require_binary
+from tests.served_site import served_site
 
 BIN = Path(sys.executable).parent
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes that mention ``text`` (zombies excluded)."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmd and state != "Z":
-            out.append(f"{pid}: {cmd}")
-    return out
 
 
 def _mailman_get(url: str, path: str) -> dict:
@@ -69,27 +49,9 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
     require_binary("named", "named-checkzone", "named-checkconf", "rndc", "apache2")
     # Apache's children (www-data when root) must reach the document root: not under
     # pytest's private tmp directory.
-    d = Path(tempfile.mkdtemp(prefix="domtool-qs-"))
-    d.chmod(0o755)
-    site = d / "site"
-    log = open(d / "quickstart.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(BIN / "domtool-quickstart"), "--dir", str(site), "--serve"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        ep_path = site / "endpoints.json"
-
-        def ready():
-            if proc.poll() is not None:
-                raise AssertionError((d / "quickstart.log").read_text())
-            return ep_path.exists()
-
-        wait_for(ready, timeout=90, what="endpoints.json")
-        ep = json.loads(ep_path.read_text())
+    with served_site("domtool-qs-") as s:
+        d, site, ep = s.dir, s.site, s.endpoints
         assert set(ep) >= {"dispatcher", "dns", "http", "client_config", "postgres", "mysql"}
-        pids = list(ep["pids"].values())
         dns_port = int(ep["dns"].rsplit(":", 1)[1])
         http_port = int(ep["http"].rsplit(":", 1)[1])
         # alice's list exists in the site's Mailman core with its owner (issue 10), read
@@ -97,7 +59,7 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
         assert _mailman_owners(ep["mailman_rest"], "team@lists.example.org") == [
             "alice@example.org"
         ]
-        assert "team@lists.example.org" in (d / "quickstart.log").read_text()
+        assert "team@lists.example.org" in s.log_text()
         if ep.get("smtp"):
             # the site's Exim routes the list's address to Mailman over LMTP: a stranger's
             # post is held in Mailman's queue
@@ -181,24 +143,6 @@ def test_served_site_takes_a_members_change_and_stops_cleanly():
         )
         assert serials == {"alice": 1}
         assert "no grant_keys configured" not in (site / "slave" / "slave.log").read_text()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-    try:
-        assert code == 0, (d / "quickstart.log").read_text()
-        time.sleep(0.2)
-        for pid in pids:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
-        assert _processes_mentioning(str(site)) == []
-        assert not ep_path.exists()
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_refuses_a_directory_it_did_not_make(tmp_path):
@@ -238,7 +182,7 @@ def test_pki_gives_the_operator_a_loadable_client_config(tmp_path):
 def test_a_tree_behind_a_closed_directory_is_not_reachable_by_others(tmp_path):
     """The database servers' users need o+x on every directory above their trees; the
     quickstart moves the trees to /tmp otherwise."""
-    from domtool.client.localdb import reachable_by_others
+    from domtool.devsite.localdb import reachable_by_others
 
     closed = tmp_path / "closed"
     (closed / "site").mkdir(parents=True)

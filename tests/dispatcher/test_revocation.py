@@ -7,10 +7,15 @@ revoked slave kept carrying prepares (every test here failed first: seen).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import attrs
 import pytest
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test import iosim
 
@@ -19,8 +24,6 @@ from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.links import LinkError, TLSLink
 from domtool.dispatcher.testing import FakeLink, FakeSlave
 from domtool.net import cred, tls
-from domtool.net.revocation import CrlGroup
-from domtool.net.session import CrlWatch
 from domtool.slave.service import SlaveFactory
 from domtool.slave.service import tls_factory as slave_tls_factory
 from tests.dispatcher.conftest import DISPATCHER
@@ -96,6 +99,7 @@ class Slave:
     creator: tls.ClientTLS
     name: str
     listener: tls.ServerTLS
+    factory: SlaveFactory
 
     def call(self, op, args):
         d = self.link.call(op, args)
@@ -114,7 +118,7 @@ def _slave(site, clock) -> Slave:
     endpoint = MemoryEndpoint(slave_tls_factory(listener, slave, clock), clock)
     creator = tls.slave_client(site.dispatcher, trust, name)
     link = TLSLink(name, endpoint, creator, clock, attempts=1)
-    return Slave(link, endpoint, creator, name, listener)
+    return Slave(link, endpoint, creator, name, listener, slave)
 
 
 def test_the_slave_refuses_an_open_connection_once_the_dispatchers_certificate_is_revoked(
@@ -131,35 +135,109 @@ def test_the_slave_refuses_an_open_connection_once_the_dispatchers_certificate_i
     assert e.value.kind == "unauthorized" and "has been revoked" in str(e.value)
 
 
-def test_a_revoked_slave_is_refused_on_its_open_link_once_the_host_crl_changes(site, tmp_path):
-    """The host CRL file is watched (session.CrlWatch over every link's TLS creator); a
-    renewed CRL revoking the slave stops the open link at its next call, and a new
-    connection is refused by the handshake."""
-    clock = Clock()
-    s = _slave(site, clock)
+@attrs.define
+class Dispatcher:
+    """The real dispatcher service (its host CRL watch and relink) over one slave link."""
+
+    service: service.DispatcherService
+    reactor: MemoryReactorClock
+    crl_file: Path
+    warnings: list[str]
+    pushed: list  # what the slave was sent (tls_update: ops.TlsUpdateArgs)
+
+    def renew_crl(self, pem: bytes) -> None:
+        """Write the host CRL file as ``domtool-admin ca renew`` does, then one poll."""
+        self.crl_file.write_bytes(pem)
+        st = os.stat(self.crl_file)
+        os.utime(self.crl_file, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+        self.reactor.advance(self.service.config.tls_poll)
+
+
+@pytest.fixture
+def dispatcher_over(site, tmp_path):
+    """``dispatcher_over(slave)``: a started DispatcherService whose coordinator holds the
+    slave's link, with its files under ``tmp_path``; stopped at the end."""
+    started = []
+    names = ["listen_port", "listen_address", "handshake_timeout", "idle_timeout"]
+    names += ["member_crl", "host_ca", "host_crl", "certificate", "key", "tls_poll", "tls_push"]
+    cfg_class = attrs.make_class("Cfg", names)
+
+    def make(s: Slave) -> Dispatcher:
+        files = {
+            "member_crl": ca.current_crl(site.ca_dir, ca.MEMBER),
+            "host_ca": ca.ca_certificate(site.ca_dir, ca.HOST),
+            "host_crl": ca.current_crl(site.ca_dir, ca.HOST),
+            "certificate": site.dispatcher.cert_pem,
+            "key": site.dispatcher.key_pem,
+        }
+        for name, data in files.items():
+            (tmp_path / f"{name}.pem").write_bytes(data)
+        paths = {name: str(tmp_path / f"{name}.pem") for name in files}
+        cfg = cfg_class(4321, "127.0.0.1", 30.0, 600.0, tls_poll=60.0, tls_push=3600.0, **paths)
+        coordinator = Coordinator(site.store, {s.name: s.link}, s.endpoint.clock)
+        controller = service.Controller(site.store, SITE, coordinator)
+        svc = service.DispatcherService(cfg, controller, site.server, s.endpoint.clock)
+        warnings: list[str] = []
+
+        def observe(event) -> None:
+            if event.get("log_level") == LogLevel.warn:
+                warnings.append(formatEvent(event))
+
+        pushed: list = []
+
+        def tls_update(args) -> dict:  # the slave's TlsUpdater is not under test here
+            pushed.append(args)
+            return {"crl": "unchanged"}
+
+        s.factory.tls_update = tls_update
+        globalLogPublisher.addObserver(observe)
+        started.append((svc, observe))
+        svc.startService()  # (its first push of the TLS files to the slave)
+        s.endpoint.flush()
+        assert [a.crl_pem for a in pushed] == [files["host_crl"].decode()], warnings
+        return Dispatcher(svc, s.endpoint.clock, tmp_path / "host_crl.pem", warnings, pushed)
+
+    yield make
+    for svc, observe in started:
+        svc.stopService()
+        globalLogPublisher.removeObserver(observe)
+
+
+def test_a_revoked_slave_is_refused_on_its_open_link_once_the_host_crl_changes(
+    site, dispatcher_over
+):
+    """The dispatcher watches the host CRL file (``tlswatch.FileWatch``); a renewed CRL
+    revoking the slave relinks every link (``DispatcherService._host_files_changed``):
+    the open link is refused at its next call (``revocation.link_refusal``: here the push
+    of the new CRL, the first call after the change), and a new connection is refused by
+    the handshake."""
+    s = _slave(site, MemoryReactorClock())
+    d = dispatcher_over(s)
     assert s.call("status", {})["generation"] == 0
-    crl_file = tmp_path / "host-crl.pem"
-    crl_file.write_bytes(ca.current_crl(site.ca_dir, ca.HOST))
-    watch = CrlWatch(crl_file, CrlGroup([s.creator]), clock)
     ca.revoke(site.ca_dir, s.name, kind=ca.HOST)
-    crl_file.write_bytes(ca.current_crl(site.ca_dir, ca.HOST))
-    import os
-
-    st = os.stat(crl_file)
-    os.utime(crl_file, (st.st_atime, st.st_mtime + 5))
-    assert watch.check() is True
-    with pytest.raises(LinkError, match="has been revoked"):
+    d.renew_crl(ca.current_crl(site.ca_dir, ca.HOST))
+    assert s.link.client_tls.trust.crl_pem == ca.current_crl(site.ca_dir, ca.HOST)
+    refused = [w for w in d.warnings if "did not take the TLS files" in w]
+    assert len(refused) == 1 and "has been revoked" in refused[0], d.warnings
+    assert len(d.pushed) == 1  # the revoked slave was not sent the new files
+    with pytest.raises(LinkError) as e:  # a new handshake fails against the new CRL
         s.call("status", {})
-    with pytest.raises(LinkError):  # a new handshake fails against the new CRL
-        s.call("status", {})
+    assert "certificate verify failed" in str(e.value)
 
 
-def test_a_crl_group_keeps_every_old_crl_when_the_new_file_is_bad(site, tmp_path):
-    clock = Clock()
-    s = _slave(site, clock)
-    before = s.creator.trust
-    bad = tmp_path / "bad.pem"
-    bad.write_bytes(ca.current_crl(site.ca_dir, ca.MEMBER))  # signed by the wrong CA
-    with pytest.raises(tls.CRLError):
-        CrlGroup([s.creator]).reload_crl_file(bad)
-    assert s.creator.trust == before
+def test_a_bad_host_crl_keeps_every_link_as_it_was_and_is_tried_again(site, dispatcher_over):
+    """A host CRL the host CA did not sign changes no link (not even the first) and is
+    tried again at each poll; once a good one is written, it is in force."""
+    s = _slave(site, MemoryReactorClock())
+    d = dispatcher_over(s)
+    before = s.link.client_tls
+    d.renew_crl(ca.current_crl(site.ca_dir, ca.MEMBER))  # signed by the wrong CA
+    assert s.link.client_tls is before
+    assert any("kept the old TLS files" in w for w in d.warnings)
+    d.reactor.advance(d.service.config.tls_poll)  # tried again: still bad
+    assert s.link.client_tls is before
+    assert sum("kept the old TLS files" in w for w in d.warnings) == 2
+    ca.revoke(site.ca_dir, s.name, kind=ca.HOST)
+    d.renew_crl(ca.current_crl(site.ca_dir, ca.HOST))
+    assert s.link.client_tls is not before
+    assert s.link.client_tls.trust.crl_pem == ca.current_crl(site.ca_dir, ca.HOST)

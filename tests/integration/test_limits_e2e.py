@@ -22,9 +22,9 @@ import pytest
 
 from domtool.client import admin_cli, domtool_cli
 from domtool.client import config as client_config
-from domtool.client import localdaemons as L
-from domtool.client import quickstart as Q
 from domtool.client.connection import call
+from domtool.devsite import localdaemons as L
+from domtool.devsite import quickstart as Q
 from tests.slave.member_users import limits_site, member_user
 
 pytestmark = [pytest.mark.daemons, pytest.mark.slow]
@@ -64,7 +64,7 @@ def site(tmp_path):
                 "domtool-slave", argv + ["--config", str(d / "slave.toml")], d / "slave.log", cwd=d
             )
             local.daemons.append(slave)
-            L.wait_for(lambda: L.connects(node.port, ADDR), what="the slave listening")
+            slave.wait_ready(lambda: L.connects(node.port, ADDR), what="the slave listening")
             dd = root / "dispatcher"
             _write(
                 dd / "dispatcher.toml",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from twisted.internet.task import Clock
 
-from domtool.client.localdaemons import wait_for
+from domtool.devsite.localdaemons import wait_for
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.controller import Controller, OpError
 from domtool.model import Node, Site

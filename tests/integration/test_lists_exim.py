@@ -16,8 +16,8 @@ import smtplib
 
 import pytest
 
-from domtool.client import maildaemons as md
-from domtool.client.localdaemons import free_port, wait_for
+from domtool.devsite import maildaemons as md
+from domtool.devsite.localdaemons import free_port, wait_for
 from domtool.lang.api import check_source
 from domtool.perms import parse_perms
 from domtool.slave.backends.exim import EximBackend

@@ -29,11 +29,12 @@ import attrs
 import pytest
 
 from domtool.client import config as client_config
-from domtool.client import localdaemons as L
-from domtool.client import quickstart as Q
 from domtool.client.connection import RemoteError, call
-from tests.client.test_quickstart import _processes_mentioning
+from domtool.devsite import localdaemons as L
+from domtool.devsite import quickstart as Q
+from domtool.slave.sitefiles import bootstrap_state
 from tests.conftest import require_binary
+from tests.served_site import processes_mentioning
 
 pytestmark = [pytest.mark.daemons, pytest.mark.slow]
 
@@ -68,14 +69,11 @@ class SlaveHost:
         )
         self.slave = d
         self.started.append(d)
-
-        def ready() -> bool:
-            if not d.alive():
-                raise AssertionError(f"slave {self.node.name} exited:\n{d.log_tail()}")
-            return L.connects(self.node.port, self.node.address)
-
-        L.wait_for(ready, timeout=20, what=f"slave {self.node.name} listening")
-        return d
+        return d.wait_ready(
+            lambda: L.connects(self.node.port, self.node.address),
+            what=f"slave {self.node.name} listening",
+            timeout=20,
+        )
 
 
 @attrs.define
@@ -141,7 +139,7 @@ def _slave_host(local: Q.LocalSite, name: str, address: str, role: str) -> Slave
     state = d / "state"
     bind = apache = None
     if role == "dns":
-        L.bootstrap_state(state, {"bind": "zones.conf"})
+        bootstrap_state(state, {"bind": "zones.conf"})
         # named binds only interface addresses: 127.0.0.1 (see the module docstring).
         port = L.free_port(udp=True, address=NAMED_ADDR)
         rndc = L.free_port(address=NAMED_ADDR)
@@ -150,7 +148,7 @@ def _slave_host(local: Q.LocalSite, name: str, address: str, role: str) -> Slave
         )
         local.daemons.append(L.start_named(bind))
     else:
-        L.bootstrap_state(state, {"apache": "sites.conf"})
+        bootstrap_state(state, {"apache": "sites.conf"})
         port = L.free_port(address=address)
         apache = L.prepare_apache(
             d / "apache", port, state / "current" / "apache" / "sites.conf", address=address
@@ -225,7 +223,7 @@ def site():
             for pid in pids:
                 with pytest.raises(ProcessLookupError):
                     os.kill(pid, 0)
-            assert _processes_mentioning(str(root)) == []
+            assert processes_mentioning(str(root)) == []
         finally:
             shutil.rmtree(top, ignore_errors=True)
 

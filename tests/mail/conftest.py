@@ -17,13 +17,14 @@ from pathlib import Path
 import attrs
 import pytest
 
-from domtool.client import maildaemons as md
-from domtool.client.localdaemons import free_port
+from domtool.devsite import maildaemons as md
+from domtool.devsite.localdaemons import Daemon, free_port
 from domtool.model import DesiredState
 from domtool.slave.backends.exim import DOMAINS_INDEX, LISTS_INDEX, EximBackend, EximConfig
 from domtool.slave.engine import Engine, Outcome
 from domtool.slave.probes import RealProber
 from domtool.slave.seams import RealClock, RealFileSystem, SubprocessRunner
+from domtool.slave.sitefiles import bootstrap_state
 from tests.conftest import IN_CI
 from tests.mail.sink import SmtpSink
 
@@ -82,11 +83,11 @@ class MailSite:
     config: EximConfig
     backend: EximBackend
     engine: Engine
-    exim: md.MailDaemon
+    exim: Daemon
     sink: SmtpSink
     state_dir: Path
     alice_maildir: Path
-    spamd: md.MailDaemon | None = None
+    spamd: Daemon | None = None
     lmtp: SmtpSink | None = None  # stands in for Mailman's LMTP runner (lists tests)
 
     def apply(self, state: DesiredState) -> Outcome:
@@ -98,12 +99,7 @@ class MailSite:
 
 
 def bootstrap(state_dir: Path) -> None:
-    d = state_dir / "bootstrap" / "exim"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / DOMAINS_INDEX).write_bytes(b"")
-    (d / LISTS_INDEX).write_bytes(b"")
-    if not (state_dir / "current").is_symlink():
-        os.symlink("bootstrap", state_dir / "current")
+    bootstrap_state(state_dir, {"exim": (DOMAINS_INDEX, LISTS_INDEX)})
 
 
 def make_site(prefix: str, *, spamd_port: int | None = None, **config_kw) -> MailSite:
@@ -184,7 +180,7 @@ def spam_site():
 @attrs.define
 class CourierSite:
     site: md.CourierSite
-    daemon: md.MailDaemon
+    daemon: Daemon
     mailboxes: object  # domtool.slave.vmail.Mailboxes over the shared Exim's map
 
 

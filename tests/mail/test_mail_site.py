@@ -10,21 +10,17 @@ point an alias at alice's local mailbox. Then SIGTERM leaves nothing behind."""
 from __future__ import annotations
 
 import imaplib
-import json
-import os
-import shutil
-import signal
 import smtplib
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-from domtool.client.localdaemons import wait_for
+from domtool.devsite import maildaemons as md
+from domtool.devsite.localdaemons import wait_for
 from tests.mail.conftest import need_mail_daemons
+from tests.served_site import served_site
 
 pytestmark = [pytest.mark.daemons, pytest.mark.slow]
 BIN = Path(sys.executable).parent
@@ -40,15 +36,7 @@ def domtool(ep, *args, stdin=None):
     )
 
 
-def imap_subjects(port, login, password):
-    with imaplib.IMAP4("127.0.0.1", port) as im:
-        im.login(login, password)
-        im.select("INBOX", readonly=True)
-        _, data = im.search(None, "ALL")
-        return [
-            im.fetch(n, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")[1][0][1].decode().strip()
-            for n in data[0].split()
-        ]
+imap_subjects = md.imap_subjects
 
 
 def send(port, rcpt, subject):
@@ -58,31 +46,13 @@ def send(port, rcpt, subject):
 
 def test_vmail_and_aliases_through_the_dispatcher_and_slave():
     need_mail_daemons(courier=True)
-    d = Path(tempfile.mkdtemp(prefix="domtool-mailsite-"))
-    d.chmod(0o755)
-    site = d / "site"
-    log = open(d / "quickstart.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(BIN / "domtool-quickstart"), "--dir", str(site), "--serve", "--quiet"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        ep_path = site / "endpoints.json"
-
-        def ready():
-            if proc.poll() is not None:
-                raise AssertionError((d / "quickstart.log").read_text())
-            return ep_path.exists()
-
-        wait_for(ready, timeout=120, what="endpoints.json")
-        ep = json.loads(ep_path.read_text())
+    with served_site("domtool-mailsite-", "--quiet", timeout=120) as s:
+        d, site, ep = s.dir, s.site, s.endpoints
         smtp = int(ep["smtp"].rsplit(":", 1)[1])
         imap = int(ep["imap"].rsplit(":", 1)[1])
         assert ep["vmail_root"] == str(site / "mail" / "vmail")
-        pids = list(ep["pids"].values())
         # the quickstart's own demo: sales@example.net reached alice@example.org over IMAP
-        summary = (d / "quickstart.log").read_text()
+        summary = s.log_text()
         assert "IMAP INBOX holds Subject: hello sales" in summary, summary
         # team@example.net -> "alice" (her local mailbox), read over IMAP as alice
         assert "(IMAP login alice): Subject: hello team" in summary, summary
@@ -208,19 +178,3 @@ def test_vmail_and_aliases_through_the_dispatcher_and_slave():
         assert (site / "mail" / "vmail" / "example.net" / "info" / "new").is_dir()  # kept
         with pytest.raises(imaplib.IMAP4.error):
             imap_subjects(imap, "info@example.net", "s3 cret")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-    try:
-        assert code == 0, (d / "quickstart.log").read_text()
-        time.sleep(0.3)
-        for pid in pids:
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from domtool.devsite import maildaemons as md
 from domtool.mailhash import sha512_crypt
 from domtool.model import DesiredState
 from domtool.slave.vmail import VmailArgs, VmailRefused
@@ -25,15 +26,7 @@ def handled(state: DesiredState) -> dict[str, str]:
 
 
 def imap_subjects(courier, address, password):
-    with imaplib.IMAP4("127.0.0.1", courier.site.port) as im:
-        im.login(address, password)
-        im.select("INBOX", readonly=True)
-        _, data = im.search(None, "ALL")
-        out = []
-        for num in data[0].split():
-            _, msg = im.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-            out.append(msg[0][1].decode().strip())
-        return out
+    return md.imap_subjects(courier.site.port, address, password)
 
 
 def test_vmail_add_deliver_and_read_over_imap(mail_site, courier):

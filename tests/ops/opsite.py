@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 
 from domtool.client import site_init
-from domtool.client.localdaemons import Daemon, free_port, spawn, wait_for
+from domtool.devsite.localdaemons import Daemon, free_port, spawn, wait_for
 
 DISPATCHER = "dispatcher.example.coop"
 SLAVE = "ns1.example.coop"

@@ -17,7 +17,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from domtool.client.localdaemons import wait_for
+from domtool.devsite.localdaemons import wait_for
 from domtool.model import DesiredState, Vhost
 from domtool.slave.backends.apache import ApacheBackend
 from domtool.slave.engine import Engine

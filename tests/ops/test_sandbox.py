@@ -315,7 +315,7 @@ def test_the_sandboxed_slave_checks_and_reloads_a_real_apache(world):
     its own unit): a member's submit through the sandboxed dispatcher is checked with
     ``apache2 -t``, written to the slave's state dir, reloaded with ``apache2 -k graceful``
     and probed; the member's page is served. The capability set is enough for that."""
-    from domtool.client.localdaemons import bootstrap_state
+    from domtool.slave.sitefiles import bootstrap_state
     from tests.conftest import require_binary
     from tests.slave.apache_daemon import ApacheProcess, free_port, get, prepare_site
 

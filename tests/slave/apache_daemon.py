@@ -22,9 +22,9 @@ from pathlib import Path
 
 import attrs
 
-from domtool.client import localdaemons
-from domtool.client.localdaemons import connects, wait_for
-from domtool.client.localdaemons import free_port as free_port  # for the daemon tests, benches
+from domtool.devsite import localdaemons
+from domtool.devsite.localdaemons import connects, wait_for
+from domtool.devsite.localdaemons import free_port as free_port  # for the daemon tests, benches
 from domtool.slave.backends.apache import ApacheConfig
 
 APACHE = shutil.which("apache2", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/apache2"

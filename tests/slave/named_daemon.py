@@ -12,9 +12,7 @@ root's rights over the temporary tree: ``-u root``).
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -25,8 +23,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from domtool.client import localdaemons
-from domtool.client.localdaemons import wait_for
+from domtool.devsite import localdaemons
 from domtool.slave.backends.bind import BindConfig
 
 NAMED = shutil.which("named", path="/usr/sbin:/usr/bin:/sbin") or "/usr/sbin/named"
@@ -90,7 +87,11 @@ class NamedProcess:
 
     config: BindConfig
     root: Path
-    proc: subprocess.Popen
+    daemon: localdaemons.Daemon
+
+    @property
+    def proc(self) -> subprocess.Popen:
+        return self.daemon.proc
 
     @property
     def port(self) -> int:
@@ -114,39 +115,11 @@ class NamedProcess:
 
     def stop(self) -> None:
         """SIGTERM, then wait (up to 10 s; then SIGKILL) until named is gone."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        self.daemon.stop()
 
 
 def start_named(root: Path, port: int, include: Path | str, **config_kw) -> NamedProcess:
     """Start named on 127.0.0.1:port with its config under ``root``, loading ``include``
     as its zones index; wait until rndc answers. Keyword arguments go to BindConfig."""
     config = prepare_site(root, port, include, **config_kw)
-    argv = [NAMED, "-g", "-c", config.live_config]
-    if os.geteuid() == 0:
-        argv += ["-u", "root"]
-    log = open(root / "named.log", "wb")  # noqa: SIM115 - the child keeps it
-    try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=root
-        )
-    finally:
-        log.close()
-    named = NamedProcess(config, root, proc)
-
-    def ready() -> bool:
-        if proc.poll() is not None:
-            raise RuntimeError(f"named exited ({proc.returncode}):\n{named.log()}")
-        return named.rndc("status", check=False).returncode == 0
-
-    try:
-        wait_for(ready, timeout=15, what=f"named answering rndc on {config.control_port}")
-    except BaseException:
-        named.stop()
-        raise
-    return named
+    return NamedProcess(config, root, localdaemons.start_named(config, named=NAMED))

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from domtool.client import localdb
+from domtool.devsite import localdb
 from domtool.protocol import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from domtool.slave.agent import Refused
 from domtool.slave.db_mysql import MariaDBConfig, MariaDBServer

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from domtool.client.localdaemons import wait_for
+from domtool.devsite.localdaemons import wait_for
 from domtool.model import DesiredState, ListDomain, MailingList
 from domtool.slave.backends.mailman import MailmanBackend, MailmanConfig
 from domtool.slave.engine import Engine

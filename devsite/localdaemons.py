@@ -7,10 +7,15 @@ really leaves nothing behind. Their top-level configs are written through the ba
 own ``site_config`` functions, so the local site runs exactly what a production site
 runs, including the live config that includes ``state_dir/current/<backend>/<index>``.
 
-:func:`bootstrap_state` gives a fresh slave state directory an empty generation (empty
-index files, ``current -> bootstrap``) so both daemons can start before the first apply;
-the engine's ``recover`` leaves such a link alone (it names no generation), and the first
-apply replaces it.
+The slave's state directory gets its empty first generation from the production
+``domtool.slave.sitefiles.bootstrap_state``, as on a real slave host, so both daemons can
+start before the first apply.
+
+:func:`start` is the one start of every daemon of the local site, the tests and the
+benches (here, ``maildaemons``, ``mailman_daemon``, ``localdb``): :func:`spawn` the process,
+wait until it is ready (:meth:`Daemon.wait_ready`), and if it exits or time runs out, stop
+it and raise with its log; :meth:`Daemon.stop` stops it, or with ``whole_group`` its whole
+process group.
 
 Also here: :func:`free_port`, :func:`wait_for`, :func:`http_get` (a GET with a Host
 header to a loopback port) and :func:`dns_records` (dnspython query). Run as root, named
@@ -40,12 +45,13 @@ __all__ = [
     "apache_binary",
     "apache_config",
     "bind_config",
-    "bootstrap_state",
     "dns_records",
     "free_port",
     "http_get",
     "prepare_apache",
     "prepare_named",
+    "spawn",
+    "start",
     "start_apache",
     "start_named",
     "wait_for",
@@ -99,13 +105,36 @@ def connects(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to the process group; False when nothing of it is left."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 @attrs.define
 class Daemon:
-    """A child process of the site: its name, process, log file."""
+    """A child process of the site: its name, process, log file. With ``whole_group``,
+    :meth:`stop` signals its whole process group (``spawn`` starts a new session, so the
+    group is the daemon and what it forked: Mailman's runners, Exim's deliveries, Courier's
+    authdaemond) and waits for all of it; ``stop_timeout`` is how long stop waits by
+    default before SIGKILL."""
 
     name: str
     proc: subprocess.Popen
     log: Path
+    whole_group: bool = False
+    stop_timeout: float = 10.0
 
     @property
     def pid(self) -> int:
@@ -114,28 +143,92 @@ class Daemon:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def log_tail(self, lines: int = 20) -> str:
+    def log_tail(self, lines: int = 20, also: tuple[Path, ...] = ()) -> str:
+        """The last ``lines`` of its log, then the end of each file of ``also`` that exists
+        (a daemon's own error log)."""
         try:
-            text = self.log.read_text(errors="replace")
+            text = "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+            text = ""
+        for extra in also:
+            try:
+                text += f"\n--- {extra}:\n" + extra.read_text(errors="replace")[-2000:]
+            except OSError:
+                pass
+        return text
 
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM, wait up to ``timeout`` s, then SIGKILL; the exit status."""
-        if self.proc.poll() is None:
+    def wait_ready(
+        self,
+        ready: Callable[[], Any],
+        *,
+        what: str,
+        timeout: float = 15.0,
+        also_logs: tuple[Path, ...] = (),
+    ) -> Daemon:
+        """Poll ``ready`` until it is true (see :func:`wait_for`). If the process exits
+        first (RuntimeError) or time runs out (TimeoutError), the daemon is stopped and the
+        error carries its log (and the end of each of ``also_logs``)."""
+
+        def check():
+            if not self.alive():
+                raise RuntimeError(
+                    f"{self.name} exited ({self.proc.returncode}):\n"
+                    + self.log_tail(also=also_logs)
+                )
+            return ready()
+
+        try:
+            wait_for(check, timeout=timeout, what=what)
+        except TimeoutError as e:
+            self.stop()
+            raise TimeoutError(
+                f"{e}; {self.name}'s log:\n{self.log_tail(also=also_logs)}"
+            ) from None
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """SIGTERM, wait up to ``timeout`` s (default ``stop_timeout``), then SIGKILL; the
+        exit status. With ``whole_group``, to the process group, until all of it is gone."""
+        timeout = self.stop_timeout if timeout is None else timeout
+        if self.whole_group:
+            pgid, deadline = self.proc.pid, time.monotonic() + timeout
+            if _signal_group(pgid, signal.SIGTERM):
+                try:
+                    self.proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+                while time.monotonic() < deadline and _group_alive(pgid):
+                    time.sleep(0.1)
+                _signal_group(pgid, signal.SIGKILL)
+        elif self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait(timeout=5)
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=5)
         return self.proc.returncode
 
 
-def spawn(name: str, argv: list[str], log: Path, *, cwd: Path | None = None, env=None) -> Daemon:
+def spawn(
+    name: str,
+    argv: list[str],
+    log: Path,
+    *,
+    cwd: Path | None = None,
+    env=None,
+    uid: int | None = None,
+    gid: int | None = None,
+    whole_group: bool = False,
+    stop_timeout: float = 10.0,
+) -> Daemon:
     """Start ``argv`` with stdout and stderr to ``log``; in its own process group so a
-    Ctrl-C at the terminal reaches only the site, which then stops it in order."""
+    Ctrl-C at the terminal reaches only the site, which then stops it in order. With
+    ``uid``/``gid``, as that user and group (and no supplementary groups)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
         proc = subprocess.Popen(
@@ -146,21 +239,34 @@ def spawn(name: str, argv: list[str], log: Path, *, cwd: Path | None = None, env
             cwd=cwd,
             env=env,
             start_new_session=True,
+            **as_user(uid, gid),
         )
-    return Daemon(name, proc, log)
+    return Daemon(name, proc, log, whole_group, stop_timeout)
 
 
-def bootstrap_state(state_dir: Path, indexes: dict[str, str]) -> None:
-    """Give a fresh slave state directory an empty live generation so daemons can start:
-    ``state_dir/bootstrap/<backend>/<index>`` (empty) and ``current -> bootstrap``."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    for backend, index in indexes.items():
-        d = state_dir / "bootstrap" / backend
-        d.mkdir(parents=True, exist_ok=True)
-        (d / index).write_bytes(b"")
-    current = state_dir / "current"
-    if not current.is_symlink() and not current.exists():
-        os.symlink("bootstrap", current)
+def as_user(uid: int | None, gid: int | None) -> dict[str, Any]:
+    """``subprocess`` keywords running a child as ``uid``/``gid`` with no supplementary
+    groups (None: as we are)."""
+    return {"user": uid, "group": gid, "extra_groups": [] if uid is not None else None}
+
+
+def start(
+    name: str,
+    argv: list[str],
+    log: Path,
+    ready: Callable[[], Any],
+    *,
+    what: str,
+    timeout: float = 15.0,
+    also_logs: tuple[Path, ...] = (),
+    **spawn_kw,
+) -> Daemon:
+    """:func:`spawn` a daemon and :meth:`Daemon.wait_ready` for it: running and ready
+    when it returns, else stopped, with its log in the error. The one start of every
+    daemon of the local site, the tests and the benches."""
+    return spawn(name, argv, log, **spawn_kw).wait_ready(
+        ready, what=what, timeout=timeout, also_logs=also_logs
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -214,24 +320,16 @@ def start_apache(config, timeout: float = 15.0) -> Daemon:
     """Run apache2 in the foreground on its config; wait until it accepts connections."""
     root = Path(config.server_root)
     argv = [config.binary, "-f", config.live_config, "-d", config.server_root, "-DFOREGROUND"]
-    d = spawn("apache2", argv, root / "logs" / "stdout.log", cwd=root)
-
-    def ready() -> bool:
-        if not d.alive():
-            err = (
-                (root / "logs" / "error.log").read_text(errors="replace")[-2000:]
-                if (root / "logs" / "error.log").exists()
-                else ""
-            )
-            raise RuntimeError(f"apache2 exited ({d.proc.returncode}): {d.log_tail()}\n{err}")
-        return connects(config.port, config.address)
-
-    try:
-        wait_for(ready, timeout=timeout, what=f"apache2 listening on {config.port}")
-    except BaseException:
-        d.stop()
-        raise
-    return d
+    return start(
+        "apache2",
+        argv,
+        root / "logs" / "stdout.log",
+        lambda: connects(config.port, config.address),
+        what=f"apache2 listening on {config.port}",
+        timeout=timeout,
+        also_logs=(root / "logs" / "error.log",),
+        cwd=root,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -283,28 +381,29 @@ def prepare_named(
     return config
 
 
-def start_named(config, timeout: float = 15.0) -> Daemon:
-    """Run ``named -g`` on its config; wait until rndc answers."""
+def start_named(config, timeout: float = 15.0, named: str | None = None) -> Daemon:
+    """Run ``named -g`` (the binary ``named``, default the installed one) on its config;
+    wait until rndc answers."""
     root = Path(config.live_config).parent
-    argv = [binary("named") or "/usr/sbin/named", "-g", "-c", config.live_config]
+    argv = [named or binary("named") or "/usr/sbin/named", "-g", "-c", config.live_config]
     if os.geteuid() == 0:
         argv += ["-u", "root"]
-    d = spawn("named", argv, root / "named.log", cwd=root)
 
     def ready() -> bool:
-        if not d.alive():
-            raise RuntimeError(f"named exited ({d.proc.returncode}):\n{d.log_tail()}")
         done = subprocess.run(
             list(config.rndc_argv("status")), capture_output=True, timeout=10, check=False
         )
         return done.returncode == 0
 
-    try:
-        wait_for(ready, timeout=timeout, what=f"named answering rndc on {config.control_port}")
-    except BaseException:
-        d.stop()
-        raise
-    return d
+    return start(
+        "named",
+        argv,
+        root / "named.log",
+        ready,
+        what=f"named answering rndc on {config.control_port}",
+        timeout=timeout,
+        cwd=root,
+    )
 
 
 # ---------------------------------------------------------------------------

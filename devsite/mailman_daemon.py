@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import attrs
 
-from domtool.client.localdaemons import Daemon, free_port, spawn, wait_for
+from domtool.devsite.localdaemons import Daemon, connects, free_port, spawn
 
 MASTER = "/usr/lib/mailman3/bin/master"
 
@@ -29,40 +26,6 @@ __all__ = ["MASTER", "MailmanSite", "available", "prepare_mailman", "start_mailm
 
 def available() -> bool:
     return os.access(MASTER, os.X_OK)
-
-
-class GroupDaemon(Daemon):
-    """Mailman's master and the runners it forks share one process group (``spawn`` starts
-    a new session): stop signals the whole group, SIGTERM, then SIGKILL after ``timeout``."""
-
-    def stop(self, timeout: float = 20.0) -> int | None:
-        pgid = self.proc.pid
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except ProcessLookupError:
-            return self.proc.poll()
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _group_alive(pgid):
-            time.sleep(0.1)
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait(timeout=5)
-        return self.proc.returncode
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @attrs.define
@@ -149,16 +112,24 @@ def start_mailman(site: MailmanSite, timeout: float = 90.0, *, wait: bool = True
     ``wait=False``, return at once: call :func:`wait_ready` later)."""
     argv = [MASTER, "-C", str(site.config_file)]
     env = {**os.environ, "MAILMAN_CONFIG_FILE": str(site.config_file)}
-    d = spawn("mailman", argv, site.root / "master.log", cwd=site.root, env=env)
-    site.daemon = GroupDaemon(d.name, d.proc, d.log)
+    # the master and the runners it forks share one process group: stop signals all of it
+    site.daemon = spawn(
+        "mailman",
+        argv,
+        site.root / "master.log",
+        cwd=site.root,
+        env=env,
+        whole_group=True,
+        stop_timeout=20.0,
+    )
     if wait:
         wait_ready(site, timeout)
     return site
 
 
 def wait_ready(site: MailmanSite, timeout: float = 90.0) -> MailmanSite:
-    """Wait until the started Mailman's REST answers and its LMTP port accepts."""
-    from domtool.client.localdaemons import connects
+    """Wait until the started Mailman's REST answers and its LMTP port accepts (else it
+    is stopped, and the error carries its log)."""
     from domtool.slave.mailman_rest import RestError
 
     d = site.daemon
@@ -166,8 +137,6 @@ def wait_ready(site: MailmanSite, timeout: float = 90.0) -> MailmanSite:
     client = site.client()
 
     def ready() -> bool:
-        if not d.alive():
-            raise RuntimeError(f"mailman master exited ({d.proc.returncode}): {d.log_tail()}")
         try:
             client.get("/system/versions")
         except RestError:
@@ -175,8 +144,8 @@ def wait_ready(site: MailmanSite, timeout: float = 90.0) -> MailmanSite:
         return connects(site.lmtp_port)
 
     try:
-        wait_for(ready, timeout=timeout, what=f"Mailman REST on {site.rest_port}")
+        d.wait_ready(ready, what=f"Mailman REST on {site.rest_port}", timeout=timeout)
     except BaseException:
-        site.stop()
+        site.daemon = None
         raise
     return site

@@ -1,7 +1,7 @@
 """The mail part of ``domtool-quickstart``: Exim and Courier IMAP on loopback, and a demo.
 
 Started only as root (Exim must deliver as the member's mail user, both daemons run in
-private mount namespaces: ``domtool.client.maildaemons``) and when the packages are
+private mount namespaces: ``domtool.devsite.maildaemons``) and when the packages are
 installed; otherwise the site says so and runs without mail. Everything lives under
 ``DIR/mail``: Exim's config, spool and logs, Courier's ``etc/courier`` (the userdb the
 slave's vmail operation writes) and the maildirs (``DIR/mail/vmail``). alice's local
@@ -20,7 +20,6 @@ userdb file ``local-accounts`` stands in for a real host's system-account login)
 
 from __future__ import annotations
 
-import imaplib
 import os
 import pwd
 import secrets
@@ -28,9 +27,11 @@ import smtplib
 from pathlib import Path
 from typing import Any
 
-from domtool.client import maildaemons as md
-from domtool.client import quickstart_lists
-from domtool.client.localdaemons import free_port, wait_for
+from domtool.devsite import maildaemons as md
+from domtool.devsite import quickstart_lists
+from domtool.devsite.localdaemons import free_port, wait_for
+from domtool.slave.backends import exim
+from domtool.slave.sitefiles import bootstrap_state
 
 DEMO_DOMAIN = "example.org"
 DEMO_USER = "alice"
@@ -63,11 +64,8 @@ def start(site: Any, member: str) -> None:
     root = site.root / "mail"
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
-    boot = site.state_dir / "bootstrap" / "exim"  # what Exim reads before the first apply
-    boot.mkdir(parents=True, exist_ok=True)
-    for index in ("domains", "lists"):
-        if not (boot / index).exists():
-            (boot / index).write_bytes(b"")
+    # what Exim reads before the first apply
+    bootstrap_state(site.state_dir, {"exim": (exim.DOMAINS_INDEX, exim.LISTS_INDEX)})
     uid = free_uid()
     maildir = site.root / "home" / member / "Maildir"
     for sub in ("cur", "new", "tmp"):
@@ -182,21 +180,16 @@ def demo(site: Any, member_config: Any) -> dict:
             "From: carol@elsewhere.example\r\nSubject: hello team\r\n\r\nLunch?\r\n",
         )
     login = f"{DEMO_USER}@{DEMO_DOMAIN}"
-
-    def read() -> list[str]:
-        with imaplib.IMAP4("127.0.0.1", imap_port) as im:
-            im.login(login, password)
-            im.select("INBOX", readonly=True)
-            _, data = im.search(None, "ALL")
-            out = []
-            for num in data[0].split():
-                _, msg = im.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
-                out.append(msg[0][1].decode().strip())
-            return out
-
-    subjects = wait_for(read, timeout=20, what=f"the message in {login} over IMAP")
-    login = DEMO_USER
-    local_subjects = wait_for(read, timeout=20, what="team@ in alice's local mailbox over IMAP")
+    subjects = wait_for(
+        lambda: md.imap_subjects(imap_port, login, password),
+        timeout=20,
+        what=f"the message in {login} over IMAP",
+    )
+    local_subjects = wait_for(
+        lambda: md.imap_subjects(imap_port, DEMO_USER, password),
+        timeout=20,
+        what="team@ in alice's local mailbox over IMAP",
+    )
     return {
         "imap_login": f"{DEMO_USER}@{DEMO_DOMAIN}",
         "password_file": str(site.root / "mail" / "alice-imap-password"),

@@ -16,30 +16,31 @@ for named and apache2. Each daemon gets a root of its own:
   vmail operations write under ``ROOT/etc/courier`` is what they read.
 - spamd (Debian's ``spamd`` package) listens on a loopback port with no user configs.
 
-Every daemon is a child process (foreground) of its own session; :meth:`Daemon.stop`
-signals the whole process group, so nothing is left behind.
+Every daemon is a child process (foreground) of its own session, started and waited for by
+``localdaemons.start``; its :meth:`~localdaemons.Daemon.stop` signals the whole process
+group, so nothing is left behind.
 """
 
 from __future__ import annotations
 
+import imaplib
 import os
 import pwd
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
 import attrs
 
-from domtool.client.localdaemons import binary, connects, spawn, wait_for
+from domtool.devsite.localdaemons import Daemon, binary, connects, start
 from domtool.slave.backends.exim import EximConfig, site_config
 
 __all__ = [
     "CourierSite",
-    "MailDaemon",
     "courier_available",
     "exim_available",
     "exim_config",
+    "imap_subjects",
     "prepare_courier",
     "prepare_exim",
     "spamd_binary",
@@ -91,51 +92,6 @@ def spamd_binary() -> str | None:
     return binary("spamd")
 
 
-@attrs.define
-class MailDaemon:
-    """A daemon child of the site (its own process group) and its log."""
-
-    name: str
-    proc: subprocess.Popen
-    log: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM to the process group, wait, then SIGKILL to the group."""
-        try:
-            pgid = os.getpgid(self.proc.pid)
-        except ProcessLookupError:
-            pgid = None
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if pgid is not None:
-                try:
-                    os.killpg(pgid, sig)
-                except ProcessLookupError:
-                    pass
-            try:
-                self.proc.wait(timeout=timeout if sig == signal.SIGTERM else 5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        if pgid is not None:  # children (deliveries, authdaemond workers) of the group
-            try:
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-
 # ---------------------------------------------------------------------------
 # Exim
 
@@ -185,7 +141,7 @@ def prepare_exim(config: EximConfig) -> None:
     vmap.chmod(0o644)
 
 
-def start_exim(config: EximConfig, log: Path, *, queue_interval: str = "5m") -> MailDaemon:
+def start_exim(config: EximConfig, log: Path, *, queue_interval: str = "5m") -> Daemon:
     """Start ``exim -bdf`` (foreground daemon, queue runs every ``queue_interval``) in a
     private mount namespace where its own ``etc/exim4`` is ``/etc/exim4``."""
     etc = str(Path(config.live_config).parent)
@@ -193,20 +149,14 @@ def start_exim(config: EximConfig, log: Path, *, queue_interval: str = "5m") -> 
         raise ValueError("the live config must be named exim4.conf (Exim's default name)")
     script = 'mount --bind "$0" /etc/exim4 && exec "$1" -bdf -q"$2"'
     argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script]
-    d = spawn("exim", [*argv, etc, config.binary, queue_interval], log)
-    daemon = MailDaemon(d.name, d.proc, d.log)
-    try:
-        wait_for(
-            lambda: connects(config.port, config.address) or not daemon.alive(),
-            timeout=15,
-            what=f"exim on {config.port}",
-        )
-        if not daemon.alive():
-            raise RuntimeError(f"exim did not start:\n{daemon.log_tail()}")
-    except Exception:
-        daemon.stop()
-        raise
-    return daemon
+    return start(
+        "exim",
+        [*argv, etc, config.binary, queue_interval],
+        log,
+        lambda: connects(config.port, config.address),
+        what=f"exim on {config.port}",
+        whole_group=True,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -261,7 +211,7 @@ def prepare_courier(root: Path, port: int) -> CourierSite:
     return site
 
 
-def start_courier(site: CourierSite, log: Path) -> MailDaemon:
+def start_courier(site: CourierSite, log: Path) -> Daemon:
     """authdaemond and imapd (through couriertcpd) in one private mount namespace."""
     script = (
         'mount --bind "$0" /etc/courier && mount --bind "$1" /run/courier && '
@@ -295,33 +245,35 @@ def start_courier(site: CourierSite, log: Path) -> MailDaemon:
         IMAPLOGIN,
         IMAPD,
     ]
-    d = spawn("courier-imap", argv, log, env=env)
-    daemon = MailDaemon(d.name, d.proc, d.log)
-    try:
-        wait_for(
-            lambda: (
-                (
-                    connects(site.port, site.address)
-                    and (site.run / "authdaemon" / "socket").exists()
-                )
-                or not daemon.alive()
-            ),
-            timeout=15,
-            what=f"imapd on {site.port}",
-        )
-        if not daemon.alive():
-            raise RuntimeError(f"courier imapd did not start:\n{daemon.log_tail()}")
-    except Exception:
-        daemon.stop()
-        raise
-    return daemon
+    return start(
+        "courier-imap",
+        argv,
+        log,
+        lambda: connects(site.port, site.address) and (site.run / "authdaemon" / "socket").exists(),
+        what=f"imapd on {site.port}",
+        env=env,
+        whole_group=True,
+    )
+
+
+def imap_subjects(port: int, login: str, password: str, address: str = "127.0.0.1") -> list[str]:
+    """The Subject lines of ``login``'s INBOX, read over IMAP (read-only)."""
+    with imaplib.IMAP4(address, port) as im:
+        im.login(login, password)
+        im.select("INBOX", readonly=True)
+        _, data = im.search(None, "ALL")
+        out = []
+        for num in data[0].split():
+            _, msg = im.fetch(num, "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+            out.append(msg[0][1].decode().strip())
+        return out
 
 
 # ---------------------------------------------------------------------------
 # spamd
 
 
-def start_spamd(root: Path, port: int, log: Path, spamd: str | None = None) -> MailDaemon:
+def start_spamd(root: Path, port: int, log: Path, spamd: str | None = None) -> Daemon:
     """spamd on 127.0.0.1:port, no user preferences, no network tests."""
     spamd = spamd or spamd_binary()
     if spamd is None:
@@ -343,13 +295,13 @@ def start_spamd(root: Path, port: int, log: Path, spamd: str | None = None) -> M
         "--local",
         "--username=nobody",
     ]
-    d = spawn("spamd", argv, log, cwd=root)
-    daemon = MailDaemon(d.name, d.proc, d.log)
-    try:
-        wait_for(lambda: connects(port) or not daemon.alive(), timeout=60, what=f"spamd on {port}")
-        if not daemon.alive():
-            raise RuntimeError(f"spamd did not start:\n{daemon.log_tail()}")
-    except Exception:
-        daemon.stop()
-        raise
-    return daemon
+    return start(
+        "spamd",
+        argv,
+        log,
+        lambda: connects(port),
+        what=f"spamd on {port}",
+        timeout=60,
+        cwd=root,
+        whole_group=True,
+    )

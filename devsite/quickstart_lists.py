@@ -1,7 +1,7 @@
 """The local site's mailing lists: Mailman 3 core in ``domtool-quickstart``.
 
 When Mailman is installed, the quickstart starts a Mailman core of its own under
-``DIR/mailman`` (``domtool.client.mailman_daemon``: REST and LMTP on free loopback ports,
+``DIR/mailman`` (``domtool.devsite.mailman_daemon``: REST and LMTP on free loopback ports,
 SQLite in its var dir), enables the slave's ``mailman`` backend, submits alice's list
 config ``DIR/alice/lists.example.org`` (the list team@lists.example.org, owned by
 alice@example.org) with her examples, shows the lists Mailman then holds, and adds
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from domtool.client import mailman_daemon
+from domtool.devsite import mailman_daemon
 
 LIST_DOMAIN = "lists.example.org"
 LIST_CONFIG = f"""(* alice's mailing list in the local site: team@{LIST_DOMAIN}, run by Mailman. *)

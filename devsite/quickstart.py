@@ -8,9 +8,9 @@ What it builds under ``--dir`` (default ``./site``), then runs, all on loopback:
    puts every zone, vhost and mail domain on).
 3. ``bind/`` and ``apache/``: the real ``named`` and ``apache2`` on free high ports,
    with config roots of their own whose live configs include the slave's
-   ``state/current/<backend>/<index>`` (``domtool.client.localdaemons``); ``postgres/``
+   ``state/current/<backend>/<index>`` (``domtool.devsite.localdaemons``); ``postgres/``
    and ``mariadb/``: PostgreSQL and MariaDB on data directories of their own, socket
-   and loopback TCP (``domtool.client.localdb``), driven by the slave's ``[databases]``
+   and loopback TCP (``domtool.devsite.localdb``), driven by the slave's ``[databases]``
    (in ``/tmp/domtool-site-db-*``, linked from DIR, when root runs a DIR its ``postgres``
    and ``mysql`` users cannot reach).
 4. ``slave/``: ``slave.toml`` and ``domtool-slave --config slave/slave.toml``.
@@ -43,12 +43,12 @@ keeps running until SIGTERM or SIGINT and writes ``DIR/endpoints.json``::
      "mailman_rest": "http://USER:PASS@127.0.0.1:P/3.1"}
 
 Mail (as root, with Exim and Courier installed): ``DIR/mail`` holds a real Exim and
-Courier imapd on loopback (``domtool.client.quickmail``); after the submit, the site makes
+Courier imapd on loopback (``domtool.devsite.quickmail``); after the submit, the site makes
 alice's mailbox alice@example.org (the ``vmail`` operation), sends to two of example.net's
 aliases over SMTP and reads one back over IMAP; the summary shows it.
 
 With Mailman 3 installed, a Mailman core runs too and alice's list team@lists.example.org
-is submitted with her examples (``domtool.client.quickstart_lists``).
+is submitted with her examples (``domtool.devsite.quickstart_lists``).
 
 A re-run replaces a directory an earlier quickstart made (it holds ``quickstart.json``);
 it refuses any other non-empty directory.
@@ -70,8 +70,9 @@ from pathlib import Path
 import attrs
 
 from domtool.client import config as client_config
-from domtool.client import localdaemons as L
-from domtool.client import localdb, quickstart_lists
+from domtool.devsite import localdaemons as L
+from domtool.devsite import localdb, quickstart_lists
+from domtool.slave.sitefiles import bootstrap_state
 from domtool.util.files import atomic_write
 
 SITE = "coop.example"
@@ -135,13 +136,13 @@ class LocalSite:
     member_config: Path | None = None
     bind_config: object = None
     apache_config: object = None
-    mailman: object = None  # domtool.client.mailman_daemon.MailmanSite when Mailman runs
+    mailman: object = None  # domtool.devsite.mailman_daemon.MailmanSite when Mailman runs
     submitted: object = None
     db_servers: dict = attrs.field(factory=dict)  # kind -> localdb.Postgres / MariaDB
     database: object = None  # the answer to alice's db_create
     db_tmp: Path | None = None  # the servers' trees when DIR is not reachable by them
     admin_serial: int | None = None
-    mail: object = None  # Exim and Courier (domtool.client.quickmail), when they run
+    mail: object = None  # Exim and Courier (domtool.devsite.quickmail), when they run
     mail_uid: int = 0
     mail_demo: object = None
 
@@ -232,7 +233,7 @@ class LocalSite:
             indexes["bind"] = "zones.conf"
         if not indexes:
             raise SiteError("neither named nor apache2 is installed (run scripts/setup as root)")
-        L.bootstrap_state(self.state_dir, indexes)
+        bootstrap_state(self.state_dir, indexes)
         current = self.state_dir / "current"
         quickstart_lists.start_mailman(self)  # it starts slowly: waited for below
         if have_named:
@@ -261,7 +262,7 @@ class LocalSite:
             self.daemons.append(L.start_apache(self.apache_config))
         else:
             self.progress.note("apache2 is not installed: no web in this site")
-        from domtool.client import quickmail
+        from domtool.devsite import quickmail
 
         why = quickmail.available()
         if why is None:
@@ -310,7 +311,7 @@ class LocalSite:
             grant_keys=("grant-signing.pub",),
         )
         if self.mail:
-            from domtool.client import quickmail
+            from domtool.devsite import quickmail
 
             text += "\n".join(quickmail.slave_lines(self.mail["exim"])) + "\n"
         text += quickstart_lists.slave_backend(self)
@@ -325,15 +326,14 @@ class LocalSite:
         self.progress.note(f"domtool-slave on 127.0.0.1:{self.ports['slave']} (log {d.log})")
 
     def _wait_listening(self, d: L.Daemon, port: int, timeout: float = 20.0) -> None:
-        def ready() -> bool:
-            if not d.alive():
-                raise SiteError(f"{d.name} exited ({d.proc.returncode}); its log:\n{d.log_tail()}")
-            return L.connects(port)
-
+        """Wait until ``d`` listens on ``port``; else it is stopped and SiteError says why,
+        with its log."""
         try:
-            L.wait_for(ready, timeout=timeout, what=f"{d.name} listening on {port}")
-        except TimeoutError as e:
-            raise SiteError(f"{e}; its log:\n{d.log_tail()}") from None
+            d.wait_ready(
+                lambda: L.connects(port), what=f"{d.name} listening on {port}", timeout=timeout
+            )
+        except (RuntimeError, TimeoutError) as e:
+            raise SiteError(str(e)) from None
 
     def start_dispatcher(self) -> None:
         """dispatcher.toml (one node, ``local``, with every role, whose slave is ours),
@@ -406,7 +406,7 @@ class LocalSite:
         member = client_config.load(self.member_config)
         self.submitted = call(member, "submit", {"files": files}, self._progress_frame)
         if self.mail:
-            from domtool.client import quickmail
+            from domtool.devsite import quickmail
 
             self.mail_demo = quickmail.demo(self, member)
         for kind in ("postgres", "mysql"):
@@ -628,7 +628,7 @@ def _gist(body: str) -> str:
 
 
 def _mail_endpoints(site: LocalSite) -> dict:
-    from domtool.client import quickmail
+    from domtool.devsite import quickmail
 
     return quickmail.endpoints(site)
 
@@ -653,7 +653,7 @@ def report(site: LocalSite, served: dict) -> str:
             "  (403/404: the example's DocumentRoot under /home/alice does not exist on this "
             "machine; the site's own DIR/home/alice is served by the config below)"
         )
-    from domtool.client import quickmail
+    from domtool.devsite import quickmail
 
     lines += quickmail.report_lines(site, site.mail_demo)
     lines += quickstart_lists.report(site, served)

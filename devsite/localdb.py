@@ -29,7 +29,7 @@ from pathlib import Path
 
 import attrs
 
-from domtool.client import localdaemons as L
+from domtool.devsite import localdaemons as L
 
 __all__ = [
     "MariaDB",
@@ -40,6 +40,9 @@ __all__ = [
     "start_mariadb",
     "start_postgres",
 ]
+
+#: the servers' and their setup tools' environment (nothing of the invoking user's)
+_ENV = {"PATH": L.SBIN, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 
 PG_BINDIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin")
 
@@ -90,21 +93,40 @@ def _chown_tree(path: Path, uid: int | None, gid: int | None) -> None:
             os.chown(os.path.join(dirpath, n), uid, gid, follow_symlinks=False)
 
 
-def _spawn(name: str, argv: list[str], log: Path, uid, gid) -> L.Daemon:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as f:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=f,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            user=uid,
-            group=gid,
-            extra_groups=[] if uid is not None else None,
-            env={"PATH": L.SBIN, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
-        )
-    return L.Daemon(name, proc, log)
+@attrs.frozen
+class _Tree:
+    """Where a server runs and as whom (see :func:`_server_tree`)."""
+
+    run_user: str
+    uid: int | None
+    gid: int | None
+    data: Path
+    run: Path
+
+
+def _server_tree(root: Path, service_user: str) -> _Tree:
+    """``root`` (0755) with its ``run`` directory (0755), owned by the user the server
+    runs as (:func:`_run_as`); the data directory is ``root/data`` (made by the server's
+    setup tool)."""
+    run_user, uid, gid = _run_as(service_user)
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    run = root / "run"
+    run.mkdir(exist_ok=True)
+    run.chmod(0o755)
+    _chown_tree(root, uid, gid)
+    return _Tree(run_user, uid, gid, root / "data", run)
+
+
+@attrs.define
+class _Server:
+    """A running database server: its daemon and root."""
+
+    daemon: L.Daemon
+    root: Path
+
+    def stop(self) -> int | None:
+        return self.daemon.stop()
 
 
 def _setup(argv: list[str], uid, gid, what: str, timeout: float = 120) -> None:
@@ -113,10 +135,8 @@ def _setup(argv: list[str], uid, gid, what: str, timeout: float = 120) -> None:
         capture_output=True,
         text=True,
         timeout=timeout,
-        user=uid,
-        group=gid,
-        extra_groups=[] if uid is not None else None,
-        env={"PATH": L.SBIN, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+        **L.as_user(uid, gid),
+        env=_ENV,
         check=False,
     )
     if done.returncode != 0:
@@ -130,11 +150,9 @@ def _setup(argv: list[str], uid, gid, what: str, timeout: float = 120) -> None:
 
 
 @attrs.define
-class Postgres:
+class Postgres(_Server):
     """A running PostgreSQL: its daemon, socket directory, TCP port, superuser."""
 
-    daemon: L.Daemon
-    root: Path
     socket_dir: Path
     port: int
     admin_user: str = "postgres"
@@ -147,9 +165,6 @@ class Postgres:
             "admin_user": self.admin_user,
         }
 
-    def stop(self) -> int | None:
-        return self.daemon.stop(timeout=20)
-
 
 def start_postgres(root: Path, port: int | None = None, timeout: float = 60.0) -> Postgres:
     """initdb ``root/data`` and run postgres on it (see the module docstring)."""
@@ -157,14 +172,9 @@ def start_postgres(root: Path, port: int | None = None, timeout: float = 60.0) -
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed (no initdb/postgres)")
     port = port or L.free_port()
-    run_user, uid, gid = _run_as("postgres")
+    tree = _server_tree(root, "postgres")
+    run_user, uid, gid, data, run = tree.run_user, tree.uid, tree.gid, tree.data, tree.run
     me = getpass.getuser()
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)
-    data, run = root / "data", root / "run"
-    run.mkdir(exist_ok=True)
-    run.chmod(0o755)
-    _chown_tree(root, uid, gid)
     _setup(
         [
             str(bindir / "initdb"),
@@ -218,12 +228,8 @@ def start_postgres(root: Path, port: int | None = None, timeout: float = 60.0) -
         "-c",
         "password_encryption=scram-sha-256",
     ]
-    d = _spawn("postgres", argv, root / "postgres.log", uid, gid)
-    pg = Postgres(d, root, run, port)
 
     def ready() -> bool:
-        if not d.alive():
-            raise RuntimeError(f"postgres exited ({d.proc.returncode}):\n{d.log_tail()}")
         done = subprocess.run(
             [str(bindir / "pg_isready"), "-h", str(run), "-p", str(port), "-U", "postgres", "-q"],
             capture_output=True,
@@ -231,12 +237,19 @@ def start_postgres(root: Path, port: int | None = None, timeout: float = 60.0) -
         )
         return done.returncode == 0
 
-    try:
-        L.wait_for(ready, timeout=timeout, what=f"postgres accepting connections on {port}")
-    except BaseException:
-        d.stop()
-        raise
-    return pg
+    d = L.start(
+        "postgres",
+        argv,
+        root / "postgres.log",
+        ready,
+        what=f"postgres accepting connections on {port}",
+        timeout=timeout,
+        uid=uid,
+        gid=gid,
+        env=_ENV,
+        stop_timeout=20.0,
+    )
+    return Postgres(d, root, run, port)
 
 
 # ---------------------------------------------------------------------------
@@ -244,11 +257,9 @@ def start_postgres(root: Path, port: int | None = None, timeout: float = 60.0) -
 
 
 @attrs.define
-class MariaDB:
+class MariaDB(_Server):
     """A running MariaDB: its daemon, socket, TCP port."""
 
-    daemon: L.Daemon
-    root: Path
     socket: Path
     port: int
     admin_user: str = "root"
@@ -256,9 +267,6 @@ class MariaDB:
     def slave_table(self) -> dict:
         """The slave's ``[databases.mysql]`` settings for this server."""
         return {"socket": str(self.socket), "port": self.port, "admin_user": self.admin_user}
-
-    def stop(self) -> int | None:
-        return self.daemon.stop(timeout=30)
 
 
 def start_mariadb(root: Path, port: int | None = None, timeout: float = 60.0) -> MariaDB:
@@ -268,14 +276,9 @@ def start_mariadb(root: Path, port: int | None = None, timeout: float = 60.0) ->
         raise RuntimeError("MariaDB is not installed (no mariadb-install-db/mariadbd)")
     install, server = found
     port = port or L.free_port()
-    run_user, uid, gid = _run_as("mysql")
+    tree = _server_tree(root, "mysql")
+    uid, gid, data, run = tree.uid, tree.gid, tree.data, tree.run
     me = getpass.getuser()
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o755)
-    data, run = root / "data", root / "run"
-    run.mkdir(exist_ok=True)
-    run.chmod(0o755)
-    _chown_tree(root, uid, gid)
     _setup(
         [
             install,
@@ -308,22 +311,17 @@ def start_mariadb(root: Path, port: int | None = None, timeout: float = 60.0) ->
         "--innodb-doublewrite=0",
         "--max-connections=40",
     ]
-    d = _spawn("mariadbd", argv, root / "mariadbd.log", uid, gid)
-    db = MariaDB(d, root, sock, port, admin_user=me)
-
-    def ready() -> bool:
-        if not d.alive():
-            err = (
-                (root / "error.log").read_text(errors="replace")[-2000:]
-                if (root / "error.log").exists()
-                else ""
-            )
-            raise RuntimeError(f"mariadbd exited ({d.proc.returncode}):\n{d.log_tail()}\n{err}")
-        return sock.exists() and L.connects(port)
-
-    try:
-        L.wait_for(ready, timeout=timeout, what=f"mariadbd accepting connections on {port}")
-    except BaseException:
-        d.stop()
-        raise
-    return db
+    d = L.start(
+        "mariadbd",
+        argv,
+        root / "mariadbd.log",
+        lambda: sock.exists() and L.connects(port),
+        what=f"mariadbd accepting connections on {port}",
+        timeout=timeout,
+        also_logs=(root / "error.log",),
+        uid=uid,
+        gid=gid,
+        env=_ENV,
+        stop_timeout=30.0,
+    )
+    return MariaDB(d, root, sock, port, admin_user=me)
