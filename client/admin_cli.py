@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+from domtool import protocol
 from domtool.client.domtool_cli import (
     EXIT_ERRORS,
     EXIT_OK,
@@ -68,14 +69,14 @@ def render_plan(result) -> str:
 
     if not isinstance(result, dict):
         return format_value(result)
-    if result.get("apply") is not False:
+    if not protocol.DryRun.is_one(result):
         return render_apply(result)
-    message = str(result.get("message") or "").removeprefix("dry run:").strip()
+    dry = protocol.DryRun.from_json(result)
+    message = dry.message.removeprefix("dry run:").strip()
     out = [f"dry run: {message}".rstrip()]
-    plan = result.get("plan") or {}
-    # regen/rmdom plans are per member then per host; rmuser's per host.
-    per_member = bool(plan) and not all(_is_host_diff(v) for v in plan.values())
-    if per_member:
+    plan = dry.plan
+    # regen/rmdom plans are per member then per host; rmuser's per host (the answer says).
+    if plan and dry.per_member:
         for member, hosts in sorted(plan.items()):
             out.append(f"{member}:")
             out.extend("  " + line for line in format_plan(hosts))
@@ -83,15 +84,11 @@ def render_plan(result) -> str:
         out.extend(format_plan(plan))
     else:
         out.append("  nothing would change")
-    for d in result.get("dropped") or []:
+    for d in dry.dropped or ():
         reasons = "; ".join(d.get("reasons") or [])
         out.append(f"  would drop {d.get('member')}'s {d.get('domain')}: {reasons}")
     out.append("(nothing was changed; run again with --doit to apply)")
     return "\n".join(out)
-
-
-def _is_host_diff(value) -> bool:
-    return isinstance(value, dict) and bool({"added", "changed", "removed"} & set(value))
 
 
 def render_hosts(result) -> str:

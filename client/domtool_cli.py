@@ -267,7 +267,7 @@ def print_refusal(prog: str, e) -> None:
 
 def _files_arg(paths: list[str]) -> list[dict]:
     """``[{"name": DOMAIN, "text": ...}]`` for the wire; usage errors for bad names/files."""
-    from domtool.dispatcher.schema import DOMAIN, MAX_FILE_BYTES, MAX_FILES
+    from domtool.protocol import DOMAIN, MAX_FILE_BYTES, MAX_FILES
 
     if len(paths) > MAX_FILES:
         raise UsageError(f"{len(paths)} files: at most {MAX_FILES} in one submission; split them")
@@ -297,7 +297,7 @@ NOT_DOMAIN_SUFFIXES = frozenset(
 
 def default_files() -> list[str]:
     """Every file in ``~/.domtool/`` named like a domain (what a bare ``domtool`` submits)."""
-    from domtool.dispatcher.schema import DOMAIN
+    from domtool.protocol import DOMAIN
 
     home = Path.home() / ".domtool"
     if not home.is_dir():

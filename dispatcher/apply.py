@@ -37,48 +37,23 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from domtool import protocol
 from domtool.dispatcher.links import LinkError, RemoteError, SlaveLink
 from domtool.dispatcher.store import Store
+from domtool.protocol import (  # ApplyResult, HostResult: this module's answers
+    ApplyResult,
+    CommitAnswer,
+    HostResult,
+    PrepareAnswer,
+    PrepareArgs,
+    TxArgs,
+)
 from domtool.util.locks import run_locked
 
 log = Logger()
 
-Changes = Mapping[str, Mapping[str, Any]]  # host -> owner -> {state, grants}
-
-
-@attrs.frozen
-class HostResult:
-    """What one host did: its generation, status (applied, unchanged, rolled_back,
-    pending), what it verified after the switch, and its message."""
-
-    generation: int | None
-    status: str
-    verified: tuple[Any, ...] = ()
-    message: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "generation": self.generation,
-            "status": self.status,
-            "verified": list(self.verified),
-            "message": self.message,
-        }
-
-
-@attrs.frozen
-class ApplyResult:
-    """The one answer of an apply: applied or not, each host's result, the reasons."""
-
-    applied: bool
-    hosts: Mapping[str, HostResult] = attrs.field(factory=dict)
-    refused: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "applied": self.applied,
-            "hosts": {h: r.to_json() for h, r in sorted(self.hosts.items())},
-            "refused": list(self.refused),
-        }
+# host -> owner -> the owner's change in its JSON form (protocol.change_json: state, grants)
+Changes = Mapping[str, Mapping[str, Any]]
 
 
 def _reason(host: str, failure: Any) -> str:
@@ -148,8 +123,12 @@ class Coordinator:
 
     # -- plumbing -------------------------------------------------------------
 
-    def call(self, host: str, op: str, args: dict) -> defer.Deferred:
-        """Deferred result of ``op`` on ``host``'s slave (LinkError if none is configured)."""
+    def call(self, host: str, op: str, args: Any) -> defer.Deferred:
+        """Deferred result of ``op`` on ``host``'s slave (LinkError if none is configured).
+        ``args`` is the op's typed message (``domtool.protocol.SLAVE_OPS[op].args``)."""
+        if not isinstance(args, protocol.SLAVE_OPS[op].args):
+            raise TypeError(f"{op} takes a protocol.{protocol.SLAVE_OPS[op].args.__name__}")
+        args = args.to_json()
         link = self.links.get(host)
         if link is None:
             return defer.fail(LinkError(f"no link to {host} is configured"))
@@ -157,6 +136,19 @@ class Coordinator:
             return defer.maybeDeferred(link.call, op, args)
         except Exception as e:  # pragma: no cover (maybeDeferred catches)
             return defer.fail(e)
+
+    def ask(self, host: str, op: str, args: Any) -> defer.Deferred:
+        """``call``, and the answer decoded as the protocol's answer class of ``op``
+        (``protocol.SLAVE_ANSWERS``): an answer of the wrong shape is a RemoteError."""
+        cls = protocol.SLAVE_ANSWERS[op]
+
+        def decoded(answer: Any) -> Any:
+            try:
+                return cls.from_json(answer)
+            except protocol.SchemaError as e:
+                raise RemoteError("failed", f"a {op} answer of the wrong shape: {e}") from None
+
+        return self.call(host, op, args).addCallback(decoded)
 
     async def gather(self, calls: dict[str, defer.Deferred]) -> dict[str, tuple[bool, Any]]:
         """Wait for every call: host -> (succeeded, result or Failure)."""
@@ -181,7 +173,7 @@ class Coordinator:
         txid = self.new_txid()
         total = 2 * len(full)
         prepared = await self.gather(
-            {h: self.call(h, "prepare", {"txid": txid, "changes": c}) for h, c in full.items()}
+            {h: self.ask(h, "prepare", PrepareArgs(txid, c)) for h, c in full.items()}
         )
         refused: list[str] = []
         for i, host in enumerate(sorted(prepared)):
@@ -190,21 +182,17 @@ class Coordinator:
                 refused.append(_reason(host, value))
                 tell(i + 1, total, f"{host} could not prepare")
                 continue
-            bad = [
-                f"{host}: {owner}: {verdict.get('message', 'refused')}"
-                for owner, verdict in sorted(dict(value.get("owners", {})).items())
-                if not verdict.get("ok", False)
-            ]
+            bad = [f"{host}: {owner}: {why}" for owner, why in sorted(value.refused().items())]
             refused += bad
             tell(i + 1, total, f"{host} refused" if bad else f"{host} prepared")
         if refused:
             await self.gather(
-                {h: self.call(h, "abort", {"txid": txid}) for h, (ok, _) in prepared.items() if ok}
+                {h: self.call(h, "abort", TxArgs(txid)) for h, (ok, _) in prepared.items() if ok}
             )
             return ApplyResult(False, refused=tuple(refused))
         for host, c in full.items():
             self.store.set_pending(host, txid, c)
-        committed = await self.gather({h: self.call(h, "commit", {"txid": txid}) for h in full})
+        committed = await self.gather({h: self.ask(h, "commit", TxArgs(txid)) for h in full})
         hosts: dict[str, HostResult] = {}
         problems: list[str] = []
         for i, host in enumerate(sorted(committed)):
@@ -231,7 +219,7 @@ class Coordinator:
             full[host] = merged
         everyone = {o for owners in full.values() for o in owners}
         refused: dict[str, list[str]] = {}  # owner -> reasons
-        prepared: dict[str, tuple[str, dict[str, Any]]] = {}  # host -> (txid, answer)
+        prepared: dict[str, tuple[str, PrepareAnswer]] = {}  # host -> (txid, answer)
         steps = 0
         # Each pass refuses at least one more owner or ends, so it ends by len(everyone)+1.
         for _ in range(len(everyone) + 1):
@@ -243,10 +231,7 @@ class Coordinator:
             todo = {h: c for h, c in todo.items() if c}
             txids = {h: self.new_txid() for h in todo}
             answers = await self.gather(
-                {
-                    h: self.call(h, "prepare", {"txid": txids[h], "changes": c})
-                    for h, c in todo.items()
-                }
+                {h: self.ask(h, "prepare", PrepareArgs(txids[h], c)) for h, c in todo.items()}
             )
             newly: dict[str, list[str]] = {}
             for host in sorted(answers):
@@ -258,12 +243,9 @@ class Coordinator:
                     tell(steps, steps + len(full), f"{host} could not prepare")
                     continue
                 prepared[host] = (txids[host], value)
-                verdicts = dict(value.get("owners", {}))
-                for owner, verdict in sorted(verdicts.items()):
-                    if owner in todo[host] and not verdict.get("ok", False):
-                        newly.setdefault(owner, []).append(
-                            f"{host}: {owner}: {verdict.get('message', 'refused')}"
-                        )
+                for owner, why in sorted(value.refused().items()):
+                    if owner in todo[host]:
+                        newly.setdefault(owner, []).append(f"{host}: {owner}: {why}")
                 tell(steps, steps + len(full), f"{host} prepared")
             if not newly:
                 break
@@ -273,14 +255,11 @@ class Coordinator:
             again = [
                 h
                 for h, (_txid, answer) in prepared.items()
-                if any(
-                    o in refused and dict(answer.get("owners", {})).get(o, {}).get("ok", False)
-                    for o in full[h]
-                )
+                if any(o in refused and o not in answer.refused() for o in full[h])
             ]
             if again:
                 await self.gather(
-                    {h: self.call(h, "abort", {"txid": prepared.pop(h)[0]}) for h in again}
+                    {h: self.call(h, "abort", TxArgs(prepared.pop(h)[0])) for h in again}
                 )
         live = {
             h: {o: c for o, c in full[h].items() if o not in refused}
@@ -289,20 +268,20 @@ class Coordinator:
         }
         idle = [h for h in prepared if h not in live]
         if idle:  # every owner of these hosts was refused: nothing to commit there
-            await self.gather({h: self.call(h, "abort", {"txid": prepared[h][0]}) for h in idle})
+            await self.gather({h: self.call(h, "abort", TxArgs(prepared[h][0])) for h in idle})
         for host, c in live.items():
             self.store.set_pending(host, prepared[host][0], c)
         committed = await self.gather(
-            {h: self.call(h, "commit", {"txid": prepared[h][0]}) for h in live}
+            {h: self.ask(h, "commit", TxArgs(prepared[h][0])) for h in live}
         )
         hosts: dict[str, HostResult] = {}
-        owner_verdicts: dict[str, dict[str, Any]] = {}
+        answers_of: dict[str, CommitAnswer] = {}
         for host in sorted(committed):
             ok, value = committed[host]
             txid = prepared[host][0]
             if ok:
                 hosts[host] = self._committed(host, txid, live[host], value)
-                owner_verdicts[host] = dict(value.get("owners") or {})
+                answers_of[host] = value
             else:
                 why = _reason(host, value)
                 self.store.note_pending_error(host, why)
@@ -329,33 +308,27 @@ class Coordinator:
             }
             problems = []
             for h, r in sorted(mine.items()):
-                verdict = owner_verdicts.get(h, {}).get(owner, {"ok": True})
+                answer = answers_of.get(h)
                 if r.status == "rolled_back":
                     problems.append(f"{h} rolled back: {r.message}")
-                elif not verdict.get("ok", True):
-                    problems.append(f"{h}: {owner}: {verdict.get('message', 'rolled back')}")
+                elif answer is not None and not answer.accepted(owner):
+                    why = answer.owners[owner].message or "rolled back"
+                    problems.append(f"{h}: {owner}: {why}")
             out[owner] = ApplyResult(not problems, mine, tuple(problems))
         return out
 
     def _committed(
-        self, host: str, txid: str, change: Mapping[str, Any], answer: Any
+        self, host: str, txid: str, change: Mapping[str, Any], answer: CommitAnswer
     ) -> HostResult:
-        status = str(answer.get("status", "applied"))
-        generation = int(answer.get("generation", 0))
-        verdicts = dict(answer.get("owners") or {})
         parts: dict[str, Any] = {}
-        if status in ("applied", "unchanged"):
+        if answer.status in ("applied", "unchanged"):
             for owner, c in change.items():
-                if verdicts.get(owner, {"ok": True}).get("ok", True):
-                    state = c["state"]
-                    empty = not any(v for k, v in state.items() if k != "kind")
-                    parts[owner] = None if empty else state
-        self.store.record_commit(host, generation, status, parts, txid=txid)
+                if answer.accepted(owner):
+                    parts[owner] = protocol.change_state(c)
+        self.store.record_commit(host, answer.generation, answer.status, parts, txid=txid)
         self._timers.pop(host, None)
         self._delays.pop(host, None)
-        return HostResult(
-            generation, status, tuple(answer.get("verified") or ()), str(answer.get("message", ""))
-        )
+        return HostResult(answer.generation, answer.status, answer.verified, answer.message)
 
     # -- convergence ----------------------------------------------------------
 
@@ -379,23 +352,19 @@ class Coordinator:
         txid, change = p["txid"], p["changes"]
         try:
             try:
-                answer = await self.call(host, "commit", {"txid": txid})
+                answer = await self.ask(host, "commit", TxArgs(txid))
             except RemoteError as e:
                 if e.kind != "refused":
                     raise
                 # The slave no longer holds the transaction: prepare the same change again.
                 txid = self.new_txid()
-                prep = await self.call(host, "prepare", {"txid": txid, "changes": change})
-                bad = [
-                    f"{o}: {v.get('message', 'refused')}"
-                    for o, v in sorted(dict(prep.get("owners", {})).items())
-                    if not v.get("ok", False)
-                ]
+                prep = await self.ask(host, "prepare", PrepareArgs(txid, change))
+                bad = [f"{o}: {why}" for o, why in sorted(prep.refused().items())]
                 if bad:
-                    await self.call(host, "abort", {"txid": txid})
+                    await self.call(host, "abort", TxArgs(txid))
                     raise RemoteError("refused", "; ".join(bad)) from None
                 self.store.set_pending(host, txid, change)
-                answer = await self.call(host, "commit", {"txid": txid})
+                answer = await self.ask(host, "commit", TxArgs(txid))
         except (LinkError, RemoteError) as e:
             why = _reason(host, e)
             self.store.note_pending_error(host, why)

@@ -10,8 +10,9 @@ Each member op is checked here before any host is contacted, and so before any S
 - ``create`` counts the member's databases of both kinds as the server reports them
   (``db_list``) against the ``databases`` quota.
 
-The arguments' schemas are ``domtool.dispatcher.schema.KINDS``'. Then the op goes to the site's database host (the first node with the ``db`` role) as
-the typed slave op of the same name (``domtool.slave.dbargs``), which checks it all
+The arguments' schemas are ``domtool.protocol.MEMBER_REQUESTS``'. Then the op goes to the
+site's database host (the first node with the ``db`` role) as the typed slave op of the
+same name (``domtool.protocol.DbArgs`` and its siblings), which checks it all
 again. ``drop`` is a dry run (what would go, with its size) unless ``apply``. Every
 change and refusal is audited in the store; a password is never stored, logged or
 echoed. ``usage(member)`` is what ``domtool-admin quota USER`` shows of databases.
@@ -27,6 +28,7 @@ from twisted.internet import defer
 from domtool import dbnames, wire
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.links import LinkError, RemoteError
+from domtool.protocol import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from domtool.validate import Invalid
 
 if TYPE_CHECKING:
@@ -78,7 +80,7 @@ class Databases:
             raise _error("refused", f"{what} {name!r} is under {owner}'s prefix, not {member}'s")
         return name
 
-    async def _call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, op: str, args: Any) -> dict[str, Any]:
         host = self.host()
         try:
             return await self.c.coordinator.call(host, op, args)
@@ -112,7 +114,7 @@ class Databases:
             name = self._name(me, args["name"], "a database name")
             await self._lock.acquire()
             try:
-                held = await self._call("db_list", {"owner": me})
+                held = await self._call("db_list", DbListArgs(me))
                 mine = held.get("databases", [])
                 if any(d["kind"] == kind and d["name"] == name for d in mine):
                     raise _error("refused", f"{me} already has the {kind} database {name}")
@@ -124,7 +126,7 @@ class Databases:
                         "ask an administrator to raise it (domtool-admin set-quota)",
                     )
                 progress(1, 2, f"creating {kind} database {name}")
-                result = await self._call("db_create", {"kind": kind, "owner": me, "name": name})
+                result = await self._call("db_create", DbArgs(kind, me, name))
             finally:
                 self._lock.release()
             progress(2, 2, f"{kind} database {name} created")
@@ -139,7 +141,7 @@ class Databases:
         async def run() -> dict[str, Any]:
             name = self._name(me, args["name"], "a database name")
             if not apply:
-                held = await self._call("db_list", {"owner": me})
+                held = await self._call("db_list", DbListArgs(me))
                 found = [
                     d for d in held.get("databases", []) if d["kind"] == kind and d["name"] == name
                 ]
@@ -153,7 +155,7 @@ class Databases:
                     "message": f"dry run: would drop {kind} database {name} "
                     f"({found[0]['size']} bytes); pass --doit to drop it",
                 }
-            result = await self._call("db_drop", {"kind": kind, "owner": me, "name": name})
+            result = await self._call("db_drop", DbArgs(kind, me, name))
             return {**result, "apply": True, "message": f"dropped {kind} database {name}"}
 
         if not apply:
@@ -161,7 +163,7 @@ class Databases:
         return await self._audited(me, "db_drop", detail, run)
 
     async def list(self, member: Member, args, progress) -> dict[str, Any]:
-        result = await self._call("db_list", {"owner": member.name})
+        result = await self._call("db_list", DbListArgs(member.name))
         limit = self.c._limits(member.name)["databases"]
         return {
             **result,
@@ -176,10 +178,7 @@ class Databases:
             role = self._name(me, args["role"], "a role name")
             if not args["password"]:
                 raise _error("refused", "the password is empty")
-            return await self._call(
-                "db_passwd",
-                {"kind": kind, "owner": me, "role": role, "password": args["password"]},
-            )
+            return await self._call("db_passwd", DbPasswdArgs(kind, me, role, args["password"]))
 
         return await self._audited(me, "db_passwd", detail, run)
 
@@ -190,9 +189,7 @@ class Databases:
         async def run() -> dict[str, Any]:
             database = self._name(me, args["database"], "a database name")
             role = self._name(me, args["role"], "a role name")
-            return await self._call(
-                "db_grant", {"kind": kind, "owner": me, "database": database, "role": role}
-            )
+            return await self._call("db_grant", DbGrantArgs(kind, me, database, role))
 
         return await self._audited(me, "db_grant", detail, run)
 
@@ -204,7 +201,7 @@ class Databases:
         if not self.c.site.nodes_with("db"):
             return {"databases": [], "total_size": 0}
         try:
-            result = await self._call("db_list", {"owner": member})
+            result = await self._call("db_list", DbListArgs(member))
         except Exception as e:  # noqa: BLE001 - reported beside the rest of the quota answer
             return {"databases": [], "total_size": 0, "error": str(e)}
         dbs = result.get("databases", [])

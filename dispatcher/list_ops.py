@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from domtool import validate
+from domtool.protocol import ListRemoveArgs
 
 
 def others_deployed(store: Any, member: str, state: Any) -> dict[tuple[str, str], Any]:
@@ -55,9 +56,7 @@ async def list_rm(controller: Any, member: Any, args: Any, progress: Any) -> dic
         raise _refused("this site has no list hosts")
     doit = bool(args.get("doit", False))
     calls = {
-        h: controller.coordinator.call(
-            h, "list_remove", {"owner": member.name, "list": fq, "doit": doit}
-        )
+        h: controller.coordinator.call(h, "list_remove", ListRemoveArgs(member.name, fq, doit))
         for h in hosts
     }
     results = await controller.coordinator.gather(calls)

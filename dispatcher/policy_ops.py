@@ -30,6 +30,7 @@ from domtool import model
 from domtool.dispatcher.store import SITE_POLICY
 from domtool.model import DesiredState, MemberPolicy
 from domtool.policies import member_policy as mp
+from domtool.protocol import PolicyHeldArgs
 from domtool.util.locks import run_locked
 
 
@@ -129,18 +130,18 @@ async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, A
     does not answer is shown from the dispatcher's record of what it committed."""
     d = _describe(ctl, member.name)
     nodes = sorted(set(d["hosts"]) | {n.name for n in ctl.site.nodes})
-    calls = {h: ctl.coordinator.call(h, "policy_held", {"owner": member.name}) for h in nodes}
+    calls = {h: ctl.coordinator.ask(h, "policy_held", PolicyHeldArgs(member.name)) for h in nodes}
     answers = await ctl.coordinator.gather(calls)
     hosts: dict[str, Any] = {}
     held: dict[str, Any] = {}  # host -> the whole unit it holds (the limits part reads it)
     for h in nodes:
         ok, value = answers[h]
         if ok:
-            unit = value.get("policy")
-            lines = mp.unit_to_lines(model.from_json(unit)) if unit else []
-            hosts[h] = {"lines": lines, "live": value.get("live"), "from": "host"}
-            if unit:
-                held[h] = unit
+            unit = value.policy
+            lines = mp.unit_to_lines(unit) if unit is not None else []
+            hosts[h] = {"lines": lines, "live": value.live, "from": "host"}
+            if unit is not None:
+                held[h] = model.to_json(unit)
         elif h in d["hosts"]:
             lines = mp.unit_to_lines(model.from_json(d["hosts"][h]))
             why = str(getattr(value, "value", value))[:200]

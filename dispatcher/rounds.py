@@ -29,7 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from domtool.dispatcher.apply import ApplyResult
-from domtool.dispatcher.plan import changed_hosts, plan, split, state_json
+from domtool.dispatcher.plan import changed_hosts, plan, split
 from domtool.model import DesiredState
 from domtool.perms import Permissions
 
@@ -174,7 +174,7 @@ class Rounds:
                 continue
             part = self.part(name, m.perms)
             for host, state in changed_hosts(m.current, m.new).items():
-                changes.setdefault(host, {})[name] = {"state": state_json(state), **part}
+                changes.setdefault(host, {})[name] = part(state)
 
         def progress(done: int, total: int, what: str) -> None:
             for c in accepted:

@@ -23,10 +23,11 @@ from typing import Any
 import attrs
 from twisted.internet import defer
 
-from domtool import model
+from domtool import protocol
 from domtool.dispatcher.links import LinkError, RemoteError
 from domtool.model import DesiredState
-from domtool.states import by_owner, compose, kinds, under_domain, units
+from domtool.protocol import Verdict
+from domtool.states import by_owner, compose, under_domain, units
 
 
 @attrs.define
@@ -39,7 +40,7 @@ class FakeSlave:
     refuse: dict[str, str] = attrs.field(factory=dict)
     roll_back: str | None = None  # set: the daemon dies after the reload; commit rolls back
     reloads: int = 0
-    _pending: tuple[str, int, DesiredState, dict] | None = None
+    _pending: tuple[str, int, DesiredState, protocol.PrepareAnswer] | None = None
     _last_commit: tuple[str, dict] | None = None
     # address -> {owner, mail_user}: the vmail op's registry (real: domtool.slave.vmail)
     mailboxes: dict[str, dict] = attrs.field(factory=dict)
@@ -49,7 +50,9 @@ class FakeSlave:
     usage_collector: Any = None
 
     def handle(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
-        """Answer one op (raises RemoteError as the agent's error frames would)."""
+        """Answer one op (raises RemoteError as the agent's error frames would). The
+        arguments are decoded by the protocol, as the real slave's are
+        (``protocol.parse_slave``), and the answers are the protocol's classes."""
         table = {
             "prepare": self._prepare,
             "commit": self._commit,
@@ -62,58 +65,57 @@ class FakeSlave:
         }
         if op not in table:
             raise RemoteError("bad_request", f"unknown operation {op!r}")
-        return table[op](args)
+        try:
+            typed = protocol.parse_slave(op, args)
+        except protocol.SchemaError as e:
+            raise RemoteError("bad_request", f"bad arguments for {op}", e.details[:100]) from None
+        return table[op](typed)
 
-    def _usage(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _usage(self, args: protocol.UsageArgs) -> dict[str, Any]:
         """The collector's figures over this fake host's state (see ``usage_collector``)."""
-        owner = args.get("owner")
-        owners = [owner] if owner else sorted(by_owner(self.state))
+        owners = [args.owner] if args.owner else sorted(by_owner(self.state))
         collect = self.usage_collector or (
             lambda _state, o: {"member": o, "users": [], "collected": False, "why": "a fake host"}
         )
-        return {"host": self.host, "members": {o: collect(self.state, o) for o in owners}}
+        return protocol.UsageAnswer(
+            self.host, {o: collect(self.state, o) for o in owners}
+        ).to_json()
 
     def restart(self) -> None:
         """Lose the pending transaction, as a restarted agent does."""
         self._pending = None
 
-    def _prepare(self, args: dict[str, Any]) -> dict[str, Any]:
-        txid = args["txid"]
+    def _prepare(self, args: protocol.PrepareArgs) -> dict[str, Any]:
+        txid = args.txid
         if self._pending is not None:
             if self._pending[0] == txid:
-                return self._pending[3]
+                return self._pending[3].to_json()
             raise RemoteError(
                 "refused", f"transaction {self._pending[0]} is pending on {self.host}"
             )
         parts = by_owner(self.state)
         owners = {}
-        for owner, change in args["changes"].items():
-            new = model.from_json(change["state"])
+        for owner, change in args.changes.items():
+            new = change.state
             wrong = [u for _kind, u in units(new) if u.owner != owner]
             if owner in self.refuse:
-                owners[owner] = {"ok": False, "message": self.refuse[owner]}
+                owners[owner] = Verdict(False, self.refuse[owner])
             elif wrong:
-                owners[owner] = {"ok": False, "message": f"{owner}: a unit of another owner"}
+                owners[owner] = Verdict(False, f"{owner}: a unit of another owner")
             else:
-                owners[owner] = {"ok": True, "message": ""}
+                owners[owner] = Verdict(True, "")
                 if new == DesiredState():
                     parts.pop(owner, None)
                 else:
                     parts[owner] = new
         staged = compose(parts)
         generation = self.generation if staged == self.state else self.generation + 1
-        answer = {
-            "txid": txid,
-            "base_generation": self.generation,
-            "staged_generation": generation,
-            "owners": owners,
-            "message": "",
-        }
+        answer = protocol.PrepareAnswer(txid, self.generation, generation, owners, "")
         self._pending = (txid, generation, staged, answer)
-        return answer
+        return answer.to_json()
 
-    def _commit(self, args: dict[str, Any]) -> dict[str, Any]:
-        txid = args["txid"]
+    def _commit(self, args: protocol.TxArgs) -> dict[str, Any]:
+        txid = args.txid
         if self._pending is None or self._pending[0] != txid:
             if self._last_commit is not None and self._last_commit[0] == txid:
                 return self._last_commit[1]
@@ -121,58 +123,44 @@ class FakeSlave:
         _, generation, staged, _answer = self._pending
         self._pending = None
         if generation == self.generation:
-            result = {
-                "generation": generation,
-                "status": "unchanged",
-                "verified": [],
-                "message": "",
-            }
+            result = protocol.CommitAnswer(txid, generation, "unchanged")
         elif self.roll_back is not None:
             self.reloads += 2  # the new generation, then the last good one again
-            result = {
-                "generation": self.generation,
-                "status": "rolled_back",
-                "verified": [],
-                "message": self.roll_back,
-            }
+            result = protocol.CommitAnswer(
+                txid, self.generation, "rolled_back", message=self.roll_back
+            )
         else:
-            verified = [
-                {"kind": "dns", "target": [z.name], "owner": z.owner}
+            verified = tuple(
+                protocol.probe_json("dns", [z.name], z.owner)
                 for z in staged.zones
                 if z not in self.state.zones
-            ]
+            )
             self.generation, self.state = generation, staged
             self.reloads += 1
-            result = {
-                "generation": generation,
-                "status": "applied",
-                "verified": verified,
-                "message": "",
-            }
-        result["txid"] = txid
-        self._last_commit = (txid, result)
-        return result
+            result = protocol.CommitAnswer(txid, generation, "applied", verified)
+        self._last_commit = (txid, result.to_json())
+        return result.to_json()
 
-    def _abort(self, args: dict[str, Any]) -> dict[str, Any]:
-        aborted = self._pending is not None and self._pending[0] == args["txid"]
+    def _abort(self, args: protocol.TxArgs) -> dict[str, Any]:
+        aborted = self._pending is not None and self._pending[0] == args.txid
         if aborted:
             self._pending = None
-        return {"txid": args["txid"], "aborted": aborted, "generation": self.generation}
+        return protocol.AbortAnswer(args.txid, aborted, self.generation).to_json()
 
-    def _status(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "generation": self.generation,
-            "owners": sorted(by_owner(self.state)),
-            "pending_txid": None if self._pending is None else self._pending[0],
-        }
+    def _status(self, args: protocol.StatusArgs) -> dict[str, Any]:
+        return protocol.StatusAnswer(
+            self.host,
+            self.generation,
+            tuple(sorted(by_owner(self.state))),
+            None if self._pending is None else self._pending[0],
+        ).to_json()
 
-    def _vmail(self, args: dict[str, Any]) -> dict[str, Any]:
+    def _vmail(self, args: protocol.VmailArgs) -> dict[str, Any]:
         """The slave's vmail op in memory: same checks of ownership and existence as
         ``domtool.slave.vmail.Mailboxes`` (which the mail daemon tests run for real)."""
-        owner, action = args["owner"], args["action"]
+        owner, action = args.owner, args.action
         if action == "list":
-            d = args.get("domain")
+            d = args.domain
             return {
                 "mailboxes": [
                     {"address": a, "mail_user": v["mail_user"], "maildir": f"/vmail/{a}"}
@@ -180,7 +168,7 @@ class FakeSlave:
                     if v["owner"] == owner and (d is None or a.endswith("@" + d))
                 ]
             }
-        domain, address = args["domain"], f"{args['user']}@{args['domain']}"
+        domain, address = args.domain, f"{args.user}@{args.domain}"
         if not any(m.name == domain and m.owner == owner for m in self.state.mail):
             raise RemoteError("refused", f"{domain} is not a mail domain of {owner} on this host")
         have = self.mailboxes.get(address)
@@ -189,7 +177,7 @@ class FakeSlave:
         if action == "add":
             if have is not None:
                 raise RemoteError("refused", f"{address} already exists (use vmail passwd)")
-            self.mailboxes[address] = {"owner": owner, "mail_user": args.get("mail_user", owner)}
+            self.mailboxes[address] = {"owner": owner, "mail_user": args.mail_user or owner}
             return {"added": address}
         if have is None:
             raise RemoteError("refused", f"{address} does not exist")
@@ -198,24 +186,18 @@ class FakeSlave:
             return {"removed": address}
         return {"changed": address}
 
-    def _policy_held(self, args: dict[str, Any]) -> dict[str, Any]:
-        held = [p for p in self.state.policies if p.owner == args["owner"]]
-        return {
-            "host": self.host,
-            "generation": self.generation,
-            "policy": model.to_json(held[0]) if held else None,
-            "live": None,  # no kernel here
-        }
+    def _policy_held(self, args: protocol.PolicyHeldArgs) -> dict[str, Any]:
+        held = [p for p in self.state.policies if p.owner == args.owner]
+        # live None: no kernel here
+        return protocol.PolicyHeldAnswer(
+            self.host, self.generation, held[0] if held else None
+        ).to_json()
 
-    def _describe(self, args: dict[str, Any]) -> dict[str, Any]:
-        d = args["domain"].lower()
-        mine = under_domain(self.state, d)
-        return {
-            "domain": d,
-            "host": self.host,
-            "generation": self.generation,
-            **{kind: [model.to_json(u) for u in getattr(mine, kind)] for kind in kinds(mine)},
-        }
+    def _describe(self, args: protocol.DescribeArgs) -> dict[str, Any]:
+        d = args.domain.lower()
+        return protocol.DescribeAnswer(
+            d, self.host, self.generation, under_domain(self.state, d)
+        ).to_json()
 
 
 @attrs.define

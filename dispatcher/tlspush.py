@@ -18,6 +18,8 @@ from typing import Any
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
+from domtool.protocol import TlsUpdateArgs
+
 __all__ = ["TlsPush"]
 
 PUSH_INTERVAL = 3600.0
@@ -52,18 +54,19 @@ class TlsPush:
             )
         return found
 
-    def args_for(self, host: str) -> dict[str, str] | None:
+    def args_for(self, host: str) -> TlsUpdateArgs | None:
+        """The ``tls_update`` message for ``host`` (None: no CRL to send)."""
         if not self.crl_path:
             return None
         with open(self.crl_path) as f:
-            args = {"crl_pem": f.read()}
+            crl = f.read()
         if self.hosts_dir:
             cert = os.path.join(self.hosts_dir, f"{host}.pem")
             key = os.path.join(self.hosts_dir, f"{host}.key")
             if os.path.exists(cert) and os.path.exists(key):
                 with open(cert) as c, open(key) as k:
-                    args |= {"cert_pem": c.read(), "key_pem": k.read()}
-        return args
+                    return TlsUpdateArgs(crl, c.read(), k.read())
+        return TlsUpdateArgs(crl)
 
     def push(self) -> defer.Deferred:
         """Send every slave its files; fires (with None) when every answer is in."""
@@ -77,7 +80,7 @@ class TlsPush:
                 continue
             if args is None:
                 continue
-            d = link.call("tls_update", args)
+            d = link.call("tls_update", args.to_json())
             d.addCallbacks(self._sent, self._failed, (host,), None, (host,))
             calls.append(d)
         return defer.DeferredList(calls).addCallback(lambda _: None)

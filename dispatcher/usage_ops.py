@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from domtool.protocol import UsageArgs
+
 
 async def _ask(ctl: Any, owner: str | None) -> dict[str, Any]:
     from domtool.dispatcher.controller import _why
 
     hosts = sorted(n.name for n in ctl.site.nodes)
-    args = {"owner": owner} if owner else {}
-    calls = {h: ctl.coordinator.call(h, "usage", args) for h in hosts}
+    args = UsageArgs(owner or None)
+    calls = {h: ctl.coordinator.ask(h, "usage", args) for h in hosts}
     results = await ctl.coordinator.gather(calls)
     return {h: (v if ok else {"error": _why(v)}) for h, (ok, v) in sorted(results.items())}
 
@@ -26,11 +28,11 @@ async def _ask(ctl: Any, owner: str | None) -> dict[str, Any]:
 def _by_member(answers: dict[str, Any], names: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {n: {} for n in names}
     for host, a in answers.items():
-        if "error" in a:
+        if isinstance(a, dict):  # the host could not answer
             for n in names:
                 out[n][host] = {"error": a["error"]}
             continue
-        for n, figures in (a.get("members") or {}).items():
+        for n, figures in a.members.items():
             if n in out:
                 out[n][host] = figures
     return out

@@ -1,6 +1,7 @@
 """The member op ``vmail``: virtual mailboxes in the member's own mail domains.
 
-``{action: add|passwd|rm|list, domain?, user?, hash?, mail_user?, purge?, doit?}``. The
+``{action: add|passwd|rm|list, domain?, user?, hash?, mail_user?, purge?, doit?}``
+(``domtool.protocol.MEMBER_REQUESTS``; the slave call is ``protocol.VmailArgs``). The
 dispatcher checks what it knows (the member owns the domain and the domain handles mail
 in the member's current state, the ``mailboxes`` quota, the password is a SHA-512 crypt
 hash, never clear text), then asks every mail host of the domain (the slave's ``vmail``
@@ -11,24 +12,9 @@ op, which re-checks for itself: ``domtool.slave.vmail``). ``rm`` is a dry run un
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from domtool.dispatcher.schema import DOMAIN, Field, _str
-
-ACTIONS = frozenset({"add", "passwd", "rm", "list"})
-HASH = re.compile(r"\$6\$(?:rounds=[1-9][0-9]{3,8}\$)?[./0-9A-Za-z]{1,16}\$[./0-9A-Za-z]{86}")
-LOCAL = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]{0,63}")
-
-ARGS: dict[str, Field] = {
-    "action": Field("str", allowed=ACTIONS),
-    "domain": _str(253, required=False, pattern=DOMAIN),
-    "user": _str(64, required=False, pattern=LOCAL),
-    "hash": _str(128, required=False, pattern=HASH),
-    "mail_user": _str(32, required=False, pattern=re.compile(r"[a-z_][a-z0-9_-]{0,31}")),
-    "purge": Field("bool", required=False),
-    "doit": Field("bool", required=False),
-}
+from domtool.protocol import VmailArgs
 
 
 async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -76,16 +62,16 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
     if action == "rm" and not args.get("doit"):
         purge = "and its maildir (--purge)" if args.get("purge") else "(its maildir is kept)"
         return {"dry_run": True, "would": f"remove {address} {purge}", "hosts": hosts}
-    call = {
-        "action": action,
-        "owner": name,
-        "domain": domain,
-        "user": user,
-        "grants": {"users": sorted(perms.users)},
-    }
-    for key in ("hash", "mail_user", "purge"):
-        if args.get(key) is not None:
-            call[key] = args[key]
+    call = VmailArgs(
+        action,
+        name,
+        domain,
+        user,
+        hash=args.get("hash"),
+        mail_user=args.get("mail_user"),
+        purge=bool(args.get("purge")),
+        users=tuple(sorted(perms.users)),
+    )
     results = await ctl.coordinator.gather(
         {h: ctl.coordinator.call(h, "vmail", call) for h in hosts}
     )
@@ -106,9 +92,7 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
 async def _listed(ctl: Any, hosts: list[str], owner: str, domain: str | None) -> dict:
     from domtool.dispatcher.controller import OpError, _why
 
-    call: dict[str, Any] = {"action": "list", "owner": owner}
-    if domain is not None:
-        call["domain"] = domain
+    call = VmailArgs("list", owner, domain)
     results = await ctl.coordinator.gather(
         {h: ctl.coordinator.call(h, "vmail", call) for h in hosts}
     )

@@ -13,8 +13,8 @@ Response::  {"id": 7, "ok": true, "result": {...}}
 Requests on one connection may be pipelined; responses carry the request's id. The op
 names are a closed set per listener (``MEMBER_OPS``, ``ADMIN_OPS``, ``SLAVE_OPS``); a
 frame naming anything else is refused before any logic runs. The arguments of each op
-are checked against a schema with size limits (``domtool.dispatcher.schema``) before
-they reach a controller.
+are checked against a schema with size limits (``domtool.protocol``) before they reach
+a controller or the slave's agent.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ ADMIN_OPS = frozenset(
 # What the dispatcher may ask a slave: a closed set of typed operations.
 SLAVE_OPS = frozenset(
     {"prepare", "commit", "abort", "status", "describe", "tls_update"}
-    # databases: typed operations at the slave's edge (domtool.slave.dbargs)
+    # databases: typed operations at the slave's edge (domtool.protocol.DbArgs and its siblings)
     | {"db_create", "db_drop", "db_list", "db_passwd", "db_grant"}
     # virtual mailboxes (domtool.slave.vmail)
     | {"vmail"}
@@ -140,14 +140,27 @@ def progress(id: int, done: int, total: int, what: str) -> bytes:
     return encode({"id": id, "progress": {"done": done, "total": total, "what": what}})
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(frame: bytes) -> Any:
+    """One frame's JSON value. Not UTF-8, not JSON, NaN/Infinity (not JSON), an integer of
+    thousands of digits, or nesting deeper than the parser's recursion bound are all a
+    WireError, never another exception."""
+    try:
+        return json.loads(frame.decode("utf-8"), parse_constant=_no_constant)
+    except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise WireError(f"not a JSON message: {str(e)[:200]}") from None
+    except RecursionError:
+        raise WireError("not a JSON message: nested too deeply") from None
+
+
 def decode_request(frame: bytes, allowed_ops: frozenset[str]) -> Request:
     """Parse and check the envelope of a request frame; refuse unknown ops."""
     if len(frame) > MAX_FRAME:
         raise WireError("frame too large")
-    try:
-        obj = json.loads(frame.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WireError(f"not a JSON message: {e}") from None
+    obj = _loads(frame)
     if not isinstance(obj, dict):
         raise WireError("a request must be a JSON object")
     if obj.get("v") != VERSION:
@@ -171,10 +184,7 @@ def decode_request(frame: bytes, allowed_ops: frozenset[str]) -> Request:
 
 def decode_response(frame: bytes) -> dict[str, Any]:
     """Parse a response or progress frame (client side)."""
-    try:
-        obj = json.loads(frame.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WireError(f"not a JSON message: {e}") from None
+    obj = _loads(frame)
     if not isinstance(obj, dict) or not isinstance(obj.get("id"), int):
         raise WireError("a response must be a JSON object with an integer id")
     return obj

@@ -39,15 +39,16 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from domtool import model
+from domtool import protocol
 from domtool.model import DesiredState
+from domtool.protocol import Verdict
 from domtool.slave import ops
 from domtool.slave.backend import Probe
 from domtool.slave.engine import EngineError, Prepared
 from domtool.slave.holders import HolderIndex
 from domtool.slave.seams import RealFileSystem
 from domtool.slave.staterecords import StateRecords
-from domtool.states import by_owner, compose, kinds, under_domain
+from domtool.states import by_owner, compose, under_domain
 from domtool.util.locks import run_locked
 
 __all__ = ["Agent", "AgentError", "Failed", "Refused", "StateRecords"]
@@ -113,7 +114,7 @@ def _owner_verdicts(prepared: Prepared) -> dict[str, tuple[bool, str]]:
 
 
 def _probe_json(p: Probe) -> dict[str, Any]:
-    return {"kind": p.kind, "target": list(p.target), "owner": p.owner}
+    return protocol.probe_json(p.kind, p.target, p.owner)
 
 
 # The engine's outcome statuses, as the wire spells them.
@@ -126,7 +127,7 @@ class _Pending:
     prepared: Prepared
     generation: int
     state: DesiredState
-    answer: dict[str, Any]
+    answer: protocol.PrepareAnswer
     complete: bool = False
     timer: IDelayedCall | None = None
     parts: dict[str, DesiredState] | None = None  # ``state`` by owner
@@ -275,7 +276,7 @@ class Agent:
     async def _do_prepare(self, args: ops.PrepareArgs) -> dict[str, Any]:
         if self._pending is not None:
             if self._pending.txid == args.txid:
-                return self._pending.answer
+                return self._pending.answer.to_json()
             raise Refused(
                 f"transaction {self._pending.txid} is pending on {self.host}; "
                 f"commit or abort it before preparing {args.txid}"
@@ -341,15 +342,13 @@ class Agent:
                 raise Failed(
                     f"{self.host} could not record the staged state: {e.strerror or e}"
                 ) from None
-        answer = {
-            "txid": args.txid,
-            "base_generation": base,
-            "staged_generation": generation,
-            "owners": {
-                o: {"ok": ok, "message": message} for o, (ok, message) in sorted(verdicts.items())
-            },
-            "message": prepared.message,
-        }
+        answer = protocol.PrepareAnswer(
+            args.txid,
+            base,
+            generation,
+            {o: Verdict(ok, message) for o, (ok, message) in sorted(verdicts.items())},
+            prepared.message,
+        )
         log.info(
             "prepared {txid} on generation {base}: staged {gen}; refused: {refused}",
             txid=args.txid,
@@ -368,7 +367,7 @@ class Agent:
         )
         pending.timer = self.clock.callLater(self.prepare_timeout, self._expire, args.txid)
         self._pending = pending
-        return answer
+        return answer.to_json()
 
     def _recheck_all(self, args: ops.PrepareArgs):
         """Each owner's refusals, and the parts whose member files were snapshotted."""
@@ -458,22 +457,19 @@ class Agent:
         except OSError as e:  # old records are harmless; the next commit tries again
             log.warn("could not prune old state records: {e}", e=e)
         verified = [_probe_json(p) for p in pending.prepared.probes] if status == "applied" else []
-        result = {
-            "txid": txid,
-            "generation": outcome.generation,
-            "status": status,
-            "verified": verified,
-            "message": outcome.message,
+        result = protocol.CommitAnswer(
+            txid,
+            outcome.generation,
+            status,
+            tuple(verified),
+            outcome.message,
             # Every owner of the transaction: the prepare's verdict, then what the engine
             # says happened at commit (applied, or rolled back).
-            "owners": {
-                **pending.answer["owners"],
-                **{
-                    o.owner: {"ok": o.status == "applied", "message": o.message}
-                    for o in outcome.owners
-                },
+            {
+                **pending.answer.owners,
+                **{o.owner: Verdict(o.status == "applied", o.message) for o in outcome.owners},
             },
-        }
+        ).to_json()
         self._last_commit = (txid, result)
         return result
 
@@ -519,23 +515,23 @@ class Agent:
     async def _do_abort(self, txid: str) -> dict[str, Any]:
         pending = self._pending
         if pending is None or pending.txid != txid:
-            return {"txid": txid, "aborted": False, "generation": self._generation()}
+            return protocol.AbortAnswer(txid, False, self._generation()).to_json()
         if pending.timer is not None and pending.timer.active():
             pending.timer.cancel()
         self._pending = None
         await self._discard(pending.prepared)
-        return {"txid": txid, "aborted": True, "generation": self._generation()}
+        return protocol.AbortAnswer(txid, True, self._generation()).to_json()
 
     async def _status(self, args: ops.StatusArgs) -> dict[str, Any]:
         generation = self._generation()
-        return {
-            "host": self.host,
-            "generation": generation,
-            "verified": bool(self.engine.verified(generation)),
-            "owners": sorted(by_owner(self._state)),
-            "pending_txid": self.pending_txid,
-            "state_known": self._state_known,
-        }
+        return protocol.StatusAnswer(
+            self.host,
+            generation,
+            tuple(sorted(by_owner(self._state))),
+            self.pending_txid,
+            verified=bool(self.engine.verified(generation)),
+            state_known=self._state_known,
+        ).to_json()
 
     async def _vmail(self, args: Any) -> dict[str, Any]:
         """A virtual mailbox action (``domtool.slave.vmail``), checked against this host's
@@ -583,17 +579,14 @@ class Agent:
         """The owner's policy unit in the live state, and each backend's word on whether
         it is what the kernel enforces (``policy_live`` actions: True or the reason)."""
         held = [p for p in self._state.policies if p.owner == args.owner]
-        out: dict[str, Any] = {
-            "host": self.host,
-            "generation": self._generation(),
-            "policy": model.to_json(held[0]) if held else None,
-            "live": None,
-        }
+        live: bool | str | None = None
         action = self.actions.get("policy_live")
         if held and action is not None:
-            live = await self._blocking(action, held[0])
-            out["live"] = True if live is True else str(live)
-        return out
+            word = await self._blocking(action, held[0])
+            live = True if word is True else str(word)
+        return protocol.PolicyHeldAnswer(
+            self.host, self._generation(), held[0] if held else None, live
+        ).to_json()
 
     async def _usage(self, args: ops.UsageArgs) -> dict[str, Any]:
         """What members use on this host (``domtool.slave.usage``; the limits backend's
@@ -611,14 +604,10 @@ class Agent:
         def run() -> dict[str, Any]:
             return {o: collect(state, o) for o in owners}
 
-        return {"host": self.host, "members": await self._blocking(run)}
+        return protocol.UsageAnswer(self.host, await self._blocking(run)).to_json()
 
     async def _describe(self, args: ops.DescribeArgs) -> dict[str, Any]:
         d = args.domain.lower()
-        mine = under_domain(self._state, d)
-        return {
-            "domain": d,
-            "host": self.host,
-            "generation": self._generation(),
-            **{kind: [model.to_json(u) for u in getattr(mine, kind)] for kind in kinds(mine)},
-        }
+        return protocol.DescribeAnswer(
+            d, self.host, self._generation(), under_domain(self._state, d)
+        ).to_json()

@@ -1,6 +1,6 @@
 """The slave's database operations: re-check, run on the server, audit.
 
-The agent (``domtool.slave.agent``) hands each ``db_*`` op (``domtool.slave.dbargs``,
+The agent (``domtool.slave.agent``) hands each ``db_*`` op (``domtool.protocol``,
 already schema-checked) to :class:`DatabaseOps`, which, before any SQL runs:
 
 1. refuses a kind this host does not serve;
@@ -33,8 +33,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from domtool import dbnames
+from domtool.protocol import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from domtool.slave.agent import Failed, Refused
-from domtool.slave.dbargs import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from domtool.slave.dbserver import DatabaseServer, PrivilegedRole, ServerError
 from domtool.validate import Invalid
 

@@ -39,6 +39,7 @@ import attrs
 
 from domtool import validate
 from domtool.mailhash import BadHash, check_hash
+from domtool.protocol import VmailArgs
 from domtool.util.files import atomic_write
 from domtool.validate import Invalid
 
@@ -48,33 +49,6 @@ MAX_ADDRESS = 254
 
 class VmailRefused(ValueError):
     """The operation was refused; nothing changed."""
-
-
-@attrs.frozen
-class VmailArgs:
-    action: str
-    owner: str
-    domain: str | None = None
-    user: str | None = None
-    hash: str | None = attrs.field(default=None, repr=False)
-    mail_user: str | None = None
-    purge: bool = False
-    users: tuple[str, ...] = ()
-
-
-def parse_args(args: Mapping[str, Any]) -> VmailArgs:
-    """Typed arguments (after the op schema in ``slave.ops`` checked shapes and sizes)."""
-    g = args.get("grants") or {}
-    return VmailArgs(
-        action=args["action"],
-        owner=args["owner"],
-        domain=(args.get("domain") or None) and args["domain"].lower(),
-        user=(args.get("user") or None) and args["user"].lower(),
-        hash=args.get("hash"),
-        mail_user=args.get("mail_user"),
-        purge=bool(args.get("purge", False)),
-        users=tuple(g.get("users", ())),
-    )
 
 
 def _passwd(name: str) -> tuple[int, int] | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from domtool import protocol
 from domtool.client import config as client_config
 from domtool.client.admin_cli import main
 from domtool.dispatcher import ca
@@ -149,7 +150,7 @@ def test_remote_verbs_send_their_schema_args_and_dry_run_by_default(tmp_path, ca
     def echo(member, args, progress):
         if args.get("apply") is False:
             plan = {"alice": {"local": {"added": [], "changed": [], "removed": ["zone:x.org"]}}}
-            return {"apply": False, "plan": plan, "message": "dry run: pass apply"}
+            return protocol.DryRun("dry run: pass apply", plan, per_member=True).to_json()
         return {"applied": True, "hosts": {}, "refused": [], "args": args}
 
     ops = ["regen", "admin_rmdom", "rmuser", "grant", "perms_of", "hosts", "set_quota"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from domtool.dispatcher import schema
+from domtool import protocol
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.controller import Controller
 from domtool.dispatcher.testing import FakeLink, FakeSlave
@@ -149,16 +149,16 @@ def test_passwd_and_grant_keep_the_password_out_of_the_audit(dispatcher, servers
 
 
 def test_the_schema_refuses_bad_db_arguments_before_any_logic():
-    with pytest.raises(schema.SchemaError, match="kind: must be one of mysql, postgres"):
-        schema.validate_args("db_create", {"kind": "oracle", "name": "alice"})
-    with pytest.raises(schema.SchemaError, match="too long"):
-        schema.validate_args("db_create", {"kind": "mysql", "name": "a" * 65})
-    with pytest.raises(schema.SchemaError, match="too long"):
-        schema.validate_args(
+    with pytest.raises(protocol.SchemaError, match="kind: must be one of mysql, postgres"):
+        protocol.validate_args("db_create", {"kind": "oracle", "name": "alice"})
+    with pytest.raises(protocol.SchemaError, match="too long"):
+        protocol.validate_args("db_create", {"kind": "mysql", "name": "a" * 65})
+    with pytest.raises(protocol.SchemaError, match="too long"):
+        protocol.validate_args(
             "db_passwd", {"kind": "mysql", "role": "alice", "password": "x" * 1025}
         )
-    with pytest.raises(schema.SchemaError, match="unknown field"):
-        schema.validate_args("db_list", {"owner": "bob"})
+    with pytest.raises(protocol.SchemaError, match="unknown field"):
+        protocol.validate_args("db_list", {"owner": "bob"})
 
 
 def test_a_site_without_a_database_host_says_so():

@@ -1,4 +1,5 @@
-"""The request schema: checked at the edge, with size limits, before any logic."""
+"""The request schemas (``domtool.protocol``): checked at the edge, with size limits, before
+any logic; the frame itself (size, UTF-8, JSON, nesting) is ``domtool.wire``'s."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domtool.dispatcher import schema
-from domtool.dispatcher.schema import Request, SchemaError, decode, validate, validate_args
+from domtool import protocol, wire
+from domtool.protocol import Request, SchemaError, validate_args
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -20,13 +21,29 @@ json_values = st.recursive(
 )
 
 
-def _request(kind, **args):
-    return json.dumps({"kind": kind, **args}).encode()
+def _frame(kind, **args):
+    return json.dumps({"v": 1, "id": 1, "op": kind, "args": args}).encode()
+
+
+def decode(raw: bytes, *, admin: bool = False) -> Request:
+    """The listener's path: the frame's envelope (``wire``), then the op's schema."""
+    ops = wire.MEMBER_OPS | wire.ADMIN_OPS if admin else wire.MEMBER_OPS
+    request = wire.decode_request(raw, ops)
+    return validate_args(request.op, request.args, admin=admin)
+
+
+def validate(obj, *, admin: bool = False) -> Request:
+    """A request written as one object (``{"kind": ..., **args}``), checked by its schema."""
+    if not isinstance(obj, dict):
+        return validate_args("?", obj, admin=admin)
+    return validate_args(
+        obj.get("kind"), {k: v for k, v in obj.items() if k != "kind"}, admin=admin
+    )
 
 
 def test_a_valid_submit_passes():
     """A well-formed submit decodes to a Request with its files."""
-    req = decode(_request("submit", files=[{"name": "example.org", "text": 'web "www";'}]))
+    req = decode(_frame("submit", files=[{"name": "example.org", "text": 'web "www";'}]))
     assert req == Request("submit", {"files": [{"name": "example.org", "text": 'web "www";'}]})
 
 
@@ -44,7 +61,7 @@ def test_a_valid_submit_passes():
 )
 def test_every_kind_accepts_its_shape(kind, args):
     """Each request kind accepts a well-formed request."""
-    assert decode(_request(kind, **args)) == Request(kind, args)
+    assert decode(_frame(kind, **args)) == Request(kind, args)
 
 
 def test_all_problems_are_reported_at_once():
@@ -74,7 +91,7 @@ def test_booleans_are_not_integers():
 
 def test_oversize_file_is_refused_with_a_clear_error():
     """A file one byte over 256 KiB is refused, saying how big it was and the limit."""
-    ok = "x" * schema.MAX_FILE_BYTES
+    ok = "x" * protocol.MAX_FILE_BYTES
     assert validate({"kind": "submit", "files": [{"name": "a.org", "text": ok}]})
     with pytest.raises(SchemaError) as e:
         validate({"kind": "submit", "files": [{"name": "a.org", "text": ok + "x"}]})
@@ -96,31 +113,34 @@ def test_too_many_files_are_refused():
 
 
 def test_oversize_request_is_refused_before_parsing():
-    """Bytes over the request cap are refused by size alone (not even parsed)."""
-    with pytest.raises(SchemaError, match="request too large"):
-        decode(b"[" * (schema.MAX_REQUEST_BYTES + 1))
+    """Bytes over the frame cap are refused by size alone (not even parsed)."""
+    with pytest.raises(wire.WireError, match="frame too large"):
+        decode(b"[" * (wire.MAX_FRAME + 1))
 
 
-def test_deep_nesting_is_refused_before_parsing():
-    """A deeply nested document is refused without handing it to the JSON parser."""
-    with pytest.raises(SchemaError, match="nested deeper"):
-        decode(b"[" * 100_000 + b"]" * 100_000)
+def test_deep_nesting_is_refused_cleanly():
+    """A deeply nested document is a WireError, never a RecursionError out of the parser."""
+    with pytest.raises(wire.WireError, match="nested too deeply"):
+        decode(
+            b'{"v": 1, "id": 1, "op": "perms", "args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        )
 
 
 def test_lone_surrogates_and_bad_utf8_are_refused():
     """Text that is not valid Unicode is refused, whether raw bytes or a JSON escape."""
-    with pytest.raises(SchemaError, match="not UTF-8"):
-        decode(b'{"kind": "perms", "x": "\xff"}')
+    with pytest.raises(wire.WireError, match="not a JSON message"):
+        decode(b'{"v": 1, "id": 1, "op": "perms", "args": {"x": "\xff"}}')
     with pytest.raises(SchemaError, match="lone surrogate"):
-        decode(b'{"kind": "describe", "domain": "\\ud800"}')
+        decode(b'{"v": 1, "id": 1, "op": "describe", "args": {"domain": "\\ud800"}}')
 
 
 def test_nan_and_huge_numbers_are_refused():
     """NaN/Infinity are not JSON; an integer with thousands of digits is refused cleanly."""
-    with pytest.raises(SchemaError, match="not JSON"):
-        decode(b'{"kind": "undo", "domain": "a.org", "version": NaN}')
-    with pytest.raises(SchemaError):
-        decode(b'{"kind": "undo", "domain": "a.org", "version": ' + b"9" * 5000 + b"}")
+    head = b'{"v": 1, "id": 1, "op": "undo", "args": {"domain": "a.org", "version": '
+    with pytest.raises(wire.WireError, match="NaN is not JSON"):
+        decode(head + b"NaN}}")
+    with pytest.raises(wire.WireError, match="not a JSON message"):
+        decode(head + b"9" * 5000 + b"}}")
 
 
 @settings(max_examples=300)
@@ -132,24 +152,28 @@ def test_random_json_never_crashes_the_validator(value):
     except SchemaError as e:
         assert e.problems
     try:
-        decode(json.dumps(value).encode())
+        decode(json.dumps({"v": 1, "id": 1, "op": "submit", "args": value}).encode())
     except SchemaError as e:
         assert e.problems
+    except wire.WireError as e:
+        assert str(e)
 
 
 @settings(max_examples=300)
 @given(st.binary(max_size=200))
 def test_random_bytes_never_crash_decode(raw):
-    """Arbitrary bytes either decode to a request or raise SchemaError."""
+    """Arbitrary bytes either decode to a request or raise WireError or SchemaError."""
     try:
         decode(raw)
     except SchemaError as e:
         assert e.problems
+    except wire.WireError as e:
+        assert str(e)
 
 
 @settings(max_examples=200)
 @given(
-    st.sampled_from(sorted(schema.KINDS)),
+    st.sampled_from(sorted(protocol.MEMBER_REQUESTS)),
     st.dictionaries(st.sampled_from(["files", "domain", "version", "x"]), json_values, max_size=4),
 )
 def test_random_fields_for_real_kinds_never_crash(kind, args):
@@ -187,7 +211,7 @@ def test_admin_kinds_only_with_admin():
 
 @settings(max_examples=100)
 @given(
-    st.sampled_from(sorted(schema.ADMIN_KINDS)),
+    st.sampled_from(sorted(protocol.ADMIN_REQUESTS)),
     st.dictionaries(st.sampled_from(["user", "class", "value", "apply", "limit"]), json_values),
 )
 def test_random_admin_requests_never_crash(kind, args):
@@ -200,7 +224,5 @@ def test_random_admin_requests_never_crash(kind, args):
 
 def test_every_wire_op_has_a_schema():
     """Each op domtool.wire lets through has a schema here, and no schema is unreachable."""
-    from domtool import wire
-
-    assert set(schema.KINDS) == wire.MEMBER_OPS
-    assert set(schema.ADMIN_KINDS) == wire.ADMIN_OPS
+    assert set(protocol.MEMBER_REQUESTS) == wire.MEMBER_OPS
+    assert set(protocol.ADMIN_REQUESTS) == wire.ADMIN_OPS

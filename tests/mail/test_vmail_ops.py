@@ -9,9 +9,9 @@ import os
 
 import pytest
 
+from domtool import protocol
 from domtool.client import vmail_cli
 from domtool.client.domtool_cli import command_parser
-from domtool.dispatcher import schema
 from domtool.mailhash import HASH, sha512_crypt, verify
 from domtool.model import Alias, MailDomain
 from domtool.slave import ops
@@ -60,10 +60,10 @@ def test_rm_is_a_dry_run_unless_doit():
 
 def test_the_dispatcher_schema_refuses_a_clear_password_and_odd_names():
     ok = {"action": "add", "domain": "example.net", "user": "info", "hash": H}
-    assert schema.validate_args("vmail", ok).args == ok
+    assert protocol.validate_args("vmail", ok).args == ok
     for bad in ({"hash": "plain"}, {"user": "a|b"}, {"action": "drop"}, {"password": "x"}):
-        with pytest.raises(schema.SchemaError):
-            schema.validate_args("vmail", {**ok, **bad})
+        with pytest.raises(protocol.SchemaError):
+            protocol.validate_args("vmail", {**ok, **bad})
 
 
 # -- the dispatcher ----------------------------------------------------------------

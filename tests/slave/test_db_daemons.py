@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domtool.devsite import localdb
+from domtool.protocol import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from domtool.slave.agent import Refused
 from domtool.slave.db_mysql import MariaDBConfig, MariaDBServer
 from domtool.slave.db_postgres import PostgresConfig, PostgresServer
 from domtool.slave.dbagent import DatabaseOps
-from domtool.slave.dbargs import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from tests.slave.fake_dbserver import FakeDatabaseServer
 
 pytestmark = pytest.mark.daemons

@@ -10,10 +10,10 @@ import pytest
 from twisted.internet.task import Clock
 
 from domtool import wire
+from domtool.protocol import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from domtool.slave import ops
 from domtool.slave.agent import Agent, Failed, Refused
 from domtool.slave.dbagent import DatabaseOps
-from domtool.slave.dbargs import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from tests.slave.fake_dbserver import FakeDatabaseServer
 
 
