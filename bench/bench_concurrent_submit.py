@@ -39,12 +39,15 @@ from benchjson import add_option, emit  # noqa: E402
 
 from domtool.client import config as client_config  # noqa: E402
 from domtool.client.connection import Connection  # noqa: E402
+from domtool.client.grant_signing import sign_held  # noqa: E402
 from domtool.devsite import localdaemons as L  # noqa: E402
+from domtool.devsite import quickmail  # noqa: E402
 
 
 def add_members(site, n: int) -> list[tuple[str, Path]]:
     """N members, each owning mNNN.example; their client configs."""
     admin = client_config.load(site.admin_config)
+    key = (site.root / "admin" / "grant-signing.key").read_bytes()
     out = []
     with Connection(admin) as conn:
         for i in range(n):
@@ -57,6 +60,9 @@ def add_members(site, n: int) -> list[tuple[str, Path]]:
                 ("group", user),
             ):
                 conn.call("grant", {"user": user, "class": cls, "value": value})
+            # What domtool-admin sign-grants does (the slave checks units against it).
+            sign_held(conn.call, user, key, serial=1)
+            quickmail.add_local_user(site, user)  # their `dom` mail goes to their local mailbox
             cfg = site._member_files(user, added["cert_pem"].encode(), added["key_pem"].encode())
             out.append((user, cfg))
     return out
@@ -154,7 +160,7 @@ def main() -> None:
         t0 = time.perf_counter()
         members = add_members(site, args.members)
         print(
-            f"{len(members)} members added (adduser + 4 grants each) in {time.perf_counter() - t0:.1f} s"
+            f"{len(members)} members added (adduser + 4 grants each, signed) in {time.perf_counter() - t0:.1f} s"
         )
         r = run(site, members)
     finally:

@@ -41,6 +41,20 @@ def cmd_grant_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def sign_held(ask, user: str, key: bytes, serial: int | None = None):
+    """Sign what the dispatcher says USER holds and hand it back (``put_grants``).
+
+    ``ask(op, args)`` is one admin call (a connection's ``call``, or ``call`` bound to a
+    config); the serial defaults to the clock in milliseconds, so each record is newer.
+    Returns the signed record and the dispatcher's answer."""
+    held = ask("perms_of", {"user": user})["grants"]
+    if serial is None:
+        serial = time.time_ns() // 1_000_000
+    record = grantsig.GrantRecord.of(user, serial, [(g["class"], g["value"]) for g in held])
+    answer = ask("put_grants", {"signed": grantsig.sign(record, key).to_json()})
+    return record, answer
+
+
 def cmd_sign_grants(args: argparse.Namespace) -> int:
     from domtool.client import config as client_config
     from domtool.client.connection import RemoteError, Unreachable, call
@@ -49,11 +63,7 @@ def cmd_sign_grants(args: argparse.Namespace) -> int:
         with open(args.key, "rb") as f:
             key = f.read()
         config = client_config.load(args.config)
-        perms = call(config, "perms_of", {"user": args.user}, None)
-        grants = [(g["class"], g["value"]) for g in perms["grants"]]
-        record = grantsig.GrantRecord.of(args.user, time.time_ns() // 1_000_000, grants)
-        signed = grantsig.sign(record, key)
-        answer = call(config, "put_grants", {"signed": signed.to_json()}, None)
+        record, answer = sign_held(lambda op, a: call(config, op, a, None), args.user, key)
     except (OSError, client_config.ConfigError, grantsig.GrantSigError, ValueError) as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return 1

@@ -373,12 +373,10 @@ class LocalSite:
             call(admin, "grant", {"user": MEMBER, "class": cls, "value": value})
         self.progress.note(f"alice may use: {', '.join(f'{c} {v}' for c, v in grants)}")
         # What domtool-admin sign-grants does: the slave checks alice's units against it.
-        from domtool import grantsig
+        from domtool.client.grant_signing import sign_held
 
-        held = call(admin, "perms_of", {"user": MEMBER})["grants"]
-        record = grantsig.GrantRecord.of(MEMBER, 1, [(g["class"], g["value"]) for g in held])
         key = (self.root / "admin" / "grant-signing.key").read_bytes()
-        call(admin, "put_grants", {"signed": grantsig.sign(record, key).to_json()})
+        sign_held(lambda op, a: call(admin, op, a), MEMBER, key, serial=1)
         # alice's own home inside the site, and her editable config serving it.
         www = self.home / "public_html"
         www.mkdir(parents=True, exist_ok=True)
