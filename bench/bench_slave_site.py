@@ -183,6 +183,7 @@ class Slave:
         )
         self.agent = Agent(self.engine, host="bench", state_dir=self.state_dir, clock=Clock())
         self.tx = 0
+        self.freeze = False
         self.call("start", None)
 
     def call(self, op: str, args):
@@ -208,6 +209,8 @@ class Slave:
         result = self.call("commit", ops.parse("commit", {"txid": txid}))
         if result["status"] not in ("applied", "unchanged"):
             raise RuntimeError(f"commit: {result['message']}")
+        if self.freeze:
+            gc.freeze()
         return time.perf_counter() - t0, t1 - t0
 
 
@@ -284,6 +287,7 @@ def run(n: int, args) -> dict:
         changes: dict[str, list] = {"dns": [], "web": []}
         owners: list[str] = []
         slave = Slave(tmp)
+        slave.freeze = args.freeze
         t0 = time.perf_counter()
         c0 = time.process_time()
         batch: dict[str, dict] = {}
@@ -374,6 +378,7 @@ def main() -> None:
     ap.add_argument("--profile-web", help="cProfile of the web changes at the largest size")
     ap.add_argument("--profile-complete", help="cProfile of the complete prepare")
     ap.add_argument("--tracemalloc", action="store_true")
+    ap.add_argument("--freeze", action="store_true", help="gc.freeze() after each commit")
     ap.add_argument("--make-frames", nargs=2, help=argparse.SUPPRESS)
     add_option(ap)
     args = ap.parse_args()
