@@ -167,7 +167,7 @@ def memory() -> dict[str, float]:
 class Slave:
     """The agent over the engine and backends, driven through the wire's decoding."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, plain_gc: bool = False):
         self.fs, self.state_dir = RealFileSystem(), str(tmp / "state")
         makedirs(self.fs, self.state_dir)
         self.runner = FakeProcessRunner(handler=lambda cmd: Result(0))
@@ -181,9 +181,14 @@ class Slave:
             probe_workers=16,
             check_workers=2,
         )
-        self.agent = Agent(self.engine, host="bench", state_dir=self.state_dir, clock=Clock())
+        from domtool.slave.gcpolicy import GcPolicy
+
+        # as the slave's service runs it (slave/service.py): the collector's policy
+        run = (lambda fn, *a: fn(*a)) if plain_gc else GcPolicy().wrap(lambda fn, *a: fn(*a))
+        self.agent = Agent(
+            self.engine, host="bench", state_dir=self.state_dir, clock=Clock(), run_blocking=run
+        )
         self.tx = 0
-        self.freeze = False
         self.call("start", None)
 
     def call(self, op: str, args):
@@ -209,8 +214,6 @@ class Slave:
         result = self.call("commit", ops.parse("commit", {"txid": txid}))
         if result["status"] not in ("applied", "unchanged"):
             raise RuntimeError(f"commit: {result['message']}")
-        if self.freeze:
-            gc.freeze()
         return time.perf_counter() - t0, t1 - t0
 
 
@@ -286,8 +289,7 @@ def run(n: int, args) -> dict:
         evaluated = time.perf_counter() - t0
         changes: dict[str, list] = {"dns": [], "web": []}
         owners: list[str] = []
-        slave = Slave(tmp)
-        slave.freeze = args.freeze
+        slave = Slave(tmp, args.plain_gc)
         t0 = time.perf_counter()
         c0 = time.process_time()
         batch: dict[str, dict] = {}
@@ -378,7 +380,9 @@ def main() -> None:
     ap.add_argument("--profile-web", help="cProfile of the web changes at the largest size")
     ap.add_argument("--profile-complete", help="cProfile of the complete prepare")
     ap.add_argument("--tracemalloc", action="store_true")
-    ap.add_argument("--freeze", action="store_true", help="gc.freeze() after each commit")
+    ap.add_argument(
+        "--plain-gc", action="store_true", help="without the slave's GC policy (slave/gcpolicy.py)"
+    )
     ap.add_argument("--make-frames", nargs=2, help=argparse.SUPPRESS)
     add_option(ap)
     args = ap.parse_args()

@@ -255,6 +255,8 @@ class SlaveService(session.ListenerService):
         super().__init__(config, server_tls, reactor, config.crl)
         self.agent = agent
         self.started: defer.Deferred | None = None
+        self.gc_policy: Any = None  # slave.gcpolicy.GcPolicy (make_service sets it)
+        self._idle_gc: Any = None
 
     def listen_factory(self) -> SlaveFactory:
         portal = cred.host_portal(set(self.config.dispatcher))
@@ -266,9 +268,20 @@ class SlaveService(session.ListenerService):
         super().startService()
         self.started = self.agent.start()
         self.started.addErrback(lambda f: log.failure("the agent failed to start", f))
+        if self.gc_policy is not None:
+            from twisted.internet.task import LoopingCall
+
+            from domtool.slave.gcpolicy import IDLE_COLLECT
+
+            policy, agent = self.gc_policy, self.agent
+            self._idle_gc = LoopingCall(policy.idle_collect, lambda: agent.pending_txid is None)
+            self._idle_gc.clock = self.reactor
+            self._idle_gc.start(IDLE_COLLECT, now=False)
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
         stopped = super().stopService()
+        if self._idle_gc is not None and self._idle_gc.running:
+            self._idle_gc.stop()
         self.agent.databases.close()  # the database servers' admin connections
         return stopped
 
@@ -289,6 +302,10 @@ def make_service(
         engine = build_engine(config)
     if run_blocking is None:
         run_blocking = threads.deferToThread
+    from domtool.slave.gcpolicy import GcPolicy
+
+    gc_policy = GcPolicy()  # the collector off during blocking work, then freeze
+    run_blocking = gc_policy.wrap(run_blocking)
     from domtool.slave.dbagent import DatabaseOps, build_servers
 
     databases = DatabaseOps(
@@ -328,7 +345,9 @@ def make_service(
     from domtool.slave.vmail import mailboxes_for
 
     agent.mailboxes = mailboxes_for(getattr(engine, "backends", {}), config.state_dir)
-    return SlaveService(config, agent, server_tls, reactor)
+    service = SlaveService(config, agent, server_tls, reactor)
+    service.gc_policy = gc_policy
+    return service
 
 
 def backend_actions(backends: Mapping[str, Any]) -> dict[str, Any]:
