@@ -184,7 +184,8 @@ class Slave:
         from domtool.slave.gcpolicy import GcPolicy
 
         # as the slave's service runs it (slave/service.py): the collector's policy
-        run = (lambda fn, *a: fn(*a)) if plain_gc else GcPolicy().wrap(lambda fn, *a: fn(*a))
+        self.policy = None if plain_gc else GcPolicy()
+        run = (lambda fn, *a: fn(*a)) if plain_gc else self.policy.wrap(lambda fn, *a: fn(*a))
         self.agent = Agent(
             self.engine, host="bench", state_dir=self.state_dir, clock=Clock(), run_blocking=run
         )
@@ -205,7 +206,11 @@ class Slave:
         txid = f"t{self.tx}"
         frame = json.dumps({"txid": txid, "changes": parts, "complete": complete})
         t0 = time.perf_counter()
-        args = ops.parse("prepare", json.loads(frame))
+
+        def decode():  # what the service's frame_received does, under the same policy
+            return ops.parse("prepare", json.loads(frame))
+
+        args = decode() if self.policy is None else self.policy.call(decode)
         answer = self.call("prepare", args)
         t1 = time.perf_counter()
         bad = {o: a["message"] for o, a in answer["owners"].items() if not a["ok"]}
