@@ -538,6 +538,8 @@ class BindBackend:
     _mine: list = attrs.field(factory=list, init=False, eq=False, repr=False)
     # key -> unit of the latest render (probes() tells rendered zones from the others)
     _units: dict = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    # The latest render by zone object (see _update): [_Incremental] or [].
+    _inc: list = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     def _zones(self, state: DesiredState) -> list[Zone]:
         last = self._mine[0] if self._mine else None
@@ -591,12 +593,17 @@ class BindBackend:
         self, state: DesiredState, previous: Mapping[str, Unit], now: int
     ) -> tuple[list[Unit], list[ZoneRefused], dict[str, bool]]:
         """``render``, and per zone name whether its text differs from ``previous``."""
+        zones = self._zones(state)
+        fast = self._update(zones, previous, now)
+        if fast is not None:
+            return fast
+        self._inc.clear()
         units: dict[str, Unit] = {}
         errors: list[ZoneRefused] = []
         memo: dict[Zone, Unit] = {}
         changed: dict[str, bool] = {}
         get = previous.get
-        for z in self._zones(state):
+        for z in zones:
             key = f"zone:{z.name.lower()}" if isinstance(z.name, str) else ""
             if key in units:
                 errors.append(
@@ -625,7 +632,83 @@ class BindBackend:
         self._memo.update(memo)
         self._units.clear()
         self._units.update(units)
-        return sorted(units.values(), key=lambda u: u.key), errors, changed
+        if not errors and len(units) == len(zones):
+            self._inc[:] = [_Incremental.of(zones, units, changed, len(previous))]
+        return sorted(units.values(), key=_by_key), errors, changed
+
+    def _update(
+        self, zones: list[Zone], previous: Mapping[str, Unit], now: int
+    ) -> tuple[list[Unit], list, dict[str, bool]] | None:
+        """``_render`` from the latest render, looking only at the zone objects it did not
+        have and at the zones whose text it changed (10,000 zones, one changed: not
+        10,000 memo and ``previous`` lookups). Sound because ``previous`` is the live
+        generation's units, which since that render changed only for the keys it changed
+        (a commit) or not at all (an abort, a refusal, a roll back): every other zone's
+        live unit is still the unit that render kept. None (render whole) when there is
+        no such render, the live units are not those of either case (their count), many
+        zones are new, or anything is refused or twice."""
+        inc = self._inc[0] if self._inc else None
+        if inc is None or len(previous) not in (inc.previous_len, len(inc.units)):
+            return None
+        now_ids = dict(zip(map(id, zones), zones, strict=True))
+        if len(now_ids) != len(zones):
+            return None
+        gone = inc.by_id.keys() - now_ids.keys()
+        new = now_ids.keys() - inc.by_id.keys()
+        if len(gone) + len(new) > 64 + len(zones) // 8:
+            return None
+        units, by_id, memo = dict(inc.units), dict(inc.by_id), self._memo
+        for i in gone:
+            z, key, unit = by_id.pop(i)
+            if units.get(key) is unit:
+                del units[key]
+        # the new zones, and the zones whose text that render changed (their live unit
+        # is the one rendered, or the one before it if that did not go live)
+        todo = [now_ids[i] for i in new]
+        for i in [i for i in inc.changed_ids if i in by_id]:
+            z, key, unit = by_id.pop(i)
+            if units.get(key) is unit:
+                del units[key]
+            todo.append(z)
+        changed: dict[str, bool] = {}
+        fresh: list[tuple[Zone, str, Unit]] = []
+        for z in todo:
+            if not isinstance(z.name, str):
+                return None
+            key = f"zone:{z.name.lower()}"
+            if key in units:
+                return None  # twice: the whole render refuses it
+            prev = previous.get(key)
+            unit = memo_get(memo, z)
+            if (
+                unit is None
+                or prev is None
+                or unit.owner != prev.owner
+                or (unit.content is not prev.content and unit.content != prev.content)
+            ):
+                try:
+                    unit = self.render_zone(z, prev, now)
+                except RenderRefused:
+                    return None
+                changed[key] = prev is None or prev.content != unit.content
+            units[key] = unit
+            fresh.append((z, key, unit))
+        for z, key, unit in fresh:
+            by_id[id(z)] = (z, key, unit)
+        for i in gone:
+            z, _key, unit = inc.by_id[i]
+            try:
+                if memo.get(z) is unit:
+                    del memo[z]
+            except TypeError:
+                pass
+        for z, _key, unit in fresh:
+            memo_put(memo, z, unit)
+        self._units.clear()
+        self._units.update(units)
+        changed_ids = {id(z) for z, key, _u in fresh if changed.get(key)}
+        self._inc[:] = [_Incremental(by_id, units, changed_ids, len(previous))]
+        return sorted(units.values(), key=_by_key), [], changed
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
         """Every zone of this host. Raises :class:`RenderRefused` with all refusals (of
@@ -733,3 +816,29 @@ class BindBackend:
                 serial = serial_of(rendered[f"zone:{name}"].content)
             out.append(Probe("dns", (c.address, c.port, name, "SOA", serial), z.owner))
         return out
+
+
+def _by_key(unit: Unit) -> str:
+    return unit.key
+
+
+@attrs.define
+class _Incremental:
+    """The latest whole or partial render of :class:`BindBackend` by zone object:
+    id(zone) -> (zone, key, unit) (it holds the zones, so the ids stay theirs), the units
+    by key, the ids of the zones whose text it changed, and how many units ``previous``
+    held then."""
+
+    by_id: dict
+    units: dict
+    changed_ids: set
+    previous_len: int
+
+    @classmethod
+    def of(cls, zones, units: dict, changed: dict, previous_len: int) -> _Incremental:
+        by_id = {}
+        for z in zones:
+            key = f"zone:{z.name.lower()}"
+            by_id[id(z)] = (z, key, units[key])
+        ids = {i for i, (_z, key, _u) in by_id.items() if changed.get(key)}
+        return cls(by_id, dict(units), ids, previous_len)
