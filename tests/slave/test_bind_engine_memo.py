@@ -101,6 +101,18 @@ def test_a_render_of_mostly_the_same_zone_objects_is_what_a_whole_render_gives()
             zones = [z for z in zones if z.owner != "m8"]
             continue
         assert backend.probes(st) == fresh.probes(st), step
+        # the index of these units (as the engine names them): as a fresh backend's
+        import hashlib
+        from pathlib import PurePosixPath
+
+        paths = {
+            u.key: PurePosixPath(f"/s/units/bind/{hashlib.sha256(u.content).hexdigest()}.zone")
+            for u in got
+        }
+        live_at = {u.key: PurePosixPath(f"/s/live/bind/{u.live}") for u in got}
+        assert backend.index(paths, live=live_at) == BindBackend(config).index(
+            paths, live=live_at
+        ), step
         if rng.random() < 0.7:  # committed: the live units are these
             live = {u.key: u for u in got}
     assert backend._inc, "the last renders went the incremental way"
