@@ -348,6 +348,14 @@ def memory(pid: int) -> dict[str, float]:
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (its children's not counted)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def full_floor(site: LocalSite) -> dict[str, float]:
     """The daemons' own full check and reload of the live generation (median of 3):
     named-checkconf -z, rndc reload until the last zone's serial answers again, apache2 -t,
@@ -425,7 +433,11 @@ def main() -> None:
         if args.baseline:
             took = populate(site, args.baseline, threads=args.populate_threads)
             print(f"{args.baseline} other domains applied in {took:.1f} s", flush=True)
+            slave = next(d for d in site.daemons if d.name == "domtool-slave")
+            c0 = cpu_seconds(slave.pid)
             base = end_to_end(site, "dns", args.changes, offset=5000)
+            base["slave_cpu_per_change_s"] = (cpu_seconds(slave.pid) - c0) / args.changes
+            base["loadavg"] = __import__("os").getloadavg()
             print(
                 f"dns p50 at {args.baseline} others: {ms(percentile(base['lat'] or [float('nan')], 50))}",
                 flush=True,
@@ -436,12 +448,24 @@ def main() -> None:
                 f"{args.others} other domains (zone, mail, www vhost each) applied in {took:.1f} s",
                 flush=True,
             )
-        results = {kind: end_to_end(site, kind, args.changes) for kind in ("dns", "web")}
+        results = {}
+        for kind in ("dns", "web"):
+            slave = next(d for d in site.daemons if d.name == "domtool-slave")
+            c0 = cpu_seconds(slave.pid)
+            results[kind] = end_to_end(site, kind, args.changes)
+            results[kind]["slave_cpu_per_change_s"] = (cpu_seconds(slave.pid) - c0) / args.changes
+            results[kind]["loadavg"] = __import__("os").getloadavg()
         fl = floors(site)
         if args.others:
             slave = next(d for d in site.daemons if d.name == "domtool-slave")
+            disp = next(d for d in site.daemons if d.name == "domtool-dispatcher")
             slave_mem = memory(slave.pid)
+            cpu0 = (cpu_seconds(slave.pid), cpu_seconds(disp.pid), __import__("os").getloadavg())
             regen_out = regen(site)
+            regen_out["slave_cpu_s"] = cpu_seconds(slave.pid) - cpu0[0]
+            regen_out["dispatcher_cpu_s"] = cpu_seconds(disp.pid) - cpu0[1]
+            regen_out["loadavg_before"] = cpu0[2]
+            regen_out["loadavg_after"] = __import__("os").getloadavg()
             full = full_floor(site)
             slave_mem.update({f"after regen {k}": v for k, v in memory(slave.pid).items()})
         own = own_share(site, args.own)
@@ -492,12 +516,16 @@ def main() -> None:
         figures[f"{kind}_p50_s"] = percentile(lat, 50)
         figures[f"{kind}_p99_s"] = percentile(lat, 99)
         figures[f"{kind}_failures"] = len(results[kind]["failures"])
+        figures[f"{kind}_slave_cpu_per_change_s"] = results[kind]["slave_cpu_per_change_s"]
+        figures[f"{kind}_loadavg"] = results[kind]["loadavg"]
     figures["floors_s"] = fl
     if base is not None:
         lat = base["lat"] or [float("nan")]
         figures["baseline_others"] = args.baseline
         figures["baseline_dns_p50_s"] = percentile(lat, 50)
         figures["baseline_dns_failures"] = len(base["failures"])
+        figures["baseline_dns_slave_cpu_per_change_s"] = base["slave_cpu_per_change_s"]
+        figures["baseline_loadavg"] = base["loadavg"]
         figures["dns_p50_ratio"] = figures["dns_p50_s"] / figures["baseline_dns_p50_s"]
         print(
             f"\ndns p50 at {args.others:,} others / at {args.baseline:,}: "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
 from domtool import protocol
@@ -218,6 +219,35 @@ class AdminOps:
             dropped.append({"member": name, "domain": "*", "reasons": over, "kept": True})
         return state, dropped
 
+    REGEN_AT_ONCE = 2  # members evaluated at once by regen (the pool's workers)
+
+    async def _regen_states(self, members: list[str]) -> dict[str, tuple]:
+        """``regen_state`` of each member, :attr:`REGEN_AT_ONCE` at a time, so every
+        worker of the evaluation pool is busy (one member at a time left all but one
+        idle: 10,000 files took ~13 s); the results are used in member order."""
+        out: dict[str, tuple] = {}
+        todo = list(reversed(members))
+
+        async def worker() -> None:
+            while todo:
+                name = todo.pop()
+                try:
+                    out[name] = await self.regen_state(name)
+                except Exception:
+                    todo.clear()  # the other worker stops too
+                    raise
+
+        tasks = [defer.ensureDeferred(worker()) for _ in range(self.REGEN_AT_ONCE)]
+        failures = []
+        for t in tasks:
+            try:
+                await t
+            except Exception as e:  # every worker ends before the first error is raised
+                failures.append(e)
+        if failures:
+            raise failures[0]
+        return out
+
     async def regen(self, admin: Member, args, progress) -> dict[str, Any]:
         return await run_locked(self._lock, self._regen, admin, bool(args.get("apply")), progress)
 
@@ -230,9 +260,10 @@ class AdminOps:
         changes: dict[str, dict[str, Any]] = {}
         plans: dict[str, Any] = {}
         dropped: list[dict[str, Any]] = []
+        states = await self._regen_states([n for n in everyone if n in active])
         for i, name in enumerate(everyone):
             if name in active:
-                state, lost = await self.regen_state(name)
+                state, lost = states.pop(name)
                 dropped += lost
                 new = split(state, self.site)
             else:  # removed member still on a host: take it off

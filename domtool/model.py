@@ -14,6 +14,7 @@ them again (``domtool.validate``) before they reach a file.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import attrs
@@ -309,6 +310,11 @@ class MemberPolicy:
 # The whole state
 
 
+_NAME = operator.attrgetter("name")
+_FQDN_NODES = operator.attrgetter("fqdn", "nodes")
+_OWNER = operator.attrgetter("owner")
+
+
 @attrs.frozen
 class DesiredState:
     """Everything one member's sources (or a whole site) ask of the hosts."""
@@ -321,12 +327,13 @@ class DesiredState:
 
     def normalised(self) -> DesiredState:
         """Sort every collection so equal content gives an equal value."""
+        # (attrgetter: the keys of 30,000 objects at C speed, as the slave composes a host)
         return DesiredState(
-            zones=tuple(sorted(self.zones, key=lambda z: z.name)),
-            vhosts=tuple(sorted(self.vhosts, key=lambda v: (v.fqdn, v.nodes))),
-            mail=tuple(sorted(self.mail, key=lambda m: m.name)),
-            lists=tuple(sorted(self.lists, key=lambda d: d.name)),
-            policies=tuple(sorted(self.policies, key=lambda p: p.owner)),
+            zones=tuple(sorted(self.zones, key=_NAME)),
+            vhosts=tuple(sorted(self.vhosts, key=_FQDN_NODES)),
+            mail=tuple(sorted(self.mail, key=_NAME)),
+            lists=tuple(sorted(self.lists, key=_NAME)),
+            policies=tuple(sorted(self.policies, key=_OWNER)),
         )
 
     def merge(self, other: DesiredState) -> DesiredState:

@@ -81,6 +81,15 @@ class SlaveProtocol(session.AuthenticatedFrameProtocol):
         return wire.Failure(error.kind, error.message, tuple(error.details))
 
     def frame_received(self, avatar: cred.Host, frame: bytes) -> None:
+        # Decoding a complete prepare of 10,000 domains makes millions of objects: with
+        # the collector off, and frozen after (slave/gcpolicy.py).
+        policy = getattr(self.factory, "gc_policy", None)
+        if policy is not None:
+            policy.call(self._frame_received, avatar, frame)
+        else:
+            self._frame_received(avatar, frame)
+
+    def _frame_received(self, avatar: cred.Host, frame: bytes) -> None:
         server_tls = getattr(self.factory, "server_tls", None)
         if server_tls is not None:  # the dispatcher's certificate against the CRL in force now
             from domtool.net import revocation, tls
@@ -255,20 +264,34 @@ class SlaveService(session.ListenerService):
         super().__init__(config, server_tls, reactor, config.crl)
         self.agent = agent
         self.started: defer.Deferred | None = None
+        self.gc_policy: Any = None  # slave.gcpolicy.GcPolicy (make_service sets it)
+        self._idle_gc: Any = None
 
     def listen_factory(self) -> SlaveFactory:
         portal = cred.host_portal(set(self.config.dispatcher))
         factory = SlaveFactory(self.agent, portal, self.reactor, self.server_tls, **self.timeouts())
         factory.tls_update = TlsUpdater(self.config, self.server_tls).update
+        factory.gc_policy = self.gc_policy
         return factory
 
     def startService(self) -> None:  # noqa: N802 (Twisted API)
         super().startService()
         self.started = self.agent.start()
         self.started.addErrback(lambda f: log.failure("the agent failed to start", f))
+        if self.gc_policy is not None:
+            from twisted.internet.task import LoopingCall
+
+            from domtool.slave.gcpolicy import IDLE_COLLECT
+
+            policy, agent = self.gc_policy, self.agent
+            self._idle_gc = LoopingCall(policy.idle_collect, lambda: agent.pending_txid is None)
+            self._idle_gc.clock = self.reactor
+            self._idle_gc.start(IDLE_COLLECT, now=False)
 
     def stopService(self) -> defer.Deferred | None:  # noqa: N802 (Twisted API)
         stopped = super().stopService()
+        if self._idle_gc is not None and self._idle_gc.running:
+            self._idle_gc.stop()
         self.agent.databases.close()  # the database servers' admin connections
         return stopped
 
@@ -289,6 +312,10 @@ def make_service(
         engine = build_engine(config)
     if run_blocking is None:
         run_blocking = threads.deferToThread
+    from domtool.slave.gcpolicy import GcPolicy
+
+    gc_policy = GcPolicy()  # the collector off during blocking work, then freeze
+    run_blocking = gc_policy.wrap(run_blocking)
     from domtool.slave.dbagent import DatabaseOps, build_servers
 
     databases = DatabaseOps(
@@ -328,7 +355,9 @@ def make_service(
     from domtool.slave.vmail import mailboxes_for
 
     agent.mailboxes = mailboxes_for(getattr(engine, "backends", {}), config.state_dir)
-    return SlaveService(config, agent, server_tls, reactor)
+    service = SlaveService(config, agent, server_tls, reactor)
+    service.gc_policy = gc_policy
+    return service
 
 
 def backend_actions(backends: Mapping[str, Any]) -> dict[str, Any]:

@@ -762,10 +762,23 @@ class ApacheBackend:
     # (vhosts, units, errors) of the latest render: the same vhosts (a change of zones
     # only) give the same units without looking at 10,000 vhosts again.
     _last: list = attrs.field(factory=list, init=False, eq=False, repr=False)
+    # The latest render kept by vhost object, so a render whose vhosts are mostly the
+    # same objects (one member's vhost added or changed among 10,000) renders and claims
+    # only the new ones (see _update); None: render whole next time.
+    _inc: list = attrs.field(factory=list, init=False, eq=False, repr=False)
+    # id(vhost) -> (vhost, its probe): 10,000 probes are not built again per change
+    _probes: dict = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    # (state.vhosts, this node's vhosts) of the latest call
+    _mine: list = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     def _vhosts(self, state: DesiredState) -> list[Vhost]:
+        last = self._mine[0] if self._mine else None
+        if last is not None and last[0] is state.vhosts:
+            return last[1]
         node = self.config.node
-        return [v for v in state.vhosts if node is None or node in v.nodes]
+        mine = [v for v in state.vhosts if node is None or node in v.nodes]
+        self._mine[:] = [(state.vhosts, mine)]
+        return mine
 
     def _cgi(self, state: DesiredState) -> tuple[tuple[str, CgiLimits], ...]:
         if self.cgi_limits_of is None:
@@ -796,11 +809,75 @@ class ApacheBackend:
         if last is not None and last[0] == vhosts:  # (identical objects compare at once)
             units, errors = last[1], last[2]
         else:
-            units, errors = self.render(state)
+            units = self._update(vhosts[0], dict(vhosts[1]))
+            errors = []
+            if units is None:
+                units, errors = self.render(state)
+                inc = (
+                    None
+                    if errors
+                    else _Incremental.of(vhosts[0], dict(vhosts[1]), self.cgi_default, units)
+                )
+                self._inc[:] = [inc] if inc is not None else []
             self._last[:] = [(vhosts, units, errors)]
         if errors:
             raise RenderRefused(errors)
         return list(units)
+
+    def _update(self, vhosts: tuple[Vhost, ...], cgi: dict) -> list[Unit] | None:
+        """The units of ``vhosts`` from the latest render, rendering only the vhost
+        objects it did not have (what :meth:`render` gives for them, which depends on
+        nothing but the vhosts and the CGI limits); None when that is not simply done:
+        no earlier render, other limits, many vhosts new, a refusal or a name claimed
+        twice (then :meth:`render` does it all and says why)."""
+        inc = self._inc[0] if self._inc else None
+        if inc is None or cgi != inc.cgi:
+            return None
+        now = dict(zip(map(id, vhosts), vhosts, strict=True))
+        if len(now) != len(vhosts):
+            return None  # the same object twice
+        gone = inc.by_id.keys() - now.keys()
+        new = now.keys() - inc.by_id.keys()
+        if len(gone) + len(new) > 64 + len(vhosts) // 8:
+            return None
+        rendered = []
+        for i in new:
+            v = now[i]
+            limits = cgi.get(v.owner, self.cgi_default)
+            try:
+                unit = memo_get(self._memo, (v, limits)) or (
+                    self.render_vhost(v, limits) if limits else self.render_vhost(v)
+                )
+            except RenderRefused:
+                return None
+            names = list(dict.fromkeys(n.lower() for n in (v.fqdn, *v.aliases)))
+            rendered.append((i, v, limits, unit, names))
+        claims, units, by_id, memo = inc.claims, inc.units, inc.by_id, self._memo
+        for i in gone:
+            v, limits, unit, names = by_id.pop(i)
+            for n in names:
+                claims[n] -= 1
+                if not claims[n]:
+                    del claims[n]
+            if units.get(unit.key) is unit:
+                del units[unit.key]
+            try:
+                if memo.get((v, limits)) is unit:
+                    del memo[(v, limits)]
+            except TypeError:
+                pass
+        for i, v, limits, unit, names in rendered:
+            by_id[i] = (v, limits, unit, names)
+            for n in names:
+                claims[n] = claims.get(n, 0) + 1
+            units[unit.key] = unit
+            memo_put(memo, (v, limits), unit)
+        if len(units) != len(by_id) or any(
+            claims[n] > 1 for _i, _v, _l, _u, ns in rendered for n in ns
+        ):
+            self._inc.clear()  # a name claimed twice: render() refuses the claimants
+            return None
+        return sorted(units.values(), key=_by_key)
 
     def render(self, state: DesiredState) -> tuple[list[Unit], list[VhostRefused]]:
         """The units that rendered and the refusals, so a caller can keep the good ones.
@@ -904,7 +981,49 @@ class ApacheBackend:
         does (a member's dead backend cannot fail another member's apply).
         """
         c = self.config
-        return [
-            Probe("http", (c.address, c.port, v.fqdn.lower(), PROBE_STATUS, PROBE_PATH), v.owner)
-            for v in self._vhosts(state)
-        ]
+        known, out = self._probes, []
+        for v in self._vhosts(state):
+            got = known.get(id(v))
+            if got is None or got[0] is not v:
+                target = (c.address, c.port, v.fqdn.lower(), PROBE_STATUS, PROBE_PATH)
+                got = known[id(v)] = (v, Probe("http", target, v.owner))
+            out.append(got[1])
+        if len(known) > 2 * len(out) + 1000:  # forget vhosts no longer asked about
+            mine = {id(v) for v in self._vhosts(state)}
+            for i in known.keys() - mine:
+                del known[i]
+        return out
+
+
+def _by_key(unit: Unit) -> str:
+    return unit.key
+
+
+@attrs.define
+class _Incremental:
+    """The latest whole render of :class:`ApacheBackend`, by vhost object: id(vhost) ->
+    (vhost, limits, unit, names it claims); how many vhosts claim each name; the units by
+    key; the CGI limits it was rendered with. It holds the vhosts, so ids stay theirs."""
+
+    by_id: dict
+    claims: dict[str, int]
+    units: dict[str, Unit]
+    cgi: dict
+
+    @classmethod
+    def of(
+        cls, vhosts: tuple[Vhost, ...], cgi: dict, default: CgiLimits | None, units: list[Unit]
+    ) -> _Incremental | None:
+        by_key = {u.key: u for u in units}
+        by_id, claims = {}, {}
+        for v in vhosts:
+            unit = by_key.get(f"vhost:{v.fqdn.lower()}")
+            if unit is None or id(v) in by_id:
+                return None
+            names = list(dict.fromkeys(n.lower() for n in (v.fqdn, *v.aliases)))
+            by_id[id(v)] = (v, cgi.get(v.owner, default), unit, names)
+            for n in names:
+                claims[n] = claims.get(n, 0) + 1
+        if len(by_key) != len(by_id):
+            return None
+        return cls(by_id, claims, by_key, cgi)

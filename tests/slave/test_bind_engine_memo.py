@@ -50,3 +50,69 @@ def test_a_one_zone_change_through_the_engine_renders_one_zone(tmp_path):
     live = engine.units("bind")
     assert live["zone:d5.example"].content == first["zone:d5.example"].content
     assert serial_of(live["zone:d0.example"].content) > serial_of(first["zone:d0.example"].content)
+
+
+def test_a_render_of_mostly_the_same_zone_objects_is_what_a_whole_render_gives():
+    """Random zone changes, additions, removals and duplicates among the same zone
+    objects, each render committed (``previous`` becomes it) or not (an abort, a roll
+    back): units() (which looks only at new objects and at the zones its latest render
+    changed) gives what a fresh backend rendering every zone against the same live units
+    gives, and refuses what it refuses."""
+    import random
+
+    import attrs
+
+    from domtool.slave.backend import RenderRefused
+
+    rng = random.Random(3)
+    config = BindConfig("/b.conf", "/named.conf", "/rndc.conf")
+    backend = BindBackend(config)
+    zones = [
+        Zone(f"d{i}.example", f"m{i % 5}", (Record("www", "A", ("192.0.2.1",)),), ("local",))
+        for i in range(150)
+    ]
+    live: dict = {}
+    for step in range(80):
+        for _ in range(rng.randint(0, 3)):
+            i = rng.randrange(len(zones))
+            what = rng.random()
+            if what < 0.4:
+                z = zones[i]
+                zones[i] = attrs.evolve(z, records=(Record("v", "TXT", (f"s{step}",)),))
+            elif what < 0.55 and len(zones) > 20:
+                del zones[i]
+            elif what < 0.9:
+                zones.append(Zone(f"n{step}-{i}.example", "m9", (), ("local",)))
+            else:  # a name twice: refused, then taken out again
+                zones.append(attrs.evolve(zones[i], owner="m8"))
+        st = DesiredState(zones=tuple(zones))
+        now = 1_700_000_000 + 100 * step
+        fresh = BindBackend(config)
+        try:
+            expected = fresh.units(st, dict(live), now)
+        except RenderRefused as exc:
+            expected = [str(e) for e in exc.errors]
+        try:
+            got = backend.units(st, dict(live), now)
+        except RenderRefused as exc:
+            got = [str(e) for e in exc.errors]
+        assert got == expected, step
+        if got and isinstance(got[0], str):
+            zones = [z for z in zones if z.owner != "m8"]
+            continue
+        assert backend.probes(st) == fresh.probes(st), step
+        # the index of these units (as the engine names them): as a fresh backend's
+        import hashlib
+        from pathlib import PurePosixPath
+
+        paths = {
+            u.key: PurePosixPath(f"/s/units/bind/{hashlib.sha256(u.content).hexdigest()}.zone")
+            for u in got
+        }
+        live_at = {u.key: PurePosixPath(f"/s/live/bind/{u.live}") for u in got}
+        assert backend.index(paths, live=live_at) == BindBackend(config).index(
+            paths, live=live_at
+        ), step
+        if rng.random() < 0.7:  # committed: the live units are these
+            live = {u.key: u for u in got}
+    assert backend._inc, "the last renders went the incremental way"
