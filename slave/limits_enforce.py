@@ -50,7 +50,7 @@ from pathlib import Path
 
 import attrs
 
-from domtool import validate as V
+from domtool import validate
 from domtool.policies.limits import RESOURCES, MemberLimits
 from domtool.slave.backends.limits import DROPIN_NAME, cgroup_v1, cgroup_v2, systemd_dropin
 
@@ -153,7 +153,7 @@ def detect(config: EnforceConfig) -> tuple[str | None, str]:
 
 def member_cgroups(config: EnforceConfig, mechanism: str, member: str) -> dict[str, str]:
     """The member's cgroup directory per controller (v1) or the one v2 directory."""
-    V.check_unix_name(member)
+    validate.check_unix_name(member)
     if mechanism == "cgroup-v1":
         return {c: f"{config.cgroup_root}/{c}/{config.prefix}/{member}" for c in V1_CONTROLLERS}
     if mechanism == "cgroup-v2":
@@ -194,7 +194,7 @@ def unit_limits(u: dict) -> MemberLimits:
     member = u.get("member")
     ml = MemberLimits.from_json({"member": member, "overridden": [], **u.get("limits", {})})
     for user in u.get("users") or ():
-        if V.check_unix_name(user) == "root":
+        if validate.check_unix_name(user) == "root":
             raise ValueError(f"{member}: root is never a member's user")
     if (
         u.get("systemd", {}).get("dropin") != systemd_dropin(ml)

@@ -21,7 +21,7 @@ import json
 import sys
 from collections.abc import Iterable
 
-from domtool import validate as V
+from domtool import validate
 from domtool.slave.mailman_rest import Client, Ledger, RestConfig, RestError
 
 
@@ -50,17 +50,17 @@ def validate_units(units: Iterable[tuple[dict, str]]) -> list[str]:
     for u, _h in units:
         member = str(u.get("member"))
         try:
-            V.check_unix_name(member)
-            domain = V.check_domain(u.get("domain"))
-        except V.Invalid as e:
+            validate.check_unix_name(member)
+            domain = validate.check_domain(u.get("domain"))
+        except validate.Invalid as e:
             problems.append(f"{member}: list domain: {e}")
             continue
         for ml in u.get("lists", ()):
             try:
-                name = V.check_list_name(ml.get("name"))
+                name = validate.check_list_name(ml.get("name"))
                 for o in ml.get("owners", ()):
-                    V.check_email(o)
-            except (V.Invalid, AttributeError) as e:
+                    validate.check_email(o)
+            except (validate.Invalid, AttributeError) as e:
                 problems.append(f"{member}: list domain {domain}: {e}")
                 continue
             fq = f"{name}@{domain}"

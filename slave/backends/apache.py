@@ -55,10 +55,10 @@ from pathlib import PurePosixPath
 
 import attrs
 
-from domtool import validate as V
+from domtool import validate
 from domtool.model import Block, DesiredState, Vhost, WebSettings
-from domtool.slave.backend import BadValue as _Bad  # a check's refusal, reason only
 from domtool.slave.backend import (
+    BadValue,
     Command,
     Probe,
     RenderRefused,
@@ -67,7 +67,7 @@ from domtool.slave.backend import (
     memo_get,
     memo_put,
 )
-from domtool.slave.backend import renderer_check as _v  # validate.check_* -> _Bad
+from domtool.slave.backend import renderer_check as recheck  # validate.check_* -> BadValue
 
 __all__ = [
     "ApacheBackend",
@@ -132,54 +132,54 @@ class VhostRefused(UnitRefused):
 
 # ---------------------------------------------------------------------------
 # Grammars: domtool.validate's, checked again here (defence in depth), plus the few
-# rules only Apache needs. Each check returns the canonical value or raises _Bad.
+# rules only Apache needs. Each check returns the canonical value or raises BadValue.
 
 _CTRL = re.compile(r"[\x00-\x1f\x7f]")
 _AUTH_USER = re.compile(r"[A-Za-z0-9_@.][A-Za-z0-9_@.-]{0,63}")
 _UNIT_PATH = re.compile(r"/[A-Za-z0-9._/-]{1,4095}")
 
 
-check_domain = _v(V.check_domain)
-check_abs_path = _v(V.check_abs_path)
-check_url_path = _v(V.check_url_path)
-check_url = _v(V.check_url)
-check_email = _v(V.check_email)
-check_member_port = _v(V.check_member_port)
-check_file_name = _v(V.check_file_name)
-_check_error_status = _v(V.check_error_status)
-_check_redirect_status = _v(V.check_redirect_status)
-_check_option = _v(V.check_apache_option)
-_check_rewrite_target = _v(V.check_rewrite_target)
-_check_rule_flag = _v(V.check_rewrite_flag)
-_check_cond_test = _v(V.check_rewrite_cond_test)
-_check_cond_flag = _v(V.check_rewrite_cond_flag)
+check_domain = recheck(validate.check_domain)
+check_abs_path = recheck(validate.check_abs_path)
+check_url_path = recheck(validate.check_url_path)
+check_url = recheck(validate.check_url)
+check_email = recheck(validate.check_email)
+check_member_port = recheck(validate.check_member_port)
+check_file_name = recheck(validate.check_file_name)
+_check_error_status = recheck(validate.check_error_status)
+_check_redirect_status = recheck(validate.check_redirect_status)
+_check_option = recheck(validate.check_apache_option)
+_check_rewrite_target = recheck(validate.check_rewrite_target)
+_check_rule_flag = recheck(validate.check_rewrite_flag)
+_check_cond_test = recheck(validate.check_rewrite_cond_test)
+_check_cond_flag = recheck(validate.check_rewrite_cond_flag)
 
 
 def _text(value: object, limit: int = MAX_VALUE) -> str:
     if not isinstance(value, str):
-        raise _Bad(f"expected text, got {type(value).__name__}")
+        raise BadValue(f"expected text, got {type(value).__name__}")
     if not value:
-        raise _Bad("empty")
+        raise BadValue("empty")
     if len(value) > limit:
-        raise _Bad(f"longer than {limit} characters")
+        raise BadValue(f"longer than {limit} characters")
     if _CTRL.search(value):
-        raise _Bad("contains a control character (newline, NUL...)")
+        raise BadValue("contains a control character (newline, NUL...)")
     if "${" in value:
-        raise _Bad("contains '${', which Apache would expand as a variable")
+        raise BadValue("contains '${', which Apache would expand as a variable")
     return value
 
 
 def check_unix_name(value: object) -> str:
-    v = _v(V.check_unix_name)(value)
+    v = recheck(validate.check_unix_name)(value)
     if v == "root":
-        raise _Bad("root is never a member")
+        raise BadValue("root is never a member")
     return v
 
 
 def check_realm(value: object) -> str:
-    v = _v(V.check_realm)(value)
+    v = recheck(validate.check_realm)(value)
     if "%{" in v:
-        raise _Bad("'%{' would be evaluated: Apache reads AuthName as an expression")
+        raise BadValue("'%{' would be evaluated: Apache reads AuthName as an expression")
     return v
 
 
@@ -188,13 +188,13 @@ def check_regex(value: object) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         try:
-            return _v(V.check_regex)(value)
+            return recheck(validate.check_regex)(value)
         except Warning as exc:
-            raise _Bad(f"ambiguous regular expression: {exc}") from None
+            raise BadValue(f"ambiguous regular expression: {exc}") from None
 
 
 _QUOTE_PLAIN = re.compile(r"[ !#%-\[\]-~]*")  # printable ASCII but '"', '$' and '\\'
-_apache_quote = _v(V.apache_quote)
+_apache_quote = recheck(validate.apache_quote)
 
 
 def apache_quote(value: str) -> str:
@@ -226,7 +226,7 @@ def _same_host_path(target: str, vhost) -> str | None:
 def _rewrite_quote(value: str) -> str:
     """One argument for mod_rewrite's own tokeniser: quotes delimit, nothing escapes."""
     if '"' in value:
-        raise _Bad("a double quote cannot be quoted for mod_rewrite")
+        raise BadValue("a double quote cannot be quoted for mod_rewrite")
     return '"' + value + '"'
 
 
@@ -426,7 +426,7 @@ class _VhostRenderer:
     def check(self, field: str, checker, value):
         try:
             return checker(value)
-        except _Bad as exc:
+        except BadValue as exc:
             self.errors.append(
                 VhostRefused(self.vhost.owner, str(self.vhost.fqdn), field, value, str(exc))
             )
@@ -442,7 +442,7 @@ class _VhostRenderer:
         for i, opt in enumerate(values):
             try:
                 opt = _check_option(opt)
-            except _Bad:
+            except BadValue:
                 opt = ""
             if opt[1:] not in OPTION_NAMES or opt[:1] not in ("+", "-"):
                 self.errors.append(
@@ -723,7 +723,7 @@ def _error_document(value: object) -> str:
 def _flags(checker):
     def check(value: object) -> tuple[str, ...]:
         if not isinstance(value, tuple):
-            raise _Bad("flags are a tuple of names")
+            raise BadValue("flags are a tuple of names")
         return tuple(checker(f) for f in value)
 
     return check
@@ -741,7 +741,7 @@ def _alias_url(url: str) -> str:
     only). The whole site (``/``) is the DocumentRoot, not an alias."""
     u = check_url_path(url).rstrip("/")
     if not u:
-        raise _Bad("an alias of / is the whole site: set DocumentRoot instead")
+        raise BadValue("an alias of / is the whole site: set DocumentRoot instead")
     return apache_quote(u)
 
 
@@ -873,7 +873,7 @@ class ApacheBackend:
             units[unit.key] = unit
             memo_put(memo, (v, limits), unit)
         if len(units) != len(by_id) or any(
-            claims[n] > 1 for _i, _v, _l, _u, ns in rendered for n in ns
+            claims[n] > 1 for _i, recheck, _l, _u, ns in rendered for n in ns
         ):
             self._inc.clear()  # a name claimed twice: render() refuses the claimants
             return None

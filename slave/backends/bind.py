@@ -61,10 +61,10 @@ from pathlib import PurePosixPath
 
 import attrs
 
-from domtool import validate as V
+from domtool import validate
 from domtool.model import DesiredState, Record, Zone
-from domtool.slave.backend import BadValue as _Bad  # a check's refusal, reason only
 from domtool.slave.backend import (
+    BadValue,
     Command,
     Probe,
     RenderRefused,
@@ -73,7 +73,7 @@ from domtool.slave.backend import (
     memo_get,
     memo_put,
 )
-from domtool.slave.backend import renderer_check as _v  # validate.check_* -> _Bad
+from domtool.slave.backend import renderer_check as recheck  # validate.check_* -> BadValue
 
 __all__ = [
     "BindBackend",
@@ -201,7 +201,7 @@ def site_config(
         f'pid-file "{d}/named.pid";',
         f'session-keyfile "{d}/session.key";',
         f'managed-keys-directory "{d}";',
-        f"listen-on port {int(config.port)} {{ {V.check_ipv4(config.address)}; }};",
+        f"listen-on port {int(config.port)} {{ {validate.check_ipv4(config.address)}; }};",
         "listen-on-v6 { none; };",
         "recursion no;",
         "allow-query { any; };",
@@ -214,7 +214,7 @@ def site_config(
         "# domtool: the site's BIND options (no zones). Written by the site setup.\n"
         + key
         + "controls {\n"
-        + f"    inet {V.check_ipv4(config.control_address)} port {int(config.control_port)}"
+        + f"    inet {validate.check_ipv4(config.control_address)} port {int(config.control_port)}"
         + f' allow {{ 127.0.0.1; }} keys {{ "{key_name}"; }};\n}};\n'
         + "options {\n"
         + "".join(f"    {o}\n" for o in options)
@@ -228,7 +228,7 @@ def site_config(
     rndc = (
         key
         + f'options {{\n    default-key "{key_name}";\n'
-        + f"    default-server {V.check_ipv4(config.control_address)};\n"
+        + f"    default-server {validate.check_ipv4(config.control_address)};\n"
         + f"    default-port {int(config.control_port)};\n}};\n"
     )
     return {
@@ -266,20 +266,20 @@ def next_serial(previous: int | None, now: int) -> int:
 # Checks: domtool.validate's grammars turned into renderer checks
 
 
-check_domain = _v(V.check_domain)
-check_hostname = _v(V.check_hostname)
-_check_record_name = _v(V.check_record_name)
-_check_ipv4 = _v(V.check_ipv4)
-check_ipv6 = _v(V.check_ipv6)
-check_ttl = _v(V.check_ttl)
-_check_priority = _v(V.check_priority)
-check_port = _v(V.check_port)
-check_caa_tag = _v(V.check_caa_tag)
-check_caa_value = _v(V.check_caa_value)
-check_owner = _v(V.check_unix_name)
-_zone_fqdn = _v(V.zone_fqdn)
-zone_quote = _v(V.zone_quote)
-_zone_txt_strings = _v(V.zone_txt_strings)
+check_domain = recheck(validate.check_domain)
+check_hostname = recheck(validate.check_hostname)
+_check_record_name = recheck(validate.check_record_name)
+_check_ipv4 = recheck(validate.check_ipv4)
+check_ipv6 = recheck(validate.check_ipv6)
+check_ttl = recheck(validate.check_ttl)
+_check_priority = recheck(validate.check_priority)
+check_port = recheck(validate.check_port)
+check_caa_tag = recheck(validate.check_caa_tag)
+check_caa_value = recheck(validate.check_caa_value)
+check_owner = recheck(validate.check_unix_name)
+_zone_fqdn = recheck(validate.zone_fqdn)
+zone_quote = recheck(validate.zone_quote)
+_zone_txt_strings = recheck(validate.zone_txt_strings)
 
 # Fast paths for the common shapes: each accepts only values that validate's grammar
 # accepts unchanged (lower-case LDH labels, a last label starting with a letter, printable
@@ -333,24 +333,24 @@ def zone_txt_strings(value: object) -> list[str]:
 
 def check_caa_flags(value: object) -> int:
     if type(value) is not int or not 0 <= value <= 255:
-        raise _Bad(f"{value!r} is not CAA flags: expected a number 0-255")
+        raise BadValue(f"{value!r} is not CAA flags: expected a number 0-255")
     return value
 
 
 def _rname(hostmaster: str) -> str:
     """The SOA RNAME for a hostmaster given as ``user@domain`` or as a domain name."""
     if "@" in hostmaster:
-        address = V.check_email(hostmaster)
+        address = validate.check_email(hostmaster)
         local, domain = address.split("@")
         return local.replace(".", "\\.") + "." + domain + "."
-    return V.check_domain(hostmaster) + "."
+    return validate.check_domain(hostmaster) + "."
 
 
 # ---------------------------------------------------------------------------
 # Rendering one zone
 
 
-class _BadPart(_Bad):
+class _BadPart(BadValue):
     """Internal: one part of a record's data failed (``index`` says which)."""
 
     def __init__(self, index: int | None, reason: str):
@@ -369,7 +369,7 @@ def _rdata(rtype: object, data: object) -> str:
     def part(i: int, checker) -> object:
         try:
             return checker(data[i])
-        except _Bad as exc:
+        except BadValue as exc:
             raise _BadPart(i, str(exc)) from None
 
     if type(rtype) is not str:
@@ -419,7 +419,7 @@ class _ZoneRenderer:
     def check(self, field: str, checker, value):
         try:
             return checker(value)
-        except _Bad as exc:
+        except BadValue as exc:
             self.refuse(field, value, str(exc))
             return None
 
@@ -484,8 +484,8 @@ class _ZoneRenderer:
         ]
         extra = []
         if not apex_ns:
-            extra = [f"{origin}.\tIN\tNS\t{V.zone_fqdn(ns)}" for ns in c.nameservers]
-        primary = V.zone_fqdn(apex_ns[0] if apex_ns else c.nameservers[0])
+            extra = [f"{origin}.\tIN\tNS\t{validate.zone_fqdn(ns)}" for ns in c.nameservers]
+        primary = validate.zone_fqdn(apex_ns[0] if apex_ns else c.nameservers[0])
         head = (
             f"; domtool: zone {origin} of {owner}. Generated; do not edit.\n"
             f"$TTL {zttl}\n"
@@ -759,7 +759,7 @@ class BindBackend:
             kind, _, zone = key.partition(":")
             if kind != "zone":
                 raise ValueError(f"not a zone unit key: {key!r}")
-            name = V.check_domain(zone)
+            name = validate.check_domain(zone)
             line = f'zone "{name}" {{ type primary; file "{_conf_path(str(path))}"; }};'
             self._statements[(key, path)] = line
         return line
@@ -810,7 +810,7 @@ class BindBackend:
     def reload_units(self, keys: Iterable[str]) -> tuple[Command, ...]:
         """``rndc reload ZONE`` for each changed zone (the zone set and zones.conf are
         the same); more than :data:`NARROW_RELOADS` zones: one ``rndc reload``."""
-        zones = [V.check_domain(k.partition(":")[2]) for k in sorted(keys)]
+        zones = [validate.check_domain(k.partition(":")[2]) for k in sorted(keys)]
         if len(zones) > NARROW_RELOADS:
             return self.reload()
         t = self.config.check_timeout

@@ -63,10 +63,10 @@ from pathlib import PurePosixPath
 
 import attrs
 
-from domtool import validate as V
+from domtool import validate
 from domtool.model import DesiredState, MailDomain
-from domtool.slave.backend import BadValue as _Bad
 from domtool.slave.backend import (
+    BadValue,
     Command,
     Probe,
     RenderRefused,
@@ -75,7 +75,7 @@ from domtool.slave.backend import (
     memo_get,
     memo_put,
 )
-from domtool.slave.backend import renderer_check as _v
+from domtool.slave.backend import renderer_check as recheck  # validate.check_* -> BadValue
 
 __all__ = [
     "EximBackend",
@@ -97,11 +97,11 @@ SYSTEM_USERS = ("postmaster", "abuse")
 CHECK_LOCAL = "domtool-check--unknown"
 _UNIT_PATH = re.compile(r"/[A-Za-z0-9._/+-]+")
 
-check_email_user = _v(V.check_email_user)
-check_email = _v(V.check_email)
-check_unix_name = _v(V.check_unix_name)
-check_domain = _v(V.check_domain)
-check_hostname = _v(V.check_hostname)
+check_email_user = recheck(validate.check_email_user)
+check_email = recheck(validate.check_email)
+check_unix_name = recheck(validate.check_unix_name)
+check_domain = recheck(validate.check_domain)
+check_hostname = recheck(validate.check_hostname)
 
 
 class MailRefused(UnitRefused):
@@ -483,14 +483,14 @@ def site_config(config: EximConfig) -> bytes:
 
 def _key(source: object) -> str:
     if not isinstance(source, tuple) or not source:
-        raise _Bad("expected ('user', LOCALPART), ('default',) or ('catchall',)")
+        raise BadValue("expected ('user', LOCALPART), ('default',) or ('catchall',)")
     if source[0] == "user" and len(source) == 2:
         return check_email_user(source[1]).lower()
     if source == ("default",):
         return "@default"
     if source == ("catchall",):
         return "@catchall"
-    raise _Bad("expected ('user', LOCALPART), ('default',) or ('catchall',)")
+    raise BadValue("expected ('user', LOCALPART), ('default',) or ('catchall',)")
 
 
 def _target(config: EximConfig, target: object) -> str:
@@ -506,11 +506,11 @@ def spam_value(m: MailDomain) -> str | None:
     threshold = getattr(m, "spam_threshold", 5.0)
     action = getattr(m, "spam_action", "tag")
     if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise _Bad("the spam threshold must be a number")
+        raise BadValue("the spam threshold must be a number")
     if not -100 <= threshold <= 100:
-        raise _Bad("the spam threshold must be between -100 and 100")
+        raise BadValue("the spam threshold must be between -100 and 100")
     if action not in SPAM_ACTIONS:
-        raise _Bad(f"the spam action must be one of {', '.join(SPAM_ACTIONS)}")
+        raise BadValue(f"the spam action must be one of {', '.join(SPAM_ACTIONS)}")
     return f"threshold={int(round(threshold * 10))} action={action}"
 
 
@@ -525,7 +525,7 @@ class _Renderer:
     def check(self, field: str, fn, value):
         try:
             return fn(value)
-        except _Bad as exc:
+        except BadValue as exc:
             self.refuse(field, value, str(exc))
             return None
 
@@ -718,12 +718,12 @@ class EximBackend:
         lines = [f"# domtool: Mailman lists of {domain}. Generated."]
         try:
             domain = check_domain(domain)
-        except _Bad as exc:
+        except BadValue as exc:
             raise RenderRefused([MailRefused(owner, domain, "name", domain, str(exc))]) from None
         for i, n in enumerate(names):
             try:
                 n = check_email_user(n).lower()
-            except _Bad as exc:
+            except BadValue as exc:
                 errors.append(MailRefused(owner, domain, f"lists[{i}]", n, str(exc)))
                 continue
             lines += [f"{n}{s}: lmtp" for s in LIST_SUFFIXES]

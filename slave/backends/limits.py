@@ -40,7 +40,7 @@ from pathlib import PurePosixPath
 
 import attrs
 
-from domtool import validate as V
+from domtool import validate
 from domtool.model import DesiredState
 from domtool.policies.limits import RESOURCES, MemberLimits, cpu_shares
 from domtool.slave.backend import Command, Probe, RenderRefused, Unit, UnitRefused
@@ -104,8 +104,8 @@ def unit_content(ml: MemberLimits, users: tuple[str, ...] = ()) -> bytes:
     cgroup for all of them; per user, a systemd slice (``user-UID.slice``), its
     pam_limits lines and its quota."""
     try:
-        name = V.check_unix_name(ml.member)
-    except V.Invalid as e:
+        name = validate.check_unix_name(ml.member)
+    except validate.Invalid as e:
         raise RenderRefused(
             [LimitsRefused(str(ml.member), str(ml.member), "member", ml.member, str(e))]
         ) from None
@@ -115,11 +115,11 @@ def unit_content(ml: MemberLimits, users: tuple[str, ...] = ()) -> bytes:
     users = tuple(users) or (name,)
     for i, u in enumerate(users):
         try:
-            if V.check_unix_name(u) == "root":
+            if validate.check_unix_name(u) == "root":
                 problems.append(
                     LimitsRefused(name, name, f"users[{i}]", u, "root is never a member's user")
                 )
-        except V.Invalid as e:
+        except validate.Invalid as e:
             problems.append(LimitsRefused(name, name, f"users[{i}]", u, str(e)))
     for r in RESOURCES:
         v = ml.value(r)

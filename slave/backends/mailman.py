@@ -36,7 +36,7 @@ from pathlib import PurePosixPath
 
 import attrs
 
-from domtool import validate as V
+from domtool import validate
 from domtool.model import DesiredState, ListDomain
 from domtool.slave.backend import (
     Command,
@@ -88,17 +88,17 @@ def unit_content(d: ListDomain) -> bytes:
     def check(field: str, checker, value):
         try:
             return checker(value)
-        except V.Invalid as e:
+        except validate.Invalid as e:
             problems.append(ListDomainRefused(d.owner, str(d.name), field, value, str(e)))
             return None
 
-    name = check("name", V.check_domain, d.name)
-    web = check("web_host", V.check_domain, d.web_host)
-    check("owner", V.check_unix_name, d.owner)
+    name = check("name", validate.check_domain, d.name)
+    web = check("web_host", validate.check_domain, d.web_host)
+    check("owner", validate.check_unix_name, d.owner)
     lists = []
     seen: set[str] = set()
     for i, ml in enumerate(d.lists):
-        ln = check(f"lists[{i}].name", V.check_list_name, ml.name)
+        ln = check(f"lists[{i}].name", validate.check_list_name, ml.name)
         if ln is not None and ln != ml.name:
             problems.append(
                 ListDomainRefused(
@@ -111,7 +111,8 @@ def unit_content(d: ListDomain) -> bytes:
             )
         seen.add(ln)
         owners = [
-            check(f"lists[{i}].owners[{j}]", V.check_email, o) for j, o in enumerate(ml.owners)
+            check(f"lists[{i}].owners[{j}]", validate.check_email, o)
+            for j, o in enumerate(ml.owners)
         ]
         if not ml.owners:
             problems.append(
@@ -243,8 +244,8 @@ def site_config(
     for value in (rest_user, rest_password):
         if not value or any(c in value for c in "\n\r\t %:@/"):
             raise ValueError("REST credentials must be plain tokens")
-    address = V.check_ipv4(address)
-    owner = V.check_email(site_owner)
+    address = validate.check_ipv4(address)
+    owner = validate.check_email(site_owner)
     text = f"""# domtool: this site's Mailman core. Written by the site setup.
 [mailman]
 layout: domtool
