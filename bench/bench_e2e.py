@@ -99,8 +99,8 @@ def populate(
     at once. Domains ``start`` .. ``domains`` - 1 (so a site can grow in steps). Seconds."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from domtool import grantsig
     from domtool.client.connection import Connection
+    from domtool.client.grant_signing import sign_held
     from domtool.devsite import quickmail
 
     t0 = time.perf_counter()
@@ -121,9 +121,7 @@ def populate(
             for cls, value in grants + [("domain", n) for n in names]:
                 conn.call("grant", {"user": user, "class": cls, "value": value})
             # What domtool-admin sign-grants does (the slave checks units against it).
-            held = conn.call("perms_of", {"user": user})["grants"]
-            record = grantsig.GrantRecord.of(user, 1, [(g["class"], g["value"]) for g in held])
-            conn.call("put_grants", {"signed": grantsig.sign(record, key).to_json()})
+            sign_held(conn.call, user, key, serial=1)
             cfg = site._member_files(user, added["cert_pem"].encode(), added["key_pem"].encode())
             quickmail.add_local_user(site, user)  # their `dom` mail goes to their local mailbox
             todo.append((user, cfg, names))

@@ -49,17 +49,7 @@ from domtool.dispatcher.admin_ops import AdminOps
 from domtool.dispatcher.apply import Coordinator
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.member_ops import MemberOps
-
-# OpError, _refused and _why are imported from here by the op modules and the tests.
-from domtool.dispatcher.opbase import (  # noqa: F401
-    HISTORY_TEXTS,
-    Evaluated,
-    OpError,
-    _empty,
-    _perms_json,
-    _refused,
-    _why,
-)
+from domtool.dispatcher.opbase import Evaluated, OpError, _empty, _refused
 from domtool.dispatcher.plan import (
     changed_hosts,
     plan,
@@ -70,7 +60,7 @@ from domtool.dispatcher.rounds import Rounds
 from domtool.dispatcher.store import Store
 from domtool.lang import api
 from domtool.model import DesiredState, Site
-from domtool.ownership import ownership_problems  # noqa: F401 (its old home)
+from domtool.ownership import ownership_problems
 from domtool.perms import Permissions
 from domtool.policies import lists as list_policy
 from domtool.policies import member_policy, quotas, reserved

@@ -28,6 +28,7 @@ from twisted.internet import defer
 from domtool import dbnames, wire
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.links import LinkError, RemoteError
+from domtool.dispatcher.opbase import OpError
 from domtool.protocol import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from domtool.validate import Invalid
 
@@ -38,7 +39,6 @@ __all__ = ["Databases"]
 
 
 def _error(kind: str, message: str, details: tuple[str, ...] = ()) -> Exception:
-    from domtool.dispatcher.controller import OpError
 
     return OpError(kind, message, details)
 
@@ -94,7 +94,6 @@ class Databases:
         self.c.store.audit(who, action, detail, outcome)
 
     async def _audited(self, who: str, action: str, detail: dict, fn) -> dict[str, Any]:
-        from domtool.dispatcher.controller import OpError
 
         try:
             result = await fn()

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from domtool import validate
+from domtool.dispatcher.opbase import _refused, _why
 from domtool.protocol import ListRemoveArgs
 
 
@@ -35,7 +36,6 @@ def others_deployed(store: Any, member: str, state: Any) -> dict[tuple[str, str]
 
 
 async def list_rm(controller: Any, member: Any, args: Any, progress: Any) -> dict[str, Any]:
-    from domtool.dispatcher.controller import _refused, _why
 
     perms = controller._perms(member.name)
     name, _, domain = str(args["list"]).lower().partition("@")

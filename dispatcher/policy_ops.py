@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 
 from domtool import model
+from domtool.dispatcher.opbase import OpError, _refused
 from domtool.dispatcher.store import SITE_POLICY
 from domtool.model import DesiredState, MemberPolicy
 from domtool.policies import member_policy as mp
@@ -110,8 +111,6 @@ def _members(ctl: Any, user: str | None) -> list[str]:
     if user is None:
         return names
     if user not in names:
-        from domtool.dispatcher.controller import _refused
-
         raise _refused(f"{user} is not an active member")
     return [user]
 
@@ -178,7 +177,6 @@ async def policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str
 
 
 async def _policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
-    from domtool.dispatcher.controller import OpError
 
     site = bool(args.get("site"))
     user = args.get("user")

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from domtool.dispatcher.opbase import _why
 from domtool.protocol import UsageArgs
 
 
 async def _ask(ctl: Any, owner: str | None) -> dict[str, Any]:
-    from domtool.dispatcher.controller import _why
 
     hosts = sorted(n.name for n in ctl.site.nodes)
     args = UsageArgs(owner or None)

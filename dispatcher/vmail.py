@@ -14,12 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from domtool.dispatcher.opbase import OpError, _refused, _why
 from domtool.protocol import VmailArgs
 
 
 async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
     """The op (``ctl`` is the dispatcher's Controller)."""
-    from domtool.dispatcher.controller import OpError, _refused, _why
 
     name = member.name
     perms = ctl._perms(name)
@@ -90,7 +90,6 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _listed(ctl: Any, hosts: list[str], owner: str, domain: str | None) -> dict:
-    from domtool.dispatcher.controller import OpError, _why
 
     call = VmailArgs("list", owner, domain)
     results = await ctl.coordinator.gather(

@@ -254,7 +254,6 @@ class ClientTLS:
         if trust.crl_pem is not None:  # (CRLError: a CRL the pinned CA did not sign)
             check_crl(trust.ca_pem, trust.crl_pem)
         self.hostname = hostname
-        self._own = own
         self._trust = trust
         self._context = client_context(own, trust, hostname)
 
@@ -262,17 +261,6 @@ class ClientTLS:
     def trust(self) -> Trust:
         """The CA and CRL new handshakes (and per-call re-checks) use."""
         return self._trust
-
-    def check_crl(self, crl_pem: bytes) -> None:
-        """Raise CRLError unless ``crl_pem`` is a CRL signed by the pinned CA."""
-        check_crl(self._trust.ca_pem, crl_pem)
-
-    def reload_crl(self, crl_pem: bytes) -> None:
-        """Use a newly signed CRL from now on (CRLError: the old one stays)."""
-        check_crl(self._trust.ca_pem, crl_pem)
-        trust = Trust(self._trust.ca_pem, crl_pem)
-        self._context = client_context(self._own, trust, self.hostname)
-        self._trust = trust
 
     def clientConnectionForTLS(self, tlsProtocol) -> SSL.Connection:  # noqa: N802 (Twisted API)
         """A connection for one outgoing socket, sending the host name (SNI)."""

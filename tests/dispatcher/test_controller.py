@@ -333,8 +333,8 @@ def test_the_dispatchers_own_ownership_check_catches_each_resource_kind():
     """Behind the language's checks, the evaluated state is checked again at the
     dispatcher: a unit of another owner, bob's domain, path, user, group, a vhost alias
     in bob's domain and a mail domain of bob's are each named."""
-    from domtool.dispatcher.controller import ownership_problems
     from domtool.model import TLS, DesiredState, MailDomain, Record, Vhost, Zone
+    from domtool.ownership import ownership_problems
     from domtool.perms import Permissions
 
     alice = Permissions(

@@ -24,7 +24,7 @@ refused.
 
 The same cases (less the symlink route, which only the slave can see: the dispatcher
 checks paths lexically) are fed to the dispatcher's own second check
-(``controller.ownership_problems``), which tests/dispatcher/test_controller.py covers
+(``domtool.ownership.ownership_problems``), which tests/dispatcher/test_controller.py covers
 per resource kind but not per path field and route.
 """
 
@@ -39,8 +39,8 @@ import pytest
 from twisted.internet.task import Clock
 
 from domtool import model, states, wire
-from domtool.dispatcher.controller import ownership_problems
 from domtool.model import TLS, BasicAuth, Block, DesiredState, MailDomain, Record, Vhost, Zone
+from domtool.ownership import ownership_problems
 from domtool.perms import Permissions
 from domtool.slave import ops
 from domtool.slave.agent import Agent
