@@ -243,6 +243,7 @@ def breakdown(slave: Slave) -> list[dict]:
             f"  {r['mb']:7.1f} MB {r['objects']:>9} {r['holder']} {r['types_mb']}", file=sys.stderr
         )
     print(f"  {sum(r['mb'] for r in rows):7.1f} MB in all", file=sys.stderr)
+    sys._debugmallocstats()  # (to stderr: pymalloc's arenas, used and free blocks)
     return rows
 
 

@@ -420,20 +420,10 @@ INTERN_MAX = 24
 _FIELDS = {c: frozenset(f.name for f in attrs.fields(c)) for c in _CLASSES.values()}
 
 
-def _key(value: Any) -> Any:
-    """``value``'s part of its container's sharing key: a string itself, an object
-    already shared by its id (it is kept alive by the decoder's table), any other
-    scalar with its type."""
-    t = type(value)
-    if t is str:
-        return value
-    if t is tuple or t in _FIELDS:
-        return id(value)
-    return (t, value)
-
-
 class _Decoder:
-    """One :func:`from_json` call's table of the values built so far, by exact key."""
+    """One :func:`from_json` call's table of the values built so far, by exact key: a
+    value's part of its container's key is a string itself, an object or tuple already
+    shared by its id (the table keeps it alive), any other scalar with its type."""
 
     __slots__ = ("_shared", "_strs")
 
@@ -441,20 +431,42 @@ class _Decoder:
         self._strs: dict[str, str] = {}
         self._shared: dict[tuple, Any] = {}
 
+    def _str(self, data: str) -> str:
+        got = sys.intern(data) if len(data) <= INTERN_MAX and type(data) is str else data
+        self._strs[got] = got
+        return got
+
     def value(self, data: Any) -> Any:
-        if isinstance(data, str):
-            got = self._strs.get(data)
-            if got is None:
-                got = sys.intern(data) if len(data) <= INTERN_MAX and type(data) is str else data
-                self._strs[got] = got
-            return got
-        if isinstance(data, dict):
+        t = type(data)
+        if t is str:
+            return self._strs.get(data) or self._str(data)
+        if t is dict or isinstance(data, dict):
             return self._object(data)
-        if isinstance(data, list):
-            items = tuple([self.value(v) for v in data])
-            key = (tuple, *map(_key, items))
-            return self._shared.setdefault(key, items)
+        if t is list or isinstance(data, list):
+            return self._items(data)
+        if isinstance(data, str):
+            return self._strs.get(data) or self._str(data)
         return data
+
+    def _part(self, v: Any, key: list) -> Any:
+        """``v`` decoded, its key part appended to ``key``."""
+        t = type(v)
+        if t is str:
+            x = self._strs.get(v) or self._str(v)
+            key.append(x)
+        elif t is dict or t is list or isinstance(v, dict | list | str):
+            x = self.value(v)
+            key.append(x if type(x) is str else id(x))
+        else:
+            x = v
+            key.append((t, v))
+        return x
+
+    def _items(self, data: list) -> tuple:
+        key: list = [tuple]
+        part = self._part
+        items = tuple([part(v, key) for v in data])
+        return self._shared.setdefault(tuple(key), items)
 
     def _object(self, data: dict) -> Any:
         kind = data.get("kind")
@@ -471,9 +483,15 @@ class _Decoder:
             extra = data.keys() - _FIELDS[cls] - {"kind"}
         if extra:
             raise ValueError(f"unexpected fields for {cls.__name__}: {sorted(extra)}")
-        fields = {k: self.value(v) for k, v in data.items() if k != skip}
-        key = (cls, *[x for k, v in fields.items() for x in (k, _key(v))])
-        got = self._shared.get(key)
+        key: list = [cls]
+        part = self._part
+        fields = {}
+        for k, v in data.items():
+            if k != skip:
+                key.append(k)
+                fields[k] = part(v, key)
+        key_t = tuple(key)
+        got = self._shared.get(key_t)
         if got is None:
-            got = self._shared[key] = cls(**fields)
+            got = self._shared[key_t] = cls(**fields)
         return got

@@ -48,49 +48,48 @@ class HolderIndex:
     """The live names by owner and by name (see the module docstring).
 
     Memory: the owners of a name are a tuple (nearly always one owner; a set per name
-    of 10,000 domains cost 8 MB), and the names of parts that are not live (a refused
-    change, or every owner's previous part after a complete prepare) are forgotten at
-    the next sync, so the index never holds a second copy of the host's state."""
-
-    #: parts not live whose names stay remembered until the next sync trims them
-    SLACK = 64
+    of 10,000 domains cost 8 MB), and the names of parts that are not live (the parts
+    a prepare asked about: refused, or replaced at commit) are forgotten when the agent
+    says which parts are live (:meth:`live`, at commit), so the index never holds a
+    second copy of the host's state."""
 
     def __init__(self) -> None:
         self._parts: dict[str, tuple[DesiredState, frozenset[Key]]] = {}
         self._by_key: dict[Key, tuple[str, ...]] = {}
+        # id(part) -> (part, its names): the live parts', and those asked about since
         self._keys: dict[int, tuple[DesiredState, frozenset[Key]]] = {}
+        self._asked: dict[int, tuple[DesiredState, frozenset[Key]]] = {}
 
     def keys_of(self, part: DesiredState) -> frozenset[Key]:
         """The names one part holds (remembered per part object)."""
-        hit = self._keys.get(id(part))
+        hit = self._keys.get(id(part)) or self._asked.get(id(part))
         if hit is not None and hit[0] is part:
             return hit[1]
         keys = frozenset(holders(part))
-        self._keys[id(part)] = (part, keys)
+        self._asked[id(part)] = (part, keys)
         return keys
-
-    def _trim(self) -> None:
-        """Forget the names of parts that are not live (kept: the live parts')."""
-        if len(self._keys) > len(self._parts) + self.SLACK:
-            self._keys = {id(p): (p, k) for p, k in self._parts.values()}
 
     def live(self, current: Mapping[str, DesiredState]) -> None:
         """The live parts are now ``current`` (by owner): the agent says so at commit,
-        so the previous parts are let go then, not at the next prepare."""
+        so the previous parts and those only asked about are let go then."""
         self._sync(current)
+        self._asked = {}
 
     def _sync(self, current: Mapping[str, DesiredState]) -> None:
         for owner in [o for o in self._parts if o not in current]:
             self._drop(owner)
         for owner, part in current.items():
             known = self._parts.get(owner)
-            if known is not None and (known[0] is part or known[0] == part):
-                # (equal parts share their unit objects: the comparison is by identity)
+            if known is not None and known[0] is part:
+                continue
+            if known is not None and known[0] == part:  # the same names: hold this object
+                del self._keys[id(known[0])]
+                self._parts[owner] = self._keys[id(part)] = (part, known[1])
                 continue
             if known is not None:
                 self._drop(owner)
             keys = self.keys_of(part)
-            self._parts[owner] = (part, keys)
+            self._parts[owner] = self._keys[id(part)] = (part, keys)
             by_key = self._by_key
             for key in keys:
                 held = by_key.get(key)
@@ -98,10 +97,10 @@ class HolderIndex:
                     by_key[key] = (owner,)
                 elif owner not in held:
                     by_key[key] = (*held, owner)
-        self._trim()
 
     def _drop(self, owner: str) -> None:
-        _part, keys = self._parts.pop(owner)
+        part, keys = self._parts.pop(owner)
+        self._keys.pop(id(part), None)
         for key in keys:
             held = self._by_key.get(key)
             if held is not None and owner in held:
