@@ -222,6 +222,31 @@ class Slave:
         return time.perf_counter() - t0, t1 - t0
 
 
+def breakdown(slave: Slave) -> list[dict]:
+    """What the slave holds, by structure (``bench/heapwalk.py``), printed to stderr: the
+    agent's attributes first (its state), then the engine's generation store, then each
+    backend's memos; an object shared by two holders counts under the first."""
+    from heapwalk import attributes, walk
+
+    agent, engine = slave.agent, slave.engine
+    gc.collect()
+    roots = [("agent._state", agent._state)]
+    roots += [r for r in attributes("agent", agent) if r[0] not in ("agent.engine", "agent._state")]
+    for name, backend in engine.backends.items():
+        roots += attributes(name, backend)
+    roots += attributes("store", engine.store)
+    roots += attributes("engine", engine)
+    rows = [r for r in walk(roots) if r["mb"] >= 0.1]
+    print("held by (MB, objects; shared objects under the first holder):", file=sys.stderr)
+    for r in rows:
+        print(
+            f"  {r['mb']:7.1f} MB {r['objects']:>9} {r['holder']} {r['types_mb']}", file=sys.stderr
+        )
+    print(f"  {sum(r['mb'] for r in rows):7.1f} MB in all", file=sys.stderr)
+    sys._debugmallocstats()  # (to stderr: pymalloc's arenas, used and free blocks)
+    return rows
+
+
 def make_frames(n: int, repeat: int, path: str) -> None:
     """Evaluate the host's parts and alice's changes (in a child process, so the bench's
     own process holds only what the slave holds) and write them, one JSON line each:
@@ -331,6 +356,8 @@ def run(n: int, args) -> dict:
             if prof is not None:
                 prof.dump_stats(where)
         out["memory_after_changes_mb"] = memory()
+        if args.breakdown and last:
+            out["breakdown_after_changes"] = breakdown(slave)
         # regen: every owner's part again, decoded afresh, in one complete prepare
         everyone: dict[str, dict] = {"alice": changes["web"][-1]}
         with open(frames, encoding="utf-8") as f:
@@ -353,6 +380,8 @@ def run(n: int, args) -> dict:
         out["complete"] = {"wall_s": wall, "prepare_s": prep, "cpu_s": cpu, "gc_s": gc_s}
         gc.collect()
         out["memory_mb"] = memory()
+        if args.breakdown and last:
+            out["breakdown_after_complete"] = breakdown(slave)
         if args.tracemalloc and last:
             import tracemalloc
 
@@ -385,6 +414,12 @@ def main() -> None:
     ap.add_argument("--profile-web", help="cProfile of the web changes at the largest size")
     ap.add_argument("--profile-complete", help="cProfile of the complete prepare")
     ap.add_argument("--tracemalloc", action="store_true")
+    ap.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="what the slave holds by structure (agent, engine store, each backend), after"
+        " the changes and after the complete prepare, at the largest size (bench/heapwalk.py)",
+    )
     ap.add_argument(
         "--plain-gc", action="store_true", help="without the slave's GC policy (slave/gcpolicy.py)"
     )

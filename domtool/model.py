@@ -15,6 +15,7 @@ them again (``domtool.validate``) before they reach a file.
 from __future__ import annotations
 
 import operator
+import sys
 from typing import Any
 
 import attrs
@@ -400,23 +401,97 @@ def to_json(value: Any) -> Any:
 
 
 def from_json(data: Any) -> Any:
-    """Inverse of :func:`to_json`. Only the classes of this module can be built."""
-    if isinstance(data, dict):
-        if data.get("kind") in BLOCK_KINDS:
+    """Inverse of :func:`to_json`. Only the classes of this module can be built.
+
+    Equal values decoded by one call are one object (hash-consing): the 10,000 zones of
+    a host decoded in one frame share their NS records, node tuples and settings, and
+    short strings (owners, nodes, record types, addresses) are interned across calls.
+    Sharing is exact: two values become one only when they are of the same class (or
+    both tuples) and their fields are the same objects or equal scalars of the same
+    type (``True`` and ``1`` stay apart), so the result is the same value, field by
+    field and type by type, as decoding without it; the objects are immutable."""
+    return _Decoder().value(data)
+
+
+#: strings up to this long are interned across calls (``sys.intern``): owners, nodes,
+#: record types and names, addresses; longer ones are shared within one call only
+INTERN_MAX = 24
+
+_FIELDS = {c: frozenset(f.name for f in attrs.fields(c)) for c in _CLASSES.values()}
+
+
+class _Decoder:
+    """One :func:`from_json` call's table of the values built so far, by exact key: a
+    value's part of its container's key is a string itself, an object or tuple already
+    shared by its id (the table keeps it alive), any other scalar with its type."""
+
+    __slots__ = ("_shared", "_strs")
+
+    def __init__(self) -> None:
+        self._strs: dict[str, str] = {}
+        self._shared: dict[tuple, Any] = {}
+
+    def _str(self, data: str) -> str:
+        got = sys.intern(data) if len(data) <= INTERN_MAX and type(data) is str else data
+        self._strs[got] = got
+        return got
+
+    def value(self, data: Any) -> Any:
+        t = type(data)
+        if t is str:
+            return self._strs.get(data) or self._str(data)
+        if t is dict or isinstance(data, dict):
+            return self._object(data)
+        if t is list or isinstance(data, list):
+            return self._items(data)
+        if isinstance(data, str):
+            return self._strs.get(data) or self._str(data)
+        return data
+
+    def _part(self, v: Any, key: list) -> Any:
+        """``v`` decoded, its key part appended to ``key``."""
+        t = type(v)
+        if t is str:
+            x = self._strs.get(v) or self._str(v)
+            key.append(x)
+        elif t is dict or t is list or isinstance(v, dict | list | str):
+            x = self.value(v)
+            key.append(x if type(x) is str else id(x))
+        else:
+            x = v
+            key.append((t, v))
+        return x
+
+    def _items(self, data: list) -> tuple:
+        key: list = [tuple]
+        part = self._part
+        items = tuple([part(v, key) for v in data])
+        return self._shared.setdefault(tuple(key), items)
+
+    def _object(self, data: dict) -> Any:
+        kind = data.get("kind")
+        if kind in BLOCK_KINDS:
             # A Block's own ``kind`` field ("location"/"directory") overwrites the class
             # tag in to_json, so a block is recognised by that field instead.
-            extra = set(data) - {f.name for f in attrs.fields(Block)}
-            if extra:
-                raise ValueError(f"unexpected fields for Block: {sorted(extra)}")
-            return Block(**{k: from_json(v) for k, v in data.items()})
-        cls = _CLASSES.get(data.get("kind", ""))
-        if cls is None:
-            raise ValueError(f"unknown model object kind {data.get('kind')!r}")
-        names = {f.name for f in attrs.fields(cls)}
-        extra = set(data) - names - {"kind"}
+            cls, skip = Block, None
+            extra = data.keys() - _FIELDS[Block]
+        else:
+            cls = _CLASSES.get(kind if isinstance(kind, str) else "")
+            if cls is None:
+                raise ValueError(f"unknown model object kind {kind!r}")
+            skip = "kind"
+            extra = data.keys() - _FIELDS[cls] - {"kind"}
         if extra:
             raise ValueError(f"unexpected fields for {cls.__name__}: {sorted(extra)}")
-        return cls(**{k: from_json(v) for k, v in data.items() if k != "kind"})
-    if isinstance(data, list):
-        return tuple(from_json(v) for v in data)
-    return data
+        key: list = [cls]
+        part = self._part
+        fields = {}
+        for k, v in data.items():
+            if k != skip:
+                key.append(k)
+                fields[k] = part(v, key)
+        key_t = tuple(key)
+        got = self._shared.get(key_t)
+        if got is None:
+            got = self._shared[key_t] = cls(**fields)
+        return got

@@ -48,7 +48,7 @@ from domtool.slave.engine import EngineError, Prepared
 from domtool.slave.holders import HolderIndex
 from domtool.slave.seams import RealFileSystem
 from domtool.slave.staterecords import StateRecords
-from domtool.states import by_owner, compose, under_domain
+from domtool.states import by_owner, compose, kinds, under_domain
 from domtool.util.locks import run_locked
 
 __all__ = ["Agent", "AgentError", "Failed", "Refused", "StateRecords"]
@@ -87,6 +87,27 @@ class Failed(AgentError):
 
 def _nonempty(parts: Mapping[str, DesiredState]) -> dict[str, DesiredState]:
     return {o: p for o, p in parts.items() if p != DesiredState()}
+
+
+def _reuse(new: DesiredState, old: DesiredState | None) -> DesiredState:
+    """``new`` with each unit equal to one of ``old`` replaced by ``old``'s object (``old``
+    itself when the parts are equal): a complete prepare (regen) decodes every owner's
+    part afresh, and without this the host would hold a second copy of every unchanged
+    unit (the backends' memos keep the live ones) and the backends would see 30,000 new
+    objects. Equal units are the same value (as the state records and the holder index
+    already take them to be)."""
+    if old is None or new is old:
+        return new
+    if new == old:
+        return old
+    fields = {}
+    for f in kinds(new):
+        have = getattr(old, f)
+        if not have:
+            continue
+        mine = {u: u for u in have}
+        fields[f] = tuple([mine.get(u, u) for u in getattr(new, f)])
+    return attrs.evolve(new, **fields) if fields else new
 
 
 def _restore(parts: dict[str, DesiredState], current: Mapping[str, DesiredState], owner: str):
@@ -300,7 +321,7 @@ class Agent:
                 details[owner] = rechecked[owner]
                 continue
             changed.add(owner)
-            parts[owner] = snapped.get(owner, change.state)
+            parts[owner] = _reuse(snapped.get(owner, change.state), current.get(owner))
         for _ in range(len(changed) + 1):
             clashes = self._holders.conflicts(parts, changed, current)
             if not clashes:
@@ -433,6 +454,7 @@ class Agent:
             self._state = pending.state
             if pending.parts is not None:
                 self._split = (pending.state, pending.parts)
+                self._holders.live(pending.parts)  # (lets the previous parts go now)
             self._state_known = True
         elif status == "unchanged" and pending.complete and not self._state_known:
             # A complete, fully accepted prepare that changed nothing: the live generation

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import PurePosixPath
 
@@ -377,7 +378,12 @@ class GenerationStore:
         cached = self._files.get(gen)
         if cached is None or cached.manifest is not manifest:
             sel = self.selection(manifest)
-            files = {b: frozenset(r.filename for r in units.values()) for b, units in sel.items()}
+            # (interned: the kept generations share one string per unit file name, not
+            # one each: 5 generations of 30,000 units held 150,000 names, 17 MB)
+            files = {
+                b: frozenset(sys.intern(r.filename) for r in units.values())
+                for b, units in sel.items()
+            }
             cached = self._files[gen] = _Derived(manifest, files)
         return cached.value
 
