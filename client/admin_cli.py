@@ -338,9 +338,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
 # Remote commands
 
 
-def _remote(op: str, build, render=render_generic):
+def _remote(build, render=render_generic):
+    """A command sending ``build(args)`` (a ``domtool.protocol`` request object)."""
+
     def run(args: argparse.Namespace) -> int:
-        return remote(PROG, args, op, build(args), render)
+        return remote(PROG, args, build(args), render)
 
     return run
 
@@ -349,7 +351,7 @@ def cmd_adduser(args: argparse.Namespace) -> int:
     """Add the member (the dispatcher issues and pins their certificate) and write
     USER.pem, USER.key (0600), host-ca.pem and a client.toml into --out."""
     from domtool.client import config as client_config
-    from domtool.client.connection import RemoteError, Unreachable, call, dumps
+    from domtool.client.connection import RemoteError, Unreachable, ask, dumps
     from domtool.client.domtool_cli import EXIT_UNREACHABLE, print_refusal
 
     try:
@@ -361,9 +363,7 @@ def cmd_adduser(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty; pass --out DIR for the new member's files")
     try:
-        result = call(
-            admin, "adduser", {"user": args.user, **({"admin": True} if args.admin else {})}
-        )
+        result = ask(admin, protocol.AddUserRequest(args.user, True if args.admin else None))
     except Unreachable as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
@@ -399,30 +399,26 @@ def cmd_adduser(args: argparse.Namespace) -> int:
 
 def cmd_perms(args: argparse.Namespace) -> int:
     if args.user:
-        return remote(PROG, args, "perms_of", {"user": args.user}, render_perms)
-    return remote(PROG, args, "perms", {}, render_perms)
+        return remote(PROG, args, protocol.PermsOfRequest(args.user), render_perms)
+    return remote(PROG, args, protocol.PermsRequest(), render_perms)
 
 
 def cmd_quota(args: argparse.Namespace) -> int:
     if args.resource is None:
-        return remote(PROG, args, "quota", {"user": args.user}, render_generic)
+        return remote(PROG, args, protocol.QuotaRequest(args.user), render_generic)
     if args.value is None:
         raise UsageError("quota USER RESOURCE needs a VALUE to set")
-    op_args = {"user": args.user, "resource": args.resource, "value": args.value}
-    return remote(PROG, args, "set_quota", op_args, render_generic)
+    request = protocol.SetQuotaRequest(args.user, args.resource, args.value)
+    return remote(PROG, args, request, render_generic)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    op_args = {}
-    if args.user:
-        op_args["user"] = args.user
-    if args.limit:
-        op_args["limit"] = args.limit
-    return remote(PROG, args, "audit", op_args, render_audit)
+    request = protocol.AuditRequest(args.user or None, args.limit or None)
+    return remote(PROG, args, request, render_audit)
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    return remote(PROG, args, "ping", {"host": args.host} if args.host else {}, render_hosts)
+    return remote(PROG, args, protocol.PingRequest(args.host or None), render_hosts)
 
 
 def _common_after(p: argparse.ArgumentParser) -> None:
@@ -533,7 +529,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "rmuser",
         "remove a member (dry run unless --doit)",
-        _remote("rmuser", lambda a: {"user": a.user, "apply": a.doit}, render_plan),
+        _remote(lambda a: protocol.RmUserRequest(a.user, a.doit), render_plan),
     )
     sp.add_argument("user", metavar="USER")
     sp.add_argument("--doit", action="store_true", help="really remove")
@@ -542,11 +538,13 @@ def build_parser() -> argparse.ArgumentParser:
             verb,
             f"{verb} USER a permission: CLASS is one of {', '.join(GRANT_CLASSES)}",
             _remote(
-                verb,
                 lambda a: (
-                    {"user": a.user, "class": a.cls, "value": a.value}
-                    | ({"shared": True} if getattr(a, "shared", False) else {})
-                ),
+                    protocol.GrantRequest(
+                        a.user, a.cls, a.value, True if getattr(a, "shared", False) else None
+                    )
+                    if a.command == "grant"
+                    else protocol.RevokeRequest(a.user, a.cls, a.value)
+                )
             ),
         )
         sp.add_argument("user", metavar="USER")
@@ -563,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "whohas",
         "list the members granted CLASS VALUE",
-        _remote("whohas", lambda a: {"class": a.cls, "value": a.value}),
+        _remote(lambda a: protocol.WhohasRequest(a.cls, a.value)),
     )
     sp.add_argument("cls", metavar="CLASS", choices=GRANT_CLASSES)
     sp.add_argument("value", metavar="VALUE")
@@ -575,27 +573,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "regen",
         "replay every member's sources and converge every host (dry run unless --doit)",
-        _remote("regen", lambda a: {"apply": a.doit}, render_plan),
+        _remote(lambda a: protocol.RegenRequest(a.doit), render_plan),
     )
     sp.add_argument("--doit", action="store_true", help="apply the plan")
     sp = add(
         "rmdom",
         "remove DOMAIN from every host (dry run unless --doit)",
-        _remote("admin_rmdom", lambda a: {"domain": a.domain, "apply": a.doit}, render_plan),
+        _remote(lambda a: protocol.AdminRmdomRequest(a.domain, a.doit), render_plan),
     )
     sp.add_argument("domain", metavar="DOMAIN")
     sp.add_argument("--doit", action="store_true", help="really remove")
     add(
         "hosts",
         "list the hosts, their roles and generations",
-        _remote("hosts", lambda a: {}, render_hosts),
+        _remote(lambda a: protocol.HostsRequest(), render_hosts),
     )
     sp = add("ping", "check that each host (or HOST) answers", cmd_ping)
     sp.add_argument("host", metavar="HOST", nargs="?")
     sp = add(
         "describe",
         "show what DOMAIN became on each host",
-        _remote("admin_describe", lambda a: {"domain": a.domain}, render_describe),
+        _remote(lambda a: protocol.AdminDescribeRequest(a.domain), render_describe),
     )
     sp.add_argument("domain", metavar="DOMAIN")
     sp = add("audit", "show the audit log", cmd_audit)
@@ -615,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "usage",
         "show what USER (or every member) uses on each host",
-        _remote("usage_of", lambda a: {"user": a.user} if a.user else {}, limits_cli.render_usage),
+        _remote(lambda a: protocol.UsageOfRequest(a.user or None), limits_cli.render_usage),
     )
     sp.add_argument("user", metavar="USER", nargs="?")
     return p

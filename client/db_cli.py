@@ -23,6 +23,7 @@ import argparse
 import getpass
 import sys
 
+from domtool import protocol
 from domtool.client.domtool_cli import EXIT_USAGE, UsageError, _common, remote
 
 KINDS = ("postgres", "mysql")
@@ -151,17 +152,15 @@ def main(argv: list[str]) -> int:
     prog = "domtool db"
     a = args.action
     if a == "create":
-        return remote(
-            prog, args, "db_create", {"kind": args.kind, "name": args.name}, render_create
-        )
+        return remote(prog, args, protocol.DbCreateRequest(args.kind, args.name), render_create)
     if a == "drop":
-        op_args = {"kind": args.kind, "name": args.name, "apply": bool(args.doit)}
-        return remote(prog, args, "db_drop", op_args, render_message)
+        request = protocol.DbDropRequest(args.kind, args.name, bool(args.doit))
+        return remote(prog, args, request, render_message)
     if a == "list":
-        return remote(prog, args, "db_list", {}, render_list)
+        return remote(prog, args, protocol.DbListRequest(), render_list)
     if a == "passwd":
         password = read_password(args.password_stdin)
-        op_args = {"kind": args.kind, "role": args.role, "password": password}
-        return remote(prog, args, "db_passwd", op_args, render_message)
-    op_args = {"kind": args.kind, "database": args.database, "role": args.role}
-    return remote(prog, args, "db_grant", op_args, render_message)
+        request = protocol.DbPasswdRequest(args.kind, args.role, password)
+        return remote(prog, args, request, render_message)
+    request = protocol.DbGrantRequest(args.kind, args.database, args.role)
+    return remote(prog, args, request, render_message)

@@ -43,6 +43,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from domtool import protocol
 from domtool.client import list_cli, logs_cli, policy_cli
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def _load_perms(path: str | None, user: str, config_path: str | None = None):
 def _dispatcher_perms(config_path: str | None):
     """Your permissions as the dispatcher holds them, or (None, why not)."""
     from domtool.client import config as client_config
-    from domtool.client.connection import RemoteError, Unreachable, call
+    from domtool.client.connection import RemoteError, Unreachable, ask
 
     if config_path is None and not client_config.default_path().exists():
         return None, "no client configuration (~/.domtool/client.toml)"
@@ -92,7 +93,7 @@ def _dispatcher_perms(config_path: str | None):
     except client_config.ConfigError as e:
         raise UsageError(str(e)) from None
     try:
-        result = call(config, "perms", {})
+        result = ask(config, protocol.PermsRequest())
     except (Unreachable, RemoteError) as e:
         return None, str(e)
     try:
@@ -214,13 +215,14 @@ def _progress(p: dict) -> None:
     print(f"  [{done}/{total}] {what}", file=sys.stderr, flush=True)
 
 
-def remote(prog: str, args: argparse.Namespace, op: str, op_args: dict, render, failed=None) -> int:
-    """Make one request and print its answer (``render(result)`` or JSON); the exit status.
+def remote(prog: str, args: argparse.Namespace, request, render, failed=None) -> int:
+    """Send one request (a ``domtool.protocol`` request object) and print its answer
+    (``render(result)`` or JSON); the exit status.
 
     ``failed(result)`` true makes the exit status 1 (an answer saying "not applied").
     Shared by ``domtool`` and ``domtool-admin``."""
     from domtool.client import config as client_config
-    from domtool.client.connection import RemoteError, Unreachable, call, dumps
+    from domtool.client.connection import RemoteError, Unreachable, ask, dumps
 
     try:
         config = client_config.load(args.config)
@@ -228,7 +230,7 @@ def remote(prog: str, args: argparse.Namespace, op: str, op_args: dict, render, 
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = call(config, op, op_args, None if args.json else _progress)
+        result = ask(config, request, None if args.json else _progress)
     except Unreachable as e:
         if args.json:
             print(dumps({"ok": False, "error": {"kind": "unreachable", "message": str(e)}}))
@@ -265,8 +267,9 @@ def print_refusal(prog: str, e) -> None:
             print(f"  {d}", file=sys.stderr)
 
 
-def _files_arg(paths: list[str]) -> list[dict]:
-    """``[{"name": DOMAIN, "text": ...}]`` for the wire; usage errors for bad names/files."""
+def _files_arg(paths: list[str]) -> tuple[protocol.SourceFile, ...]:
+    """The files of a ``submit`` or ``plan``, each named after its domain; usage errors
+    for bad names/files."""
     from domtool.protocol import DOMAIN, MAX_FILE_BYTES, MAX_FILES
 
     if len(paths) > MAX_FILES:
@@ -285,8 +288,8 @@ def _files_arg(paths: list[str]) -> list[dict]:
             )
         if len(text.encode()) > MAX_FILE_BYTES:
             raise UsageError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB")
-        out.append({"name": name, "text": text})
-    return out
+        out.append(protocol.SourceFile(name, text))
+    return tuple(out)
 
 
 # Files that live in ~/.domtool but are not domain configs (client.toml, keys...).
@@ -511,12 +514,12 @@ def render_history(result) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     files = _files_arg(args.files or default_files())
-    return remote("domtool", args, "submit", {"files": files}, render_apply, apply_failed)
+    return remote("domtool", args, protocol.SubmitRequest(files), render_apply, apply_failed)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     files = _files_arg(args.files)
-    return remote("domtool", args, "plan", {"files": files}, render_plan, plan_failed)
+    return remote("domtool", args, protocol.PlanRequest(files), render_plan, plan_failed)
 
 
 def cmd_simple(op: str, render=render_generic):
@@ -527,7 +530,7 @@ def cmd_simple(op: str, render=render_generic):
         if op == "undo":
             op_args["version"] = args.version or _previous_version(args)
         failed = apply_failed if op in ("undo", "rmdom") else None
-        return remote("domtool", args, op, op_args, render, failed)
+        return remote("domtool", args, protocol.REQUESTS[op](**op_args), render, failed)
 
     return run
 
@@ -535,10 +538,10 @@ def cmd_simple(op: str, render=render_generic):
 def _previous_version(args: argparse.Namespace) -> int:
     """The version before the latest in DOMAIN's history (what a bare ``undo`` puts back)."""
     from domtool.client import config as client_config
-    from domtool.client.connection import RemoteError, Unreachable, call
+    from domtool.client.connection import RemoteError, Unreachable, ask
 
     try:
-        result = call(client_config.load(args.config), "history", {"domain": args.domain})
+        result = ask(client_config.load(args.config), protocol.HistoryRequest(args.domain))
     except (client_config.ConfigError, Unreachable, RemoteError) as e:
         raise UsageError(f"undo without VERSION needs the history of {args.domain}: {e}") from None
     versions = result.get("versions") if isinstance(result, dict) else result

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from domtool import protocol
+
 HELP = "delete a mailing list from Mailman once it is out of your config (list rm ADDRESS)"
 
 
@@ -44,5 +46,5 @@ def failed(result: dict) -> bool:
 def run(args: argparse.Namespace) -> int:
     from domtool.client.domtool_cli import remote
 
-    op_args = {"list": args.address, "doit": bool(args.doit)}
-    return remote("domtool", args, "list_rm", op_args, render, failed)
+    request = protocol.ListRmRequest(args.address, bool(args.doit))
+    return remote("domtool", args, request, render, failed)

@@ -23,14 +23,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
+from domtool import protocol
+
 ADMIN = "domtool-admin"
 
 
-def _remote(prog: str, op: str, build, render) -> Callable[[argparse.Namespace], int]:
+def _remote(prog: str, build, render) -> Callable[[argparse.Namespace], int]:
+    """A command sending ``build(args)`` (a ``domtool.protocol`` request object)."""
     from domtool.client.domtool_cli import remote
 
     def run(args: argparse.Namespace) -> int:
-        return remote(prog, args, op, build(args), render, failed=_failed)
+        return remote(prog, args, build(args), render, failed=_failed)
 
     return run
 
@@ -97,14 +100,15 @@ def render_mine(result) -> str:
     return "\n".join(out)
 
 
-def _who(args: argparse.Namespace, words: Sequence[str]) -> tuple[dict, list[str]]:
+def _who(args: argparse.Namespace, words: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The member named first (None with ``--site``) and the words after."""
     from domtool.client.domtool_cli import UsageError
 
     if args.site:
-        return {"site": True}, list(words)
+        return None, list(words)
     if not words:
         raise UsageError("name a member (USER) or --site")
-    return {"user": words[0]}, list(words[1:])
+    return words[0], list(words[1:])
 
 
 def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]], show=None) -> None:
@@ -128,8 +132,7 @@ def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]], 
         f"show every member's (or USER's) {part} policy",
         _remote(
             ADMIN,
-            "policy_show",
-            lambda a: {"user": a.user} if a.user else {},
+            lambda a: protocol.PolicyShowRequest(a.user or None),
             show or render_show,
         ),
     )
@@ -137,25 +140,30 @@ def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]], 
     sp = verb(
         "check",
         "check stored policy against grants and proxies, and which hosts differ",
-        _remote(ADMIN, "policy_check", lambda a: {"user": a.user} if a.user else {}, render_check),
+        _remote(ADMIN, lambda a: protocol.PolicyCheckRequest(a.user or None), render_check),
     )
     sp.add_argument("user", metavar="USER", nargs="?")
     for name, (text, metavar) in verbs.items():
 
-        def build(a: argparse.Namespace, name=name, metavar=metavar) -> dict:
-            who, rest = _who(a, a.words)
-            out = {**who, "part": part, "action": name}
+        def build(a: argparse.Namespace, name=name, metavar=metavar) -> protocol.PolicySetRequest:
+            user, rest = _who(a, a.words)
+            value = None
             if metavar:
                 from domtool.client.domtool_cli import UsageError
 
                 if not rest:
                     raise UsageError(f"{part} {name} needs {metavar}")
-                out["value"] = " ".join(rest)
-            if a.dry_run:
-                out["dry_run"] = True
-            return out
+                value = " ".join(rest)
+            return protocol.PolicySetRequest(
+                part,
+                name,
+                user=user,
+                site=True if user is None else None,
+                value=value,
+                dry_run=True if a.dry_run else None,
+            )
 
-        sp = verb(name, text, _remote(ADMIN, "policy_set", build, render_set))
+        sp = verb(name, text, _remote(ADMIN, build, render_set))
         sp.add_argument("--site", action="store_true", help="the site's defaults, not a member's")
         sp.add_argument("--dry-run", action="store_true", help="only show what would change")
         sp.add_argument(

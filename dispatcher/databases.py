@@ -106,11 +106,11 @@ class Databases:
     # -- member ops --------------------------------------------------------------------
 
     async def create(self, member: Member, args, progress) -> dict[str, Any]:
-        kind, me = args["kind"], member.name
-        detail = {"kind": kind, "name": args["name"]}
+        kind, me = args.kind, member.name
+        detail = {"kind": kind, "name": args.name}
 
         async def run() -> dict[str, Any]:
-            name = self._name(me, args["name"], "a database name")
+            name = self._name(me, args.name, "a database name")
             await self._lock.acquire()
             try:
                 held = await self._call("db_list", DbListArgs(me))
@@ -134,11 +134,11 @@ class Databases:
         return await self._audited(me, "db_create", detail, run)
 
     async def drop(self, member: Member, args, progress) -> dict[str, Any]:
-        kind, me, apply = args["kind"], member.name, bool(args.get("apply"))
-        detail = {"kind": kind, "name": args["name"], "apply": apply}
+        kind, me, apply = args.kind, member.name, bool(args.apply)
+        detail = {"kind": kind, "name": args.name, "apply": apply}
 
         async def run() -> dict[str, Any]:
-            name = self._name(me, args["name"], "a database name")
+            name = self._name(me, args.name, "a database name")
             if not apply:
                 held = await self._call("db_list", DbListArgs(me))
                 found = [
@@ -170,24 +170,24 @@ class Databases:
         }
 
     async def passwd(self, member: Member, args, progress) -> dict[str, Any]:
-        kind, me = args["kind"], member.name
-        detail = {"kind": kind, "role": args["role"]}  # never the password
+        kind, me = args.kind, member.name
+        detail = {"kind": kind, "role": args.role}  # never the password
 
         async def run() -> dict[str, Any]:
-            role = self._name(me, args["role"], "a role name")
-            if not args["password"]:
+            role = self._name(me, args.role, "a role name")
+            if not args.password:
                 raise _error("refused", "the password is empty")
-            return await self._call("db_passwd", DbPasswdArgs(kind, me, role, args["password"]))
+            return await self._call("db_passwd", DbPasswdArgs(kind, me, role, args.password))
 
         return await self._audited(me, "db_passwd", detail, run)
 
     async def grant(self, member: Member, args, progress) -> dict[str, Any]:
-        kind, me = args["kind"], member.name
-        detail = {"kind": kind, "database": args["database"], "role": args["role"]}
+        kind, me = args.kind, member.name
+        detail = {"kind": kind, "database": args.database, "role": args.role}
 
         async def run() -> dict[str, Any]:
-            database = self._name(me, args["database"], "a database name")
-            role = self._name(me, args["role"], "a role name")
+            database = self._name(me, args.database, "a database name")
+            role = self._name(me, args.role, "a role name")
             return await self._call("db_grant", DbGrantArgs(kind, me, database, role))
 
         return await self._audited(me, "db_grant", detail, run)

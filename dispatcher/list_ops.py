@@ -38,11 +38,11 @@ def others_deployed(store: Any, member: str, state: Any) -> dict[tuple[str, str]
 async def list_rm(controller: Any, member: Any, args: Any, progress: Any) -> dict[str, Any]:
 
     perms = controller._perms(member.name)
-    name, _, domain = str(args["list"]).lower().partition("@")
+    name, _, domain = str(args.list).lower().partition("@")
     try:
         fq = f"{validate.check_list_name(name)}@{validate.check_domain(domain)}"
     except validate.Invalid as e:
-        raise _refused(f"{args['list']!r} is not a mailing list address: {e}") from None
+        raise _refused(f"{args.list!r} is not a mailing list address: {e}") from None
     controller._own_domain(perms, domain)
     for state in controller.current(member.name).values():
         for d in state.lists:
@@ -54,7 +54,7 @@ async def list_rm(controller: Any, member: Any, args: Any, progress: Any) -> dic
     hosts = controller.site.nodes_with("lists")
     if not hosts:
         raise _refused("this site has no list hosts")
-    doit = bool(args.get("doit", False))
+    doit = bool(args.doit)
     calls = {
         h: controller.coordinator.call(h, "list_remove", ListRemoveArgs(member.name, fq, doit))
         for h in hosts

@@ -140,7 +140,7 @@ class MemberOps:
 
     async def describe(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
-        domain = args["domain"].lower()
+        domain = args.domain.lower()
         self._own_domain(perms, domain)
         hosts = [h for h, s in self.current(member.name).items() if s != without_domain(s, domain)]
         return {"domain": domain, "hosts": await self._describe_on(sorted(hosts), domain)}
@@ -149,7 +149,7 @@ class MemberOps:
         """The member's versions of the domain, oldest first; the text of the newest
         ``HISTORY_TEXTS`` only (the answer must fit one frame)."""
         perms = self._perms(member.name)
-        domain = args["domain"].lower()
+        domain = args.domain.lower()
         self._own_domain(perms, domain)
         mine = [s for s in self.store.history(domain) if s.member == member.name]
         with_text = {s.version for s in mine[-HISTORY_TEXTS:]}
@@ -169,22 +169,22 @@ class MemberOps:
 
     async def undo(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
-        domain = args["domain"].lower()
+        domain = args.domain.lower()
         self._own_domain(perms, domain)
-        source = self.store.source(domain, args["version"])
+        source = self.store.source(domain, args.version)
         if source is None or source.member != member.name:
-            raise _refused(f"{domain} has no version {args['version']} of {member.name}'s")
+            raise _refused(f"{domain} has no version {args.version} of {member.name}'s")
         if not source.accepted:
             raise _refused(
                 f"version {source.version} of {domain} was refused; only an accepted version can be restored"
             )
         if not source.text:
-            return await self.rmdom(member, {"domain": domain}, progress)
+            return await self.rmdom(member, protocol.RmdomRequest(domain), progress)
         return await self.rounds.submit(member.name, perms, {domain: source.text}, progress, "undo")
 
     async def rmdom(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
-        domain = args["domain"].lower()
+        domain = args.domain.lower()
         self._own_domain(perms, domain)
         return await run_locked(
             self._lock, self._rmdom, member.name, perms, domain, progress, member.name

@@ -116,7 +116,7 @@ def _members(ctl: Any, user: str | None) -> list[str]:
 
 
 async def policy_show(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
-    names = _members(ctl, args.get("user"))
+    names = _members(ctl, args.user)
     return {
         "site": record_of(ctl.store, SITE_POLICY).to_json(),
         "members": {n: _describe(ctl, n) for n in names},
@@ -160,7 +160,7 @@ async def policy_check(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[s
     """For each member: problems of the stored policy against today's grants and
     proxies, and the hosts whose held policy differs from it (a re-push is ``regen``)."""
     out = {}
-    for name in _members(ctl, args.get("user")):
+    for name in _members(ctl, args.user):
         record = record_of(ctl.store, name)
         unit = unit_for(ctl, name)
         want = None if unit is None else model.to_json(unit)
@@ -178,20 +178,20 @@ async def policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str
 
 async def _policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
 
-    site = bool(args.get("site"))
-    user = args.get("user")
+    site = bool(args.site)
+    user = args.user
     if site == (user is not None):
         raise OpError("bad_request", "name either a member (user) or the site's defaults (site)")
     who = SITE_POLICY if site else user
     names = _members(ctl, None if site else user)
-    part_name = args["part"]
+    part_name = args.part
     if part_name not in mp.EDITS:
         raise OpError(
             "bad_request", f"unknown policy part {part_name!r}; known: {sorted(mp.EDITS)}"
         )
     old = record_of(ctl.store, who)
     try:
-        part = mp.EDITS[part_name](old.get(part_name), args["action"], args.get("value", ""), user)
+        part = mp.EDITS[part_name](old.get(part_name), args.action, (args.value or ""), user)
     except mp.PolicyError as e:
         raise OpError("policy", e.problems[0], e.problems) from None
     new = old.with_part(part_name, part)
@@ -218,7 +218,7 @@ async def _policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[st
         if problems:
             raise OpError("policy", problems[0], problems)
         out: dict[str, Any] = {"record": new.to_json(), "plan": plans, "hosts": {}}
-        if args.get("dry_run"):
+        if args.dry_run:
             ctl.store.set_policy(who, old.to_json())
             out.update(applied=False, message=f"dry run: {len(changes)} host(s) would change")
             return out
@@ -231,7 +231,7 @@ async def _policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[st
     ctl.store.audit(
         admin.name,
         "policy_set",
-        {"who": who, "part": part_name, "action": args["action"], "value": args.get("value", "")},
+        {"who": who, "part": part_name, "action": args.action, "value": (args.value or "")},
         "applied" if result.applied else "refused",
     )
     out.update(ctl._answer(result, plans))

@@ -23,17 +23,17 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
 
     name = member.name
     perms = ctl._perms(name)
-    action = args["action"]
+    action = args.action
     current = ctl.current(name)
     mail_hosts = sorted(h for h, s in current.items() if s.mail)
     if action == "list":
-        domain = args.get("domain")
+        domain = args.domain
         if domain is not None:
             domain = domain.lower()
             ctl._own_domain(perms, domain)
         boxes = await _listed(ctl, mail_hosts, name, domain)
         return {"mailboxes": sorted(boxes.values(), key=lambda b: b["address"])}
-    domain, user = args.get("domain"), args.get("user")
+    domain, user = args.domain, args.user
     if domain is None or user is None:
         raise OpError("bad_request", f"vmail {action} needs a domain and a user")
     domain, user = domain.lower(), user.lower()
@@ -48,7 +48,7 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
             f"{domain} does not handle mail here: add handleMail to it and submit it first"
         )
     address = f"{user}@{domain}"
-    if action in ("add", "passwd") and not args.get("hash"):
+    if action in ("add", "passwd") and not args.hash:
         raise OpError("bad_request", f"vmail {action} needs the password's hash")
     if action == "add":
         boxes = await _listed(ctl, mail_hosts, name, None)
@@ -59,17 +59,17 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
                 f"{name} would have {len(boxes) + 1} mailboxes, over the quota of {limit}; "
                 "ask an administrator to raise it (domtool-admin set-quota)",
             )
-    if action == "rm" and not args.get("doit"):
-        purge = "and its maildir (--purge)" if args.get("purge") else "(its maildir is kept)"
+    if action == "rm" and not args.doit:
+        purge = "and its maildir (--purge)" if args.purge else "(its maildir is kept)"
         return {"dry_run": True, "would": f"remove {address} {purge}", "hosts": hosts}
     call = VmailArgs(
         action,
         name,
         domain,
         user,
-        hash=args.get("hash"),
-        mail_user=args.get("mail_user"),
-        purge=bool(args.get("purge")),
+        hash=args.hash,
+        mail_user=args.mail_user,
+        purge=bool(args.purge),
         users=tuple(sorted(perms.users)),
     )
     results = await ctl.coordinator.gather(
@@ -79,7 +79,7 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
     ctl.store.audit(
         name,
         f"vmail_{action}",
-        {"address": address, "purge": bool(args.get("purge"))},
+        {"address": address, "purge": bool(args.purge)},
         "refused" if failed else "applied",
     )
     if failed:

@@ -10,8 +10,12 @@ The envelope and framing are ``domtool.wire``'s; this module says what goes insi
   unknown fields. Every problem is reported at once (:class:`SchemaError`), each with the
   JSON path it concerns (``changes.alice.state.zones[0].name``).
 - **what members and admins ask the dispatcher**: ``MEMBER_REQUESTS`` and
-  ``ADMIN_REQUESTS`` (closed tables, keys exactly ``wire.MEMBER_OPS``/``wire.ADMIN_OPS``),
-  checked by :func:`validate_args` before any controller logic.
+  ``ADMIN_REQUESTS`` (closed tables of schemas, keys exactly
+  ``wire.MEMBER_OPS``/``wire.ADMIN_OPS``), checked by :func:`validate_args` before any
+  controller logic; one request class per op (``REQUESTS``: :class:`SubmitRequest`,
+  :class:`GrantRequest`, ...), read by :func:`read_request` (the dispatcher's ops take
+  these objects) and written by their ``to_json`` (the CLIs, through
+  ``client.connection.ask``).
 - **what the dispatcher asks a slave**: ``SLAVE_OPS`` (keys exactly ``wire.SLAVE_OPS``),
   each op's schema and typed arguments (:class:`PrepareArgs` with per owner an
   :class:`OwnerChange`, :class:`TxArgs`, :class:`VmailArgs`, :class:`DbArgs`, ...), built
@@ -1346,6 +1350,404 @@ def validate_args(kind: Any, args: Any, *, admin: bool = False) -> Request:
         raise SchemaError([("", f"arguments are a JSON object, got {json_type(args)}")])
     check(table[kind], args)
     return Request(kind, args)
+
+
+# ---------------------------------------------------------------------------
+# Member and admin requests as typed objects: one class per op, ``REQUESTS`` (op -> class)
+# and :func:`read_request`. A field absent from the JSON is None in the object (and left
+# out again by ``to_json``), so what a client sends is what the dispatcher reads, byte for
+# byte; the op says what None means (``apply`` None is a dry run, ``limit`` None is 100).
+
+#: op -> request class, filled by :func:`_request`; keys exactly ``wire.MEMBER_OPS |
+#: wire.ADMIN_OPS`` (``tests/core/test_protocol.py``).
+REQUESTS: dict[str, type] = {}
+
+
+def _request(op: str) -> Callable[[type], type]:
+    def register(cls: type) -> type:
+        cls.OP = op
+        REQUESTS[op] = cls
+        return cls
+
+    return register
+
+
+def _wire_name(field: Any) -> str:
+    return field.metadata.get("wire", field.name)
+
+
+class _Request:
+    """What every request class shares: its op (``OP``), its schema (the op's entry of
+    ``MEMBER_REQUESTS`` or ``ADMIN_REQUESTS``), the generic encoder and decoder (a field's
+    JSON name is its own or its ``wire`` metadata: ``class`` is ``grant_class``)."""
+
+    OP: str = ""
+
+    @classmethod
+    def schema(cls) -> Obj:
+        return MEMBER_REQUESTS.get(cls.OP) or ADMIN_REQUESTS[cls.OP]
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Any:
+        """The request from JSON already checked against :meth:`schema`."""
+        return cls(**{f.name: obj.get(_wire_name(f)) for f in attrs.fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in attrs.fields(type(self)):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[_wire_name(f)] = value
+        return out
+
+
+def _grant_class() -> Any:
+    return attrs.field(metadata={"wire": "class"})
+
+
+@attrs.frozen
+class SourceFile:
+    """One member file of a ``submit``, ``check`` or ``plan``: named after its domain."""
+
+    name: str
+    text: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class _FilesRequest(_Request):
+    files: tuple[SourceFile, ...]
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Any:
+        return cls(tuple(SourceFile(f["name"], f["text"]) for f in obj["files"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": [{"name": f.name, "text": f.text} for f in self.files]}
+
+
+@_request("submit")
+@attrs.frozen
+class SubmitRequest(_FilesRequest):
+    """``submit``: apply these files (with the member's other stored files)."""
+
+
+@_request("check")
+@attrs.frozen
+class CheckRequest(_FilesRequest):
+    """``check``: type-check these files, change nothing."""
+
+
+@_request("plan")
+@attrs.frozen
+class PlanRequest(_FilesRequest):
+    """``plan``: what a submit of these files would change, per host."""
+
+
+@_request("perms")
+@attrs.frozen
+class PermsRequest(_Request):
+    """``perms``: the member's own grants."""
+
+
+@_request("whoami")
+@attrs.frozen
+class WhoamiRequest(_Request):
+    """``whoami``: who the certificate says the member is."""
+
+
+@_request("describe")
+@attrs.frozen
+class DescribeRequest(_Request):
+    """``describe``: what the hosts serve for one of the member's domains."""
+
+    domain: str
+
+
+@_request("history")
+@attrs.frozen
+class HistoryRequest(_Request):
+    """``history``: the member's versions of a domain's file."""
+
+    domain: str
+
+
+@_request("undo")
+@attrs.frozen
+class UndoRequest(_Request):
+    """``undo``: restore an accepted ``version`` of a domain's file."""
+
+    domain: str
+    version: int
+
+
+@_request("rmdom")
+@attrs.frozen
+class RmdomRequest(_Request):
+    """``rmdom``: remove the member's units under a domain."""
+
+    domain: str
+
+
+@_request("vmail")
+@attrs.frozen
+class VmailRequest(_Request):
+    """``vmail``: a virtual mailbox action (``add``, ``passwd``, ``rm``, ``list``)."""
+
+    action: str
+    domain: str | None = None
+    user: str | None = None
+    hash: str | None = attrs.field(default=None, repr=False)
+    mail_user: str | None = None
+    purge: bool | None = None
+    doit: bool | None = None
+
+
+@_request("list_rm")
+@attrs.frozen
+class ListRmRequest(_Request):
+    """``list_rm``: remove a mailing list (a dry run unless ``doit``)."""
+
+    list: str
+    doit: bool | None = None
+
+
+@_request("db_create")
+@attrs.frozen
+class DbCreateRequest(_Request):
+    """``db_create``: a database of ``kind`` named ``name``."""
+
+    kind: str
+    name: str
+
+
+@_request("db_drop")
+@attrs.frozen
+class DbDropRequest(_Request):
+    """``db_drop``: drop a database (a dry run unless ``apply``)."""
+
+    kind: str
+    name: str
+    apply: bool | None = None
+
+
+@_request("db_list")
+@attrs.frozen
+class DbListRequest(_Request):
+    """``db_list``: the member's databases and roles."""
+
+
+@_request("db_passwd")
+@attrs.frozen
+class DbPasswdRequest(_Request):
+    """``db_passwd``: set a role's password."""
+
+    kind: str
+    role: str
+    password: str = attrs.field(repr=False)
+
+
+@_request("db_grant")
+@attrs.frozen
+class DbGrantRequest(_Request):
+    """``db_grant``: give a role the use of a database."""
+
+    kind: str
+    database: str
+    role: str
+
+
+@_request("policy")
+@attrs.frozen
+class PolicyRequest(_Request):
+    """``policy``: the member's own admin-set policy."""
+
+
+@_request("usage")
+@attrs.frozen
+class UsageRequest(_Request):
+    """``usage``: what the member uses on each host."""
+
+
+@_request("adduser")
+@attrs.frozen
+class AddUserRequest(_Request):
+    """``adduser``: a new member (an administrator with ``admin``)."""
+
+    user: str
+    admin: bool | None = None
+
+
+@_request("rmuser")
+@attrs.frozen
+class RmUserRequest(_Request):
+    """``rmuser``: remove a member (a dry run unless ``apply``)."""
+
+    user: str
+    apply: bool | None = None
+
+
+@_request("grant")
+@attrs.frozen
+class GrantRequest(_Request):
+    """``grant``: give ``user`` a grant (``shared``: overlapping another's, on purpose)."""
+
+    user: str
+    grant_class: str = _grant_class()
+    value: str = attrs.field()
+    shared: bool | None = None
+
+
+@_request("revoke")
+@attrs.frozen
+class RevokeRequest(_Request):
+    """``revoke``: take a grant back."""
+
+    user: str
+    grant_class: str = _grant_class()
+    value: str = attrs.field()
+
+
+@_request("perms_of")
+@attrs.frozen
+class PermsOfRequest(_Request):
+    """``perms_of``: a member's grants."""
+
+    user: str
+
+
+@_request("whohas")
+@attrs.frozen
+class WhohasRequest(_Request):
+    """``whohas``: the members holding a grant."""
+
+    grant_class: str = _grant_class()
+    value: str = attrs.field()
+
+
+@_request("regen")
+@attrs.frozen
+class RegenRequest(_Request):
+    """``regen``: replay every member's files (a dry run unless ``apply``)."""
+
+    apply: bool | None = None
+
+
+@_request("admin_rmdom")
+@attrs.frozen
+class AdminRmdomRequest(_Request):
+    """``admin_rmdom``: remove every member's units under a domain (dry run unless ``apply``)."""
+
+    domain: str
+    apply: bool | None = None
+
+
+@_request("hosts")
+@attrs.frozen
+class HostsRequest(_Request):
+    """``hosts``: the site's hosts and what the dispatcher knows of each."""
+
+
+@_request("ping")
+@attrs.frozen
+class PingRequest(_Request):
+    """``ping``: ask each host (or ``host``) for its status."""
+
+    host: str | None = None
+
+
+@_request("admin_describe")
+@attrs.frozen
+class AdminDescribeRequest(_Request):
+    """``admin_describe``: what the hosts serve for any domain."""
+
+    domain: str
+
+
+@_request("audit")
+@attrs.frozen
+class AuditRequest(_Request):
+    """``audit``: the newest audit lines (of ``user``; at most ``limit``, None: 100)."""
+
+    user: str | None = None
+    limit: int | None = None
+
+
+@_request("quota")
+@attrs.frozen
+class QuotaRequest(_Request):
+    """``quota``: a member's limits."""
+
+    user: str
+
+
+@_request("set_quota")
+@attrs.frozen
+class SetQuotaRequest(_Request):
+    """``set_quota``: set one of a member's limits."""
+
+    user: str
+    resource: str
+    value: int
+
+
+@_request("put_grants")
+@attrs.frozen
+class PutGrantsRequest(_Request):
+    """``put_grants``: an admin-signed grant record (its JSON form, checked by
+    ``domtool.grantsig`` in the op: the signature covers those bytes)."""
+
+    signed: Mapping[str, Any]
+
+
+@_request("policy_show")
+@attrs.frozen
+class PolicyShowRequest(_Request):
+    """``policy_show``: the admin-set policy of ``user`` (None: every member)."""
+
+    user: str | None = None
+
+
+@_request("policy_check")
+@attrs.frozen
+class PolicyCheckRequest(_Request):
+    """``policy_check``: whether the hosts hold ``user``'s (None: everyone's) policy."""
+
+    user: str | None = None
+
+
+@_request("usage_of")
+@attrs.frozen
+class UsageOfRequest(_Request):
+    """``usage_of``: what ``user`` (None: every member) uses."""
+
+    user: str | None = None
+
+
+@_request("policy_set")
+@attrs.frozen
+class PolicySetRequest(_Request):
+    """``policy_set``: one edit of a member's (or with ``site``, the site's) policy."""
+
+    part: str
+    action: str
+    user: str | None = None
+    site: bool | None = None
+    value: str | None = None
+    dry_run: bool | None = None
+
+
+def read_request(op: Any, obj: Any, *, admin: bool = True) -> Any:
+    """The typed request of ``op`` from its JSON arguments: checked against the op's
+    schema (:class:`SchemaError` with every problem), then built. Without ``admin``,
+    only a member op is read."""
+    return REQUESTS[validate_args(op, obj, admin=admin).kind].from_json(obj)
+
+
+def request_of(request: Any) -> tuple[str, dict[str, Any]]:
+    """A request object's op and JSON arguments (what a client sends)."""
+    if not isinstance(request, _Request):
+        raise TypeError(f"not a protocol request: {type(request).__name__}")
+    return request.OP, request.to_json()
 
 
 # ---------------------------------------------------------------------------

@@ -135,6 +135,97 @@ def test_an_answer_of_the_wrong_shape_is_refused_with_its_path():
         )
 
 
+#: One JSON request of every member and admin op, as a client sends it.
+REQUEST_SAMPLES = {
+    "submit": {"files": [{"name": "example.org", "text": "zone example.org"}]},
+    "check": {"files": [{"name": "example.org", "text": ""}]},
+    "plan": {"files": [{"name": "example.org", "text": "x"}, {"name": "example.net", "text": "y"}]},
+    "perms": {},
+    "whoami": {},
+    "describe": {"domain": "example.org"},
+    "history": {"domain": "example.org"},
+    "undo": {"domain": "example.org", "version": 3},
+    "rmdom": {"domain": "example.org"},
+    "vmail": {
+        "action": "rm",
+        "domain": "example.org",
+        "user": "info",
+        "purge": False,
+        "doit": True,
+    },
+    "list_rm": {"list": "news@lists.example.org", "doit": False},
+    "db_create": {"kind": "postgres", "name": "alice_blog"},
+    "db_drop": {"kind": "mysql", "name": "alice_blog", "apply": True},
+    "db_list": {},
+    "db_passwd": {"kind": "postgres", "role": "alice_blog", "password": "s3cret"},
+    "db_grant": {"kind": "mysql", "database": "alice_blog", "role": "alice_ro"},
+    "policy": {},
+    "usage": {},
+    "adduser": {"user": "alice", "admin": True},
+    "rmuser": {"user": "alice", "apply": False},
+    "grant": {"user": "alice", "class": "domain", "value": "example.org", "shared": True},
+    "revoke": {"user": "alice", "class": "path", "value": "/home/alice"},
+    "perms_of": {"user": "alice"},
+    "whohas": {"class": "domain", "value": "example.org"},
+    "regen": {"apply": False},
+    "admin_rmdom": {"domain": "example.org"},
+    "hosts": {},
+    "ping": {"host": "web1"},
+    "admin_describe": {"domain": "example.org"},
+    "audit": {"user": "alice", "limit": 5},
+    "quota": {"user": "alice"},
+    "set_quota": {"user": "alice", "resource": "mailboxes", "value": 10},
+    "put_grants": {
+        "signed": {
+            "record": {"member": "alice", "serial": 1, "grants": [["domain", "example.org"]]},
+            "signature": "c2ln",
+            "key": "key-1",
+        }
+    },
+    "policy_show": {"user": "alice"},
+    "policy_check": {},
+    "usage_of": {"user": "alice"},
+    "policy_set": {"part": "firewall", "action": "add", "site": True, "value": "tcp out 80"},
+}
+
+
+def test_every_request_is_a_protocol_class_of_its_schema():
+    """``REQUESTS`` has one attrs class per member and admin op; its fields are exactly
+    the op's schema's (required ones without a default, optional ones None by default)."""
+    assert set(protocol.REQUESTS) == wire.MEMBER_OPS | wire.ADMIN_OPS
+    for op, cls in protocol.REQUESTS.items():
+        assert attrs.has(cls) and cls.__module__ == "domtool.protocol" and cls.OP == op, op
+        fields = {f.metadata.get("wire", f.name): f for f in attrs.fields(cls)}
+        schema = cls.schema()
+        assert set(fields) == schema.fields(), op
+        assert {n for n, f in fields.items() if f.default is attrs.NOTHING} == set(
+            schema.required
+        ), op
+        assert all(fields[n].default is None for n in schema.optional), op
+
+
+@pytest.mark.parametrize("op", sorted(wire.MEMBER_OPS | wire.ADMIN_OPS))
+def test_each_request_survives_the_decoder_and_its_encoder(op):
+    """``read_request(op, json).to_json() == json``: the dispatcher reads what the client
+    wrote, and the client's encoder writes the JSON old clients sent (absent stays absent)."""
+    assert set(REQUEST_SAMPLES) == wire.MEMBER_OPS | wire.ADMIN_OPS
+    sent = REQUEST_SAMPLES[op]
+    request = protocol.read_request(op, sent)
+    assert isinstance(request, protocol.REQUESTS[op])
+    assert request.to_json() == sent and protocol.request_of(request) == (op, sent)
+
+
+def test_a_request_of_the_wrong_shape_or_op_is_refused():
+    """The decoder checks the schema first; a member cannot have an admin op read."""
+    with pytest.raises(SchemaError, match="version: required"):
+        protocol.read_request("undo", {"domain": "example.org"})
+    with pytest.raises(SchemaError, match="kind: must be one of"):
+        protocol.read_request("regen", {}, admin=False)
+    assert protocol.read_request("grant", REQUEST_SAMPLES["grant"]).grant_class == "domain"
+    with pytest.raises(TypeError, match="not a protocol request"):
+        protocol.request_of({"user": "alice"})
+
+
 def test_the_coordinator_sends_only_protocol_messages():
     """``Coordinator.call`` refuses a hand-built dict: every slave call is a protocol class."""
     from domtool.dispatcher.apply import Coordinator
@@ -168,11 +259,27 @@ def _product_files() -> list[Path]:
     return [p for p in files if p != PROTOCOL]
 
 
+def _reads_request_dict(node: ast.AST) -> bool:
+    """``args[...]`` or ``args.get(...)``: a request read as a dict, not as its object."""
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.value, ast.Name) and node.value.id == "args"
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "args"
+    )
+
+
 def scan(path: Path, source: str) -> list[str]:
     """Every place in one module that defines a schema or writes a message's shape."""
     out = []
     tree = ast.parse(source, str(path))
+    in_dispatcher = path.parts[:1] == ("dispatcher",)
     for node in ast.walk(tree):
+        if in_dispatcher and _reads_request_dict(node):
+            out.append(f"{path}:{node.lineno}: reads a request as a dict (use its protocol class)")
         if isinstance(node, ast.ClassDef):
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name == "check":
@@ -214,6 +321,14 @@ f = Field("str")
 """
     found = scan(Path("made_up.py"), bad)
     assert len(found) == 6, found
+    op = """
+async def grant(self, admin, args, progress):
+    user, shared = args["user"], args.get("shared", False)
+    return {"user": args.user, "value": request.args}
+"""
+    found = scan(Path("dispatcher/made_up.py"), op)
+    assert len(found) == 2 and all("reads a request as a dict" in f for f in found), found
+    assert scan(Path("slave/made_up.py"), op) == []  # the rule is the dispatcher's
 
 
 def test_no_product_module_outside_the_protocol_writes_a_message_shape():
