@@ -56,12 +56,14 @@ async def list_rm(controller: Any, member: Any, args: Any, progress: Any) -> dic
         raise _refused("this site has no list hosts")
     doit = bool(args.doit)
     calls = {
-        h: controller.coordinator.call(h, "list_remove", ListRemoveArgs(member.name, fq, doit))
+        h: controller.coordinator.ask(h, "list_remove", ListRemoveArgs(member.name, fq, doit))
         for h in hosts
     }
     results = await controller.coordinator.gather(calls)
-    answers = {h: (v if ok else {"error": _why(v)}) for h, (ok, v) in sorted(results.items())}
-    removed = any(a.get("removed") for a in answers.values())
+    removed = any(ok and v.removed for ok, v in results.values())
+    answers = {
+        h: (v.to_json() if ok else {"error": _why(v)}) for h, (ok, v) in sorted(results.items())
+    }
     controller.store.audit(
         member.name,
         "list_rm",

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from domtool.dispatcher.opbase import OpError, _refused, _why
-from domtool.protocol import VmailArgs
+from domtool.protocol import Mailbox, VmailArgs
 
 
 async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +34,7 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
             domain = domain.lower()
             ctl._own_domain(perms, domain)
         boxes = await _listed(ctl, mail_hosts, name, domain)
-        return {"mailboxes": sorted(boxes.values(), key=lambda b: b["address"])}
+        return {"mailboxes": [b.to_json() for _a, b in sorted(boxes.items())]}
     domain, user = args.domain, args.user
     if domain is None or user is None:
         raise OpError("bad_request", f"vmail {action} needs a domain and a user")
@@ -73,7 +75,7 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
         users=tuple(sorted(perms.users)),
     )
     results = await ctl.coordinator.gather(
-        {h: ctl.coordinator.call(h, "vmail", call) for h in hosts}
+        {h: ctl.coordinator.ask(h, "vmail", call) for h in hosts}
     )
     failed = {h: _why(v) for h, (ok, v) in results.items() if not ok}
     ctl.store.audit(
@@ -86,19 +88,22 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
         raise OpError(
             "refused", f"vmail {action} {address}: " + "; ".join(failed.values()), sorted(failed)
         )
-    return {"address": address, "action": action, "hosts": {h: v for h, (_, v) in results.items()}}
+    done = {h: v.to_json() for h, (_, v) in results.items()}
+    return {"address": address, "action": action, "hosts": done}
 
 
 async def _listed(ctl: Any, hosts: list[str], owner: str, domain: str | None) -> dict:
-
+    """address -> Mailbox (with the ``hosts`` holding it), from every mail host's
+    ``VmailAnswer.mailboxes``."""
     call = VmailArgs("list", owner, domain)
     results = await ctl.coordinator.gather(
-        {h: ctl.coordinator.call(h, "vmail", call) for h in hosts}
+        {h: ctl.coordinator.ask(h, "vmail", call) for h in hosts}
     )
-    out: dict[str, dict] = {}
+    out: dict[str, Mailbox] = {}
     for host, (ok, value) in sorted(results.items()):
         if not ok:
             raise OpError("failed", f"cannot list mailboxes on {host}: {_why(value)}")
-        for b in value.get("mailboxes", ()):
-            out.setdefault(b["address"], {**b, "hosts": []})["hosts"].append(host)
+        for b in value.mailboxes or ():
+            seen = out.get(b.address, b)
+            out[b.address] = attrs.evolve(seen, hosts=(*(seen.hosts or ()), host))
     return out

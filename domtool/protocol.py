@@ -1164,16 +1164,260 @@ class UsageAnswer:
         return {"host": self.host, "members": dict(self.members)}
 
 
-#: The answers the dispatcher reads field by field (``Coordinator.ask`` decodes them).
-#: The others it relays to the member as they are: ``abort`` (only its success matters),
-#: ``describe`` (written by :class:`DescribeAnswer`), and the actions' own reports
-#: (``vmail``, ``list_remove``, ``db_*``: the slave's ``vmail``/``mailman_ops``/``dbagent``).
+# ---------------------------------------------------------------------------
+# The actions' own answers (``vmail``, ``list_remove``, ``db_*``): the slave writes them
+# with ``to_json``, the dispatcher reads them with ``from_json`` (``Coordinator.ask``) and
+# relays them to the member. As for requests, an absent field is None and stays absent.
+
+
+class _Answer:
+    """What these answer classes share: ``SCHEMA``, and the generic decoder and encoder
+    (a field with ``items`` metadata is a tuple of that class's objects)."""
+
+    SCHEMA: Obj = Obj({})
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Any:
+        check(cls.SCHEMA, obj)
+        return cls._build(obj)
+
+    @classmethod
+    def _build(cls, obj: Mapping[str, Any]) -> Any:
+        kwargs = {}
+        for f in attrs.fields(cls):
+            value = obj.get(_wire_name(f))
+            items = f.metadata.get("items")
+            if items is not None and value is not None:
+                value = tuple(items._build(v) for v in value)
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in attrs.fields(type(self)):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if f.metadata.get("items") is not None:
+                value = [v.to_json() for v in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[_wire_name(f)] = value
+        return out
+
+
+def _items(cls: type, default: Any = attrs.NOTHING) -> Any:
+    return attrs.field(default=default, metadata={"items": cls})
+
+
+_address = Str(MAX_NAME + 65)
+_message = Str(MAX_TEXT)
+_bytes = Nullable(Int(0, 2**63 - 1))
+_db_role = Str(MAX_NAME)
+
+
+@attrs.frozen
+class Mailbox(_Answer):
+    """One virtual mailbox: its address, the Unix user its mail is delivered as, its
+    maildir; in the dispatcher's ``vmail list`` answer, also the ``hosts`` holding it."""
+
+    address: str
+    mail_user: str
+    maildir: str | None = None
+    hosts: tuple[str, ...] | None = None
+
+    SCHEMA = Obj(
+        {"address": _address, "mail_user": Str(32, UNIX_NAME)},
+        {"maildir": Str(MAX_PATH), "hosts": List(Str(MAX_NAME), MAX_NODES)},
+    )
+
+
+@attrs.frozen
+class VmailAnswer(_Answer):
+    """``vmail``'s answer: the owner's ``mailboxes`` (``list``), or what was done
+    (``added`` with its ``maildir``, ``changed``, ``removed`` with the maildir ``purged``
+    or ``kept``)."""
+
+    mailboxes: tuple[Mailbox, ...] | None = _items(Mailbox, None)
+    added: str | None = None
+    maildir: str | None = None
+    changed: str | None = None
+    removed: str | None = None
+    purged: str | None = None
+    kept: str | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "mailboxes": List(Mailbox.SCHEMA, MAX_UNITS),
+            "added": _address,
+            "maildir": Str(MAX_PATH),
+            "changed": _address,
+            "removed": _address,
+            "purged": Str(MAX_PATH),
+            "kept": Str(MAX_PATH),
+        },
+    )
+
+
+@attrs.frozen
+class ListRemoveAnswer(_Answer):
+    """``list_remove``'s answer: whether the list exists (after), was ``removed``, its
+    member count, where its settings and rosters were exported, and the message."""
+
+    host: str
+    list: str
+    exists: bool
+    removed: bool
+    message: str
+    members: int | None = None
+    export: str | None = None
+
+    SCHEMA = Obj(
+        {
+            "host": Str(MAX_NAME),
+            "list": Str(320, LIST_ADDRESS),
+            "exists": Bool(),
+            "removed": Bool(),
+            "message": _message,
+        },
+        {"members": Int(0, 2**31 - 1), "export": Str(MAX_PATH)},
+    )
+
+
+@attrs.frozen
+class DbCreateAnswer(_Answer):
+    """``db_create``'s answer: the database, whether it is new, how to connect."""
+
+    kind: str
+    name: str
+    owner: str
+    changed: bool
+    message: str
+    endpoint: Mapping[str, Any]
+
+    SCHEMA = Obj(
+        {
+            "kind": _db_kind,
+            "name": _db_name,
+            "owner": _owner,
+            "changed": Bool(),
+            "message": _message,
+            "endpoint": Map(Str(64), Free(MAX_PATH, 0), 16),
+        }
+    )
+
+
+@attrs.frozen
+class DbDropAnswer(_Answer):
+    """``db_drop``'s answer: the database dropped and its size."""
+
+    kind: str
+    name: str
+    changed: bool
+    size: int | None
+
+    SCHEMA = Obj({"kind": _db_kind, "name": _db_name, "changed": Bool(), "size": _bytes})
+
+
+@attrs.frozen
+class DbPasswdAnswer(_Answer):
+    """``db_passwd``'s answer: the role, and whether it was created."""
+
+    kind: str
+    role: str
+    created: bool
+    changed: bool
+
+    SCHEMA = Obj({"kind": _db_kind, "role": _db_name, "created": Bool(), "changed": Bool()})
+
+
+@attrs.frozen
+class DbGrantAnswer(_Answer):
+    """``db_grant``'s answer: the database, the role, and whether the role was created."""
+
+    kind: str
+    database: str
+    role: str
+    role_created: bool
+    changed: bool
+
+    SCHEMA = Obj(
+        {
+            "kind": _db_kind,
+            "database": _db_name,
+            "role": _db_name,
+            "role_created": Bool(),
+            "changed": Bool(),
+        }
+    )
+
+
+@attrs.frozen
+class DbInfo(_Answer):
+    """One database in ``db_list``'s answer: its kind, name, owning role and size."""
+
+    kind: str
+    name: str
+    owner: str
+    size: int | None
+
+    SCHEMA = Obj({"kind": _db_kind, "name": Str(MAX_NAME), "owner": _db_role, "size": _bytes})
+
+
+@attrs.frozen
+class DbListAnswer(_Answer):
+    """``db_list``'s answer: the host's database kinds, the owner's databases and roles
+    per kind, the servers that could not be asked (``errors``) and how to connect."""
+
+    host: str
+    kinds: tuple[str, ...]
+    databases: tuple[DbInfo, ...] = _items(DbInfo)
+    roles: Mapping[str, Any] = attrs.field(factory=dict)
+    errors: Mapping[str, str] = attrs.field(factory=dict)
+    endpoints: Mapping[str, Any] = attrs.field(factory=dict)
+
+    SCHEMA = Obj(
+        {
+            "host": Str(MAX_NAME),
+            "kinds": List(_db_kind, 8),
+            "databases": List(DbInfo.SCHEMA, MAX_UNITS),
+            "roles": Map(_db_kind, List(_db_role, MAX_UNITS), 8),
+            "errors": Map(_db_kind, _message, 8),
+            "endpoints": Map(_db_kind, Map(Str(64), Free(MAX_PATH, 0), 16), 8),
+        }
+    )
+
+    @classmethod
+    def _build(cls, obj: Mapping[str, Any]) -> DbListAnswer:
+        return cls(
+            obj["host"],
+            tuple(obj["kinds"]),
+            tuple(DbInfo._build(d) for d in obj["databases"]),
+            dict(obj["roles"]),
+            dict(obj["errors"]),
+            dict(obj["endpoints"]),
+        )
+
+
+#: The answers the dispatcher reads (``Coordinator.ask`` decodes them). The others it
+#: relays to the member as they are: ``abort`` (only its success matters) and
+#: ``describe`` (written by :class:`DescribeAnswer`).
 SLAVE_ANSWERS: dict[str, type] = {
     "prepare": PrepareAnswer,
     "commit": CommitAnswer,
     "status": StatusAnswer,
     "policy_held": PolicyHeldAnswer,
     "usage": UsageAnswer,
+    "vmail": VmailAnswer,
+    "list_remove": ListRemoveAnswer,
+    "db_create": DbCreateAnswer,
+    "db_drop": DbDropAnswer,
+    "db_passwd": DbPasswdAnswer,
+    "db_grant": DbGrantAnswer,
+    "db_list": DbListAnswer,
 }
 
 

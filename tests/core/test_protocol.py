@@ -115,6 +115,28 @@ ANSWERS = [
     protocol.StatusAnswer("web1", 0, (), "tx-9"),
     protocol.PolicyHeldAnswer("web1", 2, MemberPolicy("alice", ("web1",), ("alice",)), True),
     protocol.UsageAnswer("web1", {"alice": {"member": "alice", "disk": 12, "users": ["alice"]}}),
+    protocol.VmailAnswer(
+        mailboxes=(
+            protocol.Mailbox("info@example.org", "alice", "/vmail/example.org/info"),
+            protocol.Mailbox("sales@example.org", "alice", hosts=("mx1", "mx2")),
+        )
+    ),
+    protocol.VmailAnswer(removed="info@example.org", kept="/vmail/example.org/info"),
+    protocol.ListRemoveAnswer("lists1", "news@example.org", True, False, "would remove", 3),
+    protocol.DbCreateAnswer(
+        "postgres", "alice_blog", "alice", True, "created", {"socket_dir": "/run", "port": 5432}
+    ),
+    protocol.DbDropAnswer("mysql", "alice_blog", True, 1 << 40),
+    protocol.DbPasswdAnswer("postgres", "alice_ro", True, True),
+    protocol.DbGrantAnswer("mysql", "alice_blog", "alice_ro", False, True),
+    protocol.DbListAnswer(
+        "db1",
+        ("mysql", "postgres"),
+        (protocol.DbInfo("postgres", "alice_blog", "alice", 8192),),
+        {"postgres": ["alice", "alice_ro"], "mysql": []},
+        {"mysql": "connection refused"},
+        {"postgres": {"socket_dir": "/run/postgresql", "host": None, "port": 5432}},
+    ),
 ]
 
 
@@ -122,6 +144,16 @@ ANSWERS = [
 def test_each_answer_survives_its_encoder_and_decoder(answer):
     """What the slave writes (``to_json``) the dispatcher reads back (``from_json``)."""
     assert type(answer).from_json(answer.to_json()) == answer
+
+
+def test_an_action_answer_leaves_out_what_it_does_not_say():
+    """An absent field is None and stays absent: the member gets what the slave wrote."""
+    sent = {"removed": "info@example.org", "purged": "/vmail/example.org/info"}
+    answer = protocol.VmailAnswer.from_json(sent)
+    assert answer.removed == "info@example.org" and answer.mailboxes is None
+    assert answer.to_json() == sent
+    with pytest.raises(SchemaError, match=r"mailboxes\[0\]\.mail_user: required"):
+        protocol.VmailAnswer.from_json({"mailboxes": [{"address": "a@example.org"}]})
 
 
 def test_an_answer_of_the_wrong_shape_is_refused_with_its_path():
