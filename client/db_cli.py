@@ -37,43 +37,66 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def render_list(result: dict) -> str:
-    dbs = result.get("databases", [])
-    q = result.get("quota", {})
-    lines = [f"{len(dbs)} database(s) on {result.get('host', '?')} (quota {q.get('limit', '?')})"]
+def _endpoint(ep) -> str:
+    """A database server's endpoint (``{socket_dir, host, port}``) as the member uses it."""
+    e = protocol.DbEndpoint.read(ep) or protocol.DbEndpoint()
+    return f"socket {e.socket_dir or e.socket}, TCP {e.host}:{e.port}"
+
+
+def _shown(render):
+    """``render(answer)`` of a ``protocol.DbReply``; an answer that is not one is shown
+    as it came."""
+
+    def show(result) -> str:
+        answer = protocol.DbReply.read(result)
+        if answer is None:
+            from domtool.client.show import format_value
+
+            return format_value(result)
+        return render(answer)
+
+    show.__doc__ = render.__doc__
+    return show
+
+
+@_shown
+def render_list(a: protocol.DbReply) -> str:
+    dbs = a.databases or ()
+    q = a.quota or {}
+    lines = [f"{len(dbs)} database(s) on {a.host or '?'} (quota {q.get('limit', '?')})"]
     for d in dbs:
-        lines.append(f"  {d['kind']:<9} {d['name']:<32} {_size(int(d.get('size', 0)))}")
-    for kind, roles in sorted((result.get("roles") or {}).items()):
+        lines.append(f"  {d.kind:<9} {d.name:<32} {_size(int(d.size or 0))}")
+    for kind, roles in sorted((a.roles or {}).items()):
         if roles:
             lines.append(f"  {kind} roles: {', '.join(roles)}")
-    for kind, ep in sorted((result.get("endpoints") or {}).items()):
-        sock = ep.get("socket_dir") or ep.get("socket")
-        lines.append(f"  {kind}: socket {sock}, TCP {ep.get('host')}:{ep.get('port')}")
-    for kind, why in sorted((result.get("errors") or {}).items()):
+    for kind, ep in sorted((a.endpoints or {}).items()):
+        lines.append(f"  {kind}: {_endpoint(ep)}")
+    for kind, why in sorted((a.errors or {}).items()):
         lines.append(f"  {kind}: could not be asked: {why}")
     return "\n".join(lines)
 
 
-def render_create(result: dict) -> str:
-    ep = result.get("endpoint", {})
-    sock = ep.get("socket_dir") or ep.get("socket")
-    q = result.get("quota", {})
+@_shown
+def render_create(a: protocol.DbReply) -> str:
+    e = protocol.DbEndpoint.read(a.endpoint or {}) or protocol.DbEndpoint()
+    q = a.quota or {}
     return (
-        f"{result.get('message', 'created')}: {result['kind']} database {result['name']} on "
-        f"{result.get('host', '?')} ({q.get('used', '?')}/{q.get('limit', '?')} of your quota)\n"
-        f"  connect over the socket {sock} as your Unix user, or over TCP "
-        f"{ep.get('host')}:{ep.get('port')} after `domtool db passwd {result['kind']} ROLE`"
+        f"{a.message or 'created'}: {a.kind} database {a.name} on "
+        f"{a.host or '?'} ({q.get('used', '?')}/{q.get('limit', '?')} of your quota)\n"
+        f"  connect over the socket {e.socket_dir or e.socket} as your Unix user, or over TCP "
+        f"{e.host}:{e.port} after `domtool db passwd {a.kind} ROLE`"
     )
 
 
-def render_message(result: dict) -> str:
-    if "message" in result:
-        return str(result["message"])
-    if "role" in result and "database" in result:
-        return f"granted {result['role']} the use of {result['kind']} database {result['database']}"
-    if "role" in result:
-        made = " (role created)" if result.get("created") else ""
-        return f"password of {result['kind']} role {result['role']} set{made}"
+@_shown
+def render_message(a: protocol.DbReply) -> str:
+    if a.message is not None:
+        return a.message
+    if a.role is not None and a.database is not None:
+        return f"granted {a.role} the use of {a.kind} database {a.database}"
+    if a.role is not None:
+        made = " (role created)" if a.created else ""
+        return f"password of {a.kind} role {a.role} set{made}"
     return ""
 
 

@@ -39,63 +39,88 @@ def _remote(prog: str, build, render) -> Callable[[argparse.Namespace], int]:
 
 
 def _failed(result) -> bool:
-    return result.get("applied") is False and not result.get("message", "").startswith("dry run")
+    answer = protocol.ChangeAnswer.read(result)
+    return (
+        answer is not None
+        and answer.applied is False
+        and not (answer.message or "").startswith("dry run")
+    )
 
 
-def render_show(result) -> str:
+def shown(cls: type):
+    """``render(answer)`` of an answer of ``cls`` (a ``domtool.protocol`` reply); one
+    that is not is shown as it came."""
+
+    def wrap(render):
+        def show(result) -> str:
+            answer = cls.read(result)
+            if answer is None:
+                from domtool.client.show import format_value
+
+                return format_value(result)
+            return render(answer)
+
+        show.__doc__ = render.__doc__
+        return show
+
+    return wrap
+
+
+@shown(protocol.PolicyShowAnswer)
+def render_show(answer: protocol.PolicyShowAnswer) -> str:
     out = []
-    site = result.get("site") or {}
-    for part, value in sorted(site.items()):
+    for part, value in sorted((answer.site or {}).items()):
         out.append(f"site defaults ({part}): {value}")
-    for name, m in sorted(result.get("members", {}).items()):
-        lines = m.get("lines") or []
-        out.append(f"{name}: " + ("no policy" if not lines and not m.get("effective") else ""))
+    for name, m in sorted((answer.members or {}).items()):
+        lines = m.lines or ()
+        out.append(f"{name}: " + ("no policy" if not lines and not m.effective else ""))
         out += [f"  {line}" for line in lines]
-        held = m.get("hosts") or {}
-        if held:
-            out.append(f"  held by: {', '.join(sorted(held))}")
+        if m.hosts:
+            out.append(f"  held by: {', '.join(sorted(m.hosts))}")
     return "\n".join(out)
 
 
-def render_set(result) -> str:
-    out = [result.get("message", "")]
-    for name, hosts in sorted((result.get("plan") or {}).items()):
-        for host, d in sorted(hosts.items()):
-            keys = d.get("added", []) + d.get("changed", []) + d.get("removed", [])
-            out.append(f"  {name} on {host}: {', '.join(keys)}")
-    out += [f"  refused: {r}" for r in result.get("refused", [])]
+@shown(protocol.ChangeAnswer)
+def render_set(answer: protocol.ChangeAnswer) -> str:
+    out = [answer.message or ""]
+    for name, hosts in sorted((answer.plan or {}).items()):
+        for host, diff in sorted(hosts.items()):
+            d = protocol.HostDiff.read(diff) or protocol.HostDiff()
+            out.append(f"  {name} on {host}: {', '.join(d.keys())}")
+    out += [f"  refused: {r}" for r in answer.refused or ()]
     return "\n".join(x for x in out if x)
 
 
-def render_check(result) -> str:
-    out = ["ok: every member's policy is valid and on every host" if result.get("ok") else ""]
-    for name, m in sorted(result.get("members", {}).items()):
-        for p in m.get("problems", []):
+@shown(protocol.PolicyCheckAnswer)
+def render_check(answer: protocol.PolicyCheckAnswer) -> str:
+    out = ["ok: every member's policy is valid and on every host" if answer.ok else ""]
+    for name, m in sorted((answer.members or {}).items()):
+        for p in m.problems or ():
             out.append(f"{name}: {p}")
-        if m.get("out_of_sync"):
+        if m.out_of_sync:
             out.append(
-                f"{name}: hosts out of sync: {', '.join(m['out_of_sync'])} "
+                f"{name}: hosts out of sync: {', '.join(m.out_of_sync)} "
                 "(domtool-admin regen --doit pushes again)"
             )
     return "\n".join(x for x in out if x)
 
 
-def render_mine(result) -> str:
-    lines = result.get("lines") or []
-    out = [f"{result.get('member')}: " + ("no firewall policy" if not lines else "")]
+@shown(protocol.MemberPolicyAnswer)
+def render_mine(answer: protocol.MemberPolicyAnswer) -> str:
+    lines = list(answer.lines or ())
+    out = [f"{answer.member}: " + ("no firewall policy" if not lines else "")]
     out += [f"  {line}" for line in lines]
-    for host, held in sorted((result.get("hosts") or {}).items()):
-        got = held.get("lines", [])
+    for host, held in sorted((answer.hosts or {}).items()):
+        got = list(held.lines or ())
         same = "as above" if got == lines else "; ".join(got) or "nothing"
-        live = held.get("live")
+        live = held.live
         note = (
             ""
             if live is None
             else (" (live in the kernel)" if live is True else f" (NOT live: {live})")
         )
-        src = (
-            "" if held.get("from", "host") == "host" else f" [from the dispatcher's {held['from']}]"
-        )
+        source = held.source or "host"
+        src = "" if source == "host" else f" [from the dispatcher's {source}]"
         out.append(f"  on {host}: {same}{note}{src}")
     return "\n".join(out)
 

@@ -23,7 +23,7 @@ import getpass
 import sys
 
 from domtool.mailhash import MAX_PASSWORD, sha512_crypt
-from domtool.protocol import VmailRequest
+from domtool.protocol import VmailRequest, VmailResult
 
 
 class PasswordError(ValueError):
@@ -79,15 +79,17 @@ def op_args(args: argparse.Namespace, stdin=None, prompt=getpass.getpass) -> dic
 
 
 def render(result) -> str:
-    if isinstance(result, dict) and "mailboxes" in result:
-        boxes = result["mailboxes"]
-        if not boxes:
+    answer = VmailResult.read(result)
+    if answer is not None and answer.mailboxes is not None:
+        if not answer.mailboxes:
             return "no mailboxes"
-        return "\n".join(f"{b['address']}  ({b.get('mail_user', '?')})" for b in boxes)
-    if isinstance(result, dict) and result.get("dry_run"):
-        return f"would {result['would']} on {', '.join(result.get('hosts', []))}; again with --doit"
-    if isinstance(result, dict) and "address" in result:
-        return f"{result['action']}: {result['address']} on {', '.join(sorted(result['hosts']))}"
+        return "\n".join(f"{b.address}  ({b.mail_user or '?'})" for b in answer.mailboxes)
+    if answer is not None and answer.dry_run:
+        hosts = ", ".join(answer.hosts or ())
+        return f"would {answer.would} on {hosts}; again with --doit"
+    if answer is not None and answer.address is not None:
+        hosts = ", ".join(sorted(answer.hosts or ()))
+        return f"{answer.action}: {answer.address} on {hosts}"
     from domtool.client.show import format_value
 
     return format_value(result)

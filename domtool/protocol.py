@@ -1093,9 +1093,9 @@ class DescribeAnswer:
     """``describe``'s answer: what the host serves for ``domain`` (``state``: the units
     under it, by kind)."""
 
-    domain: str
-    host: str
-    generation: int
+    domain: str | None
+    host: str | None
+    generation: int | None
     state: DesiredState
 
     def to_json(self) -> dict[str, Any]:
@@ -1105,6 +1105,28 @@ class DescribeAnswer:
             "generation": self.generation,
             **{k: [model.to_json(u) for u in getattr(self.state, k)] for k in kinds(self.state)},
         }
+
+    @classmethod
+    def read(cls, obj: Any) -> DescribeAnswer | None:
+        """The answer as a client reads it (a missing name or generation is None), or
+        None when ``obj`` is not one (a unit that does not decode, an unknown field)."""
+        units = set(attrs.fields_dict(DesiredState))
+        if not isinstance(obj, dict) or not set(obj) <= units | {"domain", "host", "generation"}:
+            return None
+        try:
+            check(_DESCRIBED, {k: v for k, v in obj.items() if k not in units})
+            state = DesiredState(
+                **{k: tuple(model.from_json(u) for u in obj[k]) for k in units if obj.get(k)}
+            )
+        except (SchemaError, ValueError, TypeError, KeyError):
+            return None
+        return cls(obj.get("domain"), obj.get("host"), obj.get("generation"), state)
+
+
+_DESCRIBED = Obj(
+    {},
+    {"domain": Str(MAX_NAME), "host": Str(MAX_NAME), "generation": Nullable(Int(0, 2**63 - 1))},
+)
 
 
 @attrs.frozen
@@ -1186,22 +1208,39 @@ class _Answer:
         kwargs = {}
         for f in attrs.fields(cls):
             value = obj.get(_wire_name(f))
-            items = f.metadata.get("items")
-            if items is not None and value is not None:
+            items, values = f.metadata.get("items"), f.metadata.get("values")
+            if value is None:
+                pass
+            elif items is not None:
                 value = tuple(items._build(v) for v in value)
+            elif values is not None:
+                value = {k: values._build(v) for k, v in value.items()}
             elif isinstance(value, list):
                 value = tuple(value)
             kwargs[f.name] = value
         return cls(**kwargs)
+
+    @classmethod
+    def read(cls, obj: Any) -> Any:
+        """The answer, or None when ``obj`` is not one (a client then shows it as it
+        came: an older or newer dispatcher's answer is printed, never guessed at)."""
+        try:
+            return cls.from_json(obj)
+        except SchemaError:
+            return None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for f in attrs.fields(type(self)):
             value = getattr(self, f.name)
             if value is None:
+                if f.metadata.get("always"):
+                    out[_wire_name(f)] = None
                 continue
             if f.metadata.get("items") is not None:
                 value = [v.to_json() for v in value]
+            elif f.metadata.get("values") is not None:
+                value = {k: v.to_json() for k, v in value.items()}
             elif isinstance(value, tuple):
                 value = list(value)
             out[_wire_name(f)] = value
@@ -1210,6 +1249,16 @@ class _Answer:
 
 def _items(cls: type, default: Any = attrs.NOTHING) -> Any:
     return attrs.field(default=default, metadata={"items": cls})
+
+
+def _values(cls: type) -> Any:
+    """An optional map whose values are ``cls``'s objects."""
+    return attrs.field(default=None, metadata={"values": cls})
+
+
+def _always(**metadata: Any) -> Any:
+    """An optional field written as null when None (the answer always carries it)."""
+    return attrs.field(default=None, metadata={"always": True, **metadata})
 
 
 _address = Str(MAX_NAME + 65)
@@ -2031,3 +2080,582 @@ class DryRun:
             bool(obj.get("per_member", False)),
             None if obj.get("dropped") is None else tuple(obj["dropped"]),
         )
+
+
+# ---------------------------------------------------------------------------
+# What the dispatcher answers members and admins, as the CLIs read it. Every field is
+# optional in the decoder (None when absent), so a client reads an older dispatcher's
+# answer too; ``read`` gives None for what is not the answer at all (the CLI prints it as
+# it came). The ops write these classes with ``to_json`` (the same JSON as before).
+
+_texts_out = List(Str(1 << 20), 1 << 16)
+_host_name = Str(MAX_NAME)
+_free = Free(1 << 20, 1 << 20)
+
+
+@attrs.frozen
+class OneOf:
+    """The first of ``options`` a value matches (a grant as ``{class, value}`` or as the
+    older ``[class, value]``); the problems of the last if none does."""
+
+    options: tuple[Any, ...]
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        last: Problems = []
+        for option in self.options:
+            last = []
+            option.check(value, path, last, depth)
+            if not last:
+                return
+        problems.extend(last)
+
+
+class _Reply(_Answer):
+    """A dispatcher's answer to a member or admin: ``SCHEMA`` has only optional fields."""
+
+
+@attrs.frozen
+class HostReport(_Reply):
+    """One host's part of a change's answer (:class:`HostResult` as the client reads it)."""
+
+    generation: int | None = _always()
+    status: str | None = None
+    verified: tuple[Any, ...] | None = None
+    message: str | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "generation": Nullable(Int(0, 2**63 - 1)),
+            "status": Str(64),
+            "verified": List(_free, MAX_UNITS),
+            "message": Str(1 << 20),
+        },
+    )
+
+
+@attrs.frozen
+class ChangeAnswer(_Reply):
+    """The answer to a change (``submit``, ``undo``, ``rmdom``, an applied ``regen``,
+    ``rmuser``, ``admin_rmdom`` or ``policy_set``, and a ``policy_set`` dry run): applied
+    or not, each host's report, the reasons, the type errors, the plan (host -> diff, or
+    member -> host -> diff), the message; then what the op adds (the stored
+    ``versions``, the ``dropped`` files, the ``domain``, the ``user`` and the grants it
+    ``revoked``, the per-member answers of an ``admin_rmdom``, the policy ``record``)."""
+
+    applied: bool | None = None
+    hosts: Mapping[str, HostReport] | None = _values(HostReport)
+    refused: tuple[str, ...] | None = None
+    diagnostics: tuple[str, ...] | None = None
+    plan: Mapping[str, Any] | None = None
+    message: str | None = None
+    versions: Mapping[str, int] | None = None
+    dropped: tuple[Any, ...] | None = None
+    domain: str | None = None
+    user: str | None = None
+    apply: bool | None = None
+    revoked: tuple[Any, ...] | None = None
+    members: Mapping[str, Any] | None = None
+    record: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "applied": Bool(),
+            "hosts": Map(_host_name, HostReport.SCHEMA, MAX_NODES),
+            "refused": _texts_out,
+            "diagnostics": _texts_out,
+            "plan": Map(Str(MAX_NAME), _free, MAX_OWNERS),
+            "message": Str(1 << 20),
+            "versions": Map(Str(MAX_NAME), Int(0, 2**63 - 1), MAX_FILES),
+            "dropped": List(_free, MAX_OWNERS * MAX_FILES),
+            "domain": Str(MAX_NAME),
+            "user": Str(32),
+            "apply": Bool(),
+            "revoked": List(_free, MAX_GRANTS),
+            "members": Map(Str(32), _free, MAX_OWNERS),
+            "record": Map(Str(64), _free, 64),
+        },
+    )
+
+    #: The fields every change answer has (what a CLI prints in its own way).
+    SHOWN = frozenset({"hosts", "message", "applied", "refused", "diagnostics", "plan", "versions"})
+
+
+@attrs.frozen
+class HostDiff(_Reply):
+    """A plan's diff on one host: the unit keys added, changed and removed
+    (``dispatcher/plan.py``'s ``Diff``)."""
+
+    added: tuple[str, ...] | None = None
+    changed: tuple[str, ...] | None = None
+    removed: tuple[str, ...] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "added": List(Str(MAX_TEXT), MAX_UNITS * 8),
+            "changed": List(Str(MAX_TEXT), MAX_UNITS * 8),
+            "removed": List(Str(MAX_TEXT), MAX_UNITS * 8),
+        },
+    )
+
+    def keys(self) -> list[str]:
+        """Every unit key it names, added then changed then removed."""
+        return [*(self.added or ()), *(self.changed or ()), *(self.removed or ())]
+
+
+@attrs.frozen
+class DroppedFile(_Reply):
+    """A member's stored file a regen drops (or would): the member, the domain, why."""
+
+    member: str | None = None
+    domain: str | None = None
+    reasons: tuple[str, ...] | None = None
+
+    SCHEMA = Obj({}, {"member": Str(32), "domain": Str(MAX_NAME), "reasons": _texts_out})
+
+
+@attrs.frozen
+class PlanAnswer(_Reply):
+    """``plan``'s answer: whether the files would be accepted, the type errors, the
+    refusals, per host the diff, and the stored files that would be dropped."""
+
+    ok: bool | None = None
+    diagnostics: tuple[str, ...] | None = None
+    refused: tuple[str, ...] | None = None
+    hosts: Mapping[str, Any] | None = None
+    dropped: tuple[Any, ...] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "ok": Bool(),
+            "diagnostics": _texts_out,
+            "refused": _texts_out,
+            "hosts": Map(_host_name, _free, MAX_NODES),
+            "dropped": List(_free, MAX_FILES),
+        },
+    )
+
+
+@attrs.frozen
+class CheckAnswer(_Reply):
+    """``check``'s answer: whether the files check, the type errors, the state."""
+
+    ok: bool | None = None
+    diagnostics: tuple[str, ...] | None = None
+    state: Any = _always()
+
+    SCHEMA = Obj({}, {"ok": Bool(), "diagnostics": _texts_out, "state": Nullable(_free)})
+
+
+_grant_item = OneOf(
+    (Obj({"class": GRANT_CLASS, "value": GRANT_VALUE}), Tuple((GRANT_CLASS, GRANT_VALUE)))
+)
+
+
+@attrs.frozen
+class PermsAnswer(_Reply):
+    """``perms`` and ``perms_of``: the member, their grants (``{class, value}``), and the
+    grants by class (``perms``: domains, paths, users, groups)."""
+
+    user: str | None = None
+    grants: tuple[Any, ...] | None = None
+    perms: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "user": Str(32),
+            "grants": List(_grant_item, MAX_GRANTS),
+            "perms": Map(Str(16), List(GRANT_VALUE, MAX_GRANTS), 8),
+        },
+    )
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The grants as (class, value), whichever of the two forms they came in."""
+        return [
+            (g["class"], g["value"]) if isinstance(g, Mapping) else (g[0], g[1])
+            for g in self.grants or ()
+        ]
+
+    def by_class(self) -> list[tuple[str, str]]:
+        """The grants from ``perms`` (domains, paths, users, groups) as (class, value)."""
+        source = self.perms or {}
+        return [
+            (c, v)
+            for c in ("domain", "path", "user", "group")
+            for v in source.get(c + "s", source.get(c)) or ()
+        ]
+
+
+@attrs.frozen
+class Version(_Reply):
+    """One stored version of a domain's file (``history``): its number, who sent it and
+    when, whether it was accepted or is a removal, and its text (the newest only)."""
+
+    version: int | None = None
+    member: str | None = None
+    submitted_at: str | None = None
+    accepted: bool | None = None
+    removed: bool | None = None
+    text: str | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "version": Int(0, 2**31 - 1),
+            "member": Str(32),
+            "submitted_at": Str(64),
+            "accepted": Bool(),
+            "removed": Bool(),
+            "text": Str(MAX_FILE_BYTES),
+        },
+    )
+
+
+@attrs.frozen
+class HistoryAnswer(_Reply):
+    """``history``'s answer: the domain and its versions, oldest first."""
+
+    domain: str | None = None
+    versions: tuple[Version, ...] | None = _items(Version, None)
+
+    SCHEMA = Obj({}, {"domain": Str(MAX_NAME), "versions": List(Version.SCHEMA, 1 << 20)})
+
+
+@attrs.frozen
+class HostError(_Reply):
+    """A host that could not answer, in an answer listing hosts: why."""
+
+    error: str
+
+    SCHEMA = Obj({"error": Str(1 << 20)})
+
+
+@attrs.frozen
+class DescribeResult(_Reply):
+    """``describe`` and ``admin_describe``: per host, its :class:`DescribeAnswer` (read
+    by :meth:`DescribeAnswer.read`) or a :class:`HostError`."""
+
+    domain: str | None = None
+    hosts: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj({}, {"domain": Str(MAX_NAME), "hosts": Map(_host_name, _free, MAX_NODES)})
+
+
+@attrs.frozen
+class HostStatus(_Reply):
+    """``hosts`` and ``ping``: what the dispatcher knows of one host (whether it answered,
+    its live and recorded generation, whether a change is converging there and when it is
+    retried, the last error, the message) and, for ``hosts``, its roles."""
+
+    reachable: bool | None = None
+    generation: int | None = _always()
+    recorded_generation: int | None = _always()
+    recorded_status: str | None = _always()
+    pending: bool | None = None
+    last_error: str | None = _always()
+    next_retry_in: float | None = _always()
+    message: str | None = None
+    roles: tuple[str, ...] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "reachable": Bool(),
+            "generation": Nullable(Int(0, 2**63 - 1)),
+            "recorded_generation": Nullable(Int(0, 2**63 - 1)),
+            "recorded_status": Nullable(Str(64)),
+            "pending": Bool(),
+            "last_error": Nullable(Str(1 << 20)),
+            "next_retry_in": Free(64, 0),
+            "message": Str(1 << 20),
+            "roles": List(Str(64), 64),
+        },
+    )
+
+
+@attrs.frozen
+class HostsAnswer(_Reply):
+    """``hosts`` and ``ping``: host -> :class:`HostStatus`."""
+
+    hosts: Mapping[str, HostStatus] | None = _values(HostStatus)
+
+    SCHEMA = Obj({}, {"hosts": Map(_host_name, HostStatus.SCHEMA, 1 << 16)})
+
+
+@attrs.frozen
+class AuditEntry(_Reply):
+    """One audit line: when, who, what, its detail and outcome."""
+
+    time: str | None = None
+    who: str | None = None
+    action: str | None = None
+    detail: Any = None
+    outcome: str | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "time": Str(64),
+            "who": Str(64),
+            "action": Str(64),
+            "detail": _free,
+            "outcome": Str(64),
+        },
+    )
+
+
+@attrs.frozen
+class AuditAnswer(_Reply):
+    """``audit``'s answer: the entries, newest first."""
+
+    entries: tuple[AuditEntry, ...] | None = _items(AuditEntry, None)
+
+    SCHEMA = Obj({}, {"entries": List(AuditEntry.SCHEMA, 10_000)})
+
+
+@attrs.frozen
+class AddUserAnswer(_Reply):
+    """``adduser``'s answer: the member, whether an admin, their certificate's serial,
+    certificate and key (PEM)."""
+
+    user: str | None = None
+    admin: bool | None = None
+    serial: str | None = None
+    cert_pem: str | None = attrs.field(default=None, repr=False)
+    key_pem: str | None = attrs.field(default=None, repr=False)
+
+    SCHEMA = Obj(
+        {},
+        {
+            "user": Str(32),
+            "admin": Bool(),
+            "serial": Str(64),
+            "cert_pem": Str(1 << 16),
+            "key_pem": Str(1 << 16),
+        },
+    )
+
+
+@attrs.frozen
+class PutGrantsAnswer(_Reply):
+    """``put_grants``'s answer: the member, the kept record's serial, its key's name."""
+
+    user: str | None = None
+    serial: int | None = None
+    key: str | None = None
+
+    SCHEMA = Obj({}, {"user": Str(32), "serial": Int(0, 2**63 - 1), "key": Str(64)})
+
+
+@attrs.frozen
+class MemberPolicyOf(_Reply):
+    """``policy_show``: one member's admin-set policy: the stored record, the effective
+    unit (model JSON), its lines, and per host the unit the dispatcher recorded there."""
+
+    record: Mapping[str, Any] | None = None
+    effective: Any = _always()
+    lines: tuple[str, ...] | None = None
+    hosts: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "record": Map(Str(64), _free, 64),
+            "effective": Nullable(_free),
+            "lines": _texts_out,
+            "hosts": Map(_host_name, _free, MAX_NODES),
+        },
+    )
+
+
+@attrs.frozen
+class PolicyShowAnswer(_Reply):
+    """``policy_show``'s answer: the site's defaults (its record) and each member's."""
+
+    site: Mapping[str, Any] | None = None
+    members: Mapping[str, MemberPolicyOf] | None = _values(MemberPolicyOf)
+
+    SCHEMA = Obj(
+        {},
+        {"site": Map(Str(64), _free, 64), "members": Map(Str(32), MemberPolicyOf.SCHEMA, 1 << 16)},
+    )
+
+
+@attrs.frozen
+class PolicyCheckOf(_Reply):
+    """``policy_check``: one member's stored policy's problems, and the hosts that hold
+    another."""
+
+    problems: tuple[str, ...] | None = None
+    out_of_sync: tuple[str, ...] | None = None
+
+    SCHEMA = Obj({}, {"problems": _texts_out, "out_of_sync": List(_host_name, 1 << 16)})
+
+
+@attrs.frozen
+class PolicyCheckAnswer(_Reply):
+    """``policy_check``'s answer: whether all is well, and per member."""
+
+    ok: bool | None = None
+    members: Mapping[str, PolicyCheckOf] | None = _values(PolicyCheckOf)
+
+    SCHEMA = Obj({}, {"ok": Bool(), "members": Map(Str(32), PolicyCheckOf.SCHEMA, 1 << 16)})
+
+
+@attrs.frozen
+class HeldPolicy(_Reply):
+    """``policy``: what one host holds of the member's policy: its lines, whether the
+    kernel holds it (True, why not, or None: not asked), and where the lines come from
+    (``host``, or the dispatcher's record when the host did not answer)."""
+
+    lines: tuple[str, ...] | None = None
+    live: Any = _always()
+    source: str | None = attrs.field(default=None, metadata={"wire": "from"})
+
+    SCHEMA = Obj({}, {"lines": _texts_out, "live": Free(MAX_TEXT, 0), "from": Str(MAX_TEXT)})
+
+
+@attrs.frozen
+class MemberPolicyAnswer(_Reply):
+    """``policy``'s answer (a member's own): their lines, per host what it holds, the
+    effective unit and the whole unit each host holds (model JSON)."""
+
+    member: str | None = None
+    lines: tuple[str, ...] | None = None
+    hosts: Mapping[str, HeldPolicy] | None = _values(HeldPolicy)
+    effective: Any = _always()
+    held: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "member": Str(32),
+            "lines": _texts_out,
+            "hosts": Map(_host_name, HeldPolicy.SCHEMA, MAX_NODES),
+            "effective": Nullable(_free),
+            "held": Map(_host_name, _free, MAX_NODES),
+        },
+    )
+
+
+@attrs.frozen
+class UsageReport(_Reply):
+    """``usage`` and ``usage_of``: per member, per host, the figures (or ``error``)."""
+
+    members: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj({}, {"members": Map(Str(32), Map(_host_name, _free, MAX_NODES), 1 << 16)})
+
+
+@attrs.frozen
+class VmailResult(_Reply):
+    """The dispatcher's ``vmail`` answer: the member's ``mailboxes`` (``list``, each with
+    its hosts), a dry run (``dry_run``, what it ``would`` do, the hosts), or what was done
+    (``address``, ``action``, per host the slave's :class:`VmailAnswer`)."""
+
+    mailboxes: tuple[Mailbox, ...] | None = _items(Mailbox, None)
+    dry_run: bool | None = None
+    would: str | None = None
+    address: str | None = None
+    action: str | None = None
+    hosts: Any = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "mailboxes": List(Mailbox.SCHEMA, MAX_UNITS),
+            "dry_run": Bool(),
+            "would": Str(MAX_TEXT),
+            "address": _address,
+            "action": Str(8),
+            "hosts": OneOf((List(_host_name, MAX_NODES), Map(_host_name, _free, MAX_NODES))),
+        },
+    )
+
+
+@attrs.frozen
+class ListRmAnswer(_Reply):
+    """``list_rm``'s answer: the list, whether a real run, whether some host removed it,
+    and per host its :class:`ListRemoveAnswer` or a :class:`HostError`."""
+
+    list: str | None = None
+    doit: bool | None = None
+    removed: bool | None = None
+    hosts: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "list": Str(320),
+            "doit": Bool(),
+            "removed": Bool(),
+            "hosts": Map(_host_name, _free, MAX_NODES),
+        },
+    )
+
+
+@attrs.frozen
+class DbEndpoint(_Reply):
+    """What a member connects to on a database server: the socket directory (peer
+    authentication; ``socket`` in older answers) and host and port (password)."""
+
+    socket_dir: str | None = None
+    socket: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "socket_dir": Nullable(Str(MAX_PATH)),
+            "socket": Nullable(Str(MAX_PATH)),
+            "host": Nullable(Str(MAX_NAME)),
+            "port": Nullable(Int(0, 65535)),
+        },
+    )
+
+
+@attrs.frozen
+class DbReply(_Reply):
+    """The dispatcher's answer to a ``db_*`` op: the slave's (:class:`DbCreateAnswer`,
+    :class:`DbDropAnswer`, :class:`DbPasswdAnswer`, :class:`DbGrantAnswer`,
+    :class:`DbListAnswer`) as the member reads it, with what the dispatcher adds (the
+    database ``host``, the ``quota`` used and its limit, whether a drop was ``apply``,
+    its ``message``)."""
+
+    kind: str | None = None
+    name: str | None = None
+    owner: str | None = None
+    role: str | None = None
+    database: str | None = None
+    changed: bool | None = None
+    created: bool | None = None
+    role_created: bool | None = None
+    size: int | None = None
+    message: str | None = None
+    endpoint: Mapping[str, Any] | None = None
+    host: str | None = None
+    kinds: tuple[str, ...] | None = None
+    databases: tuple[DbInfo, ...] | None = _items(DbInfo, None)
+    roles: Mapping[str, Any] | None = None
+    errors: Mapping[str, str] | None = None
+    endpoints: Mapping[str, Any] | None = None
+    quota: Mapping[str, int] | None = None
+    apply: bool | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            **DbCreateAnswer.SCHEMA.required,
+            **DbDropAnswer.SCHEMA.required,
+            **DbPasswdAnswer.SCHEMA.required,
+            **DbGrantAnswer.SCHEMA.required,
+            **DbListAnswer.SCHEMA.required,
+            "quota": Map(Str(16), Int(0, 2**63 - 1), 4),
+            "apply": Bool(),
+        },
+    )

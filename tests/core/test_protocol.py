@@ -274,7 +274,19 @@ def test_the_coordinator_sends_only_protocol_messages():
 # ---------------------------------------------------------------------------
 # Nothing outside the protocol module writes a message's shape.
 
-SCHEMA_NODES = {"Str", "Int", "Bool", "Nullable", "StrOrInt", "List", "Tuple", "Obj", "Map", "Free"}
+SCHEMA_NODES = {
+    "Str",
+    "Int",
+    "Bool",
+    "Nullable",
+    "StrOrInt",
+    "List",
+    "Tuple",
+    "Obj",
+    "Map",
+    "Free",
+    "OneOf",
+}
 # Keys only a slave answer has: building one by hand outside the protocol shows as these.
 ANSWER_KEYS = {
     "base_generation",
@@ -304,14 +316,35 @@ def _reads_request_dict(node: ast.AST) -> bool:
     )
 
 
+#: The names the CLIs give a dispatcher's answer (``remote``'s ``render(result)``,
+#: ``reply = ask(...)``): read as a dict, they would guess at its shape.
+ANSWER_NAMES = {"result", "reply", "answer"}
+
+
+def _reads_answer_dict(node: ast.AST) -> bool:
+    """``result[...]``, ``result.get(...)`` or ``result.pop(...)`` on an answer's name."""
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.value, ast.Name) and node.value.id in ANSWER_NAMES
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("get", "pop", "setdefault")
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id in ANSWER_NAMES
+    )
+
+
 def scan(path: Path, source: str) -> list[str]:
     """Every place in one module that defines a schema or writes a message's shape."""
     out = []
     tree = ast.parse(source, str(path))
     in_dispatcher = path.parts[:1] == ("dispatcher",)
+    in_client = path.parts[:1] == ("client",)
     for node in ast.walk(tree):
         if in_dispatcher and _reads_request_dict(node):
             out.append(f"{path}:{node.lineno}: reads a request as a dict (use its protocol class)")
+        if in_client and _reads_answer_dict(node):
+            out.append(f"{path}:{node.lineno}: reads an answer as a dict (use its protocol class)")
         if isinstance(node, ast.ClassDef):
             for item in node.body:
                 if isinstance(item, ast.FunctionDef) and item.name == "check":
@@ -361,6 +394,20 @@ async def grant(self, admin, args, progress):
     found = scan(Path("dispatcher/made_up.py"), op)
     assert len(found) == 2 and all("reads a request as a dict" in f for f in found), found
     assert scan(Path("slave/made_up.py"), op) == []  # the rule is the dispatcher's
+    cli = """
+def render(result):
+    hosts = result.get("hosts") or {}
+    first = result["applied"]
+    reply = call(config, "perms", {})
+    reply.pop("cert_pem")
+    answer = protocol.ChangeAnswer.read(result)
+    options = {"a": 1}
+    return answer.applied, options.get("a"), options["a"], hosts.get("web1"), msg.get("result")
+"""
+    found = scan(Path("client/made_up.py"), cli)
+    assert sorted(int(f.split(":")[1]) for f in found) == [3, 4, 6], found
+    assert all("reads an answer as a dict" in f for f in found), found
+    assert scan(Path("dispatcher/made_up.py"), cli) == []  # the rule is the clients'
 
 
 def test_no_product_module_outside_the_protocol_writes_a_message_shape():
