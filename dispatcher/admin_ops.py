@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -62,13 +63,9 @@ class AdminOps:
             {"user": user, "admin": is_admin, "serial": format(serial, "x")},
             "applied",
         )
-        return {
-            "user": user,
-            "admin": is_admin,
-            "serial": format(serial, "x"),
-            "cert_pem": cert_pem.decode(),
-            "key_pem": key_pem.decode(),
-        }
+        return protocol.AddUserAnswer(
+            user, is_admin, format(serial, "x"), cert_pem.decode(), key_pem.decode()
+        ).to_json()
 
     async def rmuser(self, admin: Member, args, progress) -> dict[str, Any]:
         return await run_locked(self._lock, self._rmuser, admin, args, progress)
@@ -163,7 +160,7 @@ class AdminOps:
             {"user": rec.member, "serial": rec.serial, "key": signed.key},
             "applied",
         )
-        return {"user": rec.member, "serial": rec.serial, "key": signed.key}
+        return protocol.PutGrantsAnswer(rec.member, rec.serial, signed.key).to_json()
 
     async def revoke(self, admin: Member, args, progress) -> dict[str, Any]:
         try:
@@ -347,23 +344,23 @@ class AdminOps:
         for host in sorted(hosts):
             ok, value = results[host]
             rec = recorded.get(host)
-            out[host] = {
-                "reachable": ok,
-                "generation": value.generation if ok else None,
-                "recorded_generation": None if rec is None else rec.number,
-                "recorded_status": None if rec is None else rec.status,
-                "pending": host in pending,
-                "last_error": pending.get(host, {}).get("last_error"),
-                "next_retry_in": converging.get(host),
-                "message": "" if ok else _why(value),
-            }
+            out[host] = protocol.HostStatus(
+                reachable=ok,
+                generation=value.generation if ok else None,
+                recorded_generation=None if rec is None else rec.number,
+                recorded_status=None if rec is None else rec.status,
+                pending=host in pending,
+                last_error=pending.get(host, {}).get("last_error"),
+                next_retry_in=converging.get(host),
+                message="" if ok else _why(value),
+            )
         return out
 
     async def hosts(self, admin: Member, args, progress) -> dict[str, Any]:
         out = await self._status_of([n.name for n in self.site.nodes])
         for n in self.site.nodes:
-            out[n.name]["roles"] = list(n.roles)
-        return {"hosts": out}
+            out[n.name] = attrs.evolve(out[n.name], roles=tuple(n.roles))
+        return protocol.HostsAnswer(out).to_json()
 
     async def ping(self, admin: Member, args, progress) -> dict[str, Any]:
         names = [n.name for n in self.site.nodes]
@@ -371,31 +368,23 @@ class AdminOps:
             if args.host not in names:
                 raise _refused(f"{args.host} is not a host of this site ({', '.join(names)})")
             names = [args.host]
-        return {"hosts": await self._status_of(names)}
+        return protocol.HostsAnswer(await self._status_of(names)).to_json()
 
     async def admin_describe(self, admin: Member, args, progress) -> dict[str, Any]:
         domain = args.domain.lower()
-        return {
-            "domain": domain,
-            "hosts": await self._describe_on([n.name for n in self.site.nodes], domain),
-        }
+        described = await self._describe_on([n.name for n in self.site.nodes], domain)
+        return protocol.DescribeResult(domain, described).to_json()
 
     async def audit(self, admin: Member, args, progress) -> dict[str, Any]:
         entries = self.store.audit_log(
             who=args.user, limit=100 if args.limit is None else args.limit
         )
-        return {
-            "entries": [
-                {
-                    "time": e.time.isoformat(),
-                    "who": e.who,
-                    "action": e.action,
-                    "detail": e.detail,
-                    "outcome": e.outcome,
-                }
+        return protocol.AuditAnswer(
+            tuple(
+                protocol.AuditEntry(e.time.isoformat(), e.who, e.action, e.detail, e.outcome)
                 for e in entries
-            ]
-        }
+            )
+        ).to_json()
 
     async def quota(self, admin: Member, args, progress) -> dict[str, Any]:
         user = args.user

@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from twisted.internet import defer
 
-from domtool import dbnames, wire
+from domtool import dbnames, protocol, wire
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.links import LinkError, RemoteError
 from domtool.dispatcher.opbase import OpError
@@ -36,6 +37,12 @@ if TYPE_CHECKING:
     from domtool.dispatcher.controller import Controller
 
 __all__ = ["Databases"]
+
+
+def _reply(answer: Any, **extra: Any) -> dict[str, Any]:
+    """The member's answer (``protocol.DbReply``): the slave's answer (a ``Db*Answer``)
+    with what the dispatcher adds (``extra``)."""
+    return protocol.DbReply(**attrs.asdict(answer, recurse=False), **extra).to_json()
 
 
 def _error(kind: str, message: str, details: tuple[str, ...] = ()) -> Exception:
@@ -131,7 +138,7 @@ class Databases:
                 self._lock.release()
             progress(2, 2, f"{kind} database {name} created")
             quota = {"used": len(mine) + 1, "limit": limit}
-            return {**result.to_json(), "host": self.host(), "quota": quota}
+            return _reply(result, host=self.host(), quota=quota)
 
         return await self._audited(me, "db_create", detail, run)
 
@@ -146,17 +153,16 @@ class Databases:
                 found = [d for d in held.databases if d.kind == kind and d.name == name]
                 if not found:
                     raise _error("refused", f"{me} has no {kind} database {name}")
-                return {
-                    "kind": kind,
-                    "name": name,
-                    "apply": False,
-                    "size": found[0].size,
-                    "message": f"dry run: would drop {kind} database {name} "
+                return protocol.DbReply(
+                    kind=kind,
+                    name=name,
+                    apply=False,
+                    size=found[0].size,
+                    message=f"dry run: would drop {kind} database {name} "
                     f"({found[0].size} bytes); pass --doit to drop it",
-                }
+                ).to_json()
             result = await self._call("db_drop", DbArgs(kind, me, name))
-            done = {"apply": True, "message": f"dropped {kind} database {name}"}
-            return {**result.to_json(), **done}
+            return _reply(result, apply=True, message=f"dropped {kind} database {name}")
 
         if not apply:
             return await run()  # a dry run changes nothing: not audited
@@ -165,7 +171,7 @@ class Databases:
     async def list(self, member: Member, args, progress) -> dict[str, Any]:
         result = await self._call("db_list", DbListArgs(member.name))
         limit = self.c._limits(member.name)["databases"]
-        return {**result.to_json(), "quota": {"used": len(result.databases), "limit": limit}}
+        return _reply(result, quota={"used": len(result.databases), "limit": limit})
 
     async def passwd(self, member: Member, args, progress) -> dict[str, Any]:
         kind, me = args.kind, member.name
@@ -176,7 +182,7 @@ class Databases:
             if not args.password:
                 raise _error("refused", "the password is empty")
             answer = await self._call("db_passwd", DbPasswdArgs(kind, me, role, args.password))
-            return answer.to_json()
+            return _reply(answer)
 
         return await self._audited(me, "db_passwd", detail, run)
 
@@ -187,7 +193,7 @@ class Databases:
         async def run() -> dict[str, Any]:
             database = self._name(me, args.database, "a database name")
             role = self._name(me, args.role, "a role name")
-            return (await self._call("db_grant", DbGrantArgs(kind, me, database, role))).to_json()
+            return _reply(await self._call("db_grant", DbGrantArgs(kind, me, database, role)))
 
         return await self._audited(me, "db_grant", detail, run)
 

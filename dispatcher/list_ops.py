@@ -15,7 +15,7 @@ from typing import Any
 
 from domtool import validate
 from domtool.dispatcher.opbase import _refused, _why
-from domtool.protocol import ListRemoveArgs
+from domtool.protocol import ListRemoveArgs, ListRmAnswer
 
 
 def others_deployed(store: Any, member: str, state: Any) -> dict[tuple[str, str], Any]:
@@ -70,4 +70,4 @@ async def list_rm(controller: Any, member: Any, args: Any, progress: Any) -> dic
         {"list": fq, "doit": doit, "hosts": sorted(answers)},
         "removed" if removed else ("dry run" if not doit else "not removed"),
     )
-    return {"list": fq, "doit": doit, "removed": removed, "hosts": answers}
+    return ListRmAnswer(fq, doit, removed, answers).to_json()

@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from domtool import model
+from domtool import model, protocol
 from domtool.dispatcher.opbase import OpError, _refused
 from domtool.dispatcher.store import SITE_POLICY
 from domtool.model import DesiredState, MemberPolicy
@@ -117,10 +117,10 @@ def _members(ctl: Any, user: str | None) -> list[str]:
 
 async def policy_show(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
     names = _members(ctl, args.user)
-    return {
-        "site": record_of(ctl.store, SITE_POLICY).to_json(),
-        "members": {n: _describe(ctl, n) for n in names},
-    }
+    return protocol.PolicyShowAnswer(
+        record_of(ctl.store, SITE_POLICY).to_json(),
+        {n: protocol.MemberPolicyOf(**_describe(ctl, n)) for n in names},
+    ).to_json()
 
 
 async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, Any]:
@@ -138,22 +138,18 @@ async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, A
         if ok:
             unit = value.policy
             lines = mp.unit_to_lines(unit) if unit is not None else []
-            hosts[h] = {"lines": lines, "live": value.live, "from": "host"}
+            hosts[h] = protocol.HeldPolicy(tuple(lines), value.live, "host")
             if unit is not None:
                 held[h] = model.to_json(unit)
         elif h in d["hosts"]:
             lines = mp.unit_to_lines(model.from_json(d["hosts"][h]))
             why = str(getattr(value, "value", value))[:200]
-            hosts[h] = {"lines": lines, "live": None, "from": f"record ({why})"}
+            hosts[h] = protocol.HeldPolicy(tuple(lines), None, f"record ({why})")
             held[h] = d["hosts"][h]
-    hosts = {h: v for h, v in hosts.items() if v["lines"] or v["from"] != "host"}
-    return {
-        "member": member.name,
-        "lines": d["lines"],
-        "hosts": hosts,
-        "effective": d["effective"],
-        "held": held,
-    }
+    hosts = {h: v for h, v in hosts.items() if v.lines or v.source != "host"}
+    return protocol.MemberPolicyAnswer(
+        member.name, tuple(d["lines"]), hosts, d["effective"], held
+    ).to_json()
 
 
 async def policy_check(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
@@ -167,9 +163,9 @@ async def policy_check(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[s
         hosts = held(ctl, name)
         nodes = set(hosts) | set(unit.nodes if unit is not None else ())
         differ = sorted(h for h in nodes if hosts.get(h) != want)
-        out[name] = {"problems": problems_of(ctl, name, record), "out_of_sync": differ}
-    ok = all(not v["problems"] and not v["out_of_sync"] for v in out.values())
-    return {"ok": ok, "members": out}
+        out[name] = protocol.PolicyCheckOf(tuple(problems_of(ctl, name, record)), tuple(differ))
+    ok = all(not v.problems and not v.out_of_sync for v in out.values())
+    return protocol.PolicyCheckAnswer(ok, out).to_json()
 
 
 async def policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:

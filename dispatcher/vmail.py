@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 
 from domtool.dispatcher.opbase import OpError, _refused, _why
-from domtool.protocol import Mailbox, VmailArgs
+from domtool.protocol import Mailbox, VmailArgs, VmailResult
 
 
 async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -34,7 +34,7 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
             domain = domain.lower()
             ctl._own_domain(perms, domain)
         boxes = await _listed(ctl, mail_hosts, name, domain)
-        return {"mailboxes": [b.to_json() for _a, b in sorted(boxes.items())]}
+        return VmailResult(mailboxes=tuple(b for _a, b in sorted(boxes.items()))).to_json()
     domain, user = args.domain, args.user
     if domain is None or user is None:
         raise OpError("bad_request", f"vmail {action} needs a domain and a user")
@@ -63,7 +63,7 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
             )
     if action == "rm" and not args.doit:
         purge = "and its maildir (--purge)" if args.purge else "(its maildir is kept)"
-        return {"dry_run": True, "would": f"remove {address} {purge}", "hosts": hosts}
+        return VmailResult(dry_run=True, would=f"remove {address} {purge}", hosts=hosts).to_json()
     call = VmailArgs(
         action,
         name,
@@ -89,7 +89,7 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
             "refused", f"vmail {action} {address}: " + "; ".join(failed.values()), sorted(failed)
         )
     done = {h: v.to_json() for h, (_, v) in results.items()}
-    return {"address": address, "action": action, "hosts": done}
+    return VmailResult(address=address, action=action, hosts=done).to_json()
 
 
 async def _listed(ctl: Any, hosts: list[str], owner: str, domain: str | None) -> dict:

@@ -114,3 +114,30 @@ def test_an_answer_that_is_not_the_reply_is_not_guessed_at():
     assert protocol.ChangeAnswer.read({"applied": "yes"}) is None
     assert protocol.HostsAnswer.read({"hosts": {"web1": {"reachable": 1}}}) is None
     assert protocol.ChangeAnswer.read({"applied": False}).applied is False
+
+
+def test_the_database_answers_are_protocol_replies(tmp_path):
+    """``db_*`` over a real slave agent with the fake servers: each answer is a DbReply."""
+    from tests.dispatcher.test_databases import dispatcher as make_db_dispatcher
+    from tests.slave.fake_dbserver import FakeDatabaseServer
+
+    servers = {"postgres": FakeDatabaseServer("postgres"), "mysql": FakeDatabaseServer("mysql")}
+    d = make_db_dispatcher.__wrapped__(servers, tmp_path)
+    created = _same(protocol.DbReply, d.run(ALICE, "db_create", kind="postgres", name="alice_blog"))
+    assert created.host == "db1" and created.quota == {"used": 1, "limit": 20}
+    listed = _same(protocol.DbReply, d.run(ALICE, "db_list"))
+    assert [db.name for db in listed.databases] == ["alice_blog"]
+    _same(
+        protocol.DbReply,
+        d.run(ALICE, "db_passwd", kind="postgres", role="alice_blog", password="x"),
+    )
+    _same(
+        protocol.DbReply,
+        d.run(ALICE, "db_grant", kind="postgres", database="alice_blog", role="alice_ro"),
+    )
+    assert (
+        _same(protocol.DbReply, d.run(ALICE, "db_drop", kind="postgres", name="alice_blog")).apply
+        is False
+    )
+    gone = d.run(ALICE, "db_drop", kind="postgres", name="alice_blog", apply=True)
+    assert _same(protocol.DbReply, gone).apply is True
