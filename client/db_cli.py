@@ -37,6 +37,10 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _or_unknown(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
 def _endpoint(ep) -> str:
     """A database server's endpoint (``{socket_dir, host, port}``) as the member uses it."""
     e = protocol.DbEndpoint.read(ep) or protocol.DbEndpoint()
@@ -62,8 +66,8 @@ def _shown(render):
 @_shown
 def render_list(a: protocol.DbReply) -> str:
     dbs = a.databases or ()
-    q = a.quota or {}
-    lines = [f"{len(dbs)} database(s) on {a.host or '?'} (quota {q.get('limit', '?')})"]
+    q = a.quota or protocol.DbQuota()
+    lines = [f"{len(dbs)} database(s) on {a.host or '?'} (quota {_or_unknown(q.limit)})"]
     for d in dbs:
         lines.append(f"  {d.kind:<9} {d.name:<32} {_size(int(d.size or 0))}")
     for kind, roles in sorted((a.roles or {}).items()):
@@ -79,10 +83,10 @@ def render_list(a: protocol.DbReply) -> str:
 @_shown
 def render_create(a: protocol.DbReply) -> str:
     e = protocol.DbEndpoint.read(a.endpoint or {}) or protocol.DbEndpoint()
-    q = a.quota or {}
+    q = a.quota or protocol.DbQuota()
     return (
         f"{a.message or 'created'}: {a.kind} database {a.name} on "
-        f"{a.host or '?'} ({q.get('used', '?')}/{q.get('limit', '?')} of your quota)\n"
+        f"{a.host or '?'} ({_or_unknown(q.used)}/{_or_unknown(q.limit)} of your quota)\n"
         f"  connect over the socket {e.socket_dir or e.socket} as your Unix user, or over TCP "
         f"{e.host}:{e.port} after `domtool db passwd {a.kind} ROLE`"
     )

@@ -137,7 +137,7 @@ class Databases:
             finally:
                 self._lock.release()
             progress(2, 2, f"{kind} database {name} created")
-            quota = {"used": len(mine) + 1, "limit": limit}
+            quota = protocol.DbQuota(len(mine) + 1, limit)
             return _reply(result, host=self.host(), quota=quota)
 
         return await self._audited(me, "db_create", detail, run)
@@ -171,7 +171,7 @@ class Databases:
     async def list(self, member: Member, args, progress) -> dict[str, Any]:
         result = await self._call("db_list", DbListArgs(member.name))
         limit = self.c._limits(member.name)["databases"]
-        return _reply(result, quota={"used": len(result.databases), "limit": limit})
+        return _reply(result, quota=protocol.DbQuota(len(result.databases), limit))
 
     async def passwd(self, member: Member, args, progress) -> dict[str, Any]:
         kind, me = args.kind, member.name

@@ -22,10 +22,17 @@ The envelope and framing are ``domtool.wire``'s; this module says what goes insi
   by :func:`parse_slave` (the slave) and written by each class's ``to_json`` (the
   dispatcher).
 - **what a slave answers**: :class:`PrepareAnswer`, :class:`CommitAnswer`,
-  :class:`AbortAnswer`, :class:`StatusAnswer`, each with its schema; the agent and the
-  dispatcher's fake slave build them, the coordinator reads them with ``from_json``.
-- **what the dispatcher answers admins**: :class:`DryRun` (a dry run's plan, per host or
-  per member, as the answer says).
+  :class:`AbortAnswer`, :class:`StatusAnswer`, and the actions' own answers
+  (:class:`VmailAnswer`, :class:`ListRemoveAnswer`, :class:`DbCreateAnswer`,
+  :class:`DbListAnswer`, ...), each with its schema (``SLAVE_ANSWERS``); the agent and the
+  dispatcher's fake slave build them, the coordinator reads them with ``from_json``
+  (``Coordinator.ask``).
+- **what the dispatcher answers members and admins**: :class:`DryRun` (a dry run's plan,
+  per host or per member, as the answer says) and the reply classes (:class:`ChangeAnswer`,
+  :class:`PlanAnswer`, :class:`PermsAnswer`, :class:`HistoryAnswer`,
+  :class:`HostsAnswer`, :class:`VmailResult`, :class:`DbReply`, ...): the ops write them
+  with ``to_json``, the CLIs read them with ``read`` (None for what is not one: shown as
+  it came). A field absent from the JSON is None in the object and stays absent.
 
 Nothing here looks anything up by a name that came over the wire except these closed
 tables.
@@ -1209,8 +1216,11 @@ class _Answer:
         for f in attrs.fields(cls):
             value = obj.get(_wire_name(f))
             items, values = f.metadata.get("items"), f.metadata.get("values")
+            one = f.metadata.get("object")
             if value is None:
                 pass
+            elif one is not None:
+                value = one._build(value)
             elif items is not None:
                 value = tuple(items._build(v) for v in value)
             elif values is not None:
@@ -1237,7 +1247,9 @@ class _Answer:
                 if f.metadata.get("always"):
                     out[_wire_name(f)] = None
                 continue
-            if f.metadata.get("items") is not None:
+            if f.metadata.get("object") is not None:
+                value = value.to_json()
+            elif f.metadata.get("items") is not None:
                 value = [v.to_json() for v in value]
             elif f.metadata.get("values") is not None:
                 value = {k: v.to_json() for k, v in value.items()}
@@ -2620,6 +2632,16 @@ class DbEndpoint(_Reply):
 
 
 @attrs.frozen
+class DbQuota(_Reply):
+    """How many databases the member has (``used``) and may have (``limit``)."""
+
+    used: int | None = None
+    limit: int | None = None
+
+    SCHEMA = Obj({}, {"used": Int(0, 2**31 - 1), "limit": Int(0, 2**53)})
+
+
+@attrs.frozen
 class DbReply(_Reply):
     """The dispatcher's answer to a ``db_*`` op: the slave's (:class:`DbCreateAnswer`,
     :class:`DbDropAnswer`, :class:`DbPasswdAnswer`, :class:`DbGrantAnswer`,
@@ -2644,7 +2666,7 @@ class DbReply(_Reply):
     roles: Mapping[str, Any] | None = None
     errors: Mapping[str, str] | None = None
     endpoints: Mapping[str, Any] | None = None
-    quota: Mapping[str, int] | None = None
+    quota: DbQuota | None = attrs.field(default=None, metadata={"object": DbQuota})
     apply: bool | None = None
 
     SCHEMA = Obj(
@@ -2655,7 +2677,7 @@ class DbReply(_Reply):
             **DbPasswdAnswer.SCHEMA.required,
             **DbGrantAnswer.SCHEMA.required,
             **DbListAnswer.SCHEMA.required,
-            "quota": Map(Str(16), Int(0, 2**63 - 1), 4),
+            "quota": DbQuota.SCHEMA,
             "apply": Bool(),
         },
     )

@@ -118,13 +118,27 @@ def test_an_answer_that_is_not_the_reply_is_not_guessed_at():
 
 def test_the_database_answers_are_protocol_replies(tmp_path):
     """``db_*`` over a real slave agent with the fake servers: each answer is a DbReply."""
-    from tests.dispatcher.test_databases import dispatcher as make_db_dispatcher
+    from twisted.internet.task import Clock
+
+    from domtool.dispatcher.apply import Coordinator
+    from domtool.dispatcher.controller import Controller
+    from domtool.slave.agent import Agent
+    from domtool.slave.dbagent import DatabaseOps
+    from tests.agent_link import AgentLink
+    from tests.dispatcher.harness import Dispatcher
+    from tests.dispatcher.test_databases import SITE
     from tests.slave.fake_dbserver import FakeDatabaseServer
 
     servers = {"postgres": FakeDatabaseServer("postgres"), "mysql": FakeDatabaseServer("mysql")}
-    d = make_db_dispatcher.__wrapped__(servers, tmp_path)
+    base = make_dispatcher()
+    ops = DatabaseOps(servers, host="db1", audit_path=tmp_path / "db-audit.jsonl")
+    agent = Agent(None, host="db1", state_dir=tmp_path, clock=Clock(), databases=ops)
+    links = {**base.links, "db1": AgentLink("db1", agent)}
+    coordinator = Coordinator(base.store, links, base.clock)
+    controller = Controller(base.store, SITE, coordinator, site_domains=("coop.example",))
+    d = Dispatcher(base.store, base.clock, base.slaves, links, coordinator, controller)
     created = _same(protocol.DbReply, d.run(ALICE, "db_create", kind="postgres", name="alice_blog"))
-    assert created.host == "db1" and created.quota == {"used": 1, "limit": 20}
+    assert created.host == "db1" and created.quota == protocol.DbQuota(1, 20)
     listed = _same(protocol.DbReply, d.run(ALICE, "db_list"))
     assert [db.name for db in listed.databases] == ["alice_blog"]
     _same(
