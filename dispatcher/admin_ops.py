@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
 
@@ -44,7 +45,7 @@ class AdminOps:
         return self.ca_dir
 
     async def adduser(self, admin: Member, args, progress) -> dict[str, Any]:
-        user, is_admin = args["user"], bool(args.get("admin", False))
+        user, is_admin = args.user, bool(args.admin)
         existing = self.store.member(user)
         if existing is not None and existing.active:
             raise _refused(f"{user} is already a member")
@@ -62,25 +63,21 @@ class AdminOps:
             {"user": user, "admin": is_admin, "serial": format(serial, "x")},
             "applied",
         )
-        return {
-            "user": user,
-            "admin": is_admin,
-            "serial": format(serial, "x"),
-            "cert_pem": cert_pem.decode(),
-            "key_pem": key_pem.decode(),
-        }
+        return protocol.AddUserAnswer(
+            user, is_admin, format(serial, "x"), cert_pem.decode(), key_pem.decode()
+        ).to_json()
 
     async def rmuser(self, admin: Member, args, progress) -> dict[str, Any]:
         return await run_locked(self._lock, self._rmuser, admin, args, progress)
 
     async def _rmuser(self, admin: Member, args, progress) -> dict[str, Any]:
-        user = args["user"]
+        user = args.user
         record = self.store.member(user)
         if record is None or not record.active:
             raise _refused(f"{user} is not an active member")
         perms = self._perms(user)
         changes, diff = self._changes(user, perms, {}, placed=False)
-        if not args.get("apply"):
+        if not args.apply:
             return protocol.DryRun("dry run: pass apply to remove", diff).to_json(user=user)
         result = await self.coordinator.apply(changes, progress)
         if not result.applied:
@@ -104,23 +101,23 @@ class AdminOps:
     async def grant(self, admin: Member, args, progress) -> dict[str, Any]:
         from domtool.dispatcher.store import GrantOverlap
 
-        shared = bool(args.get("shared", False))
+        shared = bool(args.shared)
         try:
-            overlaps = self.store.grant_overlaps(args["user"], args["class"], args["value"])
-            new = self.store.grant(args["user"], args["class"], args["value"], shared=shared)
+            overlaps = self.store.grant_overlaps(args.user, args.grant_class, args.value)
+            new = self.store.grant(args.user, args.grant_class, args.value, shared=shared)
         except GrantOverlap as e:
             raise OpError("refused", str(e), e.overlaps) from None
         except StoreError as e:
             raise _refused(str(e)) from None
-        self.store.audit(admin.name, "grant", dict(args), "applied")
+        self.store.audit(admin.name, "grant", args.to_json(), "applied")
         return {
-            "user": args["user"],
-            "class": args["class"],
-            "value": args["value"],
+            "user": args.user,
+            "class": args.grant_class,
+            "value": args.value,
             "changed": new,
             "shared": shared,
             "overlaps": overlaps,
-            **self._sign_hint(args["user"]),
+            **self._sign_hint(args.user),
         }
 
     def _sign_hint(self, user: str) -> dict[str, str]:
@@ -141,7 +138,7 @@ class AdminOps:
         if self.signed_grants is None:
             raise OpError("failed", "this dispatcher keeps no signed grants (no state dir)")
         try:
-            signed = grantsig.SignedGrants.from_json(args["signed"])
+            signed = grantsig.SignedGrants.from_json(args.signed)
         except grantsig.GrantSigError as e:
             raise _refused(str(e)) from None
         rec = signed.record
@@ -163,32 +160,32 @@ class AdminOps:
             {"user": rec.member, "serial": rec.serial, "key": signed.key},
             "applied",
         )
-        return {"user": rec.member, "serial": rec.serial, "key": signed.key}
+        return protocol.PutGrantsAnswer(rec.member, rec.serial, signed.key).to_json()
 
     async def revoke(self, admin: Member, args, progress) -> dict[str, Any]:
         try:
-            had = self.store.revoke(args["user"], args["class"], args["value"])
+            had = self.store.revoke(args.user, args.grant_class, args.value)
         except StoreError as e:
             raise _refused(str(e)) from None
-        self.store.audit(admin.name, "revoke", dict(args), "applied")
+        self.store.audit(admin.name, "revoke", args.to_json(), "applied")
         return {
-            "user": args["user"],
-            "class": args["class"],
-            "value": args["value"],
+            "user": args.user,
+            "class": args.grant_class,
+            "value": args.value,
             "changed": had,
             "hint": "run regen to take the revoked grant's configuration off the hosts",
-            **self._sign_hint(args["user"]),
+            **self._sign_hint(args.user),
         }
 
     async def perms_of(self, admin: Member, args, progress) -> dict[str, Any]:
-        return _perms_json(self._perms(args["user"]))
+        return _perms_json(self._perms(args.user))
 
     async def whohas(self, admin: Member, args, progress) -> dict[str, Any]:
         try:
-            members = self.store.whohas(args["class"], args["value"])
+            members = self.store.whohas(args.grant_class, args.value)
         except StoreError as e:
             raise _refused(str(e)) from None
-        return {"class": args["class"], "value": args["value"], "members": members}
+        return {"class": args.grant_class, "value": args.value, "members": members}
 
     async def regen_state(self, name: str) -> tuple[DesiredState, list[dict[str, Any]]]:
         """A member's state from their stored sources and today's permissions, and the
@@ -249,7 +246,7 @@ class AdminOps:
         return out
 
     async def regen(self, admin: Member, args, progress) -> dict[str, Any]:
-        return await run_locked(self._lock, self._regen, admin, bool(args.get("apply")), progress)
+        return await run_locked(self._lock, self._regen, admin, bool(args.apply), progress)
 
     async def _regen(self, admin: Member, apply: bool, progress) -> dict[str, Any]:
         members = [m.name for m in self.store.members()]
@@ -298,7 +295,7 @@ class AdminOps:
         return out
 
     async def admin_rmdom(self, admin: Member, args, progress) -> dict[str, Any]:
-        domain = args["domain"].lower()
+        domain = args.domain.lower()
         owners = sorted(
             {
                 m
@@ -309,7 +306,7 @@ class AdminOps:
         )
         if not owners:
             raise _refused(f"nobody has {domain} configured")
-        if not args.get("apply"):
+        if not args.apply:
             plans = {}
             for name in owners:
                 cur = self.current(name)
@@ -347,56 +344,50 @@ class AdminOps:
         for host in sorted(hosts):
             ok, value = results[host]
             rec = recorded.get(host)
-            out[host] = {
-                "reachable": ok,
-                "generation": value.generation if ok else None,
-                "recorded_generation": None if rec is None else rec.number,
-                "recorded_status": None if rec is None else rec.status,
-                "pending": host in pending,
-                "last_error": pending.get(host, {}).get("last_error"),
-                "next_retry_in": converging.get(host),
-                "message": "" if ok else _why(value),
-            }
+            out[host] = protocol.HostStatus(
+                reachable=ok,
+                generation=value.generation if ok else None,
+                recorded_generation=None if rec is None else rec.number,
+                recorded_status=None if rec is None else rec.status,
+                pending=host in pending,
+                last_error=pending.get(host, {}).get("last_error"),
+                next_retry_in=converging.get(host),
+                message="" if ok else _why(value),
+            )
         return out
 
     async def hosts(self, admin: Member, args, progress) -> dict[str, Any]:
         out = await self._status_of([n.name for n in self.site.nodes])
         for n in self.site.nodes:
-            out[n.name]["roles"] = list(n.roles)
-        return {"hosts": out}
+            out[n.name] = attrs.evolve(out[n.name], roles=tuple(n.roles))
+        return protocol.HostsAnswer(out).to_json()
 
     async def ping(self, admin: Member, args, progress) -> dict[str, Any]:
         names = [n.name for n in self.site.nodes]
-        if args.get("host"):
-            if args["host"] not in names:
-                raise _refused(f"{args['host']} is not a host of this site ({', '.join(names)})")
-            names = [args["host"]]
-        return {"hosts": await self._status_of(names)}
+        if args.host:
+            if args.host not in names:
+                raise _refused(f"{args.host} is not a host of this site ({', '.join(names)})")
+            names = [args.host]
+        return protocol.HostsAnswer(await self._status_of(names)).to_json()
 
     async def admin_describe(self, admin: Member, args, progress) -> dict[str, Any]:
-        domain = args["domain"].lower()
-        return {
-            "domain": domain,
-            "hosts": await self._describe_on([n.name for n in self.site.nodes], domain),
-        }
+        domain = args.domain.lower()
+        described = await self._describe_on([n.name for n in self.site.nodes], domain)
+        return protocol.DescribeResult(domain, described).to_json()
 
     async def audit(self, admin: Member, args, progress) -> dict[str, Any]:
-        entries = self.store.audit_log(who=args.get("user"), limit=args.get("limit", 100))
-        return {
-            "entries": [
-                {
-                    "time": e.time.isoformat(),
-                    "who": e.who,
-                    "action": e.action,
-                    "detail": e.detail,
-                    "outcome": e.outcome,
-                }
+        entries = self.store.audit_log(
+            who=args.user, limit=100 if args.limit is None else args.limit
+        )
+        return protocol.AuditAnswer(
+            tuple(
+                protocol.AuditEntry(e.time.isoformat(), e.who, e.action, e.detail, e.outcome)
                 for e in entries
-            ]
-        }
+            )
+        ).to_json()
 
     async def quota(self, admin: Member, args, progress) -> dict[str, Any]:
-        user = args["user"]
+        user = args.user
         current = merge_all(self.current(user).values())
         usage = quotas.usage(current)
         databases = await self.databases.usage(user)  # as the database servers report them
@@ -410,10 +401,10 @@ class AdminOps:
         }
 
     async def set_quota(self, admin: Member, args, progress) -> dict[str, Any]:
-        if args["resource"] not in quotas.RESOURCES:
+        if args.resource not in quotas.RESOURCES:
             raise _refused(
-                f"unknown resource {args['resource']!r}; one of {', '.join(quotas.RESOURCES)}"
+                f"unknown resource {args.resource!r}; one of {', '.join(quotas.RESOURCES)}"
             )
-        self.store.set_quota(args["user"], args["resource"], args["value"])
-        self.store.audit(admin.name, "set_quota", dict(args), "applied")
-        return {"user": args["user"], "limits": self._limits(args["user"])}
+        self.store.set_quota(args.user, args.resource, args.value)
+        self.store.audit(admin.name, "set_quota", args.to_json(), "applied")
+        return {"user": args.user, "limits": self._limits(args.user)}
