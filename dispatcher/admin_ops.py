@@ -200,16 +200,15 @@ class AdminOps:
         perms = self._perms(name)
         stored = sorted((self.stored_files(name) if files is None else files).items())
         results = await self.check_each(perms, [[(domain, text)] for domain, text in stored])
-        kept, dropped = self._regen_kept(name, perms, stored, results)
-        state = merge_all(kept)
+        state, dropped = self._regen_kept(name, perms, stored, results)
         over = quotas.check(name, state, self._limits(name))
         if over:  # a lowered quota is reported, not enforced by dropping domains
             dropped.append({"member": name, "domain": "*", "reasons": over, "kept": True})
         return state, dropped
 
-    def _regen_kept(self, name: str, perms, stored, results) -> tuple[list, list]:
-        """The states of the member's files that ``regen`` keeps, and those it drops: a
-        file that does not check, names what an earlier one of the member's files does,
+    def _regen_kept(self, name: str, perms, stored, results) -> tuple[DesiredState, list]:
+        """The merged state of the member's files that ``regen`` keeps, and the files it
+        drops: a file that does not check, names what an earlier one of the member's files does,
         or is refused by the ownership and policy checks (``_policy``).
 
         Those checks are each per unit or name (ownership, reserved names, proxies,
@@ -229,12 +228,10 @@ class AdminOps:
             seen |= keys
             candidates.append(result.state)
         else:
-            if (
-                self.REGEN_SHORTCUTS
-                and candidates
-                and self._policy(perms, merge_all(candidates)).state is not None
-            ):
-                return candidates, []
+            if self.REGEN_SHORTCUTS and candidates:
+                merged = merge_all(candidates)
+                if self._policy(perms, merged).state is not None:
+                    return merged, []
         dropped: list[dict[str, Any]] = []
         kept: list[DesiredState] = []
         seen = set()
@@ -252,7 +249,7 @@ class AdminOps:
                     kept.append(result.state)
                     continue
             dropped.append({"member": name, "domain": domain, "reasons": reasons[:20]})
-        return kept, dropped
+        return merge_all(kept), dropped
 
     REGEN_AT_ONCE = 2  # members evaluated at once by regen (the pool's workers)
     # regen's two shortcuts (one policy check per member in _regen_kept, same_as_stored
