@@ -251,18 +251,29 @@ class AdminOps:
             dropped.append({"member": name, "domain": domain, "reasons": reasons[:20]})
         return merge_all(kept), dropped
 
-    REGEN_AT_ONCE = 2  # members evaluated at once by regen (the pool's workers)
+    # members evaluated at once by regen: one more than the pool's workers, so a job
+    # waits for each worker while the dispatcher takes in the last one's result
+    REGEN_AT_ONCE = 3
     # regen's two shortcuts (one policy check per member in _regen_kept, same_as_stored
     # in _regen); the tests turn them off to compare with the long way round
     REGEN_SHORTCUTS = True
 
     async def _regen_states(
-        self, members: list[str], files: dict[str, dict[str, str]] | None = None
+        self,
+        members: list[str],
+        files: dict[str, dict[str, str]] | None = None,
+        stored: dict[str, dict[str, str]] | None = None,
+        converging: frozenset[str] | set[str] = frozenset(),
     ) -> dict[str, tuple]:
         """``regen_state`` of each member, :attr:`REGEN_AT_ONCE` at a time, so every
         worker of the evaluation pool is busy (one member at a time left all but one
         idle: 10,000 files took ~13 s); the results are used in member order. ``files``:
-        every member's stored files, read at once (``Store.latest_texts``)."""
+        every member's stored files, read at once (``Store.latest_texts``). Each result
+        is ``(state, dropped, unchanged)``: ``unchanged`` when ``stored`` (member -> host
+        -> the stored text of what the host holds, ``Store.deployed_texts``) is given
+        and the member's new parts are exactly that, with nothing of theirs
+        ``converging`` (``same_as_stored``; asked here, while the pool evaluates the
+        next members, rather than after them all)."""
         out: dict[str, tuple] = {}
         todo = list(reversed(members))
 
@@ -271,10 +282,20 @@ class AdminOps:
                 name = todo.pop()
                 try:
                     mine = None if files is None else files.get(name, {})
-                    out[name] = await self.regen_state(name, mine)
+                    state, dropped = await self.regen_state(name, mine)
                 except Exception:
                     todo.clear()  # the other worker stops too
                     raise
+                unchanged = (
+                    self.REGEN_SHORTCUTS
+                    and stored is not None
+                    and name not in converging
+                    and same_as_stored(
+                        self.place(name, self._perms(name), split(state, self.site)),
+                        stored.get(name, {}),
+                    )
+                )
+                out[name] = (state, dropped, unchanged)
 
         tasks = [defer.ensureDeferred(worker()) for _ in range(self.REGEN_AT_ONCE)]
         failures = []
@@ -304,26 +325,19 @@ class AdminOps:
         plans: dict[str, Any] = {}
         dropped: list[dict[str, Any]] = []
         states = await self._regen_states(
-            [n for n in everyone if n in active], self.store.latest_texts()
+            [n for n in everyone if n in active], self.store.latest_texts(), stored, converging
         )
         for i, name in enumerate(everyone):
-            perms = self._perms(name)
             if name in active:
-                state, lost = states.pop(name)
+                state, lost, unchanged = states.pop(name)
                 dropped += lost
-                new = split(state, self.site)
-                # Unchanged (the common case): exactly what the store has as committed,
-                # and no change of it still converging: nothing to plan or send.
-                if (
-                    self.REGEN_SHORTCUTS
-                    and name not in converging
-                    and same_as_stored(self.place(name, perms, new), stored.get(name, {}))
-                ):
+                if unchanged:  # the common case: nothing to plan or send
                     progress(i + 1, len(everyone), f"evaluated {name}")
                     continue
+                new = split(state, self.site)
             else:  # removed member still on a host: take it off
                 new = {}
-            member_changes, diff = self._changes(name, perms, new)
+            member_changes, diff = self._changes(name, self._perms(name), new)
             for host, owners in member_changes.items():
                 changes.setdefault(host, {}).update(owners)
             if diff:
