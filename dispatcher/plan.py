@@ -100,11 +100,16 @@ def changed_hosts(
 
 
 def merge_all(states: Iterable[DesiredState]) -> DesiredState:
-    """One state made of several (normalised)."""
-    out = DesiredState()
-    for s in states:
-        out = out.merge(s)
-    return out.normalised()
+    """One state made of several (normalised): what merging them one by one gives (the
+    sorts are stable, so one sort of everything orders ties the same), sorted once."""
+    states = list(states)
+    return DesiredState(
+        zones=tuple(u for s in states for u in s.zones),
+        vhosts=tuple(u for s in states for u in s.vhosts),
+        mail=tuple(u for s in states for u in s.mail),
+        lists=tuple(u for s in states for u in s.lists),
+        policies=tuple(u for s in states for u in s.policies),
+    ).normalised()
 
 
 def state_json(state: DesiredState) -> dict:
