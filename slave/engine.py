@@ -57,7 +57,9 @@ Also: ``current_generation()``, ``generations()``, ``manifest(gen)``, ``units(ba
 gen)`` (what a generation holds), ``verified(gen)``, ``abort(prepared)``,
 ``reload_all()``. Options: ``keep`` generations, ``probe_timeout``/``probe_interval``,
 ``check_workers`` (per-unit checks run concurrently), ``probe_workers`` (probes asked
-concurrently: a round of 1,000 new vhosts and zones is 2,000 probes). Public calls are serialised:
+concurrently: a round of 1,000 new vhosts and zones is 2,000 probes; a prober with
+``probe_many(probes, workers)`` is handed them all at once, so it can group them, as the
+real prober puts a round's SMTP probes into a few sessions). Public calls are serialised:
 a second concurrent call raises :class:`EngineBusy`.
 
 Commands run only through the process seam with argv lists. The only substitutions the
@@ -927,7 +929,12 @@ class Engine:
         pending = list(probes)
         while True:
             failed = []
-            if self.probe_workers > 1 and len(pending) > 1:
+            many = getattr(self.prober, "probe_many", None)
+            if callable(many):  # the prober groups what it can (one SMTP session, many RCPT)
+                answers = list(many(pending, self.probe_workers))
+                if len(answers) != len(pending):
+                    raise EngineError(f"the prober gave {len(answers)} answers to {len(pending)}")
+            elif self.probe_workers > 1 and len(pending) > 1:
                 with ThreadPoolExecutor(max_workers=min(self.probe_workers, len(pending))) as pool:
                     answers = list(pool.map(self.prober.probe, pending))
             else:

@@ -243,6 +243,9 @@ def site_config(config: EximConfig) -> bytes:
         "acl_smtp_data = acl_check_data",
         "acl_smtp_expn = acl_check_expn",
         "smtp_accept_max = 100",
+        # The engine's probes ask a round's EXPN and RCPT in one session from loopback
+        # (EXPN is allowed from loopback only); others keep the limit of 10 non-mail commands.
+        "smtp_accept_max_nonmail_hosts = <; ! 127.0.0.1 ; ! ::1 ; *",
         "host_lookup =",
         "rfc1413_hosts =",
         "ignore_bounce_errors_after = 2d",

@@ -71,3 +71,53 @@ def test_one_bad_domain_among_good_ones_is_refused_alone(mail_site):
         assert rcpt(site, f"info@{o}.example") == 250
         assert rcpt(site, f"next@{o}.example") == 250
     assert rcpt(site, "x@batchbad.example") == 550  # its domain is not live
+
+
+def test_many_smtp_probes_share_one_session_and_keep_their_meaning(mail_site, monkeypatch):
+    """The real prober's grouped SMTP probes: one connection to the running Exim for a
+    round's probes of many domains, each answer what the probe alone says, and a failing
+    probe names its address (so its domain and owner)."""
+    from domtool.slave import mailprobe
+    from domtool.slave.backend import Probe
+    from domtool.slave.probes import RealProber
+
+    site = mail_site
+    good = [
+        domain(o, Alias(("user", "info"), (f"{o}@elsewhere.example",)), Alias(("user", "nul"), ()))
+        for o in GOOD
+    ]
+    catch = domain("batchcatch", Alias(("catchall",), ("batch0@elsewhere.example",)))
+    out = site.apply(DesiredState(mail=(*good, catch)))
+    assert out.status in ("applied", "unchanged"), out.message
+    a, p = "127.0.0.1", site.config.port
+    asks = []
+    for o in GOOD:
+        asks += [
+            ("expn", f"info@{o}.example", (f"{o}@elsewhere.example",)),
+            ("expn", f"nul@{o}.example", ()),
+            ("refused", f"nobody@{o}.example", ()),
+        ]
+    asks += [
+        ("accepted", "anyone@batchcatch.example", ()),
+        ("expn", "info@batch3.example", ("wrong@elsewhere.example",)),  # fails
+        ("refused", "info@batch4.example", ()),  # fails: it is accepted
+        ("accepted", "nobody@batch5.example", ()),  # fails: refused
+    ]
+    alone = [mailprobe.smtp_probe(a, p, *ask) for ask in asks]
+    connects = []
+    real_connect = smtplib.SMTP.connect
+
+    def connect(self, *args, **kw):
+        connects.append(args)
+        return real_connect(self, *args, **kw)
+
+    monkeypatch.setattr(smtplib.SMTP, "connect", connect)
+    probes = [Probe("smtp", (a, p, *ask), "m") for ask in asks]
+    grouped = RealProber().probe_many(probes, workers=4)
+    assert len(connects) == 1  # one session for all 22 probes
+    assert grouped == alone
+    assert grouped[: len(GOOD) * 3 + 1] == [True] * (len(GOOD) * 3 + 1)
+    wrong, accepted, refused = grouped[-3:]
+    assert "info@batch3.example" in wrong and "routes to" in wrong
+    assert "info@batch4.example" in accepted and "expected a refusal" in accepted
+    assert "nobody@batch5.example" in refused and "expected acceptance" in refused
