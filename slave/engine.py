@@ -661,7 +661,10 @@ class Engine:
                         paths[key] = PurePosixPath(self.unit_path(b, ref))
             if not units:
                 continue
-            check = self.backends[b].check_units(units, paths)
+            try:
+                check = self.backends[b].check_units(units, paths)
+            except Exception as exc:  # a backend bug: the prepare fails, naming it
+                raise BackendFailed(f"backend {b} could not build its unit check: {exc}") from exc
             if check is None or not check.commands:
                 continue
             d = self.store.path("staging", f"check-{gen}")

@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from pathlib import PurePosixPath
 
 import attrs
+import pytest
 
 from domtool.slave.backend import Command, Unit, UnitsCheck
 from domtool.slave.seams import Result
 from tests.slave.fake_backend import FakeBackend, state, zone
-from tests.slave.test_engine import STATE_DIR, make_host
+from tests.slave.test_engine import STATE_DIR, abc, make_host
 
 
 @attrs.define
@@ -30,8 +31,8 @@ class BatchBackend(FakeBackend):
         return UnitsCheck({"list": listing}, (Command(("fake-check-batch", "{dir}/list")),))
 
 
-def _host():
-    host = make_host()
+def _host(fs=None, **kw):
+    host = make_host(fs, **kw)
     backend = BatchBackend()
     host.engine.backends["fake"] = host.backend = backend
     batches: list[list[str]] = []
@@ -110,3 +111,40 @@ def test_a_backend_without_a_batch_check_keeps_its_per_unit_checks():
     assert out.refused.keys() == {"m04"} and len(out.applied) == 10
     ran = [c.argv[0] for c in host.runner.ran]
     assert ran.count("fake-check-unit") == 11 and "fake-check-batch" not in ran
+
+
+def test_a_backend_whose_batch_check_breaks_fails_the_prepare_cleanly():
+    from domtool.slave.engine import BackendFailed
+
+    class Broken(BatchBackend):
+        def check_units(self, units, paths):
+            raise ValueError("no map for you")
+
+    host, _, _ = _host()
+    host.engine.backends["fake"] = Broken()
+    try:
+        host.engine.apply(_zones(3))
+    except BackendFailed as exc:
+        assert "fake" in str(exc) and "no map for you" in str(exc)
+    else:
+        raise AssertionError("the prepare went ahead without its check")
+    assert host.engine.current_generation() == 0
+    staging = f"{STATE_DIR}/staging"
+    assert not host.fs.is_dir(staging) or host.fs.listdir(staging) == []
+
+
+@pytest.mark.parametrize("scenario", ["batch-broken", "change-add-remove"])
+def test_crashes_and_full_disks_in_a_batched_check_leave_old_or_new(monkeypatch, scenario):
+    """The crash and disk-full enumerations of ``test_engine_crash`` with the batched
+    backend (its check files are written, read and removed at every kill point)."""
+    from tests.slave import test_engine_crash as crash
+
+    monkeypatch.setattr(crash, "make_host", lambda fs=None, **kw: _host(fs, **kw)[0])
+    monkeypatch.setitem(
+        crash.SCENARIOS, "batch-broken", abc(alice="alice v2", bob="bob BROKEN", carol="c v2")
+    )
+    ops, _, _ = crash.reference(scenario)
+    assert any(op[1].startswith(f"{STATE_DIR}/staging/check-") for op in ops if len(op) > 1)
+    crash.test_a_crash_at_any_step_leaves_the_old_or_the_new_generation(scenario)
+    for kind in ("write", "mkdir", "rename", "fsync"):
+        crash.test_disk_full_at_each_operation_changes_nothing_live(kind, scenario)
