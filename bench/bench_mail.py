@@ -100,6 +100,7 @@ def floors(site) -> dict[str, float]:
         "exim -bV (whole config, staged GEN)": timed(c.argv("-bV", generation=str(current))),
         f"exim -bt (the unit, {len(unit_addresses(m))} addresses)": timed(bt),
     }
+    shutil.rmtree(umap.parent, ignore_errors=True)
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
