@@ -111,24 +111,24 @@ class AdminOps:
         except StoreError as e:
             raise _refused(str(e)) from None
         self.store.audit(admin.name, "grant", args.to_json(), "applied")
-        return {
-            "user": args.user,
-            "class": args.grant_class,
-            "value": args.value,
-            "changed": new,
-            "shared": shared,
-            "overlaps": overlaps,
-            **self._sign_hint(args.user),
-        }
+        return protocol.GrantAnswer(
+            args.user,
+            args.grant_class,
+            args.value,
+            changed=new,
+            shared=shared,
+            overlaps=tuple(overlaps),
+            sign=self._sign_hint(args.user),
+        ).to_json()
 
-    def _sign_hint(self, user: str) -> dict[str, str]:
+    def _sign_hint(self, user: str) -> str | None:
         """After a grant change: slaves keep the member's previous signed record."""
         if self.signed_grants is None or self.signed_grants.get(user) is None:
-            return {}
-        return {
-            "sign": f"slaves with grant_keys still enforce {user}'s previous signed grants: "
+            return None
+        return (
+            f"slaves with grant_keys still enforce {user}'s previous signed grants: "
             f"run domtool-admin sign-grants {user} --key KEY"
-        }
+        )
 
     async def put_grants(self, admin: Member, args, progress) -> dict[str, Any]:
         """Keep an admin-signed grant record to relay to the slaves. It must be the
@@ -169,14 +169,14 @@ class AdminOps:
         except StoreError as e:
             raise _refused(str(e)) from None
         self.store.audit(admin.name, "revoke", args.to_json(), "applied")
-        return {
-            "user": args.user,
-            "class": args.grant_class,
-            "value": args.value,
-            "changed": had,
-            "hint": "run regen to take the revoked grant's configuration off the hosts",
-            **self._sign_hint(args.user),
-        }
+        return protocol.GrantAnswer(
+            args.user,
+            args.grant_class,
+            args.value,
+            changed=had,
+            hint="run regen to take the revoked grant's configuration off the hosts",
+            sign=self._sign_hint(args.user),
+        ).to_json()
 
     async def perms_of(self, admin: Member, args, progress) -> dict[str, Any]:
         return _perms_json(self._perms(args.user))
@@ -186,7 +186,7 @@ class AdminOps:
             members = self.store.whohas(args.grant_class, args.value)
         except StoreError as e:
             raise _refused(str(e)) from None
-        return {"class": args.grant_class, "value": args.value, "members": members}
+        return protocol.WhohasAnswer(args.grant_class, args.value, tuple(members)).to_json()
 
     async def regen_state(
         self, name: str, files: dict[str, str] | None = None
@@ -393,12 +393,12 @@ class AdminOps:
             results[name] = await run_locked(
                 self._lock, self._rmdom, name, self._perms(name), domain, progress, admin.name
             )
-        return {
-            "domain": domain,
-            "apply": True,
-            "applied": all(r["applied"] for r in results.values()),
-            "members": results,
-        }
+        return protocol.ChangeAnswer(
+            applied=all(r["applied"] for r in results.values()),
+            domain=domain,
+            apply=True,
+            members=results,
+        ).to_json()
 
     async def _status_of(self, hosts) -> dict[str, Any]:
         results = await self.coordinator.gather(
@@ -461,13 +461,9 @@ class AdminOps:
         usage = quotas.usage(current)
         databases = await self.databases.usage(user)  # as the database servers report them
         usage["databases"] = len(databases["databases"])
-        return {
-            "user": user,
-            "limits": self._limits(user),
-            "usage": usage,
-            "overrides": self.store.quotas_of(user),
-            "databases": databases,
-        }
+        return protocol.QuotaAnswer(
+            user, self._limits(user), usage, self.store.quotas_of(user), databases
+        ).to_json()
 
     async def set_quota(self, admin: Member, args, progress) -> dict[str, Any]:
         if args.resource not in quotas.RESOURCES:
@@ -476,4 +472,4 @@ class AdminOps:
             )
         self.store.set_quota(args.user, args.resource, args.value)
         self.store.audit(admin.name, "set_quota", args.to_json(), "applied")
-        return {"user": args.user, "limits": self._limits(args.user)}
+        return protocol.QuotaAnswer(args.user, self._limits(args.user)).to_json()

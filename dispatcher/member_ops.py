@@ -128,7 +128,7 @@ class MemberOps:
         return _perms_json(self._perms(member.name))
 
     async def whoami(self, member: Member, args, progress) -> dict[str, Any]:
-        return {"user": member.name, "admin": member.is_admin}
+        return protocol.WhoamiAnswer(member.name, member.is_admin).to_json()
 
     async def _describe_on(self, hosts, domain: str) -> dict[str, Any]:
         calls = {

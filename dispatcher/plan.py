@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-from domtool import model
+from domtool import model, protocol
 from domtool.model import DesiredState, Site
 
 KINDS = (
@@ -39,11 +39,9 @@ class HostDiff:
         return not (self.added or self.changed or self.removed)
 
     def to_json(self) -> dict[str, list[str]]:
-        return {
-            "added": list(self.added),
-            "changed": list(self.changed),
-            "removed": list(self.removed),
-        }
+        return protocol.HostDiff(
+            tuple(self.added), tuple(self.changed), tuple(self.removed)
+        ).to_json()
 
 
 def units(state: DesiredState) -> dict[str, object]:

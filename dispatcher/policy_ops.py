@@ -96,14 +96,14 @@ def problems_of(ctl: Any, member: str, record: mp.PolicyRecord) -> list[str]:
     return sorted(set(out))
 
 
-def _describe(ctl: Any, member: str) -> dict[str, Any]:
+def _describe(ctl: Any, member: str) -> protocol.MemberPolicyOf:
     unit = unit_for(ctl, member)
-    return {
-        "record": record_of(ctl.store, member).to_json(),
-        "effective": None if unit is None else model.to_json(unit),
-        "lines": mp.unit_to_lines(unit),
-        "hosts": held(ctl, member),
-    }
+    return protocol.MemberPolicyOf(
+        record_of(ctl.store, member).to_json(),
+        None if unit is None else model.to_json(unit),
+        tuple(mp.unit_to_lines(unit)),
+        held(ctl, member),
+    )
 
 
 def _members(ctl: Any, user: str | None) -> list[str]:
@@ -119,7 +119,7 @@ async def policy_show(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[st
     names = _members(ctl, args.user)
     return protocol.PolicyShowAnswer(
         record_of(ctl.store, SITE_POLICY).to_json(),
-        {n: protocol.MemberPolicyOf(**_describe(ctl, n)) for n in names},
+        {n: _describe(ctl, n) for n in names},
     ).to_json()
 
 
@@ -128,7 +128,7 @@ async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, A
     and enforces (``policy_held``: its live state, and its kernel's word); a host that
     does not answer is shown from the dispatcher's record of what it committed."""
     d = _describe(ctl, member.name)
-    nodes = sorted(set(d["hosts"]) | {n.name for n in ctl.site.nodes})
+    nodes = sorted(set(d.hosts) | {n.name for n in ctl.site.nodes})
     calls = {h: ctl.coordinator.ask(h, "policy_held", PolicyHeldArgs(member.name)) for h in nodes}
     answers = await ctl.coordinator.gather(calls)
     hosts: dict[str, Any] = {}
@@ -141,15 +141,13 @@ async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, A
             hosts[h] = protocol.HeldPolicy(tuple(lines), value.live, "host")
             if unit is not None:
                 held[h] = model.to_json(unit)
-        elif h in d["hosts"]:
-            lines = mp.unit_to_lines(model.from_json(d["hosts"][h]))
+        elif h in d.hosts:
+            lines = mp.unit_to_lines(model.from_json(d.hosts[h]))
             why = str(getattr(value, "value", value))[:200]
             hosts[h] = protocol.HeldPolicy(tuple(lines), None, f"record ({why})")
-            held[h] = d["hosts"][h]
+            held[h] = d.hosts[h]
     hosts = {h: v for h, v in hosts.items() if v.lines or v.source != "host"}
-    return protocol.MemberPolicyAnswer(
-        member.name, tuple(d["lines"]), hosts, d["effective"], held
-    ).to_json()
+    return protocol.MemberPolicyAnswer(member.name, d.lines, hosts, d.effective, held).to_json()
 
 
 async def policy_check(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from domtool.dispatcher.opbase import _why
-from domtool.protocol import UsageArgs
+from domtool.protocol import UsageArgs, UsageReport
 
 
 async def _ask(ctl: Any, owner: str | None) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def _by_member(answers: dict[str, Any], names: list[str]) -> dict[str, dict[str,
 
 async def usage(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, Any]:
     answers = await _ask(ctl, member.name)
-    return {"members": _by_member(answers, [member.name])}
+    return UsageReport(_by_member(answers, [member.name])).to_json()
 
 
 async def usage_of(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
@@ -49,4 +49,4 @@ async def usage_of(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, 
     user = args.user
     names = _members(ctl, user)
     answers = await _ask(ctl, user)
-    return {"members": _by_member(answers, names)}
+    return UsageReport(_by_member(answers, names)).to_json()

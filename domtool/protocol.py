@@ -2464,6 +2464,85 @@ class PutGrantsAnswer(_Reply):
 
 
 @attrs.frozen
+class WhoamiAnswer(_Reply):
+    """``whoami``'s answer: the member the dispatcher authenticated, and whether an admin."""
+
+    user: str | None = None
+    admin: bool | None = None
+
+    SCHEMA = Obj({}, {"user": Str(32), "admin": Bool()})
+
+
+@attrs.frozen
+class GrantAnswer(_Reply):
+    """``grant``'s and ``revoke``'s answer: the grant, whether the store ``changed``; for a
+    grant whether it is ``shared`` and the members whose grants it ``overlaps``; for a
+    revoke the ``hint`` to regen; ``sign`` when slaves still enforce the member's previous
+    signed grants."""
+
+    user: str | None = None
+    grant_class: str | None = attrs.field(default=None, metadata={"wire": "class"})
+    value: str | None = None
+    changed: bool | None = None
+    shared: bool | None = None
+    overlaps: tuple[str, ...] | None = None
+    hint: str | None = None
+    sign: str | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "user": USER_FIELD,
+            "class": GRANT_CLASS,
+            "value": GRANT_VALUE,
+            "changed": Bool(),
+            "shared": Bool(),
+            "overlaps": List(Str(1 << 10), MAX_OWNERS),
+            "hint": Str(1 << 10),
+            "sign": Str(1 << 10),
+        },
+    )
+
+
+@attrs.frozen
+class WhohasAnswer(_Reply):
+    """``whohas``'s answer: the grant asked about and the members holding it."""
+
+    grant_class: str | None = attrs.field(default=None, metadata={"wire": "class"})
+    value: str | None = None
+    members: tuple[str, ...] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {"class": GRANT_CLASS, "value": GRANT_VALUE, "members": List(USER_FIELD, MAX_OWNERS)},
+    )
+
+
+@attrs.frozen
+class QuotaAnswer(_Reply):
+    """``quota``'s and ``set_quota``'s answer: the member's effective ``limits``; for
+    ``quota`` also what they use (``usage``), the admin's ``overrides`` and their
+    ``databases`` as the servers report them."""
+
+    user: str | None = None
+    limits: Mapping[str, Any] | None = None
+    usage: Mapping[str, Any] | None = None
+    overrides: Mapping[str, int] | None = None
+    databases: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "user": Str(32),
+            "limits": Map(Str(64), Int(0, 2**63 - 1), 64),
+            "usage": Map(Str(64), _free, 64),
+            "overrides": Map(Str(64), Int(0, 2**63 - 1), 64),
+            "databases": Map(Str(64), _free, 8),
+        },
+    )
+
+
+@attrs.frozen
 class MemberPolicyOf(_Reply):
     """``policy_show``: one member's admin-set policy: the stored record, the effective
     unit (model JSON), its lines, and per host the unit the dispatcher recorded there."""

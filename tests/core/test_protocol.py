@@ -334,6 +334,20 @@ def _reads_answer_dict(node: ast.AST) -> bool:
     )
 
 
+def _op_returns_a_dict(node: ast.AST) -> list[int]:
+    """The lines where a dispatcher op (``async def op(self, who, args, progress)``)
+    returns a dict display: its answer's shape written by hand."""
+    if not isinstance(node, ast.AsyncFunctionDef):
+        return []
+    if [a.arg for a in node.args.args][-2:] != ["args", "progress"]:
+        return []
+    return [
+        r.lineno
+        for r in ast.walk(node)
+        if isinstance(r, ast.Return) and isinstance(r.value, ast.Dict)
+    ]
+
+
 def scan(path: Path, source: str) -> list[str]:
     """Every place in one module that defines a schema or writes a message's shape."""
     out = []
@@ -343,6 +357,9 @@ def scan(path: Path, source: str) -> list[str]:
     for node in ast.walk(tree):
         if in_dispatcher and _reads_request_dict(node):
             out.append(f"{path}:{node.lineno}: reads a request as a dict (use its protocol class)")
+        if in_dispatcher:
+            for line in _op_returns_a_dict(node):
+                out.append(f"{path}:{line}: an op's answer written as a dict (use its class)")
         if in_client and _reads_answer_dict(node):
             out.append(f"{path}:{node.lineno}: reads an answer as a dict (use its protocol class)")
         if isinstance(node, ast.ClassDef):
@@ -392,7 +409,11 @@ async def grant(self, admin, args, progress):
     return {"user": args.user, "value": request.args}
 """
     found = scan(Path("dispatcher/made_up.py"), op)
-    assert len(found) == 2 and all("reads a request as a dict" in f for f in found), found
+    assert len(found) == 3, found
+    assert sum("reads a request as a dict" in f for f in found) == 2, found
+    assert [f for f in found if "written as a dict" in f] == [
+        "dispatcher/made_up.py:4: an op's answer written as a dict (use its class)"
+    ], found
     assert scan(Path("slave/made_up.py"), op) == []  # the rule is the dispatcher's
     cli = """
 def render(result):

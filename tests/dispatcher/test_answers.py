@@ -62,6 +62,8 @@ def test_the_answers_to_a_member_are_protocol_replies(d):
     assert _same(protocol.VmailResult, dry).dry_run
     _same(protocol.MemberPolicyAnswer, d.run(ALICE, "policy"))
     _same(protocol.UsageReport, d.run(ALICE, "usage"))
+    me = _same(protocol.WhoamiAnswer, d.run(ALICE, "whoami"))
+    assert me.user == "alice" and me.admin is False
     _same(protocol.ChangeAnswer, d.run(ALICE, "rmdom", domain="example.org"))
 
 
@@ -73,6 +75,26 @@ def test_the_answers_to_an_admin_are_protocol_replies(d):
     added = _same(protocol.AddUserAnswer, d.run(ROOT, "adduser", user="carol"))
     assert added.user == "carol" and added.cert_pem.startswith("-----BEGIN")
     _same(protocol.PermsAnswer, d.run(ROOT, "perms_of", user="alice"))
+    granted = _same(
+        protocol.GrantAnswer,
+        d.run(ROOT, "grant", user="carol", **{"class": "domain"}, value="c.example"),
+    )
+    assert granted.changed and granted.grant_class == "domain" and granted.overlaps == ()
+    who = _same(
+        protocol.WhohasAnswer, d.run(ROOT, "whohas", **{"class": "domain"}, value="c.example")
+    )
+    assert who.members == ("carol",)
+    revoked = _same(
+        protocol.GrantAnswer,
+        d.run(ROOT, "revoke", user="carol", **{"class": "domain"}, value="c.example"),
+    )
+    assert revoked.changed and revoked.hint
+    quota = _same(protocol.QuotaAnswer, d.run(ROOT, "quota", user="alice"))
+    assert quota.user == "alice" and quota.limits and "databases" in quota.usage
+    set_ = _same(
+        protocol.QuotaAnswer, d.run(ROOT, "set_quota", user="alice", resource="vhosts", value=7)
+    )
+    assert set_.limits["vhosts"] == 7 and set_.usage is None
     hosts = _same(protocol.HostsAnswer, d.run(ROOT, "hosts"))
     assert set(hosts.hosts) == {"ns1", "web1"} and hosts.hosts["web1"].roles == ("web", "mail")
     _same(protocol.HostsAnswer, d.run(ROOT, "ping", host="web1"))
