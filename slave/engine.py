@@ -177,6 +177,8 @@ class Prepared:
     selection: Mapping = attrs.field(factory=dict, eq=False, repr=False)
     # backend -> the unit keys to reload alone (``reload_units``), when that is enough
     narrow: Mapping = attrs.field(factory=dict, eq=False, repr=False)
+    # backend -> the keys whose units differ from the base generation's (None: unknown)
+    moved: Mapping | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -377,6 +379,7 @@ class Engine:
             manifest=manifest,
             selection=candidate.selection,
             narrow=self._narrow(plan, body, candidate.selection),
+            moved=_moved(plan, accepted),
         )
 
     def _plan(self, state: DesiredState, refused: dict[str, str]) -> _Plan:
@@ -761,7 +764,7 @@ class Engine:
         gen = prepared.generation
         store = self.store
         try:
-            store.switch(base, gen, prepared.manifest, prepared.selection)
+            store.switch(base, gen, prepared.manifest, prepared.selection, prepared.moved)
         except OSError as exc:
             store.switch_back(base, gen)
             raise fs_error(exc, "switching generations") from exc
@@ -938,6 +941,16 @@ class Engine:
                     failed = f"{type(exc).__name__}: {exc}"
                 self.recovery += f"; reload failed: {failed}" if failed else "; reloaded"
         return live
+
+
+def _moved(plan: _Plan, accepted: set[str]) -> dict[str, tuple[str, ...]]:
+    """The keys by backend whose units the accepted owners' changes move (every other
+    key of the candidate selects the live generation's unit)."""
+    out: dict[str, list[str]] = {}
+    for owner in accepted:
+        for b, key in plan.changes.get(owner, ()):
+            out.setdefault(b, []).append(key)
+    return {b: tuple(keys) for b, keys in out.items()}
 
 
 def _strip(manifest: dict) -> dict:
