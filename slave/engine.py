@@ -352,7 +352,7 @@ class Engine:
             if body == _strip(plan.current) and not plan.reverify:
                 self.store.remove_staging(gen)
                 return self._unchanged(plan)
-            self.store.stage(gen, body, candidate.indexes, final=True)
+            self.store.stage(gen, body, candidate.indexes, final=True, base=plan.base)
             changed = tuple(
                 b
                 for b in body["backends"]
@@ -710,7 +710,7 @@ class Engine:
         ]
         if not todo:
             return None  # only units changed, each passed its own check
-        self.store.stage(gen, body, candidate.indexes, final=False)
+        self.store.stage(gen, body, candidate.indexes, final=False, base=plan.base)
         gen_dir = self.store.staging_dir(gen)
         for b in todo:
             for cmd in self.backends[b].check_all(gen_dir):
