@@ -644,6 +644,7 @@ class BindBackend:
         self._units.update(units)
         if not errors and len(units) == len(zones):
             self._inc[:] = [_Incremental.of(zones, units, changed, len(previous))]
+            return list(self._inc[0].ordered), errors, changed
         return sorted(units.values(), key=_by_key), errors, changed
 
     def _update(
@@ -721,8 +722,16 @@ class BindBackend:
         self._changed_zones.clear()
         self._changed_zones.update(zone_of)
         changed_ids = {id(z) for z, key, _u in fresh if changed.get(key)}
-        self._inc[:] = [_Incremental(by_id, units, changed_ids, len(previous))]
-        return sorted(units.values(), key=_by_key), [], changed
+        if units.keys() == inc.units.keys():  # the same zones: the same order, a few new
+            ordered = list(inc.ordered)
+            for _z, key, unit in fresh:
+                ordered[inc.positions[key]] = unit
+            positions = inc.positions
+        else:
+            ordered = sorted(units.values(), key=_by_key)
+            positions = {u.key: i for i, u in enumerate(ordered)}
+        self._inc[:] = [_Incremental(by_id, units, changed_ids, len(previous), ordered, positions)]
+        return list(ordered), [], changed
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
         """Every zone of this host. Raises :class:`RenderRefused` with all refusals (of
@@ -895,13 +904,16 @@ class _Text:
 class _Incremental:
     """The latest whole or partial render of :class:`BindBackend` by zone object:
     id(zone) -> (zone, key, unit) (it holds the zones, so the ids stay theirs), the units
-    by key, the ids of the zones whose text it changed, and how many units ``previous``
-    held then."""
+    by key, the ids of the zones whose text it changed, how many units ``previous``
+    held then, and the units in key order with each key's place (so a render of the same
+    zones replaces a few, not sorts 10,000)."""
 
     by_id: dict
     units: dict
     changed_ids: set
     previous_len: int
+    ordered: list  # the units sorted by key (what units() returned)
+    positions: dict  # key -> its place in ordered
 
     @classmethod
     def of(cls, zones, units: dict, changed: dict, previous_len: int) -> _Incremental:
@@ -910,4 +922,6 @@ class _Incremental:
             key = f"zone:{z.name.lower()}"
             by_id[id(z)] = (z, key, units[key])
         ids = {i for i, (_z, key, _u) in by_id.items() if changed.get(key)}
-        return cls(by_id, dict(units), ids, previous_len)
+        ordered = sorted(units.values(), key=_by_key)
+        positions = {u.key: i for i, u in enumerate(ordered)}
+        return cls(by_id, dict(units), ids, previous_len, ordered, positions)
