@@ -90,6 +90,29 @@ def start_site(root: Path, *, with_member: bool = True) -> LocalSite:
     return site
 
 
+def other_members(domains: int, per_member: int = 50, start: int = 0):
+    """The generated other members of ``--others``: ``(user, grants, names)`` for members
+    ``bgNNN`` of up to ``per_member`` domains ``bgNNNdMM.example`` each, domains ``start`` ..
+    ``domains`` - 1; ``grants`` are (class, value) pairs (their home, user, group and
+    every domain). Also used by ``bench_regen.py``."""
+    k = start // per_member
+    while k * per_member < domains:
+        user = f"bg{k:03}"
+        first = max(start, k * per_member)
+        names = [
+            f"{user}d{j % per_member:02}.example"
+            for j in range(first, min(domains, (k + 1) * per_member))
+        ]
+        grants = [("path", f"/home/{user}"), ("user", user), ("group", user)]
+        yield user, grants + [("domain", n) for n in names], names
+        k += 1
+
+
+def other_source(name: str) -> str:
+    """The file each generated domain is submitted with (a zone, mail and a www vhost)."""
+    return f'dom "{name}" with end;\n'
+
+
 def populate(
     site: LocalSite, domains: int, per_member: int = 50, start: int = 0, threads: int = 8
 ) -> float:
@@ -107,29 +130,20 @@ def populate(
     admin = client_config.load(site.admin_config)
     key = (site.root / "admin" / "grant-signing.key").read_bytes()
     todo = []
-    k = start // per_member
     with Connection(admin) as conn:
-        while k * per_member < domains:
-            user = f"bg{k:03}"
-            first = max(start, k * per_member)
-            names = [
-                f"{user}d{j % per_member:02}.example"
-                for j in range(first, min(domains, (k + 1) * per_member))
-            ]
+        for user, grants, names in other_members(domains, per_member, start):
             added = conn.call("adduser", {"user": user})
-            grants = [("path", f"/home/{user}"), ("user", user), ("group", user)]
-            for cls, value in grants + [("domain", n) for n in names]:
+            for cls, value in grants:
                 conn.call("grant", {"user": user, "class": cls, "value": value})
             # What domtool-admin sign-grants does (the slave checks units against it).
             sign_held(conn.call, user, key, serial=1)
             cfg = site._member_files(user, added["cert_pem"].encode(), added["key_pem"].encode())
             quickmail.add_local_user(site, user)  # their `dom` mail goes to their local mailbox
             todo.append((user, cfg, names))
-            k += 1
 
     def submit(job) -> None:
         user, cfg, names = job
-        files = [{"name": n, "text": f'dom "{n}" with end;\n'} for n in names]
+        files = [{"name": n, "text": other_source(n)} for n in names]
         answer = call(patient(client_config.load(cfg)), "submit", {"files": files})
         if not answer.get("applied"):
             raise RuntimeError(f"{user}'s domains were not applied: {answer.get('message')}")

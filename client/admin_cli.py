@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+import attrs
+
 from domtool import protocol
 from domtool.client.domtool_cli import (
     EXIT_ERRORS,
@@ -84,9 +86,9 @@ def render_plan(result) -> str:
         out.extend(format_plan(plan))
     else:
         out.append("  nothing would change")
-    for d in dry.dropped or ():
-        reasons = "; ".join(d.get("reasons") or [])
-        out.append(f"  would drop {d.get('member')}'s {d.get('domain')}: {reasons}")
+    for dropped in dry.dropped or ():
+        d = protocol.DroppedFile.read(dropped) or protocol.DroppedFile()
+        out.append(f"  would drop {d.member}'s {d.domain}: {'; '.join(d.reasons or ())}")
     out.append("(nothing was changed; run again with --doit to apply)")
     return "\n".join(out)
 
@@ -95,25 +97,22 @@ def render_hosts(result) -> str:
     """One line per host: reachable, live and recorded generation, pending, roles."""
     from domtool.client.show import format_value
 
-    hosts = result.get("hosts") if isinstance(result, dict) else None
-    if not isinstance(hosts, dict):
+    answer = protocol.HostsAnswer.read(result)
+    if answer is None or answer.hosts is None:
         return format_value(result)
     lines = []
-    for name, h in sorted(hosts.items()):
-        if not isinstance(h, dict):
-            lines.append(f"{name}: {h}")
-            continue
-        state = "up" if h.get("reachable") else "DOWN"
-        bits = [state, f"generation {h.get('generation')}"]
-        if h.get("recorded_generation") is not None:
-            bits.append(f"recorded {h['recorded_generation']} ({h.get('recorded_status')})")
-        if h.get("pending"):
-            bits.append(f"converging (retry in {h.get('next_retry_in') or '?'} s)")
-        if h.get("roles"):
-            bits.append("roles " + ",".join(h["roles"]))
+    for name, h in sorted(answer.hosts.items()):
+        state = "up" if h.reachable else "DOWN"
+        bits = [state, f"generation {h.generation}"]
+        if h.recorded_generation is not None:
+            bits.append(f"recorded {h.recorded_generation} ({h.recorded_status})")
+        if h.pending:
+            bits.append(f"converging (retry in {h.next_retry_in or '?'} s)")
+        if h.roles:
+            bits.append("roles " + ",".join(h.roles))
         lines.append(f"{name}: " + "; ".join(bits))
-        if h.get("message") or h.get("last_error"):
-            lines.append(f"    {h.get('message') or h.get('last_error')}")
+        if h.message or h.last_error:
+            lines.append(f"    {h.message or h.last_error}")
     return "\n".join(lines) or "(no hosts)"
 
 
@@ -121,20 +120,19 @@ def render_audit(result) -> str:
     """One line per audit entry, newest first."""
     from domtool.client.show import format_value
 
-    entries = result.get("entries") if isinstance(result, dict) else None
-    if not isinstance(entries, list):
+    answer = protocol.AuditAnswer.read(result)
+    if answer is None or answer.entries is None:
         return format_value(result)
     lines = []
-    for e in entries:
-        detail = e.get("detail")
+    for e in answer.entries:
+        detail = e.detail
         brief = (
             ", ".join(f"{k}={v}" for k, v in detail.items())
             if isinstance(detail, dict)
             else str(detail)
         )
-        lines.append(
-            f"{e.get('time', '')[:19]}  {e.get('who', ''):<12} {e.get('action', ''):<10} {e.get('outcome', ''):<8} {brief[:100]}"
-        )
+        when, who, action, outcome = e.time or "", e.who or "", e.action or "", e.outcome or ""
+        lines.append(f"{when[:19]}  {who:<12} {action:<10} {outcome:<8} {brief[:100]}")
     return "\n".join(lines) or "(no entries)"
 
 
@@ -338,9 +336,11 @@ def cmd_preview(args: argparse.Namespace) -> int:
 # Remote commands
 
 
-def _remote(op: str, build, render=render_generic):
+def _remote(build, render=render_generic):
+    """A command sending ``build(args)`` (a ``domtool.protocol`` request object)."""
+
     def run(args: argparse.Namespace) -> int:
-        return remote(PROG, args, op, build(args), render)
+        return remote(PROG, args, build(args), render)
 
     return run
 
@@ -349,7 +349,7 @@ def cmd_adduser(args: argparse.Namespace) -> int:
     """Add the member (the dispatcher issues and pins their certificate) and write
     USER.pem, USER.key (0600), host-ca.pem and a client.toml into --out."""
     from domtool.client import config as client_config
-    from domtool.client.connection import RemoteError, Unreachable, call, dumps
+    from domtool.client.connection import RemoteError, Unreachable, ask, dumps
     from domtool.client.domtool_cli import EXIT_UNREACHABLE, print_refusal
 
     try:
@@ -361,14 +361,16 @@ def cmd_adduser(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} is not empty; pass --out DIR for the new member's files")
     try:
-        result = call(
-            admin, "adduser", {"user": args.user, **({"admin": True} if args.admin else {})}
-        )
+        reply = ask(admin, protocol.AddUserRequest(args.user, True if args.admin else None))
     except Unreachable as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_UNREACHABLE
     except RemoteError as e:
         print_refusal(PROG, e)
+        return EXIT_ERRORS
+    added = protocol.AddUserAnswer.read(reply)
+    if added is None or added.cert_pem is None or added.key_pem is None:
+        print(f"{PROG}: the dispatcher's answer to adduser was not understood", file=sys.stderr)
         return EXIT_ERRORS
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -377,21 +379,21 @@ def cmd_adduser(args: argparse.Namespace) -> int:
         "host_ca": out / "host-ca.pem",
         "client_config": out / "client.toml",
     }
-    _write(files["certificate"], result.pop("cert_pem").encode(), 0o644)
-    _write(files["key"], result.pop("key_pem").encode(), 0o600)
+    _write(files["certificate"], added.cert_pem.encode(), 0o644)
+    _write(files["key"], added.key_pem.encode(), 0o600)
     _write(files["host_ca"], Path(admin.ca).read_bytes(), 0o644)
     toml = client_config.dump(
         admin.address, admin.name, files["certificate"].name, files["key"].name, "host-ca.pem"
     )
     _write(files["client_config"], toml.encode(), 0o644)
-    result["files"] = {k: str(v.resolve()) for k, v in files.items()}
+    written = {k: str(v.resolve()) for k, v in files.items()}
+    shown = attrs.evolve(added, cert_pem=None, key_pem=None).to_json()
     if args.json:
-        print(dumps(result))
+        print(dumps({**shown, "files": written}))
     else:
-        print(
-            f"added {args.user}{' (admin)' if result.get('admin') else ''}, certificate serial {result.get('serial')}"
-        )
-        for k, v in result["files"].items():
+        admin_note = " (admin)" if added.admin else ""
+        print(f"added {args.user}{admin_note}, certificate serial {added.serial}")
+        for k, v in written.items():
             print(f"  {k}: {v}")
         print(f"give {out}/ to {args.user} (the key is private); it goes in ~/.domtool/")
     return EXIT_OK
@@ -399,30 +401,26 @@ def cmd_adduser(args: argparse.Namespace) -> int:
 
 def cmd_perms(args: argparse.Namespace) -> int:
     if args.user:
-        return remote(PROG, args, "perms_of", {"user": args.user}, render_perms)
-    return remote(PROG, args, "perms", {}, render_perms)
+        return remote(PROG, args, protocol.PermsOfRequest(args.user), render_perms)
+    return remote(PROG, args, protocol.PermsRequest(), render_perms)
 
 
 def cmd_quota(args: argparse.Namespace) -> int:
     if args.resource is None:
-        return remote(PROG, args, "quota", {"user": args.user}, render_generic)
+        return remote(PROG, args, protocol.QuotaRequest(args.user), render_generic)
     if args.value is None:
         raise UsageError("quota USER RESOURCE needs a VALUE to set")
-    op_args = {"user": args.user, "resource": args.resource, "value": args.value}
-    return remote(PROG, args, "set_quota", op_args, render_generic)
+    request = protocol.SetQuotaRequest(args.user, args.resource, args.value)
+    return remote(PROG, args, request, render_generic)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    op_args = {}
-    if args.user:
-        op_args["user"] = args.user
-    if args.limit:
-        op_args["limit"] = args.limit
-    return remote(PROG, args, "audit", op_args, render_audit)
+    request = protocol.AuditRequest(args.user or None, args.limit or None)
+    return remote(PROG, args, request, render_audit)
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
-    return remote(PROG, args, "ping", {"host": args.host} if args.host else {}, render_hosts)
+    return remote(PROG, args, protocol.PingRequest(args.host or None), render_hosts)
 
 
 def _common_after(p: argparse.ArgumentParser) -> None:
@@ -533,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "rmuser",
         "remove a member (dry run unless --doit)",
-        _remote("rmuser", lambda a: {"user": a.user, "apply": a.doit}, render_plan),
+        _remote(lambda a: protocol.RmUserRequest(a.user, a.doit), render_plan),
     )
     sp.add_argument("user", metavar="USER")
     sp.add_argument("--doit", action="store_true", help="really remove")
@@ -542,11 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
             verb,
             f"{verb} USER a permission: CLASS is one of {', '.join(GRANT_CLASSES)}",
             _remote(
-                verb,
                 lambda a: (
-                    {"user": a.user, "class": a.cls, "value": a.value}
-                    | ({"shared": True} if getattr(a, "shared", False) else {})
-                ),
+                    protocol.GrantRequest(
+                        a.user, a.cls, a.value, True if getattr(a, "shared", False) else None
+                    )
+                    if a.command == "grant"
+                    else protocol.RevokeRequest(a.user, a.cls, a.value)
+                )
             ),
         )
         sp.add_argument("user", metavar="USER")
@@ -563,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "whohas",
         "list the members granted CLASS VALUE",
-        _remote("whohas", lambda a: {"class": a.cls, "value": a.value}),
+        _remote(lambda a: protocol.WhohasRequest(a.cls, a.value)),
     )
     sp.add_argument("cls", metavar="CLASS", choices=GRANT_CLASSES)
     sp.add_argument("value", metavar="VALUE")
@@ -575,27 +575,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "regen",
         "replay every member's sources and converge every host (dry run unless --doit)",
-        _remote("regen", lambda a: {"apply": a.doit}, render_plan),
+        _remote(lambda a: protocol.RegenRequest(a.doit), render_plan),
     )
     sp.add_argument("--doit", action="store_true", help="apply the plan")
     sp = add(
         "rmdom",
         "remove DOMAIN from every host (dry run unless --doit)",
-        _remote("admin_rmdom", lambda a: {"domain": a.domain, "apply": a.doit}, render_plan),
+        _remote(lambda a: protocol.AdminRmdomRequest(a.domain, a.doit), render_plan),
     )
     sp.add_argument("domain", metavar="DOMAIN")
     sp.add_argument("--doit", action="store_true", help="really remove")
     add(
         "hosts",
         "list the hosts, their roles and generations",
-        _remote("hosts", lambda a: {}, render_hosts),
+        _remote(lambda a: protocol.HostsRequest(), render_hosts),
     )
     sp = add("ping", "check that each host (or HOST) answers", cmd_ping)
     sp.add_argument("host", metavar="HOST", nargs="?")
     sp = add(
         "describe",
         "show what DOMAIN became on each host",
-        _remote("admin_describe", lambda a: {"domain": a.domain}, render_describe),
+        _remote(lambda a: protocol.AdminDescribeRequest(a.domain), render_describe),
     )
     sp.add_argument("domain", metavar="DOMAIN")
     sp = add("audit", "show the audit log", cmd_audit)
@@ -615,7 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add(
         "usage",
         "show what USER (or every member) uses on each host",
-        _remote("usage_of", lambda a: {"user": a.user} if a.user else {}, limits_cli.render_usage),
+        _remote(lambda a: protocol.UsageOfRequest(a.user or None), limits_cli.render_usage),
     )
     sp.add_argument("user", metavar="USER", nargs="?")
     return p

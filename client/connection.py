@@ -38,7 +38,7 @@ from OpenSSL import SSL
 from service_identity import VerificationError
 from service_identity.cryptography import verify_certificate_hostname
 
-from domtool import wire
+from domtool import protocol, wire
 from domtool.client.config import ClientConfig
 from domtool.net import tls
 
@@ -321,9 +321,21 @@ def call(
     args: dict[str, Any],
     on_progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> Any:
-    """Connect, make one request, close: the result, or RemoteError / Unreachable."""
+    """Connect, make one request given as JSON, close: the result, or RemoteError /
+    Unreachable (for tools and tests; the CLIs send typed requests with :func:`ask`)."""
     with Connection(config) as conn:
         return conn.call(op, args, on_progress)
+
+
+def ask(
+    config: ClientConfig,
+    request: Any,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+) -> Any:
+    """Connect, send one request object (``domtool.protocol.REQUESTS``' classes, written
+    by their encoder), close: the result's JSON, or RemoteError / Unreachable."""
+    op, args = protocol.request_of(request)
+    return call(config, op, args, on_progress)
 
 
 def dumps(obj: Any) -> str:

@@ -23,6 +23,7 @@ import argparse
 import getpass
 import sys
 
+from domtool import protocol
 from domtool.client.domtool_cli import EXIT_USAGE, UsageError, _common, remote
 
 KINDS = ("postgres", "mysql")
@@ -36,43 +37,70 @@ def _size(n: int) -> str:
     return str(n)
 
 
-def render_list(result: dict) -> str:
-    dbs = result.get("databases", [])
-    q = result.get("quota", {})
-    lines = [f"{len(dbs)} database(s) on {result.get('host', '?')} (quota {q.get('limit', '?')})"]
+def _or_unknown(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
+def _endpoint(ep) -> str:
+    """A database server's endpoint (``{socket_dir, host, port}``) as the member uses it."""
+    e = protocol.DbEndpoint.read(ep) or protocol.DbEndpoint()
+    return f"socket {e.socket_dir or e.socket}, TCP {e.host}:{e.port}"
+
+
+def _shown(render):
+    """``render(answer)`` of a ``protocol.DbReply``; an answer that is not one is shown
+    as it came."""
+
+    def show(result) -> str:
+        answer = protocol.DbReply.read(result)
+        if answer is None:
+            from domtool.client.show import format_value
+
+            return format_value(result)
+        return render(answer)
+
+    show.__doc__ = render.__doc__
+    return show
+
+
+@_shown
+def render_list(a: protocol.DbReply) -> str:
+    dbs = a.databases or ()
+    q = a.quota or protocol.DbQuota()
+    lines = [f"{len(dbs)} database(s) on {a.host or '?'} (quota {_or_unknown(q.limit)})"]
     for d in dbs:
-        lines.append(f"  {d['kind']:<9} {d['name']:<32} {_size(int(d.get('size', 0)))}")
-    for kind, roles in sorted((result.get("roles") or {}).items()):
+        lines.append(f"  {d.kind:<9} {d.name:<32} {_size(int(d.size or 0))}")
+    for kind, roles in sorted((a.roles or {}).items()):
         if roles:
             lines.append(f"  {kind} roles: {', '.join(roles)}")
-    for kind, ep in sorted((result.get("endpoints") or {}).items()):
-        sock = ep.get("socket_dir") or ep.get("socket")
-        lines.append(f"  {kind}: socket {sock}, TCP {ep.get('host')}:{ep.get('port')}")
-    for kind, why in sorted((result.get("errors") or {}).items()):
+    for kind, ep in sorted((a.endpoints or {}).items()):
+        lines.append(f"  {kind}: {_endpoint(ep)}")
+    for kind, why in sorted((a.errors or {}).items()):
         lines.append(f"  {kind}: could not be asked: {why}")
     return "\n".join(lines)
 
 
-def render_create(result: dict) -> str:
-    ep = result.get("endpoint", {})
-    sock = ep.get("socket_dir") or ep.get("socket")
-    q = result.get("quota", {})
+@_shown
+def render_create(a: protocol.DbReply) -> str:
+    e = protocol.DbEndpoint.read(a.endpoint or {}) or protocol.DbEndpoint()
+    q = a.quota or protocol.DbQuota()
     return (
-        f"{result.get('message', 'created')}: {result['kind']} database {result['name']} on "
-        f"{result.get('host', '?')} ({q.get('used', '?')}/{q.get('limit', '?')} of your quota)\n"
-        f"  connect over the socket {sock} as your Unix user, or over TCP "
-        f"{ep.get('host')}:{ep.get('port')} after `domtool db passwd {result['kind']} ROLE`"
+        f"{a.message or 'created'}: {a.kind} database {a.name} on "
+        f"{a.host or '?'} ({_or_unknown(q.used)}/{_or_unknown(q.limit)} of your quota)\n"
+        f"  connect over the socket {e.socket_dir or e.socket} as your Unix user, or over TCP "
+        f"{e.host}:{e.port} after `domtool db passwd {a.kind} ROLE`"
     )
 
 
-def render_message(result: dict) -> str:
-    if "message" in result:
-        return str(result["message"])
-    if "role" in result and "database" in result:
-        return f"granted {result['role']} the use of {result['kind']} database {result['database']}"
-    if "role" in result:
-        made = " (role created)" if result.get("created") else ""
-        return f"password of {result['kind']} role {result['role']} set{made}"
+@_shown
+def render_message(a: protocol.DbReply) -> str:
+    if a.message is not None:
+        return a.message
+    if a.role is not None and a.database is not None:
+        return f"granted {a.role} the use of {a.kind} database {a.database}"
+    if a.role is not None:
+        made = " (role created)" if a.created else ""
+        return f"password of {a.kind} role {a.role} set{made}"
     return ""
 
 
@@ -151,17 +179,15 @@ def main(argv: list[str]) -> int:
     prog = "domtool db"
     a = args.action
     if a == "create":
-        return remote(
-            prog, args, "db_create", {"kind": args.kind, "name": args.name}, render_create
-        )
+        return remote(prog, args, protocol.DbCreateRequest(args.kind, args.name), render_create)
     if a == "drop":
-        op_args = {"kind": args.kind, "name": args.name, "apply": bool(args.doit)}
-        return remote(prog, args, "db_drop", op_args, render_message)
+        request = protocol.DbDropRequest(args.kind, args.name, bool(args.doit))
+        return remote(prog, args, request, render_message)
     if a == "list":
-        return remote(prog, args, "db_list", {}, render_list)
+        return remote(prog, args, protocol.DbListRequest(), render_list)
     if a == "passwd":
         password = read_password(args.password_stdin)
-        op_args = {"kind": args.kind, "role": args.role, "password": password}
-        return remote(prog, args, "db_passwd", op_args, render_message)
-    op_args = {"kind": args.kind, "database": args.database, "role": args.role}
-    return remote(prog, args, "db_grant", op_args, render_message)
+        request = protocol.DbPasswdRequest(args.kind, args.role, password)
+        return remote(prog, args, request, render_message)
+    request = protocol.DbGrantRequest(args.kind, args.database, args.role)
+    return remote(prog, args, request, render_message)

@@ -43,6 +43,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from domtool import protocol
 from domtool.client import list_cli, logs_cli, policy_cli
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def _load_perms(path: str | None, user: str, config_path: str | None = None):
 def _dispatcher_perms(config_path: str | None):
     """Your permissions as the dispatcher holds them, or (None, why not)."""
     from domtool.client import config as client_config
-    from domtool.client.connection import RemoteError, Unreachable, call
+    from domtool.client.connection import RemoteError, Unreachable, ask
 
     if config_path is None and not client_config.default_path().exists():
         return None, "no client configuration (~/.domtool/client.toml)"
@@ -92,7 +93,7 @@ def _dispatcher_perms(config_path: str | None):
     except client_config.ConfigError as e:
         raise UsageError(str(e)) from None
     try:
-        result = call(config, "perms", {})
+        result = ask(config, protocol.PermsRequest())
     except (Unreachable, RemoteError) as e:
         return None, str(e)
     try:
@@ -102,31 +103,17 @@ def _dispatcher_perms(config_path: str | None):
 
 
 def perms_from_result(result) -> Permissions:
-    """A ``Permissions`` from the dispatcher's answer to ``perms``: ``{"user": NAME, ...}``
-    with either ``"grants": [[CLASS, VALUE], ...]`` or one list per class (``domain``,
-    ``path``, ``user``, ``group``, singular or plural)."""
+    """A ``Permissions`` from the dispatcher's answer to ``perms`` (``protocol.PermsAnswer``:
+    the user with ``grants`` as ``{class, value}`` or ``[class, value]``, or else the
+    ``perms`` by class)."""
     from domtool.perms import Permissions, PermsError
 
-    if not isinstance(result, dict) or not isinstance(result.get("user"), str):
+    answer = protocol.PermsAnswer.read(result)
+    if answer is None or answer.user is None:
         raise ValueError("expected an object naming the user")
-    grants: list[tuple[str, str]] = []
-    if isinstance(result.get("grants"), list):
-        for g in result["grants"]:
-            if isinstance(g, dict):
-                grants.append((str(g.get("class")), str(g.get("value"))))
-            else:
-                cls_name, value = g
-                grants.append((str(cls_name), str(value)))
-    else:
-        source = result.get("perms") if isinstance(result.get("perms"), dict) else result
-        for cls_name in ("domain", "path", "user", "group"):
-            values = source.get(cls_name + "s", source.get(cls_name))
-            if cls_name == "user" and isinstance(values, str):
-                values = source.get("users", [])
-            for v in values or ():
-                grants.append((cls_name, str(v)))
+    grants = answer.pairs() if answer.grants is not None else answer.by_class()
     try:
-        return Permissions.from_grants(result["user"], grants)
+        return Permissions.from_grants(answer.user, grants)
     except PermsError as e:
         raise ValueError(str(e)) from None
 
@@ -214,13 +201,14 @@ def _progress(p: dict) -> None:
     print(f"  [{done}/{total}] {what}", file=sys.stderr, flush=True)
 
 
-def remote(prog: str, args: argparse.Namespace, op: str, op_args: dict, render, failed=None) -> int:
-    """Make one request and print its answer (``render(result)`` or JSON); the exit status.
+def remote(prog: str, args: argparse.Namespace, request, render, failed=None) -> int:
+    """Send one request (a ``domtool.protocol`` request object) and print its answer
+    (``render(result)`` or JSON); the exit status.
 
     ``failed(result)`` true makes the exit status 1 (an answer saying "not applied").
     Shared by ``domtool`` and ``domtool-admin``."""
     from domtool.client import config as client_config
-    from domtool.client.connection import RemoteError, Unreachable, call, dumps
+    from domtool.client.connection import RemoteError, Unreachable, ask, dumps
 
     try:
         config = client_config.load(args.config)
@@ -228,7 +216,7 @@ def remote(prog: str, args: argparse.Namespace, op: str, op_args: dict, render, 
         print(f"{prog}: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        result = call(config, op, op_args, None if args.json else _progress)
+        result = ask(config, request, None if args.json else _progress)
     except Unreachable as e:
         if args.json:
             print(dumps({"ok": False, "error": {"kind": "unreachable", "message": str(e)}}))
@@ -265,8 +253,9 @@ def print_refusal(prog: str, e) -> None:
             print(f"  {d}", file=sys.stderr)
 
 
-def _files_arg(paths: list[str]) -> list[dict]:
-    """``[{"name": DOMAIN, "text": ...}]`` for the wire; usage errors for bad names/files."""
+def _files_arg(paths: list[str]) -> tuple[protocol.SourceFile, ...]:
+    """The files of a ``submit`` or ``plan``, each named after its domain; usage errors
+    for bad names/files."""
     from domtool.protocol import DOMAIN, MAX_FILE_BYTES, MAX_FILES
 
     if len(paths) > MAX_FILES:
@@ -285,8 +274,8 @@ def _files_arg(paths: list[str]) -> list[dict]:
             )
         if len(text.encode()) > MAX_FILE_BYTES:
             raise UsageError(f"{path}: larger than {MAX_FILE_BYTES // 1024} KiB")
-        out.append({"name": name, "text": text})
-    return out
+        out.append(protocol.SourceFile(name, text))
+    return tuple(out)
 
 
 # Files that live in ~/.domtool but are not domain configs (client.toml, keys...).
@@ -315,42 +304,29 @@ def default_files() -> list[str]:
     return files
 
 
-def _hosts_lines(result) -> list[str]:
-    """Per-host lines of an apply answer (``hosts: {HOST: {generation, status, verified,
-    message}}``), whatever of those fields it carries."""
+def _hosts_lines(answer: protocol.ChangeAnswer) -> list[str]:
+    """Per-host lines of a change's answer (``protocol.HostReport``: generation, status,
+    verified, message), whatever of those fields it carries."""
     lines = []
-    hosts = result.get("hosts") if isinstance(result, dict) else None
-    if isinstance(hosts, dict):
-        hosts = [
-            {"host": k, **(v if isinstance(v, dict) else {"status": v})} for k, v in hosts.items()
-        ]
-    for h in hosts or []:
-        if not isinstance(h, dict):
-            lines.append(f"  {h}")
-            continue
-        name = h.get("host") or h.get("name") or "?"
+    for name, h in (answer.hosts or {}).items():
         bits = []
-        if h.get("status"):
-            bits.append(str(h["status"]))
-        if h.get("generation") is not None:
-            bits.append(f"generation {h['generation']}")
-        verified = h.get("verified")
-        if isinstance(verified, list) and verified:
-            bits.append(f"{len(verified)} check(s) answered")
-        for key in ("changed", "units"):
-            if h.get(key):
-                v = h[key]
-                bits.append(f"{key} " + (", ".join(map(str, v)) if isinstance(v, list) else str(v)))
+        if h.status:
+            bits.append(h.status)
+        if h.generation is not None:
+            bits.append(f"generation {h.generation}")
+        if h.verified:
+            bits.append(f"{len(h.verified)} check(s) answered")
         line = f"  {name}: {'; '.join(bits) or 'ok'}"
-        if h.get("message"):
-            line += f"\n      {h['message']}"
+        if h.message:
+            line += f"\n      {h.message}"
         lines.append(line)
     return lines
 
 
 def apply_failed(result) -> bool:
     """An answer that says the change did not go through (``applied: false``)."""
-    return isinstance(result, dict) and result.get("applied") is False
+    answer = protocol.ChangeAnswer.read(result)
+    return answer is not None and answer.applied is False
 
 
 def format_plan(plan) -> list[str]:
@@ -358,12 +334,13 @@ def format_plan(plan) -> list[str]:
     lines = []
     if not isinstance(plan, dict):
         return lines
-    for host, d in sorted(plan.items()):
-        if not isinstance(d, dict):
+    for host, diff in sorted(plan.items()):
+        d = protocol.HostDiff.read(diff)
+        if d is None:
             continue
-        bits = [f"+{k}" for k in d.get("added") or []]
-        bits += [f"~{k}" for k in d.get("changed") or []]
-        bits += [f"-{k}" for k in d.get("removed") or []]
+        bits = [f"+{k}" for k in d.added or ()]
+        bits += [f"~{k}" for k in d.changed or ()]
+        bits += [f"-{k}" for k in d.removed or ()]
         lines.append(f"  {host}: {' '.join(bits) if bits else 'no change'}")
     return lines
 
@@ -374,36 +351,35 @@ def render_apply(result) -> str:
     shape."""
     from domtool.client.show import format_value
 
-    if not isinstance(result, dict):
+    answer = protocol.ChangeAnswer.read(result)
+    if answer is None:
         return format_value(result)
-    for d in result.get("diagnostics") or []:
+    for d in answer.diagnostics or ():
         print(d, file=sys.stderr)
-    applied = result.get("applied")
-    if applied is None:
-        head = str(result.get("message") or "done")
-    elif applied:
-        head = str(result.get("message") or "applied")
+    if answer.applied is None:
+        head = answer.message or "done"
+    elif answer.applied:
+        head = answer.message or "applied"
     else:
         head = "NOT applied: nothing changed on any host"
     out = [head]
-    for r in result.get("refused") or []:
+    for r in answer.refused or ():
         out.append(f"  refused: {r}")
-    plan = format_plan(result.get("plan"))
+    plan = format_plan(answer.plan)
     if plan:
         out.append("changes:")
         out.extend(plan)
-    hosts = _hosts_lines(result)
+    hosts = _hosts_lines(answer)
     if hosts:
         out.append("hosts:")
         out.extend(hosts)
-    versions = result.get("versions")
-    if isinstance(versions, dict) and versions:
-        out.append("stored: " + ", ".join(f"{d} v{v}" for d, v in sorted(versions.items())))
+    if answer.versions:
+        stored = ", ".join(f"{d} v{v}" for d, v in sorted(answer.versions.items()))
+        out.append("stored: " + stored)
     rest = {
         k: v
-        for k, v in result.items()
-        if k not in ("hosts", "message", "applied", "refused", "diagnostics", "plan", "versions")
-        and v not in (None, [], {})
+        for k, v in answer.to_json().items()
+        if k not in protocol.ChangeAnswer.SHOWN and v not in (None, [], {})
     }
     if rest:
         out.append(format_value(rest))
@@ -414,32 +390,26 @@ def render_describe(result) -> str:
     """What DOMAIN is on each host: the host's generation, then its zones, vhosts and
     mail domains as ``domtool -tc --show`` prints them."""
     from domtool.client.show import format_state, format_value
-    from domtool.model import DesiredState, from_json
 
-    hosts = result.get("hosts") if isinstance(result, dict) else None
-    if not isinstance(hosts, dict):
+    answer = protocol.DescribeResult.read(result)
+    if answer is None or answer.hosts is None:
         return format_value(result)
     out = []
-    for name, h in sorted(hosts.items()):
-        if not isinstance(h, dict) or "error" in h:
-            why = h.get("error") if isinstance(h, dict) else h
-            out.append(f"{name}: cannot describe: {why}")
+    for name, h in sorted(answer.hosts.items()):
+        error = protocol.HostError.read(h)
+        if error is not None or not isinstance(h, dict):
+            out.append(f"{name}: cannot describe: {h if error is None else error.error}")
             continue
-        out.append(f"{name} ({h.get('host', name)}), generation {h.get('generation')}:")
-        try:
-            state = DesiredState(
-                zones=tuple(from_json(z) for z in h.get("zones") or ()),
-                vhosts=tuple(from_json(v) for v in h.get("vhosts") or ()),
-                mail=tuple(from_json(m) for m in h.get("mail") or ()),
-                lists=tuple(from_json(d) for d in h.get("lists") or ()),
-            )
-            text = format_state(state)
-        except (ValueError, TypeError):
+        held = protocol.DescribeAnswer.read(h)
+        if held is None:
+            out.append(f"{name} ({name}), generation None:")
             text = format_value({k: v for k, v in h.items() if k not in ("host", "generation")})
+        else:
+            out.append(f"{name} ({held.host or name}), generation {held.generation}:")
+            text = format_state(held.state)
         out.extend("  " + line for line in text.split("\n"))
     if not out:
-        domain = result.get("domain", "the domain")
-        out.append(f"no host serves anything of {domain}")
+        out.append(f"no host serves anything of {answer.domain or 'the domain'}")
     return "\n".join(out)
 
 
@@ -447,20 +417,22 @@ def render_plan(result) -> str:
     """``domtool plan``: what would change on each host, or why it would be refused."""
     from domtool.client.show import format_value
 
-    if not isinstance(result, dict) or "hosts" not in result:
+    answer = protocol.PlanAnswer.read(result)
+    if answer is None or answer.hosts is None:
         return format_value(result)
-    for d in result.get("diagnostics") or []:
+    for d in answer.diagnostics or ():
         print(d, file=sys.stderr)
-    if result.get("ok") is False:
+    if answer.ok is False:
         lines = ["would be refused:"]
-        lines += [f"  {r}" for r in result.get("refused") or []]
+        lines += [f"  {r}" for r in answer.refused or ()]
         return "\n".join(lines)
-    lines = format_plan(result.get("hosts"))
+    lines = format_plan(answer.hosts)
     return "would change:\n" + "\n".join(lines) if lines else "no host would change"
 
 
 def plan_failed(result) -> bool:
-    return isinstance(result, dict) and result.get("ok") is False
+    answer = protocol.PlanAnswer.read(result)
+    return answer is not None and answer.ok is False
 
 
 def render_generic(result) -> str:
@@ -486,23 +458,17 @@ def render_history(result) -> str:
     """One line per stored version: number, time, accepted/refused/removed."""
     from domtool.client.show import format_value
 
-    versions = result.get("versions") if isinstance(result, dict) else result
-    if not isinstance(versions, list):
+    answer = protocol.HistoryAnswer.read(result)
+    if answer is None or answer.versions is None:
         return format_value(result)
+    versions = answer.versions
     lines = []
-    if isinstance(result, dict) and result.get("domain"):
-        lines.append(f"{result['domain']}:")
+    if answer.domain:
+        lines.append(f"{answer.domain}:")
     for v in versions:
-        if not isinstance(v, dict):
-            lines.append(f"  {v}")
-            continue
-        what = (
-            "removed"
-            if v.get("removed")
-            else ("accepted" if v.get("accepted", True) else "refused")
-        )
-        when = v.get("submitted_at") or ""
-        lines.append(f"  v{v.get('version', '?'):<4} {when:<32} {what}".rstrip())
+        what = "removed" if v.removed else ("refused" if v.accepted is False else "accepted")
+        number = "?" if v.version is None else v.version
+        lines.append(f"  v{number:<4} {v.submitted_at or '':<32} {what}".rstrip())
     if not versions:
         lines.append("  (no stored versions)")
     lines.append("(put one back with: domtool undo DOMAIN VERSION)")
@@ -511,12 +477,12 @@ def render_history(result) -> str:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     files = _files_arg(args.files or default_files())
-    return remote("domtool", args, "submit", {"files": files}, render_apply, apply_failed)
+    return remote("domtool", args, protocol.SubmitRequest(files), render_apply, apply_failed)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     files = _files_arg(args.files)
-    return remote("domtool", args, "plan", {"files": files}, render_plan, plan_failed)
+    return remote("domtool", args, protocol.PlanRequest(files), render_plan, plan_failed)
 
 
 def cmd_simple(op: str, render=render_generic):
@@ -527,7 +493,7 @@ def cmd_simple(op: str, render=render_generic):
         if op == "undo":
             op_args["version"] = args.version or _previous_version(args)
         failed = apply_failed if op in ("undo", "rmdom") else None
-        return remote("domtool", args, op, op_args, render, failed)
+        return remote("domtool", args, protocol.REQUESTS[op](**op_args), render, failed)
 
     return run
 
@@ -535,18 +501,15 @@ def cmd_simple(op: str, render=render_generic):
 def _previous_version(args: argparse.Namespace) -> int:
     """The version before the latest in DOMAIN's history (what a bare ``undo`` puts back)."""
     from domtool.client import config as client_config
-    from domtool.client.connection import RemoteError, Unreachable, call
+    from domtool.client.connection import RemoteError, Unreachable, ask
 
     try:
-        result = call(client_config.load(args.config), "history", {"domain": args.domain})
+        result = ask(client_config.load(args.config), protocol.HistoryRequest(args.domain))
     except (client_config.ConfigError, Unreachable, RemoteError) as e:
         raise UsageError(f"undo without VERSION needs the history of {args.domain}: {e}") from None
-    versions = result.get("versions") if isinstance(result, dict) else result
-    numbers = sorted(
-        v["version"]
-        for v in versions or []
-        if isinstance(v, dict) and isinstance(v.get("version"), int)
-    )
+    answer = protocol.HistoryAnswer.read(result)
+    versions = () if answer is None else answer.versions or ()
+    numbers = sorted(v.version for v in versions if v.version is not None)
     if len(numbers) < 2:
         raise UsageError(f"{args.domain} has no earlier version to put back (see: domtool history)")
     return numbers[-2]

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from domtool import grantsig
+from domtool import grantsig, protocol
 
 PROG = "domtool-admin"
 
@@ -47,11 +47,14 @@ def sign_held(ask, user: str, key: bytes, serial: int | None = None):
     ``ask(op, args)`` is one admin call (a connection's ``call``, or ``call`` bound to a
     config); the serial defaults to the clock in milliseconds, so each record is newer.
     Returns the signed record and the dispatcher's answer."""
-    held = ask("perms_of", {"user": user})["grants"]
+    held = protocol.PermsAnswer.read(ask(*protocol.request_of(protocol.PermsOfRequest(user))))
+    if held is None:
+        raise ValueError(f"the dispatcher's answer to perms_of {user} was not understood")
     if serial is None:
         serial = time.time_ns() // 1_000_000
-    record = grantsig.GrantRecord.of(user, serial, [(g["class"], g["value"]) for g in held])
-    answer = ask("put_grants", {"signed": grantsig.sign(record, key).to_json()})
+    record = grantsig.GrantRecord.of(user, serial, held.pairs())
+    signed = protocol.PutGrantsRequest(grantsig.sign(record, key).to_json())
+    answer = ask(*protocol.request_of(signed))
     return record, answer
 
 
@@ -77,7 +80,8 @@ def cmd_sign_grants(args: argparse.Namespace) -> int:
         return 1
     for c, v in record.grants:
         print(f"  {c}: {v}")
-    print(f"signed {args.user}'s {len(record.grants)} grants, serial {answer['serial']}")
+    kept = protocol.PutGrantsAnswer.read(answer) or protocol.PutGrantsAnswer()
+    print(f"signed {args.user}'s {len(record.grants)} grants, serial {kept.serial}")
     return 0
 
 

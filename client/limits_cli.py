@@ -18,6 +18,8 @@ bad units, an unknown limit or member: a clear error, and nothing changes. Membe
 
 from __future__ import annotations
 
+from domtool import protocol
+from domtool.client.policy_cli import shown
 from domtool.policies.limits import format_value, policy_lines
 
 
@@ -38,9 +40,10 @@ def _held_lines(held: dict, want: list[str]) -> list[str]:
     return out
 
 
-def render_show(result) -> str:
+@shown(protocol.PolicyShowAnswer)
+def render_show(answer: protocol.PolicyShowAnswer) -> str:
     out = []
-    site = (result.get("site") or {}).get("limits")
+    site = (answer.site or {}).get("limits")
     if site:
         shown = ", ".join(f"{k}={format_value(k, v)}" for k, v in sorted(site.items()))
         out.append("site defaults: " + shown)
@@ -49,19 +52,20 @@ def render_show(result) -> str:
             "site defaults: not set (no member is bounded until the site or the member "
             "has limits: domtool-admin limits set --site ...)"
         )
-    for name, m in sorted(result.get("members", {}).items()):
-        lines = policy_lines(_limits_of(m.get("effective")))
+    for name, m in sorted((answer.members or {}).items()):
+        lines = policy_lines(_limits_of(m.effective))
         out.append(f"{name}: " + ("no limits" if not lines else ""))
         out += [f"  {line}" for line in lines]
-        out += _held_lines(m.get("hosts") or {}, lines)
+        out += _held_lines(m.hosts or {}, lines)
     return "\n".join(out)
 
 
-def render_mine(result) -> str:
-    lines = policy_lines(_limits_of(result.get("effective")))
-    out = [f"{result.get('member')}: " + ("no limits" if not lines else "")]
+@shown(protocol.MemberPolicyAnswer)
+def render_mine(answer: protocol.MemberPolicyAnswer) -> str:
+    lines = policy_lines(_limits_of(answer.effective))
+    out = [f"{answer.member}: " + ("no limits" if not lines else "")]
     out += [f"  {line}" for line in lines]
-    out += _held_lines(result.get("held") or {}, lines)
+    out += _held_lines(answer.held or {}, lines)
     return "\n".join(out)
 
 
@@ -132,9 +136,10 @@ def usage_lines(host: str, u: dict) -> list[str]:
     return out
 
 
-def render_usage(result) -> str:
+@shown(protocol.UsageReport)
+def render_usage(answer: protocol.UsageReport) -> str:
     out = []
-    for name, hosts in sorted((result.get("members") or {}).items()):
+    for name, hosts in sorted((answer.members or {}).items()):
         out.append(f"{name}:")
         if not hosts:
             out.append("  nothing on any host")

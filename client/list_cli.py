@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from domtool import protocol
+
 HELP = "delete a mailing list from Mailman once it is out of your config (list rm ADDRESS)"
 
 
@@ -21,28 +23,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--doit", action="store_true", help="really delete it (default: dry run)")
 
 
+def _answer(result) -> protocol.ListRmAnswer:
+    return protocol.ListRmAnswer.read(result) or protocol.ListRmAnswer()
+
+
 def render(result: dict) -> str:
+    a = _answer(result)
     lines = []
-    for host, answer in sorted((result.get("hosts") or {}).items()):
-        msg = answer.get("message") or answer.get("error") or answer
+    for host, held in sorted((a.hosts or {}).items()):
+        done, error = protocol.ListRemoveAnswer.read(held), protocol.HostError.read(held)
+        msg = (done and done.message) or (error and error.error) or held
         lines.append(f"{host}: {msg}")
-    if not result.get("doit"):
-        lines.append(
-            f"(dry run: nothing was removed; `domtool list rm {result.get('list')} --doit`)"
-        )
+    if not a.doit:
+        lines.append(f"(dry run: nothing was removed; `domtool list rm {a.list} --doit`)")
     return "\n".join(lines)
 
 
 def failed(result: dict) -> bool:
     """--doit that removed nothing anywhere is a failure (exit status 1)."""
-    hosts = (result.get("hosts") or {}).values()
-    return any("error" in a for a in hosts) or (
-        bool(result.get("doit")) and not result.get("removed")
+    a = _answer(result)
+    hosts = (a.hosts or {}).values()
+    return any(protocol.HostError.read(h) is not None for h in hosts) or (
+        bool(a.doit) and not a.removed
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from domtool.client.domtool_cli import remote
 
-    op_args = {"list": args.address, "doit": bool(args.doit)}
-    return remote("domtool", args, "list_rm", op_args, render, failed)
+    request = protocol.ListRmRequest(args.address, bool(args.doit))
+    return remote("domtool", args, request, render, failed)

@@ -23,88 +23,117 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
+from domtool import protocol
+
 ADMIN = "domtool-admin"
 
 
-def _remote(prog: str, op: str, build, render) -> Callable[[argparse.Namespace], int]:
+def _remote(prog: str, build, render) -> Callable[[argparse.Namespace], int]:
+    """A command sending ``build(args)`` (a ``domtool.protocol`` request object)."""
     from domtool.client.domtool_cli import remote
 
     def run(args: argparse.Namespace) -> int:
-        return remote(prog, args, op, build(args), render, failed=_failed)
+        return remote(prog, args, build(args), render, failed=_failed)
 
     return run
 
 
 def _failed(result) -> bool:
-    return result.get("applied") is False and not result.get("message", "").startswith("dry run")
+    answer = protocol.ChangeAnswer.read(result)
+    return (
+        answer is not None
+        and answer.applied is False
+        and not (answer.message or "").startswith("dry run")
+    )
 
 
-def render_show(result) -> str:
+def shown(cls: type):
+    """``render(answer)`` of an answer of ``cls`` (a ``domtool.protocol`` reply); one
+    that is not is shown as it came."""
+
+    def wrap(render):
+        def show(result) -> str:
+            answer = cls.read(result)
+            if answer is None:
+                from domtool.client.show import format_value
+
+                return format_value(result)
+            return render(answer)
+
+        show.__doc__ = render.__doc__
+        return show
+
+    return wrap
+
+
+@shown(protocol.PolicyShowAnswer)
+def render_show(answer: protocol.PolicyShowAnswer) -> str:
     out = []
-    site = result.get("site") or {}
-    for part, value in sorted(site.items()):
+    for part, value in sorted((answer.site or {}).items()):
         out.append(f"site defaults ({part}): {value}")
-    for name, m in sorted(result.get("members", {}).items()):
-        lines = m.get("lines") or []
-        out.append(f"{name}: " + ("no policy" if not lines and not m.get("effective") else ""))
+    for name, m in sorted((answer.members or {}).items()):
+        lines = m.lines or ()
+        out.append(f"{name}: " + ("no policy" if not lines and not m.effective else ""))
         out += [f"  {line}" for line in lines]
-        held = m.get("hosts") or {}
-        if held:
-            out.append(f"  held by: {', '.join(sorted(held))}")
+        if m.hosts:
+            out.append(f"  held by: {', '.join(sorted(m.hosts))}")
     return "\n".join(out)
 
 
-def render_set(result) -> str:
-    out = [result.get("message", "")]
-    for name, hosts in sorted((result.get("plan") or {}).items()):
-        for host, d in sorted(hosts.items()):
-            keys = d.get("added", []) + d.get("changed", []) + d.get("removed", [])
-            out.append(f"  {name} on {host}: {', '.join(keys)}")
-    out += [f"  refused: {r}" for r in result.get("refused", [])]
+@shown(protocol.ChangeAnswer)
+def render_set(answer: protocol.ChangeAnswer) -> str:
+    out = [answer.message or ""]
+    for name, hosts in sorted((answer.plan or {}).items()):
+        for host, diff in sorted(hosts.items()):
+            d = protocol.HostDiff.read(diff) or protocol.HostDiff()
+            out.append(f"  {name} on {host}: {', '.join(d.keys())}")
+    out += [f"  refused: {r}" for r in answer.refused or ()]
     return "\n".join(x for x in out if x)
 
 
-def render_check(result) -> str:
-    out = ["ok: every member's policy is valid and on every host" if result.get("ok") else ""]
-    for name, m in sorted(result.get("members", {}).items()):
-        for p in m.get("problems", []):
+@shown(protocol.PolicyCheckAnswer)
+def render_check(answer: protocol.PolicyCheckAnswer) -> str:
+    out = ["ok: every member's policy is valid and on every host" if answer.ok else ""]
+    for name, m in sorted((answer.members or {}).items()):
+        for p in m.problems or ():
             out.append(f"{name}: {p}")
-        if m.get("out_of_sync"):
+        if m.out_of_sync:
             out.append(
-                f"{name}: hosts out of sync: {', '.join(m['out_of_sync'])} "
+                f"{name}: hosts out of sync: {', '.join(m.out_of_sync)} "
                 "(domtool-admin regen --doit pushes again)"
             )
     return "\n".join(x for x in out if x)
 
 
-def render_mine(result) -> str:
-    lines = result.get("lines") or []
-    out = [f"{result.get('member')}: " + ("no firewall policy" if not lines else "")]
+@shown(protocol.MemberPolicyAnswer)
+def render_mine(answer: protocol.MemberPolicyAnswer) -> str:
+    lines = list(answer.lines or ())
+    out = [f"{answer.member}: " + ("no firewall policy" if not lines else "")]
     out += [f"  {line}" for line in lines]
-    for host, held in sorted((result.get("hosts") or {}).items()):
-        got = held.get("lines", [])
+    for host, held in sorted((answer.hosts or {}).items()):
+        got = list(held.lines or ())
         same = "as above" if got == lines else "; ".join(got) or "nothing"
-        live = held.get("live")
+        live = held.live
         note = (
             ""
             if live is None
             else (" (live in the kernel)" if live is True else f" (NOT live: {live})")
         )
-        src = (
-            "" if held.get("from", "host") == "host" else f" [from the dispatcher's {held['from']}]"
-        )
+        source = held.source or "host"
+        src = "" if source == "host" else f" [from the dispatcher's {source}]"
         out.append(f"  on {host}: {same}{note}{src}")
     return "\n".join(out)
 
 
-def _who(args: argparse.Namespace, words: Sequence[str]) -> tuple[dict, list[str]]:
+def _who(args: argparse.Namespace, words: Sequence[str]) -> tuple[str | None, list[str]]:
+    """The member named first (None with ``--site``) and the words after."""
     from domtool.client.domtool_cli import UsageError
 
     if args.site:
-        return {"site": True}, list(words)
+        return None, list(words)
     if not words:
         raise UsageError("name a member (USER) or --site")
-    return {"user": words[0]}, list(words[1:])
+    return words[0], list(words[1:])
 
 
 def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]], show=None) -> None:
@@ -128,8 +157,7 @@ def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]], 
         f"show every member's (or USER's) {part} policy",
         _remote(
             ADMIN,
-            "policy_show",
-            lambda a: {"user": a.user} if a.user else {},
+            lambda a: protocol.PolicyShowRequest(a.user or None),
             show or render_show,
         ),
     )
@@ -137,25 +165,30 @@ def add_part(add, part: str, help_text: str, verbs: dict[str, tuple[str, str]], 
     sp = verb(
         "check",
         "check stored policy against grants and proxies, and which hosts differ",
-        _remote(ADMIN, "policy_check", lambda a: {"user": a.user} if a.user else {}, render_check),
+        _remote(ADMIN, lambda a: protocol.PolicyCheckRequest(a.user or None), render_check),
     )
     sp.add_argument("user", metavar="USER", nargs="?")
     for name, (text, metavar) in verbs.items():
 
-        def build(a: argparse.Namespace, name=name, metavar=metavar) -> dict:
-            who, rest = _who(a, a.words)
-            out = {**who, "part": part, "action": name}
+        def build(a: argparse.Namespace, name=name, metavar=metavar) -> protocol.PolicySetRequest:
+            user, rest = _who(a, a.words)
+            value = None
             if metavar:
                 from domtool.client.domtool_cli import UsageError
 
                 if not rest:
                     raise UsageError(f"{part} {name} needs {metavar}")
-                out["value"] = " ".join(rest)
-            if a.dry_run:
-                out["dry_run"] = True
-            return out
+                value = " ".join(rest)
+            return protocol.PolicySetRequest(
+                part,
+                name,
+                user=user,
+                site=True if user is None else None,
+                value=value,
+                dry_run=True if a.dry_run else None,
+            )
 
-        sp = verb(name, text, _remote(ADMIN, "policy_set", build, render_set))
+        sp = verb(name, text, _remote(ADMIN, build, render_set))
         sp.add_argument("--site", action="store_true", help="the site's defaults, not a member's")
         sp.add_argument("--dry-run", action="store_true", help="only show what would change")
         sp.add_argument(

@@ -23,6 +23,7 @@ import getpass
 import sys
 
 from domtool.mailhash import MAX_PASSWORD, sha512_crypt
+from domtool.protocol import VmailRequest, VmailResult
 
 
 class PasswordError(ValueError):
@@ -56,36 +57,39 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--doit", action="store_true", help="rm: really remove (default: dry run)")
 
 
-def op_args(args: argparse.Namespace, stdin=None, prompt=getpass.getpass) -> dict:
-    """The ``vmail`` request's arguments (the password hashed here)."""
+def request(args: argparse.Namespace, stdin=None, prompt=getpass.getpass) -> VmailRequest:
+    """The ``vmail`` request (the password hashed here)."""
     a = args.action
     if a != "list" and (args.domain is None or args.user is None):
         raise PasswordError(f"vmail {a} needs DOMAIN and USER")
-    out: dict = {"action": a}
-    if args.domain is not None:
-        out["domain"] = args.domain
-    if args.user is not None and a != "list":
-        out["user"] = args.user
-    if a in ("add", "passwd"):
-        out["hash"] = sha512_crypt(read_password(args, stdin, prompt))
-    if a == "add" and args.mail_user:
-        out["mail_user"] = args.mail_user
-    if a == "rm":
-        out["purge"] = bool(args.purge)
-        out["doit"] = bool(args.doit)
-    return out
+    return VmailRequest(
+        a,
+        domain=args.domain,
+        user=args.user if a != "list" else None,
+        hash=sha512_crypt(read_password(args, stdin, prompt)) if a in ("add", "passwd") else None,
+        mail_user=(args.mail_user or None) if a == "add" else None,
+        purge=bool(args.purge) if a == "rm" else None,
+        doit=bool(args.doit) if a == "rm" else None,
+    )
+
+
+def op_args(args: argparse.Namespace, stdin=None, prompt=getpass.getpass) -> dict:
+    """The ``vmail`` request's JSON arguments (what :func:`request` sends)."""
+    return request(args, stdin, prompt).to_json()
 
 
 def render(result) -> str:
-    if isinstance(result, dict) and "mailboxes" in result:
-        boxes = result["mailboxes"]
-        if not boxes:
+    answer = VmailResult.read(result)
+    if answer is not None and answer.mailboxes is not None:
+        if not answer.mailboxes:
             return "no mailboxes"
-        return "\n".join(f"{b['address']}  ({b.get('mail_user', '?')})" for b in boxes)
-    if isinstance(result, dict) and result.get("dry_run"):
-        return f"would {result['would']} on {', '.join(result.get('hosts', []))}; again with --doit"
-    if isinstance(result, dict) and "address" in result:
-        return f"{result['action']}: {result['address']} on {', '.join(sorted(result['hosts']))}"
+        return "\n".join(f"{b.address}  ({b.mail_user or '?'})" for b in answer.mailboxes)
+    if answer is not None and answer.dry_run:
+        hosts = ", ".join(answer.hosts or ())
+        return f"would {answer.would} on {hosts}; again with --doit"
+    if answer is not None and answer.address is not None:
+        hosts = ", ".join(sorted(answer.hosts or ()))
+        return f"{answer.action}: {answer.address} on {hosts}"
     from domtool.client.show import format_value
 
     return format_value(result)
@@ -95,8 +99,8 @@ def cmd_vmail(args: argparse.Namespace) -> int:
     from domtool.client.domtool_cli import EXIT_USAGE, remote
 
     try:
-        request = op_args(args)
+        vmail_request = request(args)
     except PasswordError as e:
         print(f"domtool vmail: {e}", file=sys.stderr)
         return EXIT_USAGE
-    return remote("domtool", args, "vmail", request, render)
+    return remote("domtool", args, vmail_request, render)

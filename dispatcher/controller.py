@@ -153,11 +153,11 @@ class Controller(MemberOps, AdminOps):
 
     # -- entry point ----------------------------------------------------------
 
-    def handle(
-        self, member: Member, op: str, args: Mapping[str, Any], progress=None
-    ) -> defer.Deferred:
+    def handle(self, member: Member, op: str, args: Any, progress=None) -> defer.Deferred:
         """Deferred[JSON result] of ``op`` for ``member`` (OpError on refusal).
-        ``progress(done, total, what)`` is told of long ops' steps."""
+        ``args`` is the op's request object (``protocol.REQUESTS[op]``) or its JSON form
+        (decoded here by ``protocol.read_request``); ``progress(done, total, what)`` is told
+        of long ops' steps."""
         if op in self.member_ops:
             fn = self.member_ops[op]
         elif op in self.admin_ops:
@@ -166,7 +166,13 @@ class Controller(MemberOps, AdminOps):
             fn = self.admin_ops[op]
         else:
             return defer.fail(OpError("bad_request", f"unknown operation {op[:40]!r}"))
-        return defer.ensureDeferred(fn(member, dict(args), progress or (lambda *a: None)))
+        if not isinstance(args, protocol.REQUESTS[op]):
+            try:
+                args = protocol.read_request(op, args)
+            except protocol.SchemaError as e:
+                details = [f"{p}: {m}" if p else m for p, m in e.problems[:100]]
+                return defer.fail(OpError("bad_request", f"bad arguments for {op}", details))
+        return defer.ensureDeferred(fn(member, args, progress or (lambda *a: None)))
 
     # -- helpers --------------------------------------------------------------
 
@@ -177,16 +183,17 @@ class Controller(MemberOps, AdminOps):
         if not perms.owns_domain(domain):
             raise _refused(f"{perms.user} does not own {domain}. {perms.owned_domains_hint()}")
 
-    def _files(self, args: Mapping[str, Any], perms: Permissions) -> dict[str, str]:
+    def _files(self, request: Any, perms: Permissions) -> dict[str, str]:
+        """The files of a ``submit``, ``check`` or ``plan`` request: domain -> text."""
         files: dict[str, str] = {}
         bad = []
-        for f in args["files"]:
-            name = f["name"].lower()
+        for f in request.files:
+            name = f.name.lower()
             if not perms.owns_domain(name):
                 bad.append(f"file {name}: {perms.user} does not own the domain {name}")
             if name in files:
                 bad.append(f"file {name} is given twice")
-            files[name] = f["text"]
+            files[name] = f.text
         if bad:
             raise OpError("refused", bad[0], bad + [perms.owned_domains_hint()])
         return files

@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from twisted.internet import defer
 
-from domtool import dbnames, wire
+from domtool import dbnames, protocol, wire
 from domtool.dispatcher.auth import Member
 from domtool.dispatcher.links import LinkError, RemoteError
 from domtool.dispatcher.opbase import OpError
@@ -36,6 +37,12 @@ if TYPE_CHECKING:
     from domtool.dispatcher.controller import Controller
 
 __all__ = ["Databases"]
+
+
+def _reply(answer: Any, **extra: Any) -> dict[str, Any]:
+    """The member's answer (``protocol.DbReply``): the slave's answer (a ``Db*Answer``)
+    with what the dispatcher adds (``extra``)."""
+    return protocol.DbReply(**attrs.asdict(answer, recurse=False), **extra).to_json()
 
 
 def _error(kind: str, message: str, details: tuple[str, ...] = ()) -> Exception:
@@ -80,10 +87,11 @@ class Databases:
             raise _error("refused", f"{what} {name!r} is under {owner}'s prefix, not {member}'s")
         return name
 
-    async def _call(self, op: str, args: Any) -> dict[str, Any]:
+    async def _call(self, op: str, args: Any) -> Any:
+        """The database host's answer to ``op``, decoded (``protocol.SLAVE_ANSWERS``)."""
         host = self.host()
         try:
-            return await self.c.coordinator.call(host, op, args)
+            return await self.c.coordinator.ask(host, op, args)
         except LinkError as e:
             raise _error("failed", f"the database host {host} is unreachable: {e}") from None
         except RemoteError as e:
@@ -106,16 +114,16 @@ class Databases:
     # -- member ops --------------------------------------------------------------------
 
     async def create(self, member: Member, args, progress) -> dict[str, Any]:
-        kind, me = args["kind"], member.name
-        detail = {"kind": kind, "name": args["name"]}
+        kind, me = args.kind, member.name
+        detail = {"kind": kind, "name": args.name}
 
         async def run() -> dict[str, Any]:
-            name = self._name(me, args["name"], "a database name")
+            name = self._name(me, args.name, "a database name")
             await self._lock.acquire()
             try:
                 held = await self._call("db_list", DbListArgs(me))
-                mine = held.get("databases", [])
-                if any(d["kind"] == kind and d["name"] == name for d in mine):
+                mine = held.databases
+                if any(d.kind == kind and d.name == name for d in mine):
                     raise _error("refused", f"{me} already has the {kind} database {name}")
                 limit = self.c._limits(me)["databases"]
                 if len(mine) >= limit:
@@ -129,33 +137,32 @@ class Databases:
             finally:
                 self._lock.release()
             progress(2, 2, f"{kind} database {name} created")
-            return {**result, "host": self.host(), "quota": {"used": len(mine) + 1, "limit": limit}}
+            quota = protocol.DbQuota(len(mine) + 1, limit)
+            return _reply(result, host=self.host(), quota=quota)
 
         return await self._audited(me, "db_create", detail, run)
 
     async def drop(self, member: Member, args, progress) -> dict[str, Any]:
-        kind, me, apply = args["kind"], member.name, bool(args.get("apply"))
-        detail = {"kind": kind, "name": args["name"], "apply": apply}
+        kind, me, apply = args.kind, member.name, bool(args.apply)
+        detail = {"kind": kind, "name": args.name, "apply": apply}
 
         async def run() -> dict[str, Any]:
-            name = self._name(me, args["name"], "a database name")
+            name = self._name(me, args.name, "a database name")
             if not apply:
                 held = await self._call("db_list", DbListArgs(me))
-                found = [
-                    d for d in held.get("databases", []) if d["kind"] == kind and d["name"] == name
-                ]
+                found = [d for d in held.databases if d.kind == kind and d.name == name]
                 if not found:
                     raise _error("refused", f"{me} has no {kind} database {name}")
-                return {
-                    "kind": kind,
-                    "name": name,
-                    "apply": False,
-                    "size": found[0]["size"],
-                    "message": f"dry run: would drop {kind} database {name} "
-                    f"({found[0]['size']} bytes); pass --doit to drop it",
-                }
+                return protocol.DbReply(
+                    kind=kind,
+                    name=name,
+                    apply=False,
+                    size=found[0].size,
+                    message=f"dry run: would drop {kind} database {name} "
+                    f"({found[0].size} bytes); pass --doit to drop it",
+                ).to_json()
             result = await self._call("db_drop", DbArgs(kind, me, name))
-            return {**result, "apply": True, "message": f"dropped {kind} database {name}"}
+            return _reply(result, apply=True, message=f"dropped {kind} database {name}")
 
         if not apply:
             return await run()  # a dry run changes nothing: not audited
@@ -164,31 +171,29 @@ class Databases:
     async def list(self, member: Member, args, progress) -> dict[str, Any]:
         result = await self._call("db_list", DbListArgs(member.name))
         limit = self.c._limits(member.name)["databases"]
-        return {
-            **result,
-            "quota": {"used": len(result.get("databases", [])), "limit": limit},
-        }
+        return _reply(result, quota=protocol.DbQuota(len(result.databases), limit))
 
     async def passwd(self, member: Member, args, progress) -> dict[str, Any]:
-        kind, me = args["kind"], member.name
-        detail = {"kind": kind, "role": args["role"]}  # never the password
+        kind, me = args.kind, member.name
+        detail = {"kind": kind, "role": args.role}  # never the password
 
         async def run() -> dict[str, Any]:
-            role = self._name(me, args["role"], "a role name")
-            if not args["password"]:
+            role = self._name(me, args.role, "a role name")
+            if not args.password:
                 raise _error("refused", "the password is empty")
-            return await self._call("db_passwd", DbPasswdArgs(kind, me, role, args["password"]))
+            answer = await self._call("db_passwd", DbPasswdArgs(kind, me, role, args.password))
+            return _reply(answer)
 
         return await self._audited(me, "db_passwd", detail, run)
 
     async def grant(self, member: Member, args, progress) -> dict[str, Any]:
-        kind, me = args["kind"], member.name
-        detail = {"kind": kind, "database": args["database"], "role": args["role"]}
+        kind, me = args.kind, member.name
+        detail = {"kind": kind, "database": args.database, "role": args.role}
 
         async def run() -> dict[str, Any]:
-            database = self._name(me, args["database"], "a database name")
-            role = self._name(me, args["role"], "a role name")
-            return await self._call("db_grant", DbGrantArgs(kind, me, database, role))
+            database = self._name(me, args.database, "a database name")
+            role = self._name(me, args.role, "a role name")
+            return _reply(await self._call("db_grant", DbGrantArgs(kind, me, database, role)))
 
         return await self._audited(me, "db_grant", detail, run)
 
@@ -203,8 +208,8 @@ class Databases:
             result = await self._call("db_list", DbListArgs(member))
         except Exception as e:  # noqa: BLE001 - reported beside the rest of the quota answer
             return {"databases": [], "total_size": 0, "error": str(e)}
-        dbs = result.get("databases", [])
-        out = {"databases": dbs, "total_size": sum(int(d.get("size", 0)) for d in dbs)}
-        if result.get("errors"):
-            out["error"] = "; ".join(f"{k}: {v}" for k, v in sorted(result["errors"].items()))
+        dbs = result.databases
+        out = {"databases": [d.to_json() for d in dbs], "total_size": sum(d.size or 0 for d in dbs)}
+        if result.errors:
+            out["error"] = "; ".join(f"{k}: {v}" for k, v in sorted(result.errors.items()))
         return out

@@ -15,7 +15,7 @@ from typing import Any
 
 from domtool import validate
 from domtool.dispatcher.opbase import _refused, _why
-from domtool.protocol import ListRemoveArgs
+from domtool.protocol import ListRemoveArgs, ListRmAnswer
 
 
 def others_deployed(store: Any, member: str, state: Any) -> dict[tuple[str, str], Any]:
@@ -38,11 +38,11 @@ def others_deployed(store: Any, member: str, state: Any) -> dict[tuple[str, str]
 async def list_rm(controller: Any, member: Any, args: Any, progress: Any) -> dict[str, Any]:
 
     perms = controller._perms(member.name)
-    name, _, domain = str(args["list"]).lower().partition("@")
+    name, _, domain = str(args.list).lower().partition("@")
     try:
         fq = f"{validate.check_list_name(name)}@{validate.check_domain(domain)}"
     except validate.Invalid as e:
-        raise _refused(f"{args['list']!r} is not a mailing list address: {e}") from None
+        raise _refused(f"{args.list!r} is not a mailing list address: {e}") from None
     controller._own_domain(perms, domain)
     for state in controller.current(member.name).values():
         for d in state.lists:
@@ -54,18 +54,20 @@ async def list_rm(controller: Any, member: Any, args: Any, progress: Any) -> dic
     hosts = controller.site.nodes_with("lists")
     if not hosts:
         raise _refused("this site has no list hosts")
-    doit = bool(args.get("doit", False))
+    doit = bool(args.doit)
     calls = {
-        h: controller.coordinator.call(h, "list_remove", ListRemoveArgs(member.name, fq, doit))
+        h: controller.coordinator.ask(h, "list_remove", ListRemoveArgs(member.name, fq, doit))
         for h in hosts
     }
     results = await controller.coordinator.gather(calls)
-    answers = {h: (v if ok else {"error": _why(v)}) for h, (ok, v) in sorted(results.items())}
-    removed = any(a.get("removed") for a in answers.values())
+    removed = any(ok and v.removed for ok, v in results.values())
+    answers = {
+        h: (v.to_json() if ok else {"error": _why(v)}) for h, (ok, v) in sorted(results.items())
+    }
     controller.store.audit(
         member.name,
         "list_rm",
         {"list": fq, "doit": doit, "hosts": sorted(answers)},
         "removed" if removed else ("dry run" if not doit else "not removed"),
     )
-    return {"list": fq, "doit": doit, "removed": removed, "hosts": answers}
+    return ListRmAnswer(fq, doit, removed, answers).to_json()

@@ -38,30 +38,19 @@ class MemberOps:
         perms = self._perms(member.name)
         files = self._files(args, perms)
         result = await self.check_source(perms, sorted(files.items()))
-        return {
-            "ok": result.ok,
-            "diagnostics": [d.format() for d in result.diagnostics],
-            "state": None if result.state is None else state_json(result.state),
-        }
+        return protocol.CheckAnswer(
+            result.ok,
+            tuple(d.format() for d in result.diagnostics),
+            None if result.state is None else state_json(result.state),
+        ).to_json()
 
     async def plan(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
         ev = await self.evaluate(perms, self.stored_files(member.name), self._files(args, perms))
         if ev.state is None:
-            return {
-                "ok": False,
-                "diagnostics": list(ev.diagnostics),
-                "refused": list(ev.refused),
-                "hosts": {},
-            }
+            return protocol.PlanAnswer(False, ev.diagnostics, ev.refused, {}).to_json()
         _changes, diff = self._changes(member.name, perms, split(ev.state, self.site))
-        return {
-            "ok": True,
-            "diagnostics": [],
-            "refused": [],
-            "hosts": diff,
-            "dropped": list(ev.dropped),
-        }
+        return protocol.PlanAnswer(True, (), (), diff, ev.dropped).to_json()
 
     async def submit(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
@@ -80,15 +69,15 @@ class MemberOps:
         self.store.audit(
             name, action, {"domains": sorted(submitted), "refused": reasons[:20]}, "refused"
         )
-        return {
-            "applied": False,
-            "hosts": {},
-            "refused": reasons,
-            "diagnostics": list(ev.diagnostics),
-            "plan": {},
-            "message": "refused: "
-            + (ev.refused[0] if ev.refused else f"{len(ev.diagnostics)} error(s)"),
-        }
+        why = ev.refused[0] if ev.refused else f"{len(ev.diagnostics)} error(s)"
+        return protocol.ChangeAnswer(
+            applied=False,
+            hosts={},
+            refused=tuple(reasons),
+            diagnostics=ev.diagnostics,
+            plan={},
+            message=f"refused: {why}",
+        ).to_json()
 
     def _record_submit(
         self, name, submitted, action, result: ApplyResult, diff, hosts, ev: Evaluated
@@ -111,18 +100,31 @@ class MemberOps:
             },
             outcome,
         )
-        return self._answer(result, diff, versions=versions, dropped=list(ev.dropped))
+        return self._answer(result, diff, versions=versions, dropped=ev.dropped)
 
     def _answer(self, result: ApplyResult, diff, **extra) -> dict[str, Any]:
-        out = result.to_json()
-        out.update({"diagnostics": [], "plan": diff, **extra})
+        """The answer to a change (``protocol.ChangeAnswer``) from the apply's result, the
+        plan, and what the op adds (``extra``: fields of ChangeAnswer)."""
         if result.applied:
-            out["message"] = "applied" if result.hosts else "applied (no host needed a change)"
+            message = "applied" if result.hosts else "applied (no host needed a change)"
         else:
-            out["message"] = "not applied: " + (result.refused[0] if result.refused else "refused")
-        return out
+            message = "not applied: " + (result.refused[0] if result.refused else "refused")
+        hosts = {
+            h: protocol.HostReport(r.generation, r.status, tuple(r.verified), r.message)
+            for h, r in sorted(result.hosts.items())
+        }
+        return protocol.ChangeAnswer(
+            applied=result.applied,
+            hosts=hosts,
+            refused=tuple(result.refused),
+            diagnostics=(),
+            plan=diff,
+            message=message,
+            **extra,
+        ).to_json()
 
     async def perms(self, member: Member, args, progress) -> dict[str, Any]:
+        """The member's grants (``protocol.PermsAnswer``)."""
         return _perms_json(self._perms(member.name))
 
     async def whoami(self, member: Member, args, progress) -> dict[str, Any]:
@@ -140,51 +142,51 @@ class MemberOps:
 
     async def describe(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
-        domain = args["domain"].lower()
+        domain = args.domain.lower()
         self._own_domain(perms, domain)
         hosts = [h for h, s in self.current(member.name).items() if s != without_domain(s, domain)]
-        return {"domain": domain, "hosts": await self._describe_on(sorted(hosts), domain)}
+        described = await self._describe_on(sorted(hosts), domain)
+        return protocol.DescribeResult(domain, described).to_json()
 
     async def history(self, member: Member, args, progress) -> dict[str, Any]:
         """The member's versions of the domain, oldest first; the text of the newest
         ``HISTORY_TEXTS`` only (the answer must fit one frame)."""
         perms = self._perms(member.name)
-        domain = args["domain"].lower()
+        domain = args.domain.lower()
         self._own_domain(perms, domain)
         mine = [s for s in self.store.history(domain) if s.member == member.name]
         with_text = {s.version for s in mine[-HISTORY_TEXTS:]}
-        versions = []
-        for s in mine:
-            v = {
-                "version": s.version,
-                "member": s.member,
-                "submitted_at": s.submitted_at.isoformat(),
-                "accepted": s.accepted,
-                "removed": s.text == "",
-            }
-            if s.version in with_text:
-                v["text"] = s.text
-            versions.append(v)
-        return {"domain": domain, "versions": versions}
+        versions = tuple(
+            protocol.Version(
+                s.version,
+                s.member,
+                s.submitted_at.isoformat(),
+                s.accepted,
+                s.text == "",
+                s.text if s.version in with_text else None,
+            )
+            for s in mine
+        )
+        return protocol.HistoryAnswer(domain, versions).to_json()
 
     async def undo(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
-        domain = args["domain"].lower()
+        domain = args.domain.lower()
         self._own_domain(perms, domain)
-        source = self.store.source(domain, args["version"])
+        source = self.store.source(domain, args.version)
         if source is None or source.member != member.name:
-            raise _refused(f"{domain} has no version {args['version']} of {member.name}'s")
+            raise _refused(f"{domain} has no version {args.version} of {member.name}'s")
         if not source.accepted:
             raise _refused(
                 f"version {source.version} of {domain} was refused; only an accepted version can be restored"
             )
         if not source.text:
-            return await self.rmdom(member, {"domain": domain}, progress)
+            return await self.rmdom(member, protocol.RmdomRequest(domain), progress)
         return await self.rounds.submit(member.name, perms, {domain: source.text}, progress, "undo")
 
     async def rmdom(self, member: Member, args, progress) -> dict[str, Any]:
         perms = self._perms(member.name)
-        domain = args["domain"].lower()
+        domain = args.domain.lower()
         self._own_domain(perms, domain)
         return await run_locked(
             self._lock, self._rmdom, member.name, perms, domain, progress, member.name

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from domtool import wire
+from domtool import protocol, wire
 from domtool.dispatcher.links import LinkError, RemoteError
 from domtool.model import DesiredState
 from domtool.perms import Permissions
@@ -30,16 +30,16 @@ def _refused(message: str) -> OpError:
 
 
 def _perms_json(perms: Permissions) -> dict[str, Any]:
-    return {
-        "user": perms.user,
-        "grants": [{"class": c, "value": v} for c, v in perms.grants()],
-        "perms": {
+    return protocol.PermsAnswer(
+        perms.user,
+        tuple({"class": c, "value": v} for c, v in perms.grants()),
+        {
             "domains": sorted(perms.domains),
             "paths": sorted(perms.paths),
             "users": sorted(perms.users),
             "groups": sorted(perms.groups),
         },
-    }
+    ).to_json()
 
 
 def _empty(state: DesiredState) -> bool:

@@ -9,6 +9,7 @@ is unchanged does not appear in the plan and is not contacted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -99,16 +100,39 @@ def changed_hosts(
 
 
 def merge_all(states: Iterable[DesiredState]) -> DesiredState:
-    """One state made of several (normalised)."""
-    out = DesiredState()
-    for s in states:
-        out = out.merge(s)
-    return out.normalised()
+    """One state made of several (normalised): what merging them one by one gives (the
+    sorts are stable, so one sort of everything orders ties the same), sorted once."""
+    states = list(states)
+    return DesiredState(
+        zones=tuple(u for s in states for u in s.zones),
+        vhosts=tuple(u for s in states for u in s.vhosts),
+        mail=tuple(u for s in states for u in s.mail),
+        lists=tuple(u for s in states for u in s.lists),
+        policies=tuple(u for s in states for u in s.policies),
+    ).normalised()
 
 
 def state_json(state: DesiredState) -> dict:
     """Model JSON of a state (what the store and the slaves hold)."""
     return model.to_json(state.normalised())
+
+
+def part_text(state: DesiredState) -> str:
+    """The text the store keeps for a committed part (``Store.record_commit`` writes the
+    part's :func:`state_json` with sorted keys; ``Store.deployed_texts`` reads it)."""
+    return json.dumps(state_json(state), sort_keys=True)
+
+
+def same_as_stored(new: Mapping[str, DesiredState], stored: Mapping[str, str]) -> bool:
+    """Whether a member's new part on each host (``new``, host -> part, empty parts left
+    out) is exactly what the store records as committed there (``stored``, host -> the
+    stored text of the member's part), compared as text: the same hosts and, on each,
+    the same text. True means :func:`plan` and :func:`changed_hosts` against the decoded
+    parts would find nothing (equal texts decode to equal states); False only that the
+    texts differ (the caller then decodes and compares, as without this)."""
+    if set(new) != set(stored):
+        return False
+    return all(part_text(state) == stored[host] for host, state in new.items())
 
 
 def state_from_json(data: object) -> DesiredState:

@@ -26,7 +26,7 @@ from typing import Any
 
 import attrs
 
-from domtool import model
+from domtool import model, protocol
 from domtool.dispatcher.opbase import OpError, _refused
 from domtool.dispatcher.store import SITE_POLICY
 from domtool.model import DesiredState, MemberPolicy
@@ -116,11 +116,11 @@ def _members(ctl: Any, user: str | None) -> list[str]:
 
 
 async def policy_show(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
-    names = _members(ctl, args.get("user"))
-    return {
-        "site": record_of(ctl.store, SITE_POLICY).to_json(),
-        "members": {n: _describe(ctl, n) for n in names},
-    }
+    names = _members(ctl, args.user)
+    return protocol.PolicyShowAnswer(
+        record_of(ctl.store, SITE_POLICY).to_json(),
+        {n: protocol.MemberPolicyOf(**_describe(ctl, n)) for n in names},
+    ).to_json()
 
 
 async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, Any]:
@@ -138,38 +138,34 @@ async def policy(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, A
         if ok:
             unit = value.policy
             lines = mp.unit_to_lines(unit) if unit is not None else []
-            hosts[h] = {"lines": lines, "live": value.live, "from": "host"}
+            hosts[h] = protocol.HeldPolicy(tuple(lines), value.live, "host")
             if unit is not None:
                 held[h] = model.to_json(unit)
         elif h in d["hosts"]:
             lines = mp.unit_to_lines(model.from_json(d["hosts"][h]))
             why = str(getattr(value, "value", value))[:200]
-            hosts[h] = {"lines": lines, "live": None, "from": f"record ({why})"}
+            hosts[h] = protocol.HeldPolicy(tuple(lines), None, f"record ({why})")
             held[h] = d["hosts"][h]
-    hosts = {h: v for h, v in hosts.items() if v["lines"] or v["from"] != "host"}
-    return {
-        "member": member.name,
-        "lines": d["lines"],
-        "hosts": hosts,
-        "effective": d["effective"],
-        "held": held,
-    }
+    hosts = {h: v for h, v in hosts.items() if v.lines or v.source != "host"}
+    return protocol.MemberPolicyAnswer(
+        member.name, tuple(d["lines"]), hosts, d["effective"], held
+    ).to_json()
 
 
 async def policy_check(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
     """For each member: problems of the stored policy against today's grants and
     proxies, and the hosts whose held policy differs from it (a re-push is ``regen``)."""
     out = {}
-    for name in _members(ctl, args.get("user")):
+    for name in _members(ctl, args.user):
         record = record_of(ctl.store, name)
         unit = unit_for(ctl, name)
         want = None if unit is None else model.to_json(unit)
         hosts = held(ctl, name)
         nodes = set(hosts) | set(unit.nodes if unit is not None else ())
         differ = sorted(h for h in nodes if hosts.get(h) != want)
-        out[name] = {"problems": problems_of(ctl, name, record), "out_of_sync": differ}
-    ok = all(not v["problems"] and not v["out_of_sync"] for v in out.values())
-    return {"ok": ok, "members": out}
+        out[name] = protocol.PolicyCheckOf(tuple(problems_of(ctl, name, record)), tuple(differ))
+    ok = all(not v.problems and not v.out_of_sync for v in out.values())
+    return protocol.PolicyCheckAnswer(ok, out).to_json()
 
 
 async def policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
@@ -178,20 +174,20 @@ async def policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str
 
 async def _policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
 
-    site = bool(args.get("site"))
-    user = args.get("user")
+    site = bool(args.site)
+    user = args.user
     if site == (user is not None):
         raise OpError("bad_request", "name either a member (user) or the site's defaults (site)")
     who = SITE_POLICY if site else user
     names = _members(ctl, None if site else user)
-    part_name = args["part"]
+    part_name = args.part
     if part_name not in mp.EDITS:
         raise OpError(
             "bad_request", f"unknown policy part {part_name!r}; known: {sorted(mp.EDITS)}"
         )
     old = record_of(ctl.store, who)
     try:
-        part = mp.EDITS[part_name](old.get(part_name), args["action"], args.get("value", ""), user)
+        part = mp.EDITS[part_name](old.get(part_name), args.action, (args.value or ""), user)
     except mp.PolicyError as e:
         raise OpError("policy", e.problems[0], e.problems) from None
     new = old.with_part(part_name, part)
@@ -218,7 +214,7 @@ async def _policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[st
         if problems:
             raise OpError("policy", problems[0], problems)
         out: dict[str, Any] = {"record": new.to_json(), "plan": plans, "hosts": {}}
-        if args.get("dry_run"):
+        if args.dry_run:
             ctl.store.set_policy(who, old.to_json())
             out.update(applied=False, message=f"dry run: {len(changes)} host(s) would change")
             return out
@@ -231,7 +227,7 @@ async def _policy_set(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[st
     ctl.store.audit(
         admin.name,
         "policy_set",
-        {"who": who, "part": part_name, "action": args["action"], "value": args.get("value", "")},
+        {"who": who, "part": part_name, "action": args.action, "value": (args.value or "")},
         "applied" if result.applied else "refused",
     )
     out.update(ctl._answer(result, plans))

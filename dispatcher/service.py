@@ -8,7 +8,7 @@ shared with the slave's listener. It only decodes: after the TLS handshake it lo
 and ignores every frame until that succeeded (with TLS 1.3 a client may send before the
 server has judged its certificate); then each frame is checked in order, before any
 logic: the envelope (``wire.decode_request`` with ``MEMBER_OPS``, plus ``ADMIN_OPS`` for
-an admin avatar), the arguments (``protocol.validate_args``), and only then handed to the
+an admin avatar), the arguments (``protocol.read_request``, which builds the op's request object), and only then handed to the
 controller (``controller.py``), whose progress and answer go back as frames with the
 request's id. A handshake and login that take longer than ``handshake_timeout``, or a
 connection idle for ``idle_timeout`` with nothing in flight, is closed.
@@ -113,7 +113,7 @@ class MemberProtocol(session.AuthenticatedFrameProtocol):
             self.send_error(session.request_id(frame), failure)
             return
         try:
-            checked = protocol.validate_args(request.op, request.args, admin=member.is_admin)
+            typed = protocol.read_request(request.op, request.args, admin=member.is_admin)
         except protocol.SchemaError as e:
             details = tuple(f"{p}: {m}" if p else m for p, m in e.problems[:100])
             failure = wire.Failure("bad_request", f"bad arguments for {request.op}", details)
@@ -124,9 +124,7 @@ class MemberProtocol(session.AuthenticatedFrameProtocol):
         def progress(done: int, total: int, what: str) -> None:
             self.send(wire.progress(rid, done, total, what))
 
-        self.respond(
-            rid, self.factory.controller.handle(member, checked.kind, dict(checked.args), progress)
-        )
+        self.respond(rid, self.factory.controller.handle(member, request.op, typed, progress))
 
 
 class MemberFactory(session.SessionFactory):

@@ -110,6 +110,8 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+SELECT_DEPLOYED = "SELECT member, host, state FROM deployed"
+
 #: The name the site's default policy is stored under (no member can be called that).
 SITE_POLICY = "*"
 
@@ -498,6 +500,23 @@ class Store:
         )
         return [_source(r) for r in self._db.execute(sql + " ORDER BY s.domain")]
 
+    def latest_texts(self) -> dict[str, dict[str, str]]:
+        """Every member's current files, member -> {domain: text}: the text of the newest
+        accepted version of each domain (``latest_sources`` without the records), those
+        whose newest text is empty (removed domains) left out. One query for the whole
+        site: ``regen`` reads every member's files (one query per member was ~200 ms at
+        10,000 domains)."""
+        out: dict[str, dict[str, str]] = {}
+        sql = (
+            "SELECT s.member, s.domain, s.text FROM sources s JOIN (SELECT domain,"
+            " MAX(version) AS v FROM sources WHERE accepted = 1 GROUP BY domain) l"
+            " ON s.domain = l.domain AND s.version = l.v ORDER BY s.member, s.domain"
+        )
+        for member, domain, text in self._db.execute(sql):
+            if text:
+                out.setdefault(member, {})[domain] = text
+        return out
+
     # -- generations ----------------------------------------------------------
 
     def record_generation(
@@ -605,12 +624,18 @@ class Store:
 
     def deployed(self, *, member: str | None = None) -> dict[tuple[str, str], Any]:
         """What each host was last committed for each member: (member, host) -> model JSON."""
-        sql = "SELECT member, host, state FROM deployed"
+        sql = SELECT_DEPLOYED
         args: tuple = ()
         if member is not None:
             sql += " WHERE member = ?"
             args = (member,)
         return {(r[0], r[1]): json.loads(r[2]) for r in self._db.execute(sql, args)}
+
+    def deployed_texts(self) -> dict[tuple[str, str], str]:
+        """What each host was last committed for each member, as stored: (member, host)
+        -> the JSON text (sorted keys) that :meth:`deployed` decodes. ``regen`` compares
+        a member's new parts with it as text and decodes nothing when they are equal."""
+        return {(r[0], r[1]): r[2] for r in self._db.execute(SELECT_DEPLOYED)}
 
     def record_commit(
         self,

@@ -161,13 +161,13 @@ class FakeSlave:
         owner, action = args.owner, args.action
         if action == "list":
             d = args.domain
-            return {
-                "mailboxes": [
-                    {"address": a, "mail_user": v["mail_user"], "maildir": f"/vmail/{a}"}
+            return protocol.VmailAnswer(
+                mailboxes=tuple(
+                    protocol.Mailbox(a, v["mail_user"], f"/vmail/{a}")
                     for a, v in sorted(self.mailboxes.items())
                     if v["owner"] == owner and (d is None or a.endswith("@" + d))
-                ]
-            }
+                )
+            ).to_json()
         domain, address = args.domain, f"{args.user}@{args.domain}"
         if not any(m.name == domain and m.owner == owner for m in self.state.mail):
             raise RemoteError("refused", f"{domain} is not a mail domain of {owner} on this host")
@@ -178,13 +178,13 @@ class FakeSlave:
             if have is not None:
                 raise RemoteError("refused", f"{address} already exists (use vmail passwd)")
             self.mailboxes[address] = {"owner": owner, "mail_user": args.mail_user or owner}
-            return {"added": address}
+            return protocol.VmailAnswer(added=address).to_json()
         if have is None:
             raise RemoteError("refused", f"{address} does not exist")
         if action == "rm":
             del self.mailboxes[address]
-            return {"removed": address}
-        return {"changed": address}
+            return protocol.VmailAnswer(removed=address).to_json()
+        return protocol.VmailAnswer(changed=address).to_json()
 
     def _policy_held(self, args: protocol.PolicyHeldArgs) -> dict[str, Any]:
         held = [p for p in self.state.policies if p.owner == args.owner]

@@ -46,7 +46,7 @@ async def usage(ctl: Any, member: Any, args: Any, progress: Any) -> dict[str, An
 async def usage_of(ctl: Any, admin: Any, args: Any, progress: Any) -> dict[str, Any]:
     from domtool.dispatcher.policy_ops import _members
 
-    user = args.get("user")
+    user = args.user
     names = _members(ctl, user)
     answers = await _ask(ctl, user)
     return {"members": _by_member(answers, names)}

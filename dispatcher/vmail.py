@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
+
 from domtool.dispatcher.opbase import OpError, _refused, _why
-from domtool.protocol import VmailArgs
+from domtool.protocol import Mailbox, VmailArgs, VmailResult
 
 
 async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -23,17 +25,17 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
 
     name = member.name
     perms = ctl._perms(name)
-    action = args["action"]
+    action = args.action
     current = ctl.current(name)
     mail_hosts = sorted(h for h, s in current.items() if s.mail)
     if action == "list":
-        domain = args.get("domain")
+        domain = args.domain
         if domain is not None:
             domain = domain.lower()
             ctl._own_domain(perms, domain)
         boxes = await _listed(ctl, mail_hosts, name, domain)
-        return {"mailboxes": sorted(boxes.values(), key=lambda b: b["address"])}
-    domain, user = args.get("domain"), args.get("user")
+        return VmailResult(mailboxes=tuple(b for _a, b in sorted(boxes.items()))).to_json()
+    domain, user = args.domain, args.user
     if domain is None or user is None:
         raise OpError("bad_request", f"vmail {action} needs a domain and a user")
     domain, user = domain.lower(), user.lower()
@@ -48,7 +50,7 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
             f"{domain} does not handle mail here: add handleMail to it and submit it first"
         )
     address = f"{user}@{domain}"
-    if action in ("add", "passwd") and not args.get("hash"):
+    if action in ("add", "passwd") and not args.hash:
         raise OpError("bad_request", f"vmail {action} needs the password's hash")
     if action == "add":
         boxes = await _listed(ctl, mail_hosts, name, None)
@@ -59,46 +61,49 @@ async def vmail(ctl: Any, member: Any, args: dict[str, Any]) -> dict[str, Any]:
                 f"{name} would have {len(boxes) + 1} mailboxes, over the quota of {limit}; "
                 "ask an administrator to raise it (domtool-admin set-quota)",
             )
-    if action == "rm" and not args.get("doit"):
-        purge = "and its maildir (--purge)" if args.get("purge") else "(its maildir is kept)"
-        return {"dry_run": True, "would": f"remove {address} {purge}", "hosts": hosts}
+    if action == "rm" and not args.doit:
+        purge = "and its maildir (--purge)" if args.purge else "(its maildir is kept)"
+        return VmailResult(dry_run=True, would=f"remove {address} {purge}", hosts=hosts).to_json()
     call = VmailArgs(
         action,
         name,
         domain,
         user,
-        hash=args.get("hash"),
-        mail_user=args.get("mail_user"),
-        purge=bool(args.get("purge")),
+        hash=args.hash,
+        mail_user=args.mail_user,
+        purge=bool(args.purge),
         users=tuple(sorted(perms.users)),
     )
     results = await ctl.coordinator.gather(
-        {h: ctl.coordinator.call(h, "vmail", call) for h in hosts}
+        {h: ctl.coordinator.ask(h, "vmail", call) for h in hosts}
     )
     failed = {h: _why(v) for h, (ok, v) in results.items() if not ok}
     ctl.store.audit(
         name,
         f"vmail_{action}",
-        {"address": address, "purge": bool(args.get("purge"))},
+        {"address": address, "purge": bool(args.purge)},
         "refused" if failed else "applied",
     )
     if failed:
         raise OpError(
             "refused", f"vmail {action} {address}: " + "; ".join(failed.values()), sorted(failed)
         )
-    return {"address": address, "action": action, "hosts": {h: v for h, (_, v) in results.items()}}
+    done = {h: v.to_json() for h, (_, v) in results.items()}
+    return VmailResult(address=address, action=action, hosts=done).to_json()
 
 
 async def _listed(ctl: Any, hosts: list[str], owner: str, domain: str | None) -> dict:
-
+    """address -> Mailbox (with the ``hosts`` holding it), from every mail host's
+    ``VmailAnswer.mailboxes``."""
     call = VmailArgs("list", owner, domain)
     results = await ctl.coordinator.gather(
-        {h: ctl.coordinator.call(h, "vmail", call) for h in hosts}
+        {h: ctl.coordinator.ask(h, "vmail", call) for h in hosts}
     )
-    out: dict[str, dict] = {}
+    out: dict[str, Mailbox] = {}
     for host, (ok, value) in sorted(results.items()):
         if not ok:
             raise OpError("failed", f"cannot list mailboxes on {host}: {_why(value)}")
-        for b in value.get("mailboxes", ()):
-            out.setdefault(b["address"], {**b, "hosts": []})["hosts"].append(host)
+        for b in value.mailboxes or ():
+            seen = out.get(b.address, b)
+            out[b.address] = attrs.evolve(seen, hosts=(*(seen.hosts or ()), host))
     return out

@@ -120,6 +120,8 @@ class Permissions:
 
     def owns_domain(self, domain: Any) -> bool:
         """True when ``domain`` is a granted domain or a subdomain of one."""
+        if type(domain) is str and domain in self.domains:  # a grant: valid and canonical
+            return True
         try:
             name = validate.check_domain(domain)
         except Invalid:
@@ -130,6 +132,8 @@ class Permissions:
 
     def owns_path(self, path: Any) -> bool:
         """True when ``path``, lexically normalised, is a granted path or lies under one."""
+        if type(path) is str and path in self.paths:  # a grant: valid and normalised
+            return True
         try:
             p = validate.check_abs_path(path)
         except Invalid:

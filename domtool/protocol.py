@@ -10,18 +10,29 @@ The envelope and framing are ``domtool.wire``'s; this module says what goes insi
   unknown fields. Every problem is reported at once (:class:`SchemaError`), each with the
   JSON path it concerns (``changes.alice.state.zones[0].name``).
 - **what members and admins ask the dispatcher**: ``MEMBER_REQUESTS`` and
-  ``ADMIN_REQUESTS`` (closed tables, keys exactly ``wire.MEMBER_OPS``/``wire.ADMIN_OPS``),
-  checked by :func:`validate_args` before any controller logic.
+  ``ADMIN_REQUESTS`` (closed tables of schemas, keys exactly
+  ``wire.MEMBER_OPS``/``wire.ADMIN_OPS``), checked by :func:`validate_args` before any
+  controller logic; one request class per op (``REQUESTS``: :class:`SubmitRequest`,
+  :class:`GrantRequest`, ...), read by :func:`read_request` (the dispatcher's ops take
+  these objects) and written by their ``to_json`` (the CLIs, through
+  ``client.connection.ask``).
 - **what the dispatcher asks a slave**: ``SLAVE_OPS`` (keys exactly ``wire.SLAVE_OPS``),
   each op's schema and typed arguments (:class:`PrepareArgs` with per owner an
   :class:`OwnerChange`, :class:`TxArgs`, :class:`VmailArgs`, :class:`DbArgs`, ...), built
   by :func:`parse_slave` (the slave) and written by each class's ``to_json`` (the
   dispatcher).
 - **what a slave answers**: :class:`PrepareAnswer`, :class:`CommitAnswer`,
-  :class:`AbortAnswer`, :class:`StatusAnswer`, each with its schema; the agent and the
-  dispatcher's fake slave build them, the coordinator reads them with ``from_json``.
-- **what the dispatcher answers admins**: :class:`DryRun` (a dry run's plan, per host or
-  per member, as the answer says).
+  :class:`AbortAnswer`, :class:`StatusAnswer`, and the actions' own answers
+  (:class:`VmailAnswer`, :class:`ListRemoveAnswer`, :class:`DbCreateAnswer`,
+  :class:`DbListAnswer`, ...), each with its schema (``SLAVE_ANSWERS``); the agent and the
+  dispatcher's fake slave build them, the coordinator reads them with ``from_json``
+  (``Coordinator.ask``).
+- **what the dispatcher answers members and admins**: :class:`DryRun` (a dry run's plan,
+  per host or per member, as the answer says) and the reply classes (:class:`ChangeAnswer`,
+  :class:`PlanAnswer`, :class:`PermsAnswer`, :class:`HistoryAnswer`,
+  :class:`HostsAnswer`, :class:`VmailResult`, :class:`DbReply`, ...): the ops write them
+  with ``to_json``, the CLIs read them with ``read`` (None for what is not one: shown as
+  it came). A field absent from the JSON is None in the object and stays absent.
 
 Nothing here looks anything up by a name that came over the wire except these closed
 tables.
@@ -1089,9 +1100,9 @@ class DescribeAnswer:
     """``describe``'s answer: what the host serves for ``domain`` (``state``: the units
     under it, by kind)."""
 
-    domain: str
-    host: str
-    generation: int
+    domain: str | None
+    host: str | None
+    generation: int | None
     state: DesiredState
 
     def to_json(self) -> dict[str, Any]:
@@ -1101,6 +1112,28 @@ class DescribeAnswer:
             "generation": self.generation,
             **{k: [model.to_json(u) for u in getattr(self.state, k)] for k in kinds(self.state)},
         }
+
+    @classmethod
+    def read(cls, obj: Any) -> DescribeAnswer | None:
+        """The answer as a client reads it (a missing name or generation is None), or
+        None when ``obj`` is not one (a unit that does not decode, an unknown field)."""
+        units = set(attrs.fields_dict(DesiredState))
+        if not isinstance(obj, dict) or not set(obj) <= units | {"domain", "host", "generation"}:
+            return None
+        try:
+            check(_DESCRIBED, {k: v for k, v in obj.items() if k not in units})
+            state = DesiredState(
+                **{k: tuple(model.from_json(u) for u in obj[k]) for k in units if obj.get(k)}
+            )
+        except (SchemaError, ValueError, TypeError, KeyError):
+            return None
+        return cls(obj.get("domain"), obj.get("host"), obj.get("generation"), state)
+
+
+_DESCRIBED = Obj(
+    {},
+    {"domain": Str(MAX_NAME), "host": Str(MAX_NAME), "generation": Nullable(Int(0, 2**63 - 1))},
+)
 
 
 @attrs.frozen
@@ -1160,16 +1193,292 @@ class UsageAnswer:
         return {"host": self.host, "members": dict(self.members)}
 
 
-#: The answers the dispatcher reads field by field (``Coordinator.ask`` decodes them).
-#: The others it relays to the member as they are: ``abort`` (only its success matters),
-#: ``describe`` (written by :class:`DescribeAnswer`), and the actions' own reports
-#: (``vmail``, ``list_remove``, ``db_*``: the slave's ``vmail``/``mailman_ops``/``dbagent``).
+# ---------------------------------------------------------------------------
+# The actions' own answers (``vmail``, ``list_remove``, ``db_*``): the slave writes them
+# with ``to_json``, the dispatcher reads them with ``from_json`` (``Coordinator.ask``) and
+# relays them to the member. As for requests, an absent field is None and stays absent.
+
+
+class _Answer:
+    """What these answer classes share: ``SCHEMA``, and the generic decoder and encoder
+    (a field with ``items`` metadata is a tuple of that class's objects)."""
+
+    SCHEMA: Obj = Obj({})
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Any:
+        check(cls.SCHEMA, obj)
+        return cls._build(obj)
+
+    @classmethod
+    def _build(cls, obj: Mapping[str, Any]) -> Any:
+        kwargs = {}
+        for f in attrs.fields(cls):
+            value = obj.get(_wire_name(f))
+            items, values = f.metadata.get("items"), f.metadata.get("values")
+            one = f.metadata.get("object")
+            if value is None:
+                pass
+            elif one is not None:
+                value = one._build(value)
+            elif items is not None:
+                value = tuple(items._build(v) for v in value)
+            elif values is not None:
+                value = {k: values._build(v) for k, v in value.items()}
+            elif isinstance(value, list):
+                value = tuple(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def read(cls, obj: Any) -> Any:
+        """The answer, or None when ``obj`` is not one (a client then shows it as it
+        came: an older or newer dispatcher's answer is printed, never guessed at)."""
+        try:
+            return cls.from_json(obj)
+        except SchemaError:
+            return None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in attrs.fields(type(self)):
+            value = getattr(self, f.name)
+            if value is None:
+                if f.metadata.get("always"):
+                    out[_wire_name(f)] = None
+                continue
+            if f.metadata.get("object") is not None:
+                value = value.to_json()
+            elif f.metadata.get("items") is not None:
+                value = [v.to_json() for v in value]
+            elif f.metadata.get("values") is not None:
+                value = {k: v.to_json() for k, v in value.items()}
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[_wire_name(f)] = value
+        return out
+
+
+def _items(cls: type, default: Any = attrs.NOTHING) -> Any:
+    return attrs.field(default=default, metadata={"items": cls})
+
+
+def _values(cls: type) -> Any:
+    """An optional map whose values are ``cls``'s objects."""
+    return attrs.field(default=None, metadata={"values": cls})
+
+
+def _always(**metadata: Any) -> Any:
+    """An optional field written as null when None (the answer always carries it)."""
+    return attrs.field(default=None, metadata={"always": True, **metadata})
+
+
+_address = Str(MAX_NAME + 65)
+_message = Str(MAX_TEXT)
+_bytes = Nullable(Int(0, 2**63 - 1))
+_db_role = Str(MAX_NAME)
+
+
+@attrs.frozen
+class Mailbox(_Answer):
+    """One virtual mailbox: its address, the Unix user its mail is delivered as, its
+    maildir; in the dispatcher's ``vmail list`` answer, also the ``hosts`` holding it."""
+
+    address: str
+    mail_user: str
+    maildir: str | None = None
+    hosts: tuple[str, ...] | None = None
+
+    SCHEMA = Obj(
+        {"address": _address, "mail_user": Str(32, UNIX_NAME)},
+        {"maildir": Str(MAX_PATH), "hosts": List(Str(MAX_NAME), MAX_NODES)},
+    )
+
+
+@attrs.frozen
+class VmailAnswer(_Answer):
+    """``vmail``'s answer: the owner's ``mailboxes`` (``list``), or what was done
+    (``added`` with its ``maildir``, ``changed``, ``removed`` with the maildir ``purged``
+    or ``kept``)."""
+
+    mailboxes: tuple[Mailbox, ...] | None = _items(Mailbox, None)
+    added: str | None = None
+    maildir: str | None = None
+    changed: str | None = None
+    removed: str | None = None
+    purged: str | None = None
+    kept: str | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "mailboxes": List(Mailbox.SCHEMA, MAX_UNITS),
+            "added": _address,
+            "maildir": Str(MAX_PATH),
+            "changed": _address,
+            "removed": _address,
+            "purged": Str(MAX_PATH),
+            "kept": Str(MAX_PATH),
+        },
+    )
+
+
+@attrs.frozen
+class ListRemoveAnswer(_Answer):
+    """``list_remove``'s answer: whether the list exists (after), was ``removed``, its
+    member count, where its settings and rosters were exported, and the message."""
+
+    host: str
+    list: str
+    exists: bool
+    removed: bool
+    message: str
+    members: int | None = None
+    export: str | None = None
+
+    SCHEMA = Obj(
+        {
+            "host": Str(MAX_NAME),
+            "list": Str(320, LIST_ADDRESS),
+            "exists": Bool(),
+            "removed": Bool(),
+            "message": _message,
+        },
+        {"members": Int(0, 2**31 - 1), "export": Str(MAX_PATH)},
+    )
+
+
+@attrs.frozen
+class DbCreateAnswer(_Answer):
+    """``db_create``'s answer: the database, whether it is new, how to connect."""
+
+    kind: str
+    name: str
+    owner: str
+    changed: bool
+    message: str
+    endpoint: Mapping[str, Any]
+
+    SCHEMA = Obj(
+        {
+            "kind": _db_kind,
+            "name": _db_name,
+            "owner": _owner,
+            "changed": Bool(),
+            "message": _message,
+            "endpoint": Map(Str(64), Free(MAX_PATH, 0), 16),
+        }
+    )
+
+
+@attrs.frozen
+class DbDropAnswer(_Answer):
+    """``db_drop``'s answer: the database dropped and its size."""
+
+    kind: str
+    name: str
+    changed: bool
+    size: int | None
+
+    SCHEMA = Obj({"kind": _db_kind, "name": _db_name, "changed": Bool(), "size": _bytes})
+
+
+@attrs.frozen
+class DbPasswdAnswer(_Answer):
+    """``db_passwd``'s answer: the role, and whether it was created."""
+
+    kind: str
+    role: str
+    created: bool
+    changed: bool
+
+    SCHEMA = Obj({"kind": _db_kind, "role": _db_name, "created": Bool(), "changed": Bool()})
+
+
+@attrs.frozen
+class DbGrantAnswer(_Answer):
+    """``db_grant``'s answer: the database, the role, and whether the role was created."""
+
+    kind: str
+    database: str
+    role: str
+    role_created: bool
+    changed: bool
+
+    SCHEMA = Obj(
+        {
+            "kind": _db_kind,
+            "database": _db_name,
+            "role": _db_name,
+            "role_created": Bool(),
+            "changed": Bool(),
+        }
+    )
+
+
+@attrs.frozen
+class DbInfo(_Answer):
+    """One database in ``db_list``'s answer: its kind, name, owning role and size."""
+
+    kind: str
+    name: str
+    owner: str
+    size: int | None
+
+    SCHEMA = Obj({"kind": _db_kind, "name": Str(MAX_NAME), "owner": _db_role, "size": _bytes})
+
+
+@attrs.frozen
+class DbListAnswer(_Answer):
+    """``db_list``'s answer: the host's database kinds, the owner's databases and roles
+    per kind, the servers that could not be asked (``errors``) and how to connect."""
+
+    host: str
+    kinds: tuple[str, ...]
+    databases: tuple[DbInfo, ...] = _items(DbInfo)
+    roles: Mapping[str, Any] = attrs.field(factory=dict)
+    errors: Mapping[str, str] = attrs.field(factory=dict)
+    endpoints: Mapping[str, Any] = attrs.field(factory=dict)
+
+    SCHEMA = Obj(
+        {
+            "host": Str(MAX_NAME),
+            "kinds": List(_db_kind, 8),
+            "databases": List(DbInfo.SCHEMA, MAX_UNITS),
+            "roles": Map(_db_kind, List(_db_role, MAX_UNITS), 8),
+            "errors": Map(_db_kind, _message, 8),
+            "endpoints": Map(_db_kind, Map(Str(64), Free(MAX_PATH, 0), 16), 8),
+        }
+    )
+
+    @classmethod
+    def _build(cls, obj: Mapping[str, Any]) -> DbListAnswer:
+        return cls(
+            obj["host"],
+            tuple(obj["kinds"]),
+            tuple(DbInfo._build(d) for d in obj["databases"]),
+            dict(obj["roles"]),
+            dict(obj["errors"]),
+            dict(obj["endpoints"]),
+        )
+
+
+#: The answers the dispatcher reads (``Coordinator.ask`` decodes them). The others it
+#: relays to the member as they are: ``abort`` (only its success matters) and
+#: ``describe`` (written by :class:`DescribeAnswer`).
 SLAVE_ANSWERS: dict[str, type] = {
     "prepare": PrepareAnswer,
     "commit": CommitAnswer,
     "status": StatusAnswer,
     "policy_held": PolicyHeldAnswer,
     "usage": UsageAnswer,
+    "vmail": VmailAnswer,
+    "list_remove": ListRemoveAnswer,
+    "db_create": DbCreateAnswer,
+    "db_drop": DbDropAnswer,
+    "db_passwd": DbPasswdAnswer,
+    "db_grant": DbGrantAnswer,
+    "db_list": DbListAnswer,
 }
 
 
@@ -1349,6 +1658,404 @@ def validate_args(kind: Any, args: Any, *, admin: bool = False) -> Request:
 
 
 # ---------------------------------------------------------------------------
+# Member and admin requests as typed objects: one class per op, ``REQUESTS`` (op -> class)
+# and :func:`read_request`. A field absent from the JSON is None in the object (and left
+# out again by ``to_json``), so what a client sends is what the dispatcher reads, byte for
+# byte; the op says what None means (``apply`` None is a dry run, ``limit`` None is 100).
+
+#: op -> request class, filled by :func:`_request`; keys exactly ``wire.MEMBER_OPS |
+#: wire.ADMIN_OPS`` (``tests/core/test_protocol.py``).
+REQUESTS: dict[str, type] = {}
+
+
+def _request(op: str) -> Callable[[type], type]:
+    def register(cls: type) -> type:
+        cls.OP = op
+        REQUESTS[op] = cls
+        return cls
+
+    return register
+
+
+def _wire_name(field: Any) -> str:
+    return field.metadata.get("wire", field.name)
+
+
+class _Request:
+    """What every request class shares: its op (``OP``), its schema (the op's entry of
+    ``MEMBER_REQUESTS`` or ``ADMIN_REQUESTS``), the generic encoder and decoder (a field's
+    JSON name is its own or its ``wire`` metadata: ``class`` is ``grant_class``)."""
+
+    OP: str = ""
+
+    @classmethod
+    def schema(cls) -> Obj:
+        return MEMBER_REQUESTS.get(cls.OP) or ADMIN_REQUESTS[cls.OP]
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Any:
+        """The request from JSON already checked against :meth:`schema`."""
+        return cls(**{f.name: obj.get(_wire_name(f)) for f in attrs.fields(cls)})
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in attrs.fields(type(self)):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[_wire_name(f)] = value
+        return out
+
+
+def _grant_class() -> Any:
+    return attrs.field(metadata={"wire": "class"})
+
+
+@attrs.frozen
+class SourceFile:
+    """One member file of a ``submit``, ``check`` or ``plan``: named after its domain."""
+
+    name: str
+    text: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class _FilesRequest(_Request):
+    files: tuple[SourceFile, ...]
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> Any:
+        return cls(tuple(SourceFile(f["name"], f["text"]) for f in obj["files"]))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"files": [{"name": f.name, "text": f.text} for f in self.files]}
+
+
+@_request("submit")
+@attrs.frozen
+class SubmitRequest(_FilesRequest):
+    """``submit``: apply these files (with the member's other stored files)."""
+
+
+@_request("check")
+@attrs.frozen
+class CheckRequest(_FilesRequest):
+    """``check``: type-check these files, change nothing."""
+
+
+@_request("plan")
+@attrs.frozen
+class PlanRequest(_FilesRequest):
+    """``plan``: what a submit of these files would change, per host."""
+
+
+@_request("perms")
+@attrs.frozen
+class PermsRequest(_Request):
+    """``perms``: the member's own grants."""
+
+
+@_request("whoami")
+@attrs.frozen
+class WhoamiRequest(_Request):
+    """``whoami``: who the certificate says the member is."""
+
+
+@_request("describe")
+@attrs.frozen
+class DescribeRequest(_Request):
+    """``describe``: what the hosts serve for one of the member's domains."""
+
+    domain: str
+
+
+@_request("history")
+@attrs.frozen
+class HistoryRequest(_Request):
+    """``history``: the member's versions of a domain's file."""
+
+    domain: str
+
+
+@_request("undo")
+@attrs.frozen
+class UndoRequest(_Request):
+    """``undo``: restore an accepted ``version`` of a domain's file."""
+
+    domain: str
+    version: int
+
+
+@_request("rmdom")
+@attrs.frozen
+class RmdomRequest(_Request):
+    """``rmdom``: remove the member's units under a domain."""
+
+    domain: str
+
+
+@_request("vmail")
+@attrs.frozen
+class VmailRequest(_Request):
+    """``vmail``: a virtual mailbox action (``add``, ``passwd``, ``rm``, ``list``)."""
+
+    action: str
+    domain: str | None = None
+    user: str | None = None
+    hash: str | None = attrs.field(default=None, repr=False)
+    mail_user: str | None = None
+    purge: bool | None = None
+    doit: bool | None = None
+
+
+@_request("list_rm")
+@attrs.frozen
+class ListRmRequest(_Request):
+    """``list_rm``: remove a mailing list (a dry run unless ``doit``)."""
+
+    list: str
+    doit: bool | None = None
+
+
+@_request("db_create")
+@attrs.frozen
+class DbCreateRequest(_Request):
+    """``db_create``: a database of ``kind`` named ``name``."""
+
+    kind: str
+    name: str
+
+
+@_request("db_drop")
+@attrs.frozen
+class DbDropRequest(_Request):
+    """``db_drop``: drop a database (a dry run unless ``apply``)."""
+
+    kind: str
+    name: str
+    apply: bool | None = None
+
+
+@_request("db_list")
+@attrs.frozen
+class DbListRequest(_Request):
+    """``db_list``: the member's databases and roles."""
+
+
+@_request("db_passwd")
+@attrs.frozen
+class DbPasswdRequest(_Request):
+    """``db_passwd``: set a role's password."""
+
+    kind: str
+    role: str
+    password: str = attrs.field(repr=False)
+
+
+@_request("db_grant")
+@attrs.frozen
+class DbGrantRequest(_Request):
+    """``db_grant``: give a role the use of a database."""
+
+    kind: str
+    database: str
+    role: str
+
+
+@_request("policy")
+@attrs.frozen
+class PolicyRequest(_Request):
+    """``policy``: the member's own admin-set policy."""
+
+
+@_request("usage")
+@attrs.frozen
+class UsageRequest(_Request):
+    """``usage``: what the member uses on each host."""
+
+
+@_request("adduser")
+@attrs.frozen
+class AddUserRequest(_Request):
+    """``adduser``: a new member (an administrator with ``admin``)."""
+
+    user: str
+    admin: bool | None = None
+
+
+@_request("rmuser")
+@attrs.frozen
+class RmUserRequest(_Request):
+    """``rmuser``: remove a member (a dry run unless ``apply``)."""
+
+    user: str
+    apply: bool | None = None
+
+
+@_request("grant")
+@attrs.frozen
+class GrantRequest(_Request):
+    """``grant``: give ``user`` a grant (``shared``: overlapping another's, on purpose)."""
+
+    user: str
+    grant_class: str = _grant_class()
+    value: str = attrs.field()
+    shared: bool | None = None
+
+
+@_request("revoke")
+@attrs.frozen
+class RevokeRequest(_Request):
+    """``revoke``: take a grant back."""
+
+    user: str
+    grant_class: str = _grant_class()
+    value: str = attrs.field()
+
+
+@_request("perms_of")
+@attrs.frozen
+class PermsOfRequest(_Request):
+    """``perms_of``: a member's grants."""
+
+    user: str
+
+
+@_request("whohas")
+@attrs.frozen
+class WhohasRequest(_Request):
+    """``whohas``: the members holding a grant."""
+
+    grant_class: str = _grant_class()
+    value: str = attrs.field()
+
+
+@_request("regen")
+@attrs.frozen
+class RegenRequest(_Request):
+    """``regen``: replay every member's files (a dry run unless ``apply``)."""
+
+    apply: bool | None = None
+
+
+@_request("admin_rmdom")
+@attrs.frozen
+class AdminRmdomRequest(_Request):
+    """``admin_rmdom``: remove every member's units under a domain (dry run unless ``apply``)."""
+
+    domain: str
+    apply: bool | None = None
+
+
+@_request("hosts")
+@attrs.frozen
+class HostsRequest(_Request):
+    """``hosts``: the site's hosts and what the dispatcher knows of each."""
+
+
+@_request("ping")
+@attrs.frozen
+class PingRequest(_Request):
+    """``ping``: ask each host (or ``host``) for its status."""
+
+    host: str | None = None
+
+
+@_request("admin_describe")
+@attrs.frozen
+class AdminDescribeRequest(_Request):
+    """``admin_describe``: what the hosts serve for any domain."""
+
+    domain: str
+
+
+@_request("audit")
+@attrs.frozen
+class AuditRequest(_Request):
+    """``audit``: the newest audit lines (of ``user``; at most ``limit``, None: 100)."""
+
+    user: str | None = None
+    limit: int | None = None
+
+
+@_request("quota")
+@attrs.frozen
+class QuotaRequest(_Request):
+    """``quota``: a member's limits."""
+
+    user: str
+
+
+@_request("set_quota")
+@attrs.frozen
+class SetQuotaRequest(_Request):
+    """``set_quota``: set one of a member's limits."""
+
+    user: str
+    resource: str
+    value: int
+
+
+@_request("put_grants")
+@attrs.frozen
+class PutGrantsRequest(_Request):
+    """``put_grants``: an admin-signed grant record (its JSON form, checked by
+    ``domtool.grantsig`` in the op: the signature covers those bytes)."""
+
+    signed: Mapping[str, Any]
+
+
+@_request("policy_show")
+@attrs.frozen
+class PolicyShowRequest(_Request):
+    """``policy_show``: the admin-set policy of ``user`` (None: every member)."""
+
+    user: str | None = None
+
+
+@_request("policy_check")
+@attrs.frozen
+class PolicyCheckRequest(_Request):
+    """``policy_check``: whether the hosts hold ``user``'s (None: everyone's) policy."""
+
+    user: str | None = None
+
+
+@_request("usage_of")
+@attrs.frozen
+class UsageOfRequest(_Request):
+    """``usage_of``: what ``user`` (None: every member) uses."""
+
+    user: str | None = None
+
+
+@_request("policy_set")
+@attrs.frozen
+class PolicySetRequest(_Request):
+    """``policy_set``: one edit of a member's (or with ``site``, the site's) policy."""
+
+    part: str
+    action: str
+    user: str | None = None
+    site: bool | None = None
+    value: str | None = None
+    dry_run: bool | None = None
+
+
+def read_request(op: Any, obj: Any, *, admin: bool = True) -> Any:
+    """The typed request of ``op`` from its JSON arguments: checked against the op's
+    schema (:class:`SchemaError` with every problem), then built. Without ``admin``,
+    only a member op is read."""
+    return REQUESTS[validate_args(op, obj, admin=admin).kind].from_json(obj)
+
+
+def request_of(request: Any) -> tuple[str, dict[str, Any]]:
+    """A request object's op and JSON arguments (what a client sends)."""
+    if not isinstance(request, _Request):
+        raise TypeError(f"not a protocol request: {type(request).__name__}")
+    return request.OP, request.to_json()
+
+
+# ---------------------------------------------------------------------------
 # What the dispatcher answers.
 
 
@@ -1385,3 +2092,592 @@ class DryRun:
             bool(obj.get("per_member", False)),
             None if obj.get("dropped") is None else tuple(obj["dropped"]),
         )
+
+
+# ---------------------------------------------------------------------------
+# What the dispatcher answers members and admins, as the CLIs read it. Every field is
+# optional in the decoder (None when absent), so a client reads an older dispatcher's
+# answer too; ``read`` gives None for what is not the answer at all (the CLI prints it as
+# it came). The ops write these classes with ``to_json`` (the same JSON as before).
+
+_texts_out = List(Str(1 << 20), 1 << 16)
+_host_name = Str(MAX_NAME)
+_free = Free(1 << 20, 1 << 20)
+
+
+@attrs.frozen
+class OneOf:
+    """The first of ``options`` a value matches (a grant as ``{class, value}`` or as the
+    older ``[class, value]``); the problems of the last if none does."""
+
+    options: tuple[Any, ...]
+
+    def check(self, value: Any, path: str, problems: Problems, depth: int) -> None:
+        last: Problems = []
+        for option in self.options:
+            last = []
+            option.check(value, path, last, depth)
+            if not last:
+                return
+        problems.extend(last)
+
+
+class _Reply(_Answer):
+    """A dispatcher's answer to a member or admin: ``SCHEMA`` has only optional fields."""
+
+
+@attrs.frozen
+class HostReport(_Reply):
+    """One host's part of a change's answer (:class:`HostResult` as the client reads it)."""
+
+    generation: int | None = _always()
+    status: str | None = None
+    verified: tuple[Any, ...] | None = None
+    message: str | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "generation": Nullable(Int(0, 2**63 - 1)),
+            "status": Str(64),
+            "verified": List(_free, MAX_UNITS),
+            "message": Str(1 << 20),
+        },
+    )
+
+
+@attrs.frozen
+class ChangeAnswer(_Reply):
+    """The answer to a change (``submit``, ``undo``, ``rmdom``, an applied ``regen``,
+    ``rmuser``, ``admin_rmdom`` or ``policy_set``, and a ``policy_set`` dry run): applied
+    or not, each host's report, the reasons, the type errors, the plan (host -> diff, or
+    member -> host -> diff), the message; then what the op adds (the stored
+    ``versions``, the ``dropped`` files, the ``domain``, the ``user`` and the grants it
+    ``revoked``, the per-member answers of an ``admin_rmdom``, the policy ``record``)."""
+
+    applied: bool | None = None
+    hosts: Mapping[str, HostReport] | None = _values(HostReport)
+    refused: tuple[str, ...] | None = None
+    diagnostics: tuple[str, ...] | None = None
+    plan: Mapping[str, Any] | None = None
+    message: str | None = None
+    versions: Mapping[str, int] | None = None
+    dropped: tuple[Any, ...] | None = None
+    domain: str | None = None
+    user: str | None = None
+    apply: bool | None = None
+    revoked: tuple[Any, ...] | None = None
+    members: Mapping[str, Any] | None = None
+    record: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "applied": Bool(),
+            "hosts": Map(_host_name, HostReport.SCHEMA, MAX_NODES),
+            "refused": _texts_out,
+            "diagnostics": _texts_out,
+            "plan": Map(Str(MAX_NAME), _free, MAX_OWNERS),
+            "message": Str(1 << 20),
+            "versions": Map(Str(MAX_NAME), Int(0, 2**63 - 1), MAX_FILES),
+            "dropped": List(_free, MAX_OWNERS * MAX_FILES),
+            "domain": Str(MAX_NAME),
+            "user": Str(32),
+            "apply": Bool(),
+            "revoked": List(_free, MAX_GRANTS),
+            "members": Map(Str(32), _free, MAX_OWNERS),
+            "record": Map(Str(64), _free, 64),
+        },
+    )
+
+    #: The fields every change answer has (what a CLI prints in its own way).
+    SHOWN = frozenset({"hosts", "message", "applied", "refused", "diagnostics", "plan", "versions"})
+
+
+@attrs.frozen
+class HostDiff(_Reply):
+    """A plan's diff on one host: the unit keys added, changed and removed
+    (``dispatcher/plan.py``'s ``Diff``)."""
+
+    added: tuple[str, ...] | None = None
+    changed: tuple[str, ...] | None = None
+    removed: tuple[str, ...] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "added": List(Str(MAX_TEXT), MAX_UNITS * 8),
+            "changed": List(Str(MAX_TEXT), MAX_UNITS * 8),
+            "removed": List(Str(MAX_TEXT), MAX_UNITS * 8),
+        },
+    )
+
+    def keys(self) -> list[str]:
+        """Every unit key it names, added then changed then removed."""
+        return [*(self.added or ()), *(self.changed or ()), *(self.removed or ())]
+
+
+@attrs.frozen
+class DroppedFile(_Reply):
+    """A member's stored file a regen drops (or would): the member, the domain, why."""
+
+    member: str | None = None
+    domain: str | None = None
+    reasons: tuple[str, ...] | None = None
+
+    SCHEMA = Obj({}, {"member": Str(32), "domain": Str(MAX_NAME), "reasons": _texts_out})
+
+
+@attrs.frozen
+class PlanAnswer(_Reply):
+    """``plan``'s answer: whether the files would be accepted, the type errors, the
+    refusals, per host the diff, and the stored files that would be dropped."""
+
+    ok: bool | None = None
+    diagnostics: tuple[str, ...] | None = None
+    refused: tuple[str, ...] | None = None
+    hosts: Mapping[str, Any] | None = None
+    dropped: tuple[Any, ...] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "ok": Bool(),
+            "diagnostics": _texts_out,
+            "refused": _texts_out,
+            "hosts": Map(_host_name, _free, MAX_NODES),
+            "dropped": List(_free, MAX_FILES),
+        },
+    )
+
+
+@attrs.frozen
+class CheckAnswer(_Reply):
+    """``check``'s answer: whether the files check, the type errors, the state."""
+
+    ok: bool | None = None
+    diagnostics: tuple[str, ...] | None = None
+    state: Any = _always()
+
+    SCHEMA = Obj({}, {"ok": Bool(), "diagnostics": _texts_out, "state": Nullable(_free)})
+
+
+_grant_item = OneOf(
+    (Obj({"class": GRANT_CLASS, "value": GRANT_VALUE}), Tuple((GRANT_CLASS, GRANT_VALUE)))
+)
+
+
+@attrs.frozen
+class PermsAnswer(_Reply):
+    """``perms`` and ``perms_of``: the member, their grants (``{class, value}``), and the
+    grants by class (``perms``: domains, paths, users, groups)."""
+
+    user: str | None = None
+    grants: tuple[Any, ...] | None = None
+    perms: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "user": Str(32),
+            "grants": List(_grant_item, MAX_GRANTS),
+            "perms": Map(Str(16), List(GRANT_VALUE, MAX_GRANTS), 8),
+        },
+    )
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The grants as (class, value), whichever of the two forms they came in."""
+        return [
+            (g["class"], g["value"]) if isinstance(g, Mapping) else (g[0], g[1])
+            for g in self.grants or ()
+        ]
+
+    def by_class(self) -> list[tuple[str, str]]:
+        """The grants from ``perms`` (domains, paths, users, groups) as (class, value)."""
+        source = self.perms or {}
+        return [
+            (c, v)
+            for c in ("domain", "path", "user", "group")
+            for v in source.get(c + "s", source.get(c)) or ()
+        ]
+
+
+@attrs.frozen
+class Version(_Reply):
+    """One stored version of a domain's file (``history``): its number, who sent it and
+    when, whether it was accepted or is a removal, and its text (the newest only)."""
+
+    version: int | None = None
+    member: str | None = None
+    submitted_at: str | None = None
+    accepted: bool | None = None
+    removed: bool | None = None
+    text: str | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "version": Int(0, 2**31 - 1),
+            "member": Str(32),
+            "submitted_at": Str(64),
+            "accepted": Bool(),
+            "removed": Bool(),
+            "text": Str(MAX_FILE_BYTES),
+        },
+    )
+
+
+@attrs.frozen
+class HistoryAnswer(_Reply):
+    """``history``'s answer: the domain and its versions, oldest first."""
+
+    domain: str | None = None
+    versions: tuple[Version, ...] | None = _items(Version, None)
+
+    SCHEMA = Obj({}, {"domain": Str(MAX_NAME), "versions": List(Version.SCHEMA, 1 << 20)})
+
+
+@attrs.frozen
+class HostError(_Reply):
+    """A host that could not answer, in an answer listing hosts: why."""
+
+    error: str
+
+    SCHEMA = Obj({"error": Str(1 << 20)})
+
+
+@attrs.frozen
+class DescribeResult(_Reply):
+    """``describe`` and ``admin_describe``: per host, its :class:`DescribeAnswer` (read
+    by :meth:`DescribeAnswer.read`) or a :class:`HostError`."""
+
+    domain: str | None = None
+    hosts: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj({}, {"domain": Str(MAX_NAME), "hosts": Map(_host_name, _free, MAX_NODES)})
+
+
+@attrs.frozen
+class HostStatus(_Reply):
+    """``hosts`` and ``ping``: what the dispatcher knows of one host (whether it answered,
+    its live and recorded generation, whether a change is converging there and when it is
+    retried, the last error, the message) and, for ``hosts``, its roles."""
+
+    reachable: bool | None = None
+    generation: int | None = _always()
+    recorded_generation: int | None = _always()
+    recorded_status: str | None = _always()
+    pending: bool | None = None
+    last_error: str | None = _always()
+    next_retry_in: float | None = _always()
+    message: str | None = None
+    roles: tuple[str, ...] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "reachable": Bool(),
+            "generation": Nullable(Int(0, 2**63 - 1)),
+            "recorded_generation": Nullable(Int(0, 2**63 - 1)),
+            "recorded_status": Nullable(Str(64)),
+            "pending": Bool(),
+            "last_error": Nullable(Str(1 << 20)),
+            "next_retry_in": Free(64, 0),
+            "message": Str(1 << 20),
+            "roles": List(Str(64), 64),
+        },
+    )
+
+
+@attrs.frozen
+class HostsAnswer(_Reply):
+    """``hosts`` and ``ping``: host -> :class:`HostStatus`."""
+
+    hosts: Mapping[str, HostStatus] | None = _values(HostStatus)
+
+    SCHEMA = Obj({}, {"hosts": Map(_host_name, HostStatus.SCHEMA, 1 << 16)})
+
+
+@attrs.frozen
+class AuditEntry(_Reply):
+    """One audit line: when, who, what, its detail and outcome."""
+
+    time: str | None = None
+    who: str | None = None
+    action: str | None = None
+    detail: Any = None
+    outcome: str | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "time": Str(64),
+            "who": Str(64),
+            "action": Str(64),
+            "detail": _free,
+            "outcome": Str(64),
+        },
+    )
+
+
+@attrs.frozen
+class AuditAnswer(_Reply):
+    """``audit``'s answer: the entries, newest first."""
+
+    entries: tuple[AuditEntry, ...] | None = _items(AuditEntry, None)
+
+    SCHEMA = Obj({}, {"entries": List(AuditEntry.SCHEMA, 10_000)})
+
+
+@attrs.frozen
+class AddUserAnswer(_Reply):
+    """``adduser``'s answer: the member, whether an admin, their certificate's serial,
+    certificate and key (PEM)."""
+
+    user: str | None = None
+    admin: bool | None = None
+    serial: str | None = None
+    cert_pem: str | None = attrs.field(default=None, repr=False)
+    key_pem: str | None = attrs.field(default=None, repr=False)
+
+    SCHEMA = Obj(
+        {},
+        {
+            "user": Str(32),
+            "admin": Bool(),
+            "serial": Str(64),
+            "cert_pem": Str(1 << 16),
+            "key_pem": Str(1 << 16),
+        },
+    )
+
+
+@attrs.frozen
+class PutGrantsAnswer(_Reply):
+    """``put_grants``'s answer: the member, the kept record's serial, its key's name."""
+
+    user: str | None = None
+    serial: int | None = None
+    key: str | None = None
+
+    SCHEMA = Obj({}, {"user": Str(32), "serial": Int(0, 2**63 - 1), "key": Str(64)})
+
+
+@attrs.frozen
+class MemberPolicyOf(_Reply):
+    """``policy_show``: one member's admin-set policy: the stored record, the effective
+    unit (model JSON), its lines, and per host the unit the dispatcher recorded there."""
+
+    record: Mapping[str, Any] | None = None
+    effective: Any = _always()
+    lines: tuple[str, ...] | None = None
+    hosts: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "record": Map(Str(64), _free, 64),
+            "effective": Nullable(_free),
+            "lines": _texts_out,
+            "hosts": Map(_host_name, _free, MAX_NODES),
+        },
+    )
+
+
+@attrs.frozen
+class PolicyShowAnswer(_Reply):
+    """``policy_show``'s answer: the site's defaults (its record) and each member's."""
+
+    site: Mapping[str, Any] | None = None
+    members: Mapping[str, MemberPolicyOf] | None = _values(MemberPolicyOf)
+
+    SCHEMA = Obj(
+        {},
+        {"site": Map(Str(64), _free, 64), "members": Map(Str(32), MemberPolicyOf.SCHEMA, 1 << 16)},
+    )
+
+
+@attrs.frozen
+class PolicyCheckOf(_Reply):
+    """``policy_check``: one member's stored policy's problems, and the hosts that hold
+    another."""
+
+    problems: tuple[str, ...] | None = None
+    out_of_sync: tuple[str, ...] | None = None
+
+    SCHEMA = Obj({}, {"problems": _texts_out, "out_of_sync": List(_host_name, 1 << 16)})
+
+
+@attrs.frozen
+class PolicyCheckAnswer(_Reply):
+    """``policy_check``'s answer: whether all is well, and per member."""
+
+    ok: bool | None = None
+    members: Mapping[str, PolicyCheckOf] | None = _values(PolicyCheckOf)
+
+    SCHEMA = Obj({}, {"ok": Bool(), "members": Map(Str(32), PolicyCheckOf.SCHEMA, 1 << 16)})
+
+
+@attrs.frozen
+class HeldPolicy(_Reply):
+    """``policy``: what one host holds of the member's policy: its lines, whether the
+    kernel holds it (True, why not, or None: not asked), and where the lines come from
+    (``host``, or the dispatcher's record when the host did not answer)."""
+
+    lines: tuple[str, ...] | None = None
+    live: Any = _always()
+    source: str | None = attrs.field(default=None, metadata={"wire": "from"})
+
+    SCHEMA = Obj({}, {"lines": _texts_out, "live": Free(MAX_TEXT, 0), "from": Str(MAX_TEXT)})
+
+
+@attrs.frozen
+class MemberPolicyAnswer(_Reply):
+    """``policy``'s answer (a member's own): their lines, per host what it holds, the
+    effective unit and the whole unit each host holds (model JSON)."""
+
+    member: str | None = None
+    lines: tuple[str, ...] | None = None
+    hosts: Mapping[str, HeldPolicy] | None = _values(HeldPolicy)
+    effective: Any = _always()
+    held: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "member": Str(32),
+            "lines": _texts_out,
+            "hosts": Map(_host_name, HeldPolicy.SCHEMA, MAX_NODES),
+            "effective": Nullable(_free),
+            "held": Map(_host_name, _free, MAX_NODES),
+        },
+    )
+
+
+@attrs.frozen
+class UsageReport(_Reply):
+    """``usage`` and ``usage_of``: per member, per host, the figures (or ``error``)."""
+
+    members: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj({}, {"members": Map(Str(32), Map(_host_name, _free, MAX_NODES), 1 << 16)})
+
+
+@attrs.frozen
+class VmailResult(_Reply):
+    """The dispatcher's ``vmail`` answer: the member's ``mailboxes`` (``list``, each with
+    its hosts), a dry run (``dry_run``, what it ``would`` do, the hosts), or what was done
+    (``address``, ``action``, per host the slave's :class:`VmailAnswer`)."""
+
+    mailboxes: tuple[Mailbox, ...] | None = _items(Mailbox, None)
+    dry_run: bool | None = None
+    would: str | None = None
+    address: str | None = None
+    action: str | None = None
+    hosts: Any = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "mailboxes": List(Mailbox.SCHEMA, MAX_UNITS),
+            "dry_run": Bool(),
+            "would": Str(MAX_TEXT),
+            "address": _address,
+            "action": Str(8),
+            "hosts": OneOf((List(_host_name, MAX_NODES), Map(_host_name, _free, MAX_NODES))),
+        },
+    )
+
+
+@attrs.frozen
+class ListRmAnswer(_Reply):
+    """``list_rm``'s answer: the list, whether a real run, whether some host removed it,
+    and per host its :class:`ListRemoveAnswer` or a :class:`HostError`."""
+
+    list: str | None = None
+    doit: bool | None = None
+    removed: bool | None = None
+    hosts: Mapping[str, Any] | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "list": Str(320),
+            "doit": Bool(),
+            "removed": Bool(),
+            "hosts": Map(_host_name, _free, MAX_NODES),
+        },
+    )
+
+
+@attrs.frozen
+class DbEndpoint(_Reply):
+    """What a member connects to on a database server: the socket directory (peer
+    authentication; ``socket`` in older answers) and host and port (password)."""
+
+    socket_dir: str | None = None
+    socket: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            "socket_dir": Nullable(Str(MAX_PATH)),
+            "socket": Nullable(Str(MAX_PATH)),
+            "host": Nullable(Str(MAX_NAME)),
+            "port": Nullable(Int(0, 65535)),
+        },
+    )
+
+
+@attrs.frozen
+class DbQuota(_Reply):
+    """How many databases the member has (``used``) and may have (``limit``)."""
+
+    used: int | None = None
+    limit: int | None = None
+
+    SCHEMA = Obj({}, {"used": Int(0, 2**31 - 1), "limit": Int(0, 2**53)})
+
+
+@attrs.frozen
+class DbReply(_Reply):
+    """The dispatcher's answer to a ``db_*`` op: the slave's (:class:`DbCreateAnswer`,
+    :class:`DbDropAnswer`, :class:`DbPasswdAnswer`, :class:`DbGrantAnswer`,
+    :class:`DbListAnswer`) as the member reads it, with what the dispatcher adds (the
+    database ``host``, the ``quota`` used and its limit, whether a drop was ``apply``,
+    its ``message``)."""
+
+    kind: str | None = None
+    name: str | None = None
+    owner: str | None = None
+    role: str | None = None
+    database: str | None = None
+    changed: bool | None = None
+    created: bool | None = None
+    role_created: bool | None = None
+    size: int | None = None
+    message: str | None = None
+    endpoint: Mapping[str, Any] | None = None
+    host: str | None = None
+    kinds: tuple[str, ...] | None = None
+    databases: tuple[DbInfo, ...] | None = _items(DbInfo, None)
+    roles: Mapping[str, Any] | None = None
+    errors: Mapping[str, str] | None = None
+    endpoints: Mapping[str, Any] | None = None
+    quota: DbQuota | None = attrs.field(default=None, metadata={"object": DbQuota})
+    apply: bool | None = None
+
+    SCHEMA = Obj(
+        {},
+        {
+            **DbCreateAnswer.SCHEMA.required,
+            **DbDropAnswer.SCHEMA.required,
+            **DbPasswdAnswer.SCHEMA.required,
+            **DbGrantAnswer.SCHEMA.required,
+            **DbListAnswer.SCHEMA.required,
+            "quota": DbQuota.SCHEMA,
+            "apply": Bool(),
+        },
+    )

@@ -31,6 +31,7 @@ __all__ = [
     "Name",
     "by_owner",
     "compose",
+    "configured",
     "is_under",
     "kinds",
     "member_paths",
@@ -199,6 +200,28 @@ def unit_names(unit: Any) -> list[Name]:
 def names(state: DesiredState) -> list[Name]:
     """Every name ``state`` configures, field by field, unit by unit."""
     return [n for _field, unit in units(state) for n in unit_names(unit)]
+
+
+#: How a message about a unit configured twice names each kind (a state field not here:
+#: by the field's name)
+_CONFIGURED = {
+    "zones": "Domain",
+    "vhosts": "Virtual host",
+    "mail": "Mail domain",
+    "lists": "List domain",
+    "policies": "Policy of",
+}
+
+
+def configured(state: DesiredState) -> Iterator[tuple[tuple[str, str], str]]:
+    """Every unit of ``state``, of every kind, as the one name it is configured as: its
+    key (its first :class:`Name`'s kind and name, as the language notes its span; a unit
+    with no name: its field and owner) and how a message names it ("Mail domain
+    example.org"). Two files of one member may not configure one key."""
+    for field, unit in units(state):
+        own = unit_names(unit)
+        key = (own[0].kind, own[0].name) if own else (field, unit.owner)
+        yield key, f"{_CONFIGURED.get(field, field)} {key[1]}"
 
 
 # ---------------------------------------------------------------------------

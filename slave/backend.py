@@ -36,6 +36,14 @@ A backend whose whole check validates every unit as its unit checks would
 (``check_all_covers_units``: BIND's ``named-checkconf -z``) has more than a few changed
 units checked by that one whole check instead of one checker each; that whole check then
 always runs, and a culprit is found by the engine's bisection.
+
+Batched unit checks (optional). A backend whose checker can check many units in one run
+(Exim: one ``exim -bt`` over every changed domain of a round) offers
+``check_units(units, paths)``: given the changed units by key and their unit files'
+absolute paths, a :class:`UnitsCheck` (or None: nothing to check). Its units' own
+``checks`` are then not run; the engine runs one batch over every owner's changed units
+of a round and, if it fails, finds the owners to refuse by bisection (as for a whole
+check). A backend without it has each changed unit checked by its own ``checks``.
 """
 
 from __future__ import annotations
@@ -77,6 +85,17 @@ class Unit:
     # that must read a changed unit at the same path (see "Live files" below); None: the
     # daemon reads the content-addressed unit file.
     live: str | None = None
+
+
+@attrs.frozen
+class UnitsCheck:
+    """One check of many units together (``check_units``): the engine writes ``files``
+    (plain names -> bytes) into a fresh directory of its own, then runs ``commands``;
+    ``{dir}`` in an argument is replaced by that directory's absolute path. Any command
+    failing fails the batch."""
+
+    files: Mapping[str, bytes]
+    commands: tuple[Command, ...]
 
 
 @attrs.frozen

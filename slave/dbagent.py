@@ -32,7 +32,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from domtool import dbnames
+from domtool import dbnames, protocol
 from domtool.protocol import DbArgs, DbGrantArgs, DbListArgs, DbPasswdArgs
 from domtool.slave.agent import Failed, Refused
 from domtool.slave.dbserver import DatabaseServer, PrivilegedRole, ServerError
@@ -188,14 +188,14 @@ class DatabaseOps:
                 raise Refused(f"{a.kind} database {name!r} already exists and is not {a.owner}'s")
             if held is None:
                 server.create(a.owner, name)
-            return {
-                "kind": a.kind,
-                "name": name,
-                "owner": a.owner,
-                "changed": held is None,
-                "message": "created" if held is None else "already exists",
-                "endpoint": server.endpoint(),
-            }
+            return protocol.DbCreateAnswer(
+                a.kind,
+                name,
+                a.owner,
+                held is None,
+                "created" if held is None else "already exists",
+                server.endpoint(),
+            ).to_json()
 
         return self._audited("db_create", fields, run)
 
@@ -207,7 +207,7 @@ class DatabaseOps:
             name = self._name(a.name, a.owner, "a database name")
             held = self._holds(server, name, a.owner, a.kind)
             server.drop(name)
-            return {"kind": a.kind, "name": name, "changed": True, "size": held.size}
+            return protocol.DbDropAnswer(a.kind, name, True, held.size).to_json()
 
         return self._audited("db_drop", fields, run)
 
@@ -220,7 +220,7 @@ class DatabaseOps:
             if not a.password:
                 raise Refused("the password is empty")
             created = server.set_password(role, a.password)
-            return {"kind": a.kind, "role": role, "created": created, "changed": True}
+            return protocol.DbPasswdAnswer(a.kind, role, created, True).to_json()
 
         return self._audited("db_passwd", fields, run)
 
@@ -233,13 +233,7 @@ class DatabaseOps:
             role = self._name(a.role, a.owner, "a role name")
             self._holds(server, database, a.owner, a.kind)
             created = server.grant(database, role)
-            return {
-                "kind": a.kind,
-                "database": database,
-                "role": role,
-                "role_created": created,
-                "changed": True,
-            }
+            return protocol.DbGrantAnswer(a.kind, database, role, created, True).to_json()
 
         return self._audited("db_grant", fields, run)
 
@@ -247,7 +241,7 @@ class DatabaseOps:
         """The databases (with their sizes as the server reports them) and roles of
         ``a.owner`` (every member's when None), per kind; a server that cannot be asked
         is reported in ``errors``, the others still answer."""
-        databases: list[dict[str, Any]] = []
+        databases: list[protocol.DbInfo] = []
         roles: dict[str, list[str]] = {}
         errors: dict[str, str] = {}
         for kind, server in sorted(self.servers.items()):
@@ -259,17 +253,15 @@ class DatabaseOps:
                 continue
             for info in sorted(held.values(), key=lambda i: i.name):
                 if a.owner is None or info.owner == a.owner:
-                    databases.append(
-                        {"kind": kind, "name": info.name, "owner": info.owner, "size": info.size}
-                    )
+                    databases.append(protocol.DbInfo(kind, info.name, info.owner, info.size))
             roles[kind] = sorted(
                 r for r in names if a.owner is None or dbnames.is_under(r, a.owner)
             )
-        return {
-            "host": self.host,
-            "kinds": sorted(self.servers),
-            "databases": databases,
-            "roles": roles,
-            "errors": errors,
-            "endpoints": {k: s.endpoint() for k, s in sorted(self.servers.items())},
-        }
+        return protocol.DbListAnswer(
+            self.host,
+            tuple(sorted(self.servers)),
+            tuple(databases),
+            roles,
+            errors,
+            {k: s.endpoint() for k, s in sorted(self.servers.items())},
+        ).to_json()

@@ -10,7 +10,10 @@ once the daemons' own checkers accept it:
     Only new or changed unit files are written (content-addressed, immutable, skipped
     when present), then generation N+1 is staged under ``staging/N+1/`` (index files and
     ``manifest.json``). Each changed unit's own checks run (``{path}`` replaced by the
-    unit file's absolute path), then every changed backend's ``check_all``. When checks
+    unit file's absolute path); a backend that offers a batched ``check_units`` instead
+    has one check over every owner's changed units (its files written to
+    ``staging/check-N+1/``, ``{dir}`` replaced by that directory), bisected by owner when
+    it fails. Then every changed backend's ``check_all``. When checks
     fail, the culprits are found by owner: per-unit checks name themselves; a failing
     ``check_all`` is bisected by owner (halving the owners with changes, each half tried
     on top of those already accepted), so k culprits among n owners cost about
@@ -54,11 +57,13 @@ Also: ``current_generation()``, ``generations()``, ``manifest(gen)``, ``units(ba
 gen)`` (what a generation holds), ``verified(gen)``, ``abort(prepared)``,
 ``reload_all()``. Options: ``keep`` generations, ``probe_timeout``/``probe_interval``,
 ``check_workers`` (per-unit checks run concurrently), ``probe_workers`` (probes asked
-concurrently: a round of 1,000 new vhosts and zones is 2,000 probes). Public calls are serialised:
+concurrently: a round of 1,000 new vhosts and zones is 2,000 probes; a prober with
+``probe_many(probes, workers)`` is handed them all at once, so it can group them, as the
+real prober puts a round's SMTP probes into a few sessions). Public calls are serialised:
 a second concurrent call raises :class:`EngineBusy`.
 
-Commands run only through the process seam with argv lists. The only substitution the
-engine makes is ``{path}``, always an absolute path under the (absolute) state
+Commands run only through the process seam with argv lists. The only substitutions the
+engine makes are ``{path}`` and ``{dir}``, always absolute paths under the (absolute) state
 directory, so no argument the engine builds starts with ``-``. All file operations go
 through the file system seam, so crashes and full disks are tested at every step
 (``tests/slave/test_engine_crash.py``). The engine is synchronous; the agent runs it in
@@ -79,6 +84,7 @@ import re
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import PurePosixPath
 from typing import NamedTuple, Protocol
 
 import attrs
@@ -106,7 +112,7 @@ from domtool.slave.generations import (
     moved_keys,
     sha256,
 )
-from domtool.slave.seams import Clock, FileSystem, ProcessRunner, Result
+from domtool.slave.seams import Clock, FileSystem, ProcessRunner, Result, makedirs
 from domtool.states import without_owners
 
 __all__ = [
@@ -128,6 +134,7 @@ __all__ = [
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _EXT = re.compile(r"[a-z0-9]{1,16}")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # a batch check's own files
 _LIVE_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,254}")
 # More changed units than this in one backend whose check_all covers units: check_all only.
 UNIT_CHECKS_MAX = 8
@@ -345,7 +352,7 @@ class Engine:
             return self._unchanged(plan)
         try:
             self._write_units(plan, everyone)
-            self._unit_checks(plan, everyone)
+            self._unit_checks(plan, gen, everyone)
             accepted = self._check_and_bisect(plan, gen, everyone - set(plan.refused))
             candidate = self._candidate(plan, accepted)
             body = candidate.body
@@ -630,14 +637,80 @@ class Engine:
     def _run(self, cmd: Command) -> Result:
         return self.runner.run(cmd)
 
-    def _unit_checks(self, plan: _Plan, owners: set[str]) -> None:
+    def _batched(self, b: str) -> bool:
+        """Whether backend ``b`` checks many changed units in one run (``check_units``)."""
+        return callable(getattr(self.backends.get(b), "check_units", None))
+
+    def _unit_checks(self, plan: _Plan, gen: int, owners: set[str]) -> None:
         """Each changed unit's own checks (``check_workers`` units at a time); a failing
-        one refuses its owner with the checker's message."""
+        one refuses its owner with the checker's message. Then the batched backends' one
+        check over every remaining owner's changed units (:meth:`_batch_checks`)."""
+        self._single_unit_checks(plan, owners)
+        self._batch_checks(plan, gen, owners)
+
+    def _batch_check(self, plan: _Plan, gen: int, owners: set[str]) -> str | None:
+        """One ``check_units`` run per batched backend over these owners' changed units;
+        None if all pass, else the first failing checker's message."""
+        for b in sorted(self.backends):
+            if not self._batched(b):
+                continue
+            units: dict[str, Unit] = {}
+            paths: dict[str, PurePosixPath] = {}
+            for owner in sorted(owners):
+                for ub, key in plan.changes.get(owner, ()):
+                    ref = plan.proposed[ub].get(key) if ub == b else None
+                    if ref is not None:
+                        units[key] = plan.units[b][key]
+                        paths[key] = PurePosixPath(self.unit_path(b, ref))
+            if not units:
+                continue
+            try:
+                check = self.backends[b].check_units(units, paths)
+            except Exception as exc:  # a backend bug: the prepare fails, naming it
+                raise BackendFailed(f"backend {b} could not build its unit check: {exc}") from exc
+            if check is None or not check.commands:
+                continue
+            d = self.store.path("staging", f"check-{gen}")
+            try:
+                if self.fs.is_dir(d):
+                    self.fs.rmtree(d)
+                makedirs(self.fs, d)
+                for name in sorted(check.files):
+                    if not _FILE_NAME.fullmatch(name):
+                        raise BackendFailed(f"backend {b}: bad check file name {name!r}")
+                    self.fs.write(f"{d}/{name}", check.files[name])
+                for cmd in check.commands:
+                    argv = tuple(a.replace("{dir}", d) for a in cmd.argv)
+                    result = self._run(attrs.evolve(cmd, argv=argv))
+                    if not result.ok:
+                        said = result.output() or f"exit status {result.returncode}"
+                        return f"{b}: {self._readable(plan, said)}"
+            finally:
+                if self.fs.is_dir(d):
+                    self.fs.rmtree(d)
+        return None
+
+    def _batch_checks(self, plan: _Plan, gen: int, owners: set[str]) -> None:
+        """The batched backends' check of every owner's changed units at once; when it
+        fails, the owners are bisected (``domtool.slave.bisect``) so that exactly the
+        offenders are refused and the others go ahead in the same prepare."""
+        if not any(self._batched(b) for b in self.backends):
+            return
+        todo = {o for o in owners if o not in plan.refused}
+        if not todo:
+            return
+        failure = self._batch_check(plan, gen, todo)
+        if failure is None:
+            return
+        found = Bisector(lambda group: self._batch_check(plan, gen, group)).search(todo, failure)
+        plan.refused.update(found.refused)
+
+    def _single_unit_checks(self, plan: _Plan, owners: set[str]) -> None:
         jobs = []
         for owner in sorted(owners):
             for b, key in plan.changes[owner]:
                 ref = plan.proposed[b].get(key)
-                if ref is not None and plan.units[b][key].checks:
+                if ref is not None and plan.units[b][key].checks and not self._batched(b):
                     jobs.append(_UnitCheck(owner, b, key, self.unit_path(b, ref)))
         # Many changed units of a backend whose whole check validates every unit anyway
         # (named-checkconf -z) and will run: that one check replaces theirs (a round of 200
@@ -862,7 +935,12 @@ class Engine:
         pending = list(probes)
         while True:
             failed = []
-            if self.probe_workers > 1 and len(pending) > 1:
+            many = getattr(self.prober, "probe_many", None)
+            if callable(many):  # the prober groups what it can (one SMTP session, many RCPT)
+                answers = list(many(pending, self.probe_workers))
+                if len(answers) != len(pending):
+                    raise EngineError(f"the prober gave {len(answers)} answers to {len(pending)}")
+            elif self.probe_workers > 1 and len(pending) > 1:
                 with ThreadPoolExecutor(max_workers=min(self.probe_workers, len(pending))) as pool:
                     answers = list(pool.map(self.prober.probe, pending))
             else:

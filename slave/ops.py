@@ -9,7 +9,8 @@ Two layers, both run before the agent (``domtool.slave.agent``) decides anything
    (``domtool.protocol.SLAVE_OPS``): the one place a message's shape is written. Every
    problem is reported at once (:class:`BadArgs`, each with its JSON path).
 2. :func:`recheck` is the slave's own check of one owner's part, with what only this
-   host knows: every zone, vhost and mail domain names the owner it came under; names pass
+   host knows (the part's shape, every field's type and size, is the protocol decoder's,
+   already checked: this re-checks values, never shapes): every zone, vhost and mail domain names the owner it came under; names pass
    ``domtool.validate``; a vhost runs as a user and group the owner was granted, never
    ``root``, anything that is uid/gid 0 here, nor a system account (id below 1000);
    every member path (document root, alias and script alias targets, directory blocks,
@@ -127,13 +128,9 @@ def recheck(
 
     def account(user: str | None = None, group: str | None = None) -> str | None:
         key = (user, group)
-        try:
-            return accounts[key]
-        except KeyError:
-            accounts[key] = why = _account(user=user, group=group, min_id=min_id)
-            return why
-        except TypeError:  # not a name at all: looked up (and refused) as it is
-            return _account(user=user, group=group, min_id=min_id)
+        if key not in accounts:
+            accounts[key] = _account(user=user, group=group, min_id=min_id)
+        return accounts[key]
 
     def refuse(what: str, field: str, reason: str) -> None:
         problems.append(f"{owner}: {what}: {field}: {reason}")
@@ -146,9 +143,9 @@ def recheck(
 
     def units(kind: str, items, label) -> None:
         for u in items:
-            what = f"{kind} {str(label(u))[:253]}"
+            what = f"{kind} {label(u)}"
             if u.owner != owner:
-                refuse(what, "owner", f"belongs to {str(u.owner)[:32]!r}, not to {owner!r}")
+                refuse(what, "owner", f"belongs to {u.owner!r}, not to {owner!r}")
             if node is not None and node not in u.nodes:
                 refuse(what, "nodes", f"not served by this host ({node})")
 
@@ -169,11 +166,7 @@ def recheck(
     units("mail domain", st.mail, lambda m: m.name)
     for d in st.lists:  # a list domain goes to its list nodes and its mail nodes
         if d.owner != owner:
-            refuse(
-                f"list domain {d.name}",
-                "owner",
-                f"belongs to {str(d.owner)[:32]!r}, not to {owner!r}",
-            )
+            refuse(f"list domain {d.name}", "owner", f"belongs to {d.owner!r}, not to {owner!r}")
         if node is not None and node not in d.nodes and node not in d.mail_nodes:
             refuse(f"list domain {d.name}", "nodes", f"not served by this host ({node})")
     for d in st.lists:
@@ -182,7 +175,7 @@ def recheck(
         name(what, "web_host", validate.check_domain, d.web_host)
         for i, ml in enumerate(d.lists):
             name(what, f"lists[{i}].name", validate.check_list_name, ml.name)
-            if ml.name != str(ml.name).lower():
+            if ml.name != ml.name.lower():
                 refuse(what, f"lists[{i}].name", "not lower-cased")
             for j, o in enumerate(ml.owners):
                 name(what, f"lists[{i}].owners[{j}]", validate.check_email, o)

@@ -13,7 +13,8 @@ and gets ``True`` or a reason string. Kinds (see ``domtool.slave.backend.Probe``
 - ``"mailman_list"``: (REST config file, list address, owners). The list exists in
   Mailman core and its owners are exactly these (``domtool.slave.mailman_rest``).
 - ``"smtp"``: (address, port, mode, address, expected): an SMTP EXPN or RCPT on
-  loopback (``domtool.slave.mailprobe``).
+  loopback (``domtool.slave.mailprobe``). :meth:`RealProber.probe_many` asks the SMTP
+  probes of one daemon in shared sessions (one connection, many EXPN and RCPT).
 - ``"nft_table"``: (nft, table, chain, digest): ``nft list chain inet TABLE CHAIN``
   shows that member's chain with this version's digest (``domtool.slave.backends.nft``).
 
@@ -26,7 +27,8 @@ resolve names through the system resolver.
 from __future__ import annotations
 
 import http.client
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 
@@ -58,6 +60,49 @@ class RealProber:
         except (TypeError, ValueError) as exc:
             return f"bad {probe.kind} probe target {probe.target!r}: {exc}"
         return f"unknown probe kind {probe.kind!r}"
+
+    def probe_many(self, probes: Sequence[Probe], workers: int = 1) -> list[bool | str]:
+        """The answers to many probes, in order, as :meth:`probe` would give each: the SMTP
+        probes of one daemon share sessions (one connection, many EXPN and RCPT, up to
+        ``mailprobe.SESSION_MAX`` each) instead of one connection and one forked Exim
+        each; the others are asked one by one. Up to ``workers`` at a time."""
+        from domtool.slave import mailprobe
+
+        answers: list[bool | str | None] = [None] * len(probes)
+        sessions: dict[tuple, list[int]] = {}
+        jobs: list[tuple[bool, list[int]]] = []  # (one SMTP session?, the probes' indexes)
+        for i, p in enumerate(probes):
+            target = p.target
+            if p.kind == "smtp" and isinstance(target, tuple) and len(target) == 5:
+                sessions.setdefault((target[0], target[1]), []).append(i)
+            else:
+                jobs.append((False, [i]))
+        for idx in sessions.values():
+            for k in range(0, len(idx), mailprobe.SESSION_MAX):
+                jobs.append((True, idx[k : k + mailprobe.SESSION_MAX]))
+
+        def run(job: tuple[bool, list[int]]) -> None:
+            session, group = job
+            if not session:
+                answers[group[0]] = self.probe(probes[group[0]])
+                return
+            address, port = probes[group[0]].target[:2]
+            try:
+                got = mailprobe.smtp_probe_many(
+                    address, int(port), [probes[i].target[2:] for i in group], self.timeout
+                )
+            except (TypeError, ValueError) as exc:
+                got = [f"bad smtp probe target {probes[i].target!r}: {exc}" for i in group]
+            for i, answer in zip(group, got, strict=True):
+                answers[i] = answer
+
+        if workers > 1 and len(jobs) > 1:
+            with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+                list(pool.map(run, jobs))
+        else:
+            for job in jobs:
+                run(job)
+        return answers  # type: ignore[return-value]
 
     def _http(self, address: str, port: int, host: str, status: int, path: str = "/"):
         where = f"http://{host}{path} at {address}:{port}"

@@ -39,7 +39,7 @@ import attrs
 
 from domtool import validate
 from domtool.mailhash import BadHash, check_hash
-from domtool.protocol import VmailArgs
+from domtool.protocol import Mailbox, VmailAnswer, VmailArgs
 from domtool.util.files import atomic_write
 from domtool.validate import Invalid
 
@@ -107,7 +107,8 @@ class Mailboxes:
             mine = {k: v for k, v in boxes.items() if v["owner"] == a.owner}
             if a.domain is not None:
                 mine = {k: v for k, v in mine.items() if k.endswith("@" + a.domain)}
-            return {"mailboxes": [self._public(k, v) for k, v in sorted(mine.items())]}
+            boxes_out = tuple(self._public(k, v) for k, v in sorted(mine.items()))
+            return VmailAnswer(mailboxes=boxes_out).to_json()
         if a.action not in ACTIONS:
             raise VmailRefused(f"unknown vmail action {a.action!r}")
         domain, user = self._address(a)
@@ -135,25 +136,25 @@ class Mailboxes:
             }
             self._make_maildir(maildir, uid, gid)
             self._write(boxes)
-            return {"added": address, "maildir": maildir}
+            return VmailAnswer(added=address, maildir=maildir).to_json()
         if have is None:
             raise VmailRefused(f"{address} does not exist")
         if a.action == "passwd":
             have["hash"] = self._hash(a)
             self._write(boxes)
-            return {"changed": address}
+            return VmailAnswer(changed=address).to_json()
         del boxes[address]
         self._write(boxes)
         if a.purge:
             self._purge(have["maildir"], domain)
-            return {"removed": address, "purged": have["maildir"]}
-        return {"removed": address, "kept": have["maildir"]}
+            return VmailAnswer(removed=address, purged=have["maildir"]).to_json()
+        return VmailAnswer(removed=address, kept=have["maildir"]).to_json()
 
     # -- checks ----------------------------------------------------------------
 
     @staticmethod
-    def _public(address: str, v: Mapping[str, Any]) -> dict[str, Any]:
-        return {"address": address, "mail_user": v["mail_user"], "maildir": v["maildir"]}
+    def _public(address: str, v: Mapping[str, Any]) -> Mailbox:
+        return Mailbox(address, v["mail_user"], v["maildir"])
 
     @staticmethod
     def _address(a: VmailArgs) -> tuple[str, str]:

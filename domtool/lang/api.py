@@ -21,6 +21,7 @@ from domtool.lang.errors import Diagnostic
 from domtool.lang.evaluator import STEP_BUDGET, Env, evaluate, library_env
 from domtool.lang.primitives import Budget
 from domtool.model import DEFAULT_SITE, DesiredState, Site
+from domtool.states import configured
 
 #: The standard library's files, in load order (later files use earlier ones).
 LIBRARY_FILES = ("base.dtl", "dns.dtl", "web.dtl", "mail.dtl", "lists.dtl", "dom.dtl", "compat.dtl")
@@ -143,14 +144,12 @@ def _not_evaluated(d: Diagnostic, name: str) -> Diagnostic:
 
 
 def _clashes(seen: dict[tuple[str, str], tuple[str, Any]], ev: Any, file: str) -> list[Diagnostic]:
-    """A domain or virtual host configured by two of the submitted files: an error at
+    """A unit of any kind (a domain's zone, a virtual host, a mail domain, a list domain:
+    ``domtool.states.configured``) configured by two of the submitted files: an error at
     the second, with the span of the first."""
     assert ev.state is not None
     out = []
-    names = [("domain", z.name, "Domain") for z in ev.state.zones]
-    names += [("vhost", v.fqdn, "Virtual host") for v in ev.state.vhosts]
-    for kind, name, label in names:
-        key = (kind, name)
+    for key, what in configured(ev.state):
         span = ev.spans.get(key)
         if key in seen:
             other, first = seen[key]
@@ -159,7 +158,7 @@ def _clashes(seen: dict[tuple[str, str], tuple[str, Any]], ev: Any, file: str) -
                 Diagnostic(
                     file,
                     span,
-                    f"{label} {name} is also configured in another file.",
+                    f"{what} is also configured in another file.",
                     (f"First configured at: {where}",),
                 )
             )

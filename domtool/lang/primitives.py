@@ -248,7 +248,7 @@ class Builder:
         return self.user_span
 
     def first(self, kind: str, name: str, message: str) -> None:
-        """Note where ``name`` (a ``kind``: domain, vhost) is configured; if it already
+        """Note where ``name`` (a ``kind``: zone, vhost) is configured; if it already
         is, fail with ``message`` and the span of the first."""
         key = (kind, name)
         if key in self.first_spans:
@@ -256,6 +256,11 @@ class Builder:
             where = f"{span.file}:{span}" if span is not None else "earlier in this file"
             self.fail(message, "remove one of the two", (f"First configured at: {where}",))
         self.first_spans[key] = self.here()
+
+    def same_place(self, kind: str, name: str, of: str) -> None:
+        """Note that ``name`` (a ``kind``: mail domain, list domain) is configured where the
+        ``of`` of the same name was (a domain's mail and lists: at its ``domain``)."""
+        self.first_spans[(kind, name)] = self.first_spans.get((of, name))
 
     def count(self, n: int = 1) -> None:
         self.units += n
@@ -409,7 +414,7 @@ def default_env(perms: Any, site: Site) -> dict[str, Any]:
 def domain(b: Builder, name: str, body: Callable[[], None]) -> None:
     b.owns("your_domain", name)
     name = validate.check_domain(name)
-    b.first("domain", name, f"Domain {name} is configured twice.")
+    b.first("zone", name, f"Domain {name} is configured twice.")
     frame = DomainFrame(name=name, ttl=b.get("TTL"), nodes=_nodes(b, "DnsNodes"))
     b.stack.append(frame)
     body()
@@ -428,6 +433,7 @@ def domain(b: Builder, name: str, body: Callable[[], None]) -> None:
     _check_cnames(b, frame)
     if frame.mail is not None:
         m = frame.mail
+        b.same_place("mail domain", name, "zone")
         b.mail[name] = MailDomain(
             name=name,
             owner=b.owner,
@@ -890,6 +896,7 @@ def _finish_lists(b: Builder, dom: DomainFrame) -> None:
     if lists.web_host is None:
         lists.web_host = "lists"
         b.node_records(dom, "lists", lists.nodes)
+    b.same_place("list domain", dom.name, "zone")
     b.lists[dom.name] = ListDomain(
         name=dom.name,
         owner=b.owner,

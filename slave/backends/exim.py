@@ -27,11 +27,20 @@ dispatcher applied), so no pipe, file, ``:include:``, newline, NUL, ``${`` or fo
 reaches a file; the redirect router also forbids pipes, files, includes and filters, so a
 value that slipped through would still not run anything.
 
-Checks: each changed unit is routed on its own with ``exim -bt`` (every alias source of
-the domain, with the staged unit in place of the live one and remote deliveries replaced
-by a no-op so no DNS is asked), then the whole staged generation with ``exim -bV``. The
-live config reads ``GEN`` (``state_dir/current``) and both checks pass ``-DGEN=<staged
+Checks: the changed units of a whole round are routed together by one ``exim -bt``
+(:meth:`EximBackend.check_units`: every alias source of every changed domain, with the
+staged units in place of the live ones and remote deliveries replaced by a no-op so no
+DNS is asked; the argv is cut into runs of under ~32 KB), then the whole staged
+generation with ``exim -bV``. The staged units are named by a small lsearch map
+``DOMAIN: <unit file>`` passed as ``-DUNIT_MAP=<file>`` (the engine writes it); a failing
+batch is bisected by owner by the engine, so only the offenders are refused. The live
+config reads ``GEN`` (``state_dir/current``) and the whole check passes ``-DGEN=<staged
 generation>``, so what is checked is exactly what the live Exim will read.
+
+An existing site whose Exim config predates ``UNIT_MAP`` (it had ``UNIT_FILE`` and
+``UNIT_DOMAIN``) must rerun site setup (``slave-site-files.py``, ``docs/deploy.md``, writes
+:func:`site_config` again): with the old config the batch check would route the live
+units instead of the staged ones.
 
 Reload: none. Every SMTP connection and every delivery is a fresh Exim process that opens
 the lookup files through ``current``, so a switch is live for the next connection without
@@ -72,6 +81,7 @@ from domtool.slave.backend import (
     RenderRefused,
     Unit,
     UnitRefused,
+    UnitsCheck,
     memo_get,
     memo_put,
 )
@@ -86,6 +96,7 @@ __all__ = [
     "site_config",
     "list_local_parts",
     "unit_addresses",
+    "check_addresses",
 ]
 
 DOMAINS_INDEX = "domains"
@@ -96,6 +107,9 @@ SYSTEM_USERS = ("postmaster", "abuse")
 # A local part no member alias can be (not in the email-user grammar): for checks and probes.
 CHECK_LOCAL = "domtool-check--unknown"
 _UNIT_PATH = re.compile(r"/[A-Za-z0-9._/+-]+")
+_DOMAIN_KEY = re.compile(r"[a-z0-9][a-z0-9.-]*")
+UNIT_MAP = "units.map"  # the batch check's map file (in the engine's check directory)
+ARGV_MAX = 32 * 1024  # one exim -bt's argv stays under this many bytes
 
 check_email_user = recheck(validate.check_email_user)
 check_email = recheck(validate.check_email)
@@ -203,9 +217,9 @@ def site_config(config: EximConfig) -> bytes:
         f"GEN = {cur}",
         ".endif",
         "DOMFILE = ${lookup{$domain}lsearch{GEN/exim/domains}}",
-        ".ifdef UNIT_FILE",
-        "DTFILE = ${if eqi{$domain}{UNIT_DOMAIN}{UNIT_FILE}{DOMFILE}}",
-        "domainlist mail_domains = UNIT_DOMAIN : lsearch;GEN/exim/domains",
+        ".ifdef UNIT_MAP",  # a batch check: the staged units of the changed domains
+        "DTFILE = ${lookup{$domain}lsearch{UNIT_MAP}{$value}{DOMFILE}}",
+        "domainlist mail_domains = lsearch;UNIT_MAP : lsearch;GEN/exim/domains",
         ".else",
         "DTFILE = DOMFILE",
         "domainlist mail_domains = lsearch;GEN/exim/domains",
@@ -229,6 +243,9 @@ def site_config(config: EximConfig) -> bytes:
         "acl_smtp_data = acl_check_data",
         "acl_smtp_expn = acl_check_expn",
         "smtp_accept_max = 100",
+        # The engine's probes ask a round's EXPN and RCPT in one session from loopback
+        # (EXPN is allowed from loopback only); others keep the limit of 10 non-mail commands.
+        "smtp_accept_max_nonmail_hosts = <; ! 127.0.0.1 ; ! ::1 ; *",
         "host_lookup =",
         "rfc1413_hosts =",
         "ignore_bounce_errors_after = 2d",
@@ -288,7 +305,7 @@ def site_config(config: EximConfig) -> bytes:
         "",
         "begin routers",
         "",
-        ".ifdef UNIT_FILE",  # checks ask no DNS: a relayed domain's target just routes
+        ".ifdef UNIT_MAP",  # checks ask no DNS: a relayed domain's target just routes
         "dt_check_relay:",
         "  driver = accept",
         "  domains = +mail_domains",
@@ -387,7 +404,7 @@ def site_config(config: EximConfig) -> bytes:
         "  transport = dt_vmail",
         "  no_more",
         "",
-        ".ifdef UNIT_FILE",
+        ".ifdef UNIT_MAP",
         "dt_check_remote:",
         "  driver = accept",
         "  domains = ! +handled : ! +member_local",
@@ -598,6 +615,25 @@ def unit_addresses(m: MailDomain) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def check_addresses(domain: str, content: bytes) -> list[str]:
+    """The addresses a routing check asks of a rendered domain unit (what
+    :func:`unit_addresses` gives for its model object): none for a relayed domain."""
+    out = []
+    for line in content.decode().splitlines():
+        key, sep, _ = line.partition(": ")
+        if not sep or line.startswith("#"):
+            continue
+        if key == "@relay":
+            return []
+        if key == "@default":
+            out.append(f"{CHECK_LOCAL}@{domain}")
+        elif key == "@catchall":
+            out.append(f"postmaster@{domain}")
+        elif not key.startswith("@"):
+            out.append(f"{key}@{domain}")
+    return list(dict.fromkeys(out))
+
+
 LIST_SUFFIXES = (
     "",
     "-request",
@@ -647,20 +683,8 @@ class EximBackend:
     def render_domain(self, m: MailDomain) -> Unit:
         """One mail domain's unit; raises :class:`RenderRefused` listing every refusal."""
         content = _Renderer(self.config, m).render()
-        checks: tuple[Command, ...] = ()
-        addrs = unit_addresses(m) if m.handle == "local" else []
-        if self.config.unit_checks and addrs:
-            argv = self.config.argv(
-                f"-DUNIT_DOMAIN={m.name.lower()}", "-DUNIT_FILE={path}", "-bt", *addrs
-            )
-            checks = (Command(argv, timeout=self.config.check_timeout),)
-        return Unit(
-            key=f"mail:{m.name.lower()}",
-            owner=m.owner,
-            ext="mail",
-            content=content,
-            checks=checks,
-        )
+        # (Its routing check is the batched check_units, not a per-unit command.)
+        return Unit(key=f"mail:{m.name.lower()}", owner=m.owner, ext="mail", content=content)
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
         domains = tuple(self._domains(state))
@@ -735,6 +759,43 @@ class EximBackend:
             ext="lists",
             content=("\n".join(lines) + "\n").encode(),
         )
+
+    def check_units(
+        self, units: Mapping[str, Unit], paths: Mapping[str, PurePosixPath]
+    ) -> UnitsCheck | None:
+        """One routing check of many changed mail domains (see the module docstring): the
+        map ``DOMAIN: <unit file>`` of the local ones, and ``exim -bt`` of their
+        addresses (:func:`check_addresses`) in runs of under :data:`ARGV_MAX` bytes."""
+        if not self.config.unit_checks:
+            return None
+        lines: list[str] = []
+        addrs: list[str] = []
+        for key in sorted(units):
+            kind, _, domain = key.partition(":")
+            if kind != "mail":
+                continue
+            mine = check_addresses(domain, units[key].content)
+            path = str(paths[key])
+            if not mine:
+                continue
+            if not _UNIT_PATH.fullmatch(path) or not _DOMAIN_KEY.fullmatch(domain):
+                raise ValueError(f"bad exim unit {key!r} at {path!r}")
+            lines.append(f"{domain}: {path}\n")
+            addrs += mine
+        if not addrs:
+            return None
+        head = self.config.argv(f"-DUNIT_MAP={{dir}}/{UNIT_MAP}", "-bt")
+        room = ARGV_MAX - sum(len(a) + 1 for a in head) - 256  # ({dir} grows a little)
+        runs: list[list[str]] = [[]]
+        size = 0
+        for a in addrs:
+            if runs[-1] and size + len(a) + 1 > room:
+                runs.append([])
+                size = 0
+            runs[-1].append(a)
+            size += len(a) + 1
+        cmds = tuple(Command((*head, *run), timeout=self.config.check_timeout) for run in runs)
+        return UnitsCheck({UNIT_MAP: "".join(lines).encode()}, cmds)
 
     def index(self, units: Mapping[str, PurePosixPath]) -> dict[str, bytes]:
         head = "# domtool: generated; do not edit.\n"

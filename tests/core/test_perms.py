@@ -230,3 +230,50 @@ def test_from_grants_refuses_a_bad_member_name():
     """A member name that is not a Unix name is a PermsError, like any other bad grant."""
     with pytest.raises(PermsError, match="bad member name"):
         Permissions.from_grants("Not A User", [("domain", "example.org")])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "example.org",
+        "EXAMPLE.org",
+        "\u212aexample.org",  # KELVIN SIGN: lower() gives an ASCII k, the name is not ASCII
+        "example.org.",
+        ["example.org"],  # unhashable
+        ("example.org",),
+        b"example.org",
+        "/home/alice",
+        "/home/alice/",
+        "/home//alice",
+        ["/home/alice"],
+        b"/home/alice",
+        None,
+    ],
+)
+def test_a_grant_asked_for_itself_is_owned_exactly_as_after_validation(value):
+    """``owns_domain`` and ``owns_path`` answer a grant itself without validating it
+    again: the same answers as validating first (odd and unhashable values included)."""
+    from domtool import validate
+
+    p = alice()
+
+    def domain_the_long_way(v):
+        try:
+            labels = validate.check_domain(v).split(".")
+        except Invalid:
+            return False
+        return any(".".join(labels[i:]) in p.domains for i in range(len(labels)))
+
+    def path_the_long_way(v):
+        try:
+            q = validate.check_abs_path(v)
+        except Invalid:
+            return False
+        while q not in p.paths:
+            if q == "/":
+                return False
+            q = q.rsplit("/", 1)[0] or "/"
+        return True
+
+    assert p.owns_domain(value) is domain_the_long_way(value)
+    assert p.owns_path(value) is path_the_long_way(value)

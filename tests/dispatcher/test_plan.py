@@ -69,3 +69,41 @@ def test_state_json_round_trips():
     """The JSON the store and slaves hold gives back the same state."""
     state = DesiredState(zones=(_zone("a.org", "192.0.2.1"),), vhosts=(_vhost("www.a.org"),))
     assert plan.state_from_json(plan.state_json(state)) == state.normalised()
+
+
+def test_merge_all_is_merging_one_by_one_ties_included():
+    """One sort of everything gives what merging the states one by one gave, equal keys
+    (two zones of one name, two vhosts of one fqdn on the same nodes) in the same order."""
+    import random
+
+    rng = random.Random(3)
+    pool = [_zone(f"z{i % 7}.example", f"10.0.0.{i}") for i in range(40)]
+    pool += [
+        MailDomain(f"m{i % 5}.example", "alice", ("web1",), spam_threshold=i) for i in range(30)
+    ]
+    pool += [_vhost_admin(f"www{i % 4}.example.org", i) for i in range(30)]
+    for _ in range(30):
+        parts = []
+        for _ in range(rng.randint(0, 6)):
+            picked = rng.sample(pool, rng.randint(0, 8))
+            parts.append(
+                DesiredState(
+                    zones=tuple(u for u in picked if isinstance(u, Zone)),
+                    vhosts=tuple(u for u in picked if isinstance(u, Vhost)),
+                    mail=tuple(u for u in picked if isinstance(u, MailDomain)),
+                )
+            )
+        one_by_one = DesiredState()
+        for p in parts:
+            one_by_one = one_by_one.merge(p)
+        got = plan.merge_all(parts)
+        assert got == one_by_one.normalised()
+        assert [id(z) for z in got.zones] == [id(z) for z in one_by_one.zones]
+        assert [id(v) for v in got.vhosts] == [id(v) for v in one_by_one.vhosts]
+        assert [id(m) for m in got.mail] == [id(m) for m in one_by_one.mail]
+
+
+def _vhost_admin(fqdn, i):
+    import attrs
+
+    return attrs.evolve(_vhost(fqdn), server_admin=f"a{i}@example.org")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import sqlite3
 import stat
@@ -165,6 +166,38 @@ def test_one_members_latest_sources_are_the_sites_latest_of_that_member(db):
         ("a.org", "a2"),
         ("z.org", "z1"),
     ]
+
+
+def test_latest_texts_are_every_members_stored_files_at_once(db):
+    """``latest_texts()`` (regen's one read of the whole site) is, for every member,
+    exactly what ``latest_sources(member)`` gives, removed domains (empty text) left out."""
+    for m in ("alice", "bob"):
+        db.add_member(m)
+    db.put_source("alice", "a.org", "a1", accepted=True)
+    db.put_source("alice", "a.org", "a2", accepted=True)
+    db.put_source("alice", "a.org", "a3?", accepted=False)
+    db.put_source("alice", "moved.org", "m1", accepted=True)
+    db.put_source("bob", "moved.org", "m2", accepted=True)
+    db.put_source("bob", "gone.org", "g1", accepted=True)
+    db.put_source("bob", "gone.org", "", accepted=True)  # rmdom's tombstone
+    texts = db.latest_texts()
+    assert texts == {"alice": {"a.org": "a2"}, "bob": {"moved.org": "m2"}}
+    for m in ("alice", "bob", "carol"):
+        want = {s.domain: s.text for s in db.latest_sources(m) if s.text}
+        assert texts.get(m, {}) == want
+
+
+def test_deployed_texts_are_the_stored_parts_undecoded(db):
+    """``deployed_texts()`` holds the text each committed part was written as; decoded it
+    is ``deployed()``; a part taken off a host is gone from both."""
+    parts = {"alice": {"kind": "DesiredState", "zones": [1]}, "bob": {"kind": "DesiredState"}}
+    db.record_commit("ns1", 1, "applied", parts)
+    db.record_commit("web1", 1, "applied", {"alice": {"b": 2, "a": 1}})
+    texts = db.deployed_texts()
+    assert texts[("alice", "web1")] == '{"a": 1, "b": 2}'
+    assert {k: json.loads(v) for k, v in texts.items()} == db.deployed()
+    db.record_commit("ns1", 2, "applied", {"bob": None})
+    assert set(db.deployed_texts()) == {("alice", "ns1"), ("alice", "web1")}
 
 
 def test_a_failed_write_leaves_nothing(db):

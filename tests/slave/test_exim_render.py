@@ -24,6 +24,7 @@ from domtool.slave.backends.exim import (
     EximBackend,
     EximConfig,
     RenderRefused,
+    check_addresses,
     site_config,
     unit_addresses,
 )
@@ -107,10 +108,16 @@ def test_alice_example_net_renders_as_lookup_lines():
         "noreply": ":blackhole:",
         "@default": "alice@localhost",
     }
-    (check,) = u.checks
+    assert u.checks == ()  # routed by the batched check_units instead
+    batch = EximBackend(CONFIG).check_units(
+        {u.key: u}, {u.key: PurePosixPath("/var/lib/domtool/units/exim/ab.mail")}
+    )
+    assert batch.files == {"units.map": b"example.net: /var/lib/domtool/units/exim/ab.mail\n"}
+    (check,) = batch.commands
     assert check.argv[:3] == ("/usr/sbin/exim4", "-C", "/etc/exim4/exim4.conf")
-    assert "-DUNIT_FILE={path}" in check.argv and "-DUNIT_DOMAIN=example.net" in check.argv
+    assert "-DUNIT_MAP={dir}/units.map" in check.argv
     assert check.argv[-5:] == ("-bt", *unit_addresses(m))
+    assert check_addresses("example.net", u.content) == unit_addresses(m)
     assert unit_addresses(m) == [
         "sales@example.net",
         "team@example.net",
@@ -130,7 +137,29 @@ def test_relay_and_spam_lines():
         )
     )
     assert parse(u.content) == {"@relay": "mx.home.example", "@spam": "threshold=80 action=refuse"}
-    assert u.checks == ()  # nothing local to route
+    assert u.checks == ()
+    path = PurePosixPath("/s/units/exim/x.mail")
+    assert EximBackend(CONFIG).check_units({u.key: u}, {u.key: path}) is None  # nothing local
+
+
+def test_a_batch_check_is_cut_into_argv_runs_under_32_kb():
+    b = EximBackend(CONFIG)
+    units, paths = {}, {}
+    for i in range(400):
+        aliases = [Alias(("user", f"user{j:02d}-with-a-long-name"), ("alice",)) for j in range(8)]
+        u = render(md(name=f"domain-number-{i:04d}.example", aliases=aliases))
+        units[u.key] = u
+        paths[u.key] = PurePosixPath(f"/var/lib/domtool/units/exim/{i:064d}.mail")
+    batch = b.check_units(units, paths)
+    assert len(batch.files["units.map"].splitlines()) == 400
+    assert len(batch.commands) > 1
+    asked = []
+    for cmd in batch.commands:
+        assert sum(len(a) + 1 for a in cmd.argv) < 32 * 1024
+        assert cmd.argv[:5] == b.config.argv("-DUNIT_MAP={dir}/units.map", "-bt")
+        asked += cmd.argv[5:]
+    want = [a for k in sorted(units) for a in check_addresses(k[5:], units[k].content)]
+    assert asked == want and len(asked) == 400 * 8
 
 
 def test_spam_needs_a_spamd():
