@@ -184,6 +184,8 @@ class Prepared:
     selection: Mapping = attrs.field(factory=dict, eq=False, repr=False)
     # backend -> the unit keys to reload alone (``reload_units``), when that is enough
     narrow: Mapping = attrs.field(factory=dict, eq=False, repr=False)
+    # backend -> the keys whose units differ from the base generation's (None: unknown)
+    moved: Mapping | None = attrs.field(default=None, eq=False, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -357,7 +359,7 @@ class Engine:
             if body == _strip(plan.current) and not plan.reverify:
                 self.store.remove_staging(gen)
                 return self._unchanged(plan)
-            self.store.stage(gen, body, candidate.indexes, final=True)
+            self.store.stage(gen, body, candidate.indexes, final=True, base=plan.base)
             changed = tuple(
                 b
                 for b in body["backends"]
@@ -384,6 +386,7 @@ class Engine:
             manifest=manifest,
             selection=candidate.selection,
             narrow=self._narrow(plan, body, candidate.selection),
+            moved=_moved(plan, accepted),
         )
 
     def _plan(self, state: DesiredState, refused: dict[str, str]) -> _Plan:
@@ -780,7 +783,7 @@ class Engine:
         ]
         if not todo:
             return None  # only units changed, each passed its own check
-        self.store.stage(gen, body, candidate.indexes, final=False)
+        self.store.stage(gen, body, candidate.indexes, final=False, base=plan.base)
         gen_dir = self.store.staging_dir(gen)
         for b in todo:
             for cmd in self.backends[b].check_all(gen_dir):
@@ -834,7 +837,7 @@ class Engine:
         gen = prepared.generation
         store = self.store
         try:
-            store.switch(base, gen, prepared.manifest, prepared.selection)
+            store.switch(base, gen, prepared.manifest, prepared.selection, prepared.moved)
         except OSError as exc:
             store.switch_back(base, gen)
             raise fs_error(exc, "switching generations") from exc
@@ -1016,6 +1019,16 @@ class Engine:
                     failed = f"{type(exc).__name__}: {exc}"
                 self.recovery += f"; reload failed: {failed}" if failed else "; reloaded"
         return live
+
+
+def _moved(plan: _Plan, accepted: set[str]) -> dict[str, tuple[str, ...]]:
+    """The keys by backend whose units the accepted owners' changes move (every other
+    key of the candidate selects the live generation's unit)."""
+    out: dict[str, list[str]] = {}
+    for owner in accepted:
+        for b, key in plan.changes.get(owner, ()):
+            out.setdefault(b, []).append(key)
+    return {b: tuple(keys) for b, keys in out.items()}
 
 
 def _strip(manifest: dict) -> dict:

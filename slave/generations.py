@@ -23,6 +23,7 @@ file operations go through the file system seam.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import re
@@ -43,6 +44,7 @@ CURRENT = "current"
 LIVE = "live"  # state_dir/live/<backend>/<name>: stable copies of live units
 FORMAT = 1
 KEEP = 5
+PIECE = 256  # manifest entries per piece of a backend's cached JSON (see dump)
 SWEEP_EVERY = 32  # commits between whole sweeps of the unit directories
 _INDEX_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 _GEN = re.compile(r"[1-9][0-9]{0,17}")
@@ -82,21 +84,24 @@ class SharedEntry:
 
 
 @attrs.frozen(slots=True)
-class ListText:
-    """A backend's list of manifest entries and its JSON text (reused while unchanged)."""
+class Pieces:
+    """A backend's latest list of manifest entries and its JSON, in pieces of
+    :data:`PIECE` entries (bytes, without the brackets; see :meth:`GenerationStore.dump`)."""
 
     entries: list
-    text: str
+    pieces: list[bytes]
 
 
 @attrs.frozen
 class Staged:
     """What is in ``staging/<generation>`` now: that generation with this manifest body;
-    ``durable`` once fsynced with its manifest written (the final staging)."""
+    ``durable`` once fsynced with its manifest written (the final staging); the index
+    files ``linked`` from the base generation."""
 
     generation: int
     body: dict
     durable: bool
+    linked: frozenset = frozenset()  # (backend, file) hard-linked from the base
 
 
 @attrs.frozen
@@ -181,10 +186,18 @@ class GenerationStore:
         self.previous_units: dict[str, dict[UnitRef, Unit]] = {}  # live units, as Units
         self.staged: Staged | None = None  # what is in staging now
         self._selections: dict[int, _Derived] = {}  # gen -> its manifest's Selection
-        self._files: dict[int, _Derived] = {}  # gen -> its unit file names by backend
         self._paths: dict[tuple[str, str, str], PurePosixPath] = {}
         self._commits = 0  # commits garbage-collected since start (full sweep every Nth)
         self._written: dict[str, set[str]] = {}  # unit files written since the last GC
+        # Garbage by change (collect_garbage): the kept generations the counts cover,
+        # ascending (None: count whole next time); per backend and unit file, how many
+        # keys of the newest one name it and how many runs of consecutive covered
+        # generations name it; per generation, the files whose run ended with it.
+        self._chain: list[int] | None = None
+        self._mult: dict[str, dict[str, int]] = {}
+        self._spans: dict[str, dict[str, int]] = {}
+        self._ends: dict[int, list[tuple[str, str]]] = {}
+        self._switched: tuple | None = None  # the latest switch (base, gen, moved, sel)
         # One manifest entry (dict) per distinct unit, shared by every generation's
         # manifest and selection that names it, with its JSON text: at 10,000 domains a
         # manifest is 30,000 entries, so each generation building, comparing, dumping and
@@ -192,7 +205,7 @@ class GenerationStore:
         self._entries: dict[UnitRef, SharedEntry] = {}
         self._entry_by_id: dict[int, SharedEntry] = {}  # id(entry) -> it
         self._bodies: dict[str, BackendBody] = {}  # backend -> its latest (backend_body)
-        self._list_text: dict[int, ListText] = {}  # id(entries list) -> it and its JSON
+        self._pieces: dict[str, Pieces] = {}  # backend -> its latest unit list's JSON
 
     # -- paths ----------------------------------------------------------------
 
@@ -324,33 +337,66 @@ class GenerationStore:
         self._entry_by_id = {i: e for i, e in self._entry_by_id.items() if i in named}
 
     def dump(self, manifest: dict) -> bytes:
-        """The manifest's JSON (sorted keys, compact), with each shared entry's JSON text
-        made once."""
-        by_id, lists = self._entry_by_id, self._list_text
+        """The manifest's JSON (sorted keys, compact), as bytes. Each shared entry's JSON
+        text is made once, and each backend's unit list is kept as bytes in pieces of
+        :data:`PIECE` entries: a piece whose entries are the same as last time is reused,
+        so a one-unit change encodes one piece, not 10,000 entries (the pieces are joined
+        as bytes, never decoded again)."""
+        out: list[bytes] = []
+        self._enc(manifest, out, ())
+        out.append(b"\n")
+        return b"".join(out)
 
-        def enc(v: object) -> str:
-            if isinstance(v, dict):
-                known = by_id.get(id(v))
-                if known is not None and known.entry is v:
-                    return known.text
-                return "{" + ",".join(f"{_dumps(k)}:{enc(v[k])}" for k in sorted(v)) + "}"
-            if isinstance(v, list):
-                listed = lists.get(id(v))
-                if listed is not None and listed.entries is v:  # a backend's unchanged units
-                    return listed.text
-                try:  # the common case: every item a shared entry (which the registry
-                    # keeps alive, so an id found there is that very object)
-                    text = "[" + ",".join([by_id[id(x)].text for x in v]) + "]"
-                except KeyError:
-                    return "[" + ",".join(map(enc, v)) + "]"
-                if len(v) > 100:
-                    if len(lists) > 4 * len(self.backends) + 4:
-                        lists.clear()
-                    lists[id(v)] = ListText(v, text)
-                return text
-            return _dumps(v)
+    def _enc(self, v: object, out: list[bytes], at: tuple) -> None:
+        if isinstance(v, dict):
+            known = self._entry_by_id.get(id(v))
+            if known is not None and known.entry is v:
+                out.append(known.text.encode())
+                return
+            out.append(b"{")
+            for i, k in enumerate(sorted(v)):
+                if i:
+                    out.append(b",")
+                out.append(_dumps(k).encode() + b":")
+                self._enc(v[k], out, (*at, k) if len(at) < 3 else at)
+            out.append(b"}")
+        elif isinstance(v, list):
+            if len(at) == 3 and at[0] == "backends" and at[2] == "units" and len(v) > PIECE:
+                out.append(self._units_bytes(at[1], v))
+                return
+            out.append(b"[")
+            for i, x in enumerate(v):
+                if i:
+                    out.append(b",")
+                self._enc(x, out, ())
+            out.append(b"]")
+        else:
+            out.append(_dumps(v).encode())
 
-        return (enc(manifest) + "\n").encode()
+    def _units_bytes(self, backend: str, entries: list) -> bytes:
+        """A backend's unit list as JSON bytes, from its pieces (see :meth:`dump`)."""
+        last = self._pieces.get(backend)
+        old, pieces = (last.entries, last.pieces) if last is not None else ([], [])
+        made: list[bytes] = []
+        by_id = self._entry_by_id
+        for n, i in enumerate(range(0, len(entries), PIECE)):
+            chunk = entries[i : i + PIECE]
+            # (list equality: identical shared entries compare at once, in C)
+            if n < len(pieces) and old[i : i + PIECE] == chunk:
+                made.append(pieces[n])
+                continue
+            texts = []
+            for x in chunk:
+                known = by_id.get(id(x))
+                if known is not None and known.entry is x:
+                    texts.append(known.text)
+                else:
+                    part: list[bytes] = []
+                    self._enc(x, part, ())
+                    texts.append(b"".join(part).decode())
+            made.append(",".join(texts).encode())
+        self._pieces[backend] = Pieces(entries, made)
+        return b"[" + b",".join(made) + b"]"
 
     def selection(self, manifest: dict) -> Selection:
         """The units a manifest names, by backend and key (cached per generation; do not
@@ -371,21 +417,6 @@ class GenerationStore:
                 # the same UnitRef as every other generation's, when the entry is shared
                 refs[u["key"]] = got.ref if got is not None and got.entry is u else ref
         return out
-
-    def _unit_files(self, manifest: dict) -> dict[str, frozenset[str]]:
-        """The unit file names a manifest needs, by backend (cached per generation)."""
-        gen = manifest["generation"]
-        cached = self._files.get(gen)
-        if cached is None or cached.manifest is not manifest:
-            sel = self.selection(manifest)
-            # (interned: the kept generations share one string per unit file name, not
-            # one each: 5 generations of 30,000 units held 150,000 names, 17 MB)
-            files = {
-                b: frozenset(sys.intern(r.filename) for r in units.values())
-                for b, units in sel.items()
-            }
-            cached = self._files[gen] = _Derived(manifest, files)
-        return cached.value
 
     def units(self, backend: str, gen: int) -> Mapping[str, Unit]:
         """Generation ``gen``'s units of one backend by key, read from disk when asked for."""
@@ -453,7 +484,15 @@ class GenerationStore:
         for f in files:
             if not _INDEX_NAME.fullmatch(f) or f == MANIFEST or f.endswith(".tmp"):
                 raise BackendFailed(f"backend {b}: bad index file name {f!r}")
-        part = {"units": entries, "index": {f: sha256(data) for f, data in sorted(files.items())}}
+        # (an index file the same as last time keeps its hash: comparing bytes is ~20
+        # times faster than hashing them, and most of a change's index files are so)
+        before = (last.files, last.part["index"]) if last is not None else ({}, {})
+        shas = {}
+        for f, data in sorted(files.items()):
+            old_data = before[0].get(f)
+            same_file = old_data is not None and (old_data is data or old_data == data)
+            shas[f] = before[1][f] if same_file else sha256(data)
+        part = {"units": entries, "index": shas}
         positions = (
             last.positions
             if last is not None and keys is last.keys
@@ -497,11 +536,21 @@ class GenerationStore:
             self.fs.fsync_dir(self.path("units", b))
 
     def stage(
-        self, gen: int, body: dict, indexes: dict[str, dict[str, bytes]], *, final: bool
+        self,
+        gen: int,
+        body: dict,
+        indexes: dict[str, dict[str, bytes]],
+        *,
+        final: bool,
+        base: int = 0,
     ) -> None:
         """Write ``staging/<gen>/``: each backend's index files, enough for its checker.
         ``final`` makes it durable (fsyncs) and adds the manifest; bisection attempts
-        skip both, since staging is never live and is renamed only once final."""
+        skip both, since staging is never live and is renamed only once final. An index
+        file the committed generation ``base`` holds with the same content (its
+        manifest's hash) is hard-linked from there, not written: durable already, it
+        needs no fsync (a one-zone change rewrote and fsynced the web and mail indexes
+        of 10,000 domains). Committed generations are never written in place."""
         d = self.path("staging", gen)
         if self.staged is None or (self.staged.generation, self.staged.body) != (gen, body):
             self.staged = None
@@ -509,21 +558,51 @@ class GenerationStore:
             if self.fs.is_dir(d):
                 self.fs.rmtree(d)
             self.fs.mkdir(d)
+            linked: set[tuple[str, str]] = set()
+            before = self._base_index(base)
             for b in sorted(indexes):
                 self.fs.mkdir(f"{d}/{b}")
+                shas = body["backends"].get(b, {}).get("index", {})
+                had = before.get(b, {})
                 for f, data in sorted(indexes[b].items()):
-                    self.fs.write(f"{d}/{b}/{f}", data)
-            self.staged = Staged(gen, body, durable=False)
+                    if f in had and had[f] == shas.get(f) and self._link_index(base, b, f, d):
+                        linked.add((b, f))
+                    else:
+                        self.fs.write(f"{d}/{b}/{f}", data)
+            self.staged = Staged(gen, body, durable=False, linked=frozenset(linked))
         if final and not self.staged.durable:
             for b in sorted(indexes):
                 for f in sorted(indexes[b]):
-                    self.fs.fsync(f"{d}/{b}/{f}")
+                    if (b, f) not in self.staged.linked:
+                        self.fs.fsync(f"{d}/{b}/{f}")
                 self.fs.fsync_dir(f"{d}/{b}")
             manifest = {"format": FORMAT, "generation": gen, **body}
             self.fs.write(f"{d}/{MANIFEST}", self.dump(manifest))
             self.fs.fsync(f"{d}/{MANIFEST}")
             self.fs.fsync_dir(d)
-            self.staged = Staged(gen, body, durable=True)
+            self.staged = attrs.evolve(self.staged, durable=True)
+
+    def _base_index(self, base: int) -> dict[str, Mapping[str, str]]:
+        """The index file hashes of the committed generation ``base``, by backend (none
+        when it is not the live one or its manifest cannot be read)."""
+        if not base or base != self.current_generation():
+            return {}
+        try:
+            backends = self.manifest(base)["backends"]
+            return {b: body["index"] for b, body in backends.items()}
+        except (OSError, ValueError, KeyError, TypeError):
+            return {}
+
+    def _link_index(self, base: int, b: str, f: str, d: str) -> bool:
+        """Hard-link ``generations/<base>/<b>/<f>`` into staging ``d``; False (write it
+        instead) if that cannot be done for any reason but a full disk."""
+        try:
+            self.fs.link(self.path("generations", base, b, f), f"{d}/{b}/{f}")
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            return False
+        return True
 
     def remove_staging(self, gen: int) -> None:
         self.staged = None
@@ -537,11 +616,21 @@ class GenerationStore:
 
     # -- switching -------------------------------------------------------------------
 
-    def switch(self, base: int, gen: int, manifest: Mapping, selection: Selection) -> None:
+    def switch(
+        self,
+        base: int,
+        gen: int,
+        manifest: Mapping,
+        selection: Selection,
+        moved: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
         """Make the staged generation ``gen`` (this manifest and selection) live:
         rename ``staging/gen`` to ``generations/gen`` (fsync), write the undo link back
         to ``base`` (certbot's reverter idea), swap ``current``. On an OSError the
-        caller switches back (:meth:`switch_back`)."""
+        caller switches back (:meth:`switch_back`). ``moved``: the keys by backend whose
+        units differ from ``base``'s (every other key's unit is the same), for the
+        garbage count (None: found by comparing the selections)."""
+        self._switched = None
         makedirs(self.fs, self.path("generations"))
         self.fs.rename(self.path("staging", gen), self.path("generations", gen))
         self.staged = None
@@ -553,6 +642,7 @@ class GenerationStore:
                 self.fs.remove(self.path(UNDO))
             self.fs.symlink(f"generations/{base}", self.path(UNDO))
         replace_symlink(self.fs, f"generations/{gen}", self.path(CURRENT))
+        self._switched = (base, gen, moved, selection)
 
     def drop_undo(self) -> None:
         """After a verified switch: the undo link is not needed any more."""
@@ -565,6 +655,7 @@ class GenerationStore:
     def switch_back(self, base: int, gen: int) -> None:
         """Undo a switch: ``current`` back to ``base`` (by renaming the undo link made
         before the switch, which needs no new space), then drop generation ``gen``."""
+        self._switched = None
         current, undo = self.path(CURRENT), self.path(UNDO)
         try:
             if self.current_generation() != base:
@@ -668,58 +759,70 @@ class GenerationStore:
     def collect_garbage(self) -> None:
         """Keep the last ``keep`` generations (and the live one); remove unit files none
         of them names. Removals are not fsynced: one that comes back after a crash is
-        removed again next time."""
+        removed again next time.
+
+        By change: the store counts, per unit file, the runs of consecutive kept
+        generations that name it (see :meth:`_advance`); a switch moves only the counts
+        of the files its moved keys named or name, and dropping a generation looks only
+        at the runs that ended with it. So a one-unit change costs a few dictionary
+        updates, not a walk of 30,000 units per kept generation. The first collection
+        after start (and any surprise: a generation on disk the counts do not know, a
+        switch from another base) counts the kept generations whole and sweeps the unit
+        directories; so does every ``SWEEP_EVERY``-th, which also finds what a crash left."""
         try:
             live = self.current_generation()
             gens = self.generations()
-            kept = set(gens[-self.keep :]) | {live}
-            # Usually only the units of the generations dropped now can have become
-            # garbage: check those against the kept generations. Every SWEEP_EVERY commits
-            # (and the first after start) the unit directories are swept whole, which also
-            # finds units a refused or aborted prepare left (10,000 files listed per commit
-            # would cost more than the change).
+            kept = sorted(set(gens[-self.keep :]) | {live})
             self._commits += 1
             sweep = self._commits % SWEEP_EVERY == 1 or SWEEP_EVERY == 1
-            dropped: dict[str, set[str]] = self._written  # a refused or aborted change's too
-            self._written = {}
+            written, self._written = self._written, {}  # a refused or aborted change's too
+            switched, self._switched = self._switched, None
+            if not self._advance(live, switched) or self._chain != gens:
+                self._chain = None
+                sweep = True
+            candidates: list[tuple[str, str]] = []
             for g in gens:
-                if g not in kept:
-                    if not sweep:
-                        try:
-                            for b, names in self._unit_files(self.manifest(g)).items():
-                                dropped.setdefault(b, set()).update(names)
-                        except (OSError, ValueError, KeyError):
-                            sweep = True
-                    self.fs.rmtree(self.path("generations", g))
-                    self._manifests.pop(g, None)
-                    self._files.pop(g, None)
-            kept_files = []
-            for g in sorted(kept):
+                if g in kept:
+                    continue
+                if self._chain is not None:
+                    if self._chain[0] != g:
+                        self._chain = None
+                        sweep = True
+                    else:
+                        self._chain.pop(0)
+                        spans_gone = self._ends.pop(g, ())
+                        for b, f in spans_gone:
+                            left = self._spans[b][f] - 1
+                            if left:
+                                self._spans[b][f] = left
+                            else:
+                                del self._spans[b][f]
+                                candidates.append((b, f))
+                self.fs.rmtree(self.path("generations", g))
+                self._manifests.pop(g, None)
+                self._selections.pop(g, None)
+            if self._chain is None:
                 try:
-                    kept_files.append(self._unit_files(self.manifest(g)))
-                except (OSError, ValueError, KeyError):
-                    sweep = True  # cannot tell what a kept generation needs: look at all
-            if not sweep:
-                for b, names in dropped.items():
-                    garbage = set(names)
-                    for files in kept_files:  # (set differences: C speed at 10,000 units)
-                        garbage -= files.get(b, frozenset())
-                    for f in sorted(garbage):
-                        try:
-                            self.fs.remove(self.path("units", b, f))
-                        except FileNotFoundError:
-                            pass
-                        self._forget_unit(b, f)
-                names_kept = None
-            else:
-                names_kept = {}
-                for files in kept_files:
-                    for b, names in files.items():
-                        names_kept.setdefault(b, set()).update(names)
-            for b in self.listdir(self.path("units")) if names_kept is not None else ():
-                keep = names_kept.get(b, set())
+                    self._count(kept)
+                except (OSError, ValueError, KeyError, TypeError):
+                    self._chain = None  # cannot tell what a kept generation needs: keep all
+                    return
+            spans = self._spans
+            for b, names in written.items():
+                named = spans.get(b, {})
+                candidates.extend((b, f) for f in names if f not in named)
+            for b, f in sorted(set(candidates)):
+                if f in spans.get(b, ()):
+                    continue  # (named again by a kept generation)
+                try:
+                    self.fs.remove(self.path("units", b, f))
+                except FileNotFoundError:
+                    pass
+                self._forget_unit(b, f)
+            for b in self.listdir(self.path("units")) if sweep else ():
+                named = spans.get(b, {})
                 for f in self.listdir(self.path("units", b)):
-                    if f not in keep:
+                    if f not in named:
                         self.fs.remove(self.path("units", b, f))
                         self._forget_unit(b, f)
             live_units = sum(len(units) for units in self.selection(self.manifest(live)).values())
@@ -728,7 +831,80 @@ class GenerationStore:
             if len(self._entries) > 2 * live_units + 1000:
                 self._prune_entries()
         except OSError:
-            pass  # garbage is harmless; the next commit tries again
+            self._chain = None  # garbage is harmless; the next commit tries again, whole
+
+    def _advance(self, live: int, switched: tuple | None) -> bool:
+        """Add the generation just switched to (``switched``: base, generation, the moved
+        keys by backend or None, its selection) to the counts: each file whose number of
+        naming keys went from 0 starts a run (its span count +1); each that went to 0
+        ends its run at the base generation. False (count whole) when the counts do not
+        cover the base as their newest generation."""
+        if self._chain is None or switched is None:
+            return False
+        base, gen, moved, after = switched
+        if gen != live or not self._chain or self._chain[-1] != base:
+            return False
+        before = self.selection(self.manifest(base))
+        if moved is None:
+            moved = {
+                b: moved_keys(after.get(b, {}), before.get(b, {})) for b in set(before) | set(after)
+            }
+        net: dict[tuple[str, str], int] = {}
+        for b, keys in moved.items():
+            old, new = before.get(b, {}), after.get(b, {})
+            for k in keys:
+                r = old.get(k)
+                if r is not None:
+                    f = (b, sys.intern(r.filename))
+                    net[f] = net.get(f, 0) - 1
+                r = new.get(k)
+                if r is not None:
+                    f = (b, sys.intern(r.filename))
+                    net[f] = net.get(f, 0) + 1
+        mult, spans = self._mult, self._spans
+        if any(mult.get(b, {}).get(f, 0) + d < 0 for (b, f), d in net.items()):
+            return False  # not the change the counts hold: count whole
+        ended = self._ends.setdefault(base, [])
+        for (b, f), d in net.items():
+            if not d:
+                continue
+            m = mult.setdefault(b, {})
+            was = m.get(f, 0)
+            if was + d:
+                m[f] = was + d
+            else:
+                del m[f]
+                ended.append((b, f))
+            if not was:
+                s = spans.setdefault(b, {})
+                s[f] = s.get(f, 0) + 1
+        self._chain.append(gen)
+        return True
+
+    def _count(self, kept: list[int]) -> None:
+        """The counts of :meth:`_advance` made afresh from these generations' manifests."""
+        mult: dict[str, dict[str, int]] = {}
+        spans: dict[str, dict[str, int]] = {}
+        ends: dict[int, list[tuple[str, str]]] = {}
+        prev: int | None = None
+        for g in kept:
+            now: dict[str, dict[str, int]] = {}
+            for b, units in self.selection(self.manifest(g)).items():
+                m = now.setdefault(b, {})
+                for r in units.values():
+                    f = sys.intern(r.filename)
+                    m[f] = m.get(f, 0) + 1
+            for b, m in now.items():
+                s = spans.setdefault(b, {})
+                for f in m.keys() - mult.get(b, {}).keys():
+                    s[f] = s.get(f, 0) + 1
+            if prev is not None:
+                ends[prev] = [
+                    (b, f) for b, m in mult.items() for f in m.keys() - now.get(b, {}).keys()
+                ]
+            mult, prev = now, g
+        self._mult, self._spans, self._ends = mult, spans, ends
+        self._chain = list(kept)
 
     def _forget_unit(self, backend: str, filename: str) -> None:
         sha, _, ext = filename.partition(".")
@@ -760,6 +936,7 @@ class GenerationStore:
         self._contents.clear()
         self.previous_units.clear()
         self.staged = None
+        self._chain, self._switched = None, None
         for name in self.listdir(self.path("staging")):
             self.fs.rmtree(self.path("staging", name))
         for link in ("current.tmp", UNDO):

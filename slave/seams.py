@@ -222,6 +222,10 @@ class FileSystem(Protocol):
     and writes all of ``data``; it is not durable until ``fsync(path)``. Directory
     changes (create, rename, symlink, remove) are durable once ``fsync_dir`` of the
     directory holding the entry has returned. ``rename`` replaces ``dst`` atomically.
+    ``link`` makes ``dst`` a second name of the regular file ``src`` (a hard link, not
+    following a symlink at ``src``): the same content, durable as ``src``'s is, the
+    new name durable once its directory is fsynced; a file with two names must never be
+    written in place.
     """
 
     def write(self, path: str, data: bytes) -> None: ...
@@ -238,6 +242,8 @@ class FileSystem(Protocol):
     def mkdir(self, path: str) -> None: ...
 
     def symlink(self, target: str, path: str) -> None: ...
+
+    def link(self, src: str, dst: str) -> None: ...
 
     def readlink(self, path: str) -> str: ...
 
@@ -341,6 +347,9 @@ class RealFileSystem:
     def symlink(self, target: str, path: str) -> None:
         os.symlink(target, path)
 
+    def link(self, src: str, dst: str) -> None:
+        os.link(src, dst, follow_symlinks=False)
+
     def readlink(self, path: str) -> str:
         return os.readlink(path)
 
@@ -396,7 +405,17 @@ class _Link:
     target: str
 
 
-MUTATING = ("write", "fsync", "fsync_dir", "rename", "mkdir", "symlink", "remove", "rmtree")
+MUTATING = (
+    "write",
+    "fsync",
+    "fsync_dir",
+    "rename",
+    "mkdir",
+    "symlink",
+    "link",
+    "remove",
+    "rmtree",
+)
 
 
 @attrs.define
@@ -419,7 +438,7 @@ class FakeFileSystem:
       a file's unsynced writes, are not modelled.
 
     Faults: ``fail`` maps an operation kind ("write", "fsync", "rename", "mkdir",
-    "symlink", "fsync_dir") to the 1-based count at which that kind raises ENOSPC once
+    "symlink", "link", "fsync_dir") to the 1-based count at which that kind raises ENOSPC once
     (a failing write leaves half the data behind). ``crash_at`` raises :class:`Crash`
     instead of performing the mutating operation with that 0-based index. ``ops``
     records every mutating operation as (kind, path); :meth:`arm` resets the counts.
@@ -570,6 +589,16 @@ class FakeFileSystem:
             raise FileExistsError(errno.EEXIST, "file exists", path)
         self._op("symlink", path)
         parent.entries[name] = _Link(target)
+
+    def link(self, src: str, dst: str) -> None:
+        node = self._lookup(self._parts(src), follow=False)
+        if isinstance(node, _Dir):
+            raise OSError(errno.EPERM, "hard link of a directory", src)
+        parent, name = self._parent(dst)
+        if name in parent.entries:
+            raise FileExistsError(errno.EEXIST, "file exists", dst)
+        self._op("link", dst)
+        parent.entries[name] = node  # the same inode: its content and durability
 
     def readlink(self, path: str) -> str:
         node = self._lookup(self._parts(path), follow=False)

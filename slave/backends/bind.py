@@ -533,7 +533,7 @@ class BindBackend:
     # (unit key, path) -> its checked zone statement: the index of 10,000 zones is written
     # on every change, but only a changed zone's statement is built again.
     _statements: dict = attrs.field(factory=dict, init=False, eq=False, repr=False)
-    # tag -> (paths, sorted keys, statements, key -> position) of the latest index
+    # tag -> the latest index text (_Text: paths, statements, pieces, positions)
     _lines: dict = attrs.field(factory=dict, init=False, eq=False, repr=False)
     # (state.zones, this node's zones) of the latest call: units() and probes() of one
     # prepare filter the same 10,000 zones once
@@ -542,6 +542,10 @@ class BindBackend:
     _units: dict = attrs.field(factory=dict, init=False, eq=False, repr=False)
     # The latest render by zone object (see _update): [_Incremental] or [].
     _inc: list = attrs.field(factory=list, init=False, eq=False, repr=False)
+    # key -> zone, for the zones whose text the latest render changed
+    _changed_zones: dict = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    # [this node's zones] when the latest units() rendered every one of them, else []
+    _complete: list = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     def _zones(self, state: DesiredState) -> list[Zone]:
         last = self._mine[0] if self._mine else None
@@ -604,6 +608,7 @@ class BindBackend:
         errors: list[ZoneRefused] = []
         memo: dict[Zone, Unit] = {}
         changed: dict[str, bool] = {}
+        zone_of: dict[str, Zone] = {}
         get = previous.get
         for z in zones:
             key = f"zone:{z.name.lower()}" if isinstance(z.name, str) else ""
@@ -628,14 +633,18 @@ class BindBackend:
                     errors.extend(exc.errors)
                     continue
                 changed[key] = prev is None or prev.content != unit.content
+                zone_of[key] = z
             units[key] = unit
             memo_put(memo, z, unit)
+        self._changed_zones.clear()
+        self._changed_zones.update(zone_of)
         self._memo.clear()
         self._memo.update(memo)
         self._units.clear()
         self._units.update(units)
         if not errors and len(units) == len(zones):
             self._inc[:] = [_Incremental.of(zones, units, changed, len(previous))]
+            return list(self._inc[0].ordered), errors, changed
         return sorted(units.values(), key=_by_key), errors, changed
 
     def _update(
@@ -673,6 +682,7 @@ class BindBackend:
                 del units[key]
             todo.append(z)
         changed: dict[str, bool] = {}
+        zone_of: dict[str, Zone] = {}
         fresh: list[tuple[Zone, str, Unit]] = []
         for z in todo:
             if not isinstance(z.name, str):
@@ -693,6 +703,7 @@ class BindBackend:
                 except RenderRefused:
                     return None
                 changed[key] = prev is None or prev.content != unit.content
+                zone_of[key] = z
             units[key] = unit
             fresh.append((z, key, unit))
         for z, key, unit in fresh:
@@ -708,16 +719,28 @@ class BindBackend:
             memo_put(memo, z, unit)
         self._units.clear()
         self._units.update(units)
+        self._changed_zones.clear()
+        self._changed_zones.update(zone_of)
         changed_ids = {id(z) for z, key, _u in fresh if changed.get(key)}
-        self._inc[:] = [_Incremental(by_id, units, changed_ids, len(previous))]
-        return sorted(units.values(), key=_by_key), [], changed
+        if units.keys() == inc.units.keys():  # the same zones: the same order, a few new
+            ordered = list(inc.ordered)
+            for _z, key, unit in fresh:
+                ordered[inc.positions[key]] = unit
+            positions = inc.positions
+        else:
+            ordered = sorted(units.values(), key=_by_key)
+            positions = {u.key: i for i, u in enumerate(ordered)}
+        self._inc[:] = [_Incremental(by_id, units, changed_ids, len(previous), ordered, positions)]
+        return list(ordered), [], changed
 
     def units(self, state: DesiredState, previous: Mapping[str, Unit], now: int) -> list[Unit]:
         """Every zone of this host. Raises :class:`RenderRefused` with all refusals (of
         every owner) if any zone has a value that fails its grammar or is there twice."""
+        self._complete.clear()
         units, errors, changed = self._render(state, previous, now)
         if errors:
             raise RenderRefused(errors)
+        self._complete.append(self._zones(state))  # every one of these zones rendered
         # Only the zones whose text changed are probed for their serial; the others are
         # known by key (no loop or regex over 10,000 unchanged zones per change).
         self._serials.clear()
@@ -727,30 +750,37 @@ class BindBackend:
                 self._serials[key[5:]] = (serial_of(unit.content) if unit else None, True)
         return units
 
-    def _zone_statements(self, units: Mapping[str, PurePosixPath], tag: str = "") -> list[str]:
-        """The sorted zone statements of ``units``; when the keys are those of the latest
-        call with this ``tag``, only the moved units' statements are looked at (the index
-        of 10,000 zones is written on every change; sorting and looking up all of them
-        was ~10 % of a one-zone change)."""
+    def _zone_text(self, units: Mapping[str, PurePosixPath], tag: str = "") -> bytes:
+        """The sorted zone statements of ``units``, one a line, as bytes. The latest
+        text of each ``tag`` is kept in pieces of :data:`PIECE_LINES` lines: when the
+        keys are those of the latest call, only the moved units' statements are built
+        and only their pieces joined and encoded again (the index of 10,000 zones is
+        written on every change; sorting, joining and encoding all of it was ~10 % of a
+        one-zone change)."""
         last = self._lines.get(tag)
-        if last is not None and last[0].keys() == units.keys():
-            before, keys, lines, pos = last
+        if last is not None and last.paths.keys() == units.keys():
             try:
-                moved = [k for k, _ in units.items() ^ before.items()]
+                moved = [k for k, _ in units.items() ^ last.paths.items()]
             except TypeError:
                 moved = list(units)
             if len(moved) < 64:
-                lines = list(lines)
+                lines, pieces, pos = list(last.lines), list(last.pieces), last.positions
+                touched = set()
                 for k in {*moved}:
-                    lines[pos[k]] = self._statement(k, units[k])
-                self._lines[tag] = (dict(units), keys, lines, pos)
-                return lines
+                    i = pos[k]
+                    lines[i] = self._statement(k, units[k])
+                    touched.add(i // PIECE_LINES)
+                for n in touched:
+                    pieces[n] = _piece(lines[n * PIECE_LINES : (n + 1) * PIECE_LINES])
+                self._lines[tag] = _Text(dict(units), lines, pieces, pos)
+                return b"".join(pieces)
         if len(self._statements) > 4 * len(units) + 1000:  # drop what no generation names now
             self._statements.clear()
         keys = sorted(units)
         lines = [self._statement(k, units[k]) for k in keys]
-        self._lines[tag] = (dict(units), keys, lines, {k: i for i, k in enumerate(keys)})
-        return lines
+        pieces = [_piece(lines[i : i + PIECE_LINES]) for i in range(0, len(lines), PIECE_LINES)]
+        self._lines[tag] = _Text(dict(units), lines, pieces, {k: i for i, k in enumerate(keys)})
+        return b"".join(pieces)
 
     def _statement(self, key: str, path: PurePosixPath) -> str:
         """One zone's checked statement (memoised per key and path)."""
@@ -785,17 +815,15 @@ class BindBackend:
             at = {**units, **live}  # each zone at its live path (C speed)
         else:
             at = {k: (live or {}).get(k, p) for k, p in units.items()}
-        zones = self._zone_statements(at, "live")
-        checked = self._zone_statements(units, "staged") if live else zones
-        head = "# domtool: the zones of this generation. Generated; do not edit.\n"
-        body = "".join(z + "\n" for z in zones)
+        body = self._zone_text(at, "live")
+        checked_body = self._zone_text(units, "staged") if live else body
+        head = b"# domtool: the zones of this generation. Generated; do not edit.\n"
         check = (
             "# domtool: what named.conf loads, with this generation's zones. For\n"
             "# named-checkconf only.\n"
             f'include "{_conf_path(self.config.base_config)}";\n'
-        )
-        checked_body = "".join(z + "\n" for z in checked)
-        return {INDEX_FILE: (head + body).encode(), CHECK_FILE: (check + checked_body).encode()}
+        ).encode()
+        return {INDEX_FILE: head + body, CHECK_FILE: check + checked_body}
 
     def check_all(self, generation_dir: PurePosixPath) -> tuple[Command, ...]:
         """``named-checkconf [-z]`` over the staged ``check.conf``."""
@@ -826,11 +854,17 @@ class BindBackend:
         c = self.config
         zones = self._zones(state)
         serials, rendered = self._serials, self._units
-        picked = [
-            z
-            for z in zones
-            if (name := str(z.name).lower()) in serials or f"zone:{name}" not in rendered
-        ]
+        if self._complete and self._complete[0] is zones:
+            # the zones the latest units() rendered, all of them: the changed ones are
+            # known by key (no loop over 10,000 zones per change)
+            of = self._changed_zones
+            picked = [of[f"zone:{name}"] for name in serials if f"zone:{name}" in of]
+        else:
+            picked = [
+                z
+                for z in zones
+                if (name := str(z.name).lower()) in serials or f"zone:{name}" not in rendered
+            ]
         if not picked and zones:
             picked = [min(zones, key=lambda z: str(z.name))]
         out = []
@@ -847,17 +881,39 @@ def _by_key(unit: Unit) -> str:
     return unit.key
 
 
+PIECE_LINES = 256  # zone statements per cached piece of zones.conf and check.conf
+
+
+def _piece(lines: list[str]) -> bytes:
+    return "".join([line + "\n" for line in lines]).encode()
+
+
+@attrs.frozen(slots=True)
+class _Text:
+    """The latest zone statements of one tag of :meth:`BindBackend._zone_text`: the paths
+    they name by key, the sorted statements, their text in pieces of
+    :data:`PIECE_LINES` lines (bytes), each key's position."""
+
+    paths: dict
+    lines: list
+    pieces: list
+    positions: dict
+
+
 @attrs.define
 class _Incremental:
     """The latest whole or partial render of :class:`BindBackend` by zone object:
     id(zone) -> (zone, key, unit) (it holds the zones, so the ids stay theirs), the units
-    by key, the ids of the zones whose text it changed, and how many units ``previous``
-    held then."""
+    by key, the ids of the zones whose text it changed, how many units ``previous``
+    held then, and the units in key order with each key's place (so a render of the same
+    zones replaces a few, not sorts 10,000)."""
 
     by_id: dict
     units: dict
     changed_ids: set
     previous_len: int
+    ordered: list  # the units sorted by key (what units() returned)
+    positions: dict  # key -> its place in ordered
 
     @classmethod
     def of(cls, zones, units: dict, changed: dict, previous_len: int) -> _Incremental:
@@ -866,4 +922,6 @@ class _Incremental:
             key = f"zone:{z.name.lower()}"
             by_id[id(z)] = (z, key, units[key])
         ids = {i for i, (_z, key, _u) in by_id.items() if changed.get(key)}
-        return cls(by_id, dict(units), ids, previous_len)
+        ordered = sorted(units.values(), key=_by_key)
+        positions = {u.key: i for i, u in enumerate(ordered)}
+        return cls(by_id, dict(units), ids, previous_len, ordered, positions)

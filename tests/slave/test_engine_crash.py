@@ -173,7 +173,9 @@ def test_the_fake_really_loses_unsynced_data():
 
 
 @pytest.mark.parametrize("scenario", ["change-add-remove", "bisection", "gc"])
-@pytest.mark.parametrize("kind", ["write", "fsync", "fsync_dir", "rename", "mkdir", "symlink"])
+@pytest.mark.parametrize(
+    "kind", ["write", "fsync", "fsync_dir", "rename", "mkdir", "symlink", "link"]
+)
 def test_disk_full_at_each_operation_changes_nothing_live(kind: str, scenario: str):
     """ENOSPC at the i-th operation of this kind, for every i the apply performs: the
     apply raises DiskFull naming the full disk, the live configuration (and every
@@ -207,7 +209,9 @@ def test_disk_full_at_each_operation_changes_nothing_live(kind: str, scenario: s
         assert content(live_config(host.fs)) == content(final)
 
 
-@pytest.mark.parametrize("kind", ["write", "fsync", "fsync_dir", "rename", "mkdir", "symlink"])
+@pytest.mark.parametrize(
+    "kind", ["write", "fsync", "fsync_dir", "rename", "mkdir", "symlink", "link"]
+)
 def test_disk_full_during_a_rollback_is_reported_and_recovered(kind: str):
     """The new generation fails to reload and the disk is full at the i-th operation of
     this kind (for every i, including the rollback's own): the apply ends as DiskFull,
@@ -309,7 +313,7 @@ def test_a_crash_during_the_very_first_apply_leaves_nothing_or_generation_one():
 KILLER = r"""
 import os, sys
 from domtool.slave.engine import Engine
-from domtool.slave.seams import FakeClock, FakeProcessRunner, RealFileSystem
+from domtool.slave.seams import MUTATING, FakeClock, FakeProcessRunner, RealFileSystem
 from tests.slave.fake_backend import FakeBackend, FakeDaemon
 from tests.slave.test_engine import abc
 
@@ -325,7 +329,7 @@ class Killing(RealFileSystem):
         self.done += 1
 
 
-for name in ("write", "fsync", "fsync_dir", "rename", "mkdir", "symlink", "remove", "rmtree"):
+for name in MUTATING:
     def wrapped(self, *args, _name=name):
         self.tick()
         return getattr(RealFileSystem, _name)(self, *args)

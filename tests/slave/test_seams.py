@@ -173,6 +173,47 @@ def test_remove_and_rmtree(fsroot):
     assert fs.listdir(root) == ["file"]
 
 
+def test_link_makes_a_second_name_of_the_same_file(fsroot):
+    """link gives a file a second name (same content, which stays when the first name
+    goes); it refuses an existing destination and a directory, and does not follow a
+    symlink at the source."""
+    fs, root = fsroot
+    makedirs(fs, f"{root}/a")
+    makedirs(fs, f"{root}/b")
+    fs.write(f"{root}/a/f", b"index")
+    fs.fsync(f"{root}/a/f")
+    fs.link(f"{root}/a/f", f"{root}/b/f")
+    assert fs.read(f"{root}/b/f") == b"index"
+    fs.rmtree(f"{root}/a")
+    assert fs.read(f"{root}/b/f") == b"index"
+    fs.write(f"{root}/b/g", b"other")
+    with pytest.raises(FileExistsError):
+        fs.link(f"{root}/b/f", f"{root}/b/g")
+    with pytest.raises(OSError):
+        fs.link(f"{root}/b", f"{root}/c")
+    fs.symlink(f"{root}/b/f", f"{root}/s")
+    fs.link(f"{root}/s", f"{root}/t")
+    assert fs.is_symlink(f"{root}/t")
+
+
+def test_fake_link_is_durable_once_its_directory_is_synced():
+    """The linked file's content is the synced content of its source; the new name
+    survives a crash only after fsync_dir of its directory."""
+    fs = FakeFileSystem()
+    makedirs(fs, "/d/old")
+    fs.write("/d/old/f", b"synced")
+    fs.fsync("/d/old/f")
+    fs.fsync_dir("/d/old")
+    fs.fsync_dir("/d")
+    fs.mkdir("/d/new")
+    fs.fsync_dir("/d")
+    fs.link("/d/old/f", "/d/new/f")
+    assert fs.count("link") == 1
+    assert "/d/new/f" not in fs.reboot("synced").snapshot()
+    fs.fsync_dir("/d/new")
+    assert fs.reboot("synced").snapshot()["/d/new/f"] == b"synced"
+
+
 # ---------------------------------------------------------------------------
 # File system: what only the fake does
 
@@ -192,7 +233,7 @@ def test_fake_disk_full_at_the_nth_write_leaves_half_the_data():
     assert fs.count("write") == 3
 
 
-@pytest.mark.parametrize("kind", ["fsync", "fsync_dir", "rename", "mkdir", "symlink"])
+@pytest.mark.parametrize("kind", ["fsync", "fsync_dir", "rename", "mkdir", "symlink", "link"])
 def test_fake_disk_full_at_other_operations_changes_nothing(kind):
     """ENOSPC at a rename, mkdir or symlink leaves the tree as it was."""
     fs = FakeFileSystem()
@@ -206,6 +247,7 @@ def test_fake_disk_full_at_other_operations_changes_nothing(kind):
         "rename": lambda: fs.rename("/d/a", "/d/b"),
         "mkdir": lambda: fs.mkdir("/d/e"),
         "symlink": lambda: fs.symlink("a", "/d/l"),
+        "link": lambda: fs.link("/d/a", "/d/h"),
     }[kind]
     with pytest.raises(OSError) as info:
         call()
