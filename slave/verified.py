@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -125,6 +126,8 @@ class GrantBook:
             raise grantsig.GrantSigError("no trusted grant signing key")
         self.serials_path = serials_path
         self.serials: dict[str, int] = {}
+        self._batch_depth = 0
+        self._dirty = False  # serials accepted inside a batch, not yet saved
         if serials_path is not None and os.path.exists(serials_path):
             with open(serials_path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -158,8 +161,31 @@ class GrantBook:
             )
         if record.serial > floor:
             self.serials[owner] = record.serial
-            self._save()
+            if self._batch_depth:
+                self._dirty = True
+            else:
+                self._save()
         return VerifiedGrants(owner, record.serial, record.permissions())
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Accept serials in memory and write the serial file once, when the block
+        ends (a prepare of 1,000 members' first serials: one write and fsync, not 1,000).
+
+        The caller must act on nothing these serials allowed until the block has ended:
+        the agent re-checks a whole prepare inside one block, before it stages, answers
+        or commits anything, so a serial accepted is on disk before what it allowed goes
+        live, and a replayed older serial is still refused after a restart. When the
+        block ends by an exception the serials accepted so far are written all the same
+        (a floor only rises); a failing write raises ``OSError`` out of the block."""
+        self._batch_depth += 1
+        try:
+            yield
+        finally:
+            self._batch_depth -= 1
+            if not self._batch_depth and self._dirty:
+                self._save()
+                self._dirty = False
 
     def _save(self) -> None:
         if self.serials_path is None:
