@@ -128,6 +128,9 @@ class GrantBook:
         self.serials: dict[str, int] = {}
         self._batch_depth = 0
         self._dirty = False  # serials accepted inside a batch, not yet saved
+        # Inside a batch: each owner's last record and its verified grants (the agent
+        # asks twice per owner: the re-check, then the snapshot's paths).
+        self._memo: dict[str, tuple[grantsig.SignedGrants, VerifiedGrants]] = {}
         if serials_path is not None and os.path.exists(serials_path):
             with open(serials_path, encoding="utf-8") as f:
                 data = json.load(f)
@@ -148,6 +151,9 @@ class GrantBook:
                 "no signed grants: this host checks every unit against grants an "
                 "administrator signed (domtool-admin sign-grants)"
             )
+        hit = self._memo.get(owner)
+        if hit is not None and hit[0] is signed and hit[1].serial >= self.serials.get(owner, 0):
+            return hit[1]  # (the same record again in this batch: verified already)
         record = grantsig.verify(signed, self.trusted)
         if record.member != owner:
             raise grantsig.GrantSigError(
@@ -165,7 +171,10 @@ class GrantBook:
                 self._dirty = True
             else:
                 self._save()
-        return VerifiedGrants(owner, record.serial, record.permissions())
+        vg = VerifiedGrants(owner, record.serial, record.permissions())
+        if self._batch_depth:
+            self._memo[owner] = (signed, vg)
+        return vg
 
     @contextmanager
     def batch(self) -> Iterator[None]:
@@ -183,6 +192,8 @@ class GrantBook:
             yield
         finally:
             self._batch_depth -= 1
+            if not self._batch_depth:
+                self._memo.clear()
             if not self._batch_depth and self._dirty:
                 self._save()
                 self._dirty = False

@@ -115,3 +115,21 @@ def test_a_failing_save_at_the_end_of_a_batch_fails_and_is_tried_again(tmp_path,
     with book.batch():
         book.verified("m00", signed("m00", 3))  # (not new: the floor is 3 in memory)
     assert json.loads(path.read_text()) == {"m00": 3}
+
+
+def test_the_same_record_twice_in_a_batch_is_verified_once(tmp_path, monkeypatch):
+    """The agent asks for an owner's grants twice a prepare (re-check, snapshot paths):
+    inside a batch the second is the first's answer, unless a newer serial came since."""
+    book = GrantBook([PUB], str(tmp_path / "grant-serials.json"))
+    calls = []
+    real = grantsig.verify
+    monkeypatch.setattr(grantsig, "verify", lambda *a: calls.append(a) or real(*a))
+    s5, s6 = signed("m00", 5), signed("m00", 6)
+    with book.batch():
+        first = book.verified("m00", s5)
+        assert book.verified("m00", s5) is first and len(calls) == 1
+        book.verified("m00", s6)
+        with pytest.raises(grantsig.GrantSigError, match="older than serial 6"):
+            book.verified("m00", s5)
+    book.verified("m00", s6)
+    assert len(calls) == 4  # (outside a batch nothing is remembered)
