@@ -203,6 +203,17 @@ class GrantBook:
             return
         os.makedirs(os.path.dirname(self.serials_path), exist_ok=True)
         atomic_write(self.serials_path, json.dumps(self.serials, sort_keys=True).encode())
+        # The rename durable too (once a prepare, not once a member): after a power loss
+        # the file is this one, not the one before it with lower floors.
+        fsync_dir(os.path.dirname(self.serials_path))
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def recheck_signed(

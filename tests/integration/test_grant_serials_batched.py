@@ -36,7 +36,8 @@ def change(member: str, serial: int) -> OwnerChange:
 
 @pytest.fixture
 def writes(monkeypatch) -> list[dict]:
-    """Each write of the serial file (what it held), through the module's atomic_write."""
+    """Each write of the serial file (what it held, through the module's atomic_write),
+    and each fsync of its directory."""
     out: list[dict] = []
     real = verified.atomic_write
 
@@ -45,6 +46,13 @@ def writes(monkeypatch) -> list[dict]:
         return real(path, data, *a, **kw)
 
     monkeypatch.setattr(verified, "atomic_write", spy)
+    real_dir = verified.fsync_dir
+
+    def spy_dir(path):
+        out.append({"fsync_dir": path})
+        return real_dir(path)
+
+    monkeypatch.setattr(verified, "fsync_dir", spy_dir)
     return out
 
 
@@ -57,18 +65,18 @@ def test_a_round_of_many_first_serials_writes_the_serial_file_once(tmp_path, wri
     args = PrepareArgs("t-round", {m: change(m, 10) for m in MEMBERS})
     answer = run(agent, "prepare", args)
     assert all(answer["owners"][m]["ok"] for m in MEMBERS), answer
-    assert writes == [{m: 10 for m in MEMBERS}]
+    assert writes == [{m: 10 for m in MEMBERS}, {"fsync_dir": str(path.parent)}]
     assert json.loads(path.read_text()) == {m: 10 for m in MEMBERS}  # before the commit
     assert run(agent, "commit", ops.TxArgs("t-round"))["status"] == "applied"
     # The same serials again: nothing new to record, no write.
     again = run(agent, "prepare", PrepareArgs("t-same", {m: change(m, 10) for m in MEMBERS}))
     run(agent, "abort", ops.TxArgs("t-same"))
-    assert all(again["owners"][m]["ok"] for m in MEMBERS) and len(writes) == 1
+    assert all(again["owners"][m]["ok"] for m in MEMBERS) and len(writes) == 2
     # Newer serials for all: one more write.
     newer = run(agent, "prepare", PrepareArgs("t-11", {m: change(m, 11) for m in MEMBERS}))
     run(agent, "abort", ops.TxArgs("t-11"))
     assert all(newer["owners"][m]["ok"] for m in MEMBERS)
-    assert writes[1:] == [{m: 11 for m in MEMBERS}]
+    assert writes[2:] == [{m: 11 for m in MEMBERS}, {"fsync_dir": str(path.parent)}]
     # A restart: the floor came from the file, the replay of serial 10 is refused.
     restarted = make_agent(tmp_path)
     restarted.grant_book = GrantBook([PUB], str(path))
@@ -89,7 +97,7 @@ def test_an_older_serial_in_the_same_round_is_refused_and_the_newer_recorded(tmp
         with pytest.raises(grantsig.GrantSigError, match="older than serial 5"):
             book.verified("m00", signed("m00", 4))
         assert writes == [] and not path.exists()
-    assert writes == [{"m00": 5, "m01": 7}]
+    assert writes == [{"m00": 5, "m01": 7}, {"fsync_dir": str(tmp_path)}]
     with pytest.raises(grantsig.GrantSigError, match="older than serial 7"):
         GrantBook([PUB], str(path)).verified("m01", signed("m01", 6))
 
