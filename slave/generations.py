@@ -711,10 +711,19 @@ class GenerationStore:
             if not todo and not gone:
                 continue
             makedirs(self.fs, d)
-            for r in todo:
-                path = f"{d}/{r.live}"
-                self.fs.write(path + ".tmp", self.unit_content(b, r))
-                self.fs.fsync(path + ".tmp")
+            # Every temporary file, their fsyncs together (1,000 new zones in a round are
+            # not 1,000 fsyncs one after the other), then the renames.
+            paths = [f"{d}/{r.live}" for r in todo]
+            try:
+                for path, r in zip(paths, todo, strict=True):
+                    self.fs.write(path + ".tmp", self.unit_content(b, r))
+                self.fs.fsync_many([path + ".tmp" for path in paths])
+            except OSError:  # (no temporary file left beside the live ones)
+                for path in paths:
+                    if self.fs.exists(path + ".tmp"):
+                        self.fs.remove(path + ".tmp")
+                raise
+            for path in paths:
                 self.fs.rename(path + ".tmp", path)
             for name in sorted(gone):
                 if self.fs.exists(f"{d}/{name}"):
