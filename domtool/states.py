@@ -20,12 +20,24 @@ what ``rmdom`` (:func:`without_domain`) removes.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import attrs
 
-from domtool.model import Block, DesiredState, ListDomain, MailDomain, Vhost, WebSettings, Zone
+from domtool.model import (
+    SORT_KEYS,
+    Block,
+    DesiredState,
+    ListDomain,
+    MailDomain,
+    Vhost,
+    WebSettings,
+    Zone,
+)
 
 __all__ = [
     "Name",
@@ -36,6 +48,7 @@ __all__ = [
     "kinds",
     "member_paths",
     "names",
+    "recompose",
     "under",
     "under_domain",
     "unit_names",
@@ -93,6 +106,58 @@ def compose(parts: Mapping[str, DesiredState]) -> DesiredState:
         for f in fields:
             out[f] += getattr(parts[owner], f)
     return cls(**{f: tuple(us) for f, us in out.items()}).normalised()
+
+
+_OWNER = operator.attrgetter("owner")
+
+
+def recompose(
+    previous: DesiredState,
+    owners: Iterable[str],
+    parts: Mapping[str, DesiredState],
+    *,
+    most: float = 0.05,
+) -> DesiredState:
+    """``compose(parts)``, exactly (equal, in the same order), computed from ``previous``,
+    which must be ``compose(old)`` for parts ``old`` that differ from ``parts`` only in
+    ``owners`` (changed, added or removed owners; an unchanged one may be listed too).
+
+    ``compose`` orders each field by its sort key, ties by owner, then by the order
+    within the owner's part (a stable sort of the owner-sorted concatenation). So the
+    units of the other owners keep their order in ``previous``, and each unit of
+    ``owners`` goes in at the place ``(key, owner)`` gives it: a bisect, not a sort of
+    the 10,000 owners' units. When more than ``most`` of the owners changed (or nothing
+    is known of the kind), it is plain ``compose(parts)``."""
+    gone = set(owners)
+    cls = type(next(iter(parts.values()), DesiredState()))
+    # (a subclass may add kinds, or sort otherwise: its own normalised, so compose)
+    if cls is not DesiredState or type(previous) is not cls:
+        return compose(parts)
+    if len(gone) > max(1.0, most * len(parts)):
+        return compose(parts)
+    fields = kinds(cls)
+    mine = sorted(o for o in gone if o in parts)
+    out = {}
+    for f in fields:
+        old = getattr(previous, f)
+        new = [u for o in mine for u in getattr(parts[o], f)]
+        if not new and not any(map(gone.__contains__, map(_OWNER, old))):
+            out[f] = old
+            continue
+        sort_key = SORT_KEYS[f]
+
+        def key(u: Any, sort_key: Callable[[Any], Any] = sort_key) -> tuple[Any, str]:
+            return sort_key(u), u.owner
+
+        # The others' units, in their order (at C speed: 30,000 units at 10,000 domains).
+        kept = list(
+            itertools.compress(old, map(operator.not_, map(gone.__contains__, map(_OWNER, old))))
+        )
+        # Owner-sorted concatenation, stably sorted: (key, owner, place in the part).
+        for u in sorted(new, key=key):
+            kept.insert(bisect.bisect_right(kept, key(u), key=key), u)
+        out[f] = tuple(kept)
+    return cls(**out)
 
 
 def without_owners(state: DesiredState, owners: Iterable[str]) -> DesiredState:
