@@ -116,18 +116,21 @@ def recompose(
     owners: Iterable[str],
     parts: Mapping[str, DesiredState],
     *,
+    was: Mapping[str, DesiredState] | None = None,
     most: float = 0.05,
 ) -> DesiredState:
     """``compose(parts)``, exactly (equal, in the same order), computed from ``previous``,
     which must be ``compose(old)`` for parts ``old`` that differ from ``parts`` only in
     ``owners`` (changed, added or removed owners; an unchanged one may be listed too).
+    ``was``, when given, holds ``old``'s part of each of ``owners`` that had one.
 
     ``compose`` orders each field by its sort key, ties by owner, then by the order
     within the owner's part (a stable sort of the owner-sorted concatenation). So the
-    units of the other owners keep their order in ``previous``, and each unit of
-    ``owners`` goes in at the place ``(key, owner)`` gives it: a bisect, not a sort of
-    the 10,000 owners' units. When more than ``most`` of the owners changed (or nothing
-    is known of the kind), it is plain ``compose(parts)``."""
+    units of the other owners keep their order in ``previous``, the units of one owner
+    with one key are side by side, and each new unit of ``owners`` goes in at the place
+    ``(key, owner)`` gives it: bisects, not a sort of the 10,000 owners' units. Without
+    ``was`` the owners' old units are found by a scan of each field. When more than
+    ``most`` of the owners changed, it is plain ``compose(parts)``."""
     gone = set(owners)
     cls = type(next(iter(parts.values()), DesiredState()))
     # (a subclass may add kinds, or sort otherwise: its own normalised, so compose)
@@ -135,24 +138,38 @@ def recompose(
         return compose(parts)
     if len(gone) > max(1.0, most * len(parts)):
         return compose(parts)
-    fields = kinds(cls)
     mine = sorted(o for o in gone if o in parts)
+    had = None if was is None else [was[o] for o in sorted(gone) if o in was]
     out = {}
-    for f in fields:
-        old = getattr(previous, f)
+    for f in kinds(cls):
+        before = getattr(previous, f)
         new = [u for o in mine for u in getattr(parts[o], f)]
-        if not new and not any(map(gone.__contains__, map(_OWNER, old))):
-            out[f] = old
-            continue
         sort_key = SORT_KEYS[f]
 
         def key(u: Any, sort_key: Callable[[Any], Any] = sort_key) -> tuple[Any, str]:
             return sort_key(u), u.owner
 
-        # The others' units, in their order (at C speed: 30,000 units at 10,000 domains).
-        kept = list(
-            itertools.compress(old, map(operator.not_, map(gone.__contains__, map(_OWNER, old))))
-        )
+        if had is not None:
+            dropped = [u for p in had for u in getattr(p, f)]
+            if not new and not dropped:
+                out[f] = before
+                continue
+            kept = list(before)
+            for k in {key(u) for u in dropped}:  # one owner's units of one key: a slice
+                lo = bisect.bisect_left(kept, k, key=key)
+                del kept[lo : bisect.bisect_right(kept, k, lo=lo, key=key)]
+            if len(kept) != len(before) - len(dropped):  # not the parts of ``previous``
+                return compose(parts)
+        else:
+            if not new and not any(map(gone.__contains__, map(_OWNER, before))):
+                out[f] = before
+                continue
+            # The others' units, in their order (at C speed: 30,000 units at 10,000 domains).
+            kept = list(
+                itertools.compress(
+                    before, map(operator.not_, map(gone.__contains__, map(_OWNER, before)))
+                )
+            )
         # Owner-sorted concatenation, stably sorted: (key, owner, place in the part).
         for u in sorted(new, key=key):
             kept.insert(bisect.bisect_right(kept, key(u), key=key), u)

@@ -247,12 +247,19 @@ class Agent:
             cached = self._split = (self._state, by_owner(self._state))
         return dict(cached[1])
 
-    def _compose(self, parts: Mapping[str, DesiredState], owners: set[str]) -> DesiredState:
-        """``compose(parts)``, for ``parts`` that differ from the live ones only in
-        ``owners``: from the live state, when it is a composed one (10,000 domains: a
-        bisect per changed unit, not a sort of every owner's units)."""
+    def _compose(
+        self,
+        parts: Mapping[str, DesiredState],
+        owners: set[str],
+        current: Mapping[str, DesiredState],
+    ) -> DesiredState:
+        """``compose(parts)``, for ``parts`` that differ from the live ones (``current``,
+        whose composition ``self._state`` is) only in ``owners``: from the live state,
+        when it is a composed one (10,000 domains: a few bisects per changed owner, not a
+        sort of every owner's units)."""
         if self._composed is not None and self._composed is self._state:
-            return recompose(self._state, owners, parts)
+            was = {o: current[o] for o in owners if o in current}
+            return recompose(self._state, owners, parts, was=was)
         return compose(parts)
 
     def _generation(self) -> int:
@@ -346,7 +353,7 @@ class Agent:
         composed = None  # compose(parts) as the engine saw it (10,000 domains: a sort)
         try:
             if changed or removed:
-                composed = self._compose(parts, touched)
+                composed = self._compose(parts, touched, current)
                 prepared = await self._blocking(self.engine.prepare, composed)
             else:  # every owner was refused here: nothing to render, stage or check
                 prepared = Prepared(base, None, (), message=f"unchanged at generation {base}")
@@ -367,7 +374,7 @@ class Agent:
                 parts[owner] = current[owner]
                 composed = None
         generation = base if prepared.generation is None else prepared.generation
-        staged_state = self._compose(parts, touched) if composed is None else composed
+        staged_state = self._compose(parts, touched, current) if composed is None else composed
         if generation != base:
             try:
                 await self._blocking(self.records.write, generation, _nonempty(parts))

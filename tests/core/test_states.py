@@ -365,11 +365,15 @@ def test_recompose_is_compose_of_the_new_parts(old, owners, data, most):
         elif what == "empty":
             new[o] = DesiredState()
     previous = states.compose(old)
-    got = states.recompose(previous, owners, new, most=most)
     want = states.compose(new)
-    assert got == want
-    for f in states.kinds(want):
-        assert [id(u) for u in getattr(got, f)] == [id(u) for u in getattr(want, f)]
+    was = {o: old[o] for o in owners if o in old}
+    for got in (
+        states.recompose(previous, owners, new, most=most),
+        states.recompose(previous, owners, new, was=was, most=most),
+    ):
+        assert got == want
+        for f in states.kinds(want):
+            assert [id(u) for u in getattr(got, f)] == [id(u) for u in getattr(want, f)]
     # Listing an unchanged owner too changes nothing.
     assert states.recompose(want, set(owners) | set(list(new)[:1]), new, most=1.0) == want
 
@@ -380,6 +384,7 @@ def test_recompose_keeps_ties_in_owner_order_then_part_order():
     new = {**old, "b": DesiredState(zones=(z("b", "2"), z("b", "1")))}
     got = states.recompose(states.compose(old), {"b"}, new, most=1.0)
     assert got == states.compose(new)
+    assert states.recompose(states.compose(old), {"b"}, new, was={}, most=1.0) == got
     assert [(u.owner, u.records[0].data) for u in got.zones] == [
         ("a", ("1",)),
         ("b", ("2",)),
