@@ -298,6 +298,7 @@ class Agent:
                 "no recorded state for generation {g}: starting from an empty state", g=generation
             )
         self._state = state if state is not None else DesiredState()
+        self._composed = None  # (a record of the older format may be in another order)
 
     def handle(self, op: str, args: Any) -> defer.Deferred:
         """Run one operation; a Deferred firing with its JSON result, or failing with an
