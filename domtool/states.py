@@ -20,12 +20,24 @@ what ``rmdom`` (:func:`without_domain`) removes.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import attrs
 
-from domtool.model import Block, DesiredState, ListDomain, MailDomain, Vhost, WebSettings, Zone
+from domtool.model import (
+    SORT_KEYS,
+    Block,
+    DesiredState,
+    ListDomain,
+    MailDomain,
+    Vhost,
+    WebSettings,
+    Zone,
+)
 
 __all__ = [
     "Name",
@@ -36,6 +48,7 @@ __all__ = [
     "kinds",
     "member_paths",
     "names",
+    "recompose",
     "under",
     "under_domain",
     "unit_names",
@@ -93,6 +106,75 @@ def compose(parts: Mapping[str, DesiredState]) -> DesiredState:
         for f in fields:
             out[f] += getattr(parts[owner], f)
     return cls(**{f: tuple(us) for f, us in out.items()}).normalised()
+
+
+_OWNER = operator.attrgetter("owner")
+
+
+def recompose(
+    previous: DesiredState,
+    owners: Iterable[str],
+    parts: Mapping[str, DesiredState],
+    *,
+    was: Mapping[str, DesiredState] | None = None,
+    most: float = 0.05,
+) -> DesiredState:
+    """``compose(parts)``, exactly (equal, in the same order), computed from ``previous``,
+    which must be ``compose(old)`` for parts ``old`` that differ from ``parts`` only in
+    ``owners`` (changed, added or removed owners; an unchanged one may be listed too).
+    ``was``, when given, holds ``old``'s part of each of ``owners`` that had one.
+
+    ``compose`` orders each field by its sort key, ties by owner, then by the order
+    within the owner's part (a stable sort of the owner-sorted concatenation). So the
+    units of the other owners keep their order in ``previous``, the units of one owner
+    with one key are side by side, and each new unit of ``owners`` goes in at the place
+    ``(key, owner)`` gives it: bisects, not a sort of the 10,000 owners' units. Without
+    ``was`` the owners' old units are found by a scan of each field. When more than
+    ``most`` of the owners changed, it is plain ``compose(parts)``."""
+    gone = set(owners)
+    cls = type(next(iter(parts.values()), DesiredState()))
+    # (a subclass may add kinds, or sort otherwise: its own normalised, so compose)
+    if cls is not DesiredState or type(previous) is not cls:
+        return compose(parts)
+    if len(gone) > max(1.0, most * len(parts)):
+        return compose(parts)
+    mine = sorted(o for o in gone if o in parts)
+    had = None if was is None else [was[o] for o in sorted(gone) if o in was]
+    out = {}
+    for f in kinds(cls):
+        before = getattr(previous, f)
+        new = [u for o in mine for u in getattr(parts[o], f)]
+        sort_key = SORT_KEYS[f]
+
+        def key(u: Any, sort_key: Callable[[Any], Any] = sort_key) -> tuple[Any, str]:
+            return sort_key(u), u.owner
+
+        if had is not None:
+            dropped = [u for p in had for u in getattr(p, f)]
+            if not new and not dropped:
+                out[f] = before
+                continue
+            kept = list(before)
+            for k in {key(u) for u in dropped}:  # one owner's units of one key: a slice
+                lo = bisect.bisect_left(kept, k, key=key)
+                del kept[lo : bisect.bisect_right(kept, k, lo=lo, key=key)]
+            if len(kept) != len(before) - len(dropped):  # not the parts of ``previous``
+                return compose(parts)
+        else:
+            if not new and not any(map(gone.__contains__, map(_OWNER, before))):
+                out[f] = before
+                continue
+            # The others' units, in their order (at C speed: 30,000 units at 10,000 domains).
+            kept = list(
+                itertools.compress(
+                    before, map(operator.not_, map(gone.__contains__, map(_OWNER, before)))
+                )
+            )
+        # Owner-sorted concatenation, stably sorted: (key, owner, place in the part).
+        for u in sorted(new, key=key):
+            kept.insert(bisect.bisect_right(kept, key(u), key=key), u)
+        out[f] = tuple(kept)
+    return cls(**out)
 
 
 def without_owners(state: DesiredState, owners: Iterable[str]) -> DesiredState:

@@ -705,3 +705,35 @@ def test_describe_agrees_with_the_fake_slave_and_with_rmdom(host):
     assert len(alice["zones"]) == len(alice["mail"]) == len(alice["lists"]) == 1
     other = host.run("describe", ops.DescribeArgs("other.example"))
     assert [j["fqdn"] for j in other["vhosts"]] == ["www.other.example"]  # not by its alias
+
+
+def test_a_prepare_of_few_owners_recomposes_and_stages_what_compose_gives(host, monkeypatch):
+    """Among 40 owners, a prepare changing, adding or removing one owner stages (and the
+    commit makes live) exactly ``compose`` of the new parts, without composing them all."""
+    from domtool.slave import agent as agent_module
+
+    owners = [f"m{i:02d}" for i in range(40)]
+    parts = {o: part(zone(f"{o}.example", o), zone(f"z.{o}.example", o)) for o in owners}
+    host.run("prepare", PrepareArgs("t0", dict(parts)))
+    host.run("commit", tx("t0"))
+    live = {o: c.state for o, c in parts.items()}
+    assert host.agent.state == compose(live)
+    calls: list = []
+    real = agent_module.compose
+    monkeypatch.setattr(agent_module, "compose", lambda p: calls.append(p) or real(p))
+    steps = [
+        ("m07", part(zone("m07.example", "m07", "v2"), zone("a.m07.example", "m07"))),
+        ("new", part(zone("new.example", "new"))),
+        ("m13", part()),
+        ("m00", part(zone("zz.m00.example", "m00"))),
+    ]
+    for i, (owner, change) in enumerate(steps, 1):
+        host.run("prepare", prepare(f"t{i}", **{owner: change}))
+        assert host.run("commit", tx(f"t{i}"))["status"] == "applied"
+        if change.state == DesiredState():
+            live.pop(owner)
+        else:
+            live[owner] = change.state
+        assert host.agent.state == compose(live)
+    assert calls == []
+    assert host.run("status", ops.StatusArgs())["owners"] == sorted(live)
