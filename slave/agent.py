@@ -257,7 +257,7 @@ class Agent:
         whose composition ``self._state`` is) only in ``owners``: from the live state,
         when it is a composed one (10,000 domains: a few bisects per changed owner, not a
         sort of every owner's units)."""
-        if self._composed is not None and self._composed is self._state:
+        if self._composed is self._state:
             was = {o: current[o] for o in owners if o in current}
             return recompose(self._state, owners, parts, was=was)
         return compose(parts)
@@ -425,14 +425,14 @@ class Agent:
         book = self.grant_book
         with contextlib.nullcontext() if book is None else book.batch():
             for o, c in args.changes.items():
-                if self.grant_book is not None:
-                    problems[o] = recheck_signed(self.grant_book, o, c, self.node)
+                if book is not None:
+                    problems[o] = recheck_signed(book, o, c, self.node)
                 else:
                     problems[o] = ops.recheck(o, c, self.node)
                 if not problems[o] and self.snapshotter is not None and c.state.vhosts:
                     paths = c.grants.paths
-                    if self.grant_book is not None and c.signed is not None:
-                        paths = tuple(self.grant_book.verified(o, c.signed).perms.paths)
+                    if book is not None and c.signed is not None:
+                        paths = tuple(book.verified(o, c.signed).perms.paths)
                     snapped[o], problems[o] = self.snapshotter.snapshot(o, c.state, paths)
         return problems, snapped
 
